@@ -1,0 +1,290 @@
+"""Sans-IO codec: frames to bytes and bytes to frames, nothing else.
+
+No sockets and no event loop live here, so the same code serves the asyncio
+server, the async client, the blocking client and the tests. The decoder
+checks every declared length against the frame limit before it buffers the
+payload, and validates each field's type, so a hostile peer can make it raise
+``ProtocolError`` but never allocate more than one frame or crash.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import MISSING, fields
+from typing import Any
+
+import msgpack
+
+from . import frames as f
+from .errors import FrameTooLarge, ProtocolError
+from .limits import DEFAULT_MAX_FRAME, HARD_MAX_FRAME, HEADER_SIZE, MAX_DEPTH
+
+_LENGTH = struct.Struct(">I")
+
+Checker = Callable[[Any], Any]
+
+
+def _int(v: Any) -> int:
+    if type(v) is not int:
+        raise ProtocolError(f"expected an integer, got {type(v).__name__}")
+    return v
+
+
+def _str(v: Any) -> str:
+    if type(v) is not str:
+        raise ProtocolError(f"expected a string, got {type(v).__name__}")
+    return v
+
+
+def _bool(v: Any) -> bool:
+    if type(v) is not bool:
+        raise ProtocolError(f"expected a boolean, got {type(v).__name__}")
+    return v
+
+
+def _float(v: Any) -> float:
+    if type(v) is float:
+        return v
+    if type(v) is int:
+        return float(v)
+    raise ProtocolError(f"expected a number, got {type(v).__name__}")
+
+
+def _bytes(v: Any) -> bytes:
+    if type(v) is not bytes:
+        raise ProtocolError(f"expected binary data, got {type(v).__name__}")
+    return v
+
+
+def _opt(check: Checker) -> Checker:
+    def checked(v: Any) -> Any:
+        return None if v is None else check(v)
+
+    return checked
+
+
+def _int_list(v: Any) -> list[int]:
+    if type(v) is not list:
+        raise ProtocolError(f"expected a list, got {type(v).__name__}")
+    for item in v:
+        if type(item) is not int:
+            raise ProtocolError("expected a list of integers")
+    return v
+
+
+def _ranges(v: Any) -> list[list[int]]:
+    if type(v) is not list:
+        raise ProtocolError(f"expected a list of ranges, got {type(v).__name__}")
+    for item in v:
+        if type(item) is not list or len(item) != 2:
+            raise ProtocolError("a range is a list of two integers")
+        _int(item[0])
+        _int(item[1])
+    return v
+
+
+def _depth_ok(v: Any, depth: int) -> bool:
+    if depth > MAX_DEPTH:
+        return False
+    if type(v) is dict:
+        return all(_depth_ok(x, depth + 1) for x in v.values())
+    if type(v) is list:
+        return all(_depth_ok(x, depth + 1) for x in v)
+    return True
+
+
+def _any(v: Any) -> Any:
+    if type(v) in (dict, list) and not _depth_ok(v, 1):
+        raise ProtocolError(f"value nested deeper than {MAX_DEPTH} levels")
+    return v
+
+
+def _map(v: Any) -> dict[str, Any]:
+    if type(v) is not dict:
+        raise ProtocolError(f"expected a map, got {type(v).__name__}")
+    for key in v:
+        if type(key) is not str:
+            raise ProtocolError("map keys must be strings")
+    return _any(v)  # type: ignore[no-any-return]
+
+
+_CHECKERS: dict[str, Checker] = {
+    "int": _int,
+    "str": _str,
+    "bool": _bool,
+    "float": _float,
+    "bytes": _bytes,
+    "str | None": _opt(_str),
+    "float | None": _opt(_float),
+    "list[int]": _int_list,
+    "list[list[int]]": _ranges,
+    "dict[str, Any]": _map,
+    "Any": _any,
+}
+
+
+class _FrameSpec:
+    """Per frame type: field names, their checkers and how many are required."""
+
+    __slots__ = ("checkers", "cls", "names", "required")
+
+    def __init__(self, cls: type[f.Frame]) -> None:
+        self.cls = cls
+        flds = fields(cls)
+        self.names = tuple(fl.name for fl in flds)
+        self.checkers = tuple(_CHECKERS[str(fl.type)] for fl in flds)
+        self.required = sum(
+            1 for fl in flds if fl.default is MISSING and fl.default_factory is MISSING
+        )
+
+
+FRAME_TYPES: tuple[type[f.Frame], ...] = (
+    f.Hello,
+    f.Welcome,
+    f.Heartbeat,
+    f.Close,
+    f.Error,
+    f.Ok,
+    f.DeclareExchange,
+    f.DeleteExchange,
+    f.DeclareQueue,
+    f.DeleteQueue,
+    f.PurgeQueue,
+    f.Bind,
+    f.Unbind,
+    f.QueueStats,
+    f.Publish,
+    f.Confirm,
+    f.PublishError,
+    f.Consume,
+    f.Cancel,
+    f.Deliver,
+    f.Ack,
+    f.Nack,
+    f.Reject,
+    f.Extend,
+    f.Settled,
+    f.ConsumerCancelled,
+)
+
+_SPECS: dict[int, _FrameSpec] = {}
+
+
+def register(cls: type[f.Frame]) -> type[f.Frame]:
+    """Add a frame type to the codec (used by protocol extensions)."""
+    if cls.TYPE in _SPECS and _SPECS[cls.TYPE].cls is not cls:
+        raise ValueError(f"frame type {cls.TYPE} already registered")
+    _SPECS[cls.TYPE] = _FrameSpec(cls)
+    return cls
+
+
+for _cls in FRAME_TYPES:
+    register(_cls)
+
+_packb = msgpack.Packer(use_bin_type=True).pack
+
+
+def encode_payload(frame: f.Frame) -> bytes:
+    """The msgpack payload of ``frame`` without its length prefix."""
+    spec = _SPECS[frame.TYPE]
+    return _packb([frame.TYPE, *[getattr(frame, n) for n in spec.names]])
+
+
+def encode(frame: f.Frame) -> bytes:
+    """One frame as it travels: 4-byte big-endian length, then the payload."""
+    payload = encode_payload(frame)
+    return _LENGTH.pack(len(payload)) + payload
+
+
+def decode_payload(payload: bytes) -> f.Frame:
+    """Validate and build the frame held by one payload."""
+    try:
+        obj = msgpack.unpackb(
+            payload,
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
+        )
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise ProtocolError(f"malformed frame payload: {exc}") from None
+    except Exception as exc:  # any other unpacker failure is still bad input
+        raise ProtocolError(f"malformed frame payload: {type(exc).__name__}") from None
+    if type(obj) is not list or not obj:
+        raise ProtocolError("a frame payload must be a non-empty array")
+    code = obj[0]
+    if type(code) is not int:
+        raise ProtocolError("a frame must start with its integer type code")
+    spec = _SPECS.get(code)
+    if spec is None:
+        raise ProtocolError(f"unknown frame type {code}")
+    values = obj[1:]
+    n = len(spec.names)
+    if len(values) < spec.required:
+        raise ProtocolError(f"{spec.cls.__name__} needs {spec.required} fields, got {len(values)}")
+    # Fields added by later minor revisions are appended; older peers ignore them.
+    if len(values) > n:
+        values = values[:n]
+    checked = [check(v) for check, v in zip(spec.checkers, values, strict=False)]
+    try:
+        return spec.cls(*checked)
+    except TypeError as exc:  # pragma: no cover - guarded by the checks above
+        raise ProtocolError(str(exc)) from None
+
+
+class Decoder:
+    """Incremental decoder: ``feed`` bytes as they arrive, iterate for frames.
+
+    Raises ``FrameTooLarge`` as soon as a header declares a payload larger than
+    ``max_frame``, before buffering it, and ``ProtocolError`` for any payload
+    that is not a valid frame. After an error the decoder must be discarded.
+    """
+
+    __slots__ = ("_buf", "_pos", "max_frame")
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        if not 0 < max_frame <= HARD_MAX_FRAME:
+            raise ValueError(f"max_frame must be within 1..{HARD_MAX_FRAME}")
+        self.max_frame = max_frame
+        self._buf = bytearray()
+        self._pos = 0
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as frames."""
+        return len(self._buf) - self._pos
+
+    def next_frame(self) -> f.Frame | None:
+        """The next complete frame, or None until more bytes arrive."""
+        buf = self._buf
+        pos = self._pos
+        if len(buf) - pos < HEADER_SIZE:
+            self._compact()
+            return None
+        (length,) = _LENGTH.unpack_from(buf, pos)
+        if length == 0:
+            raise ProtocolError("zero-length frame")
+        if length > self.max_frame:
+            raise FrameTooLarge(f"frame of {length} bytes exceeds the limit of {self.max_frame}")
+        end = pos + HEADER_SIZE + length
+        if len(buf) < end:
+            self._compact()
+            return None
+        payload = bytes(buf[pos + HEADER_SIZE : end])
+        self._pos = end
+        return decode_payload(payload)
+
+    def _compact(self) -> None:
+        if self._pos:
+            del self._buf[: self._pos]
+            self._pos = 0
+
+    def __iter__(self) -> Iterator[f.Frame]:
+        while True:
+            frame = self.next_frame()
+            if frame is None:
+                return
+            yield frame

@@ -1,0 +1,272 @@
+"""Every frame of brokerd protocol version 1, as frozen slotted dataclasses.
+
+A frame travels as a msgpack array ``[type_code, field1, field2, ...]`` in the
+order the dataclass declares its fields. Keeping the field order in one place
+(the dataclass) lets the codec encode and validate every frame type with one
+table instead of a hand-written function per type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+HeaderValue = str | int | float | bool | bytes | None
+Headers = dict[str, HeaderValue]
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """Base class; ``TYPE`` is the code that leads the frame on the wire."""
+
+    TYPE: ClassVar[int] = 0
+
+
+# --- connection ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Hello(Frame):
+    """First frame a client sends: the versions it speaks and its credentials."""
+
+    TYPE: ClassVar[int] = 1
+    versions: list[int]
+    token: str | None = None
+    client_name: str = ""
+    heartbeat: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome(Frame):
+    """The server's answer to Hello: the chosen version and connection limits."""
+
+    TYPE: ClassVar[int] = 2
+    version: int
+    server_name: str
+    heartbeat: float
+    max_frame: int
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat(Frame):
+    TYPE: ClassVar[int] = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Close(Frame):
+    """Either side ends the connection; code 0 is a normal close."""
+
+    TYPE: ClassVar[int] = 4
+    code: int = 0
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Error(Frame):
+    """A failed request (``req`` > 0) or a connection-level failure (``req`` = 0)."""
+
+    TYPE: ClassVar[int] = 5
+    req: int
+    code: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ok(Frame):
+    """Successful reply to request ``req``; ``value`` depends on the request."""
+
+    TYPE: ClassVar[int] = 6
+    req: int
+    value: Any = None
+
+
+# --- topology --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeclareExchange(Frame):
+    TYPE: ClassVar[int] = 10
+    req: int
+    name: str
+    type: str = "direct"
+    durable: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteExchange(Frame):
+    TYPE: ClassVar[int] = 11
+    req: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeclareQueue(Frame):
+    """Declare (idempotently) a queue; ``options`` holds lease, limits and DLQ."""
+
+    TYPE: ClassVar[int] = 12
+    req: int
+    name: str
+    durable: bool = True
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteQueue(Frame):
+    TYPE: ClassVar[int] = 13
+    req: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeQueue(Frame):
+    TYPE: ClassVar[int] = 14
+    req: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Bind(Frame):
+    TYPE: ClassVar[int] = 15
+    req: int
+    queue: str
+    exchange: str
+    routing_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unbind(Frame):
+    TYPE: ClassVar[int] = 16
+    req: int
+    queue: str
+    exchange: str
+    routing_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats(Frame):
+    TYPE: ClassVar[int] = 17
+    req: int
+    name: str
+
+
+# --- publishing ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Publish(Frame):
+    """A message; ``seq`` numbers publishes per connection for confirms.
+
+    ``props`` carries the optional per-message properties: headers, delay,
+    not_before, priority, ttl, message_id, mandatory.
+    """
+
+    TYPE: ClassVar[int] = 20
+    seq: int
+    exchange: str
+    routing_key: str
+    body: bytes
+    props: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Confirm(Frame):
+    """Publishes now durably stored (``ranges`` of inclusive seq pairs) and
+    publishes accepted but routed to no queue (``unroutable``)."""
+
+    TYPE: ClassVar[int] = 21
+    ranges: list[list[int]]
+    unroutable: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class PublishError(Frame):
+    """Publish ``seq`` was refused and nothing of it was stored."""
+
+    TYPE: ClassVar[int] = 22
+    seq: int
+    code: int
+    message: str
+
+
+# --- consuming -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Consume(Frame):
+    TYPE: ClassVar[int] = 30
+    req: int
+    queue: str
+    prefetch: int = 10
+    lease: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel(Frame):
+    TYPE: ClassVar[int] = 31
+    req: int
+    consumer: int
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver(Frame):
+    """One leased message for ``consumer``; ``lease`` is seconds until it expires."""
+
+    TYPE: ClassVar[int] = 32
+    consumer: int
+    delivery: int
+    exchange: str
+    routing_key: str
+    body: bytes
+    props: dict[str, Any]
+    attempt: int
+    lease: float
+
+
+@dataclass(frozen=True, slots=True)
+class Ack(Frame):
+    TYPE: ClassVar[int] = 33
+    req: int
+    deliveries: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class Nack(Frame):
+    TYPE: ClassVar[int] = 34
+    req: int
+    deliveries: list[int]
+    requeue: bool = True
+    delay: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reject(Frame):
+    TYPE: ClassVar[int] = 35
+    req: int
+    deliveries: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class Extend(Frame):
+    TYPE: ClassVar[int] = 36
+    req: int
+    deliveries: list[int]
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Settled(Frame):
+    """Reply to Ack/Nack/Reject/Extend: ``lost`` lists deliveries whose lease
+    had already been lost, for which the request had no effect."""
+
+    TYPE: ClassVar[int] = 37
+    req: int
+    lost: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerCancelled(Frame):
+    """The broker ended a consumer (its queue was deleted)."""
+
+    TYPE: ClassVar[int] = 38
+    consumer: int
+    reason: str
