@@ -1,2 +1,57 @@
-def main() -> None:
-    raise SystemExit("not yet")
+"""``brokerd`` command: read settings, run the server until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from .config import ConfigError, load
+from .server import BrokerServer
+
+
+def _install_uvloop() -> str:
+    try:
+        import uvloop
+    except ImportError:
+        return "asyncio"
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return "uvloop"
+
+
+async def _run(server: BrokerServer) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.stop()))
+    await server.start()
+    metrics = None
+    if server.config.metrics_port:
+        from .metrics import start_metrics
+
+        metrics = await start_metrics(server)
+    try:
+        await server.serve_until_stopped()
+    finally:
+        if metrics is not None:
+            metrics.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        config = load(argv)
+    except ConfigError as exc:
+        print(f"brokerd: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    loop_name = _install_uvloop()
+    logging.getLogger("brokerd").info("event loop: %s", loop_name)
+    server = BrokerServer(config)
+    try:
+        asyncio.run(_run(server))
+    except OSError as exc:
+        print(f"brokerd: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None

@@ -1,0 +1,828 @@
+"""The broker core: exchanges, queues, consumers, leases and delays.
+
+No sockets, no event loop, no threads. Sessions call in with decoded requests
+and receive their effects through the ``Peer`` interface; time comes from a
+``Clock`` and durability from a ``Store``. Each call records its row changes
+in the current ``Batch``; the server commits one batch per event-loop tick
+(``flush``) and publisher confirms follow that commit. This keeps the hot path
+free of awaits and per-message tasks, and lets unit tests drive every rule
+with a fake clock.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from brokerd_protocol import ErrorCode
+
+from .clock import Clock
+from .errors import BrokerError, invalid, not_found
+from .leases import LeaseWheel
+from .message import Message
+from .options import MAX_LEASE, PublishProps, QueueOptions, check_name, parse_props
+from .queues import PRIORITIES, WINDOW, Consumer, Delivery, QueueState
+from .routing import EXCHANGE_TYPES, Router, make_router
+from .storage.base import Batch, Recovered, Store
+
+log = logging.getLogger("brokerd.broker")
+
+#: Durable delayed messages kept in memory at most; the rest wait on disk.
+DELAYED_WINDOW = 10_000
+MAX_PREFETCH = 65_535
+#: Seconds between sweeps for expired messages at queue heads.
+TTL_SWEEP = 1.0
+
+
+class Peer(Protocol):
+    """What the core needs from a connection (implemented by the session)."""
+
+    writable: bool
+
+    def send_delivery(self, consumer: Consumer, delivery: Delivery) -> None: ...
+
+    def send_confirms(self, routed: list[int], unroutable: list[int]) -> None: ...
+
+    def send_publish_error(self, seq: int, code: ErrorCode, message: str) -> None: ...
+
+    def send_consumer_cancelled(self, consumer_id: int, reason: str) -> None: ...
+
+
+class Connection:
+    """The core's per-connection state: its consumers and leased deliveries."""
+
+    __slots__ = ("closed", "consumers", "deliveries", "next_consumer", "next_delivery", "peer")
+
+    def __init__(self, peer: Peer) -> None:
+        self.peer = peer
+        self.consumers: dict[int, Consumer] = {}
+        self.deliveries: dict[int, Delivery] = {}
+        self.next_consumer = 1
+        self.next_delivery = 1
+        self.closed = False
+
+    @property
+    def writable(self) -> bool:
+        return self.peer.writable
+
+
+@dataclass(slots=True)
+class Exchange:
+    name: str
+    type: str
+    durable: bool
+    router: Router
+
+
+@dataclass
+class Counters:
+    """Monotonic event counts read by the metrics endpoint."""
+
+    published: int = 0
+    confirmed: int = 0
+    routed: int = 0
+    unroutable: int = 0
+    delivered: int = 0
+    redelivered: int = 0
+    acked: int = 0
+    nacked: int = 0
+    rejected: int = 0
+    expired: int = 0
+    dead_lettered: dict[str, int] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+class Broker:
+    def __init__(self, store: Store, clock: Clock, *, on_dirty: Callable[[], None] | None = None):
+        self.store = store
+        self.clock = clock
+        self.exchanges: dict[str, Exchange] = {}
+        self.queues: dict[str, QueueState] = {}
+        self.counters = Counters()
+        self.batch = Batch()
+        self._on_dirty = on_dirty or (lambda: None)
+        self._dirty = False
+        self._next_id = 1
+        self._next_seq = 1
+        self.leases: LeaseWheel[Delivery] = LeaseWheel()
+        # Delayed messages due soonest: (ready_at, id, message).
+        self._delayed: list[tuple[float, int, Message]] = []
+        #: Durable delayed messages with (ready_at, id) <= horizon are all in _delayed.
+        self._horizon: tuple[float, int] = (math.inf, 0)
+        self._delayed_on_disk = 0
+        self._delayed_loading = False
+        self._durable_delayed_in_mem = 0
+        self._last_sweep = 0.0
+        #: Body bytes accepted but not yet committed (flow control).
+        self.uncommitted_bytes = 0
+        self.commit_listeners: list[Callable[[], None]] = []
+
+    # --- start-up -------------------------------------------------------------
+
+    def restore(self, rec: Recovered) -> None:
+        """Rebuild state from storage; message bodies stay on disk until paged."""
+        self._next_id = rec.max_id + 1
+        self._next_seq = rec.max_seq + 1
+        for name, etype in rec.exchanges:
+            self.exchanges[name] = Exchange(name, etype, True, make_router(etype))
+        for qr in rec.queues:
+            self.queues[qr.name] = QueueState(qr.name, True, QueueOptions.from_wire(qr.options))
+        for queue, exchange, key in rec.bindings:
+            ex = self.exchanges.get(exchange)
+            if ex is not None and queue in self.queues:
+                ex.router.bind(queue, key)
+        for (qname, prio), count in rec.ready_counts.items():
+            q = self.queues.get(qname)
+            if q is not None:
+                q.disk[prio] += count
+        for qname, count in rec.delayed_counts.items():
+            q = self.queues.get(qname)
+            if q is not None:
+                q.delayed += count
+                self._delayed_on_disk += count
+        if self._delayed_on_disk:
+            self._horizon = (-math.inf, 0)
+            self._load_delayed()
+        for q in self.queues.values():
+            self._maybe_page(q)
+
+    # --- batching -------------------------------------------------------------
+
+    def _touch(self) -> None:
+        if not self._dirty:
+            self._dirty = True
+            self._on_dirty()
+
+    def flush(self) -> None:
+        """Hand this tick's batch to the store; confirms go out on commit."""
+        self._dirty = False
+        batch = self.batch
+        if not batch:
+            return
+        self.batch = Batch()
+        self.store.commit(batch, lambda err: self._committed(batch, err))
+
+    def _committed(self, batch: Batch, error: BaseException | None) -> None:
+        self.uncommitted_bytes -= batch.nbytes
+        by_conn: dict[Connection, tuple[list[int], list[int]]] = {}
+        for conn, seq, routed in batch.confirms:
+            if conn.closed:
+                continue
+            if error is not None:
+                conn.peer.send_publish_error(seq, ErrorCode.INTERNAL, f"storage failed: {error}")
+                continue
+            entry = by_conn.get(conn)
+            if entry is None:
+                entry = by_conn[conn] = ([], [])
+            entry[0 if routed else 1].append(seq)
+        for conn, (routed_seqs, unroutable) in by_conn.items():
+            self.counters.confirmed += len(routed_seqs) + len(unroutable)
+            conn.peer.send_confirms(routed_seqs, unroutable)
+        for listener in self.commit_listeners:
+            listener()
+
+    def _new_id(self) -> int:
+        n = self._next_id
+        self._next_id = n + 1
+        return n
+
+    def _new_seq(self) -> int:
+        n = self._next_seq
+        self._next_seq = n + 1
+        return n
+
+    # --- topology -------------------------------------------------------------
+
+    def declare_exchange(self, name: str, etype: str, durable: bool) -> None:
+        check_name("exchange", name)
+        if etype not in EXCHANGE_TYPES:
+            raise invalid(f"exchange type must be one of {', '.join(sorted(EXCHANGE_TYPES))}")
+        ex = self.exchanges.get(name)
+        if ex is not None:
+            if ex.type != etype or ex.durable != durable:
+                raise BrokerError(
+                    ErrorCode.PRECONDITION_FAILED,
+                    f"exchange {name!r} exists as {'durable' if ex.durable else 'transient'} "
+                    f"{ex.type}",
+                )
+            return
+        self.exchanges[name] = Exchange(name, etype, durable, make_router(etype))
+        if durable:
+            self.batch.statement("INSERT OR REPLACE INTO exchanges VALUES (?, ?)", name, etype)
+            self._touch()
+
+    def delete_exchange(self, name: str) -> None:
+        if not name:
+            raise invalid("the default exchange cannot be deleted")
+        ex = self.exchanges.pop(name, None)
+        if ex is None:
+            raise not_found(f"no exchange {name!r}")
+        if ex.durable:
+            self.batch.statement("DELETE FROM exchanges WHERE name = ?", name)
+            self.batch.statement("DELETE FROM bindings WHERE exchange = ?", name)
+            self._touch()
+
+    def declare_queue(self, name: str, durable: bool, raw_options: dict[str, Any]) -> None:
+        check_name("queue", name)
+        options = QueueOptions.from_wire(raw_options)
+        q = self.queues.get(name)
+        if q is not None:
+            if q.durable != durable or q.options != options:
+                raise BrokerError(
+                    ErrorCode.PRECONDITION_FAILED,
+                    f"queue {name!r} exists with different settings "
+                    f"(durable={q.durable}, {q.options.to_wire()})",
+                )
+            return
+        self.queues[name] = QueueState(name, durable, options)
+        if durable:
+            import msgpack
+
+            self.batch.statement(
+                "INSERT OR REPLACE INTO queues VALUES (?, ?)",
+                name,
+                msgpack.packb(options.to_wire()),
+            )
+            self._touch()
+
+    def delete_queue(self, name: str) -> int:
+        q = self._queue(name)
+        del self.queues[name]
+        q.deleted = True
+        count = q.ready_count + q.delayed
+        q.clear_ready()
+        for c in list(q.consumers):
+            self._drop_consumer(c)
+            c.conn.peer.send_consumer_cancelled(c.id, f"queue {name!r} was deleted")
+        for ex in self.exchanges.values():
+            ex.router.unbind_queue(name)
+        if q.durable:
+            self.batch.statement("DELETE FROM queues WHERE name = ?", name)
+            self.batch.statement("DELETE FROM bindings WHERE queue = ?", name)
+            self.batch.statement("DELETE FROM messages WHERE queue = ?", name)
+            self._touch()
+        return count
+
+    def purge_queue(self, name: str) -> int:
+        """Drop the queue's ready messages; leased and delayed ones stay."""
+        q = self._queue(name)
+        count = q.ready_count
+        cursors = list(q.cursor)
+        dropped = q.clear_ready()
+        if q.durable:
+            for m in dropped:
+                self.batch.delete(m.id)
+            for p in range(len(cursors)):
+                self.batch.statement(
+                    "DELETE FROM messages WHERE queue = ? AND priority = ? AND seq > ?",
+                    name,
+                    p,
+                    cursors[p],
+                )
+            self._touch()
+        return count
+
+    def bind(self, queue: str, exchange: str, key: str) -> None:
+        q = self._queue(queue)
+        ex = self._exchange_for_binding(exchange)
+        if ex.router.bind(queue, key) and ex.durable and q.durable:
+            self.batch.statement(
+                "INSERT OR REPLACE INTO bindings VALUES (?, ?, ?)", queue, exchange, key
+            )
+            self._touch()
+
+    def unbind(self, queue: str, exchange: str, key: str) -> None:
+        self._queue(queue)
+        ex = self._exchange_for_binding(exchange)
+        if not ex.router.unbind(queue, key):
+            raise not_found(f"no binding of {queue!r} to {exchange!r} with key {key!r}")
+        if ex.durable:
+            self.batch.statement(
+                "DELETE FROM bindings WHERE queue = ? AND exchange = ? AND routing_key = ?",
+                queue,
+                exchange,
+                key,
+            )
+            self._touch()
+
+    def _exchange_for_binding(self, name: str) -> Exchange:
+        if not name:
+            raise invalid("queues are bound to the default exchange implicitly")
+        ex = self.exchanges.get(name)
+        if ex is None:
+            raise not_found(f"no exchange {name!r}")
+        return ex
+
+    def _queue(self, name: str) -> QueueState:
+        q = self.queues.get(name)
+        if q is None:
+            raise not_found(f"no queue {name!r}")
+        return q
+
+    def queue_stats(self, name: str) -> dict[str, Any]:
+        return self._queue(name).stats()
+
+    # --- publishing -----------------------------------------------------------
+
+    def route(self, exchange: str, key: str) -> list[QueueState]:
+        if not exchange:
+            q = self.queues.get(key)
+            return [q] if q is not None else []
+        ex = self.exchanges.get(exchange)
+        if ex is None:
+            raise not_found(f"no exchange {exchange!r}")
+        queues = self.queues
+        return [queues[n] for n in ex.router.route(key) if n in queues]
+
+    def publish(
+        self,
+        conn: Connection,
+        seq: int,
+        exchange: str,
+        key: str,
+        body: bytes,
+        raw_props: dict[str, Any],
+    ) -> None:
+        """Accept one message; raises BrokerError if nothing of it was stored."""
+        counters = self.counters
+        counters.published += 1
+        now = self.clock.now()
+        props = parse_props(raw_props, now) if raw_props else _PLAIN
+        targets = self.route(exchange, key)
+        if not targets:
+            if props.mandatory:
+                raise BrokerError(ErrorCode.UNROUTABLE, f"no queue bound for {key!r}")
+            counters.unroutable += 1
+            self.batch.confirms.append((conn, seq, False))
+            self._touch()
+            return
+        for q in targets:
+            limit = q.options.max_length
+            if (
+                limit is not None
+                and q.options.overflow == "reject_publish"
+                and q.ready_count + q.delayed >= limit
+            ):
+                raise BrokerError(ErrorCode.QUEUE_FULL, f"queue {q.name!r} is full ({limit})")
+        counters.routed += 1
+        timestamp = int(now * 1000)
+        batch = self.batch
+        for q in targets:
+            ttl = props.ttl
+            if q.options.message_ttl is not None:
+                ttl = q.options.message_ttl if ttl is None else min(ttl, q.options.message_ttl)
+            m = Message(
+                self._new_id(),
+                q.name,
+                exchange,
+                key,
+                body,
+                props.headers,
+                props.message_id,
+                props.priority,
+                timestamp,
+                None if ttl is None else now + ttl,
+            )
+            if props.ready_at is not None:
+                m.ready_at = props.ready_at
+                if q.durable:
+                    batch.insert(m)
+                self._add_delayed(q, m)
+            else:
+                m.seq = self._new_seq()
+                if q.durable:
+                    batch.insert(m)
+                q.push(m)
+                self._enforce_max_length(q)
+                if q.consumers:
+                    self._dispatch(q)
+        self.uncommitted_bytes += len(body) * len(targets)
+        batch.confirms.append((conn, seq, True))
+        self._touch()
+
+    def _enforce_max_length(self, q: QueueState) -> None:
+        limit = q.options.max_length
+        if limit is None or q.options.overflow != "drop_head":
+            return
+        excess = q.ready_count + q.delayed - limit
+        while excess > 0:
+            victim = q.pop_tail_victim()
+            if victim is None:
+                q.drops_owed += excess
+                return
+            self._dead_letter(q, victim, "max_length")
+            excess -= 1
+
+    def _pay_drops(self, q: QueueState) -> None:
+        """Drop messages owed to max_length once they are in memory to drop."""
+        while q.drops_owed and q.mem:
+            victim = q.pop_tail_victim()
+            assert victim is not None
+            q.drops_owed -= 1
+            self._dead_letter(q, victim, "max_length")
+
+    # --- delayed messages ---------------------------------------------------
+
+    def _add_delayed(self, q: QueueState, m: Message) -> None:
+        q.delayed += 1
+        assert m.ready_at is not None
+        entry = (m.ready_at, m.id, m)
+        if not q.durable:
+            heapq.heappush(self._delayed, entry)
+            return
+        if self._delayed_loading or (m.ready_at, m.id) <= self._horizon:
+            heapq.heappush(self._delayed, entry)
+            self._durable_delayed_in_mem += 1
+            if self._durable_delayed_in_mem > DELAYED_WINDOW and not self._delayed_loading:
+                self._trim_delayed()
+        else:
+            self._delayed_on_disk += 1
+
+    def _trim_delayed(self) -> None:
+        """Keep the soonest half of the durable delayed window in memory; the
+        rest is on disk already and reloads when its turn comes."""
+        entries = sorted(self._delayed)
+        keep: list[tuple[float, int, Message]] = []
+        durable_kept = 0
+        horizon = self._horizon
+        for entry in entries:
+            q = self.queues.get(entry[2].queue)
+            if q is None or not q.durable:
+                keep.append(entry)
+            elif durable_kept < DELAYED_WINDOW // 2:
+                keep.append(entry)
+                durable_kept += 1
+                horizon = (entry[0], entry[1])
+            else:
+                self._delayed_on_disk += 1
+        self._horizon = horizon
+        self._durable_delayed_in_mem = durable_kept
+        heapq.heapify(keep)
+        self._delayed = keep
+
+    def _load_delayed(self) -> None:
+        if self._delayed_loading or not self._delayed_on_disk:
+            return
+        self._delayed_loading = True
+        self.flush()
+        after = self._horizon
+        limit = DELAYED_WINDOW // 2
+        self.store.load_delayed(after, limit, lambda r: self._delayed_loaded(r, limit))
+
+    def _delayed_loaded(self, result: list[Message] | BaseException, limit: int) -> None:
+        self._delayed_loading = False
+        if isinstance(result, BaseException):
+            log.error("loading delayed messages failed: %s", result)
+            return
+        for m in result:
+            assert m.ready_at is not None
+            heapq.heappush(self._delayed, (m.ready_at, m.id, m))
+            self._durable_delayed_in_mem += 1
+        self._delayed_on_disk = max(0, self._delayed_on_disk - len(result))
+        if len(result) < limit:
+            self._horizon = (math.inf, 0)
+            self._delayed_on_disk = 0
+        elif result:
+            last = result[-1]
+            assert last.ready_at is not None
+            self._horizon = (last.ready_at, last.id)
+
+    def _release_due(self, now: float) -> None:
+        heap = self._delayed
+        touched: set[QueueState] = set()
+        while heap and heap[0][0] <= now:
+            _, _, m = heapq.heappop(heap)
+            q = self.queues.get(m.queue)
+            if q is None:
+                continue
+            q.delayed -= 1
+            if q.durable:
+                self._durable_delayed_in_mem -= 1
+            m.ready_at = None
+            m.seq = self._new_seq()
+            if q.durable:
+                self.batch.update(m)
+                self._touch()
+            q.push(m)
+            touched.add(q)
+        for q in touched:
+            self._enforce_max_length(q)
+            self._dispatch(q)
+        if self._delayed_on_disk and self._durable_delayed_in_mem < DELAYED_WINDOW // 4:
+            self._load_delayed()
+
+    # --- consuming ------------------------------------------------------------
+
+    def check_consume(
+        self, queue: str, prefetch: int, lease: float | None
+    ) -> tuple[QueueState, float]:
+        q = self._queue(queue)
+        if not 1 <= prefetch <= MAX_PREFETCH:
+            raise invalid(f"prefetch must be between 1 and {MAX_PREFETCH}")
+        if lease is None:
+            lease = q.options.lease
+        elif not 0.001 <= lease <= MAX_LEASE:
+            raise invalid(f"lease must be between 0.001 and {MAX_LEASE:g} seconds")
+        return q, lease
+
+    def consume(self, conn: Connection, queue: str, prefetch: int, lease: float | None) -> int:
+        """Start a consumer; its id is the connection's next consumer number."""
+        q, lease = self.check_consume(queue, prefetch, lease)
+        cid = conn.next_consumer
+        conn.next_consumer += 1
+        c = Consumer(cid, conn, q, prefetch, lease)
+        conn.consumers[cid] = c
+        q.consumers.append(c)
+        self._dispatch(q)
+        return cid
+
+    def cancel(self, conn: Connection, consumer_id: int) -> None:
+        c = conn.consumers.get(consumer_id)
+        if c is None:
+            raise not_found(f"no consumer {consumer_id}")
+        self._drop_consumer(c)
+
+    def _drop_consumer(self, c: Consumer) -> None:
+        c.active = False
+        c.conn.consumers.pop(c.id, None)
+        try:
+            c.queue.consumers.remove(c)
+        except ValueError:
+            pass
+
+    def _dispatch(self, q: QueueState) -> None:
+        """Hand ready messages to consumers with credit, round-robin."""
+        if q.drops_owed:
+            self._pay_drops(q)
+        if q.consumers and q.mem:
+            now = self.clock.now()
+            counters = self.counters
+            while q.mem:
+                c = q.next_consumer()
+                if c is None:
+                    break
+                m = q.pop()
+                assert m is not None
+                if m.expires_at is not None and m.expires_at <= now:
+                    self._expire(q, m)
+                    continue
+                conn = c.conn
+                did = conn.next_delivery
+                conn.next_delivery = did + 1
+                d = Delivery(did, m, c, q, now + c.lease)
+                conn.deliveries[did] = d
+                c.unacked += 1
+                q.leased += 1
+                self.leases.add(d, d.deadline)
+                counters.delivered += 1
+                if m.attempts:
+                    counters.redelivered += 1
+                conn.peer.send_delivery(c, d)
+        self._maybe_page(q)
+
+    def _maybe_page(self, q: QueueState) -> None:
+        if not q.wants_page():
+            return
+        q.loading = True
+        self.flush()
+        p = q.page_priority()
+        epoch = q.epoch
+        limit = WINDOW - q.mem
+        self.store.load_ready(q.name, p, q.cursor[p], limit, lambda r: self._paged(q, p, epoch, r))
+
+    def _paged(
+        self, q: QueueState, p: int, epoch: int, result: list[Message] | BaseException
+    ) -> None:
+        if q.epoch != epoch or q.deleted:
+            return
+        q.loading = False
+        if isinstance(result, BaseException):
+            log.error("paging queue %r failed: %s", q.name, result)
+            return
+        dq = q.ready[p]
+        for m in result:
+            dq.append(m)
+        if result:
+            q.cursor[p] = result[-1].seq or q.cursor[p]
+        q.mem += len(result)
+        q.disk[p] -= len(result)
+        if q.disk[p] < 0 or not result:
+            # Counts drifted (rows removed behind our back): trust the disk.
+            q.disk[p] = 0
+        self._dispatch(q)
+
+    # --- settling deliveries ------------------------------------------------
+
+    def _take(self, conn: Connection, ids: Iterable[int], lost: list[int]) -> list[Delivery]:
+        taken: list[Delivery] = []
+        deliveries = conn.deliveries
+        leases = self.leases
+        for did in ids:
+            d = deliveries.pop(did, None)
+            if d is None:
+                lost.append(did)
+                continue
+            leases.discard(d)
+            d.consumer.unacked -= 1
+            d.queue.leased -= 1
+            taken.append(d)
+        return taken
+
+    def _redispatch(self, taken: list[Delivery]) -> None:
+        seen: set[QueueState] = set()
+        for d in taken:
+            q = d.queue
+            if q not in seen:
+                seen.add(q)
+                if not q.deleted:
+                    self._dispatch(q)
+
+    def ack(self, conn: Connection, ids: list[int]) -> list[int]:
+        lost: list[int] = []
+        taken = self._take(conn, ids, lost)
+        batch = self.batch
+        for d in taken:
+            if d.queue.durable and not d.queue.deleted:
+                batch.delete(d.message.id)
+        self.counters.acked += len(taken)
+        if taken:
+            self._touch()
+        self._redispatch(taken)
+        return lost
+
+    def nack(
+        self, conn: Connection, ids: list[int], requeue: bool, delay: float | None
+    ) -> list[int]:
+        if delay is not None and not 0 <= delay <= 10 * 365 * 86_400:
+            raise invalid("delay must be between 0 and ten years")
+        lost: list[int] = []
+        taken = self._take(conn, ids, lost)
+        self.counters.nacked += len(taken)
+        for d in taken:
+            if requeue:
+                self._return(d, delay)
+            else:
+                self._dead_letter(d.queue, d.message, "rejected")
+        self._redispatch(taken)
+        return lost
+
+    def reject(self, conn: Connection, ids: list[int]) -> list[int]:
+        lost: list[int] = []
+        taken = self._take(conn, ids, lost)
+        self.counters.rejected += len(taken)
+        for d in taken:
+            self._dead_letter(d.queue, d.message, "rejected")
+        self._redispatch(taken)
+        return lost
+
+    def extend(self, conn: Connection, ids: list[int], seconds: float) -> list[int]:
+        if not 0.001 <= seconds <= MAX_LEASE:
+            raise invalid(f"extension must be between 0.001 and {MAX_LEASE:g} seconds")
+        deadline = self.clock.now() + seconds
+        lost: list[int] = []
+        deliveries = conn.deliveries
+        for did in ids:
+            d = deliveries.get(did)
+            if d is None:
+                lost.append(did)
+                continue
+            d.deadline = deadline
+            self.leases.add(d, deadline)
+        return lost
+
+    def _return(self, d: Delivery, delay: float | None) -> None:
+        """A delivery ended without an ack: count it and put the message back."""
+        q = d.queue
+        if q.deleted:
+            return
+        m = d.message
+        m.attempts += 1
+        limit = q.options.max_deliveries
+        if limit is not None and m.attempts >= limit:
+            self._dead_letter(q, m, "max_deliveries")
+            return
+        if delay:
+            m.ready_at = self.clock.now() + delay
+            m.seq = None
+            if q.durable:
+                self.batch.update(m)
+                self._touch()
+            self._add_delayed(q, m)
+            return
+        if q.durable:
+            self.batch.update(m)
+            self._touch()
+        q.push_front(m)
+
+    def _expire(self, q: QueueState, m: Message) -> None:
+        self.counters.expired += 1
+        self._dead_letter(q, m, "ttl")
+
+    def _dead_letter(self, q: QueueState, m: Message, reason: str) -> None:
+        """Move ``m`` out of ``q`` to its dead-letter queue, or drop it."""
+        target_name = q.options.dead_letter_queue
+        target = self.queues.get(target_name) if target_name else None
+        batch = self.batch
+        self._touch()
+        if target is None or target is q:
+            self.counters.dropped[reason] = self.counters.dropped.get(reason, 0) + 1
+            if q.durable:
+                batch.delete(m.id)
+            return
+        self.counters.dead_lettered[reason] = self.counters.dead_lettered.get(reason, 0) + 1
+        headers = dict(m.headers) if m.headers else {}
+        count = headers.get("x-death-count")
+        headers["x-death-count"] = (count if isinstance(count, int) else 0) + 1
+        headers["x-death-reason"] = reason
+        headers["x-death-queue"] = q.name
+        m.headers = headers
+        m.queue = target.name
+        m.attempts = 0
+        m.ready_at = None
+        ttl = target.options.message_ttl
+        m.expires_at = None if ttl is None else self.clock.now() + ttl
+        m.seq = self._new_seq()
+        if q.durable and target.durable:
+            batch.update(m)
+        elif q.durable:
+            batch.delete(m.id)
+        elif target.durable:
+            batch.insert(m)
+        target.push(m)
+        if target.consumers:
+            self._dispatch(target)
+        else:
+            self._maybe_page(target)
+
+    # --- connections ----------------------------------------------------------
+
+    def open(self, peer: Peer) -> Connection:
+        return Connection(peer)
+
+    def close(self, conn: Connection) -> None:
+        """A connection ended: every delivery it held returns at once."""
+        if conn.closed:
+            return
+        conn.closed = True
+        for c in list(conn.consumers.values()):
+            self._drop_consumer(c)
+        taken = self._take(conn, list(conn.deliveries), [])
+        for d in taken:
+            self._return(d, None)
+        self._redispatch(taken)
+
+    def resume(self, conn: Connection) -> None:
+        """The peer can take writes again: feed its consumers."""
+        for c in list(conn.consumers.values()):
+            self._dispatch(c.queue)
+
+    # --- time -----------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Expire leases and release delayed messages that are due."""
+        now = self.clock.now()
+        expired = self.leases.pop_due(now)
+        if expired:
+            touched: list[Delivery] = []
+            for d in expired:
+                conn = d.consumer.conn
+                if conn.deliveries.pop(d.id, None) is None:
+                    continue
+                d.consumer.unacked -= 1
+                d.queue.leased -= 1
+                touched.append(d)
+                self._return(d, None)
+            self._redispatch(touched)
+        if self._delayed and self._delayed[0][0] <= now:
+            self._release_due(now)
+        elif self._delayed_on_disk and not self._delayed:
+            self._load_delayed()
+        if now - self._last_sweep >= TTL_SWEEP:
+            self._last_sweep = now
+            self._sweep_expired(now)
+
+    def _sweep_expired(self, now: float) -> None:
+        """Dead-letter expired messages at queue heads even with no consumers."""
+        for q in list(self.queues.values()):
+            if not q.mem:
+                continue
+            for p in PRIORITIES:
+                dq = q.ready[p]
+                while dq and dq[0].expires_at is not None and dq[0].expires_at <= now:
+                    m = dq.popleft()
+                    q.mem -= 1
+                    self._expire(q, m)
+            self._maybe_page(q)
+
+    def next_deadline(self) -> float | None:
+        times = [t for t in (self.leases.next_deadline(),) if t is not None]
+        if self._delayed:
+            times.append(self._delayed[0][0])
+        return min(times) if times else None
+
+
+_PLAIN = PublishProps()

@@ -1,0 +1,142 @@
+"""Validation of what clients ask for: queue options and publish properties.
+
+Everything a client sends is checked here, once, into typed values, so the
+core can trust its inputs and every bad value gets an INVALID_ARGUMENT that
+names the field.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from brokerd_protocol import MAX_PRIORITY
+
+from .errors import invalid
+
+#: Longest lease or extension a client may ask for (one day).
+MAX_LEASE = 86_400.0
+MAX_NAME = 255
+OVERFLOW_MODES = ("reject_publish", "drop_head")
+
+
+def _number(name: str, value: Any, *, low: float, high: float = math.inf) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise invalid(f"{name} must be a number")
+    v = float(value)
+    if not (low <= v <= high) or math.isnan(v):
+        raise invalid(f"{name} must be between {low:g} and {high:g}")
+    return v
+
+
+def _opt_int(name: str, value: Any, low: int) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise invalid(f"{name} must be an integer >= {low}")
+    return value
+
+
+def check_name(kind: str, name: str, *, allow_empty: bool = False) -> str:
+    if not name and not allow_empty:
+        raise invalid(f"{kind} name must not be empty")
+    if len(name) > MAX_NAME:
+        raise invalid(f"{kind} name longer than {MAX_NAME} characters")
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class QueueOptions:
+    lease: float = 30.0
+    max_deliveries: int | None = None
+    dead_letter_queue: str | None = None
+    max_length: int | None = None
+    overflow: str = "reject_publish"
+    message_ttl: float | None = None
+
+    @classmethod
+    def from_wire(cls, raw: dict[str, Any]) -> QueueOptions:
+        known = set(cls.__dataclass_fields__)
+        unknown = set(raw) - known
+        if unknown:
+            raise invalid(f"unknown queue option(s): {', '.join(sorted(unknown))}")
+        lease = _number("lease", raw.get("lease", 30.0), low=0.001, high=MAX_LEASE)
+        dlq = raw.get("dead_letter_queue")
+        if dlq is not None and (not isinstance(dlq, str) or not dlq):
+            raise invalid("dead_letter_queue must be a queue name")
+        overflow = raw.get("overflow", "reject_publish")
+        if overflow not in OVERFLOW_MODES:
+            raise invalid(f"overflow must be one of {', '.join(OVERFLOW_MODES)}")
+        ttl = raw.get("message_ttl")
+        return cls(
+            lease=lease,
+            max_deliveries=_opt_int("max_deliveries", raw.get("max_deliveries"), 1),
+            dead_letter_queue=dlq,
+            max_length=_opt_int("max_length", raw.get("max_length"), 0),
+            overflow=overflow,
+            message_ttl=None if ttl is None else _number("message_ttl", ttl, low=0.001),
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_SCALARS = (str, int, float, bool, bytes, type(None))
+_PROPS = frozenset({"headers", "delay", "not_before", "priority", "ttl", "message_id", "mandatory"})
+
+
+@dataclass(frozen=True, slots=True)
+class PublishProps:
+    headers: dict[str, Any] | None = None
+    #: Absolute wall-clock second before which the message must not be delivered.
+    ready_at: float | None = None
+    priority: int = 0
+    ttl: float | None = None
+    message_id: str | None = None
+    mandatory: bool = False
+
+
+_PLAIN = PublishProps()
+
+
+def parse_props(raw: dict[str, Any], now: float) -> PublishProps:
+    if not raw:
+        return _PLAIN
+    unknown = raw.keys() - _PROPS
+    if unknown:
+        raise invalid(f"unknown publish propert(y/ies): {', '.join(sorted(unknown))}")
+    headers = raw.get("headers")
+    if headers is not None:
+        if not isinstance(headers, dict):
+            raise invalid("headers must be a map")
+        for k, v in headers.items():
+            if not isinstance(v, _SCALARS):
+                raise invalid(f"header {k!r} must be a string, number, boolean, bytes or null")
+        headers = headers or None
+    ready_at: float | None = None
+    delay = raw.get("delay")
+    if delay is not None:
+        d = _number("delay", delay, low=0.0, high=10 * 365 * 86_400.0)
+        if d > 0:
+            ready_at = now + d
+    not_before = raw.get("not_before")
+    if not_before is not None:
+        nb = _number("not_before", not_before, low=0.0)
+        if nb > now:
+            ready_at = nb if ready_at is None else max(ready_at, nb)
+    priority = raw.get("priority", 0)
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise invalid("priority must be an integer")
+    if not 0 <= priority <= MAX_PRIORITY:
+        raise invalid(f"priority must be between 0 and {MAX_PRIORITY}")
+    ttl = raw.get("ttl")
+    if ttl is not None:
+        ttl = _number("ttl", ttl, low=0.001)
+    message_id = raw.get("message_id")
+    if message_id is not None and not isinstance(message_id, str):
+        raise invalid("message_id must be a string")
+    mandatory = raw.get("mandatory", False)
+    if not isinstance(mandatory, bool):
+        raise invalid("mandatory must be a boolean")
+    return PublishProps(headers, ready_at, priority, ttl, message_id, mandatory)

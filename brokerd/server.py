@@ -1,0 +1,202 @@
+"""The listener: opens storage, recovers state, accepts connections, keeps
+time for the core and stops gracefully.
+
+Time-driven work (lease expiry, delayed messages, heartbeats) runs from one
+periodic timer for the whole broker, never from a task per message or per
+connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import brokerd_protocol as bp
+from brokerd_protocol import ErrorCode
+
+from .broker import Broker
+from .clock import Clock, SystemClock
+from .config import Config
+from .storage import MemoryStore, SqliteStore, Store
+
+if TYPE_CHECKING:
+    from .session import Session
+
+log = logging.getLogger("brokerd.server")
+
+#: Seconds between timer ticks (lease expiry, delayed release, heartbeats).
+TICK = 0.02
+#: Resume paused publishers when uncommitted bytes fall below this share.
+RESUME_SHARE = 0.5
+#: Seconds a new connection has to authenticate.
+HANDSHAKE_TIMEOUT = 10.0
+
+
+class BrokerServer:
+    def __init__(self, config: Config, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.store: Store
+        if config.in_memory:
+            self.store = MemoryStore(schedule=self._call_soon)
+        else:
+            self.store = SqliteStore(
+                Path(config.data_dir) / "brokerd.sqlite3", durability=config.durability
+            )
+        self.broker = Broker(self.store, self.clock, on_dirty=self._schedule_flush)
+        self.broker.commit_listeners.append(self._after_commit)
+        self.sessions: set[Session] = set()
+        self.paused: set[Session] = set()
+        self.port: int | None = None
+        self.started_at = time.monotonic()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.Server | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_heartbeat_check = 0.0
+        self._stopped = asyncio.Event()
+        self._extensions: list[
+            Callable[[Session], dict[type[bp.Frame], Callable[[Any], None]]]
+        ] = []
+
+    # --- lifecycle ------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        recovered = await loop.run_in_executor(None, self.store.recover, self.clock.now())
+        if isinstance(self.store, SqliteStore):
+            self.store.start(loop.call_soon_threadsafe)
+        self.broker.restore(recovered)
+        log.info(
+            "recovered %d queue(s), %d exchange(s) in %.3f s",
+            len(recovered.queues),
+            len(recovered.exchanges),
+            time.monotonic() - started,
+        )
+        self._server = await loop.create_server(
+            self._new_session,
+            self.config.host,
+            self.config.port,
+            reuse_address=True,
+            backlog=1024,
+        )
+        sock = self._server.sockets[0]
+        self.port = sock.getsockname()[1]
+        if self.config.port_file:
+            tmp = Path(self.config.port_file + ".tmp")
+            tmp.write_text(str(self.port))
+            os.replace(tmp, self.config.port_file)
+        self._timer = loop.call_later(TICK, self._tick)
+        log.info(
+            "brokerd listening on %s:%d (data: %s)",
+            self.config.host,
+            self.port,
+            self.config.data_dir,
+        )
+
+    async def serve_until_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def stop(self) -> None:
+        """Stop accepting, close connections, let in-flight commits finish."""
+        if self._stopped.is_set():
+            return
+        log.info("shutting down")
+        if self._server is not None:
+            self._server.close()
+        for session in list(self.sessions):
+            session.fail(ErrorCode.SHUTTING_DOWN, "broker is shutting down")
+        if self._timer is not None:
+            self._timer.cancel()
+        self.broker.flush()
+        # Let session close callbacks run, then the writer thread drains its
+        # queue (every batch accepted so far) before the database closes.
+        await asyncio.sleep(0)
+        self.broker.flush()
+        assert self._loop is not None
+        await self._loop.run_in_executor(None, self.store.close)
+        if self._server is not None:
+            await self._server.wait_closed()
+        self._stopped.set()
+        log.info("stopped")
+
+    # --- sessions -------------------------------------------------------------
+
+    def add_extension(
+        self, factory: Callable[[Session], dict[type[bp.Frame], Callable[[Any], None]]]
+    ) -> None:
+        """Register extra frame handlers (the task layer's frames)."""
+        self._extensions.append(factory)
+
+    def extra_handlers(self, session: Session) -> dict[type[bp.Frame], Callable[[Any], None]]:
+        handlers: dict[type[bp.Frame], Callable[[Any], None]] = {}
+        for factory in self._extensions:
+            handlers.update(factory(session))
+        return handlers
+
+    def _new_session(self) -> Session:
+        from .session import Session
+
+        return Session(self)
+
+    def admit(self, session: Session) -> bool:
+        if len(self.sessions) >= self.config.max_connections:
+            return False
+        self.sessions.add(session)
+        return True
+
+    def forget(self, session: Session) -> None:
+        self.sessions.discard(session)
+        self.paused.discard(session)
+
+    # --- the loop's housekeeping ---------------------------------------------
+
+    def _call_soon(self, fn: Callable[[], None]) -> None:
+        assert self._loop is not None
+        self._loop.call_soon(fn)
+
+    def _schedule_flush(self) -> None:
+        loop = self._loop or asyncio.get_running_loop()
+        loop.call_soon(self.broker.flush)
+
+    def _after_commit(self) -> None:
+        if (
+            self.paused
+            and self.broker.uncommitted_bytes < self.config.max_uncommitted * RESUME_SHARE
+        ):
+            paused, self.paused = self.paused, set()
+            for session in paused:
+                session.resume_reading()
+
+    def _tick(self) -> None:
+        assert self._loop is not None
+        try:
+            self.broker.tick()
+            now = time.monotonic()
+            if now - self._last_heartbeat_check >= 0.5:
+                self._last_heartbeat_check = now
+                self._check_heartbeats(now)
+        except Exception:  # the timer must survive a bug in one callback
+            log.exception("timer tick failed")
+        self._timer = self._loop.call_later(TICK, self._tick)
+
+    def _check_heartbeats(self, now: float) -> None:
+        for session in list(self.sessions):
+            if not session.authenticated:
+                if now - session.last_recv > HANDSHAKE_TIMEOUT:
+                    session.fail(
+                        ErrorCode.NOT_AUTHENTICATED, "no Hello within the handshake timeout"
+                    )
+                continue
+            hb = session.heartbeat
+            if not hb:
+                continue
+            if now - session.last_recv > 2 * hb:
+                session.fail(ErrorCode.HEARTBEAT_TIMEOUT, f"no frames for {2 * hb:g} s")
+            elif now - session.last_send >= hb:
+                session.send(bp.Heartbeat())

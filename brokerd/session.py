@@ -1,0 +1,343 @@
+"""One client connection: bytes in, frames to the broker core, frames out.
+
+An ``asyncio.Protocol`` rather than streams: ``data_received`` decodes and
+handles every complete frame synchronously, and all frames produced during
+one event-loop tick (deliveries, confirms, replies) are joined into a single
+``transport.write``. This is the one boundary where ``BrokerError`` and
+``ProtocolError`` become wire error frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import brokerd_protocol as bp
+from brokerd_protocol import ErrorCode, ProtocolError
+
+from .errors import BrokerError
+from .queues import Consumer, Delivery
+
+if TYPE_CHECKING:
+    from .server import BrokerServer
+
+log = logging.getLogger("brokerd.session")
+
+_LEN = bp.codec._LENGTH
+_pack = bp.codec._packb
+_DELIVER = bp.Deliver.TYPE
+
+
+def _ranges(seqs: list[int]) -> list[list[int]]:
+    seqs.sort()
+    out: list[list[int]] = []
+    for s in seqs:
+        if out and out[-1][1] + 1 == s:
+            out[-1][1] = s
+        else:
+            out.append([s, s])
+    return out
+
+
+class Session(asyncio.Protocol):
+    def __init__(self, server: BrokerServer) -> None:
+        self.server = server
+        self.broker = server.broker
+        self.config = server.config
+        self.decoder = bp.Decoder(server.config.max_frame)
+        self.transport: asyncio.Transport | None = None
+        self.conn = self.broker.open(self)
+        self.authenticated = False
+        self.writable = True
+        self.heartbeat = 0.0
+        self.last_recv = time.monotonic()
+        self.last_send = self.last_recv
+        self.peer_name = "?"
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._closing = False
+        self._reading_paused = False
+        self._loop = asyncio.get_running_loop()
+        self._handlers: dict[type[bp.Frame], Callable[[Any], None]] = {
+            bp.Heartbeat: self._on_heartbeat,
+            bp.Close: self._on_close,
+            bp.DeclareExchange: self._on_declare_exchange,
+            bp.DeleteExchange: self._on_delete_exchange,
+            bp.DeclareQueue: self._on_declare_queue,
+            bp.DeleteQueue: self._on_delete_queue,
+            bp.PurgeQueue: self._on_purge_queue,
+            bp.Bind: self._on_bind,
+            bp.Unbind: self._on_unbind,
+            bp.QueueStats: self._on_queue_stats,
+            bp.Consume: self._on_consume,
+            bp.Cancel: self._on_cancel,
+            bp.Ack: self._on_ack,
+            bp.Nack: self._on_nack,
+            bp.Reject: self._on_reject,
+            bp.Extend: self._on_extend,
+        }
+        self._handlers.update(server.extra_handlers(self))
+
+    # --- asyncio.Protocol -------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        peer = transport.get_extra_info("peername")
+        self.peer_name = f"{peer[0]}:{peer[1]}" if peer else "?"
+        transport.set_write_buffer_limits(high=self.config.max_write_buffer)
+        if not self.server.admit(self):
+            self.fail(ErrorCode.RESOURCE_LIMIT, "too many connections")
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self.last_recv = time.monotonic()
+        self.bytes_in += len(data)
+        decoder = self.decoder
+        decoder.feed(data)
+        publish = self._on_publish
+        handlers = self._handlers
+        try:
+            while True:
+                frame = decoder.next_frame()
+                if frame is None:
+                    break
+                if type(frame) is bp.Publish:
+                    publish(frame)
+                    continue
+                if not self.authenticated:
+                    self._on_hello(frame)
+                    continue
+                handler = handlers.get(type(frame))
+                if handler is None:
+                    raise ProtocolError(f"{type(frame).__name__} is not a client frame")
+                handler(frame)
+                if self._closing:
+                    return
+        except ProtocolError as exc:
+            self.fail(exc.code, str(exc))
+            return
+        if self.broker.uncommitted_bytes > self.config.max_uncommitted and not self._closing:
+            self.pause_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self.broker.close(self.conn)
+        self.server.forget(self)
+
+    def pause_writing(self) -> None:
+        self.writable = False
+
+    def resume_writing(self) -> None:
+        self.writable = True
+        self.broker.resume(self.conn)
+
+    # --- flow control -----------------------------------------------------------
+
+    def pause_reading(self) -> None:
+        if not self._reading_paused and self.transport is not None:
+            self._reading_paused = True
+            self.transport.pause_reading()
+            self.server.paused.add(self)
+
+    def resume_reading(self) -> None:
+        if self._reading_paused and self.transport is not None and not self._closing:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    # --- output -----------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        self._out.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def send(self, frame: bp.Frame) -> None:
+        self.write(bp.encode(frame))
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._out or self.transport is None or self.transport.is_closing():
+            self._out.clear()
+            return
+        data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
+        self._out.clear()
+        self.bytes_out += len(data)
+        self.last_send = time.monotonic()
+        self.transport.write(data)
+
+    def fail(self, code: ErrorCode, message: str) -> None:
+        """Send a connection-level error and close after it is written."""
+        if self._closing:
+            return
+        log.info("closing %s: %s (%s)", self.peer_name, message, code.name)
+        self.send(bp.Error(0, int(code), message))
+        self.close_after_flush()
+
+    def close_after_flush(self) -> None:
+        self._closing = True
+        self._flush()
+        if self.transport is not None:
+            self.transport.close()
+
+    def reply_ok(self, req: int, value: Any = None) -> None:
+        self.send(bp.Ok(req, value))
+
+    def reply_error(self, req: int, exc: BrokerError) -> None:
+        self.send(bp.Error(req, int(exc.code), exc.message))
+
+    # --- Peer interface (called by the broker core) ------------------------------
+
+    def send_delivery(self, consumer: Consumer, d: Delivery) -> None:
+        m = d.message
+        props: dict[str, Any] = {"timestamp": m.timestamp}
+        if m.headers:
+            props["headers"] = m.headers
+        if m.message_id is not None:
+            props["message_id"] = m.message_id
+        if m.priority:
+            props["priority"] = m.priority
+        if m.attempts:
+            props["redelivered"] = True
+        payload = _pack(
+            [
+                _DELIVER,
+                consumer.id,
+                d.id,
+                m.exchange,
+                m.routing_key,
+                m.body,
+                props,
+                m.attempts + 1,
+                consumer.lease,
+            ]
+        )
+        self.write(_LEN.pack(len(payload)) + payload)
+
+    def send_confirms(self, routed: list[int], unroutable: list[int]) -> None:
+        self.send(bp.Confirm(_ranges(routed), unroutable))
+
+    def send_publish_error(self, seq: int, code: ErrorCode, message: str) -> None:
+        self.send(bp.PublishError(seq, int(code), message))
+
+    def send_consumer_cancelled(self, consumer_id: int, reason: str) -> None:
+        self.send(bp.ConsumerCancelled(consumer_id, reason))
+
+    # --- handshake --------------------------------------------------------------
+
+    def _on_hello(self, frame: bp.Frame) -> None:
+        if not isinstance(frame, bp.Hello):
+            self.fail(ErrorCode.NOT_AUTHENTICATED, "the first frame must be Hello")
+            return
+        common = set(frame.versions) & set(bp.SUPPORTED_VERSIONS)
+        if not common:
+            self.fail(
+                ErrorCode.UNSUPPORTED_VERSION,
+                f"server speaks protocol versions {list(bp.SUPPORTED_VERSIONS)}",
+            )
+            return
+        expected = self.config.token
+        if expected is not None:
+            given = (frame.token or "").encode()
+            if not hmac.compare_digest(given, expected.encode()):
+                self.fail(ErrorCode.AUTH_FAILED, "invalid token")
+                return
+        self.authenticated = True
+        hb = self.config.heartbeat
+        if frame.heartbeat > 0 and hb > 0:
+            hb = min(hb, max(frame.heartbeat, 0.5))
+        elif frame.heartbeat <= 0:
+            hb = 0.0
+        self.heartbeat = hb
+        self.send(bp.Welcome(max(common), self.config.server_name, hb, self.config.max_frame))
+
+    # --- requests ---------------------------------------------------------------
+
+    def _on_publish(self, f: bp.Publish) -> None:
+        if not self.authenticated:
+            self.fail(ErrorCode.NOT_AUTHENTICATED, "the first frame must be Hello")
+            return
+        try:
+            self.broker.publish(self.conn, f.seq, f.exchange, f.routing_key, f.body, f.props)
+        except BrokerError as exc:
+            self.send_publish_error(f.seq, exc.code, exc.message)
+
+    def _on_heartbeat(self, f: bp.Heartbeat) -> None:
+        pass
+
+    def _on_close(self, f: bp.Close) -> None:
+        self.send(bp.Close(0, "bye"))
+        self.close_after_flush()
+
+    def _request(self, req: int, fn: Callable[[], Any]) -> None:
+        try:
+            value = fn()
+        except BrokerError as exc:
+            self.reply_error(req, exc)
+            return
+        self.reply_ok(req, value)
+
+    def _on_declare_exchange(self, f: bp.DeclareExchange) -> None:
+        self._request(f.req, lambda: self.broker.declare_exchange(f.name, f.type, f.durable))
+
+    def _on_delete_exchange(self, f: bp.DeleteExchange) -> None:
+        self._request(f.req, lambda: self.broker.delete_exchange(f.name))
+
+    def _on_declare_queue(self, f: bp.DeclareQueue) -> None:
+        self._request(f.req, lambda: self.broker.declare_queue(f.name, f.durable, f.options))
+
+    def _on_delete_queue(self, f: bp.DeleteQueue) -> None:
+        self._request(f.req, lambda: self.broker.delete_queue(f.name))
+
+    def _on_purge_queue(self, f: bp.PurgeQueue) -> None:
+        self._request(f.req, lambda: self.broker.purge_queue(f.name))
+
+    def _on_bind(self, f: bp.Bind) -> None:
+        self._request(f.req, lambda: self.broker.bind(f.queue, f.exchange, f.routing_key))
+
+    def _on_unbind(self, f: bp.Unbind) -> None:
+        self._request(f.req, lambda: self.broker.unbind(f.queue, f.exchange, f.routing_key))
+
+    def _on_queue_stats(self, f: bp.QueueStats) -> None:
+        self._request(f.req, lambda: self.broker.queue_stats(f.name))
+
+    def _on_consume(self, f: bp.Consume) -> None:
+        # Reply before the first deliveries so the client knows the consumer id.
+        try:
+            self.broker.check_consume(f.queue, f.prefetch, f.lease)
+        except BrokerError as exc:
+            self.reply_error(f.req, exc)
+            return
+        cid = self.conn.next_consumer
+        self.reply_ok(f.req, cid)
+        self.broker.consume(self.conn, f.queue, f.prefetch, f.lease)
+
+    def _on_cancel(self, f: bp.Cancel) -> None:
+        self._request(f.req, lambda: self.broker.cancel(self.conn, f.consumer))
+
+    def _settle(self, req: int, fn: Callable[[], list[int]]) -> None:
+        try:
+            lost = fn()
+        except BrokerError as exc:
+            self.reply_error(req, exc)
+            return
+        self.send(bp.Settled(req, lost))
+
+    def _on_ack(self, f: bp.Ack) -> None:
+        self._settle(f.req, lambda: self.broker.ack(self.conn, f.deliveries))
+
+    def _on_nack(self, f: bp.Nack) -> None:
+        self._settle(f.req, lambda: self.broker.nack(self.conn, f.deliveries, f.requeue, f.delay))
+
+    def _on_reject(self, f: bp.Reject) -> None:
+        self._settle(f.req, lambda: self.broker.reject(self.conn, f.deliveries))
+
+    def _on_extend(self, f: bp.Extend) -> None:
+        self._settle(f.req, lambda: self.broker.extend(self.conn, f.deliveries, f.seconds))

@@ -1,0 +1,7 @@
+"""Durable storage for the broker: the Store protocol and its two implementations."""
+
+from .base import Batch, Recovered, Store
+from .memory import MemoryStore
+from .sqlite import SqliteStore
+
+__all__ = ["Batch", "MemoryStore", "Recovered", "SqliteStore", "Store"]

@@ -1,0 +1,200 @@
+"""What the broker core asks of durable storage, and the batch it hands over.
+
+The core never performs I/O. It accumulates every row change of one event-loop
+tick in a ``Batch``; the server hands the batch to a ``Store``, which applies
+it (with others queued behind it) in one transaction. Publisher confirms for
+the batch go out only when the store reports the commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import msgpack
+
+from ..message import Message
+
+#: A row of the messages table, in column order of ``INSERT_COLUMNS``.
+Row = tuple[Any, ...]
+
+INSERT_COLUMNS = (
+    "id",
+    "queue",
+    "priority",
+    "seq",
+    "ready_at",
+    "expires_at",
+    "attempts",
+    "exchange",
+    "routing_key",
+    "headers",
+    "message_id",
+    "timestamp",
+    "body",
+)
+
+
+def pack_headers(headers: dict[str, Any] | None) -> bytes | None:
+    return None if not headers else msgpack.packb(headers, use_bin_type=True)
+
+
+def unpack_headers(blob: bytes | None) -> dict[str, Any] | None:
+    if blob is None:
+        return None
+    value = msgpack.unpackb(blob, raw=False, strict_map_key=True)
+    return value if isinstance(value, dict) else None
+
+
+def message_row(m: Message) -> Row:
+    return (
+        m.id,
+        m.queue,
+        m.priority,
+        m.seq,
+        m.ready_at,
+        m.expires_at,
+        m.attempts,
+        m.exchange,
+        m.routing_key,
+        pack_headers(m.headers),
+        m.message_id,
+        m.timestamp,
+        m.body,
+    )
+
+
+def row_message(row: Row) -> Message:
+    (id_, queue, priority, seq, ready_at, expires_at, attempts, exchange, rkey, headers,
+     message_id, timestamp, body) = row  # fmt: skip
+    return Message(
+        id_,
+        queue,
+        exchange,
+        rkey,
+        bytes(body),
+        unpack_headers(headers),
+        message_id,
+        priority,
+        timestamp,
+        expires_at,
+        attempts,
+        seq,
+        ready_at,
+    )
+
+
+def update_row(m: Message) -> Row:
+    """The mutable state of a message, for the one UPDATE statement we use."""
+    return (m.queue, m.seq, m.ready_at, m.expires_at, m.attempts, pack_headers(m.headers), m.id)
+
+
+@dataclass(slots=True)
+class MessageOps:
+    """Row changes applied as inserts, then updates, then deletes.
+
+    That order is always safe within one segment: a message is inserted before
+    anything can update it, and nothing touches a message after its delete.
+    """
+
+    inserts: list[Row] = field(default_factory=list)
+    updates: list[Row] = field(default_factory=list)
+    deletes: list[tuple[int]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.inserts or self.updates or self.deletes)
+
+
+@dataclass(slots=True)
+class Statement:
+    """A topology change or bulk delete; ordered against message segments."""
+
+    sql: str
+    params: tuple[Any, ...]
+
+
+class Batch:
+    """Everything one tick changed, in order, plus who to confirm afterwards."""
+
+    __slots__ = ("confirms", "nbytes", "segments")
+
+    def __init__(self) -> None:
+        self.segments: list[MessageOps | Statement] = [MessageOps()]
+        #: (confirm target, publish seq, routed) for publishes in this batch.
+        self.confirms: list[tuple[Any, int, bool]] = []
+        #: Body bytes carried, for flow control.
+        self.nbytes = 0
+
+    def _ops(self) -> MessageOps:
+        last = self.segments[-1]
+        if isinstance(last, MessageOps):
+            return last
+        ops = MessageOps()
+        self.segments.append(ops)
+        return ops
+
+    def insert(self, m: Message) -> None:
+        self._ops().inserts.append(message_row(m))
+        self.nbytes += len(m.body)
+
+    def update(self, m: Message) -> None:
+        self._ops().updates.append(update_row(m))
+
+    def delete(self, message_id: int) -> None:
+        self._ops().deletes.append((message_id,))
+
+    def statement(self, sql: str, *params: Any) -> None:
+        self.segments.append(Statement(sql, params))
+
+    def has_writes(self) -> bool:
+        return any(not isinstance(s, MessageOps) or bool(s) for s in self.segments)
+
+    def __bool__(self) -> bool:
+        return bool(self.confirms) or self.has_writes()
+
+
+@dataclass(slots=True)
+class QueueRecord:
+    name: str
+    options: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Recovered:
+    """What a store holds at start-up, enough to rebuild the broker's state
+    without reading message bodies (those page in on demand)."""
+
+    exchanges: list[tuple[str, str]] = field(default_factory=list)
+    queues: list[QueueRecord] = field(default_factory=list)
+    bindings: list[tuple[str, str, str]] = field(default_factory=list)
+    #: (queue, priority) -> ready messages on disk.
+    ready_counts: dict[tuple[str, int], int] = field(default_factory=dict)
+    #: queue -> delayed messages on disk.
+    delayed_counts: dict[str, int] = field(default_factory=dict)
+    max_id: int = 0
+    max_seq: int = 0
+
+
+Done = Callable[[BaseException | None], None]
+Loaded = Callable[[list[Message] | BaseException], None]
+
+
+class Store(Protocol):
+    """Durable storage. All callbacks run on the event loop thread.
+
+    Operations complete in submission order: a load submitted after a commit
+    sees that commit's rows.
+    """
+
+    def recover(self, now: float) -> Recovered: ...
+
+    def commit(self, batch: Batch, done: Done) -> None: ...
+
+    def load_ready(
+        self, queue: str, priority: int, after_seq: int, limit: int, done: Loaded
+    ) -> None: ...
+
+    def load_delayed(self, after: tuple[float, int], limit: int, done: Loaded) -> None: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,248 @@
+"""SQLite (WAL) storage driven by one writer thread.
+
+Why a thread of our own instead of aiosqlite: aiosqlite hops to its thread and
+back once per statement. The broker's unit of work is a batch of hundreds of
+row changes, so we hop once per *group* of batches: the thread drains every
+batch queued while the previous fsync ran and applies them all with
+``executemany`` in a single transaction (group commit). Reads run on the same
+connection in submission order, so a page load sees every row committed (or
+queued) before it, which the paging logic relies on.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from ..message import Message
+from .base import (
+    INSERT_COLUMNS,
+    Batch,
+    Done,
+    Loaded,
+    MessageOps,
+    QueueRecord,
+    Recovered,
+    row_message,
+)
+
+log = logging.getLogger("brokerd.storage")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS exchanges (
+    name TEXT PRIMARY KEY,
+    type TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS queues (
+    name TEXT PRIMARY KEY,
+    options BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS bindings (
+    queue TEXT NOT NULL,
+    exchange TEXT NOT NULL,
+    routing_key TEXT NOT NULL,
+    PRIMARY KEY (queue, exchange, routing_key)
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY,
+    queue TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    seq INTEGER,
+    ready_at REAL,
+    expires_at REAL,
+    attempts INTEGER NOT NULL,
+    exchange TEXT NOT NULL,
+    routing_key TEXT NOT NULL,
+    headers BLOB,
+    message_id TEXT,
+    timestamp INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_ready ON messages (queue, priority, seq)
+    WHERE seq IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_delayed ON messages (ready_at, id)
+    WHERE seq IS NULL;
+"""
+
+_COLS = ", ".join(INSERT_COLUMNS)
+INSERT_SQL = f"INSERT INTO messages ({_COLS}) VALUES ({', '.join('?' * len(INSERT_COLUMNS))})"
+UPDATE_SQL = (
+    "UPDATE messages SET queue = ?, seq = ?, ready_at = ?, expires_at = ?, attempts = ?, headers = ? "
+    "WHERE id = ?"
+)
+DELETE_SQL = "DELETE FROM messages WHERE id = ?"
+READY_SQL = (
+    f"SELECT {_COLS} FROM messages WHERE queue = ? AND priority = ? AND seq > ? "
+    "ORDER BY seq LIMIT ?"
+)
+DELAYED_SQL = (
+    f"SELECT {_COLS} FROM messages WHERE seq IS NULL "
+    "AND (ready_at > ? OR (ready_at = ? AND id > ?)) ORDER BY ready_at, id LIMIT ?"
+)
+
+_COMMIT = 1
+_READ = 2
+_STOP = 3
+
+Job = tuple[int, Any, Any]
+Post = Callable[..., Any]
+
+
+class SqliteStore:
+    """A ``Store`` over one SQLite database file in WAL mode."""
+
+    def __init__(self, path: Path, *, durability: str = "full") -> None:
+        if durability not in ("full", "normal"):
+            raise ValueError("durability must be 'full' or 'normal'")
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        conn = self._conn
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {durability.upper()}")
+        conn.execute("PRAGMA temp_store = MEMORY")
+        # A bounded page cache keeps broker memory flat however deep queues grow.
+        conn.execute("PRAGMA cache_size = -16384")
+        conn.execute("PRAGMA wal_autocheckpoint = 4000")
+        conn.executescript(SCHEMA)
+        self._jobs: queue.SimpleQueue[Job] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._post: Post | None = None
+        self.commits = 0
+
+    # --- start-up -----------------------------------------------------------
+
+    def recover(self, now: float) -> Recovered:
+        """Read topology and counts; make delayed messages that fell due while
+        the broker was down ready. Runs before the writer thread starts."""
+        conn = self._conn
+        rec = Recovered()
+        rec.exchanges = [(n, t) for n, t in conn.execute("SELECT name, type FROM exchanges")]
+        for name, blob in conn.execute("SELECT name, options FROM queues"):
+            rec.queues.append(QueueRecord(name, msgpack.unpackb(blob, raw=False)))
+        rec.bindings = list(conn.execute("SELECT queue, exchange, routing_key FROM bindings"))
+        rec.max_id = conn.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0]
+        max_seq = conn.execute(
+            "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE seq IS NOT NULL"
+        ).fetchone()[0]
+        conn.execute("BEGIN")
+        conn.execute(
+            "UPDATE messages SET seq = ? + id, ready_at = NULL WHERE seq IS NULL AND ready_at <= ?",
+            (max_seq, now),
+        )
+        conn.execute("COMMIT")
+        rec.max_seq = conn.execute(
+            "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE seq IS NOT NULL"
+        ).fetchone()[0]
+        for qname, prio, count in conn.execute(
+            "SELECT queue, priority, COUNT(*) FROM messages WHERE seq IS NOT NULL "
+            "GROUP BY queue, priority"
+        ):
+            rec.ready_counts[(qname, prio)] = count
+        for qname, count in conn.execute(
+            "SELECT queue, COUNT(*) FROM messages WHERE seq IS NULL GROUP BY queue"
+        ):
+            rec.delayed_counts[qname] = count
+        return rec
+
+    def start(self, post: Post) -> None:
+        """Start the writer thread; ``post`` schedules a callback on the loop
+        thread (``loop.call_soon_threadsafe``)."""
+        self._post = post
+        self._thread = threading.Thread(target=self._run, name="brokerd-writer", daemon=True)
+        self._thread.start()
+
+    # --- Store protocol -----------------------------------------------------
+
+    def commit(self, batch: Batch, done: Done) -> None:
+        self._jobs.put((_COMMIT, batch, done))
+
+    def load_ready(
+        self, queue: str, priority: int, after_seq: int, limit: int, done: Loaded
+    ) -> None:
+        self._jobs.put((_READ, (READY_SQL, (queue, priority, after_seq, limit)), done))
+
+    def load_delayed(self, after: tuple[float, int], limit: int, done: Loaded) -> None:
+        self._jobs.put((_READ, (DELAYED_SQL, (after[0], after[0], after[1], limit)), done))
+
+    def close(self) -> None:
+        """Finish every queued job, then close the database."""
+        if self._thread is not None:
+            self._jobs.put((_STOP, None, None))
+            self._thread.join()
+            self._thread = None
+        self._conn.close()
+
+    # --- writer thread ------------------------------------------------------
+
+    def _run(self) -> None:
+        carry: Job | None = None
+        while True:
+            job = carry if carry is not None else self._jobs.get()
+            carry = None
+            kind = job[0]
+            if kind == _STOP:
+                return
+            if kind == _READ:
+                self._read(job)
+                continue
+            group = [job]
+            while True:
+                try:
+                    nxt = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt[0] != _COMMIT:
+                    carry = nxt
+                    break
+                group.append(nxt)
+            self._commit_group(group)
+
+    def _commit_group(self, group: list[Job]) -> None:
+        conn = self._conn
+        error: BaseException | None = None
+        try:
+            conn.execute("BEGIN")
+            for _, batch, _ in group:
+                for seg in batch.segments:
+                    if isinstance(seg, MessageOps):
+                        if seg.inserts:
+                            conn.executemany(INSERT_SQL, seg.inserts)
+                        if seg.updates:
+                            conn.executemany(UPDATE_SQL, seg.updates)
+                        if seg.deletes:
+                            conn.executemany(DELETE_SQL, seg.deletes)
+                    else:
+                        conn.execute(seg.sql, seg.params)
+            conn.execute("COMMIT")
+            self.commits += 1
+        except BaseException as exc:  # report every failure to the waiting publishers
+            log.critical("commit failed: %s", exc)
+            error = exc
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        assert self._post is not None
+        self._post(_finish, [done for _, _, done in group], error)
+
+    def _read(self, job: Job) -> None:
+        sql, params = job[1]
+        result: list[Message] | BaseException
+        try:
+            result = [row_message(r) for r in self._conn.execute(sql, params)]
+        except BaseException as exc:
+            log.error("read failed: %s", exc)
+            result = exc
+        assert self._post is not None
+        self._post(job[2], result)
+
+
+def _finish(callbacks: list[Done], error: BaseException | None) -> None:
+    for done in callbacks:
+        done(error)
