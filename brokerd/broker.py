@@ -11,6 +11,7 @@ with a fake clock.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 import math
@@ -549,10 +550,8 @@ class Broker:
     def _drop_consumer(self, c: Consumer) -> None:
         c.active = False
         c.conn.consumers.pop(c.id, None)
-        try:
+        with contextlib.suppress(ValueError):
             c.queue.consumers.remove(c)
-        except ValueError:
-            pass
 
     def _dispatch(self, q: QueueState) -> None:
         """Hand ready messages to consumers with credit, round-robin."""

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("brokerd.server")
 
+#: Frame handlers a protocol extension adds to every session.
+Handlers = dict[type[bp.Frame], Callable[[Any], None]]
+
 #: Seconds between timer ticks (lease expiry, delayed release, heartbeats).
 TICK = 0.02
 #: Resume paused publishers when uncommitted bytes fall below this share.
@@ -88,9 +91,7 @@ class BrokerServer:
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
         if self.config.port_file:
-            tmp = Path(self.config.port_file + ".tmp")
-            tmp.write_text(str(self.port))
-            os.replace(tmp, self.config.port_file)
+            _write_port_file(self.config.port_file, self.port)
         self._timer = loop.call_later(TICK, self._tick)
         log.info(
             "brokerd listening on %s:%d (data: %s)",
@@ -127,14 +128,12 @@ class BrokerServer:
 
     # --- sessions -------------------------------------------------------------
 
-    def add_extension(
-        self, factory: Callable[[Session], dict[type[bp.Frame], Callable[[Any], None]]]
-    ) -> None:
+    def add_extension(self, factory: Callable[[Session], Handlers]) -> None:
         """Register extra frame handlers (the task layer's frames)."""
         self._extensions.append(factory)
 
-    def extra_handlers(self, session: Session) -> dict[type[bp.Frame], Callable[[Any], None]]:
-        handlers: dict[type[bp.Frame], Callable[[Any], None]] = {}
+    def extra_handlers(self, session: Session) -> Handlers:
+        handlers: Handlers = {}
         for factory in self._extensions:
             handlers.update(factory(session))
         return handlers
@@ -200,3 +199,10 @@ class BrokerServer:
                 session.fail(ErrorCode.HEARTBEAT_TIMEOUT, f"no frames for {2 * hb:g} s")
             elif now - session.last_send >= hb:
                 session.send(bp.Heartbeat())
+
+
+def _write_port_file(path: str, port: int) -> None:
+    """Write atomically so a reader never sees a half-written number."""
+    tmp = Path(path + ".tmp")
+    tmp.write_text(str(port))
+    os.replace(tmp, path)

@@ -14,7 +14,7 @@ import hmac
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import brokerd_protocol as bp
 from brokerd_protocol import ErrorCode, ProtocolError
@@ -87,10 +87,11 @@ class Session(asyncio.Protocol):
     # --- asyncio.Protocol -------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        # uvloop's transports do not subclass asyncio.Transport; duck-type them.
+        self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer_name = f"{peer[0]}:{peer[1]}" if peer else "?"
-        transport.set_write_buffer_limits(high=self.config.max_write_buffer)
+        self.transport.set_write_buffer_limits(high=self.config.max_write_buffer)
         if not self.server.admit(self):
             self.fail(ErrorCode.RESOURCE_LIMIT, "too many connections")
 

@@ -74,8 +74,8 @@ CREATE INDEX IF NOT EXISTS messages_delayed ON messages (ready_at, id)
 _COLS = ", ".join(INSERT_COLUMNS)
 INSERT_SQL = f"INSERT INTO messages ({_COLS}) VALUES ({', '.join('?' * len(INSERT_COLUMNS))})"
 UPDATE_SQL = (
-    "UPDATE messages SET queue = ?, seq = ?, ready_at = ?, expires_at = ?, attempts = ?, headers = ? "
-    "WHERE id = ?"
+    "UPDATE messages SET queue = ?, seq = ?, ready_at = ?, expires_at = ?, attempts = ?, "
+    "headers = ? WHERE id = ?"
 )
 DELETE_SQL = "DELETE FROM messages WHERE id = ?"
 READY_SQL = (

@@ -1,0 +1,40 @@
+"""Shared fixtures: a real brokerd on port 0 with a temporary data directory."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from brokerproc import BrokerProcess  # noqa: E402
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[BrokerProcess]:
+    """A running brokerd; ``broker.url`` to connect, ``broker.restart()`` to bounce it."""
+    proc = BrokerProcess(tmp_path / "data").start()
+    try:
+        yield proc
+    finally:
+        proc.kill()
+
+
+@pytest.fixture
+def broker_factory(tmp_path: Path) -> Iterator[type[BrokerProcess]]:
+    """Start brokers with extra flags: ``broker_factory(path, "--token", "x").start()``."""
+    started: list[BrokerProcess] = []
+
+    class Factory(BrokerProcess):
+        def __init__(self, *extra: str, token: str | None = None) -> None:
+            super().__init__(tmp_path / f"data{len(started)}", *extra, token=token)
+            started.append(self)
+
+    try:
+        yield Factory
+    finally:
+        for proc in started:
+            proc.kill()
