@@ -73,6 +73,15 @@ def _int_list(v: Any) -> list[int]:
     return v
 
 
+def _str_list(v: Any) -> list[str]:
+    if type(v) is not list:
+        raise ProtocolError(f"expected a list, got {type(v).__name__}")
+    for item in v:
+        if type(item) is not str:
+            raise ProtocolError("expected a list of strings")
+    return v
+
+
 def _ranges(v: Any) -> list[list[int]]:
     if type(v) is not list:
         raise ProtocolError(f"expected a list of ranges, got {type(v).__name__}")
@@ -84,29 +93,47 @@ def _ranges(v: Any) -> list[list[int]]:
     return v
 
 
-def _depth_ok(v: Any, depth: int) -> bool:
-    if depth > MAX_DEPTH:
-        return False
-    if type(v) is dict:
-        return all(_depth_ok(x, depth + 1) for x in v.values())
-    if type(v) is list:
-        return all(_depth_ok(x, depth + 1) for x in v)
-    return True
+#: Python types msgpack produces for the scalars the protocol allows. Anything
+#: else (``ExtType``, ``Timestamp``) comes from an extension type, which the
+#: protocol forbids: peers in other languages could not agree on its meaning.
+_SCALAR_TYPES = frozenset({str, int, float, bool, bytes, type(None)})
+
+
+def _check_value(v: Any, depth: int) -> None:
+    """Reject forbidden types, non-str map keys and nesting past ``MAX_DEPTH``.
+
+    ``depth`` counts the containers already enclosing ``v`` inside the field,
+    so a field's own map or array is level 1 and only containers count as
+    levels: a scalar never makes a value "deeper". msgpack's ``strict_map_key``
+    lets bytes keys through, so key types are checked here at every level.
+    """
+    t = type(v)
+    if t is dict:
+        if depth >= MAX_DEPTH:
+            raise ProtocolError(f"value nested deeper than {MAX_DEPTH} levels")
+        for key, item in v.items():
+            if type(key) is not str:
+                raise ProtocolError("map keys must be strings")
+            _check_value(item, depth + 1)
+    elif t is list:
+        if depth >= MAX_DEPTH:
+            raise ProtocolError(f"value nested deeper than {MAX_DEPTH} levels")
+        for item in v:
+            _check_value(item, depth + 1)
+    elif t not in _SCALAR_TYPES:
+        raise ProtocolError(f"msgpack extension types are not allowed ({t.__name__})")
 
 
 def _any(v: Any) -> Any:
-    if type(v) in (dict, list) and not _depth_ok(v, 1):
-        raise ProtocolError(f"value nested deeper than {MAX_DEPTH} levels")
+    _check_value(v, 0)
     return v
 
 
 def _map(v: Any) -> dict[str, Any]:
     if type(v) is not dict:
         raise ProtocolError(f"expected a map, got {type(v).__name__}")
-    for key in v:
-        if type(key) is not str:
-            raise ProtocolError("map keys must be strings")
-    return _any(v)  # type: ignore[no-any-return]
+    _check_value(v, 0)
+    return v
 
 
 _CHECKERS: dict[str, Checker] = {
@@ -119,6 +146,7 @@ _CHECKERS: dict[str, Checker] = {
     "float | None": _opt(_float),
     "list[int]": _int_list,
     "list[list[int]]": _ranges,
+    "list[str]": _str_list,
     "dict[str, Any]": _map,
     "Any": _any,
 }
@@ -166,6 +194,15 @@ FRAME_TYPES: tuple[type[f.Frame], ...] = (
     f.Extend,
     f.Settled,
     f.ConsumerCancelled,
+    f.ResultSet,
+    f.ResultGet,
+    f.ResultWait,
+    f.Revoke,
+    f.Subscribe,
+    f.Event,
+    f.ScheduleSet,
+    f.ScheduleDelete,
+    f.ScheduleList,
 )
 
 _SPECS: dict[int, _FrameSpec] = {}

@@ -270,3 +270,102 @@ class ConsumerCancelled(Frame):
     TYPE: ClassVar[int] = 38
     consumer: int
     reason: str
+
+
+# --- task layer: results, revocation, events, schedules ------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ResultSet(Frame):
+    """Store a task's state; ``payload`` is opaque to the broker (serialized by
+    the SDK). ``ttl`` seconds until the broker forgets it. Answered with Ok
+    once committed; waiters on a final state are woken then."""
+
+    TYPE: ClassVar[int] = 40
+    req: int
+    task_id: str
+    state: str
+    payload: bytes = b""
+    ttl: float = 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class ResultGet(Frame):
+    """Answered with Ok(req, {task_id: [state, payload]}) for the ids known."""
+
+    TYPE: ClassVar[int] = 41
+    req: int
+    task_ids: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class ResultWait(Frame):
+    """Answered with Ok(req, [state, payload]) as soon as the task reaches a
+    final state (SUCCESS, FAILURE, REVOKED), or Ok(req, None) after
+    ``timeout`` seconds. The broker pushes; the client does not poll."""
+
+    TYPE: ClassVar[int] = 42
+    req: int
+    task_id: str
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Revoke(Frame):
+    """Revoke tasks (by message_id = task id) for ``ttl`` seconds: the broker
+    drops them instead of delivering them and records REVOKED. With
+    ``terminate`` an Event("revoke") also goes to subscribed workers."""
+
+    TYPE: ClassVar[int] = 43
+    req: int
+    task_ids: list[str]
+    terminate: bool = False
+    ttl: float = 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe(Frame):
+    """Receive Event frames for ``topics`` (currently: "revoke")."""
+
+    TYPE: ClassVar[int] = 44
+    req: int
+    topics: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Event(Frame):
+    TYPE: ClassVar[int] = 45
+    topic: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleSet(Frame):
+    """Create or replace a periodic publish kept and fired by the broker.
+
+    ``spec`` is ``every <seconds>`` or a five-field crontab expression
+    (``cron <m> <h> <dom> <mon> <dow>``, evaluated in UTC)."""
+
+    TYPE: ClassVar[int] = 46
+    req: int
+    name: str
+    spec: str
+    exchange: str
+    routing_key: str
+    body: bytes
+    props: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleDelete(Frame):
+    TYPE: ClassVar[int] = 47
+    req: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleList(Frame):
+    """Answered with Ok(req, [{name, spec, exchange, routing_key, next_run, last_run}])."""
+
+    TYPE: ClassVar[int] = 48
+    req: int
