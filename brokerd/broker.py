@@ -121,6 +121,9 @@ class Broker:
         #: Body bytes accepted but not yet committed (flow control).
         self.uncommitted_bytes = 0
         self.commit_listeners: list[Callable[[], None]] = []
+        #: Consulted before each delivery when set: a reason string means the
+        #: message is settled without delivery (the task layer's revocations).
+        self.delivery_filter: Callable[[Message], str | None] | None = None
 
     # --- start-up -------------------------------------------------------------
 
@@ -183,6 +186,8 @@ class Broker:
         for conn, (routed_seqs, unroutable) in by_conn.items():
             self.counters.confirmed += len(routed_seqs) + len(unroutable)
             conn.peer.send_confirms(routed_seqs, unroutable)
+        for callback in batch.on_commit:
+            callback(error)
         for listener in self.commit_listeners:
             listener()
 
@@ -569,6 +574,8 @@ class Broker:
                 if m.expires_at is not None and m.expires_at <= now:
                     self._expire(q, m)
                     continue
+                if self.delivery_filter is not None and self._filtered(q, m):
+                    continue
                 conn = c.conn
                 did = conn.next_delivery
                 conn.next_delivery = did + 1
@@ -582,6 +589,17 @@ class Broker:
                     counters.redelivered += 1
                 conn.peer.send_delivery(c, d)
         self._maybe_page(q)
+
+    def _filtered(self, q: QueueState, m: Message) -> bool:
+        assert self.delivery_filter is not None
+        reason = self.delivery_filter(m)
+        if reason is None:
+            return False
+        self.counters.dropped[reason] = self.counters.dropped.get(reason, 0) + 1
+        if q.durable:
+            self.batch.delete(m.id)
+            self._touch()
+        return True
 
     def _maybe_page(self, q: QueueState) -> None:
         if not q.wants_page():

@@ -101,9 +101,12 @@ class MessageOps:
     inserts: list[Row] = field(default_factory=list)
     updates: list[Row] = field(default_factory=list)
     deletes: list[tuple[int]] = field(default_factory=list)
+    #: Rows for other tables (results, schedules), grouped by statement and
+    #: applied with executemany after the message rows.
+    rows: dict[str, list[Row]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.inserts or self.updates or self.deletes)
+        return bool(self.inserts or self.updates or self.deletes or self.rows)
 
 
 @dataclass(slots=True)
@@ -117,12 +120,14 @@ class Statement:
 class Batch:
     """Everything one tick changed, in order, plus who to confirm afterwards."""
 
-    __slots__ = ("confirms", "nbytes", "segments")
+    __slots__ = ("confirms", "nbytes", "on_commit", "segments")
 
     def __init__(self) -> None:
         self.segments: list[MessageOps | Statement] = [MessageOps()]
         #: (confirm target, publish seq, routed) for publishes in this batch.
         self.confirms: list[tuple[Any, int, bool]] = []
+        #: Called on the loop thread after the commit (None) or its failure.
+        self.on_commit: list[Done] = []
         #: Body bytes carried, for flow control.
         self.nbytes = 0
 
@@ -144,6 +149,14 @@ class Batch:
     def delete(self, message_id: int) -> None:
         self._ops().deletes.append((message_id,))
 
+    def row(self, sql: str, row: Row) -> None:
+        """Queue ``row`` for ``executemany(sql, ...)`` in order with this segment."""
+        rows = self._ops().rows
+        bucket = rows.get(sql)
+        if bucket is None:
+            bucket = rows[sql] = []
+        bucket.append(row)
+
     def statement(self, sql: str, *params: Any) -> None:
         self.segments.append(Statement(sql, params))
 
@@ -151,7 +164,7 @@ class Batch:
         return any(not isinstance(s, MessageOps) or bool(s) for s in self.segments)
 
     def __bool__(self) -> bool:
-        return bool(self.confirms) or self.has_writes()
+        return bool(self.confirms) or bool(self.on_commit) or self.has_writes()
 
 
 @dataclass(slots=True)
@@ -178,6 +191,7 @@ class Recovered:
 
 Done = Callable[[BaseException | None], None]
 Loaded = Callable[[list[Message] | BaseException], None]
+Queried = Callable[[list[Row] | BaseException], None]
 
 
 class Store(Protocol):
@@ -196,5 +210,9 @@ class Store(Protocol):
     ) -> None: ...
 
     def load_delayed(self, after: tuple[float, int], limit: int, done: Loaded) -> None: ...
+
+    def query(self, sql: str, params: tuple[Any, ...], done: Queried) -> None:
+        """Run a read after everything submitted before it."""
+        ...
 
     def close(self) -> None: ...

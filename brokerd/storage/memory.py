@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from typing import Any
 
 from ..message import Message
-from .base import Batch, Done, Loaded, MessageOps, Recovered, row_message
+from .base import Batch, Done, Loaded, MessageOps, Queried, Recovered, row_message
 
 Schedule = Callable[[Callable[[], None]], None]
 
@@ -42,6 +43,8 @@ class MemoryStore:
                 conn.executemany(INSERT_SQL, seg.inserts)
                 conn.executemany(UPDATE_SQL, seg.updates)
                 conn.executemany(DELETE_SQL, seg.deletes)
+                for sql, rows in seg.rows.items():
+                    conn.executemany(sql, rows)
             else:
                 conn.execute(seg.sql, seg.params)
         conn.execute("COMMIT")
@@ -65,6 +68,13 @@ class MemoryStore:
         params = (after[0], after[0], after[1], limit)
         rows: list[Message] = [row_message(r) for r in self._conn.execute(DELAYED_SQL, params)]
         self._schedule(lambda: done(rows))
+
+    def query(self, sql: str, params: tuple[Any, ...], done: Queried) -> None:
+        rows = self._conn.execute(sql, params).fetchall()
+        self._schedule(lambda: done(rows))
+
+    def execute_script(self, script: str) -> None:
+        self._conn.executescript(script)
 
     def drain(self) -> int:
         """Run queued callbacks (tests call this to let 'I/O' complete)."""

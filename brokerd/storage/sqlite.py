@@ -28,8 +28,10 @@ from .base import (
     Done,
     Loaded,
     MessageOps,
+    Queried,
     QueueRecord,
     Recovered,
+    Row,
     row_message,
 )
 
@@ -167,10 +169,19 @@ class SqliteStore:
     def load_ready(
         self, queue: str, priority: int, after_seq: int, limit: int, done: Loaded
     ) -> None:
-        self._jobs.put((_READ, (READY_SQL, (queue, priority, after_seq, limit)), done))
+        self._jobs.put((_READ, (READY_SQL, (queue, priority, after_seq, limit), True), done))
 
     def load_delayed(self, after: tuple[float, int], limit: int, done: Loaded) -> None:
-        self._jobs.put((_READ, (DELAYED_SQL, (after[0], after[0], after[1], limit)), done))
+        params = (after[0], after[0], after[1], limit)
+        self._jobs.put((_READ, (DELAYED_SQL, params, True), done))
+
+    def query(self, sql: str, params: tuple[Any, ...], done: Queried) -> None:
+        self._jobs.put((_READ, (sql, params, False), done))
+
+    def execute_script(self, script: str) -> None:
+        """Create an extension's tables; only before ``start``."""
+        assert self._thread is None, "schema changes go before the writer starts"
+        self._conn.executescript(script)
 
     def close(self) -> None:
         """Finish every queued job, then close the database."""
@@ -219,6 +230,8 @@ class SqliteStore:
                             conn.executemany(UPDATE_SQL, seg.updates)
                         if seg.deletes:
                             conn.executemany(DELETE_SQL, seg.deletes)
+                        for sql, rows in seg.rows.items():
+                            conn.executemany(sql, rows)
                     else:
                         conn.execute(seg.sql, seg.params)
             conn.execute("COMMIT")
@@ -232,10 +245,11 @@ class SqliteStore:
         self._post(_finish, [done for _, _, done in group], error)
 
     def _read(self, job: Job) -> None:
-        sql, params = job[1]
-        result: list[Message] | BaseException
+        sql, params, as_messages = job[1]
+        result: list[Message] | list[Row] | BaseException
         try:
-            result = [row_message(r) for r in self._conn.execute(sql, params)]
+            cursor = self._conn.execute(sql, params)
+            result = [row_message(r) for r in cursor] if as_messages else cursor.fetchall()
         except BaseException as exc:
             log.error("read failed: %s", exc)
             result = exc
