@@ -62,9 +62,9 @@ class BrokerServer:
         self._timer: asyncio.TimerHandle | None = None
         self._last_heartbeat_check = 0.0
         self._stopped = asyncio.Event()
-        self._extensions: list[
-            Callable[[Session], dict[type[bp.Frame], Callable[[Any], None]]]
-        ] = []
+        self._extensions: list[Callable[[Session], Handlers]] = []
+        #: Called with the wall-clock time on every timer tick.
+        self.tick_hooks: list[Callable[[float], None]] = []
 
     # --- lifecycle ------------------------------------------------------------
 
@@ -176,6 +176,10 @@ class BrokerServer:
         assert self._loop is not None
         try:
             self.broker.tick()
+            if self.tick_hooks:
+                wall = self.clock.now()
+                for hook in self.tick_hooks:
+                    hook(wall)
             now = time.monotonic()
             if now - self._last_heartbeat_check >= 0.5:
                 self._last_heartbeat_check = now
