@@ -1,0 +1,26 @@
+# brokerd in a container: non-root, data on a volume.
+# Binding 0.0.0.0 inside the container needs a token:  docker run -e BROKERD_TOKEN=... -p 5673:5673 -v brokerd-data:/data brokerd
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1
+
+RUN useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin brokerd \
+    && mkdir -p /data && chown brokerd /data
+
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY brokerd ./brokerd
+COPY protocol ./protocol
+COPY clients ./clients
+RUN pip install . && rm -rf /src
+
+USER brokerd
+VOLUME ["/data"]
+EXPOSE 5673 9673
+ENV BROKERD_HOST=0.0.0.0 \
+    BROKERD_DATA_DIR=/data \
+    BROKERD_METRICS_HOST=0.0.0.0
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["brokerd"]
