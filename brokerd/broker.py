@@ -15,6 +15,7 @@ import contextlib
 import heapq
 import logging
 import math
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -28,6 +29,7 @@ from .message import Message
 from .options import MAX_LEASE, PublishProps, QueueOptions, check_name, parse_props
 from .queues import PRIORITIES, WINDOW, Consumer, Delivery, QueueState
 from .routing import EXCHANGE_TYPES, Router, make_router
+from .stats import ATTEMPT_BOUNDS, LATENCY_BOUNDS, Buckets
 from .storage.base import Batch, Recovered, Store
 
 log = logging.getLogger("brokerd.broker")
@@ -95,6 +97,10 @@ class Counters:
     expired: int = 0
     dead_lettered: dict[str, int] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
+    #: Attempt number of each delivery (1 = first delivery).
+    attempts: Buckets = field(default_factory=lambda: Buckets(ATTEMPT_BOUNDS))
+    #: From the first publish of a commit group to its confirm.
+    publish_confirm: Buckets = field(default_factory=lambda: Buckets(LATENCY_BOUNDS))
 
 
 class Broker:
@@ -172,6 +178,8 @@ class Broker:
 
     def _committed(self, batch: Batch, error: BaseException | None) -> None:
         self.uncommitted_bytes -= batch.nbytes
+        if batch.first_publish:
+            self.counters.publish_confirm.observe(time.perf_counter() - batch.first_publish)
         by_conn: dict[Connection, tuple[list[int], list[int]]] = {}
         for conn, seq, routed in batch.confirms:
             if conn.closed:
@@ -356,6 +364,8 @@ class Broker:
         """Accept one message; raises BrokerError if nothing of it was stored."""
         counters = self.counters
         counters.published += 1
+        if not self.batch.first_publish:
+            self.batch.first_publish = time.perf_counter()
         now = self.clock.now()
         props = parse_props(raw_props, now) if raw_props else _PLAIN
         targets = self.route(exchange, key)
@@ -585,6 +595,7 @@ class Broker:
                 q.leased += 1
                 self.leases.add(d, d.deadline)
                 counters.delivered += 1
+                counters.attempts.observe(m.attempts + 1)
                 if m.attempts:
                     counters.redelivered += 1
                 conn.peer.send_delivery(c, d)

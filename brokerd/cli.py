@@ -25,16 +25,7 @@ async def _run(server: BrokerServer) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.stop()))
     await server.start()
-    metrics = None
-    if server.config.metrics_port:
-        from .metrics import start_metrics
-
-        metrics = await start_metrics(server)
-    try:
-        await server.serve_until_stopped()
-    finally:
-        if metrics is not None:
-            metrics.close()
+    await server.serve_until_stopped()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,12 +1,244 @@
-"""Prometheus metrics endpoint (filled in by the metrics work)."""
+"""Prometheus ``/metrics`` and ``/healthz``, served on the broker's own loop.
+
+The collector reads the broker's plain counters at scrape time, so nothing on
+the message path touches prometheus-client. It is served from the event loop
+(not prometheus-client's threaded HTTP server) because the state it reads is
+owned by the loop thread and must not be walked while the loop mutates it.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from .stats import Buckets
+from .storage import SqliteStore
 
 if TYPE_CHECKING:
     from .server import BrokerServer
 
+log = logging.getLogger("brokerd.metrics")
 
-async def start_metrics(server: BrokerServer) -> Any:
-    return None
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+MAX_REQUEST = 8192
+
+
+def _histogram(name: str, doc: str, buckets: Buckets) -> HistogramMetricFamily:
+    return HistogramMetricFamily(name, doc, buckets=buckets.cumulative(), sum_value=buckets.total)
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process, from /proc (0 where unavailable)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * _PAGE_SIZE
+    except OSError:
+        return 0
+
+
+class BrokerCollector:
+    def __init__(self, server: BrokerServer) -> None:
+        self.server = server
+
+    def collect(self) -> Iterator[Metric]:
+        server = self.server
+        broker = server.broker
+        c = broker.counters
+        now = broker.clock.now()
+
+        for name, value, doc in (
+            ("published", c.published, "Publish frames received."),
+            ("confirmed", c.confirmed, "Publishes confirmed to their publisher."),
+            ("routed", c.routed, "Publishes routed to at least one queue."),
+            ("unroutable", c.unroutable, "Publishes that matched no queue."),
+            ("delivered", c.delivered, "Deliveries sent to consumers."),
+            ("redelivered", c.redelivered, "Deliveries of messages delivered before."),
+            ("acked", c.acked, "Deliveries acknowledged."),
+            ("nacked", c.nacked, "Deliveries negatively acknowledged."),
+            ("rejected", c.rejected, "Deliveries rejected."),
+            ("expired", c.expired, "Messages whose TTL ran out."),
+        ):
+            yield CounterMetricFamily(f"brokerd_messages_{name}", doc, value=value)
+        for name, table, doc in (
+            ("dead_lettered", c.dead_lettered, "Messages moved to a dead-letter queue."),
+            ("dropped", c.dropped, "Messages discarded (no dead-letter queue set, or revoked)."),
+        ):
+            fam = CounterMetricFamily(f"brokerd_messages_{name}", doc, labels=["reason"])
+            for reason in ("max_deliveries", "rejected", "ttl", "max_length"):
+                fam.add_metric([reason], table.get(reason, 0))
+            for reason, value in table.items():
+                if reason not in ("max_deliveries", "rejected", "ttl", "max_length"):
+                    fam.add_metric([reason], value)
+            yield fam
+
+        ready = GaugeMetricFamily(
+            "brokerd_queue_ready_messages", "Messages ready for delivery.", labels=["queue"]
+        )
+        leased = GaugeMetricFamily(
+            "brokerd_queue_leased_messages", "Messages delivered and not yet acked.",
+            labels=["queue"],
+        )  # fmt: skip
+        delayed = GaugeMetricFamily(
+            "brokerd_queue_delayed_messages", "Messages waiting for their delay.",
+            labels=["queue"],
+        )  # fmt: skip
+        consumers = GaugeMetricFamily(
+            "brokerd_queue_consumers", "Consumers attached.", labels=["queue"]
+        )
+        oldest_ready = GaugeMetricFamily(
+            "brokerd_queue_oldest_ready_age_seconds",
+            "Age of the oldest ready message held in memory (0 when none).",
+            labels=["queue"],
+        )
+        oldest_lease = GaugeMetricFamily(
+            "brokerd_queue_oldest_lease_age_seconds",
+            "Time since the oldest live lease of the queue began (0 when none).",
+            labels=["queue"],
+        )
+        lease_start: dict[str, float] = {}
+        for session in server.sessions:
+            for d in session.conn.deliveries.values():
+                qname = d.queue.name
+                if d.started < lease_start.get(qname, now):
+                    lease_start[qname] = d.started
+        for q in broker.queues.values():
+            labels = [q.name]
+            ready.add_metric(labels, q.ready_count)
+            leased.add_metric(labels, q.leased)
+            delayed.add_metric(labels, q.delayed)
+            consumers.add_metric(labels, len(q.consumers))
+            heads = [dq[0].timestamp for dq in q.ready if dq]
+            oldest_ready.add_metric(labels, max(0.0, now - min(heads) / 1000) if heads else 0.0)
+            oldest_lease.add_metric(labels, max(0.0, now - lease_start.get(q.name, now)))
+        yield from (ready, leased, delayed, consumers, oldest_ready, oldest_lease)
+
+        yield _histogram(
+            "brokerd_publish_confirm_seconds",
+            "From the first publish of a commit group to its confirm.",
+            c.publish_confirm,
+        )
+        yield _histogram(
+            "brokerd_delivery_attempts", "Attempt number of each delivery.", c.attempts
+        )
+        store = server.store
+        if isinstance(store, SqliteStore):
+            yield _histogram(
+                "brokerd_commit_seconds",
+                "Duration of one group commit, fsync included.",
+                store.commit_seconds,
+            )
+            yield CounterMetricFamily(
+                "brokerd_commits", "Group commits to SQLite.", value=store.commits
+            )
+
+        yield GaugeMetricFamily(
+            "brokerd_connections", "Open client connections.", value=len(server.sessions)
+        )
+        yield GaugeMetricFamily(
+            "brokerd_consumers",
+            "Consumers across all queues.",
+            value=sum(len(q.consumers) for q in broker.queues.values()),
+        )
+        bytes_in = server.closed_bytes_in + sum(s.bytes_in for s in server.sessions)
+        bytes_out = server.closed_bytes_out + sum(s.bytes_out for s in server.sessions)
+        yield CounterMetricFamily(
+            "brokerd_received_bytes", "Bytes received from clients.", value=bytes_in
+        )
+        yield CounterMetricFamily("brokerd_sent_bytes", "Bytes sent to clients.", value=bytes_out)
+        yield GaugeMetricFamily(
+            "brokerd_uncommitted_bytes",
+            "Message bytes accepted and not yet committed.",
+            value=broker.uncommitted_bytes,
+        )
+        yield GaugeMetricFamily(
+            "brokerd_process_resident_memory_bytes",
+            "Resident memory of the broker process.",
+            value=rss_bytes(),
+        )
+        yield GaugeMetricFamily(
+            "brokerd_uptime_seconds",
+            "Seconds since the broker started.",
+            value=time.monotonic() - server.started_at,
+        )
+
+
+class MetricsEndpoint:
+    """A minimal HTTP/1.1 responder: GET /metrics and GET /healthz."""
+
+    def __init__(self, server: BrokerServer) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(BrokerCollector(server))
+        self.server = server
+        self._listener: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self, host: str, port: int) -> None:
+        self._listener = await asyncio.start_server(self._handle, host, port)
+        self.port = self._listener.sockets[0].getsockname()[1]
+        log.info("metrics on http://%s:%d/metrics", host, self.port)
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, OSError):
+            writer.close()
+            return
+        if len(head) > MAX_REQUEST:
+            await self._respond(writer, 431, b"request too large\n")
+            return
+        parts = head.split(b"\r\n", 1)[0].split()
+        method = parts[0] if parts else b""
+        path = parts[1].split(b"?", 1)[0] if len(parts) > 1 else b""
+        if method not in (b"GET", b"HEAD"):
+            await self._respond(writer, 405, b"method not allowed\n")
+        elif path == b"/metrics":
+            body = generate_latest(self.registry)
+            await self._respond(
+                writer, 200, body, b"text/plain; version=0.0.4; charset=utf-8", method == b"HEAD"
+            )
+        elif path == b"/healthz":
+            await self._respond(writer, 200, b"ok\n", head_only=method == b"HEAD")
+        else:
+            await self._respond(writer, 404, b"not found\n")
+
+    async def _respond(
+        self,
+        writer: asyncio.StreamWriter,
+        status: int,
+        body: bytes,
+        content_type: bytes = b"text/plain; charset=utf-8",
+        head_only: bool = False,
+    ) -> None:
+        reason = {200: b"OK", 404: b"Not Found", 405: b"Method Not Allowed"}.get(status, b"Error")
+        writer.write(
+            b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+            % (status, reason, content_type, len(body))
+        )
+        if not head_only:
+            writer.write(body)
+        with contextlib.suppress(OSError):
+            await writer.drain()
+        writer.close()
+
+
+async def start_metrics(server: BrokerServer) -> MetricsEndpoint:
+    endpoint = MetricsEndpoint(server)
+    await endpoint.start(server.config.metrics_host, server.config.metrics_port)
+    return endpoint

@@ -51,11 +51,12 @@ class Consumer:
 class Delivery:
     """A message leased to one consumer until ``deadline``."""
 
-    __slots__ = ("consumer", "deadline", "id", "message", "queue")
+    __slots__ = ("consumer", "deadline", "id", "message", "queue", "started")
 
     def __init__(
         self, id: int, message: Message, consumer: Consumer, queue: QueueState, deadline: float
     ) -> None:
+        self.started = deadline - consumer.lease
         self.id = id
         self.message = message
         self.consumer = consumer

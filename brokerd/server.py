@@ -22,6 +22,7 @@ from brokerd_protocol import ErrorCode
 from .broker import Broker
 from .clock import Clock, SystemClock
 from .config import Config
+from .metrics import MetricsEndpoint, start_metrics
 from .storage import MemoryStore, SqliteStore, Store
 
 if TYPE_CHECKING:
@@ -56,6 +57,10 @@ class BrokerServer:
         self.sessions: set[Session] = set()
         self.paused: set[Session] = set()
         self.port: int | None = None
+        self.metrics: MetricsEndpoint | None = None
+        #: Traffic of connections already closed (metrics add the open ones).
+        self.closed_bytes_in = 0
+        self.closed_bytes_out = 0
         self.started_at = time.monotonic()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
@@ -92,6 +97,8 @@ class BrokerServer:
         self.port = sock.getsockname()[1]
         if self.config.port_file:
             _write_port_file(self.config.port_file, self.port)
+        if self.config.metrics_port:
+            self.metrics = await start_metrics(self)
         self._timer = loop.call_later(TICK, self._tick)
         log.info(
             "brokerd listening on %s:%d (data: %s)",
@@ -110,6 +117,8 @@ class BrokerServer:
         log.info("shutting down")
         if self._server is not None:
             self._server.close()
+        if self.metrics is not None:
+            self.metrics.close()
         for session in list(self.sessions):
             session.fail(ErrorCode.SHUTTING_DOWN, "broker is shutting down")
         if self._timer is not None:
@@ -150,6 +159,9 @@ class BrokerServer:
         return True
 
     def forget(self, session: Session) -> None:
+        if session in self.sessions:
+            self.closed_bytes_in += session.bytes_in
+            self.closed_bytes_out += session.bytes_out
         self.sessions.discard(session)
         self.paused.discard(session)
 

@@ -120,7 +120,7 @@ class Statement:
 class Batch:
     """Everything one tick changed, in order, plus who to confirm afterwards."""
 
-    __slots__ = ("confirms", "nbytes", "on_commit", "segments")
+    __slots__ = ("confirms", "first_publish", "nbytes", "on_commit", "segments")
 
     def __init__(self) -> None:
         self.segments: list[MessageOps | Statement] = [MessageOps()]
@@ -130,6 +130,8 @@ class Batch:
         self.on_commit: list[Done] = []
         #: Body bytes carried, for flow control.
         self.nbytes = 0
+        #: perf_counter() of the first publish in the batch (publish-to-confirm metric).
+        self.first_publish = 0.0
 
     def _ops(self) -> MessageOps:
         last = self.segments[-1]

@@ -15,6 +15,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 import msgpack
 
 from ..message import Message
+from ..stats import LATENCY_BOUNDS, Buckets
 from .base import (
     INSERT_COLUMNS,
     Batch,
@@ -118,6 +120,8 @@ class SqliteStore:
         self._thread: threading.Thread | None = None
         self._post: Post | None = None
         self.commits = 0
+        #: Seconds per group commit (BEGIN..COMMIT including fsync).
+        self.commit_seconds = Buckets(LATENCY_BOUNDS)
 
     # --- start-up -----------------------------------------------------------
 
@@ -219,6 +223,7 @@ class SqliteStore:
     def _commit_group(self, group: list[Job]) -> None:
         conn = self._conn
         error: BaseException | None = None
+        started = time.perf_counter()
         try:
             conn.execute("BEGIN")
             for _, batch, _ in group:
@@ -236,6 +241,7 @@ class SqliteStore:
                         conn.execute(seg.sql, seg.params)
             conn.execute("COMMIT")
             self.commits += 1
+            self.commit_seconds.observe(time.perf_counter() - started)
         except BaseException as exc:  # report every failure to the waiting publishers
             log.critical("commit failed: %s", exc)
             error = exc
