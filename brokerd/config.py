@@ -57,8 +57,9 @@ class Config:
             raise ConfigError(f"durability must be 'full' or 'normal', got {self.durability!r}")
         if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
             raise ConfigError(f"log_level {self.log_level!r} is not a logging level")
-        if not 1024 <= self.max_frame <= HARD_MAX_FRAME:
-            raise ConfigError(f"max_frame must be within 1024..{HARD_MAX_FRAME}")
+        # A Deliver carries up to 64 KiB more than the Publish it came from.
+        if not 1024 <= self.max_frame <= HARD_MAX_FRAME - 65536:
+            raise ConfigError(f"max_frame must be within 1024..{HARD_MAX_FRAME - 65536}")
         if self.max_connections < 1:
             raise ConfigError("max_connections must be at least 1")
         if self.heartbeat < 0:

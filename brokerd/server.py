@@ -209,7 +209,7 @@ class BrokerServer:
                     )
                 continue
             hb = session.heartbeat
-            if not hb:
+            if not hb or session.reading_paused:
                 continue
             if now - session.last_recv > 2 * hb:
                 session.fail(ErrorCode.HEARTBEAT_TIMEOUT, f"no frames for {2 * hb:g} s")

@@ -30,6 +30,8 @@ log = logging.getLogger("brokerd.session")
 _LEN = bp.codec._LENGTH
 _pack = bp.codec._packb
 _DELIVER = bp.Deliver.TYPE
+#: Shortest heartbeat interval the server agrees to.
+MIN_HEARTBEAT = 0.5
 
 
 def _ranges(seqs: list[int]) -> list[list[int]]:
@@ -118,6 +120,8 @@ class Session(asyncio.Protocol):
                 handler = handlers.get(type(frame))
                 if handler is None:
                     raise ProtocolError(f"{type(frame).__name__} is not a client frame")
+                if getattr(frame, "req", 1) <= 0:
+                    raise ProtocolError("request ids must be positive")
                 handler(frame)
                 if self._closing:
                     return
@@ -147,9 +151,15 @@ class Session(asyncio.Protocol):
             self.transport.pause_reading()
             self.server.paused.add(self)
 
+    @property
+    def reading_paused(self) -> bool:
+        return self._reading_paused
+
     def resume_reading(self) -> None:
         if self._reading_paused and self.transport is not None and not self._closing:
             self._reading_paused = False
+            # Time spent paused by us is not the peer's silence.
+            self.last_recv = time.monotonic()
             self.transport.resume_reading()
 
     # --- output -----------------------------------------------------------------
@@ -251,12 +261,10 @@ class Session(asyncio.Protocol):
                 self.fail(ErrorCode.AUTH_FAILED, "invalid token")
                 return
         self.authenticated = True
-        hb = self.config.heartbeat
-        if frame.heartbeat > 0 and hb > 0:
-            hb = min(hb, max(frame.heartbeat, 0.5))
-        elif frame.heartbeat <= 0:
-            hb = 0.0
-        self.heartbeat = hb
+        # The smaller non-zero interval wins; 0 only when both sides ask for 0.
+        wanted = [h for h in (self.config.heartbeat, frame.heartbeat) if h > 0]
+        self.heartbeat = max(min(wanted), MIN_HEARTBEAT) if wanted else 0.0
+        hb = self.heartbeat
         self.send(bp.Welcome(max(common), self.config.server_name, hb, self.config.max_frame))
 
     # --- requests ---------------------------------------------------------------
