@@ -1,0 +1,76 @@
+"""Python SDK for brokerd.
+
+Async::
+
+    client = await brokerd_client.connect("brokerd://token@localhost:5673")
+    async with client:
+        await client.declare_queue("jobs")
+        await client.publish("", "jobs", b"hello")
+        async with await client.consume("jobs", prefetch=10) as consumer:
+            async for delivery in consumer:
+                ...
+                await delivery.ack()
+
+Blocking (thread-safe; for web apps and scripts)::
+
+    with brokerd_client.Client("brokerd://localhost:5673") as client:
+        client.publish("", "jobs", b"hello")
+"""
+
+from __future__ import annotations
+
+from . import errors
+from .client import AsyncClient, connect
+from .consumer import Consumer, Delivery
+from .errors import (
+    AuthenticationError,
+    BrokerError,
+    ClientClosed,
+    ConnectionLost,
+    ConsumerClosed,
+    HeartbeatTimeout,
+    InternalError,
+    InvalidArgument,
+    LeaseLost,
+    NotFound,
+    PreconditionFailed,
+    ProtocolViolation,
+    QueueFull,
+    ResourceLimitExceeded,
+    ServerShuttingDown,
+    Unroutable,
+    UnsupportedVersion,
+)
+from .message import Message, QueueInfo
+from .sync import Client
+from .url import BrokerURL, parse_url
+
+__all__ = [
+    "AsyncClient",
+    "AuthenticationError",
+    "BrokerError",
+    "BrokerURL",
+    "Client",
+    "ClientClosed",
+    "ConnectionLost",
+    "Consumer",
+    "ConsumerClosed",
+    "Delivery",
+    "HeartbeatTimeout",
+    "InternalError",
+    "InvalidArgument",
+    "LeaseLost",
+    "Message",
+    "NotFound",
+    "PreconditionFailed",
+    "ProtocolViolation",
+    "QueueFull",
+    "QueueInfo",
+    "ResourceLimitExceeded",
+    "ServerShuttingDown",
+    "Unroutable",
+    "UnsupportedVersion",
+    "connect",
+    "errors",
+    "parse_url",
+]

@@ -1,0 +1,365 @@
+"""The asyncio client: ``await connect(url)`` and the methods applications call.
+
+Each method turns its arguments into one frame and awaits the reply through
+:class:`~brokerd_client.connection.Connection`; the protocol mechanics
+(correlation, batching, confirms, heartbeats) live there, so this module reads
+like the API reference it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import os
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from brokerd_protocol import (
+    SUPPORTED_VERSIONS,
+    Bind,
+    Consume,
+    DeclareExchange,
+    DeclareQueue,
+    DeleteExchange,
+    DeleteQueue,
+    Frame,
+    HeaderValue,
+    Hello,
+    PurgeQueue,
+    QueueStats,
+    Unbind,
+)
+
+from .connection import FLUSH_THRESHOLD, Connection, PublishBatch
+from .consumer import Consumer
+from .errors import BrokerError, ProtocolViolation
+from .message import Message, QueueInfo, build_props, check_body
+from .url import BrokerURL, parse_url
+
+if TYPE_CHECKING:
+    from typing import Self
+
+__all__ = ["AsyncClient", "connect"]
+
+
+def _default_client_name() -> str:
+    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+    return f"{prog}[{os.getpid()}]"
+
+
+async def connect(
+    url: str | BrokerURL = "brokerd://localhost:5673",
+    *,
+    token: str | None = None,
+    heartbeat: float = 30.0,
+    client_name: str | None = None,
+    timeout: float | None = 10.0,  # noqa: ASYNC109 - a connect timeout is public API
+    max_inflight: int = 10_000,
+) -> AsyncClient:
+    """Open a connection to brokerd and return a ready :class:`AsyncClient`.
+
+    ``token`` overrides one given in the URL (keeps secrets out of URLs).
+    ``heartbeat`` is the interval in seconds we ask for (0 disables; the
+    broker has the final say). ``timeout`` bounds the TCP connect plus the
+    handshake. ``max_inflight`` caps unconfirmed publishes on this
+    connection; publishers wait for confirms beyond it.
+    """
+    parsed = url if isinstance(url, BrokerURL) else parse_url(url)
+    if heartbeat < 0:
+        raise ValueError("heartbeat must be >= 0 (0 disables heartbeats)")
+    hello = Hello(
+        versions=list(SUPPORTED_VERSIONS),
+        token=token if token is not None else parsed.token,
+        client_name=client_name if client_name is not None else _default_client_name(),
+        heartbeat=float(heartbeat),
+    )
+    conn = await Connection.open(
+        parsed.host, parsed.port, hello, timeout=timeout, max_inflight=max_inflight
+    )
+    return AsyncClient(conn, parsed)
+
+
+class AsyncClient:
+    """A connected client. Create it with :func:`connect`; use it from the
+    event loop that created it. Methods may be called concurrently from many
+    tasks; their frames share socket writes."""
+
+    def __init__(self, conn: Connection, url: BrokerURL) -> None:
+        self._conn = conn
+        self.url = url
+
+    def __repr__(self) -> str:
+        state = "closed" if self.is_closed else "open"
+        return f"<AsyncClient {self.url} {state}>"
+
+    @property
+    def server_name(self) -> str:
+        return self._conn.server_name
+
+    @property
+    def heartbeat(self) -> float:
+        """The negotiated heartbeat interval in seconds (0 = disabled)."""
+        return self._conn.heartbeat
+
+    @property
+    def max_frame(self) -> int:
+        """Largest frame payload the broker accepts; bounds message size."""
+        return self._conn.max_frame
+
+    @property
+    def is_closed(self) -> bool:
+        return self._conn.is_closed
+
+    @property
+    def inflight(self) -> int:
+        """Publishes sent and not yet confirmed."""
+        return self._conn.inflight
+
+    async def close(self) -> None:
+        """Close the connection. Calls still in flight fail with ``ClientClosed``."""
+        await self._conn.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # --- topology ------------------------------------------------------------
+
+    async def declare_exchange(self, name: str, type: str = "direct", durable: bool = True) -> None:
+        """Create an exchange, or check that an existing one matches.
+
+        ``type`` is ``"direct"``, ``"topic"`` or ``"fanout"``; the broker
+        validates it (``InvalidArgument``), so a newer broker's types work.
+        """
+        await self._conn.request(lambda req: DeclareExchange(req, name, type, durable))
+
+    async def delete_exchange(self, name: str) -> None:
+        await self._conn.request(lambda req: DeleteExchange(req, name))
+
+    async def declare_queue(
+        self,
+        name: str,
+        durable: bool = True,
+        *,
+        lease: float = 30.0,
+        max_deliveries: int | None = None,
+        dead_letter_queue: str | None = None,
+        max_length: int | None = None,
+        overflow: str = "reject_publish",
+        message_ttl: float | None = None,
+    ) -> None:
+        """Create a queue, or check that an existing one matches.
+
+        ``lease`` is the default visibility timeout of its deliveries;
+        past ``max_deliveries`` a message moves to ``dead_letter_queue``;
+        at ``max_length`` new publishes are refused (``overflow=
+        "reject_publish"``, the default) or handled as the broker's other
+        ``overflow`` policies say. Options are validated by the broker.
+        """
+        options: dict[str, Any] = {"lease": float(lease), "overflow": overflow}
+        if max_deliveries is not None:
+            options["max_deliveries"] = max_deliveries
+        if dead_letter_queue is not None:
+            options["dead_letter_queue"] = dead_letter_queue
+        if max_length is not None:
+            options["max_length"] = max_length
+        if message_ttl is not None:
+            options["message_ttl"] = float(message_ttl)
+        await self._conn.request(lambda req: DeclareQueue(req, name, durable, options))
+
+    async def delete_queue(self, name: str) -> int:
+        """Delete a queue and its messages; its consumers are cancelled.
+
+        Returns the number of ready and delayed messages discarded with it.
+        """
+        value = await self._conn.request(lambda req: DeleteQueue(req, name))
+        return value if type(value) is int else 0
+
+    async def purge_queue(self, name: str) -> int:
+        """Drop the queue's ready messages; return how many were dropped."""
+        value = await self._conn.request(lambda req: PurgeQueue(req, name))
+        if type(value) is not int:
+            raise ProtocolViolation(f"PurgeQueue answered with {value!r}, expected a count")
+        return value
+
+    async def bind(self, queue: str, exchange: str, routing_key: str) -> None:
+        await self._conn.request(lambda req: Bind(req, queue, exchange, routing_key))
+
+    async def unbind(self, queue: str, exchange: str, routing_key: str) -> None:
+        await self._conn.request(lambda req: Unbind(req, queue, exchange, routing_key))
+
+    async def queue_stats(self, name: str) -> QueueInfo:
+        value = await self._conn.request(lambda req: QueueStats(req, name))
+        try:
+            return QueueInfo(
+                ready=_count(value["ready"]),
+                leased=_count(value["leased"]),
+                delayed=_count(value["delayed"]),
+                consumers=_count(value["consumers"]),
+            )
+        except (KeyError, TypeError):
+            raise ProtocolViolation(f"QueueStats answered with {value!r}") from None
+
+    # --- publishing ----------------------------------------------------------
+
+    async def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        headers: Mapping[str, HeaderValue] | None = None,
+        delay: float | None = None,
+        priority: int = 0,
+        ttl: float | None = None,
+        message_id: str | None = None,
+        mandatory: bool = False,
+        not_before: datetime | float | None = None,
+    ) -> bool:
+        """Publish one message and wait for the broker's confirm.
+
+        Returns ``True`` once it is durably stored in at least one queue,
+        ``False`` if it routed to no queue (and ``mandatory`` was not set).
+        Raises the typed error if the broker refused it (``QueueFull``,
+        ``Unroutable`` for mandatory, ...), or ``ConnectionLost``, after which
+        the message may or may not have been stored.
+
+        Concurrent publishes from many tasks are pipelined and share socket
+        writes; use :meth:`publish_many` for bulk loads from one task.
+        """
+        body = check_body(body)
+        props = (
+            build_props(
+                headers=headers,
+                delay=delay,
+                not_before=not_before,
+                priority=priority,
+                ttl=ttl,
+                message_id=message_id,
+                mandatory=mandatory,
+            )
+            if headers or delay or not_before or priority or ttl or message_id or mandatory
+            else {}
+        )
+        conn = self._conn
+        if conn.must_wait():
+            await conn.wait_ready()
+        fut = conn.publish(exchange, routing_key, body, props)
+        assert fut is not None
+        return await fut
+
+    async def publish_many(
+        self, messages: Iterable[Message | tuple[str, str, bytes]]
+    ) -> list[bool]:
+        """Publish many messages pipelined; wait for all confirms.
+
+        ``messages`` is any iterable (a generator is fine: it is consumed
+        lazily, so a million messages do not sit in memory at once) of
+        :class:`Message` or ``(exchange, routing_key, body)`` tuples.
+
+        Returns one bool per message, in order, as :meth:`publish` would. If
+        any message failed, raises the first failure *after* all the others
+        settled, with ``exc.results`` holding every outcome (bools and
+        exceptions) so exactly the failed ones can be retried. A malformed
+        message (a ``str`` body, a bad priority) raises ``TypeError`` /
+        ``ValueError`` at once; messages before it are still sent.
+        """
+        conn = self._conn
+        batch = PublishBatch(asyncio.get_running_loop())
+        failure: BrokerError | None = None
+        try:
+            for msg in messages:
+                if type(msg) is tuple and len(msg) == 3:
+                    exchange, routing_key, body = msg
+                    props: dict[str, Any] = {}
+                elif isinstance(msg, Message):
+                    exchange, routing_key, body = msg.exchange, msg.routing_key, msg.body
+                    props = msg.props()
+                elif isinstance(msg, tuple) and len(msg) == 3:
+                    exchange, routing_key, body = msg
+                    props = {}
+                else:
+                    raise TypeError(
+                        f"publish_many takes Message objects or (exchange, routing_key, body) "
+                        f"tuples, not {type(msg).__name__}"
+                    )
+                body = check_body(body)
+                if conn.must_wait():
+                    await conn.wait_ready()
+                conn.publish(exchange, routing_key, body, props, batch)
+                if conn.wbuf_bytes >= FLUSH_THRESHOLD:
+                    conn.flush()
+        except BrokerError as exc:
+            # The connection ended mid-way; everything sent has already been
+            # failed by the connection. Report it like any other failure.
+            failure = exc
+        finally:
+            batch.seal()
+        await asyncio.shield(batch.done)
+        results = batch.results
+        for outcome in results:
+            if isinstance(outcome, BrokerError):
+                failure = outcome
+                break
+        if failure is not None:
+            # A copy: the original may be shared by many calls (a lost
+            # connection fails them all with one instance).
+            raised = copy.copy(failure)
+            raised.results = results
+            raise raised.with_traceback(None) from failure.__cause__
+        return results  # type: ignore[return-value]  # no BrokerError left in it
+
+    # --- extension point (task layer) ----------------------------------------
+
+    async def call(self, make: Callable[[int], Frame]) -> Any:
+        """Send a request frame built by ``make(req)`` and return its Ok value.
+
+        For protocol extensions such as the task layer's result and schedule
+        frames: they get request ids, correlation, typed errors and
+        connection-loss handling from the same machinery as built-in requests.
+        """
+        return await self._conn.request(make)
+
+    def set_frame_handler(
+        self, frame_type: type[Frame], handler: Callable[[Any], None] | None
+    ) -> None:
+        """Receive pushed extension frames (e.g. task-layer ``Event``) of
+        ``frame_type``; ``handler`` runs on the loop as each frame is read and
+        must not block. ``None`` removes the handler."""
+        self._conn.set_frame_handler(frame_type, handler)
+
+    # --- consuming -----------------------------------------------------------
+
+    async def consume(self, queue: str, prefetch: int = 10, lease: float | None = None) -> Consumer:
+        """Start receiving from ``queue``; iterate the returned :class:`Consumer`.
+
+        ``prefetch`` caps unacked deliveries held by this consumer (1 really
+        means one). ``lease`` overrides the queue's lease for its deliveries.
+        """
+        if type(prefetch) is not int or prefetch < 1:
+            raise ValueError(f"prefetch must be a positive int, got {prefetch!r}")
+        if lease is not None and not lease > 0:
+            raise ValueError(f"lease must be > 0 seconds, got {lease!r}")
+        consumer = Consumer(self._conn, queue, prefetch, lease)
+        lease_f = None if lease is None else float(lease)
+        consumer_id = await self._conn.request(
+            lambda req: Consume(req, queue, prefetch, lease_f), consumer
+        )
+        consumer.consumer_id = consumer_id
+        return consumer
+
+
+def _count(value: Any) -> int:
+    if type(value) is not int:
+        raise TypeError
+    return value

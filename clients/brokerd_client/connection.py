@@ -1,0 +1,796 @@
+"""One TCP connection to a broker: bytes in and out, and who is waiting for what.
+
+This module owns everything that is about the *connection* rather than the
+API: the handshake, request/reply correlation, publisher confirms, settle
+(ack/nack/reject/extend) batching, write coalescing, backpressure and
+heartbeats. The user-facing methods live in :mod:`brokerd_client.client` and
+:mod:`brokerd_client.consumer` and call down into :class:`Connection`.
+
+Why it looks the way it does (throughput is a product requirement):
+
+* It is an ``asyncio.Protocol`` fed by the sans-IO ``Decoder``; streams would
+  add a task hop and a buffer copy per read.
+* Nothing is written to the socket directly. Frames go into a list and one
+  ``loop.call_soon`` callback joins and writes them, so everything produced in
+  one event-loop tick leaves in one ``transport.write`` (one syscall).
+* Acks (and nacks, rejects, extends) issued in the same tick are merged into
+  one frame per kind carrying a list of delivery ids, answered by one
+  ``Settled`` reply. Only the ids the broker lists as ``lost`` fail.
+* Confirms arrive as ranges of publish sequence numbers; they are resolved in
+  bulk from a ``seq -> waiter`` dict with no per-message task.
+* Memory stays bounded however fast the application publishes: publishers
+  wait while the transport is paused (the kernel buffer is full) or while
+  ``max_inflight`` publishes are unconfirmed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Callable
+from typing import Any, Final, Protocol, TypeAlias, cast
+
+from brokerd_protocol import (
+    DEFAULT_MAX_FRAME,
+    HARD_MAX_FRAME,
+    HEADER_SIZE,
+    SUPPORTED_VERSIONS,
+    Ack,
+    Close,
+    Confirm,
+    ConsumerCancelled,
+    Decoder,
+    Deliver,
+    Error,
+    Extend,
+    Frame,
+    Heartbeat,
+    Hello,
+    Nack,
+    Ok,
+    ProtocolError,
+    Publish,
+    PublishError,
+    Reject,
+    Settled,
+    Welcome,
+    encode,
+)
+
+from .errors import (
+    BrokerError,
+    ClientClosed,
+    ConnectionLost,
+    HeartbeatTimeout,
+    LeaseLost,
+    ProtocolViolation,
+    error_from_code,
+)
+
+__all__ = ["ACK", "EXTEND", "NACK", "REJECT", "Connection", "DeliverySink", "PublishBatch"]
+
+log = logging.getLogger("brokerd_client")
+
+#: Settle kinds, used as keys when merging settles issued in the same tick.
+ACK: Final = 0
+NACK: Final = 1
+REJECT: Final = 2
+EXTEND: Final = 3
+
+#: Largest number of delivery ids put in one settle frame. Keeps each frame far
+#: below any sane frame limit even when a huge prefetch is acked at once.
+_MAX_SETTLE_IDS = 8192
+#: The transport pauses us above this many buffered bytes. Large enough that a
+#: burst of small publishes never blocks, small enough to bound memory.
+_WRITE_HIGH_WATER = 4 * 1024 * 1024
+#: Flush early once this much is buffered within one tick (used by publish_many).
+FLUSH_THRESHOLD = 256 * 1024
+
+
+#: Server-to-client frames the connection itself handles.
+_CORE_FRAMES = frozenset(
+    {
+        Deliver,
+        Confirm,
+        Settled,
+        Ok,
+        Error,
+        PublishError,
+        Heartbeat,
+        ConsumerCancelled,
+        Close,
+        Welcome,
+    }
+)
+
+
+class DeliverySink(Protocol):
+    """What the connection needs from a consumer (implemented by ``Consumer``).
+
+    Declared here as a protocol so this module does not import the consumer
+    module, which imports this one.
+    """
+
+    def _on_deliver(self, frame: Deliver, now: float) -> None: ...
+
+    def _on_broker_cancel(self, reason: str) -> None: ...
+
+    def _on_connection_lost(self, exc: BrokerError) -> None: ...
+
+
+class PublishBatch:
+    """Collects the outcomes of a ``publish_many`` call without a future per message.
+
+    ``results[i]`` is the outcome of the i-th message handed to the connection;
+    ``done`` resolves once every one of them is settled *and* the caller has
+    said no more are coming (:meth:`seal`).
+    """
+
+    __slots__ = ("_index", "_remaining", "_sealed", "done", "results")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.results: list[bool | BrokerError] = []
+        self._index: dict[int, int] = {}
+        self._remaining = 0
+        self._sealed = False
+        self.done: asyncio.Future[None] = loop.create_future()
+
+    def add(self, seq: int) -> None:
+        self._index[seq] = len(self.results)
+        self.results.append(False)
+        self._remaining += 1
+
+    def resolve(self, seq: int, outcome: bool | BrokerError) -> None:
+        i = self._index.pop(seq, None)
+        if i is None:
+            return
+        self.results[i] = outcome
+        self._remaining -= 1
+        if self._sealed and not self._remaining and not self.done.done():
+            self.done.set_result(None)
+
+    def seal(self) -> None:
+        self._sealed = True
+        if not self._remaining and not self.done.done():
+            self.done.set_result(None)
+
+
+_ConfirmWaiter: TypeAlias = "asyncio.Future[bool] | PublishBatch"
+_SettleKey: TypeAlias = tuple[int, bool, float | None]
+
+
+class _SettleBatch:
+    """Delivery ids of one kind (and the same nack/extend arguments) issued in
+    one tick, with the futures of the callers waiting on them (``None`` for
+    settles the client makes on its own, e.g. returning unwanted deliveries)."""
+
+    __slots__ = ("futs", "ids", "kind", "number", "requeue")
+
+    def __init__(self, kind: int, requeue: bool, number: float | None) -> None:
+        self.kind = kind
+        self.requeue = requeue
+        self.number = number  # nack delay or extend seconds
+        self.ids: list[int] = []
+        self.futs: list[asyncio.Future[None] | None] = []
+
+    def frame(self, req: int) -> Frame:
+        kind = self.kind
+        if kind == ACK:
+            return Ack(req, self.ids)
+        if kind == NACK:
+            return Nack(req, self.ids, self.requeue, self.number)
+        if kind == REJECT:
+            return Reject(req, self.ids)
+        assert self.number is not None
+        return Extend(req, self.ids, self.number)
+
+    def resolve(self, lost: list[int]) -> None:
+        lost_set = set(lost) if lost else ()
+        for delivery_id, fut in zip(self.ids, self.futs, strict=True):
+            if fut is None or fut.done():
+                continue
+            if delivery_id in lost_set:
+                fut.set_exception(LeaseLost(delivery_id))
+            else:
+                fut.set_result(None)
+
+    def fail(self, exc: BrokerError) -> None:
+        for fut in self.futs:
+            if fut is not None and not fut.done():
+                _set_exception_quietly(fut, exc)
+
+
+def _set_exception_quietly(fut: asyncio.Future[Any], exc: BaseException) -> None:
+    """Fail ``fut`` without asyncio logging "exception was never retrieved"
+    when its waiter is already gone: mass failures on connection loss would
+    otherwise flood the log. An awaiting caller still gets the exception."""
+    fut.set_exception(exc)
+    fut.exception()
+
+
+class Connection(asyncio.Protocol):
+    """The protocol object for one connection; see the module docstring.
+
+    Create it with :meth:`open`, which performs the handshake. All methods must
+    be called on the loop that owns the connection.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        hello: Hello,
+        *,
+        max_inflight: int = 10_000,
+    ) -> None:
+        if max_inflight < 1:
+            raise ValueError("max_inflight must be at least 1")
+        self._loop = loop
+        self._hello = hello
+        self._transport: asyncio.Transport | None = None
+        self._decoder = Decoder(DEFAULT_MAX_FRAME)
+        self._welcome: asyncio.Future[Welcome] = loop.create_future()
+        self._lost: asyncio.Future[None] = loop.create_future()
+        self._error: BrokerError | None = None
+        self.server_name = ""
+        self.heartbeat = 0.0
+        #: Largest payload the broker accepts from us (from Welcome).
+        self.max_frame = DEFAULT_MAX_FRAME
+
+        # Outgoing bytes of the current tick, joined and written by _flush.
+        self._wbuf: list[bytes] = []
+        self.wbuf_bytes = 0
+        self._flush_scheduled = False
+        self._paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+
+        # Requests awaiting Ok/Error, and Consume requests whose Ok registers a consumer.
+        self._req_ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._consume_sinks: dict[int, DeliverySink] = {}
+        self._consumers: dict[int, DeliverySink] = {}
+
+        # Publisher confirms.
+        self._seq = 0
+        self._confirms: dict[int, _ConfirmWaiter] = {}
+        self.max_inflight = max_inflight
+        self._room_waiters: list[asyncio.Future[None]] = []
+
+        # Settles being collected this tick, and settle frames awaiting Settled.
+        self._settle_open: dict[_SettleKey, _SettleBatch] = {}
+        self._settling: dict[int, _SettleBatch] = {}
+
+        self._now = loop.time()
+        self._last_recv = self._now
+        self._last_write = self._now
+        self._hb_handle: asyncio.TimerHandle | None = None
+
+        self._handlers: dict[type[Frame], Callable[[Any], None]] = {
+            Deliver: self._on_deliver,
+            Confirm: self._on_confirm,
+            Settled: self._on_settled,
+            Ok: self._on_ok,
+            Error: self._on_error,
+            PublishError: self._on_publish_error,
+            Heartbeat: _ignore,
+            ConsumerCancelled: self._on_consumer_cancelled,
+            Close: self._on_close,
+            Welcome: self._on_welcome,
+        }
+
+    # --- lifecycle -----------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls,
+        host: str,
+        port: int,
+        hello: Hello,
+        *,
+        timeout: float | None = 10.0,  # noqa: ASYNC109 - passed on from connect()
+        max_inflight: int = 10_000,
+    ) -> Connection:
+        """Connect and complete the Hello/Welcome handshake within ``timeout``.
+
+        A refusal by the broker raises its typed error (for example
+        :class:`~brokerd_client.errors.AuthenticationError`); a socket failure
+        or timeout raises :class:`~brokerd_client.errors.ConnectionLost`.
+        """
+        loop = asyncio.get_running_loop()
+        conn = cls(loop, hello, max_inflight=max_inflight)
+        try:
+            async with asyncio.timeout(timeout):
+                await loop.create_connection(lambda: conn, host, port)
+                await conn._welcome
+        except TimeoutError:
+            conn._abort()
+            raise ConnectionLost(
+                f"timed out after {timeout}s connecting to brokerd at {host}:{port}"
+            ) from None
+        except OSError as exc:
+            conn._abort()
+            raise ConnectionLost(f"cannot connect to brokerd at {host}:{port}: {exc}") from exc
+        except BaseException:
+            conn._abort()
+            raise
+        return conn
+
+    @property
+    def is_closed(self) -> bool:
+        return self._error is not None
+
+    @property
+    def error(self) -> BrokerError | None:
+        """Why the connection ended, or ``None`` while it is open."""
+        return self._error
+
+    @property
+    def inflight(self) -> int:
+        """Publishes sent and not yet confirmed or refused."""
+        return len(self._confirms)
+
+    async def close(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 - bounds the goodbye
+        """Say goodbye and wait (bounded) for the broker to hang up.
+
+        Calls still in flight fail with ``ClientClosed``. We half-close our side
+        after the Close frame instead of closing the socket at once: closing a
+        socket with unread incoming data makes the kernel send a reset, which
+        could destroy our own Close frame before the broker reads it.
+        """
+        transport = self._transport
+        if transport is None:
+            return
+        if self._error is not None:
+            # Already failing (the broker closed or we hit a fatal error): the
+            # transport is closing; just wait for it to finish.
+            transport.close()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._lost), timeout)
+            except TimeoutError:
+                transport.abort()
+            return
+        self._write(encode(Close(0, "client closing")))
+        self._flush()
+        self._fail(ClientClosed("the client was closed"))
+        try:
+            if transport.can_write_eof():
+                transport.write_eof()
+        except OSError:  # pragma: no cover - socket already dead
+            pass
+        try:
+            await asyncio.wait_for(asyncio.shield(self._lost), timeout)
+        except TimeoutError:
+            transport.abort()
+        finally:
+            transport.close()
+
+    def _abort(self) -> None:
+        if self._error is None:
+            self._fail(ConnectionLost("connection aborted"))
+        if self._transport is not None:
+            self._transport.abort()
+
+    # --- asyncio.Protocol ----------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement the interface without subclassing it.
+        transport = cast(asyncio.Transport, transport)
+        self._transport = transport
+        transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
+        now = self._loop.time()
+        self._last_recv = self._last_write = now
+        transport.write(encode(self._hello))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._error is None:
+            detail = f": {exc}" if exc else ""
+            self._fail(ConnectionLost(f"connection to brokerd lost{detail}"))
+        self._transport = None
+        if not self._lost.done():
+            self._lost.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    def eof_received(self) -> bool | None:
+        # The broker hung up; let the transport close and connection_lost report it.
+        return False
+
+    def data_received(self, data: bytes) -> None:
+        self._now = self._last_recv = self._loop.time()
+        decoder = self._decoder
+        decoder.feed(data)
+        handlers = self._handlers
+        try:
+            while self._error is None:
+                frame = decoder.next_frame()
+                if frame is None:
+                    return
+                handler = handlers.get(type(frame))
+                if handler is None:
+                    raise ProtocolError(f"unexpected {type(frame).__name__} frame from the broker")
+                handler(frame)
+        except ProtocolError as exc:
+            msg = f"broker sent an invalid frame: {exc}"
+            self._fatal_because(ProtocolViolation(msg, exc.code), msg)
+
+    # --- writing -------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        self._wbuf.append(data)
+        self.wbuf_bytes += len(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Write everything buffered this tick with one ``transport.write``."""
+        self._flush_scheduled = False
+        if self._settle_open:
+            self._seal_settles()
+        buf = self._wbuf
+        if not buf:
+            return
+        self._wbuf = []
+        self.wbuf_bytes = 0
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        self._last_write = self._loop.time()
+        transport.write(buf[0] if len(buf) == 1 else b"".join(buf))
+
+    def flush(self) -> None:
+        """Write now instead of at the end of the tick (bounds buffer growth)."""
+        self._flush()
+
+    def must_wait(self) -> bool:
+        """True if a publisher should :meth:`wait_ready` before sending more."""
+        return self._paused or len(self._confirms) >= self.max_inflight
+
+    async def wait_ready(self) -> None:
+        """Wait until the socket drains and fewer than ``max_inflight``
+        publishes are unconfirmed. Raises the connection's error if it ends."""
+        while True:
+            self._check_open()
+            if self._paused:
+                waiters = self._drain_waiters
+            elif len(self._confirms) >= self.max_inflight:
+                waiters = self._room_waiters
+            else:
+                return
+            fut: asyncio.Future[None] = self._loop.create_future()
+            waiters.append(fut)
+            await fut
+
+    def _check_open(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    # --- requests ------------------------------------------------------------
+
+    def request(
+        self, make: Callable[[int], Frame], sink: DeliverySink | None = None
+    ) -> asyncio.Future[Any]:
+        """Send the frame ``make(req)`` and return a future for its Ok value.
+
+        For a Consume, ``sink`` is registered as the consumer when the Ok is
+        *read*, before any Deliver that follows it in the same read, so no
+        delivery can arrive for a consumer the client does not know yet.
+        """
+        self._check_open()
+        req = next(self._req_ids)
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        self._pending[req] = fut
+        if sink is not None:
+            self._consume_sinks[req] = sink
+        # A request may depend on acks issued just before it (cancel, delete):
+        # keep them ahead of it on the wire.
+        if self._settle_open:
+            self._seal_settles()
+        self._write(encode(make(req)))
+        return fut
+
+    def set_frame_handler(
+        self, frame_type: type[Frame], handler: Callable[[Any], None] | None
+    ) -> None:
+        """Route pushed frames of ``frame_type`` (e.g. the task layer's Event)
+        to ``handler``, called synchronously as each frame is read; ``None``
+        removes it. Frames without a handler are a protocol error, as SPEC
+        §14 requires for task-layer frames a client does not implement."""
+        if frame_type in _CORE_FRAMES:
+            raise ValueError(f"{frame_type.__name__} frames are handled by the connection")
+        if handler is None:
+            self._handlers.pop(frame_type, None)
+        else:
+            self._handlers[frame_type] = handler
+
+    def forget_consumer(self, consumer_id: int) -> None:
+        self._consumers.pop(consumer_id, None)
+
+    # --- publishing ----------------------------------------------------------
+
+    def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        props: dict[str, Any],
+        batch: PublishBatch | None = None,
+    ) -> asyncio.Future[bool] | None:
+        """Queue one Publish; return a future for its confirm, or record the
+        outcome in ``batch`` (and return None) for ``publish_many``."""
+        self._check_open()
+        seq = self._seq + 1
+        data = encode(Publish(seq, exchange, routing_key, body, props))
+        if len(data) - HEADER_SIZE > self.max_frame:
+            raise ValueError(
+                f"message of {len(body)} bytes exceeds the broker's frame limit "
+                f"of {self.max_frame} bytes"
+            )
+        self._seq = seq
+        self._write(data)
+        if batch is None:
+            fut: asyncio.Future[bool] = self._loop.create_future()
+            self._confirms[seq] = fut
+            return fut
+        self._confirms[seq] = batch
+        batch.add(seq)
+        return None
+
+    # --- settling ------------------------------------------------------------
+
+    def settle(
+        self,
+        kind: int,
+        delivery_id: int,
+        *,
+        requeue: bool = True,
+        number: float | None = None,
+        wait: bool = True,
+    ) -> asyncio.Future[None] | None:
+        """Add a delivery to this tick's settle frame of the same kind.
+
+        Returns a future that fails with ``LeaseLost`` if the broker reports
+        the lease lost, or None when ``wait`` is false (fire-and-forget).
+        """
+        self._check_open()
+        key = (kind, requeue, number)
+        batch = self._settle_open.get(key)
+        if batch is None:
+            batch = self._settle_open[key] = _SettleBatch(kind, requeue, number)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush)
+        fut: asyncio.Future[None] | None = self._loop.create_future() if wait else None
+        batch.ids.append(delivery_id)
+        batch.futs.append(fut)
+        if len(batch.ids) >= _MAX_SETTLE_IDS:
+            del self._settle_open[key]
+            self._send_settle(batch)
+        return fut
+
+    def _seal_settles(self) -> None:
+        batches = self._settle_open
+        self._settle_open = {}
+        for batch in batches.values():
+            self._send_settle(batch)
+
+    def _send_settle(self, batch: _SettleBatch) -> None:
+        req = next(self._req_ids)
+        self._settling[req] = batch
+        self._write(encode(batch.frame(req)))
+
+    # --- incoming frames -----------------------------------------------------
+
+    def _on_deliver(self, frame: Deliver) -> None:
+        sink = self._consumers.get(frame.consumer)
+        if sink is not None:
+            sink._on_deliver(frame, self._now)
+        else:
+            # A delivery for a consumer we already cancelled: hand it straight
+            # back rather than let it sit leased until its lease runs out.
+            self.settle(NACK, frame.delivery, requeue=True, wait=False)
+
+    def _on_confirm(self, frame: Confirm) -> None:
+        confirms = self._confirms
+        for seq in frame.unroutable:
+            waiter = confirms.pop(seq, None)
+            if waiter is not None:
+                _resolve_publish(waiter, seq, False)
+        for first, last in frame.ranges:
+            # Clamp to what we actually sent so a bogus range cannot spin us.
+            for seq in range(max(first, 1), min(last, self._seq) + 1):
+                waiter = confirms.pop(seq, None)
+                if waiter is not None:
+                    _resolve_publish(waiter, seq, True)
+        if self._room_waiters:
+            self._wake_room()
+
+    def _on_publish_error(self, frame: PublishError) -> None:
+        waiter = self._confirms.pop(frame.seq, None)
+        exc = error_from_code(frame.code, frame.message)
+        if waiter is not None:
+            _resolve_publish(waiter, frame.seq, exc)
+        # Connection-fatal codes only ever come with req=0 or in Close (SPEC
+        # §6.3); here the code is just a failed publish.
+        if self._room_waiters:
+            self._wake_room()
+
+    def _wake_room(self) -> None:
+        # Hysteresis: wake publishers once half the window is free, so they
+        # send in large batches instead of one message per confirm.
+        if len(self._confirms) <= self.max_inflight // 2:
+            waiters, self._room_waiters = self._room_waiters, []
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+
+    def _on_settled(self, frame: Settled) -> None:
+        batch = self._settling.pop(frame.req, None)
+        if batch is not None:
+            batch.resolve(frame.lost)
+
+    def _on_ok(self, frame: Ok) -> None:
+        sink = self._consume_sinks.pop(frame.req, None)
+        if sink is not None:
+            if type(frame.value) is not int:
+                msg = "Consume was answered without a consumer id"
+                self._fatal_because(ProtocolViolation(msg), msg)
+                return
+            self._consumers[frame.value] = sink
+        fut = self._pending.pop(frame.req, None)
+        if fut is not None and not fut.done():
+            fut.set_result(frame.value)
+
+    def _on_error(self, frame: Error) -> None:
+        if frame.req == 0:
+            if not self._welcome.done():
+                self._welcome.set_exception(error_from_code(frame.code, frame.message))
+                self._welcome.exception()
+            self._fatal_from_broker(frame.code, frame.message)
+            return
+        self._consume_sinks.pop(frame.req, None)
+        exc = error_from_code(frame.code, frame.message)
+        fut = self._pending.pop(frame.req, None)
+        if fut is not None:
+            if not fut.done():
+                fut.set_exception(exc)
+        else:
+            batch = self._settling.pop(frame.req, None)
+            if batch is not None:
+                batch.fail(exc)
+
+    def _on_consumer_cancelled(self, frame: ConsumerCancelled) -> None:
+        sink = self._consumers.pop(frame.consumer, None)
+        if sink is not None:
+            sink._on_broker_cancel(frame.reason)
+
+    def _on_close(self, frame: Close) -> None:
+        # SPEC §6.3: answer a Close with our own, then close the transport.
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(encode(Close(0, "closing")))
+        if frame.code == 0:
+            msg = frame.message or "no reason given"
+            self._fatal(ConnectionLost(f"broker closed the connection: {msg}"))
+        else:
+            self._fatal_from_broker(frame.code, frame.message)
+
+    def _on_welcome(self, frame: Welcome) -> None:
+        if self._welcome.done():
+            raise ProtocolError("a second Welcome frame")
+        if frame.version not in SUPPORTED_VERSIONS:
+            raise ProtocolError(f"broker chose unsupported protocol version {frame.version}")
+        if frame.max_frame <= 0 or frame.heartbeat < 0:
+            raise ProtocolError("Welcome carries invalid limits")
+        self.server_name = frame.server_name
+        self.heartbeat = frame.heartbeat
+        self.max_frame = frame.max_frame
+        # SPEC §2.1: the broker may exceed its own limit by 64 KiB (Deliver
+        # envelopes), and a client must accept that.
+        self._decoder.max_frame = min(
+            HARD_MAX_FRAME, max(DEFAULT_MAX_FRAME, frame.max_frame + 65536)
+        )
+        if frame.heartbeat > 0:
+            self._hb_handle = self._loop.call_later(frame.heartbeat / 2, self._heartbeat_tick)
+        self._welcome.set_result(frame)
+
+    # --- heartbeats ----------------------------------------------------------
+
+    def _heartbeat_tick(self) -> None:
+        """Runs every half interval: send a Heartbeat if we were quiet for half
+        an interval (so the gap between our writes never exceeds one interval)
+        and declare the broker dead after two intervals of silence."""
+        self._hb_handle = None
+        if self._error is not None:
+            return
+        interval = self.heartbeat
+        now = self._loop.time()
+        if now - self._last_recv >= 2 * interval:
+            self._fatal(
+                HeartbeatTimeout(
+                    f"no data from brokerd for {now - self._last_recv:.3g}s "
+                    f"(heartbeat interval {interval:g}s); connection presumed dead"
+                )
+            )
+            return
+        if now - self._last_write >= interval / 2 * 0.9 and not self._flush_scheduled:
+            self._write(encode(Heartbeat()))
+        self._hb_handle = self._loop.call_later(interval / 2, self._heartbeat_tick)
+
+    # --- failure -------------------------------------------------------------
+
+    def _fatal_from_broker(self, code: int, message: str) -> None:
+        typed = error_from_code(code, message)
+        self._fatal_because(typed, f"broker closed the connection: {typed}")
+
+    def _fatal_because(self, typed: BrokerError, message: str) -> None:
+        """End the connection for ``typed``. Waiters get a ``ConnectionLost``
+        (so one ``except ConnectionLost`` handles every way a connection
+        dies) whose ``__cause__`` is the typed error."""
+        if isinstance(typed, ConnectionLost):
+            self._fatal(typed)
+            return
+        exc = ConnectionLost(message, typed.code)
+        exc.__cause__ = typed
+        self._fatal(exc)
+
+    def _fatal(self, exc: BrokerError) -> None:
+        """Fail everything with ``exc`` and drop the connection."""
+        self._fail(exc)
+        if self._transport is not None:
+            self._transport.close()
+
+    def _fail(self, exc: BrokerError) -> None:
+        """Fail every waiter with ``exc``; the first cause of death wins."""
+        if self._error is not None:
+            return
+        self._error = exc
+        if self._hb_handle is not None:
+            self._hb_handle.cancel()
+            self._hb_handle = None
+        if not self._welcome.done():
+            _set_exception_quietly(self._welcome, exc)
+        pending, self._pending = self._pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                _set_exception_quietly(fut, exc)
+        self._consume_sinks.clear()
+        confirms, self._confirms = self._confirms, {}
+        for seq, waiter in confirms.items():
+            _resolve_publish(waiter, seq, exc)
+        for batch in (*self._settle_open.values(), *self._settling.values()):
+            batch.fail(exc)
+        self._settle_open = {}
+        self._settling = {}
+        consumers, self._consumers = self._consumers, {}
+        for sink in consumers.values():
+            sink._on_connection_lost(exc)
+        for fut in (*self._drain_waiters, *self._room_waiters):
+            if not fut.done():
+                _set_exception_quietly(fut, exc)
+        self._drain_waiters = []
+        self._room_waiters = []
+
+
+def _resolve_publish(waiter: _ConfirmWaiter, seq: int, outcome: bool | BrokerError) -> None:
+    if type(waiter) is PublishBatch:
+        waiter.resolve(seq, outcome)
+        return
+    assert isinstance(waiter, asyncio.Future)
+    if waiter.done():
+        return
+    if isinstance(outcome, BrokerError):
+        _set_exception_quietly(waiter, outcome)
+    else:
+        waiter.set_result(outcome)
+
+
+def _ignore(frame: Frame) -> None:
+    """Heartbeats need no handling: any received byte already counts as life."""

@@ -1,0 +1,297 @@
+"""The blocking, thread-safe client for code without an event loop (Flask,
+Django, scripts, and the task layer's ``.delay()``).
+
+It is a thin shell around :class:`~brokerd_client.client.AsyncClient`: a
+private event loop runs in a daemon thread and every method submits a
+coroutine to it with ``asyncio.run_coroutine_threadsafe`` and waits for the
+result. So there is exactly one implementation of the protocol, and calls
+from many threads are pipelined on one connection (their frames even share
+socket writes) instead of serialising behind a lock.
+
+The connection is opened lazily on first use and reopened on the next call
+after it was lost, because web processes live long and brokers restart. A
+call that fails because the connection dropped still raises
+``ConnectionLost``: only the caller knows whether retrying is safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from datetime import datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from brokerd_protocol import Frame, HeaderValue
+
+from .client import AsyncClient, connect
+from .errors import ClientClosed
+from .message import Message, QueueInfo
+from .url import BrokerURL, parse_url
+
+if TYPE_CHECKING:
+    from typing import Self
+
+__all__ = ["Client"]
+
+T = TypeVar("T")
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
+class Client:
+    """A blocking brokerd client, safe to share between threads.
+
+    ``timeout`` bounds every call (seconds; ``None`` waits forever) and raises
+    ``TimeoutError`` when exceeded. Other keywords are those of
+    :func:`brokerd_client.connect`.
+    """
+
+    def __init__(
+        self,
+        url: str | BrokerURL = "brokerd://localhost:5673",
+        *,
+        token: str | None = None,
+        heartbeat: float = 30.0,
+        client_name: str | None = None,
+        connect_timeout: float | None = 10.0,
+        timeout: float | None = 30.0,
+        max_inflight: int = 10_000,
+    ) -> None:
+        # Parse now so a bad URL fails where the client is configured.
+        self.url = url if isinstance(url, BrokerURL) else parse_url(url)
+        self.timeout = timeout
+        self._connect_kwargs: dict[str, Any] = {
+            "token": token,
+            "heartbeat": heartbeat,
+            "client_name": client_name,
+            "timeout": connect_timeout,
+            "max_inflight": max_inflight,
+        }
+        self._lock = threading.Lock()
+        self._closed = False
+        self._pid = os.getpid()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._client: AsyncClient | None = None
+        self._connecting: asyncio.Lock | None = None
+
+    def __repr__(self) -> str:
+        return f"<Client {self.url}{' closed' if self._closed else ''}>"
+
+    # --- the background loop ---------------------------------------------------
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._closed:
+                raise ClientClosed("the client was closed")
+            if self._pid != os.getpid():
+                # We are in a forked child: the parent's loop thread does not
+                # exist here and its socket is shared with the parent. Start
+                # afresh rather than corrupt the parent's connection.
+                self._pid = os.getpid()
+                self._loop = self._thread = self._client = self._connecting = None
+            if self._loop is None:
+                loop = _new_loop()
+                thread = threading.Thread(
+                    target=self._run_loop, args=(loop,), name="brokerd-client", daemon=True
+                )
+                self._loop, self._thread = loop, thread
+                thread.start()
+            return self._loop
+
+    @staticmethod
+    def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_forever()
+
+    def _call(self, make: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        try:
+            loop = self._ensure_loop()
+        except BaseException:
+            make.close()  # never scheduled; avoid "coroutine was never awaited"
+            raise
+        if self._thread is threading.current_thread():
+            make.close()
+            raise RuntimeError("brokerd_client.Client cannot be called from its own loop thread")
+        future = asyncio.run_coroutine_threadsafe(make, loop)
+        try:
+            return future.result(self.timeout if timeout is None else timeout)
+        except TimeoutError:
+            future.cancel()
+            raise
+
+    async def _connected(self) -> AsyncClient:
+        """The live async client, (re)connecting if there is none. Runs on the loop."""
+        client = self._client
+        if client is not None and not client.is_closed:
+            return client
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            client = self._client
+            if client is None or client.is_closed:
+                if client is not None:
+                    await client.close()
+                client = self._client = await connect(self.url, **self._connect_kwargs)
+            return client
+
+    async def _with_client(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        client = await self._connected()
+        return await getattr(client, name)(*args, **kwargs)
+
+    # --- lifecycle -----------------------------------------------------------
+
+    def connect(self) -> None:
+        """Connect now instead of on first use (to fail fast at startup)."""
+        self._call(self._connected())
+
+    def close(self) -> None:
+        """Close the connection and stop the background thread. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+            if self._pid != os.getpid():
+                return  # a forked child: the loop belongs to the parent
+        if loop is None or thread is None:
+            return
+
+        async def shutdown() -> None:
+            if self._client is not None:
+                await self._client.close()
+
+        try:
+            asyncio.run_coroutine_threadsafe(shutdown(), loop).result(10.0)
+        except Exception:  # noqa: S110 - closing must not fail the caller
+            pass
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10.0)
+            if not thread.is_alive():
+                loop.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- the API (mirrors AsyncClient) ---------------------------------------
+
+    def declare_exchange(self, name: str, type: str = "direct", durable: bool = True) -> None:
+        self._call(self._with_client("declare_exchange", name, type, durable))
+
+    def delete_exchange(self, name: str) -> None:
+        self._call(self._with_client("delete_exchange", name))
+
+    def declare_queue(
+        self,
+        name: str,
+        durable: bool = True,
+        *,
+        lease: float = 30.0,
+        max_deliveries: int | None = None,
+        dead_letter_queue: str | None = None,
+        max_length: int | None = None,
+        overflow: str = "reject_publish",
+        message_ttl: float | None = None,
+    ) -> None:
+        self._call(
+            self._with_client(
+                "declare_queue",
+                name,
+                durable,
+                lease=lease,
+                max_deliveries=max_deliveries,
+                dead_letter_queue=dead_letter_queue,
+                max_length=max_length,
+                overflow=overflow,
+                message_ttl=message_ttl,
+            )
+        )
+
+    def delete_queue(self, name: str) -> int:
+        result: int = self._call(self._with_client("delete_queue", name))
+        return result
+
+    def purge_queue(self, name: str) -> int:
+        result: int = self._call(self._with_client("purge_queue", name))
+        return result
+
+    def bind(self, queue: str, exchange: str, routing_key: str) -> None:
+        self._call(self._with_client("bind", queue, exchange, routing_key))
+
+    def unbind(self, queue: str, exchange: str, routing_key: str) -> None:
+        self._call(self._with_client("unbind", queue, exchange, routing_key))
+
+    def queue_stats(self, name: str) -> QueueInfo:
+        result: QueueInfo = self._call(self._with_client("queue_stats", name))
+        return result
+
+    def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        headers: Mapping[str, HeaderValue] | None = None,
+        delay: float | None = None,
+        priority: int = 0,
+        ttl: float | None = None,
+        message_id: str | None = None,
+        mandatory: bool = False,
+        not_before: datetime | float | None = None,
+    ) -> bool:
+        """Publish and wait for the confirm; see ``AsyncClient.publish``."""
+        result: bool = self._call(
+            self._with_client(
+                "publish",
+                exchange,
+                routing_key,
+                body,
+                headers=headers,
+                delay=delay,
+                priority=priority,
+                ttl=ttl,
+                message_id=message_id,
+                mandatory=mandatory,
+                not_before=not_before,
+            )
+        )
+        return result
+
+    def call(self, make: Callable[[int], Frame], *, timeout: float | None = None) -> Any:
+        """Send an extension request frame; see ``AsyncClient.call``."""
+        return self._call(self._with_client("call", make), timeout)
+
+    def publish_many(
+        self,
+        messages: Iterable[Message | tuple[str, str, bytes]],
+        *,
+        timeout: float | None = None,
+    ) -> list[bool]:
+        """Pipeline many publishes; see ``AsyncClient.publish_many``.
+
+        The iterable is consumed on the client's loop thread, so a generator
+        passed here must not depend on thread-local state. ``timeout``
+        overrides the client's per-call timeout (bulk loads take longer).
+        """
+        result: list[bool] = self._call(self._with_client("publish_many", messages), timeout)
+        return result

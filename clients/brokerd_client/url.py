@@ -1,0 +1,128 @@
+"""Parse ``brokerd://[token@]host[:port]`` connection URLs.
+
+A URL is how an operator hands credentials and an address to an application
+(an environment variable, a settings file), so a bad one must fail at startup
+with a message that names the problem, not later as a confusing socket error.
+That is why this parser is strict: anything it does not understand (a path, a
+query, a stray character in the port) is a ``ValueError``, never silently
+ignored.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+__all__ = ["DEFAULT_PORT", "SCHEME", "BrokerURL", "parse_url"]
+
+SCHEME = "brokerd"
+DEFAULT_PORT = 5673
+
+# RFC 1123 host names: dot-separated labels of letters, digits and hyphens.
+_HOSTNAME = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?$")
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerURL:
+    """Where to connect and with which token. ``host`` has no IPv6 brackets."""
+
+    host: str
+    port: int = DEFAULT_PORT
+    token: str | None = None
+
+    def __str__(self) -> str:
+        """The URL without its token, safe to log."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{SCHEME}://{host}:{self.port}"
+
+    def __repr__(self) -> str:
+        # Never print the secret, even in tracebacks and debug logs.
+        token = "'***'" if self.token is not None else "None"
+        return f"BrokerURL(host={self.host!r}, port={self.port}, token={token})"
+
+
+def parse_url(url: str) -> BrokerURL:
+    """Split a ``brokerd://`` URL into host, port and token.
+
+    Accepted forms: ``brokerd://host``, ``brokerd://host:5673``,
+    ``brokerd://token@host:5673``, ``brokerd://[::1]:5673``. The token may be
+    percent-encoded (``%40`` for ``@``). A trailing ``/`` is allowed.
+    """
+    if not isinstance(url, str):
+        raise TypeError(f"broker URL must be a str, not {type(url).__name__}")
+    shown = _redact(url)
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError(f"invalid broker URL {shown!r}: expected 'brokerd://[token@]host[:port]'")
+    if scheme.lower() != SCHEME:
+        raise ValueError(f"invalid broker URL {shown!r}: scheme must be 'brokerd', not {scheme!r}")
+    if "?" in rest or "#" in rest:
+        raise ValueError(f"invalid broker URL {shown!r}: query strings and fragments are not used")
+    netloc, slash, path = rest.partition("/")
+    if slash and path:
+        raise ValueError(f"invalid broker URL {shown!r}: unexpected path '/{path}'")
+
+    token: str | None = None
+    if "@" in netloc:
+        raw_token, _, netloc = netloc.rpartition("@")
+        if not raw_token:
+            raise ValueError(f"invalid broker URL {shown!r}: empty token before '@'")
+        token = unquote(raw_token)
+
+    if not netloc:
+        raise ValueError(f"invalid broker URL {shown!r}: missing host")
+    host, port_text = _split_host_port(netloc, shown)
+    port = DEFAULT_PORT if port_text is None else _parse_port(port_text, shown)
+    return BrokerURL(host=host, port=port, token=token)
+
+
+def _split_host_port(netloc: str, shown: str) -> tuple[str, str | None]:
+    if netloc.startswith("["):
+        end = netloc.find("]")
+        if end < 0:
+            raise ValueError(f"invalid broker URL {shown!r}: unclosed '[' in IPv6 address")
+        host = netloc[1:end]
+        after = netloc[end + 1 :]
+        try:
+            ipaddress.IPv6Address(host.split("%", 1)[0])
+        except ValueError:
+            raise ValueError(
+                f"invalid broker URL {shown!r}: {host!r} is not an IPv6 address"
+            ) from None
+        if not after:
+            return host, None
+        if not after.startswith(":"):
+            raise ValueError(f"invalid broker URL {shown!r}: unexpected {after!r} after ']'")
+        return host, after[1:]
+    if netloc.count(":") > 1:
+        raise ValueError(
+            f"invalid broker URL {shown!r}: put an IPv6 address in brackets, e.g. brokerd://[::1]"
+        )
+    host, colon, port_text = netloc.partition(":")
+    if not host:
+        raise ValueError(f"invalid broker URL {shown!r}: missing host")
+    if not _HOSTNAME.match(host):
+        raise ValueError(f"invalid broker URL {shown!r}: {host!r} is not a valid host name")
+    return host, (port_text if colon else None)
+
+
+def _parse_port(text: str, shown: str) -> int:
+    if not text.isascii() or not text.isdigit():
+        raise ValueError(f"invalid broker URL {shown!r}: port {text!r} is not a number")
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"invalid broker URL {shown!r}: port {port} is out of range 1-65535")
+    return port
+
+
+def _redact(url: str) -> str:
+    """The URL with any token replaced, so error messages never leak it."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url if "@" not in url else "***@" + url.rpartition("@")[2]
+    netloc, slash, tail = rest.partition("/")
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    return f"{scheme}{sep}{netloc}{slash}{tail}"
