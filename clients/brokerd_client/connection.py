@@ -37,6 +37,7 @@ from brokerd_protocol import (
     HEADER_SIZE,
     SUPPORTED_VERSIONS,
     Ack,
+    Cancel,
     Close,
     Confirm,
     ConsumerCancelled,
@@ -638,16 +639,27 @@ class Connection(asyncio.Protocol):
             batch.resolve(frame.lost)
 
     def _on_ok(self, frame: Ok) -> None:
+        fut = self._pending.pop(frame.req, None)
         sink = self._consume_sinks.pop(frame.req, None)
         if sink is not None:
-            if type(frame.value) is not int:
+            consumer_id = frame.value
+            if type(consumer_id) is not int:
                 msg = "Consume was answered without a consumer id"
                 self._fatal_because(ProtocolViolation(msg), msg)
                 return
-            self._consumers[frame.value] = sink
-        fut = self._pending.pop(frame.req, None)
+            if fut is None or fut.done():
+                # The caller gave up (cancelled) before the Ok arrived: nobody
+                # will read this consumer, so stop it. Deliveries already on
+                # the way find no consumer and are nacked back.
+                self._cancel_orphan(consumer_id)
+                return
+            self._consumers[consumer_id] = sink
         if fut is not None and not fut.done():
             fut.set_result(frame.value)
+
+    def _cancel_orphan(self, consumer_id: int) -> None:
+        fut = self.request(lambda req: Cancel(req, consumer_id))
+        fut.add_done_callback(_retrieve)
 
     def _on_error(self, frame: Error) -> None:
         if frame.req == 0:
@@ -752,6 +764,8 @@ class Connection(asyncio.Protocol):
         if self._error is not None:
             return
         self._error = exc
+        if not isinstance(exc, ClientClosed):
+            log.info("brokerd connection ended: %s", exc)
         if self._hb_handle is not None:
             self._hb_handle.cancel()
             self._hb_handle = None
@@ -790,6 +804,13 @@ def _resolve_publish(waiter: _ConfirmWaiter, seq: int, outcome: bool | BrokerErr
         _set_exception_quietly(waiter, outcome)
     else:
         waiter.set_result(outcome)
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    """Done-callback for fire-and-forget requests: consume any exception so
+    asyncio does not log it as never retrieved."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 def _ignore(frame: Frame) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -145,9 +145,13 @@ class Client:
                 client = self._client = await connect(self.url, **self._connect_kwargs)
             return client
 
-    async def _with_client(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        client = await self._connected()
-        return await getattr(client, name)(*args, **kwargs)
+    def _run(self, op: Callable[[AsyncClient], Awaitable[T]], timeout: float | None = None) -> T:
+        """Run ``op(async_client)`` on the loop thread and wait for its result."""
+
+        async def run() -> T:
+            return await op(await self._connected())
+
+        return self._call(run(), timeout)
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -196,10 +200,10 @@ class Client:
     # --- the API (mirrors AsyncClient) ---------------------------------------
 
     def declare_exchange(self, name: str, type: str = "direct", durable: bool = True) -> None:
-        self._call(self._with_client("declare_exchange", name, type, durable))
+        self._run(lambda c: c.declare_exchange(name, type, durable))
 
     def delete_exchange(self, name: str) -> None:
-        self._call(self._with_client("delete_exchange", name))
+        self._run(lambda c: c.delete_exchange(name))
 
     def declare_queue(
         self,
@@ -213,9 +217,8 @@ class Client:
         overflow: str = "reject_publish",
         message_ttl: float | None = None,
     ) -> None:
-        self._call(
-            self._with_client(
-                "declare_queue",
+        self._run(
+            lambda c: c.declare_queue(
                 name,
                 durable,
                 lease=lease,
@@ -228,22 +231,19 @@ class Client:
         )
 
     def delete_queue(self, name: str) -> int:
-        result: int = self._call(self._with_client("delete_queue", name))
-        return result
+        return self._run(lambda c: c.delete_queue(name))
 
     def purge_queue(self, name: str) -> int:
-        result: int = self._call(self._with_client("purge_queue", name))
-        return result
+        return self._run(lambda c: c.purge_queue(name))
 
     def bind(self, queue: str, exchange: str, routing_key: str) -> None:
-        self._call(self._with_client("bind", queue, exchange, routing_key))
+        self._run(lambda c: c.bind(queue, exchange, routing_key))
 
     def unbind(self, queue: str, exchange: str, routing_key: str) -> None:
-        self._call(self._with_client("unbind", queue, exchange, routing_key))
+        self._run(lambda c: c.unbind(queue, exchange, routing_key))
 
     def queue_stats(self, name: str) -> QueueInfo:
-        result: QueueInfo = self._call(self._with_client("queue_stats", name))
-        return result
+        return self._run(lambda c: c.queue_stats(name))
 
     def publish(
         self,
@@ -260,9 +260,8 @@ class Client:
         not_before: datetime | float | None = None,
     ) -> bool:
         """Publish and wait for the confirm; see ``AsyncClient.publish``."""
-        result: bool = self._call(
-            self._with_client(
-                "publish",
+        return self._run(
+            lambda c: c.publish(
                 exchange,
                 routing_key,
                 body,
@@ -275,11 +274,10 @@ class Client:
                 not_before=not_before,
             )
         )
-        return result
 
     def call(self, make: Callable[[int], Frame], *, timeout: float | None = None) -> Any:
         """Send an extension request frame; see ``AsyncClient.call``."""
-        return self._call(self._with_client("call", make), timeout)
+        return self._run(lambda c: c.call(make), timeout)
 
     def publish_many(
         self,
@@ -293,5 +291,4 @@ class Client:
         passed here must not depend on thread-local state. ``timeout``
         overrides the client's per-call timeout (bulk loads take longer).
         """
-        result: list[bool] = self._call(self._with_client("publish_many", messages), timeout)
-        return result
+        return self._run(lambda c: c.publish_many(messages), timeout)

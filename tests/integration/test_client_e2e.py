@@ -104,7 +104,11 @@ async def test_request_errors_are_typed_and_leave_the_connection_open(
 
 async def test_publish_many_with_a_full_queue(client: AsyncClient) -> None:
     await client.declare_queue("small", max_length=2)
-    msgs = [("", "small", b"1"), Message("", "small", b"2"), ("", "small", b"3")]
+    msgs: list[Message | tuple[str, str, bytes]] = [
+        ("", "small", b"1"),
+        Message("", "small", b"2"),
+        ("", "small", b"3"),
+    ]
     with pytest.raises(QueueFull) as info:
         await client.publish_many(msgs)
     results = info.value.results

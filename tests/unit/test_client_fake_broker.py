@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -77,8 +77,7 @@ class FakeSession(asyncio.Protocol):
         self.closed = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
         self.broker.sessions.append(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -926,3 +925,143 @@ def test_sync_client_connect_failure_is_connection_lost() -> None:
         with pytest.raises(ConnectionLost):
             client.declare_queue("q")
         client.close()
+
+
+# --- extension frames, orphaned consumers, backpressure, uvloop -------------------
+
+
+async def test_call_and_frame_handler_serve_protocol_extensions(fake: FakeBroker) -> None:
+    from brokerd_protocol import Event, ResultGet
+
+    def results(session: FakeSession, frame: Frame) -> bool:
+        if isinstance(frame, ResultGet):
+            session.send(
+                Ok(frame.req, {"t1": ["SUCCESS", b"42"]}),
+                Event("revoke", {"task_ids": ["t1"]}),
+            )
+            return True
+        return False
+
+    fake.on_frame = results
+    events: list[Event] = []
+    async with await connect(fake) as client:
+        client.set_frame_handler(Event, events.append)
+        value = await client.call(lambda req: ResultGet(req, ["t1"]))
+        assert value == {"t1": ["SUCCESS", b"42"]}
+        await fake.wait_for(lambda: True)
+        async with asyncio.timeout(BOUND):
+            while not events:  # noqa: ASYNC110 - the handler has no event to await
+                await asyncio.sleep(0.001)
+        with pytest.raises(ValueError):
+            client.set_frame_handler(Deliver, lambda f: None)
+    assert events == [Event("revoke", {"task_ids": ["t1"]})]
+
+
+async def test_unhandled_extension_frame_is_a_protocol_violation(fake: FakeBroker) -> None:
+    from brokerd_protocol import Event
+
+    async with await connect(fake) as client:
+        pending = asyncio.create_task(client.queue_stats("q"))
+        fake.on_frame = lambda session, frame: True
+        await fake.wait_for(lambda: bool(fake.of_type(QueueStats)))
+        fake.session.send(Event("revoke", {}))
+        with pytest.raises(ConnectionLost, match="unexpected Event"):
+            await pending
+
+
+async def test_consume_cancelled_before_its_ok_cancels_the_orphan(fake: FakeBroker) -> None:
+    held: list[Consume] = []
+
+    def hold(session: FakeSession, frame: Frame) -> bool:
+        if isinstance(frame, Consume):
+            held.append(frame)
+            return True
+        return False
+
+    fake.on_frame = hold
+    async with await connect(fake) as client:
+        task = asyncio.create_task(client.consume("q"))
+        await fake.wait_for(lambda: bool(held))
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        fake.session.send(Ok(held[0].req, 77), Deliver(77, 1, "", "q", b"x", {}, 1, 30.0))
+        await fake.wait_for(lambda: bool(fake.of_type(Cancel)) and bool(fake.of_type(Nack)))
+    assert fake.of_type(Cancel)[0].consumer == 77
+    assert fake.of_type(Nack)[0].deliveries == [1]
+
+
+async def test_broker_close_is_answered_with_close(fake: FakeBroker) -> None:
+    async with await connect(fake) as client:
+        fake.session.send(Close(0, "maintenance"))
+        await fake.wait_for(lambda: bool(fake.of_type(Close)))
+        with pytest.raises(ConnectionLost, match="maintenance"):
+            await client.queue_stats("q")
+    assert fake.of_type(Close)[0].code == 0
+
+
+async def test_publish_many_stops_producing_while_the_socket_is_full(fake: FakeBroker) -> None:
+    """Transport backpressure: when the broker stops reading, publish_many stops
+    pulling messages from its iterable instead of buffering them all."""
+    produced = 0
+    total = 400
+
+    def messages() -> Any:
+        nonlocal produced
+        for _ in range(total):
+            produced += 1
+            yield ("", "q", b"x" * 65536)
+
+    async with await connect(fake, max_inflight=total) as client:
+        transport = fake.session.transport
+        assert transport is not None
+        transport.pause_reading()
+        task = asyncio.create_task(client.publish_many(messages()))
+        conn = client._conn
+        async with asyncio.timeout(BOUND):
+            while not conn.must_wait():  # noqa: ASYNC110 - polling a private flag
+                await asyncio.sleep(0.001)
+        stalled_at = produced
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert produced == stalled_at < total
+        transport.resume_reading()
+        async with asyncio.timeout(BOUND):
+            assert await task == [True] * total
+    assert produced == total
+
+
+def test_async_client_on_uvloop() -> None:
+    """The same core flow on uvloop, whose transports differ from asyncio's."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def scenario() -> None:
+        broker = FakeBroker()
+        loop = asyncio.get_running_loop()
+        broker.server = await loop.create_server(lambda: FakeSession(broker), "127.0.0.1", 0)
+        broker.port = broker.server.sockets[0].getsockname()[1]
+        fake_lost = {2}
+        broker.lost = fake_lost
+        async with await connect(broker) as client:
+            assert await client.publish_many([("", "q", b"1"), ("", "nowhere", b"2")]) == [
+                True,
+                False,
+            ]
+            consumer = await client.consume("q")
+            broker.session.deliver(100)
+            broker.session.deliver(100)
+            ds = [await consumer.next(timeout=BOUND) for _ in range(2)]
+            results = await asyncio.gather(*(d.ack() for d in ds), return_exceptions=True)
+            assert results[0] is None and isinstance(results[1], LeaseLost)
+            assert len(broker.of_type(Ack)) == 1
+            pending = asyncio.create_task(client.queue_stats("q"))
+            broker.on_frame = lambda session, frame: True
+            await broker.wait_for(lambda: bool(broker.of_type(QueueStats)))
+            broker.session.drop()
+            with pytest.raises(ConnectionLost):
+                await pending
+        broker.server.close()
+        await broker.server.wait_closed()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(scenario())
