@@ -19,6 +19,8 @@ Blocking (thread-safe; for web apps and scripts)::
 
 from __future__ import annotations
 
+from importlib import metadata as _metadata
+
 from . import errors
 from .client import AsyncClient, connect
 from .consumer import Consumer, Delivery
@@ -45,6 +47,11 @@ from .message import Message, QueueInfo
 from .sync import Client
 from .url import BrokerURL, parse_url
 
+try:
+    __version__ = _metadata.version("brokerd")
+except _metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+    __version__ = "0+unknown"
+
 __all__ = [
     "AsyncClient",
     "AuthenticationError",
@@ -70,6 +77,7 @@ __all__ = [
     "ServerShuttingDown",
     "Unroutable",
     "UnsupportedVersion",
+    "__version__",
     "connect",
     "errors",
     "parse_url",
