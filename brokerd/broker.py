@@ -124,8 +124,10 @@ class Broker:
         self._delayed_loading = False
         self._durable_delayed_in_mem = 0
         self._last_sweep = 0.0
-        #: Body bytes accepted but not yet committed (flow control).
-        self.uncommitted_bytes = 0
+        #: Body bytes in batches handed to the store and not yet committed.
+        self._inflight_bytes = 0
+        #: Durable delayed messages added while a load from disk was in flight.
+        self._added_while_loading = 0
         self.commit_listeners: list[Callable[[], None]] = []
         #: Consulted before each delivery when set: a reason string means the
         #: message is settled without delivery (the task layer's revocations).
@@ -162,6 +164,11 @@ class Broker:
 
     # --- batching -------------------------------------------------------------
 
+    @property
+    def uncommitted_bytes(self) -> int:
+        """Body bytes bound for the store and not yet committed (flow control)."""
+        return self._inflight_bytes + self.batch.nbytes
+
     def _touch(self) -> None:
         if not self._dirty:
             self._dirty = True
@@ -174,10 +181,11 @@ class Broker:
         if not batch:
             return
         self.batch = Batch()
+        self._inflight_bytes += batch.nbytes
         self.store.commit(batch, lambda err: self._committed(batch, err))
 
     def _committed(self, batch: Batch, error: BaseException | None) -> None:
-        self.uncommitted_bytes -= batch.nbytes
+        self._inflight_bytes -= batch.nbytes
         if batch.first_publish:
             self.counters.publish_confirm.observe(time.perf_counter() - batch.first_publish)
         by_conn: dict[Connection, tuple[list[int], list[int]]] = {}
@@ -269,6 +277,14 @@ class Broker:
         q.deleted = True
         count = q.ready_count + q.delayed
         q.clear_ready()
+        if q.delayed:
+            kept = [e for e in self._delayed if e[2].queue != name]
+            in_mem = len(self._delayed) - len(kept)
+            if q.durable:
+                self._durable_delayed_in_mem -= in_mem
+                self._delayed_on_disk = max(0, self._delayed_on_disk - (q.delayed - in_mem))
+            heapq.heapify(kept)
+            self._delayed = kept
         for c in list(q.consumers):
             self._drop_consumer(c)
             c.conn.peer.send_consumer_cancelled(c.id, f"queue {name!r} was deleted")
@@ -416,7 +432,6 @@ class Broker:
                 self._enforce_max_length(q)
                 if q.consumers:
                     self._dispatch(q)
-        self.uncommitted_bytes += len(body) * len(targets)
         batch.confirms.append((conn, seq, True))
         self._touch()
 
@@ -428,7 +443,9 @@ class Broker:
         while excess > 0:
             victim = q.pop_tail_victim()
             if victim is None:
-                q.drops_owed += excess
+                # Only ready messages on disk can be dropped once paged in;
+                # delayed ones count towards the limit but are never dropped.
+                q.drops_owed = min(q.drops_owed + excess, q.on_disk)
                 return
             self._dead_letter(q, victim, "max_length")
             excess -= 1
@@ -453,6 +470,8 @@ class Broker:
         if self._delayed_loading or (m.ready_at, m.id) <= self._horizon:
             heapq.heappush(self._delayed, entry)
             self._durable_delayed_in_mem += 1
+            if self._delayed_loading:
+                self._added_while_loading += 1
             if self._durable_delayed_in_mem > DELAYED_WINDOW and not self._delayed_loading:
                 self._trim_delayed()
         else:
@@ -493,19 +512,42 @@ class Broker:
         self._delayed_loading = False
         if isinstance(result, BaseException):
             log.error("loading delayed messages failed: %s", result)
-            return
-        for m in result:
-            assert m.ready_at is not None
-            heapq.heappush(self._delayed, (m.ready_at, m.id, m))
-            self._durable_delayed_in_mem += 1
-        self._delayed_on_disk = max(0, self._delayed_on_disk - len(result))
-        if len(result) < limit:
-            self._horizon = (math.inf, 0)
-            self._delayed_on_disk = 0
-        elif result:
-            last = result[-1]
-            assert last.ready_at is not None
-            self._horizon = (last.ready_at, last.id)
+        else:
+            for m in result:
+                assert m.ready_at is not None
+                if m.queue not in self.queues:  # deleted while the load ran
+                    continue
+                heapq.heappush(self._delayed, (m.ready_at, m.id, m))
+                self._durable_delayed_in_mem += 1
+            self._delayed_on_disk = max(0, self._delayed_on_disk - len(result))
+            if len(result) < limit:
+                self._horizon = (math.inf, 0)
+                self._delayed_on_disk = 0
+            elif result:
+                last = result[-1]
+                assert last.ready_at is not None
+                self._horizon = (last.ready_at, last.id)
+        if self._added_while_loading:
+            self._added_while_loading = 0
+            if self._horizon[0] != math.inf:
+                self._evict_beyond_horizon()
+
+    def _evict_beyond_horizon(self) -> None:
+        """Durable delayed messages added while a load was in flight may lie
+        beyond the new horizon. They are on disk, so drop them from memory and
+        let them load in their turn: kept, they would load a second time, and
+        they would hide earlier ones still on disk from the release check."""
+        horizon = self._horizon
+        keep: list[tuple[float, int, Message]] = []
+        for entry in self._delayed:
+            q = self.queues.get(entry[2].queue)
+            if q is not None and q.durable and (entry[0], entry[1]) > horizon:
+                self._durable_delayed_in_mem -= 1
+                self._delayed_on_disk += 1
+            else:
+                keep.append(entry)
+        heapq.heapify(keep)
+        self._delayed = keep
 
     def _release_due(self, now: float) -> None:
         heap = self._delayed
@@ -690,10 +732,10 @@ class Broker:
         lost: list[int] = []
         taken = self._take(conn, ids, lost)
         self.counters.nacked += len(taken)
-        for d in taken:
-            if requeue:
-                self._return(d, delay)
-            else:
+        if requeue:
+            self._return_all(taken, delay)
+        else:
+            for d in taken:
                 self._dead_letter(d.queue, d.message, "rejected")
         self._redispatch(taken)
         return lost
@@ -722,17 +764,27 @@ class Broker:
             self.leases.add(d, deadline)
         return lost
 
-    def _return(self, d: Delivery, delay: float | None) -> None:
-        """A delivery ended without an ack: count it and put the message back."""
+    def _return_all(self, taken: list[Delivery], delay: float | None) -> None:
+        """End deliveries without an ack. Messages going back to the head of
+        their queue are pushed there last-first, so they keep queue order."""
+        front = [d for d in taken if self._return(d, delay)]
+        front.sort(key=lambda d: d.message.seq or 0, reverse=True)
+        for d in front:
+            d.queue.push_front(d.message)
+
+    def _return(self, d: Delivery, delay: float | None) -> bool:
+        """A delivery ended without an ack: count it and decide where the
+        message goes. True means back to the head of its queue (the caller
+        pushes it, see ``_return_all``)."""
         q = d.queue
         if q.deleted:
-            return
+            return False
         m = d.message
         m.attempts += 1
         limit = q.options.max_deliveries
         if limit is not None and m.attempts >= limit:
             self._dead_letter(q, m, "max_deliveries")
-            return
+            return False
         if delay:
             m.ready_at = self.clock.now() + delay
             m.seq = None
@@ -740,11 +792,11 @@ class Broker:
                 self.batch.update(m)
                 self._touch()
             self._add_delayed(q, m)
-            return
+            return False
         if q.durable:
             self.batch.update(m)
             self._touch()
-        q.push_front(m)
+        return True
 
     def _expire(self, q: QueueState, m: Message) -> None:
         self.counters.expired += 1
@@ -799,8 +851,7 @@ class Broker:
         for c in list(conn.consumers.values()):
             self._drop_consumer(c)
         taken = self._take(conn, list(conn.deliveries), [])
-        for d in taken:
-            self._return(d, None)
+        self._return_all(taken, None)
         self._redispatch(taken)
 
     def resume(self, conn: Connection) -> None:
@@ -823,7 +874,7 @@ class Broker:
                 d.consumer.unacked -= 1
                 d.queue.leased -= 1
                 touched.append(d)
-                self._return(d, None)
+            self._return_all(touched, None)
             self._redispatch(touched)
         if self._delayed and self._delayed[0][0] <= now:
             self._release_due(now)
