@@ -128,6 +128,10 @@ class Session(asyncio.Protocol):
         except ProtocolError as exc:
             self.fail(exc.code, str(exc))
             return
+        # Replies to what we just read go out now rather than one loop
+        # iteration later: that halves a request's round trip.
+        if self._out:
+            self._flush()
         if self.broker.uncommitted_bytes > self.config.max_uncommitted and not self._closing:
             self.pause_reading()
 

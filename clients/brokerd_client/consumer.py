@@ -23,16 +23,19 @@ How iteration ends, and why:
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections import deque
 from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from brokerd_protocol import Cancel, Deliver, HeaderValue
 
 from .connection import ACK, EXTEND, NACK, REJECT, Connection
-from .errors import BrokerError, ConsumerClosed
+from .errors import BrokerError, ConsumerClosed, LeaseLost
+
+log = logging.getLogger("brokerd_client.consumer")
 
 if TYPE_CHECKING:
     from typing import Self
@@ -110,15 +113,25 @@ class Delivery:
         self._settled = True
         return self._consumer._conn
 
-    async def ack(self) -> None:
+    async def ack(self, *, wait: bool = True) -> None:
         """Mark the message done; the broker deletes it.
 
-        Acks from the same event-loop tick share one frame. Raises ``LeaseLost``
-        if the lease had already run out (the message will be redelivered).
+        Acks from the same event-loop tick share one frame. By default this
+        waits for the broker's answer and raises ``LeaseLost`` if the lease had
+        already run out (the message will be redelivered elsewhere).
+
+        ``wait=False`` returns as soon as the ack is queued for sending, the
+        fire-and-forget ack of AMQP clients: a sequential consume loop then
+        runs at full speed instead of one round trip per message. The
+        broker's answer still arrives; a lost lease is then logged and
+        counted in ``consumer.lost_acks`` rather than raised here.
         """
         fut = self._begin_settle("ack").settle(ACK, self.delivery_id)
         assert fut is not None
-        await fut
+        if wait:
+            await fut
+        else:
+            fut.add_done_callback(self._consumer._unawaited_settled)
 
     async def nack(self, requeue: bool = True, delay: float | None = None) -> None:
         """Give the message back: requeued (after ``delay`` seconds, if given)
@@ -172,6 +185,8 @@ class Consumer:
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._closed = False
         self._error: BrokerError | None = None
+        #: ``ack(wait=False)`` calls the broker answered with a lost lease.
+        self.lost_acks = 0
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -186,6 +201,16 @@ class Consumer:
     def buffered(self) -> int:
         """Deliveries received and not yet handed to the application."""
         return len(self._buffer)
+
+    def _unawaited_settled(self, fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if isinstance(exc, LeaseLost):
+            self.lost_acks += 1
+            log.warning("ack of delivery %s came too late: %s", exc.delivery_id, exc)
+        elif exc is not None:
+            log.debug("unawaited ack not confirmed: %s", exc)
 
     # --- called by the connection (DeliverySink) ------------------------------
 
