@@ -397,7 +397,7 @@ class Broker:
             if (
                 limit is not None
                 and q.options.overflow == "reject_publish"
-                and q.ready_count + q.delayed >= limit
+                and q.ready_count >= limit
             ):
                 raise BrokerError(ErrorCode.QUEUE_FULL, f"queue {q.name!r} is full ({limit})")
         counters.routed += 1
@@ -439,12 +439,13 @@ class Broker:
         limit = q.options.max_length
         if limit is None or q.options.overflow != "drop_head":
             return
-        excess = q.ready_count + q.delayed - limit
+        # max_length bounds ready messages, as in RabbitMQ: delayed ones count
+        # once they fall due.
+        excess = q.ready_count - limit
         while excess > 0:
             victim = q.pop_tail_victim()
             if victim is None:
-                # Only ready messages on disk can be dropped once paged in;
-                # delayed ones count towards the limit but are never dropped.
+                # The oldest ready messages are on disk: drop them once paged in.
                 q.drops_owed = min(q.drops_owed + excess, q.on_disk)
                 return
             self._dead_letter(q, victim, "max_length")

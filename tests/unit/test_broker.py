@@ -1188,14 +1188,14 @@ def test_max_length_drop_head_dead_letters_the_oldest(env: Env) -> None:
     assert all(g.headers and g.headers["x-death-reason"] == "max_length" for g in tail)
 
 
-def test_max_length_drop_head_with_delayed_never_goes_negative(env: Env) -> None:
+def test_max_length_counts_delayed_messages_once_due(env: Env) -> None:
     b = env.broker
     b.declare_queue("q", True, {"max_length": 1, "overflow": "drop_head"})
     conn, peer = env.connect()
     env.publish(conn, "q", b"d1", delay=10)
     env.publish(conn, "q", b"d2", delay=10)
-    env.publish(conn, "q", b"ready")  # the delayed two already exceed the limit
-    assert env.stats("q") == {"ready": 0, "leased": 0, "delayed": 2, "consumers": 0}
+    env.publish(conn, "q", b"ready")  # delayed messages do not count yet
+    assert env.stats("q") == {"ready": 1, "leased": 0, "delayed": 2, "consumers": 0}
     env.advance(11)
     env.settle()
     assert env.stats("q") == {"ready": 1, "leased": 0, "delayed": 0, "consumers": 0}
