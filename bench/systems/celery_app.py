@@ -1,0 +1,70 @@
+"""The Celery app used by W4 on the peers (imported by the worker and the producer).
+
+Configured from the environment set by :mod:`bench.systems.celery_peer`: broker and
+result backend URLs, queue name, prefetch, and the files used to signal "worker ready" and
+"all expected tasks ran". Same policy as the other workloads: durable queue, persistent
+messages, publisher confirms (AMQP), ack after the task ran (``acks_late``), JSON only.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_ready
+
+from bench.clock import now
+
+BROKER = os.environ.get("BENCH_CELERY_BROKER", "amqp://guest:guest@127.0.0.1:5672//")
+BACKEND = os.environ.get("BENCH_CELERY_BACKEND") or None
+QUEUE = os.environ.get("BENCH_W4_QUEUE", "bench-w4")
+PREFETCH = int(os.environ.get("BENCH_W4_PREFETCH", "100"))
+EXPECT = int(os.environ.get("BENCH_W4_EXPECT", "0"))
+DONE_FILE = os.environ.get("BENCH_W4_DONE_FILE", "")
+READY_FILE = os.environ.get("BENCH_W4_READY_FILE", "")
+
+app = Celery("bench_w4", broker=BROKER, backend=BACKEND)
+app.conf.update(
+    task_default_queue=QUEUE,
+    task_default_exchange=QUEUE,
+    task_default_routing_key=QUEUE,
+    task_default_delivery_mode="persistent",
+    task_acks_late=True,
+    worker_prefetch_multiplier=PREFETCH,
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    result_expires=600,
+    broker_connection_retry_on_startup=True,
+    broker_transport_options={"confirm_publish": True} if BROKER.startswith("amqp") else {},
+    worker_hijack_root_logger=False,
+    worker_send_task_events=False,
+    worker_enable_remote_control=False,
+)
+
+_ran = 0
+
+
+def _tick() -> None:
+    global _ran
+    _ran += 1
+    if _ran == EXPECT and DONE_FILE:
+        Path(DONE_FILE).write_text(repr(now()))
+
+
+@app.task(name="bench.noop_ignored", ignore_result=True)  # type: ignore[untyped-decorator]
+def noop_ignored() -> None:
+    _tick()
+
+
+@app.task(name="bench.noop_result")  # type: ignore[untyped-decorator]
+def noop_result() -> None:
+    _tick()
+
+
+@worker_ready.connect  # type: ignore[untyped-decorator]
+def _on_ready(**_: Any) -> None:
+    if READY_FILE:
+        Path(READY_FILE).write_text("ready")

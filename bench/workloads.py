@@ -1,0 +1,438 @@
+"""The workloads W1-W8: what each measures and how, on any system.
+
+Each workload is an ``async`` function of a :class:`bench.runner.RunContext` (a fresh
+broker or freshly declared peer queue, an admin connection, the settings) returning
+``(values, details)``; it raises :class:`bench.model.Skip` where it does not apply.
+Producers and consumers always run in separate child processes (:mod:`bench.children`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .children import Child, collect, kill_all, spawn, wait_ready
+from .clock import now
+from .model import NOT_APPLICABLE, SKIPPED, MetricSpec, Skip, WorkloadSpec
+from .progress import Counter, Progress
+from .systems import make_adapter
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .runner import RunContext
+
+Values = dict[str, float]
+Details = dict[str, Any]
+Result = tuple[Values, Details]
+
+FILL_BATCH = 1000
+W8_KILL_TIMEOUT = 90.0  # above brokerd's 30 s lease, so a missed disconnect still shows
+
+SPECS: dict[str, WorkloadSpec] = {
+    "W1": WorkloadSpec(
+        "W1",
+        "durable end to end",
+        (MetricSpec("msg_per_s", "W1 end to end, confirmed + acked", "msg/s", True),),
+        "confirmed publish and consume with one ack per message, producer and consumer "
+        "running at once; rate from the first publish to the last ack",
+    ),
+    "W2": WorkloadSpec(
+        "W2",
+        "publish only, confirmed",
+        (MetricSpec("msg_per_s", "W2 publish, confirmed", "msg/s", True),),
+        "confirmed publishes in pipelined batches into a durable queue, no consumer",
+    ),
+    "W3": WorkloadSpec(
+        "W3",
+        "drain backlog with acks",
+        (MetricSpec("msg_per_s", "W3 drain backlog, acked", "msg/s", True),),
+        "consume a pre-filled queue, one ack per message; rate from subscribe to last ack",
+    ),
+    "W4": WorkloadSpec(
+        "W4",
+        "noop tasks, one worker",
+        (
+            MetricSpec("tasks_per_s_ignored", "W4 noop tasks, results ignored", "tasks/s", True),
+            MetricSpec("tasks_per_s_results", "W4 noop tasks, with results", "tasks/s", True),
+        ),
+        "noop tasks through one worker process (brokerd task SDK; Celery on the peers); "
+        "from the first send to the last task run (ignored) or the last result received",
+    ),
+    "W5": WorkloadSpec(
+        "W5",
+        "publish->deliver latency at fixed rate",
+        (
+            MetricSpec("p50_ms", "W5 latency p50", "ms", False),
+            MetricSpec("p99_ms", "W5 latency p99", "ms", False),
+            MetricSpec("p999_ms", "W5 latency p99.9", "ms", False),
+        ),
+        "messages sent on an absolute schedule at a fixed rate, send time in the body; "
+        "latency = consumer receive time - send time",
+    ),
+    "W6": WorkloadSpec(
+        "W6",
+        "broker memory with a deep backlog",
+        (
+            MetricSpec("rss_delta", "W6 RSS growth, backlog queued", "bytes", False),
+            MetricSpec("rss", "W6 RSS, backlog queued", "bytes", False),
+        ),
+        "broker resident memory after filling a durable queue (growth over the idle broker, "
+        "and total)",
+    ),
+    "W7": WorkloadSpec(
+        "W7",
+        "restart to ready with the backlog",
+        (MetricSpec("restart_s", "W7 restart to first delivery", "s", False),),
+        "SIGTERM the broker holding the backlog, restart it on the same data dir; time from "
+        "the restart until a consumer receives its first message",
+    ),
+    "W8": WorkloadSpec(
+        "W8",
+        "redelivery after a consumer is killed",
+        (
+            MetricSpec("first_ms", "W8 kill -> first redelivery", "ms", False),
+            MetricSpec("all_ms", "W8 kill -> all redelivered", "ms", False),
+        ),
+        "a consumer holding a full prefetch window unacked is SIGKILLed; time until another "
+        "consumer on its own connection receives the first (and last) redelivered message",
+    ),
+}
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+async def _run(
+    ctx: RunContext,
+    children: Sequence[Child],
+    counters: list[Counter],
+    *,
+    stall: float | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Wait for every child to be ready, say go to all, and collect their results."""
+    try:
+        await wait_ready(children)
+    except BaseException:
+        kill_all(children)
+        raise
+    for child in children:
+        child.go.set()
+    return await collect(
+        children,
+        progress=Progress(ctx.title, counters),
+        stall_timeout=stall or ctx.settings.stall_timeout,
+    )
+
+
+async def _fill(ctx: RunContext, queue: str, count: int, size: int) -> Details:
+    """Pre-fill ``queue`` with ``count`` confirmed messages (not part of any figure)."""
+    filler = spawn(
+        "filler", "produce", ctx.target, queue=queue, count=count, size=size, batch=FILL_BATCH
+    )
+    res = (await _run(ctx, [filler], [Counter("filled", filler.counter, count)]))["filler"]
+    depth = await ctx.admin.depth(queue)
+    if depth != count:
+        raise RuntimeError(f"queue holds {depth} messages after filling {count}")
+    fill_s = res["t_end"] - res["t_first"]
+    return {"fill_s": round(fill_s, 3), "fill_msg_per_s": round(count / fill_s, 1)}
+
+
+def _check_count(what: str, got: int, want: int) -> None:
+    if got != want:
+        raise RuntimeError(f"{what}: got {got} distinct messages, expected {want}")
+
+
+def _percentile(sorted_values: Sequence[int], q: float) -> float:
+    """Nearest-rank percentile of an ascending sequence."""
+    if not sorted_values:
+        raise ValueError("no samples")
+    rank = max(1, min(len(sorted_values), int(-(-q * len(sorted_values) // 100))))
+    return float(sorted_values[rank - 1])
+
+
+# ---------------------------------------------------------------------------- workloads
+
+
+async def w1(ctx: RunContext) -> Result:
+    s = ctx.settings
+    queue = await ctx.fresh_queue()
+    consumer = spawn(
+        "consumer", "consume", ctx.target, queue=queue, count=s.count, prefetch=s.prefetch
+    )
+    producer = spawn(
+        "producer", "produce", ctx.target, queue=queue, count=s.count, size=s.size, batch=s.batch
+    )
+    res = await _run(
+        ctx,
+        [consumer, producer],
+        [Counter("sent", producer.counter, s.count), Counter("acked", consumer.counter, s.count)],
+    )
+    c, p = res["consumer"], res["producer"]
+    _check_count("consumer", c["count"], s.count)
+    elapsed = c["t_end"] - p["t_first"]
+    return {"msg_per_s": s.count / elapsed}, {
+        "count": s.count,
+        "size": s.size,
+        "prefetch": s.prefetch,
+        "batch": s.batch,
+        "elapsed_s": round(elapsed, 3),
+        "publish_s": round(p["t_end"] - p["t_first"], 3),
+        "duplicates": c["duplicates"],
+        "uvloop": p["uvloop"],
+    }
+
+
+async def w2(ctx: RunContext) -> Result:
+    s = ctx.settings
+    queue = await ctx.fresh_queue()
+    producer = spawn(
+        "producer", "produce", ctx.target, queue=queue, count=s.count, size=s.size, batch=s.batch
+    )
+    p = (await _run(ctx, [producer], [Counter("confirmed", producer.counter, s.count)]))["producer"]
+    elapsed = p["t_end"] - p["t_first"]
+    depth = await ctx.admin.depth(queue)
+    if depth != s.count:
+        raise RuntimeError(f"queue holds {depth} messages after {s.count} confirmed publishes")
+    return {"msg_per_s": s.count / elapsed}, {
+        "count": s.count,
+        "size": s.size,
+        "batch": s.batch,
+        "elapsed_s": round(elapsed, 3),
+        "uvloop": p["uvloop"],
+    }
+
+
+async def w3(ctx: RunContext) -> Result:
+    s = ctx.settings
+    queue = await ctx.fresh_queue()
+    fill = await _fill(ctx, queue, s.count, s.size)
+    consumer = spawn(
+        "consumer",
+        "consume",
+        ctx.target,
+        queue=queue,
+        count=s.count,
+        prefetch=s.prefetch,
+        subscribe_first=False,
+    )
+    c = (await _run(ctx, [consumer], [Counter("acked", consumer.counter, s.count)]))["consumer"]
+    _check_count("consumer", c["count"], s.count)
+    elapsed = c["t_end"] - c["t_start"]
+    return {"msg_per_s": s.count / elapsed}, {
+        "count": s.count,
+        "size": s.size,
+        "prefetch": s.prefetch,
+        "elapsed_s": round(elapsed, 3),
+        "duplicates": c["duplicates"],
+        "uvloop": c["uvloop"],
+        **fill,
+    }
+
+
+async def w4(ctx: RunContext) -> Result:
+    impl = _task_impl(ctx.system)
+    values: Values = {}
+    details: Details = {"count": ctx.settings.task_count, "prefetch": ctx.settings.prefetch}
+    for key, with_results in (("ignored", False), ("results", True)):
+        rate, info = await impl.run_noop_tasks(ctx, with_results=with_results)
+        values[f"tasks_per_s_{key}"] = rate
+        details[key] = info
+    return values, details
+
+
+def _task_impl(system: str) -> Any:
+    if system == "brokerd":
+        from .systems import brokerd_tasks
+
+        return brokerd_tasks
+    from .systems import celery_peer
+
+    return celery_peer
+
+
+async def w5(ctx: RunContext) -> Result:
+    s = ctx.settings
+    count = max(1, round(s.rate * s.duration))
+    queue = await ctx.fresh_queue()
+    consumer = spawn(
+        "consumer",
+        "consume",
+        ctx.target,
+        queue=queue,
+        count=count,
+        prefetch=s.prefetch,
+        record_latency=True,
+    )
+    producer = spawn(
+        "producer", "paced_produce", ctx.target, queue=queue, rate=s.rate, count=count, size=s.size
+    )
+    res = await _run(
+        ctx,
+        [consumer, producer],
+        [Counter("sent", producer.counter, count), Counter("received", consumer.counter, count)],
+    )
+    c, p = res["consumer"], res["producer"]
+    _check_count("consumer", c["count"], count)
+    lat = sorted(c["latencies_ns"])
+    ms = 1e6
+    return {
+        "p50_ms": _percentile(lat, 50) / ms,
+        "p99_ms": _percentile(lat, 99) / ms,
+        "p999_ms": _percentile(lat, 99.9) / ms,
+    }, {
+        "rate": s.rate,
+        "duration_s": s.duration,
+        "count": count,
+        "size": s.size,
+        "prefetch": s.prefetch,
+        "max_ms": round(lat[-1] / ms, 3),
+        "mean_ms": round(sum(lat) / len(lat) / ms, 3),
+        "achieved_rate": round(count / ((p["t_end_ns"] - p["t0_ns"]) / 1e9), 1),
+        "send_lag_p50_ms": round(p["lag_p50_ns"] / ms, 3),
+        "send_lag_max_ms": round(p["lag_max_ns"] / ms, 3),
+        "max_publishes_in_flight": p["max_in_flight"],
+        "uvloop": p["uvloop"],
+    }
+
+
+async def w6(ctx: RunContext) -> Result:
+    s = ctx.settings
+    queue = await ctx.fresh_queue()
+    before = await ctx.server_rss()
+    fill = await _fill(ctx, queue, s.backlog, s.backlog_size)
+    await asyncio.sleep(2.0)  # let the broker settle (flushes, GC) before reading RSS
+    after = await ctx.server_rss()
+    return {"rss_delta": float(after - before), "rss": float(after)}, {
+        "backlog": s.backlog,
+        "size": s.backlog_size,
+        "rss_before": before,
+        "rss_after": after,
+        "rss_source": ctx.rss_source,
+        **fill,
+    }
+
+
+def _w7_precheck(system: str, settings: Settings) -> None:
+    if system != "brokerd":
+        raise Skip(
+            SKIPPED,
+            "restarting the shared, system-managed server is outside the harness",
+        )
+
+
+async def w7(ctx: RunContext) -> Result:
+    s = ctx.settings
+    broker = ctx.broker
+    assert broker is not None
+    queue = await ctx.fresh_queue()
+    fill = await _fill(ctx, queue, s.backlog, s.backlog_size)
+    await ctx.admin.close()
+    consumer = spawn(
+        "consumer",
+        "restart_consume",
+        ctx.target,
+        port_file=str(broker.port_file),
+        queue=queue,
+        prefetch=s.prefetch,
+    )
+    try:
+        await wait_ready([consumer])
+        shutdown_s, clean = await asyncio.to_thread(broker.terminate, 60.0)
+        if not clean:
+            raise RuntimeError(f"brokerd did not exit within 60s of SIGTERM: {broker.log_tail()}")
+        consumer.go.set()
+        t0 = now()
+        broker.spawn()
+        port_wait = asyncio.ensure_future(asyncio.to_thread(broker.wait_port))
+        c = (
+            await collect(
+                [consumer], progress=Progress(ctx.title, []), stall_timeout=s.stall_timeout
+            )
+        )["consumer"]
+        await port_wait
+    finally:
+        consumer.kill()
+    ctx.target = type(ctx.target)(ctx.target.system, broker.url)
+    ctx.admin = make_adapter(ctx.target)
+    await ctx.admin.connect()
+    depth = await ctx.admin.depth(queue)
+    if depth != s.backlog - 1:
+        raise RuntimeError(f"after restart {depth} ready, expected {s.backlog - 1}")
+    restart = c["t_first"] - t0
+    return {"restart_s": restart}, {
+        "backlog": s.backlog,
+        "size": s.backlog_size,
+        "shutdown_s": round(shutdown_s, 3),
+        "port_file_s": round((broker.port_seen_at or t0) - t0, 3),
+        "connected_s": round(c["t_connected"] - t0, 3),
+        **fill,
+    }
+
+
+def _w8_precheck(system: str, settings: Settings) -> None:
+    if system == "redis":
+        raise Skip(NOT_APPLICABLE, "no redelivery without a reaper")
+
+
+async def w8(ctx: RunContext) -> Result:
+    s = ctx.settings
+    hold = s.prefetch
+    queue = await ctx.fresh_queue()
+    from .payload import BodyFactory
+
+    await ctx.admin.publish_batch(queue, BodyFactory(s.size).batch(0, hold))
+    holder = spawn("holder", "hold", ctx.target, queue=queue, count=hold, prefetch=s.prefetch)
+    waiter: Child | None = None
+    try:
+        await wait_ready([holder])
+        waiter = spawn(
+            "waiter", "await_redelivery", ctx.target, queue=queue, count=hold, prefetch=s.prefetch
+        )
+        await wait_ready([waiter])
+        await asyncio.sleep(0.2)
+        waiter.go.set()  # marks "after the kill" for the waiter's sanity check
+        t_kill = now()
+        os.kill(holder.pid, signal.SIGKILL)
+        w = (
+            await collect(
+                [waiter],
+                progress=Progress(ctx.title, [Counter("redelivered", waiter.counter, hold)]),
+                stall_timeout=max(s.stall_timeout, W8_KILL_TIMEOUT),
+            )
+        )["waiter"]
+    finally:
+        holder.kill()
+        if waiter is not None:
+            waiter.kill()
+    if w["before_kill"]:
+        raise RuntimeError("the second consumer got a message before the first was killed")
+    _check_count("waiter", w["count"], hold)
+    return {
+        "first_ms": (w["t_first"] - t_kill) * 1e3,
+        "all_ms": (w["t_all"] - t_kill) * 1e3,
+    }, {"held": hold, "size": s.size}
+
+
+def _w4_precheck(system: str, settings: Settings) -> None:
+    _task_impl(system).check_available()
+
+
+WorkloadFn = Callable[["RunContext"], Awaitable[Result]]
+Precheck = Callable[[str, "Settings"], None]
+
+WORKLOADS: dict[str, WorkloadFn] = {
+    "W1": w1,
+    "W2": w2,
+    "W3": w3,
+    "W4": w4,
+    "W5": w5,
+    "W6": w6,
+    "W7": w7,
+    "W8": w8,
+}
+
+# Run before any broker is started: raise Skip where a workload does not apply.
+PRECHECKS: dict[str, Precheck] = {"W4": _w4_precheck, "W7": _w7_precheck, "W8": _w8_precheck}
