@@ -12,7 +12,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,6 +70,11 @@ class BrokerServer:
         self._extensions: list[Callable[[Session], Handlers]] = []
         #: Called with the wall-clock time on every timer tick.
         self.tick_hooks: list[Callable[[float], None]] = []
+        #: Awaited by start() once the store is open, before connections are accepted.
+        self.startup_hooks: list[Callable[[], Awaitable[None]]] = []
+        from .tasks import install
+
+        install(self)
 
     # --- lifecycle ------------------------------------------------------------
 
@@ -79,6 +84,8 @@ class BrokerServer:
         recovered = await loop.run_in_executor(None, self.store.recover, self.clock.now())
         if isinstance(self.store, SqliteStore):
             self.store.start(loop.call_soon_threadsafe)
+        for hook in self.startup_hooks:
+            await hook()
         self.broker.restore(recovered)
         log.info(
             "recovered %d queue(s), %d exchange(s) in %.3f s",

@@ -1,0 +1,155 @@
+"""The task layer's server side as one extension of ``BrokerServer``.
+
+It adds the frames 40-48 to every session, a tick hook (schedules, ResultWait
+timeouts, expiry), the broker's delivery filter (revocations) and a start-up
+hook that loads revocations and schedules before the first connection is
+accepted. All of it runs on the event loop like the core: handlers are plain
+functions, replies that depend on durability go out from commit callbacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import brokerd_protocol as bp
+from brokerd_protocol import DEFAULT_MAX_FRAME
+
+from ..broker import Broker
+from ..errors import BrokerError
+from ..storage.base import Row
+from . import results, revocations, schedules
+from .common import Alive, Client, internal
+
+if TYPE_CHECKING:
+    from ..server import BrokerServer
+
+log = logging.getLogger("brokerd.tasks")
+
+#: Seconds between sweeps for expired results and revocations and for the
+#: waiters and subscribers of closed connections.
+SWEEP_INTERVAL = 5.0
+
+SCHEMA = results.SCHEMA + revocations.SCHEMA + schedules.SCHEMA
+
+Handler = Callable[[Any], None]
+
+
+class TaskExtension:
+    def __init__(self, broker: Broker, *, alive: Alive, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self.broker = broker
+        self.results = results.Results(broker, alive)
+        self.revocations = revocations.Revocations(broker, self.results, alive, max_frame)
+        self.schedules = schedules.Schedules(broker, alive)
+        self._last_sweep = -math.inf
+        broker.delivery_filter = self.revocations.filter
+
+    # --- start-up ---------------------------------------------------------------
+
+    def load(self, done: Callable[[BaseException | None], None]) -> None:
+        """Read revocations, schedules and the earliest result expiry from the
+        store; ``done(error_or_None)`` once all three are in."""
+        parts: list[tuple[str, Callable[[list[Row]], None]]] = [
+            (results.Results.LOAD_SQL, self.results.loaded),
+            (revocations.Revocations.LOAD_SQL, self.revocations.loaded),
+            (schedules.Schedules.LOAD_SQL, self.schedules.loaded),
+        ]
+        pending = len(parts)
+        errors: list[BaseException] = []
+
+        def loaded(apply: Callable[[list[Row]], None], rows: list[Row] | BaseException) -> None:
+            nonlocal pending
+            if isinstance(rows, BaseException):
+                errors.append(rows)
+            else:
+                apply(rows)
+            pending -= 1
+            if pending == 0:
+                done(errors[0] if errors else None)
+
+        for sql, apply in parts:
+            self.broker.store.query(sql, (), functools.partial(loaded, apply))
+
+    async def start(self) -> None:
+        """``load`` as a start-up hook of the server."""
+        future: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+        self.load(future.set_result)
+        error = await future
+        if error is not None:
+            raise RuntimeError(f"loading the task layer's state failed: {error}") from error
+
+    # --- frames -------------------------------------------------------------------
+
+    def handlers(self, client: Client) -> dict[type[bp.Frame], Handler]:
+        """The task-layer frame handlers for one connection."""
+        return {
+            bp.ResultSet: _guarded(client, self.results.set),
+            bp.ResultGet: _guarded(client, self.results.get),
+            bp.ResultWait: _guarded(client, self.results.wait),
+            bp.Revoke: _guarded(client, self.revocations.revoke),
+            bp.Subscribe: _guarded(client, self.revocations.subscribe),
+            bp.ScheduleSet: _guarded(client, self.schedules.set),
+            bp.ScheduleDelete: _guarded(client, self.schedules.delete),
+            bp.ScheduleList: _guarded(client, self.schedules.list),
+        }
+
+    # --- time -----------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """The server's tick hook (wall-clock seconds)."""
+        self.schedules.tick(now)
+        self.results.tick(now)
+        if now - self._last_sweep >= SWEEP_INTERVAL:
+            self._last_sweep = now
+            self.results.sweep(now)
+            self.revocations.sweep(now)
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "results_cached": self.results.cached,
+            "results_waiting": self.results.waiting,
+            "revoked": len(self.revocations.revoked),
+            "schedules": len(self.schedules.entries),
+            "schedule_runs": self.schedules.fired,
+            "schedule_failures": self.schedules.failed,
+        }
+
+
+def _guarded(client: Client, fn: Callable[[Client, Any], None]) -> Handler:
+    """Map a handler's failures to an Error reply for the frame's ``req``."""
+
+    def handle(frame: Any) -> None:
+        try:
+            fn(client, frame)
+        except BrokerError as exc:
+            client.reply_error(frame.req, exc)
+        except Exception:
+            log.exception("%s failed", type(frame).__name__)
+            client.reply_error(frame.req, internal(f"{type(frame).__name__} failed"))
+
+    return handle
+
+
+def install(server: BrokerServer) -> TaskExtension:
+    """Create the task layer's tables and wire the extension into ``server``.
+
+    Called from ``BrokerServer.__init__``: tables must exist before the
+    store's writer thread starts.
+    """
+    ext = TaskExtension(
+        server.broker,
+        alive=lambda client: client in server.sessions,
+        max_frame=server.config.max_frame,
+    )
+    execute_script = getattr(server.store, "execute_script", None)
+    if execute_script is None:
+        raise TypeError(f"{type(server.store).__name__} cannot create the task layer's tables")
+    execute_script(SCHEMA)
+    server.add_extension(ext.handlers)
+    server.tick_hooks.append(ext.tick)
+    server.startup_hooks.append(ext.start)
+    return ext

@@ -1,0 +1,398 @@
+"""Task results: ResultSet, ResultGet and ResultWait.
+
+Results live in the ``results`` table and are written through the broker's
+batch, so a ResultSet rides the same group commit as the publishes around it
+and is answered only once durable. Recent *final* results are also kept in a
+bounded LRU cache: a client waiting for a task that has just finished is
+answered without touching the disk.
+
+Consistency rests on one property of the ``Store``: operations complete, and
+their callbacks run on the loop, in submission order. So
+
+- a read submitted after ``broker.flush()`` sees every write requested before
+  it, and its callback runs after theirs and before those of later writes; the
+  cache may therefore always take what a read returns;
+- a ResultWait registers its waiter *before* it submits its lookup: a final
+  result committed before the lookup is seen by it, one committed after wakes
+  the waiter from its commit callback. No waiter is stranded either way.
+
+A final state is never replaced by a non-final one (a redelivered task that
+reports STARTED after it already succeeded leaves SUCCESS in place, as Celery
+does); a final state replaces anything. Revoke records REVOKED only for tasks
+that have not already succeeded or failed.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import math
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
+
+import brokerd_protocol as bp
+
+from ..broker import Broker
+from ..errors import BrokerError, invalid
+from ..storage.base import Row
+from .common import (
+    FINAL_STATES,
+    STATES,
+    Alive,
+    Client,
+    check_range,
+    check_task_id,
+    check_ttl,
+    internal,
+)
+
+log = logging.getLogger("brokerd.tasks.results")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    task_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS results_expires ON results (expires_at);
+"""
+
+_FINAL = "('SUCCESS', 'FAILURE', 'REVOKED')"
+
+#: Row: (task_id, state, payload, expires_at, now). A non-final state does not
+#: replace an unexpired final one.
+UPSERT_SQL = (
+    "INSERT INTO results (task_id, state, payload, expires_at) VALUES (?1, ?2, ?3, ?4) "
+    "ON CONFLICT (task_id) DO UPDATE SET state = excluded.state, payload = excluded.payload, "
+    "expires_at = excluded.expires_at "
+    f"WHERE excluded.state IN {_FINAL} OR results.state NOT IN {_FINAL} "
+    "OR results.expires_at <= ?5"
+)
+
+#: Row: (task_id, expires_at, now). REVOKED does not replace SUCCESS or FAILURE.
+REVOKED_SQL = (
+    "INSERT INTO results (task_id, state, payload, expires_at) VALUES (?1, 'REVOKED', x'', ?2) "
+    "ON CONFLICT (task_id) DO UPDATE SET state = 'REVOKED', payload = x'', "
+    "expires_at = max(results.expires_at, excluded.expires_at) "
+    "WHERE results.state NOT IN ('SUCCESS', 'FAILURE') OR results.expires_at <= ?3"
+)
+
+#: Most task ids one ResultGet may ask for.
+MAX_GET = 1000
+#: Longest ResultWait, in seconds.
+MAX_WAIT = 3600.0
+#: Outstanding ResultWait requests one connection may hold.
+MAX_WAITS_PER_CLIENT = 100_000
+#: Bounds of the cache of recent final results.
+CACHE_ENTRIES = 10_000
+CACHE_BYTES = 64 * 1024 * 1024
+#: Larger payloads are not cached (they are read from disk when asked for).
+CACHE_MAX_PAYLOAD = 1024 * 1024
+
+
+class Result(NamedTuple):
+    state: str
+    payload: bytes
+    expires_at: float
+
+
+class Waiter:
+    __slots__ = ("client", "deadline", "done", "req", "task_id")
+
+    def __init__(self, client: Client, req: int, task_id: str, deadline: float) -> None:
+        self.client = client
+        self.req = req
+        self.task_id = task_id
+        self.deadline = deadline
+        self.done = False
+
+
+class Results:
+    def __init__(self, broker: Broker, alive: Alive) -> None:
+        self.broker = broker
+        self.alive = alive
+        self._cache: OrderedDict[str, Result] = OrderedDict()
+        self._cache_bytes = 0
+        self._waiters: dict[str, list[Waiter]] = {}
+        self._deadlines: list[tuple[float, int, Waiter]] = []
+        self._order = itertools.count()
+        self._waits_per_client: dict[Client, int] = {}
+        #: Ids with a store lookup in flight on behalf of waiters.
+        self._lookups: set[str] = set()
+        #: No row on disk expires before this (inf: none known).
+        self._earliest = math.inf
+        self._expiring = False
+
+    # --- start-up ---------------------------------------------------------------
+
+    LOAD_SQL = "SELECT MIN(expires_at) FROM results"
+
+    def loaded(self, rows: list[Row]) -> None:
+        earliest = rows[0][0] if rows else None
+        if earliest is not None:
+            self._earliest = min(self._earliest, float(earliest))
+
+    # --- requests ---------------------------------------------------------------
+
+    def set(self, client: Client, f: bp.ResultSet) -> None:
+        task_id = check_task_id(f.task_id)
+        if f.state not in STATES:
+            raise invalid(f"state must be one of {', '.join(sorted(STATES))}, got {f.state!r}")
+        ttl = check_ttl(f.ttl)
+        now = self.broker.clock.now()
+        expires_at = now + ttl
+        batch = self.broker.batch
+        batch.row(UPSERT_SQL, (task_id, f.state, f.payload, expires_at, now))
+        self._earliest = min(self._earliest, expires_at)
+        result = Result(f.state, f.payload, expires_at)
+        req = f.req
+
+        def committed(error: BaseException | None) -> None:
+            if error is not None:
+                self._reply_error(client, req, internal(f"storing the result failed: {error}"))
+                return
+            if self.alive(client):
+                client.reply_ok(req)
+            if result.state in FINAL_STATES:
+                self._remember(task_id, result)
+                self._wake(task_id, result)
+
+        batch.on_commit.append(committed)
+        self.broker._touch()
+
+    def get(self, client: Client, f: bp.ResultGet) -> None:
+        if len(f.task_ids) > MAX_GET:
+            raise invalid(f"at most {MAX_GET} task ids per ResultGet")
+        now = self.broker.clock.now()
+        found: dict[str, list[object]] = {}
+        misses: list[str] = []
+        for task_id in dict.fromkeys(f.task_ids):
+            cached = self._cached(task_id, now)
+            if cached is not None:
+                found[task_id] = [cached.state, cached.payload]
+            elif task_id:
+                misses.append(task_id)
+        if not misses:
+            client.reply_ok(f.req, found)
+            return
+        req = f.req
+
+        def done(rows: list[Row] | BaseException) -> None:
+            if isinstance(rows, BaseException):
+                self._reply_error(client, req, internal(f"reading results failed: {rows}"))
+                return
+            for task_id, state, payload, expires_at in rows:
+                result = Result(state, bytes(payload), expires_at)
+                found[task_id] = [result.state, result.payload]
+                if state in FINAL_STATES:
+                    self._remember(task_id, result)
+            if self.alive(client):
+                client.reply_ok(req, found)
+
+        self._select(misses, now, done)
+
+    def wait(self, client: Client, f: bp.ResultWait) -> None:
+        task_id = check_task_id(f.task_id)
+        timeout = check_range("timeout", f.timeout, 0.0, MAX_WAIT, open_low=True)
+        now = self.broker.clock.now()
+        cached = self._cached(task_id, now)
+        if cached is not None:
+            client.reply_ok(f.req, [cached.state, cached.payload])
+            return
+        count = self._waits_per_client.get(client, 0)
+        if count >= MAX_WAITS_PER_CLIENT:
+            raise invalid(f"more than {MAX_WAITS_PER_CLIENT} ResultWait requests outstanding")
+        self._waits_per_client[client] = count + 1
+        waiter = Waiter(client, f.req, task_id, now + timeout)
+        self._waiters.setdefault(task_id, []).append(waiter)
+        heapq.heappush(self._deadlines, (waiter.deadline, next(self._order), waiter))
+        if task_id not in self._lookups:
+            # Registered first, then looked up: see the module docstring.
+            self._lookup([task_id])
+
+    # --- revocations ------------------------------------------------------------
+
+    def add_revoked(self, task_ids: Iterable[str], expires_at: float, now: float) -> None:
+        """Queue REVOKED results for ``task_ids`` in the current batch."""
+        batch = self.broker.batch
+        for task_id in task_ids:
+            batch.row(REVOKED_SQL, (task_id, expires_at, now))
+        self._earliest = min(self._earliest, expires_at)
+
+    def revoked_committed(self, task_ids: Iterable[str], expires_at: float) -> None:
+        """Bring the cache and waiters up to date after ``add_revoked`` committed.
+
+        Whether REVOKED was written depends on the row it met (SUCCESS and
+        FAILURE stay), which only the cache or the disk knows: a cached final
+        result answers it; otherwise waiters get a fresh lookup.
+        """
+        now = self.broker.clock.now()
+        revoked = Result("REVOKED", b"", expires_at)
+        unknown: list[str] = []
+        for task_id in task_ids:
+            cached = self._cached(task_id, now)
+            if cached is not None:
+                if cached.state == "REVOKED":
+                    self._remember(
+                        task_id, revoked._replace(expires_at=max(expires_at, cached.expires_at))
+                    )
+            elif task_id in self._waiters:
+                unknown.append(task_id)
+        if unknown:
+            self._lookup(unknown)
+
+    # --- time ---------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """Answer waiters whose timeout passed with Ok(req, None)."""
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            waiter = heapq.heappop(heap)[2]
+            if waiter.done:
+                continue
+            self._finish(waiter)
+            waiters = self._waiters.get(waiter.task_id)
+            if waiters is not None:
+                waiters.remove(waiter)
+                if not waiters:
+                    del self._waiters[waiter.task_id]
+            if self.alive(waiter.client):
+                waiter.client.reply_ok(waiter.req, None)
+
+    def sweep(self, now: float) -> None:
+        """Forget expired results (cache and disk) and waiters of closed connections."""
+        for task_id in [k for k, r in self._cache.items() if r.expires_at <= now]:
+            self._forget(task_id)
+        if self._earliest <= now and not self._expiring:
+            self._expiring = True
+            self._earliest = math.inf
+            broker = self.broker
+            broker.batch.statement("DELETE FROM results WHERE expires_at <= ?", now)
+            broker.flush()
+            broker.store.query(self.LOAD_SQL, (), self._expired)
+        dead = [c for c in self._waits_per_client if not self.alive(c)]
+        if dead:
+            gone = set(dead)
+            for task_id in list(self._waiters):
+                waiters = self._waiters[task_id]
+                keep = [w for w in waiters if w.client not in gone]
+                for w in waiters:
+                    if w.client in gone:
+                        w.done = True
+                if keep:
+                    self._waiters[task_id] = keep
+                else:
+                    del self._waiters[task_id]
+            for client in dead:
+                del self._waits_per_client[client]
+        live = sum(self._waits_per_client.values())
+        if len(self._deadlines) > 2 * live + 1000:
+            self._deadlines = [e for e in self._deadlines if not e[2].done]
+            heapq.heapify(self._deadlines)
+
+    def _expired(self, rows: list[Row] | BaseException) -> None:
+        self._expiring = False
+        if isinstance(rows, BaseException):
+            log.error("expiring results failed: %s", rows)
+            self._earliest = 0.0  # try again at the next sweep
+            return
+        self.loaded(rows)
+
+    # --- stats ----------------------------------------------------------------------
+
+    @property
+    def waiting(self) -> int:
+        return sum(self._waits_per_client.values())
+
+    @property
+    def cached(self) -> int:
+        return len(self._cache)
+
+    # --- internals --------------------------------------------------------------
+
+    def _select(
+        self, task_ids: list[str], now: float, done: Callable[[list[Row] | BaseException], None]
+    ) -> None:
+        marks = ", ".join("?" * len(task_ids))
+        sql = (
+            "SELECT task_id, state, payload, expires_at FROM results "
+            f"WHERE task_id IN ({marks}) AND expires_at > ?"
+        )
+        # Everything requested so far must reach the store before this read.
+        self.broker.flush()
+        self.broker.store.query(sql, (*task_ids, now), done)
+
+    def _lookup(self, task_ids: list[str]) -> None:
+        """Read ``task_ids`` from disk and wake their waiters with final results."""
+        self._lookups.update(task_ids)
+
+        def done(rows: list[Row] | BaseException) -> None:
+            self._lookups.difference_update(task_ids)
+            if isinstance(rows, BaseException):
+                log.error("result lookup failed: %s", rows)
+                error = internal(f"reading the result failed: {rows}")
+                for task_id in task_ids:
+                    for w in self._waiters.pop(task_id, ()):
+                        if not w.done:
+                            self._finish(w)
+                            self._reply_error(w.client, w.req, error)
+                return
+            for task_id, state, payload, expires_at in rows:
+                if state in FINAL_STATES:
+                    result = Result(state, bytes(payload), expires_at)
+                    self._remember(task_id, result)
+                    self._wake(task_id, result)
+
+        self._select(task_ids, self.broker.clock.now(), done)
+
+    def _wake(self, task_id: str, result: Result) -> None:
+        waiters = self._waiters.pop(task_id, None)
+        if not waiters:
+            return
+        value = [result.state, result.payload]
+        for w in waiters:
+            if w.done:
+                continue
+            self._finish(w)
+            if self.alive(w.client):
+                w.client.reply_ok(w.req, value)
+
+    def _finish(self, waiter: Waiter) -> None:
+        waiter.done = True
+        count = self._waits_per_client.get(waiter.client, 0) - 1
+        if count > 0:
+            self._waits_per_client[waiter.client] = count
+        else:
+            self._waits_per_client.pop(waiter.client, None)
+
+    def _reply_error(self, client: Client, req: int, exc: BrokerError) -> None:
+        if self.alive(client):
+            client.reply_error(req, exc)
+
+    def _cached(self, task_id: str, now: float) -> Result | None:
+        result = self._cache.get(task_id)
+        if result is None:
+            return None
+        if result.expires_at <= now:
+            self._forget(task_id)
+            return None
+        self._cache.move_to_end(task_id)
+        return result
+
+    def _remember(self, task_id: str, result: Result) -> None:
+        self._forget(task_id)
+        if len(result.payload) > CACHE_MAX_PAYLOAD:
+            return
+        self._cache[task_id] = result
+        self._cache_bytes += len(result.payload)
+        while len(self._cache) > CACHE_ENTRIES or self._cache_bytes > CACHE_BYTES:
+            _, old = self._cache.popitem(last=False)
+            self._cache_bytes -= len(old.payload)
+
+    def _forget(self, task_id: str) -> None:
+        old = self._cache.pop(task_id, None)
+        if old is not None:
+            self._cache_bytes -= len(old.payload)

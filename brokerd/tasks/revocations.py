@@ -1,0 +1,179 @@
+"""Revoke and Subscribe: tasks that must not run, and workers that must know.
+
+Every revocation is a row of the ``revoked`` table and an entry of an
+in-memory dict (the whole table, loaded at start-up), so the broker's delivery
+filter answers "is this message revoked?" with one dict lookup, and with no
+work at all while nothing is revoked. A revoked message is settled (deleted)
+when its turn to be delivered comes, instead of being delivered; that covers
+delayed (ETA) messages too, whenever they fall due.
+
+A task already delivered is in a worker's hands: with ``terminate`` the broker
+sends Event("revoke") to every connection subscribed to the "revoke" topic,
+and Subscribe answers with the ids revoked so far, so a worker that starts
+later knows them as well.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import brokerd_protocol as bp
+
+from ..broker import Broker
+from ..errors import invalid
+from ..message import Message
+from ..storage.base import Row
+from .common import Alive, Client, check_task_id, check_ttl, internal
+from .results import Results
+
+log = logging.getLogger("brokerd.tasks.revocations")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS revoked (
+    task_id TEXT PRIMARY KEY,
+    expires_at REAL NOT NULL
+);
+"""
+
+#: Row: (task_id, expires_at). A revocation is only ever lengthened.
+INSERT_SQL = (
+    "INSERT INTO revoked (task_id, expires_at) VALUES (?, ?) ON CONFLICT (task_id) "
+    "DO UPDATE SET expires_at = max(revoked.expires_at, excluded.expires_at)"
+)
+
+TOPICS = frozenset({"revoke"})
+#: Most task ids one Revoke may carry.
+MAX_REVOKE = 10_000
+#: Most revocations held at once (each costs a little memory).
+MAX_REVOKED = 1_000_000
+#: Share of ``max_frame`` the id list in a Subscribe reply may fill.
+SUBSCRIBE_REPLY_SHARE = 0.5
+
+
+class Revocations:
+    def __init__(self, broker: Broker, results: Results, alive: Alive, max_frame: int) -> None:
+        self.broker = broker
+        self.results = results
+        self.alive = alive
+        self.max_frame = max_frame
+        #: task id -> wall-clock second the revocation ends; oldest first.
+        self.revoked: dict[str, float] = {}
+        self.subscribers: dict[str, set[Client]] = {topic: set() for topic in TOPICS}
+
+    # --- start-up ---------------------------------------------------------------
+
+    LOAD_SQL = "SELECT task_id, expires_at FROM revoked ORDER BY expires_at"
+
+    def loaded(self, rows: list[Row]) -> None:
+        for task_id, expires_at in rows:
+            self.revoked[task_id] = float(expires_at)
+
+    # --- the delivery filter ------------------------------------------------------
+
+    def filter(self, m: Message) -> str | None:
+        """``broker.delivery_filter``: "revoked" drops the message."""
+        revoked = self.revoked
+        if not revoked:
+            return None
+        task_id = m.message_id
+        if task_id is None:
+            return None
+        until = revoked.get(task_id)
+        if until is None or until <= self.broker.clock.now():
+            return None
+        return "revoked"
+
+    def is_revoked(self, task_id: str) -> bool:
+        until = self.revoked.get(task_id)
+        return until is not None and until > self.broker.clock.now()
+
+    # --- requests -------------------------------------------------------------------
+
+    def revoke(self, client: Client, f: bp.Revoke) -> None:
+        if len(f.task_ids) > MAX_REVOKE:
+            raise invalid(f"at most {MAX_REVOKE} task ids per Revoke")
+        task_ids = list(dict.fromkeys(check_task_id(t) for t in f.task_ids))
+        ttl = check_ttl(f.ttl)
+        new = sum(1 for t in task_ids if t not in self.revoked)
+        if len(self.revoked) + new > MAX_REVOKED:
+            raise invalid(f"more than {MAX_REVOKED} revoked tasks; revoke with a shorter ttl")
+        broker = self.broker
+        now = broker.clock.now()
+        expires_at = now + ttl
+        batch = broker.batch
+        revoked = self.revoked
+        for task_id in task_ids:
+            until = max(expires_at, revoked.pop(task_id, expires_at))
+            revoked[task_id] = until
+            batch.row(INSERT_SQL, (task_id, expires_at))
+        self.results.add_revoked(task_ids, expires_at, now)
+        req = f.req
+        terminate = f.terminate
+
+        def committed(error: BaseException | None) -> None:
+            if error is not None:
+                if self.alive(client):
+                    client.reply_error(req, internal(f"storing the revocation failed: {error}"))
+                return
+            if self.alive(client):
+                client.reply_ok(req)
+            self.results.revoked_committed(task_ids, expires_at)
+            if terminate:
+                self._publish("revoke", [{"task_id": t, "terminate": True} for t in task_ids])
+
+        batch.on_commit.append(committed)
+        broker._touch()
+
+    def subscribe(self, client: Client, f: bp.Subscribe) -> None:
+        if not f.topics:
+            raise invalid("subscribe to at least one topic")
+        unknown = sorted(set(f.topics) - TOPICS)
+        if unknown:
+            raise invalid(
+                f"unknown topic(s) {', '.join(unknown)}; known: {', '.join(sorted(TOPICS))}"
+            )
+        for topic in f.topics:
+            self.subscribers[topic].add(client)
+        value: dict[str, object] = {}
+        if "revoke" in f.topics:
+            ids, truncated = self._current(self.broker.clock.now())
+            value["revoked"] = ids
+            if truncated:
+                value["truncated"] = True
+        client.reply_ok(f.req, value)
+
+    def _current(self, now: float) -> tuple[list[str], bool]:
+        """Ids revoked now, newest first, as many as fit a reply."""
+        budget = int(self.max_frame * SUBSCRIBE_REPLY_SHARE)
+        ids: list[str] = []
+        for task_id in reversed(self.revoked):
+            if self.revoked[task_id] <= now:
+                continue
+            budget -= len(task_id.encode()) + 3
+            if budget < 0:
+                return ids, True
+            ids.append(task_id)
+        return ids, False
+
+    def _publish(self, topic: str, events: list[dict[str, object]]) -> None:
+        subscribers = self.subscribers[topic]
+        for client in list(subscribers):
+            if not self.alive(client):
+                subscribers.discard(client)
+                continue
+            for data in events:
+                client.send(bp.Event(topic, data))
+
+    # --- time -----------------------------------------------------------------------
+
+    def sweep(self, now: float) -> None:
+        """Forget ended revocations (memory and disk) and closed subscribers."""
+        ended = [t for t, until in self.revoked.items() if until <= now]
+        if ended:
+            for task_id in ended:
+                del self.revoked[task_id]
+            self.broker.batch.statement("DELETE FROM revoked WHERE expires_at <= ?", now)
+            self.broker._touch()
+        for subscribers in self.subscribers.values():
+            for client in [c for c in subscribers if not self.alive(c)]:
+                subscribers.discard(client)

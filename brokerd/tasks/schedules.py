@@ -1,0 +1,335 @@
+"""Periodic publishes kept and fired by the broker (the task layer's "beat").
+
+Why in the broker: a schedule fires by publishing a message, and the broker
+can commit "this entry's next run is T" in the *same transaction* as the
+message it published for the previous run. So each due time is published
+exactly once, with no lock, no leader election and no separate beat process:
+a crash before the commit loses both (the entry fires again after restart), a
+crash after keeps both. Any number of workers may declare the same schedule
+at start-up; an identical declaration changes nothing.
+
+Specs: ``every <seconds>`` (0.1 s up to ten years; runs stay on the grid
+``created + k * seconds`` without drift) or ``cron <m> <h> <dom> <mon> <dow>``
+(UTC, see ``cron.py``). After downtime an entry fires once for everything it
+missed, then continues from the present.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+import brokerd_protocol as bp
+from brokerd_protocol import ErrorCode
+
+from ..broker import Broker, Connection
+from ..errors import BrokerError, invalid, not_found
+from ..options import check_name, parse_props
+from ..queues import Consumer, Delivery
+from ..storage.base import Row
+from . import cron
+from .common import MAX_TTL, Alive, Client, internal
+
+log = logging.getLogger("brokerd.tasks.schedules")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS schedules (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    exchange TEXT NOT NULL,
+    routing_key TEXT NOT NULL,
+    body BLOB NOT NULL,
+    props BLOB NOT NULL,
+    last_run REAL,
+    next_run REAL NOT NULL
+);
+"""
+
+UPSERT_SQL = "INSERT OR REPLACE INTO schedules VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+RAN_SQL = "UPDATE schedules SET last_run = ?, next_run = ? WHERE name = ?"
+DELETE_SQL = "DELETE FROM schedules WHERE name = ?"
+
+MIN_EVERY = 0.1
+MAX_SCHEDULES = 10_000
+MAX_ROUTING_KEY = 255
+
+
+# --- specs ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Every:
+    seconds: float
+    canonical: str
+
+    def first_run(self, now: float) -> float:
+        return now + self.seconds
+
+    def following(self, due: float, now: float) -> float:
+        step = self.seconds
+        nxt = due + step
+        if nxt <= now:
+            # Missed runs (downtime): skip to the first slot of the grid after now.
+            nxt = due + (math.floor((now - due) / step) + 1) * step
+            if nxt <= now:
+                nxt += step
+        return nxt
+
+
+@dataclass(frozen=True, slots=True)
+class Cron:
+    spec: cron.CronSpec
+    canonical: str
+
+    def first_run(self, now: float) -> float:
+        return self.spec.next_after(now)
+
+    def following(self, due: float, now: float) -> float:
+        return self.spec.next_after(max(due, now))
+
+
+def parse_spec(text: str) -> Every | Cron:
+    """``every <seconds>`` or ``cron <5 fields>``; ``ValueError`` otherwise."""
+    kind, _, rest = text.strip().partition(" ")
+    rest = rest.strip()
+    if kind == "every":
+        try:
+            seconds = float(rest)
+        except ValueError:
+            raise ValueError(f"'every' needs a number of seconds, got {rest!r}") from None
+        if not (math.isfinite(seconds) and MIN_EVERY <= seconds <= MAX_TTL):
+            raise ValueError(f"'every' seconds must be within {MIN_EVERY:g}..{MAX_TTL:g}")
+        return Every(seconds, f"every {seconds:.12g}")
+    if kind == "cron":
+        spec = cron.parse(rest)
+        return Cron(spec, f"cron {spec.expression}")
+    raise ValueError(
+        f"a schedule spec is 'every <seconds>' or 'cron <m> <h> <dom> <mon> <dow>', got {text!r}"
+    )
+
+
+# --- entries ----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Entry:
+    name: str
+    timing: Every | Cron
+    exchange: str
+    routing_key: str
+    body: bytes
+    props: dict[str, Any]
+    last_run: float | None
+    next_run: float
+    #: The last publish failure, logged once rather than at every run.
+    last_error: str | None = None
+
+    def same_as(self, other: Entry) -> bool:
+        return (
+            self.timing.canonical == other.timing.canonical
+            and self.exchange == other.exchange
+            and self.routing_key == other.routing_key
+            and self.body == other.body
+            and self.props == other.props
+        )
+
+    def row(self) -> Row:
+        return (
+            self.name,
+            self.timing.canonical,
+            self.exchange,
+            self.routing_key,
+            self.body,
+            msgpack.packb(self.props, use_bin_type=True),
+            self.last_run,
+            self.next_run,
+        )
+
+    def listing(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "spec": self.timing.canonical,
+            "exchange": self.exchange,
+            "routing_key": self.routing_key,
+            "next_run": self.next_run,
+            "last_run": self.last_run,
+        }
+
+
+class _BrokerPeer:
+    """The connection schedules publish on: nobody reads what it is sent."""
+
+    def __init__(self) -> None:
+        self.writable = True
+
+    def send_delivery(self, consumer: Consumer, delivery: Delivery) -> None:
+        pass
+
+    def send_confirms(self, routed: list[int], unroutable: list[int]) -> None:
+        pass
+
+    def send_publish_error(self, seq: int, code: ErrorCode, message: str) -> None:
+        log.error("a scheduled publish was not stored: %s (%s)", message, code.name)
+
+    def send_consumer_cancelled(self, consumer_id: int, reason: str) -> None:
+        pass
+
+
+class Schedules:
+    def __init__(self, broker: Broker, alive: Alive) -> None:
+        self.broker = broker
+        self.alive = alive
+        self.entries: dict[str, Entry] = {}
+        self.conn: Connection = broker.open(_BrokerPeer())
+        self._seq = 0
+        #: No entry is due before this.
+        self._next_due = math.inf
+        self.fired = 0
+        self.failed = 0
+
+    # --- start-up ---------------------------------------------------------------
+
+    LOAD_SQL = (
+        "SELECT name, spec, exchange, routing_key, body, props, last_run, next_run FROM schedules"
+    )
+
+    def loaded(self, rows: list[Row]) -> None:
+        for name, spec, exchange, key, body, props, last_run, next_run in rows:
+            try:
+                timing = parse_spec(spec)
+                raw = msgpack.unpackb(props, raw=False)
+                if not isinstance(raw, dict):
+                    raise ValueError("props is not a map")
+            except (ValueError, msgpack.UnpackException) as exc:
+                log.error("schedule %r cannot be loaded (%s); it stays stored but idle", name, exc)
+                continue
+            self.entries[name] = Entry(
+                name, timing, exchange, key, bytes(body), raw, last_run, float(next_run)
+            )
+            self._next_due = min(self._next_due, float(next_run))
+        if self.entries:
+            log.info("loaded %d schedule(s)", len(self.entries))
+
+    # --- requests -------------------------------------------------------------------
+
+    def set(self, client: Client, f: bp.ScheduleSet) -> None:
+        name = check_name("schedule", f.name)
+        try:
+            timing = parse_spec(f.spec)
+        except ValueError as exc:
+            raise invalid(f"schedule spec: {exc}") from None
+        check_name("exchange", f.exchange, allow_empty=True)
+        if len(f.routing_key) > MAX_ROUTING_KEY:
+            raise invalid(f"routing key longer than {MAX_ROUTING_KEY} characters")
+        now = self.broker.clock.now()
+        parse_props(f.props, now)  # validate now rather than at every firing
+        candidate = Entry(name, timing, f.exchange, f.routing_key, f.body, f.props, None, 0.0)
+        current = self.entries.get(name)
+        batch = self.broker.batch
+        if current is not None and current.same_as(candidate):
+            # Re-declared unchanged (every worker does it at start): keep its
+            # timing. The reply still waits for a commit, so Ok never comes
+            # before an earlier, identical declaration is durable.
+            entry, updated = current, False
+        else:
+            if current is None and len(self.entries) >= MAX_SCHEDULES:
+                raise invalid(f"at most {MAX_SCHEDULES} schedules")
+            candidate.last_run = current.last_run if current is not None else None
+            candidate.next_run = timing.first_run(now)
+            self.entries[name] = entry = candidate
+            self._next_due = min(self._next_due, entry.next_run)
+            batch.row(UPSERT_SQL, entry.row())
+            updated = True
+        req = f.req
+        value = {"next_run": entry.next_run, "updated": updated}
+
+        def committed(error: BaseException | None) -> None:
+            if not self.alive(client):
+                return
+            if error is not None:
+                client.reply_error(req, internal(f"storing the schedule failed: {error}"))
+            else:
+                client.reply_ok(req, value)
+
+        batch.on_commit.append(committed)
+        self.broker._touch()
+
+    def delete(self, client: Client, f: bp.ScheduleDelete) -> None:
+        if self.entries.pop(f.name, None) is None:
+            raise not_found(f"no schedule {f.name!r}")
+        batch = self.broker.batch
+        batch.statement(DELETE_SQL, f.name)
+        req = f.req
+
+        def committed(error: BaseException | None) -> None:
+            if not self.alive(client):
+                return
+            if error is not None:
+                client.reply_error(req, internal(f"deleting the schedule failed: {error}"))
+            else:
+                client.reply_ok(req)
+
+        batch.on_commit.append(committed)
+        self.broker._touch()
+
+    def list(self, client: Client, f: bp.ScheduleList) -> None:
+        client.reply_ok(f.req, [self.entries[n].listing() for n in sorted(self.entries)])
+
+    # --- firing -----------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        if now < self._next_due:
+            return
+        next_due = math.inf
+        for entry in list(self.entries.values()):
+            if entry.next_run <= now:
+                self._fire(entry, now)
+            next_due = min(next_due, entry.next_run)
+        self._next_due = next_due
+
+    def _fire(self, entry: Entry, now: float) -> None:
+        due = entry.next_run
+        last_run = entry.last_run
+        entry.last_run = due
+        entry.next_run = nxt = entry.timing.following(due, now)
+        broker = self.broker
+        batch = broker.batch
+
+        def committed(error: BaseException | None) -> None:
+            if error is None:
+                return
+            # Neither the message nor the new next_run is stored: run again.
+            log.error("schedule %r: committing its run failed: %s", entry.name, error)
+            if self.entries.get(entry.name) is entry and entry.next_run == nxt:
+                entry.next_run = due
+                entry.last_run = last_run
+                self._next_due = min(self._next_due, due)
+
+        # The new next_run goes into the batch before the publish, so both land
+        # in the same transaction even if the publish makes the core flush.
+        batch.row(RAN_SQL, (due, nxt, entry.name))
+        batch.on_commit.append(committed)
+        props = dict(entry.props)
+        headers = dict(props.get("headers") or {})
+        headers["x-schedule"] = entry.name
+        headers["x-scheduled-at"] = due
+        props["headers"] = headers
+        props["message_id"] = f"{entry.name}@{due:.3f}"
+        self._seq += 1
+        try:
+            broker.publish(
+                self.conn, self._seq, entry.exchange, entry.routing_key, entry.body, props
+            )
+        except BrokerError as exc:
+            self.failed += 1
+            if exc.message != entry.last_error:
+                entry.last_error = exc.message
+                log.warning("schedule %r could not publish: %s", entry.name, exc.message)
+        else:
+            self.fired += 1
+            entry.last_error = None
+        broker._touch()
