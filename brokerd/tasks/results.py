@@ -29,7 +29,7 @@ import itertools
 import logging
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import NamedTuple
 
 import brokerd_protocol as bp
@@ -122,6 +122,9 @@ class Results:
         self._waits_per_client: dict[Client, int] = {}
         #: Ids with a store lookup in flight on behalf of waiters.
         self._lookups: set[str] = set()
+        #: Ids with result writes requested but not yet committed: their cache
+        #: entries may be stale, so reads of them go to the store.
+        self._pending: dict[str, int] = {}
         #: No row on disk expires before this (inf: none known).
         self._earliest = math.inf
         self._expiring = False
@@ -149,8 +152,10 @@ class Results:
         self._earliest = min(self._earliest, expires_at)
         result = Result(f.state, f.payload, expires_at)
         req = f.req
+        self._begin(task_id)
 
         def committed(error: BaseException | None) -> None:
+            self._end(task_id)
             if error is not None:
                 self._reply_error(client, req, internal(f"storing the result failed: {error}"))
                 return
@@ -170,7 +175,7 @@ class Results:
         found: dict[str, list[object]] = {}
         misses: list[str] = []
         for task_id in dict.fromkeys(f.task_ids):
-            cached = self._cached(task_id, now)
+            cached = self._cached(task_id, now) if task_id not in self._pending else None
             if cached is not None:
                 found[task_id] = [cached.state, cached.payload]
             elif task_id:
@@ -198,7 +203,7 @@ class Results:
         task_id = check_task_id(f.task_id)
         timeout = check_range("timeout", f.timeout, 0.0, MAX_WAIT, open_low=True)
         now = self.broker.clock.now()
-        cached = self._cached(task_id, now)
+        cached = self._cached(task_id, now) if task_id not in self._pending else None
         if cached is not None:
             client.reply_ok(f.req, [cached.state, cached.payload])
             return
@@ -215,30 +220,37 @@ class Results:
 
     # --- revocations ------------------------------------------------------------
 
-    def add_revoked(self, task_ids: Iterable[str], expires_at: float, now: float) -> None:
-        """Queue REVOKED results for ``task_ids`` in the current batch."""
+    def add_revoked(self, task_ids: list[str], expires_at: float, now: float) -> None:
+        """Record REVOKED for ``task_ids`` in the current batch (Revoke)."""
         batch = self.broker.batch
         for task_id in task_ids:
             batch.row(REVOKED_SQL, (task_id, expires_at, now))
+            self._begin(task_id)
         self._earliest = min(self._earliest, expires_at)
 
-    def revoked_committed(self, task_ids: Iterable[str], expires_at: float) -> None:
-        """Bring the cache and waiters up to date after ``add_revoked`` committed.
+        def committed(error: BaseException | None) -> None:
+            for task_id in task_ids:
+                self._end(task_id)
+            if error is None:
+                self._revoked_committed(task_ids, expires_at)
+
+        batch.on_commit.append(committed)
+
+    def _revoked_committed(self, task_ids: list[str], expires_at: float) -> None:
+        """Bring the cache and waiters up to date once REVOKED rows committed.
 
         Whether REVOKED was written depends on the row it met (SUCCESS and
         FAILURE stay), which only the cache or the disk knows: a cached final
         result answers it; otherwise waiters get a fresh lookup.
         """
         now = self.broker.clock.now()
-        revoked = Result("REVOKED", b"", expires_at)
         unknown: list[str] = []
         for task_id in task_ids:
             cached = self._cached(task_id, now)
             if cached is not None:
                 if cached.state == "REVOKED":
-                    self._remember(
-                        task_id, revoked._replace(expires_at=max(expires_at, cached.expires_at))
-                    )
+                    until = max(expires_at, cached.expires_at)
+                    self._remember(task_id, Result("REVOKED", b"", until))
             elif task_id in self._waiters:
                 unknown.append(task_id)
         if unknown:
@@ -359,6 +371,16 @@ class Results:
             self._finish(w)
             if self.alive(w.client):
                 w.client.reply_ok(w.req, value)
+
+    def _begin(self, task_id: str) -> None:
+        self._pending[task_id] = self._pending.get(task_id, 0) + 1
+
+    def _end(self, task_id: str) -> None:
+        left = self._pending[task_id] - 1
+        if left:
+            self._pending[task_id] = left
+        else:
+            del self._pending[task_id]
 
     def _finish(self, waiter: Waiter) -> None:
         waiter.done = True

@@ -117,7 +117,6 @@ class Revocations:
                 return
             if self.alive(client):
                 client.reply_ok(req)
-            self.results.revoked_committed(task_ids, expires_at)
             if terminate:
                 self._publish("revoke", [{"task_id": t, "terminate": True} for t in task_ids])
 

@@ -94,8 +94,9 @@ class Cron:
 
 def parse_spec(text: str) -> Every | Cron:
     """``every <seconds>`` or ``cron <5 fields>``; ``ValueError`` otherwise."""
-    kind, _, rest = text.strip().partition(" ")
-    rest = rest.strip()
+    words = text.split(None, 1)
+    kind = words[0] if words else ""
+    rest = words[1].strip() if len(words) > 1 else ""
     if kind == "every":
         try:
             seconds = float(rest)

@@ -219,6 +219,8 @@ def test_every_spec() -> None:
     assert every.canonical == "every 1"
     assert parse_spec("every 0.5").canonical == "every 0.5"
     assert parse_spec("  every   2.50 ").canonical == "every 2.5"
+    assert parse_spec("every\t3").canonical == "every 3"
+    assert parse_spec("cron\t0  3 * *\t*").canonical == "cron 0 3 * * *"
     assert every.first_run(100.0) == 101.0
 
 

@@ -215,6 +215,17 @@ def test_result_get_sees_a_set_requested_just_before(env: Env) -> None:
     assert c.frames == [bp.Ok(set_req, None), bp.Ok(get_req, {"t": ["STARTED", b""]})]
 
 
+def test_reads_do_not_return_a_cached_result_being_replaced(env: Env) -> None:
+    c = env.client()
+    c.ok(lambda r: bp.ResultSet(r, "t", "FAILURE", b"first"))  # cached
+    c.request(lambda r: bp.ResultSet(r, "t", "SUCCESS", b"second"))
+    get_req = c.request(lambda r: bp.ResultGet(r, ["t"]))
+    wait_req = c.request(lambda r: bp.ResultWait(r, "t", 5.0))
+    env.settle()
+    assert c.reply(get_req) == bp.Ok(get_req, {"t": ["SUCCESS", b"second"]})
+    assert c.reply(wait_req) == bp.Ok(wait_req, ["SUCCESS", b"second"])
+
+
 def test_result_validation(env: Env) -> None:
     c = env.client()
     bad: list[Callable[[int], bp.Frame]] = [
