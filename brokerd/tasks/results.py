@@ -261,18 +261,26 @@ class Results:
     def tick(self, now: float) -> None:
         """Answer waiters whose timeout passed with Ok(req, None)."""
         heap = self._deadlines
+        if not heap or heap[0][0] > now:
+            return
+        touched: set[str] = set()
         while heap and heap[0][0] <= now:
             waiter = heapq.heappop(heap)[2]
             if waiter.done:
                 continue
             self._finish(waiter)
-            waiters = self._waiters.get(waiter.task_id)
-            if waiters is not None:
-                waiters.remove(waiter)
-                if not waiters:
-                    del self._waiters[waiter.task_id]
+            touched.add(waiter.task_id)
             if self.alive(waiter.client):
                 waiter.client.reply_ok(waiter.req, None)
+        for task_id in touched:
+            waiters = self._waiters.get(task_id)
+            if waiters is None:
+                continue
+            live = [w for w in waiters if not w.done]
+            if live:
+                self._waiters[task_id] = live
+            else:
+                del self._waiters[task_id]
 
     def sweep(self, now: float) -> None:
         """Forget expired results (cache and disk) and waiters of closed connections."""

@@ -381,6 +381,19 @@ def test_wait_times_out_with_none(env: Env) -> None:
     assert env.ext.results.waiting == 0
 
 
+def test_one_waiter_times_out_the_other_is_still_woken(env: Env) -> None:
+    c = env.client()
+    short = c.request(lambda r: bp.ResultWait(r, "t", 1.0))
+    long = c.request(lambda r: bp.ResultWait(r, "t", 10.0))
+    env.settle()
+    env.tick(2.0)
+    assert c.frames == [bp.Ok(short, None)]
+    c.frames.clear()
+    env.client().ok(lambda r: bp.ResultSet(r, "t", "SUCCESS"))
+    assert c.frames == [bp.Ok(long, ["SUCCESS", b""])]
+    assert env.ext.results.waiting == 0
+
+
 def test_waiters_of_closed_connections_are_dropped(env: Env) -> None:
     gone, stays = env.client(), env.client()
     gone.request(lambda r: bp.ResultWait(r, "t", 600.0))
