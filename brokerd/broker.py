@@ -123,6 +123,9 @@ class Broker:
         self._delayed_on_disk = 0
         self._delayed_loading = False
         self._durable_delayed_in_mem = 0
+        self._delayed_load_wanted = False
+        #: Queues that asked for a page this tick (issued by ``flush``).
+        self._page_requests: dict[int, QueueState] = {}
         self._last_sweep = 0.0
         #: Body bytes in batches handed to the store and not yet committed.
         self._inflight_bytes = 0
@@ -175,14 +178,26 @@ class Broker:
             self._on_dirty()
 
     def flush(self) -> None:
-        """Hand this tick's batch to the store; confirms go out on commit."""
+        """Hand this tick's batch to the store, then issue the reads the tick
+        asked for; confirms go out on commit.
+
+        Reads are issued here, never in the middle of an operation, so a
+        publish that fans out to several queues always lands in one batch, and
+        a read submitted after the commit sees every row the tick wrote.
+        """
         self._dirty = False
         batch = self.batch
-        if not batch:
-            return
-        self.batch = Batch()
-        self._inflight_bytes += batch.nbytes
-        self.store.commit(batch, lambda err: self._committed(batch, err))
+        if batch:
+            self.batch = Batch()
+            self._inflight_bytes += batch.nbytes
+            self.store.commit(batch, lambda err: self._committed(batch, err))
+        if self._page_requests:
+            requests, self._page_requests = self._page_requests, {}
+            for q in requests.values():
+                self._request_page(q)
+        if self._delayed_load_wanted:
+            self._delayed_load_wanted = False
+            self._request_delayed()
 
     def _committed(self, batch: Batch, error: BaseException | None) -> None:
         self._inflight_bytes -= batch.nbytes
@@ -501,10 +516,15 @@ class Broker:
         self._delayed = keep
 
     def _load_delayed(self) -> None:
+        if self._delayed_loading or self._delayed_load_wanted or not self._delayed_on_disk:
+            return
+        self._delayed_load_wanted = True
+        self._touch()
+
+    def _request_delayed(self) -> None:
         if self._delayed_loading or not self._delayed_on_disk:
             return
         self._delayed_loading = True
-        self.flush()
         after = self._horizon
         limit = DELAYED_WINDOW // 2
         self.store.load_delayed(after, limit, lambda r: self._delayed_loaded(r, limit))
@@ -659,7 +679,15 @@ class Broker:
         if not q.wants_page():
             return
         q.loading = True
-        self.flush()
+        self._page_requests[id(q)] = q
+        self._touch()
+
+    def _request_page(self, q: QueueState) -> None:
+        if q.deleted or not q.loading:
+            return
+        if not q.on_disk:
+            q.loading = False
+            return
         p = q.page_priority()
         epoch = q.epoch
         limit = WINDOW - q.mem

@@ -26,7 +26,8 @@ class MemoryStore:
         # disk store has, without a file.
         from .sqlite import SCHEMA
 
-        self._conn = sqlite3.connect(":memory:", isolation_level=None)
+        # Opened on the loop thread, closed from an executor at shutdown.
+        self._conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         self._conn.executescript(SCHEMA)
         self.commits = 0
 

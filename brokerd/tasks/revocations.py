@@ -117,8 +117,10 @@ class Revocations:
                 return
             if self.alive(client):
                 client.reply_ok(req)
-            if terminate:
-                self._publish("revoke", [{"task_id": t, "terminate": True} for t in task_ids])
+            # Every revoke is announced: a worker may hold the task in its
+            # prefetch window and must skip it; ``terminate`` also stops a
+            # running one.
+            self._publish("revoke", [{"task_id": t, "terminate": terminate} for t in task_ids])
 
         batch.on_commit.append(committed)
         broker._touch()

@@ -313,8 +313,9 @@ class ResultWait(Frame):
 @dataclass(frozen=True, slots=True)
 class Revoke(Frame):
     """Revoke tasks (by message_id = task id) for ``ttl`` seconds: the broker
-    drops them instead of delivering them and records REVOKED. With
-    ``terminate`` an Event("revoke") also goes to subscribed workers."""
+    drops them instead of delivering them and records REVOKED. Subscribed
+    workers get an Event("revoke") so they skip tasks already prefetched; with
+    ``terminate`` they also stop running ones."""
 
     TYPE: ClassVar[int] = 43
     req: int

@@ -995,6 +995,7 @@ def test_many_durable_delayed_messages_beyond_window(
     for _ in range(300):
         env.clock.advance(1)
         b.tick()
+        b.flush()  # loads requested by the tick are issued at flush
         if not late and b._delayed_loading:
             # Added while a load from disk is in flight, due after all loaded.
             for j in range(5):
