@@ -1,0 +1,66 @@
+"""Celery-style tasks on brokerd: results, retries, schedules and revocation
+kept by the broker itself.
+
+::
+
+    from brokerd_client.tasks import App
+
+    app = App("proj", broker="brokerd://127.0.0.1:5673")
+    app.config_from_object("proj.config")
+
+    @app.task(name="SMS")
+    def send_sms_code(mobile, code): ...
+
+    send_sms_code.delay("13800000000", "1234")
+
+Run workers with ``brokerd-worker -A proj.tasks -l info -c 4 -Q default``.
+See docs/tasks.md for the full guide and a line-by-line port from Celery.
+"""
+
+from __future__ import annotations
+
+from . import states
+from .app import App, current_app
+from .exceptions import (
+    ConfigurationError,
+    ContentDisallowed,
+    MaxRetriesExceededError,
+    NotRegistered,
+    RemoteTaskError,
+    Retry,
+    SoftTimeLimitExceeded,
+    TaskError,
+    TaskRevokedError,
+    TimeLimitExceeded,
+    WorkerLostError,
+)
+from .queues import Exchange, Queue
+from .request import Request
+from .result import AsyncResult, EagerResult
+from .schedules import crontab
+from .task import Signature, Task
+
+__all__ = [
+    "App",
+    "AsyncResult",
+    "ConfigurationError",
+    "ContentDisallowed",
+    "EagerResult",
+    "Exchange",
+    "MaxRetriesExceededError",
+    "NotRegistered",
+    "Queue",
+    "RemoteTaskError",
+    "Request",
+    "Retry",
+    "Signature",
+    "SoftTimeLimitExceeded",
+    "Task",
+    "TaskError",
+    "TaskRevokedError",
+    "TimeLimitExceeded",
+    "WorkerLostError",
+    "crontab",
+    "current_app",
+    "states",
+]

@@ -1,0 +1,550 @@
+"""App settings: Celery's lower-case names, validated when they are set.
+
+Every setting has a checker that turns what the user wrote into one normal
+form (durations into float seconds, content types into serializer names,
+queues into :class:`~brokerd_client.tasks.queues.Queue` objects) or raises
+:class:`~brokerd_client.tasks.exceptions.ConfigurationError` naming the
+setting. Unknown names are errors too, with the closest known name
+suggested, because a misspelt ``task_acks_late`` silently falling back to a
+default is exactly the kind of surprise this project exists to remove.
+
+Celery settings that have no meaning here (``result_backend``,
+``broker_transport_options``' visibility timeout, ``worker_prefetch_multiplier``)
+are refused with the reason and what to write instead.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping
+from datetime import timedelta
+from types import ModuleType
+from typing import Any, Final
+
+from ..url import parse_url
+from .exceptions import ConfigurationError
+from .queues import EXCHANGE_TYPES, Queue
+from .schedules import ScheduleEntry, parse_beat_schedule
+from .serialization import SERIALIZERS
+
+__all__ = ["POOLS", "Settings", "load_object"]
+
+POOLS: Final = ("asyncio", "threads", "processes")
+
+_PICKLE_REFUSED = (
+    "pickle is refused: unpickling a message lets anyone who can publish to the broker "
+    "run code in your workers. Use 'json' or 'msgpack'"
+)
+
+#: Celery settings with no equivalent here, and what to do instead.
+_CELERY_ONLY: Final[dict[str, str]] = {
+    "result_backend": "brokerd stores results itself (no second service); remove it",
+    "broker_transport_options": (
+        "not needed: there is no visibility_timeout; workers extend each task's lease "
+        "while it runs. Set a queue's lease with Queue(..., lease=seconds)"
+    ),
+    "worker_prefetch_multiplier": (
+        "use worker_prefetch, a number of messages (default: worker_concurrency)"
+    ),
+    "task_protocol": "brokerd has one task message format; remove it",
+    "result_extended": "not supported; remove it",
+    "task_annotations": "not supported; set options in @app.task(...) instead",
+    "task_default_rate_limit": "rate limits are not supported; remove it",
+    "worker_disable_rate_limits": "rate limits are not supported; remove it",
+    "beat_scheduler": (
+        "schedules are kept and fired by brokerd itself; no scheduler class is used"
+    ),
+    "beat_max_loop_interval": "schedules are fired by brokerd; remove it",
+    "event_serializer": "events are not supported; remove it",
+    "worker_send_task_events": "events are not supported; remove it",
+    "task_send_sent_event": "events are not supported; remove it",
+}
+
+_OLD_PREFIXES = ("CELERY_", "CELERYD_", "CELERYBEAT_", "BROKER_")
+
+
+# --- checkers -------------------------------------------------------------------
+
+
+def _bool(name: str, value: Any) -> bool:
+    if type(value) is not bool:
+        raise ConfigurationError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def _str(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{name} must be a string, got {value!r}")
+    return str(value)
+
+
+def _name(name: str, value: Any) -> str:
+    text = _str(name, value)
+    if not text:
+        raise ConfigurationError(f"{name} must not be empty")
+    return text
+
+
+def _opt_str(name: str, value: Any) -> str | None:
+    return None if value is None else _str(name, value)
+
+
+def _seconds(name: str, value: Any, *, low: float = 0.0) -> float:
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(
+            f"{name} must be a number of seconds or a timedelta, got {value!r}"
+        )
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds <= low:
+        raise ConfigurationError(
+            f"{name} must be a finite number of seconds > {low:g}, got {seconds}"
+        )
+    return seconds
+
+
+def _opt_seconds(name: str, value: Any) -> float | None:
+    return None if value is None else _seconds(name, value)
+
+
+def _lease(name: str, value: Any) -> float:
+    seconds = _seconds(name, value)
+    if not 0.001 <= seconds <= 86400:
+        raise ConfigurationError(f"{name} must be within 0.001..86400 seconds, got {seconds}")
+    return seconds
+
+
+def _opt_pos_int(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if type(value) is not int or value < 1:
+        raise ConfigurationError(f"{name} must be a positive int or None, got {value!r}")
+    return value
+
+
+def _priority(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if type(value) is not int or not 0 <= value <= 9:
+        raise ConfigurationError(f"{name} must be an int within 0..9 or None, got {value!r}")
+    return value
+
+
+def _serializer(name: str, value: Any) -> str:
+    if isinstance(value, str):
+        value = _SERIALIZER_ALIASES.get(value, value)
+    if value == "pickle":
+        raise ConfigurationError(f"{name}: {_PICKLE_REFUSED}")
+    if value not in SERIALIZERS:
+        raise ConfigurationError(f"{name} must be 'json' or 'msgpack', got {value!r}")
+    return str(value)
+
+
+_SERIALIZER_ALIASES: Final = {
+    "application/json": "json",
+    "application/x-msgpack": "msgpack",
+    "application/msgpack": "msgpack",
+    "application/x-python-serialize": "pickle",
+}
+
+
+def _accept(name: str, value: Any) -> frozenset[str]:
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise ConfigurationError(f"{name} must be a list like ['json'], got {value!r}")
+    items = list(value)
+    if not items:
+        raise ConfigurationError(f"{name} must name at least one serializer")
+    return frozenset(_serializer(name, item) for item in items)
+
+
+def _compression(name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if value != "zlib":
+        raise ConfigurationError(f"{name} must be None or 'zlib', got {value!r}")
+    return "zlib"
+
+
+def _exchange_type(name: str, value: Any) -> str:
+    if value not in EXCHANGE_TYPES:
+        raise ConfigurationError(f"{name} must be one of {sorted(EXCHANGE_TYPES)}, got {value!r}")
+    return str(value)
+
+
+def _queues(name: str, value: Any) -> tuple[Queue, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, Queue):
+        value = [value]
+    if isinstance(value, Mapping):
+        # The old dict form: {"name": {"exchange": ..., "routing_key": ...}}.
+        try:
+            value = [Queue(qname, **dict(opts)) for qname, opts in value.items()]
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"{name}: {exc}") from None
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise ConfigurationError(f"{name} must be a list of Queue(...), got {value!r}")
+    queues: list[Queue] = []
+    seen: set[str] = set()
+    for item in value:
+        if not isinstance(item, Queue):
+            raise ConfigurationError(
+                f"{name} items must be brokerd_client.tasks.Queue(...), got {item!r}"
+            )
+        if item.name in seen:
+            raise ConfigurationError(f"{name}: queue {item.name!r} is listed twice")
+        seen.add(item.name)
+        queues.append(item)
+    return tuple(queues)
+
+
+_ROUTE_KEYS = frozenset({"queue", "routing_key", "exchange", "priority"})
+
+
+def _routes(name: str, value: Any) -> tuple[tuple[str, dict[str, Any]], ...]:
+    """Normal form: ordered ``(glob, {"queue"|"routing_key"|"exchange"|"priority": ...})``."""
+    if value is None:
+        return ()
+    maps: list[Mapping[Any, Any]]
+    if isinstance(value, Mapping):
+        maps = [value]
+    elif isinstance(value, list | tuple):
+        maps = list(value)
+    else:
+        raise ConfigurationError(
+            f"{name} must be a dict (or list of dicts) of task name/glob -> route, "
+            f"got {type(value).__name__}"
+        )
+    routes: list[tuple[str, dict[str, Any]]] = []
+    for mapping in maps:
+        if not isinstance(mapping, Mapping):
+            raise ConfigurationError(
+                f"{name}: routers must be dicts (functions and router classes are not "
+                f"supported), got {mapping!r}"
+            )
+        for pattern, given in mapping.items():
+            route = {"queue": given} if isinstance(given, str) else given
+            if not isinstance(pattern, str) or not pattern:
+                raise ConfigurationError(
+                    f"{name}: keys must be task names or globs, got {pattern!r}"
+                )
+            if not isinstance(route, Mapping):
+                raise ConfigurationError(f"{name}[{pattern!r}] must be a dict or queue name")
+            bad = set(route) - _ROUTE_KEYS
+            if bad:
+                raise ConfigurationError(
+                    f"{name}[{pattern!r}]: unknown keys {sorted(bad)} "
+                    f"(allowed: {sorted(_ROUTE_KEYS)})"
+                )
+            clean: dict[str, Any] = {}
+            for key, item in route.items():
+                if key == "priority":
+                    clean[key] = _priority(f"{name}[{pattern!r}].priority", item)
+                elif isinstance(item, Queue) and key == "queue":
+                    clean[key] = item.name
+                else:
+                    clean[key] = _str(f"{name}[{pattern!r}].{key}", item)
+            routes.append((pattern, clean))
+    return tuple(routes)
+
+
+def _beat(name: str, value: Any) -> dict[str, ScheduleEntry]:
+    if value is None:
+        return {}
+    try:
+        return parse_beat_schedule(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"{name}: {exc}") from None
+
+
+def _modules(name: str, value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, Iterable):
+        raise ConfigurationError(f"{name} must be a list of module names, got {value!r}")
+    return tuple(_name(name, item) for item in value)
+
+
+def _url(name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    url = _str(name, value)
+    try:
+        parse_url(url)
+    except ValueError as exc:
+        raise ConfigurationError(f"{name}: {exc}") from None
+    return url
+
+
+def _pool(name: str, value: Any) -> str:
+    if value not in POOLS:
+        raise ConfigurationError(f"{name} must be one of {list(POOLS)}, got {value!r}")
+    return str(value)
+
+
+def _timezone(name: str, value: Any) -> str:
+    if value not in ("UTC", "Etc/UTC", "utc"):
+        raise ConfigurationError(
+            f"{name}={value!r}: brokerd evaluates crontab schedules in UTC and stores "
+            "times as UTC; set timezone = 'UTC' and write crontab hours in UTC"
+        )
+    return "UTC"
+
+
+def _enable_utc(name: str, value: Any) -> bool:
+    if value is not True:
+        raise ConfigurationError(f"{name} must be True: brokerd works in UTC only")
+    return True
+
+
+_Checker = Callable[[str, Any], Any]
+
+#: name -> (default, checker, one-line meaning). Defaults are already normal.
+_SETTINGS: Final[dict[str, tuple[Any, _Checker, str]]] = {
+    "broker_url": (None, _url, "brokerd://[token@]host:port"),
+    "broker_connection_timeout": (10.0, _seconds, "seconds to connect"),
+    "broker_connection_retry_on_startup": (True, _bool, "worker retries until the broker is up"),
+    "broker_heartbeat": (30.0, lambda n, v: 0.0 if v == 0 else _seconds(n, v), "heartbeat seconds"),
+    "imports": ((), _modules, "modules the worker imports at start"),
+    "include": ((), _modules, "modules the worker imports at start"),
+    "task_default_queue": ("celery", _name, "queue of tasks without a route"),
+    "task_default_exchange": (
+        "",
+        _str,
+        "exchange tasks are published to ('' routes by queue name)",
+    ),
+    "task_default_exchange_type": ("direct", _exchange_type, "direct or topic"),
+    "task_default_routing_key": (None, _opt_str, "routing key (default: the queue name)"),
+    "task_default_priority": (None, _priority, "0..9"),
+    "task_default_lease": (30.0, _lease, "lease of declared queues, seconds"),
+    "task_queues": ((), _queues, "list of Queue(...)"),
+    "task_routes": ((), _routes, "task name/glob -> {'queue'|'routing_key'|...}"),
+    "task_create_missing_queues": (True, _bool, "declare queues named by routes"),
+    "task_serializer": ("json", _serializer, "json or msgpack"),
+    "result_serializer": ("json", _serializer, "json or msgpack"),
+    "accept_content": (frozenset({"json"}), _accept, "serializers a worker accepts"),
+    "task_compression": (None, _compression, "None or 'zlib'"),
+    "result_expires": (86400.0, _seconds, "seconds results are kept"),
+    "task_ignore_result": (False, _bool, "do not store results"),
+    "task_store_errors_even_if_ignored": (False, _bool, "store failures of ignore_result tasks"),
+    "task_track_started": (False, _bool, "record STARTED"),
+    "task_time_limit": (None, _opt_seconds, "hard limit, seconds"),
+    "task_soft_time_limit": (None, _opt_seconds, "soft limit, seconds"),
+    "task_acks_late": (True, _bool, "ack after the task ran (at-least-once)"),
+    "task_acks_on_failure_or_timeout": (True, _bool, "ack failed tasks"),
+    "task_reject_on_worker_lost": (False, _bool, "requeue tasks whose process died"),
+    "task_always_eager": (False, _bool, "run .delay() in-process"),
+    "task_eager_propagates": (False, _bool, "eager .delay() raises the task's error"),
+    "task_default_retry_delay": (180.0, _seconds, "retry countdown, seconds"),
+    "worker_concurrency": (None, _opt_pos_int, "tasks run at once (default: CPU count)"),
+    "worker_prefetch": (None, _opt_pos_int, "messages held per queue (default: concurrency)"),
+    "worker_max_tasks_per_child": (None, _opt_pos_int, "recycle a child process after N tasks"),
+    "worker_pool": ("asyncio", _pool, "asyncio, threads or processes"),
+    "worker_shutdown_timeout": (60.0, _seconds, "warm shutdown grace period, seconds"),
+    "worker_summary_interval": (10.0, _seconds, "seconds between INFO summary lines"),
+    "beat_schedule": ({}, _beat, "periodic entries, fired by the broker"),
+    "timezone": ("UTC", _timezone, "must be UTC"),
+    "enable_utc": (True, _enable_utc, "must be True"),
+}
+
+
+def _explain_unknown(name: str) -> str:
+    if name in _CELERY_ONLY:
+        return f"setting {name!r} is not supported by brokerd: {_CELERY_ONLY[name]}"
+    close = difflib.get_close_matches(name, _SETTINGS, n=1, cutoff=0.75)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown setting {name!r}{hint}"
+
+
+class Settings:
+    """An app's settings; read them as attributes (``app.conf.task_acks_late``).
+
+    Assigning an attribute or calling :meth:`update` validates at once. The
+    attributes below are the normal forms the rest of the package relies on.
+    """
+
+    broker_url: str | None
+    broker_connection_timeout: float
+    broker_connection_retry_on_startup: bool
+    broker_heartbeat: float
+    imports: tuple[str, ...]
+    include: tuple[str, ...]
+    task_default_queue: str
+    task_default_exchange: str
+    task_default_exchange_type: str
+    task_default_routing_key: str | None
+    task_default_priority: int | None
+    task_default_lease: float
+    task_queues: tuple[Queue, ...]
+    task_routes: tuple[tuple[str, dict[str, Any]], ...]
+    task_create_missing_queues: bool
+    task_serializer: str
+    result_serializer: str
+    accept_content: frozenset[str]
+    task_compression: str | None
+    result_expires: float
+    task_ignore_result: bool
+    task_store_errors_even_if_ignored: bool
+    task_track_started: bool
+    task_time_limit: float | None
+    task_soft_time_limit: float | None
+    task_acks_late: bool
+    task_acks_on_failure_or_timeout: bool
+    task_reject_on_worker_lost: bool
+    task_always_eager: bool
+    task_eager_propagates: bool
+    task_default_retry_delay: float
+    worker_concurrency: int | None
+    worker_prefetch: int | None
+    worker_max_tasks_per_child: int | None
+    worker_pool: str
+    worker_shutdown_timeout: float
+    worker_summary_interval: float
+    beat_schedule: dict[str, ScheduleEntry]
+    timezone: str
+    enable_utc: bool
+
+    def __init__(self, on_change: Callable[[], None] | None = None) -> None:
+        for name, (default, _check, _doc) in _SETTINGS.items():
+            object.__setattr__(self, name, default)
+        object.__setattr__(self, "_on_change", on_change)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self.update({name: value})
+
+    def __repr__(self) -> str:
+        changed = {k: getattr(self, k) for k in _SETTINGS if getattr(self, k) != _SETTINGS[k][0]}
+        return f"<Settings {changed}>"
+
+    def update(self, mapping: Mapping[str, Any] | None = None, /, **kwargs: Any) -> None:
+        """Set several settings; all are validated before any is applied."""
+        items = {**(mapping or {}), **kwargs}
+        checked: dict[str, Any] = {}
+        for name, value in items.items():
+            entry = _SETTINGS.get(name)
+            if entry is None:
+                raise ConfigurationError(_explain_unknown(name))
+            checked[name] = entry[1](name, value)
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
+        self._check_consistency()
+        on_change: Callable[[], None] | None = self.__dict__.get("_on_change")
+        if on_change is not None:
+            on_change()
+
+    def _check_consistency(self) -> None:
+        soft, hard = self.task_soft_time_limit, self.task_time_limit
+        if soft is not None and hard is not None and soft >= hard:
+            raise ConfigurationError(
+                f"task_soft_time_limit ({soft:g}s) must be below task_time_limit ({hard:g}s)"
+            )
+        for ser in (self.task_serializer,):
+            if ser not in self.accept_content:
+                raise ConfigurationError(
+                    f"task_serializer {ser!r} is not in accept_content "
+                    f"{sorted(self.accept_content)}: workers would refuse every task"
+                )
+
+    # --- derived values -----------------------------------------------------
+
+    @property
+    def concurrency(self) -> int:
+        return self.worker_concurrency or os.cpu_count() or 1
+
+    @property
+    def prefetch(self) -> int:
+        return self.worker_prefetch or self.concurrency
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _SETTINGS}
+
+    @staticmethod
+    def names() -> list[str]:
+        return list(_SETTINGS)
+
+    @staticmethod
+    def describe(name: str) -> str:
+        return _SETTINGS[name][2]
+
+    # --- loading ------------------------------------------------------------
+
+    def from_object(self, obj: object, namespace: str | None = None) -> None:
+        """Load settings from a module, class, instance, dict or dotted path.
+
+        With ``namespace="CELERY"`` only ``CELERY_*`` names are read and the
+        prefix dropped (``CELERY_TASK_ACKS_LATE`` -> ``task_acks_late``), as for
+        Django settings. Without a namespace, lower-case names are settings;
+        imported modules, classes and functions are skipped; an upper-case name
+        that looks like an old-style Celery setting is an error that names the
+        new spelling, so it cannot be silently ignored.
+        """
+        if isinstance(obj, str):
+            obj = load_object(obj)
+        values = _collect(obj, namespace)
+        self.update(values)
+
+
+def _collect(obj: object, namespace: str | None) -> dict[str, Any]:
+    if isinstance(obj, Mapping):
+        items = [(str(k), v) for k, v in obj.items()]
+    else:
+        items = [(k, getattr(obj, k)) for k in dir(obj) if not k.startswith("_")]
+    values: dict[str, Any] = {}
+    prefix = f"{namespace}_" if namespace else None
+    for key, value in items:
+        if key.startswith("_"):
+            continue
+        if not isinstance(obj, Mapping) and _is_code(value):
+            continue
+        if prefix is not None:
+            if key.startswith(prefix):
+                values[key[len(prefix) :].lower()] = value
+            continue
+        if key.islower() or not any(c.isalpha() for c in key):
+            values[key] = value
+        elif key.lower() in _SETTINGS or key.startswith(_OLD_PREFIXES):
+            raise ConfigurationError(
+                f"old-style upper-case setting {key!r}: write the lower-case name "
+                f"(e.g. {_new_name(key)!r}), or pass namespace=... to config_from_object"
+            )
+    return values
+
+
+def _new_name(key: str) -> str:
+    lowered = key.lower()
+    for prefix in ("celery_", "celeryd_", "celerybeat_"):
+        if lowered.startswith(prefix):
+            rest = lowered[len(prefix) :]
+            return {"celeryd_": "worker_", "celerybeat_": "beat_"}.get(prefix, "") + rest
+    return lowered
+
+
+def _is_code(value: object) -> bool:
+    """Names a config module imports rather than defines as settings."""
+    return isinstance(value, ModuleType) or inspect.isclass(value) or inspect.isroutine(value)
+
+
+def load_object(path: str) -> Any:
+    """Import ``"pkg.module"`` or ``"pkg.module:attr"`` (also ``"pkg.module.attr"``)."""
+    module_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if attr or "." not in module_name or exc.name != module_name:
+            raise
+        # "pkg.module.attr" form: import the parent and take the attribute.
+        parent, _, attr = module_name.rpartition(".")
+        module = importlib.import_module(parent)
+    if not attr:
+        return module
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise ConfigurationError(f"{module.__name__!r} has no attribute {attr!r}") from None

@@ -1,0 +1,102 @@
+"""Run one task invocation and reduce whatever happens to an :class:`Outcome`.
+
+This is the only place that calls task functions on behalf of a worker, in
+every pool (threads, the event loop, child processes) and in eager mode, so
+``Retry``, ``autoretry_for`` and ``max_retries`` behave identically wherever
+a task runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from . import states
+from .exceptions import Retry
+from .interrupt import Interruptible
+from .outcome import ExcInfo, Outcome
+from .request import Request, current_request
+
+if TYPE_CHECKING:
+    from .task import Task
+
+__all__ = ["execute", "execute_async"]
+
+
+def _retry_outcome(signal: Retry) -> Outcome:
+    cause = signal.exc if signal.exc is not None else signal
+    return Outcome(
+        states.RETRY,
+        exc=ExcInfo.from_exception(cause),
+        countdown=signal.countdown,
+        args=signal.new_args,
+        kwargs=signal.new_kwargs,
+        exception=signal,
+    )
+
+
+def _on_error(task: Task[Any, Any], exc: BaseException) -> Outcome:
+    """A task raised ``exc``: retry it if ``autoretry_for`` says so, else fail."""
+    if (
+        task.autoretry_for
+        and isinstance(exc, task.autoretry_for)
+        and not (task.dont_autoretry_for and isinstance(exc, task.dont_autoretry_for))
+    ):
+        try:
+            task.retry(exc=exc)
+        except Retry as signal:
+            return _retry_outcome(signal)
+        except BaseException as final:
+            return Outcome.failure(final)
+    return Outcome.failure(exc)
+
+
+def execute(task: Task[Any, Any], req: Request, args: list[Any], kwargs: dict[str, Any]) -> Outcome:
+    """Run a plain function task in this thread."""
+    token = current_request.set(req)
+    try:
+        try:
+            value = task.fn(task, *args, **kwargs) if task.bind else task.fn(*args, **kwargs)
+        except Retry as signal:
+            return _retry_outcome(signal)
+        except (Exception, SystemExit) as exc:
+            return _on_error(task, exc)
+        return Outcome(states.SUCCESS, value)
+    finally:
+        current_request.reset(token)
+
+
+async def execute_async(
+    task: Task[Any, Any],
+    req: Request,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    interruptible: Interruptible | None = None,
+) -> Outcome:
+    """Run an ``async def`` task on the running loop.
+
+    With ``interruptible`` the engine can raise an exception (the soft time
+    limit) inside the task at its current ``await``. Cancellation (hard time
+    limit, revoke with terminate) propagates as ``CancelledError``: the
+    caller knows why it cancelled and records that.
+    """
+    token = current_request.set(req)
+    try:
+        coro: Coroutine[Any, Any, Any] = (
+            task.fn(task, *args, **kwargs) if task.bind else task.fn(*args, **kwargs)
+        )
+        try:
+            if interruptible is not None:
+                value = await interruptible.run(coro)
+            else:
+                value = await coro
+        except Retry as signal:
+            return _retry_outcome(signal)
+        except asyncio.CancelledError:
+            raise
+        except (Exception, SystemExit) as exc:
+            return _on_error(task, exc)
+        return Outcome(states.SUCCESS, value)
+    finally:
+        current_request.reset(token)

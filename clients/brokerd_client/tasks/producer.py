@@ -1,0 +1,217 @@
+"""Turning a task call into a brokerd message, and declaring where it goes.
+
+The message format (the contract with workers and with the broker's
+revocation filter and scheduler):
+
+* body: ``{"args": [...], "kwargs": {...}}`` serialized with the task
+  serializer, optionally zlib-compressed;
+* ``message_id`` = the task id (the broker revokes by message id);
+* headers: ``task``, ``id``, ``retries``, ``content-type``, and when set
+  ``compression``, ``expires`` (epoch seconds), ``time_limit``,
+  ``soft_time_limit``, ``ignore_result``, ``parent_id``, ``root_id``;
+* ``countdown``/``eta`` become the publish ``delay``/``not_before``: the broker
+  holds the message durably until then; no worker sleeps on it;
+* ``mandatory``: a message that routes to no queue is refused (an error at
+  ``delay()``), never silently dropped.
+
+Topology: before the first publish a producer declares the app's queues,
+exchanges and bindings (once per connection), plus any queue a route names
+that is not in ``task_queues``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from ..message import Message
+from .routing import Route, Router, Topology
+from .serialization import content_type_of, encode_body
+from .task import SEND_OPTIONS
+
+if TYPE_CHECKING:
+    from ..client import AsyncClient
+    from ..sync import Client
+    from .app import App
+    from .queues import Queue
+    from .task import Task
+
+__all__ = ["TaskMessage", "build_message", "declare_async", "declare_sync"]
+
+
+class TaskMessage:
+    """A built task message: the wire :class:`Message`, its id and route."""
+
+    __slots__ = ("message", "route", "task_id")
+
+    def __init__(self, task_id: str, message: Message, route: Route) -> None:
+        self.task_id = task_id
+        self.message = message
+        self.route = route
+
+
+def _epoch(value: datetime | float, what: str) -> float:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"{what} must be a timezone-aware datetime (naive ones are ambiguous)")
+        return value.timestamp()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{what} must be a datetime or a number, not {type(value).__name__}")
+    return float(value)
+
+
+def build_message(
+    app: App,
+    router: Router,
+    name: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    options: Mapping[str, Any],
+    task: Task[Any, Any] | None,
+) -> TaskMessage:
+    """Validate ``options`` and build the message for one task call."""
+    unknown = set(options) - SEND_OPTIONS
+    if unknown:
+        raise TypeError(f"apply_async got unknown options {sorted(unknown)}")
+    conf = app.conf
+    task_id = options.get("task_id") or str(uuid.uuid4())
+    route = router.route(
+        name,
+        queue=options.get("queue"),
+        routing_key=options.get("routing_key"),
+        exchange=options.get("exchange"),
+        task_options=task.routing_options if task is not None else None,
+    )
+    serializer = (
+        options.get("serializer") or (task.serializer if task else None) or conf.task_serializer
+    )
+    compression = options.get("compression", conf.task_compression)
+    body = encode_body(args, kwargs, serializer, compression)
+    headers: dict[str, Any] = {
+        "task": name,
+        "id": task_id,
+        "retries": int(options.get("retries", 0)),
+        "content-type": content_type_of(serializer),
+    }
+    if compression:
+        headers["compression"] = compression
+    expires = options.get("expires", task.expires if task is not None else None)
+    if expires is not None:
+        headers["expires"] = (
+            time.time() + float(expires)
+            if isinstance(expires, int | float) and not isinstance(expires, bool)
+            else _epoch(expires, "expires")
+        )
+    for key in ("time_limit", "soft_time_limit", "parent_id", "root_id"):
+        value = options.get(key)
+        if value is not None:
+            headers[key] = value
+    ignore = options.get("ignore_result")
+    if ignore is None and task is not None:
+        ignore = task.ignore_result
+    if ignore is not None:
+        headers["ignore_result"] = bool(ignore)
+    extra = options.get("headers")
+    if extra:
+        headers = {**extra, **headers}
+    countdown = options.get("countdown")
+    eta = options.get("eta")
+    if countdown is not None and eta is not None:
+        raise ValueError("give either countdown or eta, not both")
+    priority = options.get("priority")
+    if priority is None:
+        priority = route.priority
+    if priority is None and task is not None:
+        priority = task.priority
+    if priority is None:
+        priority = conf.task_default_priority
+    message = Message(
+        route.exchange,
+        route.routing_key,
+        body,
+        headers=headers,
+        delay=float(countdown) if countdown else None,
+        not_before=_epoch(eta, "eta") if eta is not None else None,
+        priority=priority or 0,
+        message_id=task_id,
+        mandatory=True,
+    )
+    return TaskMessage(task_id, message, route)
+
+
+# --- declaring the topology -----------------------------------------------------------
+
+
+def _queue_args(topo: Topology, q: Queue) -> dict[str, Any]:
+    return {
+        "lease": topo.lease_of(q),
+        "max_deliveries": q.max_deliveries,
+        "dead_letter_queue": q.dead_letter_queue,
+        "max_length": q.max_length,
+    }
+
+
+class _Declared:
+    """Which queues one connection already declared (``"*"``: all of the app's)."""
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+        self.lock = threading.Lock()
+
+
+def _needed(topo: Topology, declared: set[str], route: Route | None) -> list[Queue]:
+    todo: list[Queue] = []
+    if "*" not in declared:
+        todo.extend(topo.queues.values())
+    if route is not None and route.queue is not None and route.queue not in declared:
+        q = topo.queue(route.queue)
+        if q not in todo:
+            todo.append(q)
+    return todo
+
+
+def declare_sync(client: Client, topo: Topology, state: _Declared, route: Route | None) -> None:
+    """Declare what ``route`` needs (first call: the whole app topology)."""
+    if "*" in state.names and (route is None or route.queue is None or route.queue in state.names):
+        return
+    with state.lock:
+        todo = _needed(topo, state.names, route)
+        for q in todo:
+            ex = topo.exchange_of(q)
+            if ex is not None:
+                client.declare_exchange(ex.name, ex.type)
+            client.declare_queue(q.name, q.durable, **_queue_args(topo, q))
+            binding = topo.binding_of(q)
+            if binding is not None:
+                client.bind(binding.queue, binding.exchange, binding.routing_key)
+            state.names.add(q.name)
+        state.names.add("*")
+
+
+async def declare_async(
+    client: AsyncClient, topo: Topology, state: _Declared, route: Route | None
+) -> None:
+    """:func:`declare_sync` for an :class:`AsyncClient` (one loop: no lock needed)."""
+    if "*" in state.names and (route is None or route.queue is None or route.queue in state.names):
+        return
+    for q in _needed(topo, state.names, route):
+        await declare_queue_async(client, topo, q)
+        state.names.add(q.name)
+    state.names.add("*")
+
+
+async def declare_queue_async(client: AsyncClient, topo: Topology, q: Queue) -> None:
+    ex = topo.exchange_of(q)
+    if ex is not None:
+        await client.declare_exchange(ex.name, ex.type)
+    await client.declare_queue(q.name, q.durable, **_queue_args(topo, q))
+    binding = topo.binding_of(q)
+    if binding is not None:
+        await client.bind(binding.queue, binding.exchange, binding.routing_key)
+
+
+Declared = _Declared

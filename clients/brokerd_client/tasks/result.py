@@ -1,0 +1,305 @@
+"""Task results: :class:`AsyncResult` (stored in brokerd) and :class:`EagerResult`.
+
+Results live in the broker (``ResultSet``/``ResultGet``/``ResultWait``): no
+second service to run. Waiting is a single ``ResultWait`` request that the
+broker answers the moment the task reaches a final state, so ``.get()`` and
+``await .wait()`` never poll.
+
+A failed task's error comes back as text (type, module, message, traceback).
+``get()`` re-raises it as the original type when that type can be rebuilt
+without importing anything (built-in exceptions, this package's, and classes
+of modules already imported here), otherwise as a :class:`RemoteTaskError`
+subclass of the same name. The remote traceback is attached as a note and as
+``exc.remote_traceback``. Nothing from the payload is ever imported or
+executed.
+"""
+
+from __future__ import annotations
+
+import builtins
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from . import states
+from .exceptions import RemoteTaskError, TaskRevokedError
+from .outcome import ExcInfo
+from .serialization import decode_result
+
+if TYPE_CHECKING:
+    from .app import App
+
+__all__ = ["AsyncResult", "EagerResult", "rebuild_exception"]
+
+#: Longest single ResultWait; ``get(timeout=None)`` chains them (each is one
+#: pushed answer, not a poll).
+_MAX_WAIT = 3600.0
+
+
+def rebuild_exception(info: ExcInfo) -> BaseException:
+    """An exception object standing for ``info`` (see the module docstring)."""
+    cls = _find_class(info.exc_module, info.exc_type)
+    exc: BaseException | None = None
+    if cls is not None:
+        try:
+            exc = cls(info.exc_message)
+        except Exception:
+            exc = None
+    if exc is None:
+        remote = type(info.exc_type, (RemoteTaskError,), {"__module__": __name__})
+        exc = remote(info.exc_message)
+    setattr(exc, "remote_traceback", info.traceback)  # noqa: B010 - any exception type
+    if isinstance(exc, RemoteTaskError):
+        exc.exc_type, exc.exc_module = info.exc_type, info.exc_module
+    if info.traceback:
+        exc.add_note(f"Remote traceback (the task's own):\n{info.traceback.rstrip()}")
+    return exc
+
+
+def _find_class(module: str, name: str) -> type[BaseException] | None:
+    if not name.isidentifier():
+        return None
+    if module == "builtins":
+        obj = getattr(builtins, name, None)
+    else:
+        mod = sys.modules.get(module)  # only modules already imported here
+        obj = getattr(mod, name, None) if mod is not None else None
+    if isinstance(obj, type) and issubclass(obj, Exception):
+        return obj
+    return None
+
+
+class _ResultBase:
+    """What :class:`AsyncResult` and :class:`EagerResult` share."""
+
+    id: str
+
+    @property
+    def task_id(self) -> str:
+        return self.id
+
+    @property
+    def state(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def status(self) -> str:
+        return self.state
+
+    def ready(self) -> bool:
+        """True once the task reached a final state (SUCCESS, FAILURE, REVOKED)."""
+        return self.state in states.READY_STATES
+
+    def successful(self) -> bool:
+        return self.state == states.SUCCESS
+
+    def failed(self) -> bool:
+        return self.state == states.FAILURE
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: {self.id}>"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, _ResultBase):
+            return other.id == self.id
+        if isinstance(other, str):
+            return other == self.id
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+
+class AsyncResult(_ResultBase):
+    """The result of a task sent to a worker; ``AsyncResult(task_id, app=app)``.
+
+    ``state`` asks the broker each time until the task is final, then the
+    final record is kept (final states never change).
+    """
+
+    def __init__(self, id: str, app: App | None = None) -> None:
+        if app is None:
+            from .app import current_app
+
+            app = current_app()
+        self.id = id
+        self.app = app
+        self._final: tuple[str, dict[str, Any]] | None = None
+
+    # --- reading ---------------------------------------------------------------
+
+    def _decode(self, record: tuple[str, bytes] | None) -> tuple[str, dict[str, Any]]:
+        if record is None:
+            return states.PENDING, {}
+        state, payload = record
+        data = decode_result(payload)
+        if state in states.READY_STATES:
+            self._final = (state, data)
+        return state, data
+
+    def _fetch(self) -> tuple[str, dict[str, Any]]:
+        if self._final is not None:
+            return self._final
+        found = self.app.producer_client.result_get([self.id])
+        return self._decode(found.get(self.id))
+
+    async def _afetch(self) -> tuple[str, dict[str, Any]]:
+        if self._final is not None:
+            return self._final
+        client = await self.app.async_client()
+        found = await client.result_get([self.id])
+        return self._decode(found.get(self.id))
+
+    @property
+    def state(self) -> str:
+        """PENDING, STARTED, RETRY, SUCCESS, FAILURE or REVOKED (asks the broker)."""
+        return self._fetch()[0]
+
+    @property
+    def result(self) -> Any:
+        """The return value, or the exception for FAILURE/RETRY/REVOKED, or None."""
+        return _value_of(*self._fetch())
+
+    info = result
+
+    @property
+    def traceback(self) -> str | None:
+        state, data = self._fetch()
+        return data.get("traceback") if state in states.EXCEPTION_STATES else None
+
+    async def astate(self) -> str:
+        return (await self._afetch())[0]
+
+    # --- waiting -----------------------------------------------------------------
+
+    def get(
+        self,
+        timeout: float | None = None,
+        propagate: bool = True,
+        interval: float | None = None,
+    ) -> Any:
+        """Block until the task is final and return its value.
+
+        Raises ``TimeoutError`` after ``timeout`` seconds; re-raises the task's
+        error if it failed or was revoked, unless ``propagate=False`` (then the
+        exception is returned). ``interval`` is accepted for Celery
+        compatibility and ignored: the broker pushes the answer.
+        """
+        del interval
+        if self._final is None:
+            client = self.app.producer_client
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                left = _MAX_WAIT if deadline is None else deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"task {self.id} not ready after {timeout} s")
+                record = client.result_wait(self.id, max(0.001, min(left, _MAX_WAIT)))
+                if record is not None:
+                    self._decode(record)
+                    break
+        assert self._final is not None
+        return _final_value(self.id, *self._final, propagate)
+
+    async def wait(self, timeout: float | None = None, propagate: bool = True) -> Any:  # noqa: ASYNC109 - Celery-style API
+        """``get`` for async code: awaits the broker's push without blocking the loop."""
+        if self._final is None:
+            client = await self.app.async_client()
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                left = _MAX_WAIT if deadline is None else deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"task {self.id} not ready after {timeout} s")
+                record = await client.result_wait(self.id, max(0.001, min(left, _MAX_WAIT)))
+                if record is not None:
+                    self._decode(record)
+                    break
+        assert self._final is not None
+        return _final_value(self.id, *self._final, propagate)
+
+    # --- control -------------------------------------------------------------------
+
+    def revoke(self, terminate: bool = False) -> None:
+        """Revoke this task: dropped if not started; with ``terminate`` a
+        running one is stopped where its pool allows (see docs/tasks.md)."""
+        self.app.control.revoke(self.id, terminate=terminate)
+        self._final = None
+
+
+def _value_of(state: str, data: dict[str, Any]) -> Any:
+    if state == states.SUCCESS:
+        return data.get("result")
+    if state in states.EXCEPTION_STATES:
+        return _exception_of(state, data)
+    return None
+
+
+def _exception_of(state: str, data: dict[str, Any]) -> BaseException:
+    if state == states.REVOKED and "exc_type" not in data:
+        return TaskRevokedError("revoked")
+    return rebuild_exception(ExcInfo.from_dict(data))
+
+
+def _final_value(task_id: str, state: str, data: dict[str, Any], propagate: bool) -> Any:
+    if state == states.SUCCESS:
+        return data.get("result")
+    exc = _exception_of(state, data)
+    if state == states.REVOKED and not isinstance(exc, TaskRevokedError):
+        revoked = TaskRevokedError(f"task {task_id} was revoked: {exc}")
+        revoked.__cause__ = exc
+        exc = revoked
+    if propagate:
+        raise exc
+    return exc
+
+
+class EagerResult(AsyncResult):
+    """The result of a task run in-process (``task_always_eager`` or ``apply``);
+    the same reading API as :class:`AsyncResult`, with nothing to wait for."""
+
+    def __init__(  # nothing of AsyncResult's broker state applies
+        self,
+        id: str,
+        state: str,
+        value: Any = None,
+        exception: BaseException | None = None,
+        traceback: str | None = None,
+    ) -> None:
+        self.id = id
+        self._final = None
+        self._state = state
+        self._value = value
+        self._exception = exception
+        self._traceback = traceback
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @property
+    def result(self) -> Any:
+        return self._exception if self._exception is not None else self._value
+
+    info = result
+
+    @property
+    def traceback(self) -> str | None:
+        return self._traceback
+
+    async def astate(self) -> str:
+        return self._state
+
+    def get(
+        self, timeout: float | None = None, propagate: bool = True, interval: float | None = None
+    ) -> Any:
+        del timeout, interval
+        if self._exception is not None:
+            if propagate:
+                raise self._exception
+            return self._exception
+        return self._value
+
+    async def wait(self, timeout: float | None = None, propagate: bool = True) -> Any:  # noqa: ASYNC109
+        return self.get(timeout, propagate)
+
+    def revoke(self, terminate: bool = False) -> None:
+        """Nothing to revoke: an eager task has already run."""

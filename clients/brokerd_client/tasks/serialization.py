@@ -1,0 +1,208 @@
+"""Encoding of task bodies and result payloads: json or msgpack, never pickle.
+
+Task message body: ``{"args": [...], "kwargs": {...}}`` serialized with the
+task serializer, optionally zlib-compressed; the ``content-type`` and
+``compression`` headers say which, so a worker can refuse what it does not
+accept *before* decoding anything.
+
+Result payload: one tag byte (``b"j"`` json, ``b"m"`` msgpack) followed by the
+serialized map ``{"result": value}`` or ``{"exc_type", "exc_module",
+"exc_message", "traceback"}``. The broker stores it opaque; the tag lets any
+reader decode it without knowing which app wrote it.
+
+Values that json and msgpack cannot carry natively (datetimes, UUIDs,
+decimals) are sent as ISO strings / plain strings, one way: a task receives a
+``str`` where the caller passed a ``datetime``, as with Celery's json.
+Anything else unserializable raises :class:`EncodeError` at ``delay()`` time,
+in the caller, not later in a worker.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import decimal
+import json
+import uuid
+import zlib
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import msgpack
+
+from .exceptions import ContentDisallowed, TaskError
+
+__all__ = [
+    "CONTENT_TYPES",
+    "SERIALIZERS",
+    "DecodeError",
+    "EncodeError",
+    "content_type_of",
+    "decode_body",
+    "decode_result",
+    "encode_body",
+    "encode_error",
+    "encode_result",
+    "serializer_for_content_type",
+]
+
+#: Serializer name -> MIME type carried in the ``content-type`` header.
+CONTENT_TYPES: Final[dict[str, str]] = {
+    "json": "application/json",
+    "msgpack": "application/x-msgpack",
+}
+SERIALIZERS: Final = frozenset(CONTENT_TYPES)
+_BY_MIME: Final = {mime: name for name, mime in CONTENT_TYPES.items()}
+_TAGS: Final = {"json": b"j", "msgpack": b"m"}
+_TAG_J: Final = ord("j")
+_TAG_M: Final = ord("m")
+
+
+class EncodeError(TaskError, TypeError):
+    """Arguments or a return value cannot be serialized with the chosen serializer."""
+
+
+class DecodeError(TaskError, ValueError):
+    """A body or payload is not valid for its declared content type."""
+
+
+def _default(obj: Any) -> Any:
+    """Lossy but predictable conversions for common non-JSON types."""
+    if isinstance(obj, _dt.datetime | _dt.date | _dt.time):
+        return obj.isoformat()
+    if isinstance(obj, uuid.UUID | decimal.Decimal):
+        return str(obj)
+    if isinstance(obj, set | frozenset):
+        return list(obj)
+    raise TypeError(f"Object of type {type(obj).__name__} is not serializable")
+
+
+_json_encoder = json.JSONEncoder(separators=(",", ":"), default=_default, ensure_ascii=False)
+_json_decoder = json.JSONDecoder()
+
+
+def _msgpack_default(obj: Any) -> Any:
+    return _default(obj)
+
+
+def dumps(obj: Any, serializer: str) -> bytes:
+    """Serialize ``obj``; :class:`EncodeError` names what could not be encoded."""
+    try:
+        if serializer == "json":
+            return _json_encoder.encode(obj).encode()
+        if serializer == "msgpack":
+            data: bytes = msgpack.packb(obj, use_bin_type=True, default=_msgpack_default)
+            return data
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise EncodeError(f"cannot encode with {serializer}: {exc}") from exc
+    raise ContentDisallowed(f"unknown serializer {serializer!r}")
+
+
+def loads(data: bytes, serializer: str) -> Any:
+    """Deserialize ``data``; msgpack without object hooks (no code runs on load)."""
+    try:
+        if serializer == "json":
+            return _json_decoder.decode(data.decode())
+        if serializer == "msgpack":
+            return msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except (ValueError, TypeError, UnicodeDecodeError, msgpack.ExtraData) as exc:
+        raise DecodeError(f"invalid {serializer} data: {exc}") from exc
+    raise ContentDisallowed(f"unknown serializer {serializer!r}")
+
+
+def content_type_of(serializer: str) -> str:
+    return CONTENT_TYPES[serializer]
+
+
+def serializer_for_content_type(content_type: str, accept: frozenset[str]) -> str:
+    """The serializer for a message's ``content-type`` if ``accept`` allows it.
+
+    Raises :class:`ContentDisallowed` otherwise, so the worker refuses the
+    message without decoding a byte of it.
+    """
+    name = _BY_MIME.get(content_type)
+    if name is None or name not in accept:
+        allowed = ", ".join(sorted(accept))
+        raise ContentDisallowed(
+            f"refusing message with content-type {content_type!r}: accept_content is [{allowed}]"
+        )
+    return name
+
+
+# --- task bodies --------------------------------------------------------------
+
+
+def encode_body(
+    args: Sequence[Any], kwargs: Mapping[str, Any], serializer: str, compression: str | None
+) -> bytes:
+    """The message body for one task call."""
+    if not isinstance(args, list | tuple):
+        raise TypeError(f"task args must be a list or tuple, not {type(args).__name__}")
+    if not isinstance(kwargs, Mapping):
+        raise TypeError(f"task kwargs must be a mapping, not {type(kwargs).__name__}")
+    data = dumps({"args": args, "kwargs": kwargs}, serializer)
+    if compression == "zlib":
+        return zlib.compress(data)
+    return data
+
+
+def decode_body(
+    body: bytes, serializer: str, compression: str | None
+) -> tuple[list[Any], dict[str, Any]]:
+    """``(args, kwargs)`` from a message body; :class:`DecodeError` if malformed."""
+    if compression:
+        if compression != "zlib":
+            raise DecodeError(f"unsupported compression {compression!r}")
+        try:
+            body = zlib.decompress(body)
+        except zlib.error as exc:
+            raise DecodeError(f"invalid zlib data: {exc}") from exc
+    obj = loads(body, serializer)
+    if type(obj) is not dict:
+        raise DecodeError("task body must be a map with 'args' and 'kwargs'")
+    args = obj.get("args", [])
+    kwargs = obj.get("kwargs", {})
+    if type(args) is not list or type(kwargs) is not dict:
+        raise DecodeError("task body 'args' must be a list and 'kwargs' a map")
+    if any(type(k) is not str for k in kwargs):
+        raise DecodeError("task body 'kwargs' keys must be strings")
+    return args, kwargs
+
+
+# --- result payloads ------------------------------------------------------------
+
+
+def encode_result(value: Any, serializer: str) -> bytes:
+    """Payload of a SUCCESS state."""
+    return _TAGS[serializer] + dumps({"result": value}, serializer)
+
+
+def encode_error(
+    exc_type: str, exc_module: str, exc_message: str, traceback: str, serializer: str
+) -> bytes:
+    """Payload of a FAILURE / RETRY / REVOKED state."""
+    return _TAGS[serializer] + dumps(
+        {
+            "exc_type": exc_type,
+            "exc_module": exc_module,
+            "exc_message": exc_message,
+            "traceback": traceback,
+        },
+        serializer,
+    )
+
+
+def decode_result(payload: bytes) -> dict[str, Any]:
+    """The map inside a result payload; ``{}`` for an empty payload (the
+    broker records REVOKED itself, without one)."""
+    if not payload:
+        return {}
+    tag = payload[0]
+    if tag == _TAG_J:
+        obj = loads(payload[1:], "json")
+    elif tag == _TAG_M:
+        obj = loads(payload[1:], "msgpack")
+    else:
+        raise DecodeError(f"unknown result payload tag {payload[:1]!r}")
+    if type(obj) is not dict:
+        raise DecodeError("result payload must be a map")
+    return obj

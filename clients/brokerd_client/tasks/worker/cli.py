@@ -1,0 +1,123 @@
+"""``brokerd-worker`` (also ``python -m brokerd_client.worker``): the command line.
+
+    brokerd-worker -A proj.tasks -l info -c 4 -Q default,web_tasks
+
+Options mirror ``celery worker``'s. Every setting is validated before anything
+connects: a typo is an error at start, not a silent default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+
+from ..config import POOLS
+from ..exceptions import ConfigurationError
+
+__all__ = ["main", "parse_args"]
+
+_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="brokerd-worker",
+        description="Run tasks of a brokerd_client.tasks.App from brokerd queues.",
+    )
+    p.add_argument("-A", "--app", required=True, help="module[:attribute] holding the App")
+    p.add_argument("-b", "--broker", help="broker URL (overrides the app's broker_url)")
+    p.add_argument(
+        "-l", "--loglevel", default="warning", type=str.lower, choices=_LEVELS, help="log level"
+    )
+    p.add_argument(
+        "-c", "--concurrency", type=int, help="tasks run at once (default: worker_concurrency)"
+    )
+    p.add_argument(
+        "-Q", "--queues", help="comma-separated queues to consume (default: task_default_queue)"
+    )
+    p.add_argument("-P", "--pool", choices=POOLS, help="asyncio, threads or processes")
+    p.add_argument(
+        "--prefetch", type=int, help="messages held per queue (default: worker_prefetch)"
+    )
+    p.add_argument(
+        "--max-tasks-per-child", type=int, help="recycle a child process after this many tasks"
+    )
+    p.add_argument("-n", "--hostname", help="worker name (default: worker@<host>:<pid>)")
+    p.add_argument("--shutdown-timeout", type=float, help="warm-shutdown grace period in seconds")
+    p.add_argument("--without-banner", action="store_true", help="do not print the banner")
+    return p.parse_args(argv)
+
+
+def _positive(name: str, value: int | None) -> int | None:
+    if value is not None and value < 1:
+        raise ConfigurationError(f"{name} must be at least 1, got {value}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.loglevel.upper(),
+        format="[%(asctime)s: %(levelname)s/%(processName)s] %(message)s",
+    )
+    from ..loader import find_app
+    from .engine import Worker, run_worker
+
+    try:
+        app = find_app(args.app)
+        if args.broker:
+            app.conf.update(broker_url=args.broker)
+        app.import_modules()
+        conf = app.conf
+        concurrency = _positive("--concurrency", args.concurrency) or conf.concurrency
+        prefetch = _positive("--prefetch", args.prefetch) or conf.worker_prefetch or concurrency
+        if prefetch > 65535:
+            raise ConfigurationError(f"prefetch must be at most 65535, got {prefetch}")
+        pool = args.pool or conf.worker_pool
+        max_tasks = (
+            _positive("--max-tasks-per-child", args.max_tasks_per_child)
+            or conf.worker_max_tasks_per_child
+        )
+        queues = [q.strip() for q in (args.queues or conf.task_default_queue).split(",")]
+        queues = [q for q in queues if q]
+        if not queues:
+            raise ConfigurationError("-Q names no queue")
+        for name in queues:
+            app.router.topology.queue(name)  # refuses unknown queues when configured to
+        for entry in conf.beat_schedule.values():
+            app.router.route(
+                entry.task,
+                **{
+                    k: v
+                    for k, v in entry.options.items()
+                    if k in ("queue", "routing_key", "exchange")
+                },
+            )
+        shutdown_timeout = (
+            args.shutdown_timeout
+            if args.shutdown_timeout is not None
+            else conf.worker_shutdown_timeout
+        )
+        hostname = args.hostname or f"worker@{socket.gethostname()}:{os.getpid()}"
+    except (ConfigurationError, ImportError) as exc:
+        print(f"brokerd-worker: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    worker = Worker(
+        app,
+        queues=queues,
+        concurrency=concurrency,
+        prefetch=prefetch,
+        pool=pool,
+        hostname=hostname,
+        app_spec=args.app,
+        loglevel=args.loglevel.upper(),
+        shutdown_timeout=shutdown_timeout,
+        max_tasks_per_child=max_tasks,
+        print_banner=not args.without_banner,
+    )
+    code = run_worker(worker)
+    app.close()
+    raise SystemExit(code)

@@ -1,0 +1,353 @@
+"""The worker process: one event loop, one broker connection, one consumer per queue.
+
+Lifecycle:
+
+1. start the pool (child processes for ``--pool processes``);
+2. connect (retrying while the broker is not up yet), declare the queues,
+   register the beat schedule, subscribe to revocations, start consuming;
+3. run until a signal, reconnecting if the connection is lost (the broker
+   has then already given this worker's unfinished messages to others);
+4. **warm shutdown** on the first SIGTERM/SIGINT: stop consuming (buffered
+   messages go back at once), give back the ones not started, let running
+   tasks finish within ``worker_shutdown_timeout``, then close; whatever is
+   still unfinished is returned by the broker when the connection closes;
+5. **cold shutdown** on a second signal (or SIGQUIT): stop now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from brokerd_protocol import Event
+
+from ...client import AsyncClient, connect
+from ...consumer import Consumer
+from ...errors import BrokerError, ConnectionLost
+from ..beat import register_schedules
+from ..producer import Declared, TaskMessage, declare_queue_async
+from .banner import banner
+from .dispatcher import Dispatcher
+from .processes import ProcessPool
+
+if TYPE_CHECKING:
+    from ..app import App
+
+__all__ = ["Worker"]
+
+log = logging.getLogger("brokerd_client.tasks.worker")
+
+#: Reconnect back-off (seconds): doubles from the first value up to the second.
+_RECONNECT = (0.2, 5.0)
+
+
+class Worker:
+    """One worker process; ``await Worker(...).run()`` returns the exit code."""
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        queues: list[str],
+        concurrency: int,
+        prefetch: int,
+        pool: str,
+        hostname: str,
+        app_spec: str | None = None,
+        loglevel: str = "WARNING",
+        shutdown_timeout: float = 60.0,
+        max_tasks_per_child: int | None = None,
+        print_banner: bool = True,
+    ) -> None:
+        if pool == "processes" and app_spec is None:
+            raise ValueError("--pool processes needs the -A spec to start child processes")
+        self.app = app
+        self.queues = queues
+        self.concurrency = concurrency
+        self.prefetch = prefetch
+        self.pool = pool
+        self.hostname = hostname
+        self.app_spec = app_spec
+        self.loglevel = loglevel
+        self.shutdown_timeout = shutdown_timeout
+        self.max_tasks_per_child = max_tasks_per_child
+        self.print_banner = print_banner
+        self._stop: asyncio.Future[str] | None = None
+        self._signals = 0
+        self._cold = False
+        self.dispatcher: Dispatcher | None = None
+        # WorkerHook (used by the app while we run)
+        self.loop: asyncio.AbstractEventLoop
+        self.client: AsyncClient
+        self.declared = Declared()
+
+    # --- WorkerHook ---------------------------------------------------------------
+
+    def publish(self, messages: list[TaskMessage]) -> None:
+        assert self.dispatcher is not None
+        self.dispatcher.publish(messages)
+
+    # --- signals -------------------------------------------------------------------
+
+    def request_stop(self, cold: bool = False) -> None:
+        """First call: warm shutdown; a second call (or ``cold``): cold shutdown."""
+        self._signals += 1
+        if cold or self._signals > 1:
+            if not self._cold:
+                log.warning("cold shutdown: stopping running tasks now")
+            self._cold = True
+            if self.dispatcher is not None:
+                self.dispatcher.stop_all()
+        else:
+            log.warning(
+                "warm shutdown: no new tasks; waiting up to %gs for running ones "
+                "(signal again for a cold shutdown)",
+                self.shutdown_timeout,
+            )
+        if self._stop is not None and not self._stop.done():
+            self._stop.set_result("cold" if self._cold else "warm")
+
+    def _install_signals(self) -> list[int]:
+        installed = []
+        handlers: list[tuple[int, Callable[[], None]]] = [
+            (signal.SIGTERM, self.request_stop),
+            (signal.SIGINT, self.request_stop),
+        ]
+        if hasattr(signal, "SIGQUIT"):
+            handlers.append((signal.SIGQUIT, lambda: self.request_stop(cold=True)))
+        for sig, handler in handlers:
+            try:
+                self.loop.add_signal_handler(sig, handler)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+                pass
+        return installed
+
+    # --- running -------------------------------------------------------------------
+
+    async def run(self) -> int:
+        self.loop = loop = asyncio.get_running_loop()
+        self._stop = loop.create_future()
+        installed = self._install_signals()
+        procs: ProcessPool | None = None
+        try:
+            if self.pool == "processes":
+                assert self.app_spec is not None
+                procs = ProcessPool(
+                    loop,
+                    self.app_spec,
+                    self.concurrency,
+                    self._finish,
+                    max_tasks_per_child=self.max_tasks_per_child,
+                    loglevel=self.loglevel,
+                    broker_url=self.app.broker_url,
+                    result_serializer=self.app.conf.result_serializer,
+                )
+                await procs.start()
+            self.dispatcher = Dispatcher(
+                self.app,
+                loop,
+                concurrency=self.concurrency,
+                pool=self.pool,
+                hostname=self.hostname,
+                process_pool=procs,
+            )
+            summary = loop.create_task(self._summaries())
+            try:
+                return await self._serve()
+            finally:
+                summary.cancel()
+        finally:
+            self.app._worker_hook = None
+            for sig in installed:
+                with contextlib.suppress(Exception):
+                    loop.remove_signal_handler(sig)
+            if procs is not None:
+                procs.kill_all()
+
+    def _finish(self, job: Any, outcome: Any) -> None:
+        assert self.dispatcher is not None
+        self.dispatcher.finish(job, outcome)
+
+    async def _serve(self) -> int:
+        assert self._stop is not None and self.dispatcher is not None
+        delay = _RECONNECT[0]
+        first = True
+        while not self._stop.done():
+            try:
+                client = await connect(
+                    self.app.broker_url,
+                    heartbeat=self.app.conf.broker_heartbeat,
+                    timeout=self.app.conf.broker_connection_timeout,
+                    client_name=f"brokerd-worker {self.hostname}",
+                )
+            except ConnectionLost as exc:
+                if first and not self.app.conf.broker_connection_retry_on_startup:
+                    log.error("cannot connect to the broker: %s", exc)
+                    return 1
+                log.error("cannot connect to the broker: %s; retrying in %.1fs", exc, delay)
+                await asyncio.wait([self._stop], timeout=delay)
+                delay = min(delay * 2, _RECONNECT[1])
+                continue
+            delay = _RECONNECT[0]
+            try:
+                ended = await self._session(client, first)
+            except BrokerError as exc:
+                if isinstance(exc, ConnectionLost) or client.is_closed:
+                    log.error("connection to the broker lost: %s; reconnecting", exc)
+                    self.dispatcher.forget_connection(client)
+                    first = False
+                    continue
+                raise
+            if ended:
+                return 1 if self._cold else 0
+            self.dispatcher.forget_connection(client)
+            first = False
+        return 1 if self._cold else 0
+
+    async def _session(self, client: AsyncClient, first: bool) -> bool:
+        """Serve one connection; True if we stopped on request, False if it was lost."""
+        assert self._stop is not None and self.dispatcher is not None
+        dispatcher = self.dispatcher
+        self.client = client
+        self.declared = Declared()
+        dispatcher.client = client
+        dispatcher.declared = self.declared
+        topo = self.app.router.topology
+        for name in self.queues:
+            await declare_queue_async(client, topo, topo.queue(name))
+            self.declared.names.add(name)
+        schedules = await register_schedules(client, self.app, self.declared)
+        subscribed = await client.subscribe(["revoke"], self._on_event)
+        if isinstance(subscribed, dict):
+            dispatcher.revoked.update(str(i) for i in subscribed.get("revoked") or ())
+        self.app._worker_hook = self
+        consumers: list[Consumer] = []
+        for name in self.queues:
+            consumers.append(await client.consume(name, prefetch=self.prefetch))
+        if first and self.print_banner:
+            print(
+                banner(
+                    self.app,
+                    hostname=self.hostname,
+                    queues=self.queues,
+                    concurrency=self.concurrency,
+                    prefetch=self.prefetch,
+                    pool=self.pool,
+                    schedules=schedules,
+                ),
+                flush=True,
+            )
+        log.info("ready: consuming %s", ", ".join(self.queues))
+        readers = [self.loop.create_task(self._read(c)) for c in consumers]
+        try:
+            watched: list[asyncio.Future[Any]] = [self._stop, *readers]
+            done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            if not self._stop.done():
+                # A reader ended: the connection is gone (or a queue was deleted).
+                for task in done:
+                    exc = task.exception()
+                    if exc is not None:
+                        raise exc
+                log.error("a consumer ended: %s", [c.cancel_reason for c in consumers])
+                await client.close()
+                return False
+            await self._shutdown(client, consumers)
+            return True
+        finally:
+            for task in readers:
+                task.cancel()
+
+    async def _read(self, consumer: Consumer) -> None:
+        assert self.dispatcher is not None
+        accept = self.dispatcher.accept_delivery
+        async for delivery in consumer:
+            accept(delivery)
+
+    def _on_event(self, frame: Event) -> None:
+        if frame.topic != "revoke" or self.dispatcher is None:
+            return
+        data = frame.data or {}
+        task_id = data.get("task_id")
+        if isinstance(task_id, str):
+            self.dispatcher.revoke(task_id, bool(data.get("terminate")))
+
+    async def _shutdown(self, client: AsyncClient, consumers: list[Consumer]) -> None:
+        assert self.dispatcher is not None
+        dispatcher = self.dispatcher
+        dispatcher.accepting = False
+        for consumer in consumers:
+            with contextlib.suppress(BrokerError):
+                await consumer.cancel()
+        returned = dispatcher.return_waiting()
+        if returned:
+            log.info("returned %d task(s) that had not started", returned)
+        if not self._cold:
+            if dispatcher.running or dispatcher.settling:
+                log.info("waiting for %d running task(s)", dispatcher.running)
+            finished = await self._wait_idle()
+            if not finished:
+                log.warning(
+                    "%d task(s) still running after %gs: returning their messages unacked",
+                    dispatcher.running,
+                    self.shutdown_timeout,
+                )
+                dispatcher.stop_all()
+        else:
+            dispatcher.stop_all()
+        dispatcher.leases.stop()
+        dispatcher.threads.shutdown()
+        if dispatcher.processes is not None:
+            await dispatcher.processes.stop(0 if self._cold else 5.0)
+        await client.close()
+
+    async def _wait_idle(self) -> bool:
+        """Wait for running tasks, ending early on a cold-shutdown request."""
+        assert self.dispatcher is not None
+        idle = self.loop.create_task(self.dispatcher.wait_idle(self.shutdown_timeout))
+        while not idle.done():
+            await asyncio.wait([idle], timeout=0.1)
+            if self._cold:
+                idle.cancel()
+                return False
+        return idle.result()
+
+    async def _summaries(self) -> None:
+        """An INFO line every ``worker_summary_interval`` seconds when busy."""
+        assert self.dispatcher is not None
+        interval = self.app.conf.worker_summary_interval
+        stats = self.dispatcher.stats
+        last = stats.snapshot()
+        last_t = time.monotonic()
+        while True:
+            await asyncio.sleep(interval)
+            now, now_t = stats.snapshot(), time.monotonic()
+            if now != last:
+                diff = [a - b for a, b in zip(now, last, strict=True)]
+                done = diff[1] + diff[2]
+                log.info(
+                    "last %.0fs: %d received, %d succeeded, %d failed, %d retried, %d revoked, "
+                    "%d rejected (%.1f tasks/s)",
+                    now_t - last_t,
+                    *diff,
+                    done / (now_t - last_t),
+                )
+            last, last_t = now, now_t
+
+
+def run_worker(worker: Worker) -> int:
+    """Run ``worker`` on a fresh event loop (uvloop when installed)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return asyncio.run(worker.run())
+    if sys.version_info >= (3, 12):  # pragma: no cover
+        return uvloop.run(worker.run())  # type: ignore[no-any-return]
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(worker.run())
