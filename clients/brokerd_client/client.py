@@ -25,11 +25,20 @@ from brokerd_protocol import (
     DeclareQueue,
     DeleteExchange,
     DeleteQueue,
+    Event,
     Frame,
     HeaderValue,
     Hello,
     PurgeQueue,
     QueueStats,
+    ResultGet,
+    ResultSet,
+    ResultWait,
+    Revoke,
+    ScheduleDelete,
+    ScheduleList,
+    ScheduleSet,
+    Subscribe,
     Unbind,
 )
 
@@ -337,6 +346,91 @@ class AsyncClient:
         ``frame_type``; ``handler`` runs on the loop as each frame is read and
         must not block. ``None`` removes the handler."""
         self._conn.set_frame_handler(frame_type, handler)
+
+    # --- task layer (results, revocation, schedules; SPEC §14) ---------------
+
+    def result_set(
+        self, task_id: str, state: str, payload: bytes = b"", ttl: float = 86_400.0
+    ) -> asyncio.Future[Any]:
+        """Store a task's ``state`` and opaque ``payload`` for ``ttl`` seconds.
+
+        Returns the future of the broker's Ok (await it to know the state is
+        committed). A plain method, not a coroutine, so a worker recording
+        thousands of results per second needs no coroutine per result.
+        """
+        return self._conn.request(lambda req: ResultSet(req, task_id, state, payload, float(ttl)))
+
+    async def result_get(self, task_ids: Iterable[str]) -> dict[str, tuple[str, bytes]]:
+        """``{task_id: (state, payload)}`` for the ids the broker knows."""
+        ids = list(task_ids)
+        value = await self._conn.request(lambda req: ResultGet(req, ids))
+        if not isinstance(value, dict):
+            raise ProtocolViolation(f"ResultGet answered with {value!r}")
+        return {k: (v[0], v[1]) for k, v in value.items()}
+
+    async def result_wait(
+        self,
+        task_id: str,
+        timeout: float,  # noqa: ASYNC109 - the broker's wait bound, sent on the wire
+    ) -> tuple[str, bytes] | None:
+        """Wait until ``task_id`` reaches a final state; ``(state, payload)``,
+        or ``None`` if ``timeout`` seconds pass first. The broker pushes the
+        answer: nothing polls."""
+        value = await self._conn.request(lambda req: ResultWait(req, task_id, float(timeout)))
+        if value is None:
+            return None
+        if not isinstance(value, list | tuple) or len(value) != 2:
+            raise ProtocolViolation(f"ResultWait answered with {value!r}")
+        return value[0], value[1]
+
+    async def revoke(
+        self, task_ids: Iterable[str], *, terminate: bool = False, ttl: float = 86_400.0
+    ) -> None:
+        """Revoke tasks (matched by message id) for ``ttl`` seconds; with
+        ``terminate`` subscribed workers are told to stop running ones."""
+        ids = list(task_ids)
+        await self._conn.request(lambda req: Revoke(req, ids, terminate, float(ttl)))
+
+    async def subscribe(
+        self, topics: Iterable[str], handler: Callable[[Event], None]
+    ) -> Any:
+        """Receive ``Event`` frames for ``topics`` in ``handler`` (on the loop,
+        must not block); returns the broker's Ok value (for ``"revoke"``:
+        ``{"revoked": [ids]}``, what was revoked before we subscribed)."""
+        names = list(topics)
+        self._conn.set_frame_handler(Event, handler)
+        return await self._conn.request(lambda req: Subscribe(req, names))
+
+    async def schedule_set(
+        self,
+        name: str,
+        spec: str,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        headers: Mapping[str, HeaderValue] | None = None,
+        priority: int = 0,
+        ttl: float | None = None,
+    ) -> Any:
+        """Create or replace the periodic publish ``name`` kept and fired by
+        the broker. ``spec`` is ``"every <seconds>"`` or ``"cron m h dom mon
+        dow"`` (UTC). Re-declaring an identical schedule changes nothing."""
+        props = build_props(headers=headers, priority=priority, ttl=ttl)
+        body = check_body(body)
+        return await self._conn.request(
+            lambda req: ScheduleSet(req, name, spec, exchange, routing_key, body, props)
+        )
+
+    async def schedule_delete(self, name: str) -> None:
+        await self._conn.request(lambda req: ScheduleDelete(req, name))
+
+    async def schedule_list(self) -> list[dict[str, Any]]:
+        """Every schedule: ``name, spec, exchange, routing_key, next_run, last_run``."""
+        value = await self._conn.request(lambda req: ScheduleList(req))
+        if not isinstance(value, list):
+            raise ProtocolViolation(f"ScheduleList answered with {value!r}")
+        return value
 
     # --- consuming -----------------------------------------------------------
 

@@ -17,6 +17,7 @@ call that fails because the connection dropped still raises
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
@@ -292,3 +293,96 @@ class Client:
         overrides the client's per-call timeout (bulk loads take longer).
         """
         return self._run(lambda c: c.publish_many(messages), timeout)
+
+    # --- task layer (see the AsyncClient methods of the same names) -----------
+
+    def publish_nowait(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        headers: Mapping[str, HeaderValue] | None = None,
+        delay: float | None = None,
+        priority: int = 0,
+        ttl: float | None = None,
+        message_id: str | None = None,
+        mandatory: bool = False,
+        not_before: datetime | float | None = None,
+    ) -> concurrent.futures.Future[bool]:
+        """Hand a publish to the loop thread and return at once.
+
+        The returned future resolves to the confirm (or raises as ``publish``
+        would); callers that may not wait (``apply_async(wait_confirm=False)``)
+        can still check it later.
+        """
+
+        async def run() -> bool:
+            client = await self._connected()
+            return await client.publish(
+                exchange,
+                routing_key,
+                body,
+                headers=headers,
+                delay=delay,
+                priority=priority,
+                ttl=ttl,
+                message_id=message_id,
+                mandatory=mandatory,
+                not_before=not_before,
+            )
+
+        coro = run()
+        try:
+            loop = self._ensure_loop()
+        except BaseException:
+            coro.close()
+            raise
+        return asyncio.run_coroutine_threadsafe(coro, loop)
+
+    def result_set(
+        self, task_id: str, state: str, payload: bytes = b"", ttl: float = 86_400.0
+    ) -> None:
+        async def op(c: AsyncClient) -> None:
+            await c.result_set(task_id, state, payload, ttl)
+
+        self._run(op)
+
+    def result_get(self, task_ids: Iterable[str]) -> dict[str, tuple[str, bytes]]:
+        ids = list(task_ids)
+        return self._run(lambda c: c.result_get(ids))
+
+    def result_wait(self, task_id: str, timeout: float) -> tuple[str, bytes] | None:
+        """Block until a final state or ``timeout`` seconds (then ``None``)."""
+        # The call itself must outlive the broker-side wait.
+        return self._run(lambda c: c.result_wait(task_id, timeout), timeout + 30.0)
+
+    def revoke(
+        self, task_ids: Iterable[str], *, terminate: bool = False, ttl: float = 86_400.0
+    ) -> None:
+        ids = list(task_ids)
+        self._run(lambda c: c.revoke(ids, terminate=terminate, ttl=ttl))
+
+    def schedule_set(
+        self,
+        name: str,
+        spec: str,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        headers: Mapping[str, HeaderValue] | None = None,
+        priority: int = 0,
+        ttl: float | None = None,
+    ) -> Any:
+        return self._run(
+            lambda c: c.schedule_set(
+                name, spec, exchange, routing_key, body, headers=headers, priority=priority, ttl=ttl
+            )
+        )
+
+    def schedule_delete(self, name: str) -> None:
+        self._run(lambda c: c.schedule_delete(name))
+
+    def schedule_list(self) -> list[dict[str, Any]]:
+        return self._run(lambda c: c.schedule_list())
