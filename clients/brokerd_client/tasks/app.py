@@ -177,7 +177,7 @@ class App:
         module = fn.__module__
         if module == "__main__" and self.main:
             module = self.main
-        return f"{module}.{fn.__qualname__}"
+        return f"{module}.{fn.__name__}"
 
     @overload
     def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...

@@ -36,7 +36,7 @@ def _field(name: str, value: object) -> str:
     if isinstance(value, int):
         text = str(value)
     elif isinstance(value, str):
-        text = value.strip().replace(" ", "")
+        text = value.strip()
     elif isinstance(value, Iterable):
         items = list(value)
         if not items or not all(type(v) is int for v in items):

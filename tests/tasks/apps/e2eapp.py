@@ -24,7 +24,7 @@ app.conf.update(
         Queue("web_tasks"),
     ],
     task_routes={"e2e.web.*": {"queue": "web_tasks"}},
-    result_expires=3600,
+    result_expires=float(os.environ.get("E2E_RESULT_EXPIRES", "3600")),
     worker_summary_interval=1.0,
     worker_shutdown_timeout=float(os.environ.get("E2E_GRACE", "30")),
 )

@@ -48,6 +48,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("-n", "--hostname", help="worker name (default: worker@<host>:<pid>)")
     p.add_argument("--shutdown-timeout", type=float, help="warm-shutdown grace period in seconds")
     p.add_argument("--without-banner", action="store_true", help="do not print the banner")
+    p.add_argument(
+        "--ready-file",
+        help="create this file once the worker consumes (for supervisors and tests)",
+    )
     return p.parse_args(argv)
 
 
@@ -117,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
         shutdown_timeout=shutdown_timeout,
         max_tasks_per_child=max_tasks,
         print_banner=not args.without_banner,
+        ready_file=args.ready_file,
     )
     code = run_worker(worker)
     app.close()

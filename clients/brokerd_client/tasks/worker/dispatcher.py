@@ -181,8 +181,12 @@ class Dispatcher:
             )
             return
         expires = h.get("expires")
-        if expires is None and "expires_in" in h and d.timestamp is not None:
-            expires = d.timestamp + float(h["expires_in"] or 0)
+        if expires is None and "expires_in" in h:
+            # Schedule firings: relative to the run's due time.
+            base = h.get("x-scheduled-at")
+            base = base if type(base) in (int, float) else d.timestamp
+            if type(base) in (int, float) and type(h["expires_in"]) in (int, float):
+                expires = base + h["expires_in"]  # type: ignore[operator]
         if type(expires) in (int, float) and time.time() > expires:  # type: ignore[operator]
             log.info("task %s[%s] expired before it ran; revoking", name, task_id)
             self.stats.revoked += 1
@@ -455,20 +459,22 @@ class Dispatcher:
         payload: bytes,
         then: Callable[[Job], None] | None = None,
     ) -> None:
-        then = then or self._ack
+        """Send the ResultSet, then the ack right behind it on the same connection.
+
+        The ack does not wait for the ResultSet's Ok: brokerd writes both
+        through one batch pipeline whose commits complete in submission order
+        (a ResultSet rides the same group commit as the frames around it), so
+        the ack can never become durable before the result. Not waiting keeps
+        the prefetch window moving: with results stored, throughput would
+        otherwise be ``concurrency / commit latency``.
+        """
         try:
             fut = job.client.result_set(job.task_id, state, payload, self.result_ttl)
         except BrokerError as exc:
             log.warning("result of %r not stored: %s", job, exc)
-            then(job)
-            return
-
-        def stored(f: asyncio.Future[Any]) -> None:
-            if not f.cancelled() and f.exception() is not None:
-                log.warning("result of %r not stored: %s", job, f.exception())
-            then(job)
-
-        fut.add_done_callback(stored)
+        else:
+            fut.add_done_callback(_log_failure(job.task_id, state))
+        (then or self._ack)(job)
 
     def _record(
         self, client: AsyncClient, task_id: str, outcome: Outcome, *, quiet: bool = False

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 import time
@@ -64,6 +65,7 @@ class Worker:
         shutdown_timeout: float = 60.0,
         max_tasks_per_child: int | None = None,
         print_banner: bool = True,
+        ready_file: str | None = None,
     ) -> None:
         if pool == "processes" and app_spec is None:
             raise ValueError("--pool processes needs the -A spec to start child processes")
@@ -78,6 +80,7 @@ class Worker:
         self.shutdown_timeout = shutdown_timeout
         self.max_tasks_per_child = max_tasks_per_child
         self.print_banner = print_banner
+        self.ready_file = ready_file
         self._stop: asyncio.Future[str] | None = None
         self._signals = 0
         self._cold = False
@@ -245,6 +248,8 @@ class Worker:
                 flush=True,
             )
         log.info("ready: consuming %s", ", ".join(self.queues))
+        if first and self.ready_file:
+            _write_ready_file(self.ready_file)
         readers = [self.loop.create_task(self._read(c)) for c in consumers]
         try:
             watched: list[asyncio.Future[Any]] = [self._stop, *readers]
@@ -339,6 +344,12 @@ class Worker:
                     done / (now_t - last_t),
                 )
             last, last_t = now, now_t
+
+
+def _write_ready_file(path: str) -> None:
+    """Written once, at start-up: a tiny local file, not worth a thread."""
+    with open(path, "w") as f:
+        f.write(f"{os.getpid()}\n")
 
 
 def run_worker(worker: Worker) -> int:

@@ -1,0 +1,1 @@
+CELERY_TASK_SERIALIZER = "json"

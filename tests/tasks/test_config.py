@@ -1,0 +1,150 @@
+"""Settings are validated when set: unknown or invalid names are errors that
+name the setting, never silent defaults."""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from brokerd_client.tasks import App, ConfigurationError, Queue, crontab
+
+sys.path.insert(0, str(Path(__file__).parent / "apps"))
+
+
+def test_defaults_follow_celery_and_the_issue() -> None:
+    conf = App("t").conf
+    assert conf.task_acks_late is True
+    assert conf.result_expires == 86400.0
+    assert conf.task_serializer == "json"
+    assert conf.accept_content == frozenset({"json"})
+    assert conf.task_track_started is False
+    assert conf.worker_prefetch is None
+    assert conf.prefetch == conf.concurrency  # no hoarding behind long tasks
+
+
+def test_config_from_dotted_module_skips_imported_names() -> None:
+    app = App("t")
+    app.config_from_object("cfg.good")
+    conf = app.conf
+    assert conf.task_serializer == "msgpack"
+    assert conf.accept_content == frozenset({"json", "msgpack"})
+    assert conf.result_expires == 7200.0
+    assert [q.name for q in conf.task_queues] == ["default", "web_tasks"]
+    assert conf.task_routes == (("proj.web.*", {"routing_key": "web.sms"}),)
+    assert conf.beat_schedule["add"].spec == "every 10"
+    assert conf.beat_schedule["add"].args == (16, 16)
+    assert conf.beat_schedule["nightly"].spec == "cron 0 3 * * *"
+
+
+def test_unknown_setting_names_it_and_suggests() -> None:
+    with pytest.raises(
+        ConfigurationError, match=r"unknown setting 'task_acks_lates'.*task_acks_late"
+    ):
+        App("t").config_from_object("cfg.typo")
+    with pytest.raises(ConfigurationError, match="'task_rutes'"):
+        App("t", task_rutes={})
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"task_serializer": "pickle"},
+        {"result_serializer": "pickle"},
+        {"accept_content": ["json", "pickle"]},
+        {"accept_content": ["application/x-python-serialize"]},
+    ],
+)
+def test_pickle_is_refused_everywhere(settings: dict[str, object]) -> None:
+    with pytest.raises(ConfigurationError, match="pickle is refused"):
+        App("t", **settings)
+
+
+def test_pickle_in_a_config_module_is_refused_at_load() -> None:
+    with pytest.raises(ConfigurationError, match="accept_content: pickle is refused"):
+        App("t").config_from_object("cfg.pickled")
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"task_acks_late": "yes"}, "task_acks_late must be True or False"),
+        ({"result_expires": -1}, "result_expires must be a finite number of seconds"),
+        ({"result_expires": "1d"}, "result_expires must be a number of seconds"),
+        ({"task_serializer": "yaml"}, "task_serializer must be 'json' or 'msgpack'"),
+        ({"task_compression": "bz2"}, "task_compression must be None or 'zlib'"),
+        ({"task_default_exchange_type": "fanout"}, "task_default_exchange_type must be one of"),
+        ({"worker_concurrency": 0}, "worker_concurrency must be a positive int"),
+        ({"worker_pool": "prefork"}, "worker_pool must be one of"),
+        ({"task_queues": ["default"]}, "task_queues items must be"),
+        ({"task_routes": {"a.*": {"queues": "x"}}}, r"unknown keys \['queues'\]"),
+        ({"beat_schedule": {"x": {"task": "t"}}}, "'schedule' is required"),
+        ({"beat_schedule": {"x": {"task": "t", "schedule": 10, "relative": True}}}, "unknown keys"),
+        ({"timezone": "Asia/Shanghai"}, "evaluates crontab schedules in UTC"),
+        ({"broker_url": "amqp://guest@localhost//"}, "broker_url"),
+        ({"task_serializer": "msgpack"}, "not in accept_content"),
+        ({"task_time_limit": 5, "task_soft_time_limit": 10}, "must be below task_time_limit"),
+    ],
+)
+def test_invalid_values_are_errors_naming_the_setting(
+    settings: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        App("t", **settings)
+
+
+@pytest.mark.parametrize(
+    ("name", "hint"),
+    [
+        ("result_backend", "stores results itself"),
+        ("broker_transport_options", "visibility_timeout"),
+        ("worker_prefetch_multiplier", "use worker_prefetch"),
+    ],
+)
+def test_celery_only_settings_explain_what_to_do(name: str, hint: str) -> None:
+    with pytest.raises(ConfigurationError, match=hint):
+        App("t").config_from_object({name: "x"})
+
+
+def test_old_style_upper_case_settings_are_errors_not_ignored() -> None:
+    with pytest.raises(ConfigurationError, match="'task_serializer'"):
+        App("t").config_from_object("cfg.oldstyle")
+
+
+def test_namespace_reads_prefixed_upper_case_names() -> None:
+    class DjangoSettings:
+        CELERY_TASK_ACKS_LATE = False
+        CELERY_RESULT_EXPIRES = 60
+        DEBUG = True  # not ours: ignored
+
+    app = App("t")
+    app.config_from_object(DjangoSettings, namespace="CELERY")
+    assert app.conf.task_acks_late is False
+    assert app.conf.result_expires == 60.0
+
+
+def test_update_is_all_or_nothing_and_assignment_validates() -> None:
+    app = App("t")
+    with pytest.raises(ConfigurationError):
+        app.conf.update(task_acks_late=False, task_serializer="pickle")
+    assert app.conf.task_acks_late is True
+    with pytest.raises(ConfigurationError):
+        app.conf.result_expires = "soon"
+    app.conf.result_expires = timedelta(minutes=5)
+    assert app.conf.result_expires == 300.0
+
+
+def test_queue_declarations_are_checked() -> None:
+    with pytest.raises(ValueError, match="lease"):
+        Queue("q", lease=0)
+    with pytest.raises(ValueError, match="max_deliveries"):
+        Queue("q", max_deliveries=0)
+    with pytest.raises(ConfigurationError, match="listed twice"):
+        App("t", task_queues=[Queue("a"), Queue("a")])
+
+
+def test_crontab_in_beat_schedule() -> None:
+    app = App("t", beat_schedule={"c": {"task": "t", "schedule": crontab(minute="*/15")}})
+    assert app.conf.beat_schedule["c"].spec == "cron */15 * * * *"
