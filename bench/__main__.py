@@ -20,7 +20,7 @@ def _interrupt(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     from .config import settings_from_args
     from .model import FAILED
-    from .report import render_table, system_notes, write_chart, write_json
+    from .report import render_table, run_warnings, system_notes, write_chart, write_json
     from .runner import Runner
 
     settings = settings_from_args(argv)
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(render_table(outcomes, settings.systems))
     meta = runner.meta()
-    notes = system_notes(meta)
+    notes = system_notes(meta) + [f"warning: {w}" for w in run_warnings(outcomes)]
     if notes:
         print()
         print("\n".join(f"* {n}" for n in notes))

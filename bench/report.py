@@ -155,6 +155,7 @@ def write_json(
     _, notes, table = build_rows(outcomes, systems)
     doc = {
         "system_notes": system_notes(meta),
+        "warnings": run_warnings(outcomes),
         "started_at": started.isoformat(timespec="seconds"),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "meta": meta,
@@ -252,3 +253,19 @@ def system_notes(meta: dict[str, Any]) -> list[str]:
     if brokerd.get("error"):
         notes.append(f"brokerd: {brokerd['error']}")
     return notes
+
+
+LAG_WARN_MS = 5.0
+
+
+def run_warnings(outcomes: Sequence[Outcome]) -> list[str]:
+    """Signs that a figure says more about the machine than about the system."""
+    out: list[str] = []
+    for o in outcomes:
+        lag = o.details.get("send_lag_max_ms") if o.status == OK else None
+        if lag is not None and lag > LAG_WARN_MS:
+            out.append(
+                f"{o.workload} {DISPLAY[o.system]}: the producer itself ran up to {lag:,.0f} ms "
+                "behind its schedule (busy machine?); tail latencies include that"
+            )
+    return out

@@ -303,9 +303,9 @@ def child_main(
         pass
     try:
         if role.startswith("sync:"):
-            from .systems import celery_peer
+            from .systems import task_runs
 
-            result = celery_peer.SYNC_ROLES[role[5:]](counter=counter, ready=ready, go=go, **params)
+            result = task_runs.SYNC_ROLES[role[5:]](counter=counter, ready=ready, go=go, **params)
         else:
             ctx = RoleContext(target=target, counter=counter, ready=ready, go=go)
             with asyncio.Runner(loop_factory=loop_factory) as runner:

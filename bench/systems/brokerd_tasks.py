@@ -1,47 +1,43 @@
-"""W4 on brokerd: noop tasks through one worker process, using the task SDK
-(``brokerd_client.tasks``).
-
-The SDK is imported lazily: while it does not exist (or lacks the pieces used here) the
-workload reports 'not available' and the rest of the run goes on.
-
-To fill this in once the SDK lands, implement :func:`run_noop_tasks` like its Celery twin
-in :mod:`bench.systems.celery_peer`: start ONE worker process (``brokerd-worker`` or the
-SDK's worker entry point) on ``ctx.target.url`` with prefetch ``ctx.settings.prefetch``,
-acks after each task, serving a noop task; signal readiness; then from a separate producer
-process send ``ctx.settings.task_count`` tasks and time from the first send to the last
-task run (results ignored; the task writes ``bench.clock.now()`` to a file when it has run
-``task_count`` times) or to the last result received (with results). Return
-``(tasks_per_second, details)``.
-"""
+"""W4 on brokerd: noop tasks through one ``brokerd-worker`` process (``--pool asyncio
+--concurrency 1``, which runs plain functions inline like Celery's solo pool), using the
+task SDK ``brokerd_client.tasks`` (see :mod:`.task_runs`). The SDK is imported lazily:
+without it the workload reports 'not available' and the run goes on."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..model import NOT_AVAILABLE, Skip
+from .task_runs import Framework
+from .task_runs import run_noop_tasks as _run
 
 if TYPE_CHECKING:
     from ..runner import RunContext
 
-# What the harness needs from the SDK; checked by name so the report says what is missing.
-REQUIRED = ("App",)
-
 
 def check_available() -> None:
     try:
-        import brokerd_client.tasks as tasks
+        from brokerd_client.tasks import App  # noqa: F401
     except ImportError as exc:
         raise Skip(NOT_AVAILABLE, f"brokerd_client.tasks not importable ({exc})") from exc
-    missing = [name for name in REQUIRED if not hasattr(tasks, name)]
-    if missing:
-        raise Skip(NOT_AVAILABLE, f"brokerd_client.tasks lacks {', '.join(missing)}")
-    raise Skip(
-        NOT_AVAILABLE,
-        "brokerd_client.tasks is importable but the W4 adapter "
-        "(bench/systems/brokerd_tasks.py) is not written yet",
-    )
+
+
+def _worker_argv(queue: str, prefetch: int, ready_file: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "brokerd_client.worker",
+        "-A", "bench.systems.brokerd_task_app:app",
+        "--pool", "asyncio", "--concurrency", "1", "--queues", queue,
+        "--prefetch", str(prefetch), "--ready-file", str(ready_file),
+        "--without-banner", "--loglevel", "warning",
+    ]  # fmt: skip
+
+
+BROKERD = Framework("brokerd", "bench.systems.brokerd_task_app", _worker_argv)
 
 
 async def run_noop_tasks(ctx: RunContext, *, with_results: bool) -> tuple[float, dict[str, Any]]:
-    check_available()
-    raise AssertionError("unreachable")
+    queue = ctx.queue_name("tasks-results" if with_results else "tasks-ignored")
+    env = {"BENCH_BROKERD_URL": ctx.target.url, "BENCH_W4_QUEUE": queue}
+    return await _run(ctx, BROKERD, env, with_results=with_results)

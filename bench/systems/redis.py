@@ -1,11 +1,13 @@
 """Redis as a reliable queue, the way Celery-style users run it.
 
 Publish: LPUSH onto a list; the publisher "confirm" is the LPUSH reply (a batch is one
-pipeline of LPUSH commands, one per message). Consume: LMOVE/BLMOVE from the list onto a
-per-consumer processing list (up to ``prefetch`` messages per pipelined fetch), ack =
-LREM of that message from the processing list. Acks are pipelined: they go out with the
-next fetch (or on ``sync``), one LREM per message. Redis never moves messages back from a
-processing list by itself: that needs a separate reaper.
+pipeline of LPUSH commands, one per message). Consume: move messages from the list onto a
+per-consumer processing list, up to ``prefetch`` at a time (a small server-side script
+running LMOVE until the list is empty or ``prefetch`` were moved, so one round trip), and
+BLMOVE to wait when the list is empty; ack = LREM of that message from the processing list.
+Acks are pipelined: they go out with the next fetch (or on ``sync``), one LREM per message.
+Redis never moves messages back from a processing list by itself: that needs a separate
+reaper.
 """
 
 from __future__ import annotations
@@ -21,6 +23,18 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from .base import Adapter, Consumer, Delivery, Target, Unreachable
 
 BLOCK_SECONDS = 1.0
+
+# KEYS[1] source list, KEYS[2] processing list, ARGV[1] at most this many.
+MOVE_UP_TO = """
+local out = {}
+for i = 1, tonumber(ARGV[1]) do
+  local v = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
+  if not v then break end
+  out[#out + 1] = v
+end
+return out
+"""
+MAX_CONNECTIONS = 100
 
 
 class _RedisDelivery:
@@ -40,6 +54,7 @@ class _RedisConsumer(Consumer):
         self._queue = queue
         self.processing = f"{queue}:processing:{uuid.uuid4().hex[:8]}"
         self._prefetch = prefetch
+        self._move = client.register_script(MOVE_UP_TO)
         self.pending_acks: list[bytes] = []
 
     async def flush_acks(self) -> None:
@@ -57,12 +72,10 @@ class _RedisConsumer(Consumer):
             acks = self.pending_acks
             for body in acks:
                 pipe.lrem(processing, -1, body)  # type: ignore[arg-type]
-            for _ in range(self._prefetch):
-                pipe.lmove(queue, processing, "RIGHT", "LEFT")
-            replies = await pipe.execute()
-            n_acks = len(acks)
             acks.clear()
-            got = [r for r in replies[n_acks:] if r is not None]
+            await self._move(keys=[queue, processing], args=[self._prefetch], client=pipe)
+            replies = await pipe.execute()
+            got = replies[-1]
             if not got:
                 moved = await client.blmove(
                     queue,
@@ -97,7 +110,15 @@ class RedisAdapter(Adapter):
         return self._client
 
     async def connect(self) -> None:
-        client = aioredis.Redis.from_url(self.target.url, socket_connect_timeout=5.0)
+        # Concurrent commands (W5's paced publishes) each hold a pooled connection; when
+        # they pile up, wait for a free one instead of failing at the pool's limit.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self.target.url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=None,
+            socket_connect_timeout=5.0,
+        )
+        client = aioredis.Redis(connection_pool=pool)
         try:
             await client.ping()
         except (OSError, RedisConnectionError) as exc:
