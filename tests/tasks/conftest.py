@@ -12,11 +12,16 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from brokerd_client.tasks.testing import WorkerHandle
+if TYPE_CHECKING:
+    from brokerd_client.tasks.testing import WorkerHandle
+
+# The testing module is also a pytest plugin (test_testing_plugin.py loads it):
+# let pytest rewrite its asserts even though test modules import it first.
+pytest.register_assert_rewrite("brokerd_client.tasks.testing")
 
 APPS = Path(__file__).parent / "apps"
 sys.path.insert(0, str(APPS))
@@ -46,6 +51,8 @@ def start_worker(
     broker: Any, state_dir: Path, tmp_path: Path
 ) -> Iterator[Callable[..., WorkerHandle]]:
     """``start_worker("-c", "2", env={...})``: a ready worker running e2eapp."""
+    from brokerd_client.tasks.testing import WorkerHandle
+
     started: list[WorkerHandle] = []
 
     def start(*args: str, env: dict[str, str] | None = None, wait: bool = True) -> WorkerHandle:
