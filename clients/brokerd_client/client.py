@@ -391,9 +391,7 @@ class AsyncClient:
         ids = list(task_ids)
         await self._conn.request(lambda req: Revoke(req, ids, terminate, float(ttl)))
 
-    async def subscribe(
-        self, topics: Iterable[str], handler: Callable[[Event], None]
-    ) -> Any:
+    async def subscribe(self, topics: Iterable[str], handler: Callable[[Event], None]) -> Any:
         """Receive ``Event`` frames for ``topics`` in ``handler`` (on the loop,
         must not block); returns the broker's Ok value (for ``"revoke"``:
         ``{"revoked": [ids]}``, what was revoked before we subscribed)."""
