@@ -13,7 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..message import Message
-from .base import Batch, Done, Loaded, MessageOps, Queried, Recovered, row_message
+from .base import Batch, Done, Loaded, Queried, Recovered, row_message
+from .sqlite import DELAYED_SQL, READY_SQL, SCHEMA, apply_batches
 
 Schedule = Callable[[Callable[[], None]], None]
 
@@ -24,8 +25,6 @@ class MemoryStore:
         self._schedule: Schedule = schedule or self._pending.append
         # An in-memory SQLite database gives exactly the query semantics the
         # disk store has, without a file.
-        from .sqlite import SCHEMA
-
         # Opened on the loop thread, closed from an executor at shutdown.
         self._conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         self._conn.executescript(SCHEMA)
@@ -35,19 +34,9 @@ class MemoryStore:
         return Recovered()
 
     def commit(self, batch: Batch, done: Done) -> None:
-        from .sqlite import DELETE_SQL, INSERT_SQL, UPDATE_SQL
-
         conn = self._conn
         conn.execute("BEGIN")
-        for seg in batch.segments:
-            if isinstance(seg, MessageOps):
-                conn.executemany(INSERT_SQL, seg.inserts)
-                conn.executemany(UPDATE_SQL, seg.updates)
-                conn.executemany(DELETE_SQL, seg.deletes)
-                for sql, rows in seg.rows.items():
-                    conn.executemany(sql, rows)
-            else:
-                conn.execute(seg.sql, seg.params)
+        apply_batches(conn, [batch])
         conn.execute("COMMIT")
         self.commits += 1
         self._schedule(lambda: done(None))
@@ -55,8 +44,6 @@ class MemoryStore:
     def load_ready(
         self, queue: str, priority: int, after_seq: int, limit: int, done: Loaded
     ) -> None:
-        from .sqlite import READY_SQL
-
         rows = [
             row_message(r)
             for r in self._conn.execute(READY_SQL, (queue, priority, after_seq, limit))
@@ -64,8 +51,6 @@ class MemoryStore:
         self._schedule(lambda: done(rows))
 
     def load_delayed(self, after: tuple[float, int], limit: int, done: Loaded) -> None:
-        from .sqlite import DELAYED_SQL
-
         params = (after[0], after[0], after[1], limit)
         rows: list[Message] = [row_message(r) for r in self._conn.execute(DELAYED_SQL, params)]
         self._schedule(lambda: done(rows))

@@ -91,6 +91,24 @@ DELAYED_SQL = (
     "AND (ready_at > ? OR (ready_at = ? AND id > ?)) ORDER BY ready_at, id LIMIT ?"
 )
 
+
+def apply_batches(conn: sqlite3.Connection, batches: list[Batch]) -> None:
+    """Apply batches in order inside the caller's transaction."""
+    for batch in batches:
+        for seg in batch.segments:
+            if isinstance(seg, MessageOps):
+                if seg.inserts:
+                    conn.executemany(INSERT_SQL, seg.inserts)
+                if seg.updates:
+                    conn.executemany(UPDATE_SQL, seg.updates)
+                if seg.deletes:
+                    conn.executemany(DELETE_SQL, seg.deletes)
+                for sql, rows in seg.rows.items():
+                    conn.executemany(sql, rows)
+            else:
+                conn.execute(seg.sql, seg.params)
+
+
 _COMMIT = 1
 _READ = 2
 _STOP = 3
@@ -226,19 +244,7 @@ class SqliteStore:
         started = time.perf_counter()
         try:
             conn.execute("BEGIN")
-            for _, batch, _ in group:
-                for seg in batch.segments:
-                    if isinstance(seg, MessageOps):
-                        if seg.inserts:
-                            conn.executemany(INSERT_SQL, seg.inserts)
-                        if seg.updates:
-                            conn.executemany(UPDATE_SQL, seg.updates)
-                        if seg.deletes:
-                            conn.executemany(DELETE_SQL, seg.deletes)
-                        for sql, rows in seg.rows.items():
-                            conn.executemany(sql, rows)
-                    else:
-                        conn.execute(seg.sql, seg.params)
+            apply_batches(conn, [batch for _, batch, _ in group])
             conn.execute("COMMIT")
             self.commits += 1
             self.commit_seconds.observe(time.perf_counter() - started)
