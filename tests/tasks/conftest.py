@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 # let pytest rewrite its asserts even though test modules import it first.
 pytest.register_assert_rewrite("brokerd_client.tasks.testing")
 
-APPS = Path(__file__).parent / "apps"
+sys.path.insert(0, str(Path(__file__).parent))
+from taskhelpers import APPS  # noqa: E402
+
 sys.path.insert(0, str(APPS))
 
 

@@ -7,6 +7,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+#: Test apps (importable by workers via PYTHONPATH).
+APPS = Path(__file__).parent / "apps"
+
 #: Bound on every wait: fail instead of hanging. Not a timing assertion.
 BOUND = 30.0
 

@@ -17,7 +17,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from taskhelpers import BOUND, events, wait_events
+from taskhelpers import APPS, BOUND, events, wait_events
 
 import brokerd_client
 from brokerd_client.tasks import states
@@ -100,3 +100,21 @@ def test_one_second_schedule_fires_once_per_second_with_two_workers(
     with brokerd_client.Client(broker.url) as client:
         schedules = client.schedule_list()
     assert [(s["name"], s["spec"]) for s in schedules] == [("every-second", "every 1")]
+
+
+def test_beat_command_registers_and_lists_schedules(broker: Any, state_dir: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(APPS), "E2E_BEAT": "1"}
+    cmd = [sys.executable, "-m", "brokerd_client.tasks.beat", "-A", "e2eapp", "-b", broker.url]
+    out = subprocess.run([*cmd, "--list"], env=env, capture_output=True, text=True, check=True)
+    assert "registered 1 schedule(s): every-second" in out.stdout
+    assert "every-second: every 1 -> (default)/default" in out.stdout
+    with brokerd_client.Client(broker.url) as client:
+        client.schedule_set("stale", "every 60", "", "default", b"{}")
+    del env["E2E_BEAT"]
+    out = subprocess.run([*cmd, "--prune"], env=env, capture_output=True, text=True, check=True)
+    assert "deleted schedule 'every-second'" in out.stdout
+    assert "deleted schedule 'stale'" in out.stdout
