@@ -139,3 +139,19 @@ def test_results_expire_on_the_broker(
     time.sleep(2.5)
     assert AsyncResult(result.id, app=e2e.app).state == states.PENDING
     assert events(state_dir, "add") == []
+
+
+def test_started_is_recorded_when_tracked(e2e: ModuleType, start_worker: Start) -> None:
+    start_worker()
+    result = e2e.tracked.delay(1.0)
+    deadline = time.monotonic() + BOUND
+    while result.state != states.STARTED:
+        assert time.monotonic() < deadline and not result.ready()
+        time.sleep(0.02)
+    assert result.get(timeout=BOUND) == 1.0
+    assert e2e.add.delay(1, 1).state in (states.PENDING, states.SUCCESS)  # untracked
+
+
+def test_blocking_get_inside_an_async_task_is_refused(e2e: ModuleType, start_worker: Start) -> None:
+    start_worker()
+    assert "await result.wait()" in e2e.blocking_get.delay().get(timeout=BOUND)

@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 
 __all__ = ["TaskMessage", "build_message", "declare_async", "declare_sync"]
 
+#: Longest task id the broker stores (SPEC §14.1).
+MAX_TASK_ID = 255
+
 
 class TaskMessage:
     """A built task message: the wire :class:`Message`, its id and route."""
@@ -79,6 +82,8 @@ def build_message(
         raise TypeError(f"apply_async got unknown options {sorted(unknown)}")
     conf = app.conf
     task_id = options.get("task_id") or str(uuid.uuid4())
+    if not isinstance(task_id, str) or len(task_id) > MAX_TASK_ID:
+        raise ValueError(f"task_id must be a str of at most {MAX_TASK_ID} characters")
     route = router.route(
         name,
         queue=options.get("queue"),

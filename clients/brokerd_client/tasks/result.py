@@ -187,6 +187,11 @@ class AsyncResult(_ResultBase):
         """
         del interval
         if self._final is None:
+            if self.app._worker_loop_hook() is not None:
+                raise RuntimeError(
+                    "result.get() would block the worker's event loop (and the task it "
+                    "waits for may need this worker): use 'await result.wait()' in async tasks"
+                )
             client = self.app.producer_client
             deadline = None if timeout is None else time.monotonic() + timeout
             while True:

@@ -161,3 +161,18 @@ def noop_result() -> None:
 async def spawn(x: int) -> str:
     result = add.delay(x, x)
     return result.id
+
+
+@app.task(name="e2e.tracked", track_started=True)
+def tracked(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@app.task(name="e2e.blocking_get")
+async def blocking_get() -> str:
+    try:
+        add.delay(1, 1).get(timeout=1)
+    except RuntimeError as exc:
+        return str(exc)
+    return "get() did not refuse"

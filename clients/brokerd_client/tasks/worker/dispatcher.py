@@ -25,7 +25,7 @@ import contextvars
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ...client import AsyncClient
@@ -93,6 +93,37 @@ class Stats:
         )
 
 
+class RevokedIds:
+    """Task ids revoked while this worker runs (to skip prefetched messages).
+
+    Bounded: the broker itself drops revoked messages before delivery, so
+    this only has to cover messages already delivered, i.e. recent revokes;
+    past the limit the oldest half is forgotten.
+    """
+
+    LIMIT = 100_000
+
+    def __init__(self) -> None:
+        self._ids: dict[str, None] = {}
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, task_id: str) -> None:
+        ids = self._ids
+        ids[task_id] = None
+        if len(ids) > self.LIMIT:
+            for old in list(ids)[: self.LIMIT // 2]:
+                del ids[old]
+
+    def update(self, task_ids: Iterable[str]) -> None:
+        for task_id in task_ids:
+            self.add(task_id)
+
+
 class Dispatcher:
     """Runs the jobs of one worker process (see the module docstring)."""
 
@@ -126,7 +157,7 @@ class Dispatcher:
         self.running = 0
         #: Jobs finished but not yet acked (waiting for a result or a retry confirm).
         self.settling = 0
-        self.revoked: set[str] = set()
+        self.revoked = RevokedIds()
         self.stats = Stats()
         self.accepting = True
         self.client: AsyncClient | None = None
