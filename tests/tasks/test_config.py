@@ -148,3 +148,14 @@ def test_queue_declarations_are_checked() -> None:
 def test_crontab_in_beat_schedule() -> None:
     app = App("t", beat_schedule={"c": {"task": "t", "schedule": crontab(minute="*/15")}})
     assert app.conf.beat_schedule["c"].spec == "cron */15 * * * *"
+
+
+def test_the_ported_config_of_the_docs_loads_and_routes() -> None:
+    from brokerd_client.tasks.routing import Route
+
+    app = App("proj")
+    app.config_from_object("cfg.ported")
+    assert app.conf.prefetch == 4
+    assert app.router.route("proj.web.tasks.send") == Route("tasks", "web.sms", "web_tasks")
+    assert app.router.route("proj.orders.tasks.add") == Route("", "default", "default")
+    assert app.conf.beat_schedule["nightly-report"].spec == "cron 0 3 * * *"

@@ -93,6 +93,8 @@ def test_delay_from_many_threads_and_send_many(e2e: ModuleType, start_worker: St
     )
     many = e2e.add.delay_many([(i, i) for i in range(50)])
     assert [r.get(timeout=BOUND) for r in many] == [2 * i for i in range(50)]
+    unconfirmed = e2e.add.apply_async((5, 5), wait_confirm=False)
+    assert unconfirmed.get(timeout=BOUND) == 10
 
 
 def test_a_task_sending_a_task_from_the_worker_loop(e2e: ModuleType, start_worker: Start) -> None:

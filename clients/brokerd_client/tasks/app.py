@@ -11,7 +11,9 @@ worker reuses the worker's own connection.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import importlib
+import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +38,16 @@ R = TypeVar("R")
 DEFAULT_BROKER = "brokerd://localhost:5673"
 
 _current: App | None = None
+
+log = logging.getLogger("brokerd_client.tasks")
+
+
+def _log_unconfirmed(name: str, task_id: str) -> Callable[[concurrent.futures.Future[bool]], None]:
+    def done(fut: concurrent.futures.Future[bool]) -> None:
+        if not fut.cancelled() and fut.exception() is not None:
+            log.error("task %s[%s] was not sent: %s", name, task_id, fut.exception())
+
+    return done
 
 
 def current_app() -> App:
@@ -292,8 +304,9 @@ class App:
         client = self.producer_client
         declare_sync(client, self.router.topology, self._producer_declared, tm.route)
         m = tm.message
-        send = client.publish if options.get("wait_confirm", True) else client.publish_nowait
-        send(
+        wait = options.get("wait_confirm", True)
+        send = client.publish if wait else client.publish_nowait
+        sent = send(
             m.exchange,
             m.routing_key,
             m.body,
@@ -304,6 +317,9 @@ class App:
             mandatory=True,
             not_before=m.not_before,
         )
+        if not wait:
+            assert isinstance(sent, concurrent.futures.Future)
+            sent.add_done_callback(_log_unconfirmed(name, tm.task_id))
         return AsyncResult(tm.task_id, self)
 
     async def _asend(
