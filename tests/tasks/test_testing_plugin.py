@@ -13,7 +13,7 @@ from brokerd_client.tasks import App
 
 if TYPE_CHECKING:  # imported by pytest as a plugin; importing it here first
     # would stop pytest from rewriting its asserts
-    from brokerd_client.tasks.testing import BrokerServer, WorkerHandle
+    from brokerd_client.tasks.testing import BrokerServer, InProcessBroker, WorkerHandle
 
 pytest_plugins = ["brokerd_client.tasks.testing"]
 
@@ -61,3 +61,20 @@ def test_unknown_queue_or_option_is_a_start_error(
     with pytest.raises(RuntimeError, match="worker exited with 2"):
         handle.wait_ready()
     assert "--concurrency must be at least 1" in handle.log
+
+
+def test_in_process_broker_serves_a_worker(
+    brokerd_inprocess_broker: InProcessBroker, tmp_path: Path
+) -> None:
+    from brokerd_client.tasks.testing import WorkerHandle
+
+    worker = WorkerHandle(
+        "e2eapp", brokerd_inprocess_broker.url, workdir=tmp_path, env={"PYTHONPATH": APPS}
+    )
+    app = App("client-side", broker=brokerd_inprocess_broker.url, task_default_queue="default")
+    try:
+        worker.wait_ready()
+        assert app.send_task("e2e.add", (1, 2)).get(timeout=30) == 3
+    finally:
+        app.close()
+        worker.stop()

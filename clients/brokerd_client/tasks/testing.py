@@ -9,6 +9,9 @@ Fixtures:
 * ``brokerd_broker``: a real brokerd on a free port with a temporary data
   directory (started as a child process of the test run, SIGKILLed at the
   end); ``.url`` to connect, ``.restart()``, ``.kill()``.
+* ``brokerd_inprocess_broker``: brokerd running inside the test process (a
+  thread with its own event loop) on a temporary data directory: no process
+  to start, for tests that do not need to kill the broker.
 * ``brokerd_worker``: a factory starting real ``brokerd-worker`` processes
   against that broker: ``brokerd_worker("proj.tasks", "-c", "2")`` returns a
   :class:`WorkerHandle` once the worker consumes; all are stopped at the end.
@@ -21,11 +24,13 @@ For tests that need no broker at all, run tasks in-process::
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -38,8 +43,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BrokerServer",
+    "InProcessBroker",
     "WorkerHandle",
     "brokerd_broker",
+    "brokerd_inprocess_broker",
     "brokerd_worker",
     "eager",
 ]
@@ -94,6 +101,60 @@ class BrokerServer:
     def restart(self) -> BrokerServer:
         self.kill()
         return self.start()
+
+
+class InProcessBroker:
+    """brokerd in a daemon thread of this process, listening on a free port."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        return f"brokerd://127.0.0.1:{self.port}"
+
+    def start(self) -> InProcessBroker:
+        from brokerd.config import Config
+        from brokerd.server import BrokerServer
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        config = Config(host="127.0.0.1", port=0, data_dir=str(self.data_dir), metrics_port=0)
+        ready = threading.Event()
+
+        async def serve() -> None:
+            server = self._server = BrokerServer(config.validate())
+            await server.start()
+            self.port = server.port or 0
+            ready.set()
+            await server.serve_until_stopped()
+
+        def run() -> None:
+            loop = self._loop = asyncio.new_event_loop()
+            try:
+                loop.run_until_complete(serve())
+            except BaseException as exc:  # reported to start()
+                self._error = exc
+            finally:
+                ready.set()
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name="brokerd-inprocess", daemon=True)
+        self._thread.start()
+        if not ready.wait(START_TIMEOUT) or self._error is not None or not self.port:
+            raise RuntimeError(f"in-process brokerd did not start: {self._error!r}")
+        return self
+
+    def stop(self) -> None:
+        loop, server, thread = self._loop, self._server, self._thread
+        if loop is None or server is None or thread is None or not thread.is_alive():
+            return
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(START_TIMEOUT)
+        thread.join(START_TIMEOUT)
 
 
 class WorkerHandle:
@@ -165,6 +226,18 @@ def brokerd_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerS
         yield server
     finally:
         server.kill()
+
+
+@pytest.fixture
+def brokerd_inprocess_broker(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[InProcessBroker]:
+    """brokerd running inside the test process (see the module docstring)."""
+    server = InProcessBroker(tmp_path_factory.mktemp("brokerd") / "data").start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture
