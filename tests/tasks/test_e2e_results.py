@@ -157,3 +157,16 @@ def test_started_is_recorded_when_tracked(e2e: ModuleType, start_worker: Start) 
 def test_blocking_get_inside_an_async_task_is_refused(e2e: ModuleType, start_worker: Start) -> None:
     start_worker()
     assert "await result.wait()" in e2e.blocking_get.delay().get(timeout=BOUND)
+
+
+def test_settings_the_broker_refuses_stop_the_worker_at_start(
+    start_worker: Start, broker: Any
+) -> None:
+    bad_cron = start_worker(env={"E2E_BAD_CRON": "1"}, wait=False)
+    assert bad_cron.proc.wait(BOUND) == 2
+    assert "beat_schedule entry 'bad' (cron 61 * * * *) was refused by the broker" in bad_cron.log
+    with brokerd_client.Client(broker.url) as client:
+        client.declare_queue("adhoc", lease=5.0)  # e2eapp would declare it with 30 s
+    mismatch = start_worker("-Q", "adhoc", wait=False)
+    assert mismatch.proc.wait(BOUND) == 2
+    assert "queue 'adhoc' or its exchange already exists" in mismatch.log

@@ -18,6 +18,7 @@ import asyncio
 import sys
 from typing import TYPE_CHECKING, Any
 
+from ..errors import InvalidArgument
 from .exceptions import ConfigurationError
 from .producer import Declared, declare_async
 from .serialization import content_type_of, encode_body
@@ -81,15 +82,21 @@ async def register_schedules(
     for entry in app.conf.beat_schedule.values():
         msg = schedule_message(app, entry)
         await declare_async(client, app.router.topology, declared, msg.pop("route"))
-        await client.schedule_set(
-            msg["name"],
-            msg["spec"],
-            msg["exchange"],
-            msg["routing_key"],
-            msg["body"],
-            headers=msg["headers"],
-            priority=msg["priority"],
-        )
+        try:
+            await client.schedule_set(
+                msg["name"],
+                msg["spec"],
+                msg["exchange"],
+                msg["routing_key"],
+                msg["body"],
+                headers=msg["headers"],
+                priority=msg["priority"],
+            )
+        except InvalidArgument as exc:
+            raise ConfigurationError(
+                f"beat_schedule entry {entry.name!r} ({entry.spec}) was refused by the broker: "
+                f"{exc.message}"
+            ) from None
         names.append(entry.name)
     return names
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import traceback as _tb
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from . import states
 
 __all__ = ["ExcInfo", "Outcome"]
+
+_EXECUTION_FILE = str(Path(__file__).with_name("execution.py"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +32,11 @@ class ExcInfo:
     @classmethod
     def from_exception(cls, exc: BaseException) -> ExcInfo:
         etype = type(exc)
-        text = "".join(_tb.format_exception(etype, exc, exc.__traceback__))
+        tb = exc.__traceback__
+        # Start at the task's own code, not at the frame that called it.
+        while tb is not None and tb.tb_frame.f_code.co_filename == _EXECUTION_FILE:
+            tb = tb.tb_next
+        text = "".join(_tb.format_exception(etype, exc, tb or exc.__traceback__))
         return cls(etype.__name__, etype.__module__, str(exc), text)
 
     def as_dict(self) -> dict[str, str]:

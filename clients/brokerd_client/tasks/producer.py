@@ -28,7 +28,9 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from ..errors import PreconditionFailed
 from ..message import Message
+from .exceptions import ConfigurationError
 from .routing import Route, Router, Topology
 from .serialization import content_type_of, encode_body
 from .task import SEND_OPTIONS
@@ -160,6 +162,13 @@ def _queue_args(topo: Topology, q: Queue) -> dict[str, Any]:
     }
 
 
+def _mismatch(q: Queue, exc: PreconditionFailed) -> ConfigurationError:
+    return ConfigurationError(
+        f"queue {q.name!r} or its exchange already exists on the broker with other options "
+        f"({exc.message}); every producer and worker must use the same task_queues settings"
+    )
+
+
 class _Declared:
     """Which queues one connection already declared (``"*"``: all of the app's)."""
 
@@ -187,9 +196,12 @@ def declare_sync(client: Client, topo: Topology, state: _Declared, route: Route 
         todo = _needed(topo, state.names, route)
         for q in todo:
             ex = topo.exchange_of(q)
-            if ex is not None:
-                client.declare_exchange(ex.name, ex.type)
-            client.declare_queue(q.name, q.durable, **_queue_args(topo, q))
+            try:
+                if ex is not None:
+                    client.declare_exchange(ex.name, ex.type)
+                client.declare_queue(q.name, q.durable, **_queue_args(topo, q))
+            except PreconditionFailed as exc:
+                raise _mismatch(q, exc) from None
             binding = topo.binding_of(q)
             if binding is not None:
                 client.bind(binding.queue, binding.exchange, binding.routing_key)
@@ -211,9 +223,12 @@ async def declare_async(
 
 async def declare_queue_async(client: AsyncClient, topo: Topology, q: Queue) -> None:
     ex = topo.exchange_of(q)
-    if ex is not None:
-        await client.declare_exchange(ex.name, ex.type)
-    await client.declare_queue(q.name, q.durable, **_queue_args(topo, q))
+    try:
+        if ex is not None:
+            await client.declare_exchange(ex.name, ex.type)
+        await client.declare_queue(q.name, q.durable, **_queue_args(topo, q))
+    except PreconditionFailed as exc:
+        raise _mismatch(q, exc) from None
     binding = topo.binding_of(q)
     if binding is not None:
         await client.bind(binding.queue, binding.exchange, binding.routing_key)

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from brokerd_client.tasks import App, Queue, SoftTimeLimitExceeded
+from brokerd_client.tasks import App, Queue, SoftTimeLimitExceeded, crontab
 
 app = App("e2e", broker=os.environ.get("BROKERD_URL", "brokerd://127.0.0.1:5673"))
 app.conf.update(
@@ -28,6 +28,8 @@ app.conf.update(
     worker_summary_interval=1.0,
     worker_shutdown_timeout=float(os.environ.get("E2E_GRACE", "30")),
 )
+if os.environ.get("E2E_BAD_CRON"):
+    app.conf.beat_schedule = {"bad": {"task": "e2e.tick", "schedule": crontab(minute="61")}}
 if os.environ.get("E2E_BEAT"):
     app.conf.beat_schedule = {
         "every-second": {"task": "e2e.tick", "schedule": 1.0, "args": ("beat",)},

@@ -32,6 +32,7 @@ from ...client import AsyncClient, connect
 from ...consumer import Consumer
 from ...errors import BrokerError, ConnectionLost
 from ..beat import register_schedules
+from ..exceptions import ConfigurationError
 from ..producer import Declared, TaskMessage, declare_queue_async
 from .banner import banner
 from .dispatcher import Dispatcher
@@ -164,6 +165,9 @@ class Worker:
             summary = loop.create_task(self._summaries())
             try:
                 return await self._serve()
+            except ConfigurationError as exc:
+                log.error("cannot run: %s", exc)
+                return 2
             finally:
                 summary.cancel()
         finally:
