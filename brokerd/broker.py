@@ -135,6 +135,9 @@ class Broker:
         #: Consulted before each delivery when set: a reason string means the
         #: message is settled without delivery (the task layer's revocations).
         self.delivery_filter: Callable[[Message], str | None] | None = None
+        #: Set by a graceful stop: connections it closes do not count as
+        #: failed deliveries (a stop, like a crash, burns no attempt).
+        self.stopping = False
 
     # --- start-up -------------------------------------------------------------
 
@@ -880,6 +883,16 @@ class Broker:
         for c in list(conn.consumers.values()):
             self._drop_consumer(c)
         taken = self._take(conn, list(conn.deliveries), [])
+        if self.stopping:
+            # The broker is shutting down, not the consumer failing: leave
+            # each message's row as it is (ready, same attempt count), exactly
+            # as after a crash, instead of counting the delivery (which could
+            # dead-letter or drop it under max_deliveries).
+            taken.sort(key=lambda d: d.message.seq or 0, reverse=True)
+            for d in taken:
+                if not d.queue.deleted:
+                    d.queue.push_front(d.message)
+            return
         self._return_all(taken, None)
         self._redispatch(taken)
 

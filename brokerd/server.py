@@ -126,6 +126,7 @@ class BrokerServer:
             self._server.close()
         if self.metrics is not None:
             self.metrics.close()
+        self.broker.stopping = True
         for session in list(self.sessions):
             session.fail(ErrorCode.SHUTTING_DOWN, "broker is shutting down")
         if self._timer is not None:
