@@ -1,0 +1,208 @@
+"""The server's edges against a real brokerd: authentication, the loopback
+rule, frame limits, the handshake, heartbeats and the connection limit.
+
+Raw-socket tests speak the wire protocol with the sans-IO codec so they can
+misbehave in ways the SDK never would. Waits are bounded only to fail rather
+than hang; nothing asserts on timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import brokerd_client
+from brokerd_client import AuthenticationError, ConnectionLost, QueueInfo, ResourceLimitExceeded
+from brokerd_protocol import (
+    DEFAULT_MAX_FRAME,
+    Decoder,
+    ErrorCode,
+    Frame,
+    Heartbeat,
+    Hello,
+    Publish,
+    QueueStats,
+    Welcome,
+    encode,
+)
+from brokerd_protocol import Error as ErrorFrame
+
+BOUND = 20.0
+
+
+class RawConnection:
+    """A bare TCP connection that sends and reads frames, nothing more."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.decoder = Decoder(DEFAULT_MAX_FRAME + 65536)
+
+    @classmethod
+    async def open(cls, port: int) -> RawConnection:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    async def send(self, data: Frame | bytes) -> None:
+        self.writer.write(data if isinstance(data, bytes) else encode(data))
+        await self.writer.drain()
+
+    async def read_frame(self) -> Frame | None:
+        """The next frame, or None once the server closed the connection."""
+        while True:
+            frame = self.decoder.next_frame()
+            if frame is not None:
+                return frame
+            try:
+                data = await self.reader.read(65536)
+            except ConnectionResetError:
+                return None
+            if not data:
+                return None
+            self.decoder.feed(data)
+
+    async def frames_until_closed(self) -> list[Frame]:
+        """Every frame the server sends until it closes (bounded)."""
+        frames: list[Frame] = []
+        async with asyncio.timeout(BOUND):
+            while (frame := await self.read_frame()) is not None:
+                frames.append(frame)
+        return frames
+
+    async def handshake(self, heartbeat: float = 30.0, token: str | None = None) -> Welcome:
+        await self.send(Hello([1], token, "raw", heartbeat))
+        async with asyncio.timeout(BOUND):
+            welcome = await self.read_frame()
+        assert isinstance(welcome, Welcome), welcome
+        return welcome
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def connection_error(frames: list[Frame]) -> ErrorFrame:
+    """The connection-level Error that must end ``frames``."""
+    assert frames, "the server closed without an Error frame"
+    last = frames[-1]
+    assert isinstance(last, ErrorFrame), frames
+    assert last.req == 0
+    return last
+
+
+async def test_token_auth(broker_factory: Any) -> None:
+    proc = broker_factory(token="s3cret").start()
+    base = f"brokerd://127.0.0.1:{proc.port}"
+    with pytest.raises(AuthenticationError):
+        await brokerd_client.connect(base, timeout=BOUND)  # no token at all
+    with pytest.raises(AuthenticationError):
+        await brokerd_client.connect(base, token="s3cret-not", timeout=BOUND)
+    with pytest.raises(AuthenticationError):
+        await brokerd_client.connect(base, token="", timeout=BOUND)
+    good = await brokerd_client.connect(base, token="s3cret", timeout=BOUND)
+    async with good:
+        await good.declare_queue("authed")
+        assert await good.publish("", "authed", b"x")
+
+    # On the wire: AUTH_FAILED, then the connection closes.
+    raw = await RawConnection.open(proc.port)
+    await raw.send(Hello([1], "wrong", "raw", 30.0))
+    err = connection_error(await raw.frames_until_closed())
+    assert err.code == ErrorCode.AUTH_FAILED
+    raw.close()
+
+
+@pytest.mark.parametrize("flag", ["--host", "--metrics-host"])
+def test_non_loopback_bind_without_a_token_refuses_to_start(tmp_path: Path, flag: str) -> None:
+    cmd = [
+        sys.executable, "-m", "brokerd",
+        "--port", "0",
+        "--metrics-port", "0",
+        "--data-dir", str(tmp_path / "data"),
+        flag, "0.0.0.0",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=BOUND, check=False)
+    assert proc.returncode != 0
+    assert "0.0.0.0" in proc.stderr
+    assert "token" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+async def test_oversized_frame_gets_frame_too_large_then_close(broker: Any) -> None:
+    raw = await RawConnection.open(broker.port)
+    welcome = await raw.handshake()
+    # A header declaring 100 MB, and no payload: refused from the header alone.
+    await raw.send(struct.pack(">I", 100 * 1024 * 1024))
+    err = connection_error(await raw.frames_until_closed())
+    assert err.code == ErrorCode.FRAME_TOO_LARGE
+    raw.close()
+    # One byte over the announced limit is refused too.
+    raw = await RawConnection.open(broker.port)
+    await raw.handshake()
+    await raw.send(struct.pack(">I", welcome.max_frame + 1))
+    assert connection_error(await raw.frames_until_closed()).code == ErrorCode.FRAME_TOO_LARGE
+    raw.close()
+
+
+async def test_frames_before_hello_get_not_authenticated(broker: Any) -> None:
+    c = await brokerd_client.connect(broker.url, timeout=BOUND)
+    await c.declare_queue("guarded")
+    for first in (Publish(1, "", "guarded", b"sneaky"), QueueStats(1, "guarded"), Heartbeat()):
+        raw = await RawConnection.open(broker.port)
+        await raw.send(first)
+        err = connection_error(await raw.frames_until_closed())
+        assert err.code == ErrorCode.NOT_AUTHENTICATED, first
+        raw.close()
+    # The publish before Hello stored nothing.
+    assert await c.queue_stats("guarded") == QueueInfo(0, 0, 0, 0)
+    await c.close()
+
+
+async def test_a_silent_peer_is_dropped_with_heartbeat_timeout(broker: Any) -> None:
+    raw = await RawConnection.open(broker.port)
+    # brokerd raises a smaller request to its 0.5 s floor.
+    welcome = await raw.handshake(heartbeat=0.2)
+    assert welcome.heartbeat == 0.5
+    # Now say nothing at all. The server heartbeats, then gives up on us.
+    frames = await raw.frames_until_closed()
+    err = connection_error(frames)
+    assert err.code == ErrorCode.HEARTBEAT_TIMEOUT
+    assert all(isinstance(f, Heartbeat) for f in frames[:-1]), frames
+    raw.close()
+
+
+async def test_max_connections_refuses_the_next_one(broker_factory: Any) -> None:
+    proc = broker_factory("--max-connections", "2").start()
+    url = f"brokerd://127.0.0.1:{proc.port}"
+    first = await brokerd_client.connect(url, timeout=BOUND)
+    second = await brokerd_client.connect(url, timeout=BOUND)
+    with pytest.raises((ResourceLimitExceeded, ConnectionLost)):
+        await brokerd_client.connect(url, timeout=BOUND)
+    # On the wire: RESOURCE_LIMIT, then the connection closes.
+    raw = await RawConnection.open(proc.port)
+    with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+        await raw.send(Hello([1], None, "raw", 30.0))
+    err = connection_error(await raw.frames_until_closed())
+    assert err.code == ErrorCode.RESOURCE_LIMIT
+    raw.close()
+    # The existing connections are unaffected.
+    await first.declare_queue("limited")
+    await second.queue_stats("limited")
+    # Once one closes, a new connection is admitted.
+    await first.close()
+    async with asyncio.timeout(BOUND):
+        while True:
+            try:
+                third = await brokerd_client.connect(url, timeout=BOUND)
+                break
+            except (ResourceLimitExceeded, ConnectionLost):
+                await asyncio.sleep(0.05)
+    assert (await third.queue_stats("limited")).ready == 0
+    await third.close()
+    await second.close()
