@@ -217,7 +217,7 @@ class BrokerServer:
                     )
                 continue
             hb = session.heartbeat
-            if not hb or session.reading_paused:
+            if not hb or session.commit_paused:
                 continue
             if now - session.last_recv > 2 * hb:
                 session.fail(ErrorCode.HEARTBEAT_TIMEOUT, f"no frames for {2 * hb:g} s")

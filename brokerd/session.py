@@ -65,6 +65,7 @@ class Session(asyncio.Protocol):
         self._flush_scheduled = False
         self._closing = False
         self._reading_paused = False
+        self._commit_paused = False
         self._loop = asyncio.get_running_loop()
         self._handlers: dict[type[bp.Frame], Callable[[Any], None]] = {
             bp.Heartbeat: self._on_heartbeat,
@@ -141,26 +142,43 @@ class Session(asyncio.Protocol):
         self.server.forget(self)
 
     def pause_writing(self) -> None:
+        # A peer that does not read what we send gets no deliveries, and we
+        # stop reading its requests: their replies would pile up here too.
         self.writable = False
+        self._set_reading()
 
     def resume_writing(self) -> None:
         self.writable = True
+        self._set_reading()
         self.broker.resume(self.conn)
 
     # --- flow control -----------------------------------------------------------
 
     def pause_reading(self) -> None:
-        if not self._reading_paused and self.transport is not None:
-            self._reading_paused = True
-            self.transport.pause_reading()
+        """Stop reading until commits catch up (the server resumes us)."""
+        if not self._commit_paused:
+            self._commit_paused = True
             self.server.paused.add(self)
+            self._set_reading()
 
     @property
-    def reading_paused(self) -> bool:
-        return self._reading_paused
+    def commit_paused(self) -> bool:
+        """Paused by us, waiting for commits: the peer's silence is not its fault."""
+        return self._commit_paused
 
     def resume_reading(self) -> None:
-        if self._reading_paused and self.transport is not None and not self._closing:
+        self._commit_paused = False
+        self._set_reading()
+
+    def _set_reading(self) -> None:
+        """Read from the socket unless commits lag or the peer is not reading."""
+        if self.transport is None or self._closing:
+            return
+        want_paused = self._commit_paused or not self.writable
+        if want_paused and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pause_reading()
+        elif not want_paused and self._reading_paused:
             self._reading_paused = False
             # Time spent paused by us is not the peer's silence.
             self.last_recv = time.monotonic()
