@@ -4,6 +4,7 @@ and keeps serving everyone else."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 
@@ -41,7 +42,7 @@ async def test_peer_that_does_not_read_is_not_read_either(broker) -> None:  # ty
         elif time.monotonic() - stalled_since > 1.0:
             break
         else:
-            time.sleep(0.01)
+            await asyncio.sleep(0.01)
     requests_sent = sent // len(one)
     # Without back-pressure the broker would read all 2,000,000 requests and
     # hold ~100 MB of replies for a peer that never reads them.
