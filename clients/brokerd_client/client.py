@@ -425,7 +425,7 @@ class AsyncClient:
 
     async def schedule_list(self) -> list[dict[str, Any]]:
         """Every schedule: ``name, spec, exchange, routing_key, next_run, last_run``."""
-        value = await self._conn.request(lambda req: ScheduleList(req))
+        value = await self._conn.request(ScheduleList)
         if not isinstance(value, list):
             raise ProtocolViolation(f"ScheduleList answered with {value!r}")
         return value
