@@ -6,10 +6,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 from taskhelpers import BOUND, events, wait_events
 
+import brokerd_client
 from brokerd_client.tasks import (
     SoftTimeLimitExceeded,
     TaskRevokedError,
@@ -117,3 +119,26 @@ def test_max_tasks_per_child_recycles_processes(e2e: ModuleType, start_worker: S
     pids = [e2e.pid.delay().get(timeout=BOUND) for _ in range(6)]
     assert pids[0] == pids[1] and pids[2] == pids[3] and pids[4] == pids[5]
     assert len(set(pids)) == 3
+
+
+def test_expired_task_is_not_run_and_recorded_revoked(
+    e2e: ModuleType, start_worker: Start, state_dir: Path
+) -> None:
+    start_worker()
+    result = e2e.stamp.apply_async(("expired",), countdown=1, expires=0.5)
+    with pytest.raises(TaskRevokedError):
+        result.get(timeout=BOUND)
+    assert events(state_dir, "stamp") == []
+
+
+def test_acks_early_is_at_most_once(
+    e2e: ModuleType, start_worker: Start, state_dir: Path, broker: Any
+) -> None:
+    worker = start_worker("-c", "1", env={"E2E_ACKS_EARLY": "1"})
+    result = e2e.sleep_sync.delay(2.0, tag="early")
+    wait_events(state_dir, "sleep", 1)
+    worker.kill()
+    with brokerd_client.Client(broker.url) as client:
+        info = client.queue_stats("default")
+    assert (info.ready, info.leased) == (0, 0)  # acked before it ran: not redelivered
+    assert result.state == states.PENDING

@@ -28,6 +28,8 @@ app.conf.update(
     worker_summary_interval=1.0,
     worker_shutdown_timeout=float(os.environ.get("E2E_GRACE", "30")),
 )
+if os.environ.get("E2E_ACKS_EARLY"):
+    app.conf.task_acks_late = False
 if os.environ.get("E2E_BAD_CRON"):
     app.conf.beat_schedule = {"bad": {"task": "e2e.tick", "schedule": crontab(minute="61")}}
 if os.environ.get("E2E_BEAT"):
