@@ -2,14 +2,15 @@
 
 A framework (Celery on a peer, brokerd's task SDK) supplies an app module exposing ``app``,
 ``noop_ignored`` (``ignore_result=True``) and ``noop_result``, configured from the
-``BENCH_*`` environment below, and the command line of one worker process. The worker runs
-tasks inline (Celery ``--pool solo``, brokerd ``--pool asyncio``), concurrency 1, the
-run's prefetch, ack after the task ran. Its app counts the tasks it ran and writes
-:func:`bench.clock.now` to a file when it has run them all.
+``BENCH_*`` environment below, and the command line of one worker process. The worker
+acks after the task ran, with the run's prefetch. Its app records :func:`bench.clock.now`
+when it runs its first task and when it has run them all, and writes both to a file.
 
-The producer runs in its own spawned process and sends tasks one by one, each send
-returning once the broker confirmed it. Results ignored: time from the first send to the
-worker running the last task. With results: to the producer holding the last result.
+What is timed is the worker: the queue is first pre-loaded with every task (untimed; each
+framework's own producer API, confirmed sends), then one worker process is started and
+the rate is tasks / (last task run - first task run). Timing the producer instead would
+measure one confirmed send at a time, not the worker. With results, the producer then
+checks (untimed) that every result is stored and successful.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..children import collect, kill_all, spawn, wait_ready
+from ..children import Child, collect, kill_all, spawn, wait_ready
 from ..clock import now
 from ..procs import REPO_ROOT, child_env
 from ..progress import Counter, Progress
@@ -61,16 +63,13 @@ async def run_noop_tasks(
     }
     worker_env = child_env()
     worker_env.update(env)
-    worker = _start_worker(
-        framework.worker_argv(queue, s.prefetch, ready_file), worker_env, log_path
-    )
+    check_file = workdir / "check"
     producer = None
+    worker: subprocess.Popen[bytes] | None = None
     try:
-        deadline = now() + WORKER_START_TIMEOUT
-        while not ready_file.exists():
-            if worker.poll() is not None or now() > deadline:
-                raise RuntimeError(f"{framework.name} worker did not start: {_tail(log_path)}")
-            await asyncio.sleep(0.02)
+        # One producer process pre-loads the queue, then (after the worker ran every
+        # task) checks the results: Celery's rpc:// backend only answers the process
+        # that sent the tasks.
         producer = spawn(
             "producer",
             "sync:produce_tasks",
@@ -80,40 +79,45 @@ async def run_noop_tasks(
             env=env,
             count=count,
             with_results=with_results,
+            check_file=str(check_file),
             result_timeout=s.stall_timeout,
         )
         await wait_ready([producer])
         producer.go.set()
-        total = 2 * count if with_results else count
-        label = "sent+results" if with_results else "sent"
-        progress = Progress(ctx.title, [Counter(label, producer.counter, total)])
-        results = await collect([producer], progress=progress, stall_timeout=s.stall_timeout)
-        p = results["producer"]
-        if with_results:
-            t_end = p["t_end"]
-        else:
-            deadline = now() + s.stall_timeout + count / 100
-            while not done_file.exists():
-                if worker.poll() is not None or now() > deadline:
-                    raise RuntimeError(f"worker did not run all {count} tasks: {_tail(log_path)}")
-                await asyncio.sleep(0.005)
-            await asyncio.sleep(0.01)
-            t_end = float(done_file.read_text())
-        elapsed = t_end - p["t_first"]
+        progress = Progress(ctx.title, [Counter("pre-loaded", producer.counter, count)])
+        await _wait_preloaded(producer, count, progress, s.stall_timeout)
+        worker = _start_worker(
+            framework.worker_argv(queue, s.prefetch, ready_file), worker_env, log_path
+        )
+        deadline = now() + WORKER_START_TIMEOUT + s.stall_timeout + count / 100
+        while not done_file.exists():
+            if worker.poll() is not None or now() > deadline:
+                raise RuntimeError(f"worker did not run all {count} tasks: {_tail(log_path)}")
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.01)
+        t_first, t_done = (float(x) for x in done_file.read_text().split())
+        check_file.write_text("go")
+        checked = (await collect([producer], stall_timeout=s.stall_timeout))["producer"]
+        producer = None
+        if with_results and checked["succeeded"] != count:
+            raise RuntimeError(f"only {checked['succeeded']}/{count} results were stored")
+        elapsed = t_done - t_first
         return count / elapsed, {
             "elapsed_s": round(elapsed, 3),
-            "send_s": round(p["t_sent"] - p["t_first"], 3),
+            "preload_s": round(checked["t_sent"] - checked["t_first"], 3),
             "framework": framework.name,
+            "results_checked": checked["succeeded"],
         }
     finally:
         if producer is not None:
             kill_all([producer])
-        worker.terminate()
-        try:
-            await asyncio.to_thread(worker.wait, 3)  # the work is done; no need to be gentle
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            await asyncio.to_thread(worker.wait)
+        if worker is not None:
+            worker.terminate()
+            try:
+                await asyncio.to_thread(worker.wait, 3)  # the work is done; no need to be gentle
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                await asyncio.to_thread(worker.wait)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -136,6 +140,26 @@ def _tail(path: Path, lines: int = 10) -> str:
         return "(no log)"
 
 
+async def _wait_preloaded(producer: Child, count: int, progress: Progress, stall: float) -> None:
+    """Wait until the producer has sent (and had confirmed) every task."""
+    last, since = -1, now()
+    while producer.counter.value < count:
+        if not producer.process.is_alive():
+            raise RuntimeError("the producer died while pre-loading")
+        value = producer.counter.value
+        if value != last:
+            last, since = value, now()
+        elif now() - since > stall:
+            raise RuntimeError(f"pre-loading stalled at {value}/{count}")
+        progress.tick()
+        await asyncio.sleep(0.05)
+    progress.finish()
+
+
+#: Tasks per pipelined send when pre-loading brokerd.
+PRELOAD_CHUNK = 2_000
+
+
 def produce_tasks(
     *,
     counter: Any,
@@ -146,10 +170,12 @@ def produce_tasks(
     env: dict[str, str],
     count: int,
     with_results: bool,
+    check_file: str,
     result_timeout: float,
 ) -> dict[str, Any]:
-    """Producer process body (synchronous: both frameworks' ``delay()`` blocks until the
-    broker confirmed the message)."""
+    """Producer process body: pre-load the queue with ``count`` tasks, every send
+    confirmed by the broker (brokerd pipelines them; Celery sends one at a time);
+    then, once the parent writes ``check_file``, check every result (untimed)."""
     os.environ.update(env)
     mod = importlib.import_module(app_module)
     task = mod.noop_result if with_results else mod.noop_ignored
@@ -161,22 +187,32 @@ def produce_tasks(
     ready.set()
     if not go.wait(300):
         raise TimeoutError("the parent never said go")
-    results = []
+    results: list[Any] = []
     t_first = now()
-    for i in range(count):
-        r = task.delay()
-        if with_results:
-            results.append(r)
-        counter.value = i + 1
-    t_sent = now()
-    for i, r in enumerate(results):
-        r.get(timeout=result_timeout)
-        counter.value = count + i + 1
-    t_end = now()
     if framework == "celery":
-        for r in results:  # drop stored results (Redis backend keys) once timing is done
-            r.forget()
-    return {"t_first": t_first, "t_sent": t_sent, "t_end": t_end, "count": count}
+        for i in range(count):
+            results.append(task.delay())
+            counter.value = i + 1
+    else:
+        for i in range(0, count, PRELOAD_CHUNK):
+            n = min(PRELOAD_CHUNK, count - i)
+            results.extend(mod.app.send_many([task.s() for _ in range(n)], timeout=120))
+            counter.value = i + n
+    t_sent = now()
+    deadline = now() + 3600
+    while not Path(check_file).exists():
+        if now() > deadline:
+            raise TimeoutError("the parent never asked for the results check")
+        time.sleep(0.01)
+    succeeded = 0
+    if with_results:
+        for result in results:
+            result.get(timeout=result_timeout)
+            succeeded += bool(result.successful())
+        if framework == "celery":
+            for result in results:
+                result.forget()  # drop stored results (Redis backend keys)
+    return {"t_first": t_first, "t_sent": t_sent, "count": count, "succeeded": succeeded}
 
 
 SYNC_ROLES = {"produce_tasks": produce_tasks}
