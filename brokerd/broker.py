@@ -131,6 +131,9 @@ class Broker:
         self._inflight_bytes = 0
         #: Durable delayed messages added while a load from disk was in flight.
         self._added_while_loading = 0
+        #: Durable queues deleted while a delayed load was in flight: that load
+        #: may return their rows, already uncounted by ``delete_queue``.
+        self._deleted_while_loading: set[str] = set()
         self.commit_listeners: list[Callable[[], None]] = []
         #: Consulted before each delivery when set: a reason string means the
         #: message is settled without delivery (the task layer's revocations).
@@ -301,6 +304,8 @@ class Broker:
             if q.durable:
                 self._durable_delayed_in_mem -= in_mem
                 self._delayed_on_disk = max(0, self._delayed_on_disk - (q.delayed - in_mem))
+                if self._delayed_loading:
+                    self._deleted_while_loading.add(name)
             heapq.heapify(kept)
             self._delayed = kept
         for c in list(q.consumers):
@@ -534,16 +539,24 @@ class Broker:
 
     def _delayed_loaded(self, result: list[Message] | BaseException, limit: int) -> None:
         self._delayed_loading = False
+        deleted, self._deleted_while_loading = self._deleted_while_loading, set()
         if isinstance(result, BaseException):
             log.error("loading delayed messages failed: %s", result)
         else:
+            # Rows of a queue deleted while the load ran belong to the old
+            # queue even if one of the same name exists now; delete_queue
+            # already took them off the disk count.
+            uncounted = 0
             for m in result:
                 assert m.ready_at is not None
-                if m.queue not in self.queues:  # deleted while the load ran
+                if m.queue in deleted:
+                    uncounted += 1
+                    continue
+                if m.queue not in self.queues:  # defensive: no such rows remain
                     continue
                 heapq.heappush(self._delayed, (m.ready_at, m.id, m))
                 self._durable_delayed_in_mem += 1
-            self._delayed_on_disk = max(0, self._delayed_on_disk - len(result))
+            self._delayed_on_disk = max(0, self._delayed_on_disk - (len(result) - uncounted))
             if len(result) < limit:
                 self._horizon = (math.inf, 0)
                 self._delayed_on_disk = 0
@@ -767,8 +780,7 @@ class Broker:
         if requeue:
             self._return_all(taken, delay)
         else:
-            for d in taken:
-                self._dead_letter(d.queue, d.message, "rejected")
+            self._reject_all(taken)
         self._redispatch(taken)
         return lost
 
@@ -776,10 +788,16 @@ class Broker:
         lost: list[int] = []
         taken = self._take(conn, ids, lost)
         self.counters.rejected += len(taken)
-        for d in taken:
-            self._dead_letter(d.queue, d.message, "rejected")
+        self._reject_all(taken)
         self._redispatch(taken)
         return lost
+
+    def _reject_all(self, taken: list[Delivery]) -> None:
+        """Dead-letter rejected deliveries. A deleted queue's messages went
+        with it (rows included), so they are not dead-lettered, as on expiry."""
+        for d in taken:
+            if not d.queue.deleted:
+                self._dead_letter(d.queue, d.message, "rejected")
 
     def extend(self, conn: Connection, ids: list[int], seconds: float) -> list[int]:
         if not 0.001 <= seconds <= MAX_LEASE:
@@ -920,7 +938,9 @@ class Broker:
             self._redispatch(touched)
         if self._delayed and self._delayed[0][0] <= now:
             self._release_due(now)
-        elif self._delayed_on_disk and not self._delayed:
+        elif self._delayed_on_disk and self._durable_delayed_in_mem < DELAYED_WINDOW // 4:
+            # Transient delayed messages in the heap say nothing about the
+            # durable ones on disk: load those whenever few are in memory.
             self._load_delayed()
         if now - self._last_sweep >= TTL_SWEEP:
             self._last_sweep = now
