@@ -159,3 +159,9 @@ def test_the_ported_config_of_the_docs_loads_and_routes() -> None:
     assert app.router.route("proj.web.tasks.send") == Route("tasks", "web.sms", "web_tasks")
     assert app.router.route("proj.orders.tasks.add") == Route("", "default", "default")
     assert app.conf.beat_schedule["nightly-report"].spec == "cron 0 3 * * *"
+
+
+@pytest.mark.parametrize("route", [{"queue": ""}, ""])
+def test_a_route_to_an_empty_queue_name_is_refused(route: object) -> None:
+    with pytest.raises(ConfigurationError, match="queue must not be empty"):
+        App("t", task_routes={"a.*": route})

@@ -247,6 +247,8 @@ def _routes(name: str, value: Any) -> tuple[tuple[str, dict[str, Any]], ...]:
                     clean[key] = _priority(f"{name}[{pattern!r}].priority", item)
                 elif isinstance(item, Queue) and key == "queue":
                     clean[key] = item.name
+                elif key == "queue":
+                    clean[key] = _name(f"{name}[{pattern!r}].queue", item)
                 else:
                     clean[key] = _str(f"{name}[{pattern!r}].{key}", item)
             routes.append((pattern, clean))
