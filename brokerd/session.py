@@ -109,6 +109,8 @@ class Session(asyncio.Protocol):
         handlers = self._handlers
         try:
             while True:
+                if self._closing:  # a handler failed the connection: read no further
+                    return
                 frame = decoder.next_frame()
                 if frame is None:
                     break
@@ -124,8 +126,6 @@ class Session(asyncio.Protocol):
                 if getattr(frame, "req", 1) <= 0:
                     raise ProtocolError("request ids must be positive")
                 handler(frame)
-                if self._closing:
-                    return
         except ProtocolError as exc:
             self.fail(exc.code, str(exc))
             return
