@@ -858,7 +858,15 @@ class Broker:
         target = self.queues.get(target_name) if target_name else None
         batch = self.batch
         self._touch()
-        if target is None or target is q:
+        # A dead-letter queue at its max_length takes no more: the message is
+        # dropped rather than cascading drops (two full drop_head queues that
+        # dead-letter into each other would otherwise trade messages forever).
+        full = (
+            target is not None
+            and target.options.max_length is not None
+            and target.ready_count >= target.options.max_length
+        )
+        if target is None or target is q or full:
             self.counters.dropped[reason] = self.counters.dropped.get(reason, 0) + 1
             if q.durable:
                 batch.delete(m.id)

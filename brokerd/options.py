@@ -18,14 +18,18 @@ from .errors import invalid
 #: Longest lease or extension a client may ask for (one day).
 MAX_LEASE = 86_400.0
 MAX_NAME = 255
+#: Longest TTL or delay accepted (ten years); beyond it a value is a mistake.
+TEN_YEARS = 10 * 365 * 86_400.0
+#: Latest ``not_before`` accepted: the end of year 9999.
+LATEST_EPOCH = 253_402_300_799.0
 OVERFLOW_MODES = ("reject_publish", "drop_head")
 
 
-def _number(name: str, value: Any, *, low: float, high: float = math.inf) -> float:
+def _number(name: str, value: Any, *, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise invalid(f"{name} must be a number")
     v = float(value)
-    if not (low <= v <= high) or math.isnan(v):
+    if not math.isfinite(v) or not low <= v <= high:
         raise invalid(f"{name} must be between {low:g} and {high:g}")
     return v
 
@@ -75,7 +79,9 @@ class QueueOptions:
             dead_letter_queue=dlq,
             max_length=_opt_int("max_length", raw.get("max_length"), 0),
             overflow=overflow,
-            message_ttl=None if ttl is None else _number("message_ttl", ttl, low=0.001),
+            message_ttl=None
+            if ttl is None
+            else _number("message_ttl", ttl, low=0.001, high=TEN_YEARS),
         )
 
     def to_wire(self) -> dict[str, Any]:
@@ -117,12 +123,12 @@ def parse_props(raw: dict[str, Any], now: float) -> PublishProps:
     ready_at: float | None = None
     delay = raw.get("delay")
     if delay is not None:
-        d = _number("delay", delay, low=0.0, high=10 * 365 * 86_400.0)
+        d = _number("delay", delay, low=0.0, high=TEN_YEARS)
         if d > 0:
             ready_at = now + d
     not_before = raw.get("not_before")
     if not_before is not None:
-        nb = _number("not_before", not_before, low=0.0)
+        nb = _number("not_before", not_before, low=0.0, high=LATEST_EPOCH)
         if nb > now:
             ready_at = nb if ready_at is None else max(ready_at, nb)
     priority = raw.get("priority", 0)
@@ -132,7 +138,7 @@ def parse_props(raw: dict[str, Any], now: float) -> PublishProps:
         raise invalid(f"priority must be between 0 and {MAX_PRIORITY}")
     ttl = raw.get("ttl")
     if ttl is not None:
-        ttl = _number("ttl", ttl, low=0.001)
+        ttl = _number("ttl", ttl, low=0.001, high=TEN_YEARS)
     message_id = raw.get("message_id")
     if message_id is not None and not isinstance(message_id, str):
         raise invalid("message_id must be a string")

@@ -129,6 +129,10 @@ class Session(asyncio.Protocol):
         except ProtocolError as exc:
             self.fail(exc.code, str(exc))
             return
+        except Exception:  # a bug of ours: say so on the wire, never close silently
+            log.exception("internal error handling a frame from %s", self.peer_name)
+            self.fail(ErrorCode.INTERNAL, "internal error; see the broker log")
+            return
         # Replies to what we just read go out now rather than one loop
         # iteration later: that halves a request's round trip.
         if self._out:

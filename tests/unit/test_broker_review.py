@@ -102,3 +102,39 @@ def test_durable_delayed_on_disk_load_although_transient_ones_wait_in_memory(
         env.settle()
     assert sorted(peer.bodies()) == [b"b0", b"b1", b"b2", b"b3"]
     assert env.stats("b")["delayed"] == 0
+
+
+def test_a_full_dead_letter_queue_drops_instead_of_growing(env: Env) -> None:
+    """A dead-letter queue at its max_length takes no more dead-lettered messages."""
+    b = env.broker
+    b.declare_queue("dlq", True, {"max_length": 1})
+    b.declare_queue("work", True, {"dead_letter_queue": "dlq"})
+    conn, peer = env.connect()
+    for body in (b"a", b"b", b"c"):
+        env.publish(conn, "work", body)
+    env.settle()
+    b.consume(conn, "work", 10, None)
+    got = peer.take()
+    assert b.reject(conn, [g.delivery for g in got]) == []
+    env.settle()
+    assert env.stats("dlq")["ready"] == 1
+    assert b.counters.dead_lettered == {"rejected": 1}
+    assert b.counters.dropped == {"rejected": 2}
+    assert env.store.count_rows() == 1
+
+
+def test_two_full_drop_head_queues_dead_lettering_into_each_other_terminate(env: Env) -> None:
+    b = env.broker
+    b.declare_queue(
+        "a", False, {"max_length": 1, "overflow": "drop_head", "dead_letter_queue": "b"}
+    )
+    b.declare_queue(
+        "b", False, {"max_length": 1, "overflow": "drop_head", "dead_letter_queue": "a"}
+    )
+    conn, _ = env.connect()
+    env.publish(conn, "b", b"b1")
+    env.publish(conn, "a", b"a1")
+    env.publish(conn, "a", b"a2")  # drops a1 towards b, which is full
+    env.settle()
+    assert env.stats("a")["ready"] == 1
+    assert env.stats("b")["ready"] == 1

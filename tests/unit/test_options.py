@@ -153,6 +153,8 @@ def test_delay_and_not_before(raw: dict[str, Any], ready_at: float | None) -> No
         ({"delay": "10"}, "delay must be a number"),
         ({"delay": math.nan}, "delay must be between"),
         ({"not_before": -1}, "not_before must be between"),
+        ({"not_before": math.inf}, "not_before must be between"),
+        ({"ttl": math.inf}, "ttl must be between"),
         ({"not_before": True}, "not_before must be a number"),
         ({"priority": -1}, f"priority must be between 0 and {MAX_PRIORITY}"),
         ({"priority": MAX_PRIORITY + 1}, "priority must be between"),
