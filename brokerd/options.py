@@ -73,15 +73,15 @@ class QueueOptions:
         if overflow not in OVERFLOW_MODES:
             raise invalid(f"overflow must be one of {', '.join(OVERFLOW_MODES)}")
         ttl = raw.get("message_ttl")
+        if ttl is not None:
+            ttl = _number("message_ttl", ttl, low=0.001, high=TEN_YEARS)
         return cls(
             lease=lease,
             max_deliveries=_opt_int("max_deliveries", raw.get("max_deliveries"), 1),
             dead_letter_queue=dlq,
             max_length=_opt_int("max_length", raw.get("max_length"), 0),
             overflow=overflow,
-            message_ttl=None
-            if ttl is None
-            else _number("message_ttl", ttl, low=0.001, high=TEN_YEARS),
+            message_ttl=ttl,
         )
 
     def to_wire(self) -> dict[str, Any]:
