@@ -170,3 +170,36 @@ def test_settings_the_broker_refuses_stop_the_worker_at_start(
     mismatch = start_worker("-Q", "adhoc", wait=False)
     assert mismatch.proc.wait(BOUND) == 2
     assert "queue 'adhoc' or its exchange already exists" in mismatch.log
+
+
+async def test_a_redelivered_task_that_already_has_a_final_result_is_not_run_again(
+    e2e: ModuleType, start_worker: Start, state_dir: Path, broker: Any
+) -> None:
+    # A worker ran "twice" and stored its result, then lost its connection
+    # before the ack arrived; it had not finished "once". The broker delivers
+    # both again.
+    from brokerd_client.tasks.serialization import encode_result
+
+    done = await e2e.stamp.adelay("twice")
+    not_done = await e2e.stamp.adelay("once")
+    client = await brokerd_client.connect(broker.url)
+    consumer = await client.consume("default", prefetch=2)
+    got = [(await asyncio.wait_for(consumer.__anext__(), BOUND)).message_id for _ in range(2)]
+    assert got == [done.id, not_done.id]
+    await client.result_set(done.id, states.SUCCESS, encode_result(1.5, "json"))
+    await client.close()  # no acks: the messages go back to the queue
+
+    start_worker("-c", "1")
+    assert isinstance(await not_done.wait(timeout=BOUND), float)
+    deadline = time.monotonic() + BOUND
+    while (await asyncio.to_thread(queue_counts, broker)) != (0, 0):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    assert [e["tag"] for e in events(state_dir, "stamp")] == ["once"]
+    assert await done.wait(timeout=BOUND) == 1.5
+
+
+def queue_counts(broker: Any) -> tuple[int, int]:
+    with brokerd_client.Client(broker.url) as client:
+        info = client.queue_stats("default")
+    return info.ready, info.leased

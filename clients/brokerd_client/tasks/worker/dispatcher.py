@@ -238,10 +238,49 @@ class Dispatcher:
         job.hard_limit, job.soft_limit = hard, soft
         self.held[d.delivery_id] = job
         self.leases.track(job)
+        if d.redelivered and not job.ignore_result:
+            # Its ack may have been lost after its final result was stored:
+            # look before running it a second time.
+            self._spawn(self._check_redelivered(job))
+            return
+        self._queue(job)
+
+    def _queue(self, job: Job) -> None:
         if self.running < self.concurrency:
             self._start(job)
         else:
             self.waiting.append(job)
+
+    async def _check_redelivered(self, job: Job) -> None:
+        """Ack unrun a redelivered task that already has a final result."""
+        state = None
+        try:
+            found = await job.client.result_get([job.task_id])
+            state = found.get(job.task_id, (None,))[0]
+        except Exception as exc:  # run it: at-least-once, as without the check
+            log.warning("cannot look up the result of redelivered %r: %s", job, exc)
+        d = job.delivery
+        if job.finished or d.settled or self.held.get(d.delivery_id) is not job:
+            return  # revoked meanwhile, or returned
+        if job.client.is_closed:  # the broker has taken it back
+            job.finished = True
+            self.held.pop(d.delivery_id, None)
+        elif not self.accepting:
+            job.finished = True
+            self.held.pop(d.delivery_id, None)
+            settle.nack(d, requeue=True)
+        elif state in states.READY_STATES:
+            log.warning(
+                "%r was delivered again but already has a final result (%s): its ack was "
+                "lost; acking it without running it again",
+                job,
+                state,
+            )
+            job.finished = True
+            self.held.pop(d.delivery_id, None)
+            settle.ack(d)
+        else:
+            self._queue(job)
 
     def _refuse(self, d: Delivery, client: AsyncClient, task_id: str, exc: Exception) -> None:
         log.error("rejecting task %s: %s", task_id, exc)
