@@ -770,7 +770,13 @@ class Broker:
         return lost
 
     def nack(
-        self, conn: Connection, ids: list[int], requeue: bool, delay: float | None
+        self,
+        conn: Connection,
+        ids: list[int],
+        requeue: bool,
+        delay: float | None,
+        *,
+        counted: bool = True,
     ) -> list[int]:
         if delay is not None and not 0 <= delay <= 10 * 365 * 86_400:
             raise invalid("delay must be between 0 and ten years")
@@ -778,7 +784,7 @@ class Broker:
         taken = self._take(conn, ids, lost)
         self.counters.nacked += len(taken)
         if requeue:
-            self._return_all(taken, delay)
+            self._return_all(taken, delay, counted=counted)
         else:
             self._reject_all(taken)
         self._redispatch(taken)
@@ -814,10 +820,19 @@ class Broker:
             self.leases.add(d, deadline)
         return lost
 
-    def _return_all(self, taken: list[Delivery], delay: float | None) -> None:
+    def _return_all(
+        self, taken: list[Delivery], delay: float | None, *, counted: bool = True
+    ) -> None:
         """End deliveries without an ack. Messages going back to the head of
-        their queue are pushed there last-first, so they keep queue order."""
-        front = [d for d in taken if self._return(d, delay)]
+        their queue are pushed there last-first, so they keep queue order.
+
+        ``counted`` false: the consumer never worked on them (a client handing
+        back its prefetch buffer, or the broker itself stopping), so the
+        attempt count and the stored row stay as they are."""
+        if counted:
+            front = [d for d in taken if self._return(d, delay)]
+        else:
+            front = [d for d in taken if not d.queue.deleted]
         front.sort(key=lambda d: d.message.seq or 0, reverse=True)
         for d in front:
             d.queue.push_front(d.message)
@@ -914,10 +929,7 @@ class Broker:
             # each message's row as it is (ready, same attempt count), exactly
             # as after a crash, instead of counting the delivery (which could
             # dead-letter or drop it under max_deliveries).
-            taken.sort(key=lambda d: d.message.seq or 0, reverse=True)
-            for d in taken:
-                if not d.queue.deleted:
-                    d.queue.push_front(d.message)
+            self._return_all(taken, None, counted=False)
             return
         self._return_all(taken, None)
         self._redispatch(taken)

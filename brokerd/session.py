@@ -369,7 +369,12 @@ class Session(asyncio.Protocol):
         self._settle(f.req, lambda: self.broker.ack(self.conn, f.deliveries))
 
     def _on_nack(self, f: bp.Nack) -> None:
-        self._settle(f.req, lambda: self.broker.nack(self.conn, f.deliveries, f.requeue, f.delay))
+        self._settle(
+            f.req,
+            lambda: self.broker.nack(
+                self.conn, f.deliveries, f.requeue, f.delay, counted=f.counted
+            ),
+        )
 
     def _on_reject(self, f: bp.Reject) -> None:
         self._settle(f.req, lambda: self.broker.reject(self.conn, f.deliveries))

@@ -69,13 +69,24 @@ from .errors import (
     error_from_code,
 )
 
-__all__ = ["ACK", "EXTEND", "NACK", "REJECT", "Connection", "DeliverySink", "PublishBatch"]
+__all__ = [
+    "ACK",
+    "EXTEND",
+    "NACK",
+    "REJECT",
+    "RETURN",
+    "Connection",
+    "DeliverySink",
+    "PublishBatch",
+]
 
 log = logging.getLogger("brokerd_client")
 
 #: Settle kinds, used as keys when merging settles issued in the same tick.
 ACK: Final = 0
 NACK: Final = 1
+#: A requeue that is not a delivery attempt: deliveries the application never saw.
+RETURN: Final = 4
 REJECT: Final = 2
 EXTEND: Final = 3
 
@@ -181,6 +192,8 @@ class _SettleBatch:
             return Ack(req, self.ids)
         if kind == NACK:
             return Nack(req, self.ids, self.requeue, self.number)
+        if kind == RETURN:
+            return Nack(req, self.ids, True, None, counted=False)
         if kind == REJECT:
             return Reject(req, self.ids)
         assert self.number is not None
@@ -597,7 +610,7 @@ class Connection(asyncio.Protocol):
         else:
             # A delivery for a consumer we already cancelled: hand it straight
             # back rather than let it sit leased until its lease runs out.
-            self.settle(NACK, frame.delivery, requeue=True, wait=False)
+            self.settle(RETURN, frame.delivery, wait=False)
 
     def _on_confirm(self, frame: Confirm) -> None:
         confirms = self._confirms

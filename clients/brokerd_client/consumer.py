@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from brokerd_protocol import Cancel, Deliver, HeaderValue
 
-from .connection import ACK, EXTEND, NACK, REJECT, Connection
+from .connection import ACK, EXTEND, NACK, REJECT, RETURN, Connection
 from .errors import BrokerError, ConsumerClosed, LeaseLost
 
 log = logging.getLogger("brokerd_client.consumer")
@@ -294,7 +294,7 @@ class Consumer:
         conn = self._conn
         buffer = self._buffer
         while buffer and not conn.is_closed:
-            conn.settle(NACK, buffer.popleft().delivery_id, requeue=True, wait=False)
+            conn.settle(RETURN, buffer.popleft().delivery_id, wait=False)
         buffer.clear()
 
     async def __aenter__(self) -> Self:

@@ -231,11 +231,16 @@ class Ack(Frame):
 
 @dataclass(frozen=True, slots=True)
 class Nack(Frame):
+    """Give deliveries back. ``counted`` false says the application never saw
+    them (a client returning its prefetch buffer): the return does not count
+    as a delivery attempt towards max_deliveries."""
+
     TYPE: ClassVar[int] = 34
     req: int
     deliveries: list[int]
     requeue: bool = True
     delay: float | None = None
+    counted: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -305,6 +305,7 @@ CASES: list[tuple[str, Frame]] = [
     ("nack_defaults", Nack(req=16, deliveries=[4])),
     ("nack_requeue_delay", Nack(req=17, deliveries=[5, 6], requeue=True, delay=5.0)),
     ("nack_dead_letter", Nack(req=18, deliveries=[7], requeue=False)),
+    ("nack_return_unseen", Nack(req=18, deliveries=[12, 13], counted=False)),
     ("reject", Reject(req=19, deliveries=[8, 9])),
     ("extend", Extend(req=20, deliveries=[10, 11], seconds=120.0)),
     ("settled_all", Settled(req=21)),
