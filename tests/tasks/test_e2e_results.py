@@ -203,3 +203,21 @@ def queue_counts(broker: Any) -> tuple[int, int]:
     with brokerd_client.Client(broker.url) as client:
         info = client.queue_stats("default")
     return info.ready, info.leased
+
+
+@pytest.mark.parametrize("kind", ["cancelled", "interrupt"])
+def test_an_async_task_raising_a_base_exception_fails_and_the_worker_lives_on(
+    e2e: ModuleType, start_worker: Start, kind: str
+) -> None:
+    # CancelledError the task raises itself used to leave its slot taken and
+    # its message unacked forever; KeyboardInterrupt stopped the worker.
+    worker = start_worker("-c", "1")
+    result = e2e.araise.delay(kind)
+    with pytest.raises(BaseException) as info:
+        result.get(timeout=BOUND)
+    assert type(info.value).__name__ == (
+        "CancelledError" if kind == "cancelled" else "KeyboardInterrupt"
+    )
+    assert result.state == states.FAILURE
+    assert e2e.add.delay(1, 1).get(timeout=BOUND) == 2
+    assert worker.proc.poll() is None

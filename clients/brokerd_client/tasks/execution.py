@@ -93,9 +93,15 @@ async def execute_async(
                 value = await coro
         except Retry as signal:
             return _retry_outcome(signal)
-        except asyncio.CancelledError:
-            raise
-        except (Exception, SystemExit) as exc:
+        except asyncio.CancelledError as exc:
+            current = asyncio.current_task()
+            if current is None or current.cancelling():
+                raise  # cancelled by the worker
+            # Raised by the task itself (e.g. it awaited a cancelled future):
+            # a failure, not a cancellation of the job.
+            return Outcome.failure(exc)
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:
+            # KeyboardInterrupt from a task must not stop the worker's loop.
             return _on_error(task, exc)
         return Outcome(states.SUCCESS, value)
     finally:

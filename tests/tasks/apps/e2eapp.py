@@ -180,3 +180,10 @@ async def blocking_get() -> str:
     except RuntimeError as exc:
         return str(exc)
     return "get() did not refuse"
+
+
+@app.task(name="e2e.araise")
+async def araise(kind: str) -> None:
+    if kind == "cancelled":
+        raise asyncio.CancelledError("not a cancellation of the job")
+    raise KeyboardInterrupt
