@@ -142,3 +142,18 @@ def test_acks_early_is_at_most_once(
         info = client.queue_stats("default")
     assert (info.ready, info.leased) == (0, 0)  # acked before it ran: not redelivered
     assert result.state == states.PENDING
+
+
+@pytest.mark.parametrize(
+    ("kind", "error"), [("interrupt", "KeyboardInterrupt"), ("unprintable", "RuntimeError")]
+)
+def test_a_task_raising_oddly_fails_and_keeps_its_child_process(
+    e2e: ModuleType, start_worker: Start, kind: str, error: str
+) -> None:
+    # Both used to kill the child: WorkerLostError instead of the task's error.
+    start_worker("-c", "1", "--pool", "processes")
+    child = e2e.pid.delay().get(timeout=BOUND)
+    with pytest.raises(BaseException) as info:
+        e2e.raise_sync.delay(kind).get(timeout=BOUND)
+    assert type(info.value).__name__ == error
+    assert e2e.pid.delay().get(timeout=BOUND) == child

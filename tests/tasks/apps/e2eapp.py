@@ -187,3 +187,15 @@ async def araise(kind: str) -> None:
     if kind == "cancelled":
         raise asyncio.CancelledError("not a cancellation of the job")
     raise KeyboardInterrupt
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("cannot describe this error")
+
+
+@app.task(name="e2e.raise_sync")
+def raise_sync(kind: str) -> None:
+    if kind == "unprintable":
+        raise _Unprintable
+    raise KeyboardInterrupt

@@ -144,7 +144,10 @@ def main(argv: list[str] | None = None) -> None:
             break
         try:
             reply = _run(app, msg)
-        except SoftTimeLimitExceeded as exc:  # fired outside the task body
+        except BaseException as exc:
+            # A soft limit that fired outside the task body, a KeyboardInterrupt
+            # from the task, an error raised describing its error: fail the
+            # task, keep the child.
             reply = _reply(Outcome.failure(exc), None, msg)
         sock.sendall(pack(reply))
     with contextlib.suppress(Exception):
