@@ -163,7 +163,7 @@ class Dispatcher:
         self.client: AsyncClient | None = None
         self.declared: Declared | None = None
         self.leases = LeaseKeeper(loop, self.held, self._lease_lost)
-        self.threads = ThreadRunner(loop, concurrency, self.finish)
+        self.threads = ThreadRunner(loop, concurrency, self.finish, self.rser)
         self.processes = process_pool
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._debug = log.isEnabledFor(logging.DEBUG)

@@ -26,9 +26,11 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
+from .. import states
 from ..exceptions import SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded
 from ..execution import execute
 from ..outcome import Outcome
+from ..serialization import EncodeError, encode_result
 from .job import Job
 
 __all__ = ["ThreadRunner"]
@@ -46,8 +48,11 @@ class ThreadRunner:
         loop: asyncio.AbstractEventLoop,
         max_threads: int,
         on_done: Callable[[Job, Outcome], None],
+        result_serializer: str | None = None,
     ) -> None:
         self._loop = loop
+        #: Results are encoded here, on the pool thread, not on the worker's loop.
+        self._rser = result_serializer
         self._max = max_threads
         self._on_done = on_done
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
@@ -103,6 +108,13 @@ class ThreadRunner:
             outcome = execute(job.task, job.request, job.args, job.kwargs)
         except BaseException as exc:
             outcome = Outcome.failure(exc)
+        if outcome.state == states.SUCCESS and self._rser is not None and not job.ignore_result:
+            try:
+                outcome.payload = encode_result(outcome.value, self._rser)
+            except EncodeError as exc:
+                outcome = Outcome.failure(exc)
+            except _INTERRUPTS:
+                pass  # the loop encodes it
         # Past this point no new interrupt targets us for this job; one already
         # queued may still land, so retry until the job is detached and posted.
         while True:
