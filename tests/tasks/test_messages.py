@@ -93,3 +93,13 @@ def test_unknown_error_types_are_never_imported() -> None:
     assert (exc.exc_type, exc.exc_module) == ("Boom", "os.system")
     odd = rebuild_exception(ExcInfo("not an identifier", "builtins", "x", ""))
     assert isinstance(odd, RemoteTaskError)
+
+
+def test_a_key_error_comes_back_with_its_key_not_quoted_twice() -> None:
+    try:
+        {}["mobile"]
+    except KeyError as exc:
+        original = exc
+    rebuilt = rebuild_exception(ExcInfo.from_exception(original))
+    assert type(rebuilt) is KeyError
+    assert rebuilt.args == ("mobile",) and str(rebuilt) == str(original) == "'mobile'"

@@ -37,7 +37,12 @@ class ExcInfo:
         while tb is not None and tb.tb_frame.f_code.co_filename == _EXECUTION_FILE:
             tb = tb.tb_next
         text = "".join(_tb.format_exception(etype, exc, tb or exc.__traceback__))
-        return cls(etype.__name__, etype.__module__, str(exc), text)
+        message = str(exc)
+        if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
+            # str(KeyError("k")) is "'k'": keep the key, so the rebuilt
+            # KeyError("k") reads the same and is not quoted twice.
+            message = exc.args[0]
+        return cls(etype.__name__, etype.__module__, message, text)
 
     def as_dict(self) -> dict[str, str]:
         return {
