@@ -89,6 +89,8 @@ def test_warm_shutdown_lets_the_running_task_finish_and_returns_the_rest(
     start_worker()
     assert waiting.get(timeout=BOUND) == 0.1
     assert "warm shutdown" in worker.log
+    # The worker waited for the result's confirm before closing its connection.
+    assert "not stored" not in worker.log
 
 
 def test_second_signal_is_a_cold_shutdown(

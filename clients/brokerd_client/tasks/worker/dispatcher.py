@@ -168,6 +168,8 @@ class Dispatcher:
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._debug = log.isEnabledFor(logging.DEBUG)
         self._background: set[asyncio.Task[Any]] = set()
+        #: ResultSets sent and not yet confirmed (a warm shutdown waits for them).
+        self._unconfirmed: set[asyncio.Future[Any]] = set()
 
     # --- receiving ---------------------------------------------------------------
 
@@ -543,7 +545,7 @@ class Dispatcher:
         except BrokerError as exc:
             log.warning("result of %r not stored: %s", job, exc)
         else:
-            fut.add_done_callback(_log_failure(job.task_id, state))
+            self._track_result(fut, job.task_id, state)
         (then or self._ack)(job)
 
     def _record(
@@ -558,7 +560,17 @@ class Dispatcher:
             if not quiet:
                 log.warning("state %s of task %s not stored: %s", outcome.state, task_id, exc)
             return
-        fut.add_done_callback(_log_failure(task_id, outcome.state))
+        self._track_result(fut, task_id, outcome.state)
+
+    def _track_result(self, fut: asyncio.Future[Any], task_id: str, state: str) -> None:
+        self._unconfirmed.add(fut)
+        fut.add_done_callback(self._unconfirmed.discard)
+        fut.add_done_callback(_log_failure(task_id, state))
+
+    async def wait_results(self, timeout: float) -> None:  # noqa: ASYNC109 - bounded wait
+        """Wait (bounded) for the confirms of results already sent."""
+        if self._unconfirmed:
+            await asyncio.wait(set(self._unconfirmed), timeout=timeout)
 
     async def _retry(self, job: Job, outcome: Outcome) -> None:
         """Publish the next attempt (delayed in the broker), record RETRY, then ack."""
