@@ -10,10 +10,10 @@ asserts on timing.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from clientkit import BOUND, wait_stats
 
 import brokerd_client
 from brokerd_client import (
@@ -29,27 +29,6 @@ from brokerd_client import (
     QueueInfo,
     Unroutable,
 )
-
-BOUND = 20.0
-
-
-@pytest.fixture
-async def client(broker: Any) -> AsyncIterator[AsyncClient]:
-    c = await brokerd_client.connect(broker.url, client_name="e2e", timeout=BOUND)
-    try:
-        yield c
-    finally:
-        await c.close()
-
-
-async def wait_stats(client: AsyncClient, queue: str, **expected: int) -> QueueInfo:
-    """Poll queue_stats until the counters match (bounded; not a timing assert)."""
-    async with asyncio.timeout(BOUND):
-        while True:
-            info = await client.queue_stats(queue)
-            if all(getattr(info, k) == v for k, v in expected.items()):
-                return info
-            await asyncio.sleep(0.01)
 
 
 async def test_publish_consume_ack_round_trip(client: AsyncClient) -> None:

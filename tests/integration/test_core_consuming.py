@@ -10,42 +10,12 @@ bounded only to fail rather than hang.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from clientkit import BOUND, connect, take, wait_stats
 
-import brokerd_client
-from brokerd_client import AsyncClient, Consumer, Delivery, LeaseLost, QueueInfo
-
-BOUND = 20.0
-
-
-async def connect(broker: Any, name: str = "core-consuming") -> AsyncClient:
-    return await brokerd_client.connect(broker.url, client_name=name, timeout=BOUND)
-
-
-@pytest.fixture
-async def client(broker: Any) -> AsyncIterator[AsyncClient]:
-    c = await connect(broker)
-    try:
-        yield c
-    finally:
-        await c.close()
-
-
-async def wait_stats(client: AsyncClient, queue: str, **expected: int) -> QueueInfo:
-    """Poll queue_stats until the counters match (bounded; not a timing assert)."""
-    async with asyncio.timeout(BOUND):
-        while True:
-            info = await client.queue_stats(queue)
-            if all(getattr(info, k) == v for k, v in expected.items()):
-                return info
-            await asyncio.sleep(0.02)
-
-
-async def take(consumer: Consumer, n: int) -> list[Delivery]:
-    return [await consumer.next(timeout=BOUND) for _ in range(n)]
+from brokerd_client import AsyncClient, LeaseLost, QueueInfo
 
 
 async def test_prefetch_one_means_exactly_one_unacked(client: AsyncClient) -> None:

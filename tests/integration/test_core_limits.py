@@ -4,38 +4,11 @@ real brokerd. Waits are bounded only to fail rather than hang."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
+from clientkit import BOUND, take, wait_stats
 
-import brokerd_client
-from brokerd_client import AsyncClient, Consumer, Delivery, Message, QueueFull, QueueInfo
-
-BOUND = 20.0
-
-
-@pytest.fixture
-async def client(broker: Any) -> AsyncIterator[AsyncClient]:
-    c = await brokerd_client.connect(broker.url, client_name="core-limits", timeout=BOUND)
-    try:
-        yield c
-    finally:
-        await c.close()
-
-
-async def wait_stats(client: AsyncClient, queue: str, **expected: int) -> QueueInfo:
-    """Poll queue_stats until the counters match (bounded; not a timing assert)."""
-    async with asyncio.timeout(BOUND):
-        while True:
-            info = await client.queue_stats(queue)
-            if all(getattr(info, k) == v for k, v in expected.items()):
-                return info
-            await asyncio.sleep(0.02)
-
-
-async def take(consumer: Consumer, n: int) -> list[Delivery]:
-    return [await consumer.next(timeout=BOUND) for _ in range(n)]
+from brokerd_client import AsyncClient, Message, QueueFull, QueueInfo
 
 
 @pytest.mark.parametrize("durable", [True, False], ids=["durable", "transient"])

@@ -14,24 +14,16 @@ import time
 from typing import Any
 
 import pytest
+from clientkit import BOUND, connect, take
 
-import brokerd_client
 from brokerd_client import (
     AsyncClient,
-    Consumer,
-    Delivery,
     Message,
     NotFound,
     PreconditionFailed,
     QueueInfo,
     ServerShuttingDown,
 )
-
-BOUND = 20.0
-
-
-async def connect(broker: Any) -> AsyncClient:
-    return await brokerd_client.connect(broker.url, client_name="core-recovery", timeout=BOUND)
 
 
 async def restart(broker: Any, *clients: AsyncClient) -> AsyncClient:
@@ -50,10 +42,6 @@ async def commit_barrier(client: AsyncClient) -> None:
     """
     await client.declare_queue("core.barrier")
     assert await client.publish("", "core.barrier", b"barrier") is True
-
-
-async def take(consumer: Consumer, n: int) -> list[Delivery]:
-    return [await consumer.next(timeout=BOUND) for _ in range(n)]
 
 
 async def test_durable_topology_and_messages_survive_sigkill_transient_ones_do_not(

@@ -4,12 +4,11 @@ unbinding, deleting exchanges and the publish/declare errors of SPEC §8-§10.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from clientkit import BOUND
 
-import brokerd_client
 from brokerd_client import (
     AsyncClient,
     InvalidArgument,
@@ -18,17 +17,6 @@ from brokerd_client import (
     QueueInfo,
     Unroutable,
 )
-
-BOUND = 20.0
-
-
-@pytest.fixture
-async def client(broker: Any) -> AsyncIterator[AsyncClient]:
-    c = await brokerd_client.connect(broker.url, client_name="core-routing", timeout=BOUND)
-    try:
-        yield c
-    finally:
-        await c.close()
 
 
 async def bodies(client: AsyncClient, queue: str) -> list[bytes]:
