@@ -9,8 +9,12 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+# The broker helper lives in brokerd_client.tasks.testing, which is also a pytest
+# plugin (test_testing_plugin.py loads it): register it for assert rewriting
+# before the import below.
+pytest.register_assert_rewrite("brokerd_client.tasks.testing")
 
-from brokerproc import BrokerProcess
+from brokerproc import BrokerProcess  # noqa: E402  (after the rewrite registration)
 
 
 @pytest.fixture

@@ -8,16 +8,13 @@ after the task ran, JSON, prefetch from the run's settings.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-from bench.clock import now
+from bench.systems.w4_marks import task_ran
 from brokerd_client.tasks import App
 
 BROKER = os.environ.get("BENCH_BROKERD_URL", "brokerd://127.0.0.1:5673")
 QUEUE = os.environ.get("BENCH_W4_QUEUE", "bench-w4")
 PREFETCH = int(os.environ.get("BENCH_W4_PREFETCH", "100"))
-EXPECT = int(os.environ.get("BENCH_W4_EXPECT", "0"))
-DONE_FILE = os.environ.get("BENCH_W4_DONE_FILE", "")
 
 app = App("bench_w4", broker=BROKER)
 app.conf.update(
@@ -29,25 +26,12 @@ app.conf.update(
     result_expires=600.0,
 )
 
-_ran = 0
-_first = 0.0
-
-
-def _tick() -> None:
-    """Count runs; record when the first and the last expected task ran."""
-    global _ran, _first
-    _ran += 1
-    if _ran == 1:
-        _first = now()
-    if _ran == EXPECT and DONE_FILE:
-        Path(DONE_FILE).write_text(f"{_first!r} {now()!r}")
-
 
 @app.task(name="bench.noop_ignored", ignore_result=True)
 def noop_ignored() -> None:
-    _tick()
+    task_ran()
 
 
 @app.task(name="bench.noop_result")
 def noop_result() -> None:
-    _tick()
+    task_ran()

@@ -15,14 +15,12 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_ready
 
-from bench.clock import now
+from bench.systems.w4_marks import task_ran
 
 BROKER = os.environ.get("BENCH_CELERY_BROKER", "amqp://guest:guest@127.0.0.1:5672//")
 BACKEND = os.environ.get("BENCH_CELERY_BACKEND") or None
 QUEUE = os.environ.get("BENCH_W4_QUEUE", "bench-w4")
 PREFETCH = int(os.environ.get("BENCH_W4_PREFETCH", "100"))
-EXPECT = int(os.environ.get("BENCH_W4_EXPECT", "0"))
-DONE_FILE = os.environ.get("BENCH_W4_DONE_FILE", "")
 READY_FILE = os.environ.get("BENCH_W4_READY_FILE", "")
 
 app = Celery("bench_w4", broker=BROKER, backend=BACKEND)
@@ -44,28 +42,15 @@ app.conf.update(
     worker_enable_remote_control=False,
 )
 
-_ran = 0
-_first = 0.0
-
-
-def _tick() -> None:
-    """Count runs; record when the first and the last expected task ran."""
-    global _ran, _first
-    _ran += 1
-    if _ran == 1:
-        _first = now()
-    if _ran == EXPECT and DONE_FILE:
-        Path(DONE_FILE).write_text(f"{_first!r} {now()!r}")
-
 
 @app.task(name="bench.noop_ignored", ignore_result=True)  # type: ignore[untyped-decorator]
 def noop_ignored() -> None:
-    _tick()
+    task_ran()
 
 
 @app.task(name="bench.noop_result")  # type: ignore[untyped-decorator]
 def noop_result() -> None:
-    _tick()
+    task_ran()
 
 
 @worker_ready.connect  # type: ignore[untyped-decorator]

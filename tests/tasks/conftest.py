@@ -19,12 +19,8 @@ import pytest
 if TYPE_CHECKING:
     from brokerd_client.tasks.testing import WorkerHandle
 
-# The testing module is also a pytest plugin (test_testing_plugin.py loads it):
-# let pytest rewrite its asserts even though test modules import it first.
-pytest.register_assert_rewrite("brokerd_client.tasks.testing")
-
 sys.path.insert(0, str(Path(__file__).parent))
-from taskhelpers import APPS  # noqa: E402
+from taskhelpers import APPS
 
 sys.path.insert(0, str(APPS))
 

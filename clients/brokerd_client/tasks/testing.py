@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import pytest
 
@@ -55,20 +55,32 @@ START_TIMEOUT = 30.0
 
 
 class BrokerServer:
-    """``python -m brokerd`` on 127.0.0.1, port 0 (any free port), a given data dir."""
+    """``python -m brokerd`` on 127.0.0.1, port 0 (any free port), a given data dir.
 
-    def __init__(self, data_dir: Path, *extra: str) -> None:
+    ``kill()`` is SIGKILL (like a power cut for the process); ``terminate()`` is
+    the graceful SIGTERM stop. A restart reuses the port, so clients can
+    reconnect to the same URL.
+    """
+
+    def __init__(self, data_dir: Path, *extra: str, token: str | None = None) -> None:
         self.data_dir = data_dir
         self.extra = list(extra)
+        self.token = token
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / "brokerd.log"
 
     @property
     def url(self) -> str:
-        return f"brokerd://127.0.0.1:{self.port}"
+        auth = f"{self.token}@" if self.token else ""
+        return f"brokerd://{auth}127.0.0.1:{self.port}"
 
-    def start(self) -> BrokerServer:
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> Self:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         port_file = self.data_dir / "port"
         port_file.unlink(missing_ok=True)
@@ -81,6 +93,8 @@ class BrokerServer:
             "--metrics-port", "0",
             *self.extra,
         ]  # fmt: skip
+        if self.token:
+            cmd += ["--token", self.token]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + START_TIMEOUT
@@ -93,13 +107,26 @@ class BrokerServer:
         return self
 
     def kill(self) -> None:
+        """SIGKILL, then reap."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
         self.proc = None
 
-    def restart(self) -> BrokerServer:
-        self.kill()
+    def terminate(self, timeout: float = 20.0) -> int:
+        """SIGTERM and wait for the graceful stop; returns the exit code."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout)
+        self.proc = None
+        return code
+
+    def restart(self, *, hard: bool = True) -> Self:
+        """Stop (SIGKILL, or SIGTERM with ``hard=False``) and start again."""
+        if hard:
+            self.kill()
+        elif self.proc is not None:
+            self.terminate()
         return self.start()
 
 
