@@ -40,6 +40,10 @@ MAX_PREFETCH = 65_535
 #: Seconds between sweeps for expired messages at queue heads.
 TTL_SWEEP = 1.0
 
+#: What a publish in a batch needs from the commit (``Batch.confirms``):
+#: unroutable and transient-only publishes need nothing stored.
+UNROUTED, IN_MEMORY, STORED = 0, 1, 2
+
 
 class Peer(Protocol):
     """What the core needs from a connection (implemented by the session)."""
@@ -58,7 +62,15 @@ class Peer(Protocol):
 class Connection:
     """The core's per-connection state: its consumers and leased deliveries."""
 
-    __slots__ = ("closed", "consumers", "deliveries", "next_consumer", "next_delivery", "peer")
+    __slots__ = (
+        "closed",
+        "consumers",
+        "deliveries",
+        "next_consumer",
+        "next_delivery",
+        "peer",
+        "stalled",
+    )
 
     def __init__(self, peer: Peer) -> None:
         self.peer = peer
@@ -67,6 +79,11 @@ class Connection:
         self.next_consumer = 1
         self.next_delivery = 1
         self.closed = False
+        #: A lease of this connection expired and nothing has arrived from it
+        #: since: its consumers get no deliveries until it shows life
+        #: (``Broker.heard_from``), so a frozen process does not take back
+        #: the messages it just lost, burning their attempts.
+        self.stalled = False
 
     @property
     def writable(self) -> bool:
@@ -95,6 +112,10 @@ class Counters:
     nacked: int = 0
     rejected: int = 0
     expired: int = 0
+    #: Leases that ran out (each returned its message and stalled its connection).
+    leases_expired: int = 0
+    #: Publishes refused because their commit failed (nothing stored or delivered).
+    store_failed: int = 0
     dead_lettered: dict[str, int] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
     #: Attempt number of each delivery (1 = first delivery).
@@ -127,6 +148,14 @@ class Broker:
         #: Queues that asked for a page this tick (issued by ``flush``).
         self._page_requests: dict[int, QueueState] = {}
         self._last_sweep = 0.0
+        #: Messages of this tick's batch that enter their queues on its commit:
+        #: (queue, queue epoch at publish, message).
+        self._arrivals: list[tuple[QueueState, int, Message]] = []
+        #: Batches handed to the store so far; a read issued at generation g
+        #: sees the rows of every batch up to g.
+        self._generation = 0
+        #: Generation at which the delayed load in flight was issued.
+        self._delayed_load_gen = 0
         #: Body bytes in batches handed to the store and not yet committed.
         self._inflight_bytes = 0
         #: Durable delayed messages added while a load from disk was in flight.
@@ -195,8 +224,10 @@ class Broker:
         batch = self.batch
         if batch:
             self.batch = Batch()
+            arrivals, self._arrivals = self._arrivals, []
             self._inflight_bytes += batch.nbytes
-            self.store.commit(batch, lambda err: self._committed(batch, err))
+            self._generation = gen = self._generation + 1
+            self.store.commit(batch, lambda err: self._committed(batch, arrivals, gen, err))
         if self._page_requests:
             requests, self._page_requests = self._page_requests, {}
             for q in requests.values():
@@ -205,28 +236,75 @@ class Broker:
             self._delayed_load_wanted = False
             self._request_delayed()
 
-    def _committed(self, batch: Batch, error: BaseException | None) -> None:
+    def _committed(
+        self,
+        batch: Batch,
+        arrivals: list[tuple[QueueState, int, Message]],
+        generation: int,
+        error: BaseException | None,
+    ) -> None:
         self._inflight_bytes -= batch.nbytes
-        if batch.first_publish:
-            self.counters.publish_confirm.observe(time.perf_counter() - batch.first_publish)
+        counters = self.counters
+        if arrivals:
+            self._arrive(arrivals, generation, error is None)
+        if error is None and batch.first_publish:
+            counters.publish_confirm.observe(time.perf_counter() - batch.first_publish)
         by_conn: dict[Connection, tuple[list[int], list[int]]] = {}
-        for conn, seq, routed in batch.confirms:
-            if conn.closed:
+        for conn, seq, outcome in batch.confirms:
+            if outcome == STORED and error is not None:
+                # Refused: none of its messages entered a queue (``_arrive``),
+                # so a client that publishes it again creates no duplicate.
+                counters.store_failed += 1
+                if not conn.closed:
+                    conn.peer.send_publish_error(
+                        seq,
+                        ErrorCode.STORAGE_FAILED,
+                        f"storage failed, nothing was stored: {error}",
+                    )
                 continue
-            if error is not None:
-                conn.peer.send_publish_error(seq, ErrorCode.INTERNAL, f"storage failed: {error}")
+            # Transient-only and unroutable publishes needed no commit.
+            if outcome:
+                counters.routed += 1
+            if conn.closed:
                 continue
             entry = by_conn.get(conn)
             if entry is None:
                 entry = by_conn[conn] = ([], [])
-            entry[0 if routed else 1].append(seq)
+            entry[0 if outcome else 1].append(seq)
         for conn, (routed_seqs, unroutable) in by_conn.items():
-            self.counters.confirmed += len(routed_seqs) + len(unroutable)
+            counters.confirmed += len(routed_seqs) + len(unroutable)
             conn.peer.send_confirms(routed_seqs, unroutable)
         for callback in batch.on_commit:
             callback(error)
         for listener in self.commit_listeners:
             listener()
+
+    def _arrive(
+        self, arrivals: list[tuple[QueueState, int, Message]], generation: int, committed: bool
+    ) -> None:
+        """Messages of a committed batch enter their queues; those of a failed
+        one are dropped. A purge or delete since the publish took them already."""
+        touched: dict[int, QueueState] = {}
+        for q, epoch, m in arrivals:
+            if q.deleted:
+                continue
+            if m.ready_at is None:
+                if q.epoch != epoch:  # purged since
+                    continue
+                q.arriving.popleft()
+                if committed:
+                    q.push(m)
+                    touched[id(q)] = q
+            else:
+                q.arriving_delayed -= 1
+                if committed:
+                    self._add_arrived_delayed(q, m, generation)
+        for q in touched.values():
+            self._enforce_max_length(q)
+            if q.consumers:
+                self._dispatch(q)
+            else:
+                self._maybe_page(q)
 
     def _new_id(self) -> int:
         n = self._next_id
@@ -296,7 +374,7 @@ class Broker:
         q = self._queue(name)
         del self.queues[name]
         q.deleted = True
-        count = q.ready_count + q.delayed
+        count = q.ready_count + len(q.arriving) + q.arriving_delayed + q.delayed
         q.clear_ready()
         if q.delayed:
             kept = [e for e in self._delayed if e[2].queue != name]
@@ -323,9 +401,11 @@ class Broker:
     def purge_queue(self, name: str) -> int:
         """Drop the queue's ready messages; leased and delayed ones stay."""
         q = self._queue(name)
-        count = q.ready_count
+        count = q.ready_count + len(q.arriving)
         cursors = list(q.cursor)
         dropped = q.clear_ready()
+        dropped.extend(q.arriving)
+        q.arriving.clear()
         if q.durable:
             for m in dropped:
                 self.batch.delete(m.id)
@@ -412,20 +492,22 @@ class Broker:
             if props.mandatory:
                 raise BrokerError(ErrorCode.UNROUTABLE, f"no queue bound for {key!r}")
             counters.unroutable += 1
-            self.batch.confirms.append((conn, seq, False))
+            self.batch.confirms.append((conn, seq, UNROUTED))
             self._touch()
             return
+        durable = False
         for q in targets:
             limit = q.options.max_length
             if (
                 limit is not None
                 and q.options.overflow == "reject_publish"
-                and q.ready_count >= limit
+                and q.ready_count + len(q.arriving) >= limit
             ):
                 raise BrokerError(ErrorCode.QUEUE_FULL, f"queue {q.name!r} is full ({limit})")
-        counters.routed += 1
+            durable = durable or q.durable
         timestamp = int(now * 1000)
         batch = self.batch
+        arrivals = self._arrivals
         for q in targets:
             ttl = props.ttl
             if q.options.message_ttl is not None:
@@ -444,18 +526,27 @@ class Broker:
             )
             if props.ready_at is not None:
                 m.ready_at = props.ready_at
-                if q.durable:
-                    batch.insert(m)
-                self._add_delayed(q, m)
             else:
                 m.seq = self._new_seq()
+            if durable:
+                # Held back until the batch commits (``_arrive``): a publish
+                # that is refused must not have been delivered.
                 if q.durable:
                     batch.insert(m)
+                if m.seq is not None:
+                    q.arriving.append(m)
+                else:
+                    q.arriving_delayed += 1
+                arrivals.append((q, q.epoch, m))
+            elif m.ready_at is not None:
+                self._add_delayed(q, m)
+            else:
+                # Transient queues only: nothing to store, nothing can fail.
                 q.push(m)
                 self._enforce_max_length(q)
                 if q.consumers:
                     self._dispatch(q)
-        batch.confirms.append((conn, seq, True))
+        batch.confirms.append((conn, seq, STORED if durable else IN_MEMORY))
         self._touch()
 
     def _enforce_max_length(self, q: QueueState) -> None:
@@ -501,6 +592,22 @@ class Broker:
         else:
             self._delayed_on_disk += 1
 
+    def _add_arrived_delayed(self, q: QueueState, m: Message, generation: int) -> None:
+        """A delayed message whose batch just committed. A delayed load issued
+        after that batch reads its row, so beyond the horizon it counts as on
+        disk and arrives with the load (kept in memory too, it would load twice)."""
+        assert m.ready_at is not None
+        if (
+            q.durable
+            and self._delayed_loading
+            and self._delayed_load_gen >= generation
+            and (m.ready_at, m.id) > self._horizon
+        ):
+            q.delayed += 1
+            self._delayed_on_disk += 1
+            return
+        self._add_delayed(q, m)
+
     def _trim_delayed(self) -> None:
         """Keep the soonest half of the durable delayed window in memory; the
         rest is on disk already and reloads when its turn comes."""
@@ -533,6 +640,7 @@ class Broker:
         if self._delayed_loading or not self._delayed_on_disk:
             return
         self._delayed_loading = True
+        self._delayed_load_gen = self._generation
         after = self._horizon
         limit = DELAYED_WINDOW // 2
         self.store.load_delayed(after, limit, lambda r: self._delayed_loaded(r, limit))
@@ -939,6 +1047,13 @@ class Broker:
         for c in list(conn.consumers.values()):
             self._dispatch(c.queue)
 
+    def heard_from(self, conn: Connection) -> None:
+        """Something arrived from the connection: if it was stalled, it is
+        alive after all and its consumers get deliveries again."""
+        if conn.stalled:
+            conn.stalled = False
+            self.resume(conn)
+
     # --- time -----------------------------------------------------------------
 
     def tick(self) -> None:
@@ -951,6 +1066,8 @@ class Broker:
                 conn = d.consumer.conn
                 if conn.deliveries.pop(d.id, None) is None:
                     continue
+                conn.stalled = True
+                self.counters.leases_expired += 1
                 d.consumer.unacked -= 1
                 d.queue.leased -= 1
                 touched.append(d)

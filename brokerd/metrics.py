@@ -70,8 +70,18 @@ class BrokerCollector:
             ("nacked", c.nacked, "Deliveries negatively acknowledged."),
             ("rejected", c.rejected, "Deliveries rejected."),
             ("expired", c.expired, "Messages whose TTL ran out."),
+            (
+                "store_failed",
+                c.store_failed,
+                "Publishes refused because their commit failed (nothing stored or delivered).",
+            ),
         ):
             yield CounterMetricFamily(f"brokerd_messages_{name}", doc, value=value)
+        yield CounterMetricFamily(
+            "brokerd_leases_expired",
+            "Leases that ran out; each returned its message and stalled its connection.",
+            value=c.leases_expired,
+        )
         for name, table, doc in (
             ("dead_lettered", c.dead_lettered, "Messages moved to a dead-letter queue."),
             ("dropped", c.dropped, "Messages discarded (no dead-letter queue set, or revoked)."),

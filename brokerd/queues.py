@@ -45,7 +45,8 @@ class Consumer:
         self.active = True
 
     def has_credit(self) -> bool:
-        return self.active and self.unacked < self.prefetch and self.conn.writable
+        conn = self.conn
+        return self.active and self.unacked < self.prefetch and conn.writable and not conn.stalled
 
 
 class Delivery:
@@ -82,6 +83,11 @@ class QueueState:
         self.leased = 0
         #: Messages past max_length (drop_head) still to be dropped once in memory.
         self.drops_owed = 0
+        #: Messages published to this queue whose batch has not committed yet,
+        #: oldest first: they enter the queue only once they are durable.
+        self.arriving: deque[Message] = deque()
+        #: Delayed messages published to this queue whose batch has not committed.
+        self.arriving_delayed = 0
         self.consumers: list[Consumer] = []
         self._rr = 0
         self.deleted = False
@@ -107,9 +113,21 @@ class QueueState:
     # --- the ready window ---------------------------------------------------
 
     def push(self, m: Message) -> bool:
-        """Add a newly ready message; False means it stays on disk only."""
+        """Add a newly ready message; False means it stays on disk only.
+
+        A message whose seq is at or below the paging cursor goes into memory
+        even past the window: pages load only ``seq > cursor``, so on disk it
+        would never be found. That happens when a publish lands after its
+        commit behind a newer message (a dead-letter, a released delay) that
+        entered the window at once; such stragglers are bounded by the bytes
+        awaiting commit."""
         p = m.priority
-        if self.durable and (self.disk[p] or self.mem >= WINDOW):
+        seq = m.seq
+        if (
+            self.durable
+            and (self.disk[p] or self.mem >= WINDOW)
+            and (seq is None or seq > self.cursor[p])
+        ):
             self.disk[p] += 1
             return False
         self.ready[p].append(m)

@@ -103,6 +103,8 @@ class Session(asyncio.Protocol):
             return
         self.last_recv = time.monotonic()
         self.bytes_in += len(data)
+        if self.conn.stalled:  # a lease of ours ran out, but we are alive
+            self.broker.heard_from(self.conn)
         decoder = self.decoder
         decoder.feed(data)
         publish = self._on_publish

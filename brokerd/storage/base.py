@@ -124,8 +124,10 @@ class Batch:
 
     def __init__(self) -> None:
         self.segments: list[MessageOps | Statement] = [MessageOps()]
-        #: (confirm target, publish seq, routed) for publishes in this batch.
-        self.confirms: list[tuple[Any, int, bool]] = []
+        #: (confirm target, publish seq, outcome) for publishes in this batch;
+        #: the outcome says whether it routed and needs this commit (the core's
+        #: UNROUTED / IN_MEMORY / STORED).
+        self.confirms: list[tuple[Any, int, int]] = []
         #: Called on the loop thread after the commit (None) or its failure.
         self.on_commit: list[Done] = []
         #: Body bytes carried, for flow control.

@@ -40,6 +40,7 @@ from .errors import (
     QueueFull,
     ResourceLimitExceeded,
     ServerShuttingDown,
+    StorageFailed,
     Unroutable,
     UnsupportedVersion,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "QueueInfo",
     "ResourceLimitExceeded",
     "ServerShuttingDown",
+    "StorageFailed",
     "Unroutable",
     "UnsupportedVersion",
     "__version__",

@@ -36,6 +36,7 @@ __all__ = [
     "QueueFull",
     "ResourceLimitExceeded",
     "ServerShuttingDown",
+    "StorageFailed",
     "Unroutable",
     "UnsupportedVersion",
     "error_from_code",
@@ -149,6 +150,11 @@ class InternalError(BrokerError):
     """The broker failed unexpectedly while handling the request."""
 
 
+class StorageFailed(BrokerError):
+    """The broker could not store the message (e.g. its disk is full), so it
+    stored and delivered none of it: publishing it again makes no duplicate."""
+
+
 class LeaseLost(BrokerError):
     """An ack/nack/reject/extend arrived after the delivery's lease was lost.
 
@@ -184,6 +190,7 @@ _BY_CODE: dict[int, type[BrokerError]] = {
     ErrorCode.UNROUTABLE: Unroutable,
     ErrorCode.QUEUE_FULL: QueueFull,
     ErrorCode.INTERNAL: InternalError,
+    ErrorCode.STORAGE_FAILED: StorageFailed,
 }
 
 

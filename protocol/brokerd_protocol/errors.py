@@ -27,6 +27,7 @@ class ErrorCode(IntEnum):
     QUEUE_FULL = 14
     LEASE_LOST = 15
     INTERNAL = 16
+    STORAGE_FAILED = 17
 
 
 #: Codes after which the connection is closed by the side that sent them.

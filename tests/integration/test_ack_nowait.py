@@ -22,12 +22,15 @@ async def test_unawaited_ack_settles_the_delivery(broker) -> None:  # type: igno
 
 
 async def test_unawaited_ack_of_a_lost_lease_is_counted(broker) -> None:  # type: ignore[no-untyped-def]
-    async with await brokerd_client.connect(broker.url) as client:
+    # After its lease runs out the connection gets nothing until it shows life;
+    # an idle client does so with its heartbeat.
+    async with await brokerd_client.connect(broker.url, heartbeat=0.5) as client:
         await client.declare_queue("nowait-lost", durable=True, lease=0.3)
         await client.publish("", "nowait-lost", b"late")
         consumer = await client.consume("nowait-lost", prefetch=1)
         first = await asyncio.wait_for(consumer.__anext__(), timeout=10)
-        # The lease runs out; the broker puts the message back and redelivers it.
+        # The lease runs out; the broker puts the message back and, once our
+        # heartbeat shows we are alive, redelivers it.
         again = await asyncio.wait_for(consumer.__anext__(), timeout=10)
         assert again.attempt == 2
         await first.ack(wait=False)  # too late: must not raise here ...

@@ -149,8 +149,10 @@ def test_default_exchange_routes_by_queue_name(env: Env) -> None:
     b.declare_queue("b", True, {})
     conn, peer = env.connect()
     env.publish(conn, "a", b"to-a")
+    env.settle()
     assert env.stats("a")["ready"] == 1
     assert env.stats("b")["ready"] == 0
+    env.settle()
     b.consume(conn, "a", 10, None)
     (g,) = peer.take()
     assert (g.body, g.exchange, g.routing_key, g.attempt, g.redelivered) == (
@@ -324,18 +326,19 @@ class FailingStore(MemoryStore):
         self._schedule(lambda: done(OSError("disk on fire")))
 
 
-def test_failed_commit_reports_publish_errors_not_confirms() -> None:
+def test_failed_commit_refuses_stored_publishes_and_confirms_the_rest() -> None:
+    """Only a publish that needed the commit is refused; a transient-only or
+    unroutable one needed nothing stored and was confirmed (or delivered) anyway."""
     env = Env(FailingStore())
-    env.broker.declare_queue("q", False, {})
+    env.broker.declare_queue("q", True, {})
+    env.broker.declare_queue("t", False, {})
     conn, peer = env.connect()
     s1 = env.publish(conn, "q", b"1")
     s2 = env.publish(conn, "nowhere", b"2")
+    s3 = env.publish(conn, "t", b"3")
     env.settle()
-    assert peer.confirm_calls == []
-    assert [(s, c) for s, c, _ in peer.publish_errors] == [
-        (s1, ErrorCode.INTERNAL),
-        (s2, ErrorCode.INTERNAL),
-    ]
+    assert peer.confirm_calls == [([s3], [s2])]
+    assert [(s, c) for s, c, _ in peer.publish_errors] == [(s1, ErrorCode.STORAGE_FAILED)]
     assert "disk on fire" in peer.publish_errors[0][2]
 
 
@@ -374,6 +377,7 @@ def test_declare_queue_is_idempotent(env: Env) -> None:
     env.publish(conn, "q", b"kept")
     env.broker.declare_queue("q", True, dict(opts))
     env.broker.declare_queue("q", True, {"max_deliveries": 3, "lease": 5.0})
+    env.settle()
     assert env.stats("q")["ready"] == 1
 
 
@@ -385,6 +389,7 @@ def test_declare_exchange_is_idempotent(env: Env) -> None:
     b.declare_exchange("e", "topic", True)
     conn, _ = env.connect()
     env.publish(conn, "a.b", b"x", exchange="e")
+    env.settle()
     assert env.stats("q")["ready"] == 1  # the binding survived the redeclare
 
 
@@ -462,6 +467,7 @@ def test_purge_drops_ready_only_and_returns_count(env: Env) -> None:
     for i in range(5):
         env.publish(conn, "q", b"%d" % i)
     env.publish(conn, "q", b"later", delay=60)
+    env.settle()
     b.consume(conn, "q", 2, None)
     leased = [g.delivery for g in peer.take()]
     assert b.purge_queue("q") == 3
@@ -624,6 +630,7 @@ def test_prefetch_one_delivers_exactly_one_until_ack(env: Env) -> None:
     conn, peer = env.connect()
     for i in range(3):
         env.publish(conn, "q", b"%d" % i)
+    env.settle()
     b.consume(conn, "q", 1, None)
     assert peer.bodies() == [b"0"]
     env.publish(conn, "q", b"3")
@@ -751,6 +758,7 @@ def test_max_deliveries_via_nack_dead_letters_with_reason(env: Env) -> None:
     b = env.broker
     conn, peer = env.connect()
     env.publish(conn, "q", b"poison", headers={"task": "t1"})
+    env.settle()
     b.consume(conn, "q", 1, None)
     attempts = []
     for _ in range(3):
@@ -782,8 +790,10 @@ def test_max_deliveries_via_lease_expiry(env: Env) -> None:
     b = env.broker
     conn, peer = env.connect()
     env.publish(conn, "q", b"slow")
+    env.settle()
     b.consume(conn, "q", 1, None)
     env.advance(5.1)
+    b.heard_from(conn)  # alive (a heartbeat, say), just too slow
     env.advance(5.1)
     assert [g.attempt for g in peer.got] == [1, 2]
     assert env.stats("q")["leased"] == 0
@@ -796,6 +806,7 @@ def test_max_deliveries_without_dlq_drops(env: Env) -> None:
     b.declare_queue("q", True, {"max_deliveries": 2})
     conn, peer = env.connect()
     env.publish(conn, "q", b"x")
+    env.settle()
     b.consume(conn, "q", 1, None)
     b.nack(conn, [peer.take()[0].delivery], True, None)
     b.nack(conn, [peer.take()[0].delivery], True, None)
@@ -811,6 +822,7 @@ def test_dead_letter_queue_that_does_not_exist_drops(env: Env) -> None:
     b.declare_queue("q", True, {"dead_letter_queue": "missing"})
     conn, peer = env.connect()
     env.publish(conn, "q", b"x")
+    env.settle()
     b.consume(conn, "q", 1, None)
     b.reject(conn, [peer.take()[0].delivery])
     env.settle()
@@ -823,6 +835,7 @@ def test_reject_dead_letters_with_reason_rejected(env: Env) -> None:
     b = env.broker
     conn, peer = env.connect()
     env.publish(conn, "q", b"bad")
+    env.settle()
     b.consume(conn, "q", 1, None)
     assert b.reject(conn, [peer.take()[0].delivery, 77]) == [77]
     assert env.stats("dlq")["ready"] == 1
@@ -838,6 +851,7 @@ def test_nack_without_requeue_dead_letters(env: Env) -> None:
     b = env.broker
     conn, peer = env.connect()
     env.publish(conn, "q", b"bad")
+    env.settle()
     b.consume(conn, "q", 1, None)
     b.nack(conn, [peer.take()[0].delivery], False, None)
     assert peer.got == []
@@ -869,6 +883,7 @@ def test_nack_with_delay_holds_the_message_until_due(env: Env) -> None:
     b.declare_queue("q", True, {})
     conn, peer = env.connect()
     env.publish(conn, "q", b"retry-me")
+    env.settle()
     b.consume(conn, "q", 10, None)
     assert b.nack(conn, [peer.take()[0].delivery], True, 30) == []
     assert env.stats("q") == {"ready": 0, "leased": 0, "delayed": 1, "consumers": 1}
@@ -969,6 +984,7 @@ def test_delayed_messages_release_in_due_order(env: Env) -> None:
     conn, peer = env.connect()
     for name, delay in (("c", 30), ("a", 10), ("b", 20), ("a2", 10)):
         env.publish(conn, "q", name.encode(), delay=delay)
+    env.settle()
     b.consume(conn, "q", 10, None)
     env.advance(100)
     assert peer.bodies() == [b"a", b"a2", b"b", b"c"]
@@ -1018,6 +1034,7 @@ def test_higher_priority_first_fifo_within_priority(env: Env) -> None:
     conn, peer = env.connect()
     for body, prio in (("low1", 0), ("mid1", 5), ("top", 9), ("mid2", 5), ("low2", 0)):
         env.publish(conn, "q", body.encode(), priority=prio)
+    env.settle()
     b.consume(conn, "q", 10, None)
     assert peer.bodies() == [b"top", b"mid1", b"mid2", b"low1", b"low2"]
     assert [g.priority for g in peer.got] == [9, 5, 5, 0, 0]
@@ -1048,6 +1065,7 @@ def test_message_ttl_expired_before_dispatch_goes_to_dlq(env: Env) -> None:
     env.publish(conn, "q", b"stale", ttl=5)
     env.publish(conn, "q", b"fresh")
     env.clock.advance(6)  # no tick: dispatch itself must notice
+    env.settle()
     b.consume(conn, "q", 10, None)
     assert peer.bodies() == [b"fresh"]
     assert env.stats("dlq")["ready"] == 1
@@ -1062,6 +1080,7 @@ def test_message_ttl_swept_by_tick_without_consumers(env: Env) -> None:
     _dlq_env(env)
     conn, _ = env.connect()
     env.publish(conn, "q", b"stale", ttl=5)
+    env.settle()
     env.advance(4.9)
     assert env.stats("q")["ready"] == 1
     env.advance(1.2)
@@ -1116,6 +1135,7 @@ def test_requeued_message_past_ttl_is_not_redelivered(env: Env) -> None:
     b = env.broker
     conn, peer = env.connect()
     env.publish(conn, "q", b"x", ttl=5)
+    env.settle()
     b.consume(conn, "q", 1, None)
     (g,) = peer.take()
     env.clock.advance(6)
@@ -1196,6 +1216,7 @@ def test_max_length_counts_delayed_messages_once_due(env: Env) -> None:
     env.publish(conn, "q", b"d1", delay=10)
     env.publish(conn, "q", b"d2", delay=10)
     env.publish(conn, "q", b"ready")  # delayed messages do not count yet
+    env.settle()
     assert env.stats("q") == {"ready": 1, "leased": 0, "delayed": 2, "consumers": 0}
     env.advance(11)
     env.settle()
@@ -1333,15 +1354,19 @@ def test_lease_expiry_returns_only_that_delivery(env: Env) -> None:
     conn, peer = env.connect()
     b.consume(conn, "q", 10, 10.0)
     env.publish(conn, "q", b"a")
+    env.settle()
     (a,) = peer.take()
     assert a.deadline == env.clock.now() + 10
     env.advance(5)
     env.publish(conn, "q", b"b")
+    env.settle()
     (bb,) = peer.take()
     env.advance(5 - 0.01)  # just before a's deadline: nothing happens
     assert peer.got == []
     assert env.stats("q")["leased"] == 2
     env.advance(0.01 + PAST)
+    assert peer.got == []  # stalled: nothing more until it shows life
+    b.heard_from(conn)
     (again,) = peer.take()
     assert (again.body, again.attempt, again.redelivered) == (b"a", 2, True)
     assert again.delivery not in (a.delivery, bb.delivery)
@@ -1364,6 +1389,8 @@ def test_lease_expiry_without_credit_waits_in_the_queue_head(env: Env) -> None:
     b.consume(c1, "q", 1, None)
     (_first,) = p1.take()
     env.advance(2 + PAST)
+    assert p1.got == []  # stalled until it shows life
+    b.heard_from(c1)
     (again,) = p1.take()  # c1 got its credit back and the head is "first" again
     assert (again.body, again.attempt) == (b"first", 2)
     b.consume(c2, "q", 1, None)
@@ -1385,9 +1412,11 @@ def test_extend_pushes_the_deadline(env: Env) -> None:
     env.advance(15 - PAST - 0.01)  # just before the new deadline
     assert peer.got == []
     env.advance(0.01 + PAST)  # past the new deadline
+    assert peer.got == []  # the connection is stalled
+    assert b.extend(conn, [g.delivery], 20) == [g.delivery]
+    b.heard_from(conn)
     (again,) = peer.take()
     assert again.attempt == 2
-    assert b.extend(conn, [g.delivery], 20) == [g.delivery]
 
 
 def test_extend_of_a_lost_or_unknown_delivery_is_lost(env: Env) -> None:
@@ -1447,6 +1476,7 @@ def test_disconnect_returns_all_deliveries_in_order_at_the_head(env: Env) -> Non
     c1, p1 = env.connect()
     for i in range(5):
         env.publish(c1, "q", b"%d" % i)
+    env.settle()
     b.consume(c1, "q", 3, None)
     assert p1.bodies() == [b"0", b"1", b"2"]
     b.close(c1)

@@ -161,6 +161,7 @@ def test_restart_restores_topology_ready_leased_and_delayed(db: Path, clock: Fak
     assert m3[1] == b"m3"
     # Bindings route again; the transient queue's binding is gone with it.
     n2.publish(conn2, "a.z", b"new", exchange="ex")
+    n2.settle()
     assert peer2.bodies() == [b"new"]
     assert b2.ack(conn2, list(conn2.deliveries)) == []
     peer2.take()
@@ -188,9 +189,12 @@ def test_attempts_from_lease_expiry_survive_restart_up_to_max_deliveries(
     b.declare_queue("q", True, {"max_deliveries": 3, "dead_letter_queue": "dlq", "lease": 5})
     conn, peer = n.connect()
     n.publish(conn, "q", b"poison")
+    n.settle()
     b.consume(conn, "q", 1, None)
     n.advance(5.1)  # first failure (expiry)
+    b.heard_from(conn)  # the consumer is alive, just too slow
     n.advance(5.1)  # second failure
+    b.heard_from(conn)
     assert [g[2] for g in peer.take()] == [1, 2, 3]
     n.settle()
     n.crash()  # third delivery in flight: not counted as failed
@@ -224,6 +228,7 @@ def test_nack_delay_survives_restart_as_delayed(db: Path, clock: FakeClock) -> N
     n.broker.declare_queue("q", True, {})
     conn, peer = n.connect()
     n.publish(conn, "q", b"retry")
+    n.settle()
     n.broker.consume(conn, "q", 1, None)
     n.broker.nack(conn, [peer.take()[0][0]], True, 60)
     n.settle()
