@@ -101,6 +101,9 @@ class BrokerdProcess:
                     str(self.data_dir),
                     "--port-file",
                     str(self.port_file),
+                    # A brokerd already running here (the README's) holds 9673.
+                    "--metrics-port",
+                    "0",
                 ],
                 cwd=REPO_ROOT,
                 env=child_env(),
