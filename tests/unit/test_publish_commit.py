@@ -12,8 +12,9 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from test_broker import Env
+from test_broker import Env, FakePeer
 
+from brokerd.broker import Connection
 from brokerd.errors import BrokerError
 from brokerd.storage import MemoryStore
 from brokerd.storage.base import Batch, Done
@@ -45,12 +46,17 @@ def failing(env: Env) -> FailingStore:
     return env.store
 
 
-def test_a_durable_publish_is_delivered_only_after_its_commit(env: Env) -> None:
-    b = env.broker
-    b.declare_queue("q", True, {})
+def _consuming(env: Env) -> tuple[Connection, FakePeer]:
+    """A durable queue "q" and a connection consuming from it."""
+    env.broker.declare_queue("q", True, {})
     env.settle()
     conn, peer = env.connect()
-    b.consume(conn, "q", 10, None)
+    env.broker.consume(conn, "q", 10, None)
+    return conn, peer
+
+
+def test_a_durable_publish_is_delivered_only_after_its_commit(env: Env) -> None:
+    conn, peer = _consuming(env)
     seq = env.publish(conn, "q", b"one")
     assert peer.got == []
     assert peer.confirmed == []
@@ -61,10 +67,7 @@ def test_a_durable_publish_is_delivered_only_after_its_commit(env: Env) -> None:
 
 def test_a_publish_whose_commit_fails_is_neither_delivered_nor_stored(env: Env) -> None:
     b = env.broker
-    b.declare_queue("q", True, {})
-    env.settle()
-    conn, peer = env.connect()
-    b.consume(conn, "q", 10, None)
+    conn, peer = _consuming(env)
     failing(env).fail = True
     seq = env.publish(conn, "q", b"lost")
     env.settle()

@@ -11,7 +11,9 @@ so the expired messages go to live consumers first.
 from __future__ import annotations
 
 import pytest
-from test_broker import PAST, Env
+from test_broker import PAST, Env, FakePeer, Got
+
+from brokerd.broker import Connection
 
 
 @pytest.fixture
@@ -64,47 +66,43 @@ def test_a_stalled_consumer_alone_does_not_burn_attempts_until_it_shows_life(env
     assert (again.body, again.attempt) == (b"job", 2)
 
 
+def _holding_one(env: Env, body: bytes) -> tuple[Connection, FakePeer, Got]:
+    """A connection whose consumer holds one delivery of ``body`` from "q"."""
+    conn, peer = env.connect()
+    env.broker.consume(conn, "q", 10, None)
+    env.publish(conn, "q", body)
+    env.settle()
+    [got] = peer.take()
+    return conn, peer, got
+
+
 def test_any_frame_revives_a_stalled_connection(env: Env) -> None:
     _queue(env)
-    b = env.broker
-    conn, peer = env.connect()
-    b.consume(conn, "q", 10, None)
-    env.publish(conn, "q", b"a")
-    env.settle()
-    peer.take()
+    conn, peer, _ = _holding_one(env, b"a")
     env.advance(5 + PAST)
     assert peer.got == []
     assert conn.stalled
-    b.heard_from(conn)  # e.g. a heartbeat
+    env.broker.heard_from(conn)  # e.g. a heartbeat
     assert not conn.stalled
     assert peer.bodies() == [b"a"]
 
 
 def test_a_stalled_connection_gets_no_new_messages_either(env: Env) -> None:
     _queue(env)
-    b = env.broker
-    stalled_conn, stalled = env.connect()
-    b.consume(stalled_conn, "q", 10, None)
-    env.publish(stalled_conn, "q", b"old")
-    env.settle()
-    stalled.take()
+    _, stalled, _ = _holding_one(env, b"old")
     env.advance(5 + PAST)
     live_conn, live = env.connect()
     env.publish(live_conn, "q", b"new")
     env.settle()
     assert stalled.got == []
-    b.consume(live_conn, "q", 10, None)
+    env.broker.consume(live_conn, "q", 10, None)
     assert sorted(live.bodies()) == [b"new", b"old"]
 
 
 def test_a_connection_that_settles_in_time_never_stalls(env: Env) -> None:
     _queue(env)
     b = env.broker
-    conn, peer = env.connect()
-    b.consume(conn, "q", 10, None)
-    env.publish(conn, "q", b"a")
-    env.settle()
-    [g] = peer.take()
+    conn, _, g = _holding_one(env, b"a")
     env.advance(4)
     assert b.extend(conn, [g.delivery], 5) == []
     env.advance(4)
