@@ -1,5 +1,6 @@
 """The server's edges against a real brokerd: authentication, the loopback
-rule, frame limits, the handshake, heartbeats and the connection limit.
+rule, frame limits, the handshake, heartbeats and the connection limits,
+and peers that try to pin memory, stall the loop or never finish the handshake.
 
 Raw-socket tests speak the wire protocol with the sans-IO codec so they can
 misbehave in ways the SDK never would. Waits are bounded only to fail rather
@@ -22,6 +23,7 @@ import brokerd_client
 from brokerd_client import AuthenticationError, ConnectionLost, QueueInfo, ResourceLimitExceeded
 from brokerd_protocol import (
     DEFAULT_MAX_FRAME,
+    Ack,
     Decoder,
     ErrorCode,
     Frame,
@@ -31,6 +33,7 @@ from brokerd_protocol import (
     QueueStats,
     Welcome,
     encode,
+    encode_payload,
 )
 from brokerd_protocol import Error as ErrorFrame
 
@@ -206,3 +209,101 @@ async def test_max_connections_refuses_the_next_one(broker_factory: Any) -> None
     assert (await third.queue_stats("limited")).ready == 0
     await third.close()
     await second.close()
+
+
+# --- hostile and faulty peers ----------------------------------------------------
+
+#: SPEC §13: the largest payload accepted before Welcome.
+HELLO_LIMIT = 16 * 1024
+#: SPEC §13: the most delivery ids in one Ack, Nack, Reject or Extend.
+SETTLE_IDS = 10_000
+
+
+async def test_before_welcome_a_frame_larger_than_the_hello_limit_is_refused(broker: Any) -> None:
+    """An unauthenticated peer cannot make the broker buffer a full-size frame."""
+    raw = await RawConnection.open(broker.port)
+    await raw.send(struct.pack(">I", HELLO_LIMIT + 1))
+    err = connection_error(await raw.frames_until_closed())
+    assert err.code == ErrorCode.FRAME_TOO_LARGE
+    assert str(HELLO_LIMIT) in err.message
+    raw.close()
+
+
+async def test_a_hello_at_the_limit_is_welcomed_and_the_full_limit_applies_after(
+    broker: Any,
+) -> None:
+    empty = len(encode_payload(Hello([1], None, "", 30.0)))
+    name = "n" * (HELLO_LIMIT - empty - 2)  # str 16 has a 2-byte longer header than fixstr
+    hello = Hello([1], None, name, 30.0)
+    assert len(encode_payload(hello)) == HELLO_LIMIT
+    raw = await RawConnection.open(broker.port)
+    await raw.send(hello)
+    async with asyncio.timeout(BOUND):
+        welcome = await raw.read_frame()
+    assert isinstance(welcome, Welcome), welcome
+    # After Welcome, frames up to max_frame are read again.
+    await raw.send(Publish(1, "", "nowhere", b"x" * (4 * HELLO_LIMIT)))
+    async with asyncio.timeout(BOUND):
+        confirm = await raw.read_frame()
+    assert confirm is not None and type(confirm).__name__ == "Confirm", confirm
+    raw.close()
+
+
+async def test_an_ack_with_more_ids_than_the_cap_closes_the_connection(broker: Any) -> None:
+    raw = await RawConnection.open(broker.port)
+    await raw.handshake()
+    await raw.send(Ack(1, [1] * (SETTLE_IDS + 1)))
+    err = connection_error(await raw.frames_until_closed())
+    assert err.code == ErrorCode.PROTOCOL_ERROR
+    assert "Ack" in err.message and str(SETTLE_IDS) in err.message
+    raw.close()
+
+
+async def test_the_handshake_deadline_counts_from_connect_not_from_the_last_byte(
+    broker_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A peer trickling its Hello a byte at a time is still dropped at the deadline."""
+    monkeypatch.setenv("BROKERD_HANDSHAKE_TIMEOUT", "1")
+    proc = broker_factory().start()
+    raw = await RawConnection.open(proc.port)
+    hello = encode(Hello([1], None, "x" * 200, 30.0))
+
+    async def trickle() -> None:
+        with contextlib.suppress(OSError):
+            for byte in hello[:-1]:
+                await raw.send(bytes([byte]))
+                await asyncio.sleep(0.1)
+
+    task = asyncio.create_task(trickle())
+    try:
+        err = connection_error(await raw.frames_until_closed())
+    finally:
+        task.cancel()
+    assert err.code == ErrorCode.NOT_AUTHENTICATED
+    assert not task.done() or task.cancelled()  # it was still trickling
+    raw.close()
+
+
+async def test_connections_still_in_the_handshake_never_take_an_authenticated_slot(
+    broker_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BROKERD_MAX_HANDSHAKES", "4")
+    proc = broker_factory("--max-connections", "2").start()
+    url = f"brokerd://127.0.0.1:{proc.port}"
+    idle = [await RawConnection.open(proc.port) for _ in range(10)]
+    # Ten peers that never say Hello: a healthy client still gets both slots.
+    first = await brokerd_client.connect(url, timeout=BOUND)
+    second = await brokerd_client.connect(url, timeout=BOUND)
+    # Only four may wait in the handshake: the oldest were dropped to make room.
+    for raw in idle[:6]:
+        err = connection_error(await raw.frames_until_closed())
+        assert err.code == ErrorCode.RESOURCE_LIMIT
+        raw.close()
+    # --max-connections still bounds the authenticated connections.
+    with pytest.raises((ResourceLimitExceeded, ConnectionLost)):
+        await brokerd_client.connect(url, timeout=BOUND)
+    await first.declare_queue("still-served")
+    await second.close()
+    await first.close()
+    for raw in idle[6:]:
+        raw.close()
