@@ -12,14 +12,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
+import socket
 import subprocess
 import sys
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import brokerd_client
+from brokerd.clock import FakeClock
+from brokerd.config import Config
+from brokerd.server import BrokerServer
 from brokerd_client import AuthenticationError, ConnectionLost, QueueInfo, ResourceLimitExceeded
 from brokerd_protocol import (
     DEFAULT_MAX_FRAME,
@@ -307,3 +313,141 @@ async def test_connections_still_in_the_handshake_never_take_an_authenticated_sl
     await first.close()
     for raw in idle[6:]:
         raw.close()
+
+
+# --- failed authentication ---------------------------------------------------------
+
+TOKEN = "correct-horse-battery-staple"
+
+
+async def bad_hello(port: int, guess: str) -> RawConnection:
+    raw = await RawConnection.open(port)
+    await raw.send(Hello([1], guess, "guesser", 30.0))
+    return raw
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(BOUND):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+async def test_after_a_few_failures_the_next_hello_from_that_address_waits_its_turn() -> None:
+    """In-process broker whose throttle runs on a fake clock: a held Hello is
+    answered only once that clock reaches its turn, whatever the wall time."""
+    clock = FakeClock(1000.0)
+    config = Config(host="127.0.0.1", port=0, data_dir=":memory:", metrics_port=0, token=TOKEN)
+    server = BrokerServer(config.validate(), auth_clock=clock.now)
+    await server.start()
+    assert server.port is not None
+    throttle = server.auth_throttle
+    try:
+        for i in range(3):  # honest typos cost nothing
+            raw = await bad_hello(server.port, f"guess-{i}")
+            assert connection_error(await raw.frames_until_closed()).code == ErrorCode.AUTH_FAILED
+            raw.close()
+        assert (throttle.failures_total, throttle.deferred_total) == (3, 0)
+
+        raw = await bad_hello(server.port, "guess-3")
+        await until(lambda: throttle.deferred_total == 1)
+        assert throttle.failures_total == 3  # held, not yet checked
+        clock.advance(0.5)  # its turn
+        assert connection_error(await raw.frames_until_closed()).code == ErrorCode.AUTH_FAILED
+        assert throttle.failures_total == 4
+        raw.close()
+
+        # The right token from the same address waits its turn too, then gets in.
+        raw = await RawConnection.open(server.port)
+        await raw.send(Hello([1], TOKEN, "honest", 30.0))
+        await until(lambda: throttle.deferred_total == 2)
+        clock.advance(1.0)
+        async with asyncio.timeout(BOUND):
+            welcome = await raw.read_frame()
+        assert isinstance(welcome, Welcome), welcome
+        raw.close()
+        # Which forgave the address.
+        raw = await bad_hello(server.port, "guess-5")
+        assert connection_error(await raw.frames_until_closed()).code == ErrorCode.AUTH_FAILED
+        assert throttle.deferred_total == 2
+        raw.close()
+    finally:
+        await server.stop()
+
+
+async def test_a_held_hello_that_cannot_get_its_turn_before_the_deadline_is_refused() -> None:
+    clock = FakeClock(1000.0)
+    config = Config(
+        host="127.0.0.1", port=0, data_dir=":memory:", metrics_port=0, token=TOKEN,
+        handshake_timeout=0.3,
+    )  # fmt: skip
+    server = BrokerServer(config.validate(), auth_clock=clock.now)
+    await server.start()
+    assert server.port is not None
+    try:
+        for i in range(7):  # after the seventh failure the next attempt waits 5 s (the cap)
+            raw = await bad_hello(server.port, f"guess-{i}")
+            await raw.frames_until_closed()
+            raw.close()
+            clock.advance(10.0)
+        raw = await bad_hello(server.port, "guess-7")
+        err = connection_error(await raw.frames_until_closed())
+        assert err.code == ErrorCode.RESOURCE_LIMIT
+        assert "authentication" in err.message
+        assert server.auth_throttle.failures_total == 7  # that guess was never checked
+        raw.close()
+    finally:
+        await server.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def scrape(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=BOUND) as resp:
+        text = resp.read().decode()
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples
+
+
+async def test_failed_authentications_are_counted_and_logged_without_any_token(
+    broker_factory: Any,
+) -> None:
+    metrics_port = free_port()
+    proc = broker_factory("--metrics-port", str(metrics_port), token=TOKEN).start()
+    for guess in ("first-guess", "second-guess"):
+        raw = await bad_hello(proc.port, guess)
+        assert connection_error(await raw.frames_until_closed()).code == ErrorCode.AUTH_FAILED
+        raw.close()
+    samples = await asyncio.to_thread(scrape, metrics_port)
+    assert samples["brokerd_auth_failures_total"] == 2
+    assert samples["brokerd_auth_deferred_total"] == 0
+    log = proc.log_path.read_text()
+    failures = [line for line in log.splitlines() if "authentication failed" in line]
+    assert len(failures) == 2, log
+    assert all("127.0.0.1" in line for line in failures)
+    assert TOKEN not in log
+    assert "guess" not in log
+
+
+async def test_a_token_file_keeps_the_secret_out_of_the_command_line(
+    broker_factory: Any, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    proc = broker_factory("--token-file", str(token_file)).start()
+    cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+    assert TOKEN.encode() not in cmdline
+    client = await brokerd_client.connect(
+        f"brokerd://{TOKEN}@127.0.0.1:{proc.port}", timeout=BOUND
+    )
+    await client.close()
+    with pytest.raises(AuthenticationError):
+        await brokerd_client.connect(f"brokerd://127.0.0.1:{proc.port}", timeout=BOUND)
