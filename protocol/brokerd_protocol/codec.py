@@ -4,7 +4,10 @@ No sockets and no event loop live here, so the same code serves the asyncio
 server, the async client, the blocking client and the tests. The decoder
 checks every declared length against the frame limit before it buffers the
 payload, and validates each field's type, so a hostile peer can make it raise
-``ProtocolError`` but never allocate more than one frame or crash.
+``ProtocolError`` but never allocate more than one frame or crash. List
+fields that carry batches (delivery ids, task ids, topics) have a cap per
+frame family (``limits.py``, SPEC §13), checked before their items are, so
+no handler ever sees, and no peer can make it walk, an oversized list.
 """
 
 from __future__ import annotations
@@ -18,7 +21,16 @@ import msgpack
 
 from . import frames as f
 from .errors import FrameTooLarge, ProtocolError
-from .limits import DEFAULT_MAX_FRAME, HARD_MAX_FRAME, HEADER_SIZE, MAX_DEPTH
+from .limits import (
+    DEFAULT_MAX_FRAME,
+    HARD_MAX_FRAME,
+    HEADER_SIZE,
+    MAX_DEPTH,
+    MAX_RESULT_GET_IDS,
+    MAX_REVOKE_IDS,
+    MAX_SETTLE_IDS,
+    MAX_SUBSCRIBE_TOPICS,
+)
 
 _LENGTH = struct.Struct(">I")
 
@@ -152,6 +164,30 @@ _CHECKERS: dict[str, Checker] = {
 }
 
 
+#: The most items each batch-carrying list field may hold (SPEC §13).
+LIST_CAPS: dict[tuple[type[f.Frame], str], int] = {
+    (f.Ack, "deliveries"): MAX_SETTLE_IDS,
+    (f.Nack, "deliveries"): MAX_SETTLE_IDS,
+    (f.Reject, "deliveries"): MAX_SETTLE_IDS,
+    (f.Extend, "deliveries"): MAX_SETTLE_IDS,
+    (f.ResultGet, "task_ids"): MAX_RESULT_GET_IDS,
+    (f.Revoke, "task_ids"): MAX_REVOKE_IDS,
+    (f.Subscribe, "topics"): MAX_SUBSCRIBE_TOPICS,
+}
+
+
+def _capped(check: Checker, where: str, cap: int) -> Checker:
+    """``check`` preceded by a length test, so an oversized list is refused
+    in O(1) instead of after validating millions of items."""
+
+    def checked(v: Any) -> Any:
+        if type(v) is list and len(v) > cap:
+            raise ProtocolError(f"{where} holds {len(v)} items; the limit is {cap} (SPEC §13)")
+        return check(v)
+
+    return checked
+
+
 #: Field types whose common case is one ``type(x) is T`` test; the checker
 #: runs only when that test fails (to convert an int to float, or to raise).
 _FAST_TYPES = {
@@ -181,7 +217,14 @@ class _FrameSpec:
         self.cls = cls
         flds = fields(cls)
         self.names = tuple(fl.name for fl in flds)
-        self.checkers = tuple(_CHECKERS[str(fl.type)] for fl in flds)
+        checkers = []
+        for fl in flds:
+            check = _CHECKERS[str(fl.type)]
+            cap = LIST_CAPS.get((cls, fl.name))
+            if cap is not None:
+                check = _capped(check, f"{cls.__name__}.{fl.name}", cap)
+            checkers.append(check)
+        self.checkers = tuple(checkers)
         self.required = sum(
             1 for fl in flds if fl.default is MISSING and fl.default_factory is MISSING
         )
@@ -325,16 +368,27 @@ class Decoder:
     Raises ``FrameTooLarge`` as soon as a header declares a payload larger than
     ``max_frame``, before buffering it, and ``ProtocolError`` for any payload
     that is not a valid frame. After an error the decoder must be discarded.
+
+    ``max_frame`` may be changed between frames: a server starts with a small
+    limit until the handshake completes (SPEC §2.1), a client raises its limit
+    to what Welcome announced.
     """
 
-    __slots__ = ("_buf", "_pos", "max_frame")
+    __slots__ = ("_buf", "_max_frame", "_pos")
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
-        if not 0 < max_frame <= HARD_MAX_FRAME:
-            raise ValueError(f"max_frame must be within 1..{HARD_MAX_FRAME}")
-        self.max_frame = max_frame
+        self._max_frame = _checked_limit(max_frame)
         self._buf = bytearray()
         self._pos = 0
+
+    @property
+    def max_frame(self) -> int:
+        """The largest payload accepted, in bytes (1 to ``HARD_MAX_FRAME``)."""
+        return self._max_frame
+
+    @max_frame.setter
+    def max_frame(self, value: int) -> None:
+        self._max_frame = _checked_limit(value)
 
     def feed(self, data: bytes) -> None:
         self._buf += data
@@ -354,8 +408,8 @@ class Decoder:
         (length,) = _LENGTH.unpack_from(buf, pos)
         if length == 0:
             raise ProtocolError("zero-length frame")
-        if length > self.max_frame:
-            raise FrameTooLarge(f"frame of {length} bytes exceeds the limit of {self.max_frame}")
+        if length > self._max_frame:
+            raise FrameTooLarge(f"frame of {length} bytes exceeds the limit of {self._max_frame}")
         end = pos + HEADER_SIZE + length
         if len(buf) < end:
             self._compact()
@@ -375,3 +429,9 @@ class Decoder:
             if frame is None:
                 return
             yield frame
+
+
+def _checked_limit(max_frame: int) -> int:
+    if type(max_frame) is not int or not 0 < max_frame <= HARD_MAX_FRAME:
+        raise ValueError(f"max_frame must be an integer within 1..{HARD_MAX_FRAME}")
+    return max_frame
