@@ -176,16 +176,8 @@ LIST_CAPS: dict[tuple[type[f.Frame], str], int] = {
 }
 
 
-def _capped(check: Checker, where: str, cap: int) -> Checker:
-    """``check`` preceded by a length test, so an oversized list is refused
-    in O(1) instead of after validating millions of items."""
-
-    def checked(v: Any) -> Any:
-        if type(v) is list and len(v) > cap:
-            raise ProtocolError(f"{where} holds {len(v)} items; the limit is {cap} (SPEC §13)")
-        return check(v)
-
-    return checked
+def _too_long(where: str, length: int, cap: int) -> ProtocolError:
+    return ProtocolError(f"{where} holds {length} items; the limit is {cap} (SPEC §13)")
 
 
 #: Field types whose common case is one ``type(x) is T`` test; the checker
@@ -217,21 +209,18 @@ class _FrameSpec:
         self.cls = cls
         flds = fields(cls)
         self.names = tuple(fl.name for fl in flds)
-        checkers = []
-        for fl in flds:
-            check = _CHECKERS[str(fl.type)]
-            cap = LIST_CAPS.get((cls, fl.name))
-            if cap is not None:
-                check = _capped(check, f"{cls.__name__}.{fl.name}", cap)
-            checkers.append(check)
-        self.checkers = tuple(checkers)
+        self.checkers = tuple(_CHECKERS[str(fl.type)] for fl in flds)
         self.required = sum(
             1 for fl in flds if fl.default is MISSING and fl.default_factory is MISSING
         )
         self.build = self._compile(flds)
 
     def _compile(self, flds: tuple[Any, ...]) -> Callable[[list[Any]], f.Frame]:
-        env: dict[str, Any] = {"ProtocolError": ProtocolError, "NEW": object.__new__}
+        env: dict[str, Any] = {
+            "ProtocolError": ProtocolError,
+            "NEW": object.__new__,
+            "TOO_LONG": _too_long,
+        }
         env["CLS"] = self.cls
         name = self.cls.__name__
         lines = [
@@ -252,6 +241,14 @@ class _FrameSpec:
                 lines.append(f"    x{i} = obj[{i + 1}] if n > {i} else F{i}()")
             else:
                 lines.append(f"    x{i} = obj[{i + 1}]")
+            cap = LIST_CAPS.get((self.cls, fl.name))
+            if cap is not None:
+                # The length before the items: an oversized list costs O(1).
+                env[f"W{i}"] = f"{name}.{fl.name}"
+                lines.append(
+                    f"    if type(x{i}) is list and len(x{i}) > {cap}: "
+                    f"raise TOO_LONG(W{i}, len(x{i}), {cap})"
+                )
             if kind in _FAST_TYPES:
                 lines.append(f"    if type(x{i}) is not {_FAST_TYPES[kind]}: x{i} = C{i}(x{i})")
             elif kind in _FAST_OPTIONAL:
