@@ -318,8 +318,6 @@ class Session(asyncio.Protocol):
         throttle = self.server.auth_throttle
         wait = throttle.wait(self.peer_host)
         if wait > 0:
-            if self._held_hello is None:
-                throttle.deferred()
             deadline = self.connected_at + self.config.handshake_timeout
             if time.monotonic() + wait > deadline:
                 self.server.handshake_dropped("throttled")
@@ -328,6 +326,8 @@ class Session(asyncio.Protocol):
                     "too many failed authentications from this address; try again later",
                 )
                 return
+            if self._held_hello is None:
+                throttle.deferred()
             self._held_hello = frame
             self._hello_timer = self._loop.call_later(wait, self._retry_hello)
             return
