@@ -1,5 +1,7 @@
 # brokerd in a container: non-root, data on a volume.
-# Binding 0.0.0.0 inside the container needs a token:  docker run -e BROKERD_TOKEN=... -p 5673:5673 -v brokerd-data:/data brokerd
+# Binding 0.0.0.0 inside the container needs a token; give it as a file (a mounted secret):
+#   docker run -v "$PWD/brokerd-token:/run/secrets/brokerd-token:ro" \
+#       -e BROKERD_TOKEN_FILE=/run/secrets/brokerd-token -p 5673:5673 -v brokerd-data:/data brokerd
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -7,7 +7,7 @@ import logging
 import signal
 import sys
 
-from .config import ConfigError, load
+from .config import ConfigError, load_config
 from .server import BrokerServer
 
 
@@ -30,7 +30,7 @@ async def _run(server: BrokerServer) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        config = load(argv)
+        config, warnings = load_config(argv)
     except ConfigError as exc:
         print(f"brokerd: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -38,8 +38,11 @@ def main(argv: list[str] | None = None) -> None:
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    log = logging.getLogger("brokerd")
+    for warning in warnings:
+        log.warning("%s", warning)
     loop_name = _install_uvloop()
-    logging.getLogger("brokerd").info("event loop: %s", loop_name)
+    log.info("event loop: %s", loop_name)
     server = BrokerServer(config)
     try:
         asyncio.run(_run(server))

@@ -3,6 +3,10 @@
 Precedence: command-line flag, then ``BROKERD_*`` environment variable, then
 the config file, then the default. Every value is validated here so that a
 typo stops the broker at start with a message naming the setting.
+
+The token is best given as a file (``--token-file``, ``BROKERD_TOKEN_FILE``,
+``token_file``): a ``--token`` flag is readable by every local user in
+``/proc/<pid>/cmdline``. It is never part of the config's ``repr``.
 """
 
 from __future__ import annotations
@@ -12,11 +16,11 @@ import ipaddress
 import os
 import socket
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from brokerd_protocol import DEFAULT_MAX_FRAME, HARD_MAX_FRAME
+from brokerd_protocol import DEFAULT_MAX_FRAME, HARD_MAX_FRAME, MAX_TOKEN_BYTES
 
 
 class ConfigError(ValueError):
@@ -29,11 +33,18 @@ class Config:
     port: int = 5673
     data_dir: str = "./data"
     durability: str = "full"
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
+    #: File holding the token (read at load time into ``token``).
+    token_file: str | None = None
     log_level: str = "info"
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9673
+    #: Authenticated connections at once.
     max_connections: int = 10_000
+    #: Connections still in the handshake at once; apart from max_connections.
+    max_handshakes: int = 1024
+    #: Seconds from connect by which a connection must have been welcomed.
+    handshake_timeout: float = 10.0
     max_frame: int = DEFAULT_MAX_FRAME
     #: Bytes queued for a slow client before deliveries to it pause.
     max_write_buffer: int = 4 * 1024 * 1024
@@ -62,15 +73,21 @@ class Config:
             raise ConfigError(f"max_frame must be within 1024..{HARD_MAX_FRAME - 65536}")
         if self.max_connections < 1:
             raise ConfigError("max_connections must be at least 1")
+        if self.max_handshakes < 1:
+            raise ConfigError("max_handshakes must be at least 1")
+        if not 0 < self.handshake_timeout <= 3600:
+            raise ConfigError("handshake_timeout must be within 0..3600 seconds (exclusive of 0)")
         if self.heartbeat < 0:
             raise ConfigError("heartbeat must be >= 0 (0 disables)")
         if self.token is not None and not self.token:
             raise ConfigError("token must not be empty")
+        if self.token is not None and len(self.token.encode()) > MAX_TOKEN_BYTES:
+            raise ConfigError(f"token must be at most {MAX_TOKEN_BYTES} bytes")
         for host, what in ((self.host, "host"), (self.metrics_host, "metrics_host")):
             if self.token is None and not is_loopback(host):
                 raise ConfigError(
-                    f"refusing to bind {what} {host!r} without a token: set --token or "
-                    "BROKERD_TOKEN, or bind 127.0.0.1"
+                    f"refusing to bind {what} {host!r} without a token: set --token-file "
+                    "(or BROKERD_TOKEN_FILE, BROKERD_TOKEN), or bind 127.0.0.1"
                 )
         return self
 
@@ -124,12 +141,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="full: fsync every commit (default); normal: fsync at checkpoints",
     )
     p.add_argument(
-        "--token", help="shared secret clients must present (required for non-loopback binds)"
+        "--token-file",
+        help="file holding the shared secret clients must present (required for non-loopback "
+        "binds); surrounding whitespace is ignored",
+    )
+    p.add_argument(
+        "--token",
+        help="the shared secret itself; prefer --token-file or BROKERD_TOKEN_FILE: other local "
+        "users can read command lines",
     )
     p.add_argument("--log-level", help="debug, info, warning, error")
     p.add_argument("--metrics-host", help="address for /metrics and /healthz (default 127.0.0.1)")
     p.add_argument("--metrics-port", type=int, help="port for /metrics (default 9673; 0 = off)")
-    p.add_argument("--max-connections", type=int)
+    p.add_argument("--max-connections", type=int, help="authenticated connections at once")
+    p.add_argument(
+        "--max-handshakes",
+        type=int,
+        help="connections still in the handshake at once (default 1024); when full, the "
+        "oldest is dropped",
+    )
+    p.add_argument(
+        "--handshake-timeout",
+        type=float,
+        help="seconds from connect to complete the handshake (default 10)",
+    )
     p.add_argument("--max-frame", type=int, help="largest frame accepted, bytes")
     p.add_argument("--heartbeat", type=float, help="heartbeat interval in seconds (0 = off)")
     p.add_argument("--port-file", help="write the bound port here once listening (for port 0)")
@@ -137,7 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load(argv: list[str] | None = None, env: dict[str, str] | None = None) -> Config:
+    return load_config(argv, env)[0]
+
+
+def load_config(
+    argv: list[str] | None = None, env: dict[str, str] | None = None
+) -> tuple[Config, list[str]]:
+    """The validated settings, and warnings to log once logging is set up."""
     env = dict(os.environ) if env is None else env
+    warnings: list[str] = []
     args = build_parser().parse_args(argv)
     values: dict[str, Any] = {}
     config_file = args.config or env.get("BROKERD_CONFIG")
@@ -163,4 +206,37 @@ def load(argv: list[str] | None = None, env: dict[str, str] | None = None) -> Co
         flag_value = getattr(args, name, None)
         if flag_value is not None:
             values[name] = _coerce(name, flag_value)
-    return Config(**values).validate()
+    if values.get("token_file") is not None:
+        if values.get("token") is not None:
+            raise ConfigError("set either token or token_file, not both")
+        values["token"] = read_token_file(values["token_file"])
+    elif args.token is not None:
+        warnings.append(
+            "the token was given with --token, which other local users can read in the "
+            "process list; use --token-file or BROKERD_TOKEN_FILE instead"
+        )
+    return Config(**values).validate(), warnings
+
+
+def read_token_file(path: str) -> str:
+    """The token a file holds, without surrounding whitespace.
+
+    Reads at most one byte more than a token may have, so pointing it at a
+    large file (or a device) cannot make the broker allocate much.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_TOKEN_BYTES + 64 + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read token file {path}: {exc.strerror or exc}") from None
+    try:
+        token = data.decode().strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"token file {path} is not UTF-8 text") from None
+    if not token:
+        raise ConfigError(f"token file {path} is empty")
+    if len(data) > MAX_TOKEN_BYTES + 64 or len(token.encode()) > MAX_TOKEN_BYTES:
+        raise ConfigError(
+            f"token file {path} holds more than a token: longer than {MAX_TOKEN_BYTES} bytes"
+        )
+    return token

@@ -158,6 +158,30 @@ class BrokerCollector:
             "brokerd_connections", "Open client connections.", value=len(server.sessions)
         )
         yield GaugeMetricFamily(
+            "brokerd_handshaking_connections",
+            "Connections not yet welcomed (limited by max_handshakes).",
+            value=len(server.handshaking),
+        )
+        dropped = CounterMetricFamily(
+            "brokerd_handshakes_dropped",
+            "Connections closed during their handshake: timeout, evicted (the pool was full), "
+            "throttled (their address could not try again before the deadline).",
+            labels=["reason"],
+        )
+        for reason, value in server.handshakes_dropped.items():
+            dropped.add_metric([reason], value)
+        yield dropped
+        throttle = server.auth_throttle
+        yield CounterMetricFamily(
+            "brokerd_auth_failures", "Hellos refused for a wrong token.",
+            value=throttle.failures_total,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "brokerd_auth_deferred",
+            "Hellos held back because their address failed to authenticate repeatedly.",
+            value=throttle.deferred_total,
+        )
+        yield GaugeMetricFamily(
             "brokerd_consumers",
             "Consumers across all queues.",
             value=sum(len(q.consumers) for q in broker.queues.values()),

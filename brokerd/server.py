@@ -1,9 +1,16 @@
 """The listener: opens storage, recovers state, accepts connections, keeps
 time for the core and stops gracefully.
 
-Time-driven work (lease expiry, delayed messages, heartbeats) runs from one
-periodic timer for the whole broker, never from a task per message or per
-connection.
+Time-driven work (lease expiry, delayed messages, heartbeats, handshake
+deadlines) runs from one periodic timer for the whole broker, never from a
+task per message or per connection.
+
+Connections are admitted in two pools. Until its Welcome a connection is
+*handshaking*: at most ``max_handshakes`` of those exist, each must be
+welcomed within ``handshake_timeout`` of its connect, and when the pool is
+full a new connection pushes out the oldest one. Only a connection that
+authenticated counts against ``max_connections``, so peers that never finish
+a handshake can never take a slot an authenticated client needs.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from .clock import Clock, SystemClock
 from .config import Config
 from .metrics import MetricsEndpoint, start_metrics
 from .storage import MemoryStore, SqliteStore, Store
+from .throttle import AuthThrottle
 
 if TYPE_CHECKING:
     from .session import Session
@@ -37,12 +45,18 @@ Handlers = dict[type[bp.Frame], Callable[[Any], None]]
 TICK = 0.02
 #: Resume paused publishers when uncommitted bytes fall below this share.
 RESUME_SHARE = 0.5
-#: Seconds a new connection has to authenticate.
-HANDSHAKE_TIMEOUT = 10.0
+#: Why connections ended during their handshake (metric labels).
+HANDSHAKE_DROPS = ("timeout", "evicted", "throttled")
 
 
 class BrokerServer:
-    def __init__(self, config: Config, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        clock: Clock | None = None,
+        *,
+        auth_clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
         self.store: Store
@@ -54,7 +68,17 @@ class BrokerServer:
             )
         self.broker = Broker(self.store, self.clock, on_dirty=self._schedule_flush)
         self.broker.commit_listeners.append(self._after_commit)
+        #: Every open connection.
         self.sessions: set[Session] = set()
+        #: Connections not welcomed yet, oldest first.
+        self.handshaking: dict[Session, None] = {}
+        #: Connections welcomed and still open (limited by max_connections).
+        self.authenticated = 0
+        #: Connections dropped during their handshake, by reason.
+        self.handshakes_dropped = dict.fromkeys(HANDSHAKE_DROPS, 0)
+        #: Failed-authentication throttle per peer address (its own clock so
+        #: tests can run it on a fake one).
+        self.auth_throttle = AuthThrottle(auth_clock)
         self.paused: set[Session] = set()
         self.port: int | None = None
         self.metrics: MetricsEndpoint | None = None
@@ -160,17 +184,48 @@ class BrokerServer:
 
         return Session(self)
 
-    def admit(self, session: Session) -> bool:
-        if len(self.sessions) >= self.config.max_connections:
-            return False
+    def admit(self, session: Session) -> None:
+        """Take a new connection into the handshake pool.
+
+        A full pool drops its oldest member rather than refusing the newcomer:
+        a trickling attacker's connections are always the oldest, while an
+        honest client finishes its handshake in one round trip, so an attacker
+        would have to open ``max_handshakes`` connections within that round
+        trip to push it out. Refusing instead would let a pool kept full by
+        reconnecting attackers lock every new client out.
+        """
         self.sessions.add(session)
+        handshaking = self.handshaking
+        if len(handshaking) >= self.config.max_handshakes:
+            oldest = next(iter(handshaking))
+            del handshaking[oldest]
+            self.handshakes_dropped["evicted"] += 1
+            oldest.fail(
+                ErrorCode.RESOURCE_LIMIT,
+                "too many connections in the handshake; the oldest was dropped",
+            )
+        handshaking[session] = None
+
+    def authenticate(self, session: Session) -> bool:
+        """Move a connection that passed the handshake to the authenticated
+        pool; False when ``max_connections`` are already open."""
+        self.handshaking.pop(session, None)
+        if self.authenticated >= self.config.max_connections:
+            return False
+        self.authenticated += 1
         return True
+
+    def handshake_dropped(self, reason: str) -> None:
+        self.handshakes_dropped[reason] += 1
 
     def forget(self, session: Session) -> None:
         if session in self.sessions:
             self.closed_bytes_in += session.bytes_in
             self.closed_bytes_out += session.bytes_out
+            if session.authenticated:
+                self.authenticated -= 1
         self.sessions.discard(session)
+        self.handshaking.pop(session, None)
         self.paused.discard(session)
 
     # --- the loop's housekeeping ---------------------------------------------
@@ -203,18 +258,32 @@ class BrokerServer:
             now = time.monotonic()
             if now - self._last_heartbeat_check >= 0.5:
                 self._last_heartbeat_check = now
+                self._check_handshakes(now)
                 self._check_heartbeats(now)
         except Exception:  # the timer must survive a bug in one callback
             log.exception("timer tick failed")
         self._timer = self._loop.call_later(TICK, self._tick)
 
+    def _check_handshakes(self, now: float) -> None:
+        """Drop connections not welcomed within the timeout of their connect.
+
+        The pool is ordered by connect time, so only the expired head is
+        visited: bytes trickling in never extend the deadline.
+        """
+        timeout = self.config.handshake_timeout
+        expired: list[Session] = []
+        for session in self.handshaking:
+            if now - session.connected_at <= timeout:
+                break
+            expired.append(session)
+        for session in expired:
+            del self.handshaking[session]
+            self.handshakes_dropped["timeout"] += 1
+            session.handshake_expired(timeout)
+
     def _check_heartbeats(self, now: float) -> None:
         for session in list(self.sessions):
             if not session.authenticated:
-                if now - session.last_recv > HANDSHAKE_TIMEOUT:
-                    session.fail(
-                        ErrorCode.NOT_AUTHENTICATED, "no Hello within the handshake timeout"
-                    )
                 continue
             hb = session.heartbeat
             if not hb or session.commit_paused:

@@ -5,6 +5,10 @@ handles every complete frame synchronously, and all frames produced during
 one event-loop tick (deliveries, confirms, replies) are joined into a single
 ``transport.write``. This is the one boundary where ``BrokerError`` and
 ``ProtocolError`` become wire error frames.
+
+Until Welcome the decoder accepts only ``MAX_HELLO_FRAME`` bytes per frame
+(SPEC §2.1), so an unauthenticated peer cannot make us buffer a full-size
+frame; the limit is raised to ``max_frame`` when the handshake succeeds.
 """
 
 from __future__ import annotations
@@ -50,10 +54,18 @@ class Session(asyncio.Protocol):
         self.server = server
         self.broker = server.broker
         self.config = server.config
-        self.decoder = bp.Decoder(server.config.max_frame)
+        self.decoder = bp.Decoder(min(server.config.max_frame, bp.MAX_HELLO_FRAME))
         self.transport: asyncio.Transport | None = None
         self.conn = self.broker.open(self)
         self.authenticated = False
+        #: When the connection was accepted (monotonic): the handshake deadline
+        #: counts from here, not from the last byte received.
+        self.connected_at = time.monotonic()
+        #: The peer's host, the key of the failed-authentication throttle.
+        self.peer_host = "?"
+        #: A Hello waiting for its address's turn to have its token checked.
+        self._held_hello: bp.Hello | None = None
+        self._hello_timer: asyncio.TimerHandle | None = None
         self.writable = True
         self.heartbeat = 0.0
         self.last_recv = time.monotonic()
@@ -94,12 +106,16 @@ class Session(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer_name = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.peer_host = str(peer[0]) if peer else "?"
+        self.connected_at = time.monotonic()
         self.transport.set_write_buffer_limits(high=self.config.max_write_buffer)
-        if not self.server.admit(self):
-            self.fail(ErrorCode.RESOURCE_LIMIT, "too many connections")
+        self.server.admit(self)
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
+            return
+        if self._held_hello is not None:
+            self.fail(ErrorCode.NOT_AUTHENTICATED, "frames sent before Welcome")
             return
         self.last_recv = time.monotonic()
         self.bytes_in += len(data)
@@ -121,6 +137,8 @@ class Session(asyncio.Protocol):
                     continue
                 if not self.authenticated:
                     self._on_hello(frame)
+                    if self._held_hello is not None and decoder.buffered:
+                        self.fail(ErrorCode.NOT_AUTHENTICATED, "frames sent before Welcome")
                     continue
                 handler = handlers.get(type(frame))
                 if handler is None:
@@ -129,7 +147,10 @@ class Session(asyncio.Protocol):
                     raise ProtocolError("request ids must be positive")
                 handler(frame)
         except ProtocolError as exc:
-            self.fail(exc.code, str(exc))
+            message = str(exc)
+            if isinstance(exc, bp.FrameTooLarge) and not self.authenticated:
+                message += " before Welcome (SPEC §2.1)"
+            self.fail(exc.code, message)
             return
         except Exception:  # a bug of ours: say so on the wire, never close silently
             log.exception("internal error handling a frame from %s", self.peer_name)
@@ -144,6 +165,9 @@ class Session(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
+            self._hello_timer = None
         self.broker.close(self.conn)
         self.server.forget(self)
 
@@ -275,25 +299,96 @@ class Session(asyncio.Protocol):
         if not isinstance(frame, bp.Hello):
             self.fail(ErrorCode.NOT_AUTHENTICATED, "the first frame must be Hello")
             return
-        common = set(frame.versions) & set(bp.SUPPORTED_VERSIONS)
-        if not common:
+        if not set(frame.versions) & set(bp.SUPPORTED_VERSIONS):
             self.fail(
                 ErrorCode.UNSUPPORTED_VERSION,
                 f"server speaks protocol versions {list(bp.SUPPORTED_VERSIONS)}",
             )
             return
-        expected = self.config.token
-        if expected is not None:
-            given = (frame.token or "").encode()
-            if not hmac.compare_digest(given, expected.encode()):
-                self.fail(ErrorCode.AUTH_FAILED, "invalid token")
+        if self.config.token is None:
+            self._welcome(frame)
+        else:
+            self._check_token(frame, self.config.token)
+
+    def _check_token(self, frame: bp.Hello, expected: str) -> None:
+        """Compare the token once this peer's address may be checked again.
+
+        After repeated failures from an address its next check waits (a loop
+        timer, see ``throttle.py``); a Hello that could not be checked before
+        the handshake deadline is refused without being checked at all.
+        """
+        throttle = self.server.auth_throttle
+        wait = throttle.wait(self.peer_host)
+        if wait > 0:
+            deadline = self.connected_at + self.config.handshake_timeout
+            if time.monotonic() + wait > deadline:
+                self.server.handshake_dropped("throttled")
+                self.fail(
+                    ErrorCode.RESOURCE_LIMIT,
+                    "too many failed authentications from this address; try again later",
+                )
                 return
+            if self._held_hello is None:
+                throttle.deferred()
+            self._held_hello = frame
+            self._hello_timer = self._loop.call_later(wait, self._retry_hello)
+            return
+        self._held_hello = None
+        given = (frame.token or "").encode()
+        if not hmac.compare_digest(given, expected.encode()):
+            delay = throttle.failed(self.peer_host)
+            log.warning(
+                "authentication failed from %s (client %r); next attempt from this address "
+                "waits %.3g s",
+                self.peer_name,
+                frame.client_name[:64],
+                delay,
+            )
+            self.fail(ErrorCode.AUTH_FAILED, "invalid token")
+            return
+        throttle.succeeded(self.peer_host)
+        self._welcome(frame)
+
+    def _retry_hello(self) -> None:
+        self._hello_timer = None
+        frame = self._held_hello
+        if frame is None or self._closing or self.config.token is None:
+            return
+        try:
+            self._check_token(frame, self.config.token)
+        except Exception:  # a bug of ours: say so on the wire, never close silently
+            log.exception("internal error in the handshake of %s", self.peer_name)
+            self.fail(ErrorCode.INTERNAL, "internal error; see the broker log")
+
+    def handshake_expired(self, timeout: float) -> None:
+        """Called by the server when the handshake deadline has passed."""
+        if self._held_hello is not None:
+            self.fail(
+                ErrorCode.RESOURCE_LIMIT,
+                "too many failed authentications from this address; try again later",
+            )
+        else:
+            self.fail(
+                ErrorCode.NOT_AUTHENTICATED,
+                f"no Hello within the handshake timeout ({timeout:g} s from connect)",
+            )
+
+    def _welcome(self, frame: bp.Hello) -> None:
+        if not self.server.authenticate(self):
+            self.fail(ErrorCode.RESOURCE_LIMIT, "too many connections")
+            return
         self.authenticated = True
+        self.decoder.max_frame = self.config.max_frame
+        # SPEC §6.2: heartbeat timers start with Welcome, however long the
+        # Hello waited for its turn.
+        self.last_recv = time.monotonic()
         # The smaller non-zero interval wins; 0 only when both sides ask for 0.
         wanted = [h for h in (self.config.heartbeat, frame.heartbeat) if h > 0]
         self.heartbeat = max(min(wanted), MIN_HEARTBEAT) if wanted else 0.0
-        hb = self.heartbeat
-        self.send(bp.Welcome(max(common), self.config.server_name, hb, self.config.max_frame))
+        version = max(set(frame.versions) & set(bp.SUPPORTED_VERSIONS))
+        self.send(
+            bp.Welcome(version, self.config.server_name, self.heartbeat, self.config.max_frame)
+        )
 
     # --- requests ---------------------------------------------------------------
 

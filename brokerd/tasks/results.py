@@ -80,8 +80,6 @@ REVOKED_SQL = (
     "WHERE results.state NOT IN ('SUCCESS', 'FAILURE') OR results.expires_at <= ?3"
 )
 
-#: Most task ids one ResultGet may ask for.
-MAX_GET = 1000
 #: Longest ResultWait, in seconds.
 MAX_WAIT = 3600.0
 #: Outstanding ResultWait requests one connection may hold.
@@ -169,8 +167,7 @@ class Results:
         self.broker._touch()
 
     def get(self, client: Client, f: bp.ResultGet) -> None:
-        if len(f.task_ids) > MAX_GET:
-            raise invalid(f"at most {MAX_GET} task ids per ResultGet")
+        # The codec refuses more than MAX_RESULT_GET_IDS ids (SPEC §13).
         now = self.broker.clock.now()
         found: dict[str, list[object]] = {}
         misses: list[str] = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
@@ -18,6 +19,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from brokerd_protocol import (
+    MAX_HELLO_FRAME,
+    MAX_RESULT_GET_IDS,
+    MAX_REVOKE_IDS,
+    MAX_SUBSCRIBE_TOPICS,
     SUPPORTED_VERSIONS,
     Bind,
     Consume,
@@ -40,6 +45,7 @@ from brokerd_protocol import (
     ScheduleSet,
     Subscribe,
     Unbind,
+    encode_payload,
 )
 
 from .connection import FLUSH_THRESHOLD, Connection, PublishBatch
@@ -85,6 +91,12 @@ async def connect(
         client_name=client_name if client_name is not None else _default_client_name(),
         heartbeat=float(heartbeat),
     )
+    size = len(encode_payload(hello))
+    if size > MAX_HELLO_FRAME:
+        raise ValueError(
+            f"the Hello (token and client_name) takes {size} bytes; brokerd reads at most "
+            f"{MAX_HELLO_FRAME} bytes before the handshake"
+        )
     conn = await Connection.open(
         parsed.host, parsed.port, hello, timeout=timeout, max_inflight=max_inflight
     )
@@ -361,12 +373,16 @@ class AsyncClient:
         return self._conn.request(lambda req: ResultSet(req, task_id, state, payload, float(ttl)))
 
     async def result_get(self, task_ids: Iterable[str]) -> dict[str, tuple[str, bytes]]:
-        """``{task_id: (state, payload)}`` for the ids the broker knows."""
-        ids = list(task_ids)
-        value = await self._conn.request(lambda req: ResultGet(req, ids))
-        if not isinstance(value, dict):
-            raise ProtocolViolation(f"ResultGet answered with {value!r}")
-        return {k: (v[0], v[1]) for k, v in value.items()}
+        """``{task_id: (state, payload)}`` for the ids the broker knows.
+
+        More ids than one ResultGet may carry (SPEC §13) are asked for in
+        several frames, sent together."""
+        found: dict[str, tuple[str, bytes]] = {}
+        for value in await self._requests(ResultGet, list(task_ids), MAX_RESULT_GET_IDS):
+            if not isinstance(value, dict):
+                raise ProtocolViolation(f"ResultGet answered with {value!r}")
+            found.update((k, (v[0], v[1])) for k, v in value.items())
+        return found
 
     async def result_wait(
         self,
@@ -387,15 +403,39 @@ class AsyncClient:
         self, task_ids: Iterable[str], *, terminate: bool = False, ttl: float = 86_400.0
     ) -> None:
         """Revoke tasks (matched by message id) for ``ttl`` seconds; with
-        ``terminate`` subscribed workers are told to stop running ones."""
-        ids = list(task_ids)
-        await self._conn.request(lambda req: Revoke(req, ids, terminate, float(ttl)))
+        ``terminate`` subscribed workers are told to stop running ones.
+
+        More ids than one Revoke may carry (SPEC §13) go out in several frames,
+        sent together; if one of them fails the others may have taken effect
+        (revoking again is harmless)."""
+        await self._requests(
+            lambda req, ids: Revoke(req, ids, terminate, float(ttl)),
+            list(task_ids),
+            MAX_REVOKE_IDS,
+        )
+
+    async def _requests(
+        self, make: Callable[[int, list[str]], Frame], ids: list[str], cap: int
+    ) -> list[Any]:
+        """One request per ``cap`` ids (at least one), pipelined; their Ok
+        values in order, or the first error once all have answered."""
+        chunks = [ids[i : i + cap] for i in range(0, len(ids), cap)] or [[]]
+        futs = [
+            self._conn.request(functools.partial(_chunk_frame, make, chunk)) for chunk in chunks
+        ]
+        values = await asyncio.gather(*futs, return_exceptions=True)
+        for value in values:
+            if isinstance(value, BaseException):
+                raise value
+        return values
 
     async def subscribe(self, topics: Iterable[str], handler: Callable[[Event], None]) -> Any:
         """Receive ``Event`` frames for ``topics`` in ``handler`` (on the loop,
         must not block); returns the broker's Ok value (for ``"revoke"``:
         ``{"revoked": [ids]}``, what was revoked before we subscribed)."""
         names = list(topics)
+        if len(names) > MAX_SUBSCRIBE_TOPICS:
+            raise ValueError(f"at most {MAX_SUBSCRIBE_TOPICS} topics per subscribe")
         self._conn.set_frame_handler(Event, handler)
         return await self._conn.request(lambda req: Subscribe(req, names))
 
@@ -455,3 +495,7 @@ def _count(value: Any) -> int:
     if type(value) is not int:
         raise TypeError
     return value
+
+
+def _chunk_frame(make: Callable[[int, list[str]], Frame], ids: list[str], req: int) -> Frame:
+    return make(req, ids)

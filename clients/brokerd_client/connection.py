@@ -15,7 +15,9 @@ Why it looks the way it does (throughput is a product requirement):
   one event-loop tick leaves in one ``transport.write`` (one syscall).
 * Acks (and nacks, rejects, extends) issued in the same tick are merged into
   one frame per kind carrying a list of delivery ids, answered by one
-  ``Settled`` reply. Only the ids the broker lists as ``lost`` fail.
+  ``Settled`` reply; more ids than a frame may carry (``MAX_SETTLE_IDS``,
+  SPEC §13) leave in several frames. Only the ids the broker lists as
+  ``lost`` fail.
 * Confirms arrive as ranges of publish sequence numbers; they are resolved in
   bulk from a ``seq -> waiter`` dict with no per-message task.
 * Memory stays bounded however fast the application publishes: publishers
@@ -35,6 +37,7 @@ from brokerd_protocol import (
     DEFAULT_MAX_FRAME,
     HARD_MAX_FRAME,
     HEADER_SIZE,
+    MAX_SETTLE_IDS,
     SUPPORTED_VERSIONS,
     Ack,
     Cancel,
@@ -90,9 +93,6 @@ RETURN: Final = 4
 REJECT: Final = 2
 EXTEND: Final = 3
 
-#: Largest number of delivery ids put in one settle frame. Keeps each frame far
-#: below any sane frame limit even when a huge prefetch is acked at once.
-_MAX_SETTLE_IDS = 8192
 #: The transport pauses us above this many buffered bytes. Large enough that a
 #: burst of small publishes never blocks, small enough to bound memory.
 _WRITE_HIGH_WATER = 4 * 1024 * 1024
@@ -585,7 +585,7 @@ class Connection(asyncio.Protocol):
         fut: asyncio.Future[None] | None = self._loop.create_future() if wait else None
         batch.ids.append(delivery_id)
         batch.futs.append(fut)
-        if len(batch.ids) >= _MAX_SETTLE_IDS:
+        if len(batch.ids) >= MAX_SETTLE_IDS:
             del self._settle_open[key]
             self._send_settle(batch)
         return fut

@@ -4,7 +4,10 @@ No sockets and no event loop live here, so the same code serves the asyncio
 server, the async client, the blocking client and the tests. The decoder
 checks every declared length against the frame limit before it buffers the
 payload, and validates each field's type, so a hostile peer can make it raise
-``ProtocolError`` but never allocate more than one frame or crash.
+``ProtocolError`` but never allocate more than one frame or crash. List
+fields that carry batches (delivery ids, task ids, topics) have a cap per
+frame family (``limits.py``, SPEC §13), checked before their items are, so
+no handler ever sees, and no peer can make it walk, an oversized list.
 """
 
 from __future__ import annotations
@@ -18,7 +21,16 @@ import msgpack
 
 from . import frames as f
 from .errors import FrameTooLarge, ProtocolError
-from .limits import DEFAULT_MAX_FRAME, HARD_MAX_FRAME, HEADER_SIZE, MAX_DEPTH
+from .limits import (
+    DEFAULT_MAX_FRAME,
+    HARD_MAX_FRAME,
+    HEADER_SIZE,
+    MAX_DEPTH,
+    MAX_RESULT_GET_IDS,
+    MAX_REVOKE_IDS,
+    MAX_SETTLE_IDS,
+    MAX_SUBSCRIBE_TOPICS,
+)
 
 _LENGTH = struct.Struct(">I")
 
@@ -152,6 +164,22 @@ _CHECKERS: dict[str, Checker] = {
 }
 
 
+#: The most items each batch-carrying list field may hold (SPEC §13).
+LIST_CAPS: dict[tuple[type[f.Frame], str], int] = {
+    (f.Ack, "deliveries"): MAX_SETTLE_IDS,
+    (f.Nack, "deliveries"): MAX_SETTLE_IDS,
+    (f.Reject, "deliveries"): MAX_SETTLE_IDS,
+    (f.Extend, "deliveries"): MAX_SETTLE_IDS,
+    (f.ResultGet, "task_ids"): MAX_RESULT_GET_IDS,
+    (f.Revoke, "task_ids"): MAX_REVOKE_IDS,
+    (f.Subscribe, "topics"): MAX_SUBSCRIBE_TOPICS,
+}
+
+
+def _too_long(where: str, length: int, cap: int) -> ProtocolError:
+    return ProtocolError(f"{where} holds {length} items; the limit is {cap} (SPEC §13)")
+
+
 #: Field types whose common case is one ``type(x) is T`` test; the checker
 #: runs only when that test fails (to convert an int to float, or to raise).
 _FAST_TYPES = {
@@ -188,7 +216,11 @@ class _FrameSpec:
         self.build = self._compile(flds)
 
     def _compile(self, flds: tuple[Any, ...]) -> Callable[[list[Any]], f.Frame]:
-        env: dict[str, Any] = {"ProtocolError": ProtocolError, "NEW": object.__new__}
+        env: dict[str, Any] = {
+            "ProtocolError": ProtocolError,
+            "NEW": object.__new__,
+            "TOO_LONG": _too_long,
+        }
         env["CLS"] = self.cls
         name = self.cls.__name__
         lines = [
@@ -209,6 +241,14 @@ class _FrameSpec:
                 lines.append(f"    x{i} = obj[{i + 1}] if n > {i} else F{i}()")
             else:
                 lines.append(f"    x{i} = obj[{i + 1}]")
+            cap = LIST_CAPS.get((self.cls, fl.name))
+            if cap is not None:
+                # The length before the items: an oversized list costs O(1).
+                env[f"W{i}"] = f"{name}.{fl.name}"
+                lines.append(
+                    f"    if type(x{i}) is list and len(x{i}) > {cap}: "
+                    f"raise TOO_LONG(W{i}, len(x{i}), {cap})"
+                )
             if kind in _FAST_TYPES:
                 lines.append(f"    if type(x{i}) is not {_FAST_TYPES[kind]}: x{i} = C{i}(x{i})")
             elif kind in _FAST_OPTIONAL:
@@ -325,16 +365,27 @@ class Decoder:
     Raises ``FrameTooLarge`` as soon as a header declares a payload larger than
     ``max_frame``, before buffering it, and ``ProtocolError`` for any payload
     that is not a valid frame. After an error the decoder must be discarded.
+
+    ``max_frame`` may be changed between frames: a server starts with a small
+    limit until the handshake completes (SPEC §2.1), a client raises its limit
+    to what Welcome announced.
     """
 
-    __slots__ = ("_buf", "_pos", "max_frame")
+    __slots__ = ("_buf", "_max_frame", "_pos")
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
-        if not 0 < max_frame <= HARD_MAX_FRAME:
-            raise ValueError(f"max_frame must be within 1..{HARD_MAX_FRAME}")
-        self.max_frame = max_frame
+        self._max_frame = _checked_limit(max_frame)
         self._buf = bytearray()
         self._pos = 0
+
+    @property
+    def max_frame(self) -> int:
+        """The largest payload accepted, in bytes (1 to ``HARD_MAX_FRAME``)."""
+        return self._max_frame
+
+    @max_frame.setter
+    def max_frame(self, value: int) -> None:
+        self._max_frame = _checked_limit(value)
 
     def feed(self, data: bytes) -> None:
         self._buf += data
@@ -354,8 +405,8 @@ class Decoder:
         (length,) = _LENGTH.unpack_from(buf, pos)
         if length == 0:
             raise ProtocolError("zero-length frame")
-        if length > self.max_frame:
-            raise FrameTooLarge(f"frame of {length} bytes exceeds the limit of {self.max_frame}")
+        if length > self._max_frame:
+            raise FrameTooLarge(f"frame of {length} bytes exceeds the limit of {self._max_frame}")
         end = pos + HEADER_SIZE + length
         if len(buf) < end:
             self._compact()
@@ -375,3 +426,9 @@ class Decoder:
             if frame is None:
                 return
             yield frame
+
+
+def _checked_limit(max_frame: int) -> int:
+    if type(max_frame) is not int or not 0 < max_frame <= HARD_MAX_FRAME:
+        raise ValueError(f"max_frame must be an integer within 1..{HARD_MAX_FRAME}")
+    return max_frame

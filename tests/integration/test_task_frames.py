@@ -147,11 +147,30 @@ def test_result_set_rejects_bad_values(connect: Callable[..., RawClient]) -> Non
     )
     assert c.error(lambda r: bp.ResultSet(r, "", "SUCCESS")) == ErrorCode.INVALID_ARGUMENT
     assert c.error(lambda r: bp.ResultWait(r, "t", 0.0)) == ErrorCode.INVALID_ARGUMENT
-    assert c.error(lambda r: bp.ResultGet(r, [str(i) for i in range(1001)])) == (
-        ErrorCode.INVALID_ARGUMENT
-    )
     # The connection is still usable after request errors.
     c.ok(lambda r: bp.ResultSet(r, "t", "PENDING"))
+
+
+@pytest.mark.parametrize(
+    ("make", "cap"),
+    [
+        (bp.ResultGet, 1_000),
+        (bp.Revoke, 10_000),
+    ],
+    ids=["ResultGet", "Revoke"],
+)
+def test_more_task_ids_than_a_frame_may_carry_close_the_connection(
+    connect: Callable[..., RawClient], make: Callable[[int, list[str]], bp.Frame], cap: int
+) -> None:
+    """SPEC §13: the caps are protocol limits, checked by the codec before any
+    handler runs; a list at the cap is an ordinary request."""
+    c = connect()
+    c.ok(lambda r: make(r, [f"t{i}" for i in range(cap)]))
+    c.send(make(c.req + 1, [f"t{i}" for i in range(cap + 1)]))
+    err = c.next(lambda f: isinstance(f, bp.Error))
+    assert isinstance(err, bp.Error)
+    assert (err.req, err.code) == (0, ErrorCode.PROTOCOL_ERROR)
+    assert str(cap) in err.message
 
 
 def test_result_wait_is_pushed_when_another_connection_finishes(

@@ -1065,3 +1065,66 @@ def test_async_client_on_uvloop() -> None:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(scenario())
+
+
+# --- per-frame caps (SPEC §13): the SDK never exceeds them --------------------------
+
+SETTLE_CAP = 10_000
+
+
+async def test_settles_of_more_deliveries_than_the_cap_leave_in_frames_within_the_cap(
+    fake: FakeBroker,
+) -> None:
+    n = SETTLE_CAP + 17
+    async with await connect(fake) as client:
+        consumer = await client.consume("q", prefetch=65535)
+        for _ in range(n):
+            fake.session.deliver(100)
+        deliveries = [await consumer.next(timeout=BOUND) for _ in range(n)]
+        await asyncio.gather(*(d.extend(60) for d in deliveries))
+        await asyncio.gather(*(d.ack() for d in deliveries))
+    for kind in (Extend, Ack):
+        frames = fake.of_type(kind)
+        assert len(frames) == 2, kind
+        assert all(len(f.deliveries) <= SETTLE_CAP for f in frames), kind
+        assert sorted(i for f in frames for i in f.deliveries) == list(range(1, n + 1)), kind
+
+
+async def test_result_get_of_more_ids_than_the_cap_is_split_and_merged(fake: FakeBroker) -> None:
+    from brokerd_protocol import ResultGet
+
+    def results(session: FakeSession, frame: Frame) -> bool:
+        if isinstance(frame, ResultGet):
+            known = {t: ["SUCCESS", t.encode()] for t in frame.task_ids if t.endswith("7")}
+            session.send(Ok(frame.req, known))
+            return True
+        return False
+
+    fake.on_frame = results
+    ids = [f"task-{i}" for i in range(2_500)]
+    async with await connect(fake) as client:
+        found = await client.result_get(ids)
+    frames = fake.of_type(ResultGet)
+    assert [len(f.task_ids) for f in frames] == [1_000, 1_000, 500]
+    assert [t for f in frames for t in f.task_ids] == ids
+    assert found == {t: ("SUCCESS", t.encode()) for t in ids if t.endswith("7")}
+
+
+async def test_revoke_of_more_ids_than_the_cap_is_split(fake: FakeBroker) -> None:
+    from brokerd_protocol import Revoke
+
+    ids = [f"task-{i}" for i in range(25_000)]
+    async with await connect(fake) as client:
+        await client.revoke(ids, terminate=True, ttl=60)
+    frames = fake.of_type(Revoke)
+    assert [len(f.task_ids) for f in frames] == [10_000, 10_000, 5_000]
+    assert [t for f in frames for t in f.task_ids] == ids
+    assert all(f.terminate and f.ttl == 60.0 for f in frames)
+
+
+async def test_a_hello_too_large_for_the_handshake_is_refused_before_connecting(
+    fake: FakeBroker,
+) -> None:
+    with pytest.raises(ValueError, match="16384"):
+        await connect(fake, client_name="x" * 20_000)
+    assert fake.sessions == []

@@ -363,3 +363,53 @@ def test_spec_documents_every_frame_and_error_code() -> None:
         fatal = "yes" if code in CONNECTION_FATAL else "no"
         row = rf"^\| {code.value} \| `{code.name}` \| {fatal} \|"
         assert re.search(row, text, re.M), code.name
+
+
+# --- per-frame caps (SPEC §13) -------------------------------------------------
+
+#: The id caps SPEC §13 states, by frame: a list one longer is a protocol error.
+LIST_CAPS: list[tuple[str, int, Any]] = [
+    ("Ack", 10_000, lambda ids: [33, 1, ids]),
+    ("Nack", 10_000, lambda ids: [34, 1, ids]),
+    ("Reject", 10_000, lambda ids: [35, 1, ids]),
+    ("Extend", 10_000, lambda ids: [36, 1, ids, 30.0]),
+    ("ResultGet", 1_000, lambda ids: [41, 1, [str(i) for i in ids]]),
+    ("Revoke", 10_000, lambda ids: [43, 1, [str(i) for i in ids]]),
+    ("Subscribe", 64, lambda ids: [44, 1, ["revoke"] * len(ids)]),
+]
+
+
+@pytest.mark.parametrize(("name", "cap", "build"), LIST_CAPS, ids=[c[0] for c in LIST_CAPS])
+def test_a_list_longer_than_its_cap_is_a_protocol_error_naming_the_cap(
+    name: str, cap: int, build: Any
+) -> None:
+    at_cap = decode_payload(payload_of(build(list(range(1, cap + 1)))))
+    assert type(at_cap).__name__ == name
+    with pytest.raises(ProtocolError) as info:
+        decode_payload(payload_of(build(list(range(1, cap + 2)))))
+    assert info.value.code is ErrorCode.PROTOCOL_ERROR
+    assert name in str(info.value)
+    assert f"{cap}" in str(info.value).replace(",", "")
+
+
+def test_an_oversized_list_is_refused_before_its_items_are_checked() -> None:
+    # A million strings where ids belong: the cap, not the item type, is reported.
+    with pytest.raises(ProtocolError, match="10000"):
+        decode_payload(payload_of([33, 1, ["x"] * 1_000_000]))
+
+
+def test_decoder_limit_can_be_raised_after_the_handshake() -> None:
+    decoder = Decoder(max_frame=1024)
+    big = encode(Publish(seq=1, exchange="", routing_key="q", body=b"x" * 2000))
+    decoder.max_frame = 4096
+    assert decoder.max_frame == 4096
+    decoder.feed(big)
+    assert isinstance(decoder.next_frame(), Publish)
+
+
+@pytest.mark.parametrize("max_frame", [0, -1, HARD_MAX_FRAME + 1])
+def test_decoder_limit_cannot_be_changed_to_a_senseless_value(max_frame: int) -> None:
+    decoder = Decoder(max_frame=1024)
+    with pytest.raises(ValueError):
+        decoder.max_frame = max_frame
+    assert decoder.max_frame == 1024

@@ -235,7 +235,6 @@ def test_result_validation(env: Env) -> None:
         lambda r: bp.ResultSet(r, "t", "SUCCESS", b"", float("nan")),
         lambda r: bp.ResultSet(r, "", "SUCCESS"),
         lambda r: bp.ResultSet(r, "x" * 256, "SUCCESS"),
-        lambda r: bp.ResultGet(r, ["t"] * 1001),
         lambda r: bp.ResultWait(r, "t", 0.0),
         lambda r: bp.ResultWait(r, "t", 3600.5),
         lambda r: bp.ResultWait(r, "t", -1.0),
@@ -595,7 +594,6 @@ def test_revoke_validation(env: Env) -> None:
     c = env.client()
     assert c.error(lambda r: bp.Revoke(r, ["t"], False, 0.0)) == ErrorCode.INVALID_ARGUMENT
     assert c.error(lambda r: bp.Revoke(r, [""])) == ErrorCode.INVALID_ARGUMENT
-    assert c.error(lambda r: bp.Revoke(r, ["t"] * 10_001)) == ErrorCode.INVALID_ARGUMENT
     assert c.ok(lambda r: bp.Revoke(r, [])) is None
 
 

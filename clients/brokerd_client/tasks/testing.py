@@ -94,7 +94,12 @@ class BrokerServer:
             *self.extra,
         ]  # fmt: skip
         if self.token:
-            cmd += ["--token", self.token]
+            # A file, as in production: a --token flag is readable by every
+            # local user in the process list.
+            token_file = self.data_dir / "token"
+            token_file.touch(mode=0o600)
+            token_file.write_text(self.token)
+            cmd += ["--token-file", str(token_file)]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + START_TIMEOUT
