@@ -8,6 +8,7 @@ import signal
 import sys
 
 from .config import ConfigError, load
+from .malloc import pin_mmap_threshold
 from .server import BrokerServer
 
 
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> None:
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    pin_mmap_threshold()
     loop_name = _install_uvloop()
     logging.getLogger("brokerd").info("event loop: %s", loop_name)
     server = BrokerServer(config)
