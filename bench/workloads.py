@@ -1,4 +1,4 @@
-"""The workloads W1-W8: what each measures and how, on any system.
+"""The workloads W1-W8 (and W6b): what each measures and how, on any system.
 
 Each workload is an ``async`` function of a :class:`bench.runner.RunContext` (a fresh
 broker or freshly declared peer queue, an admin connection, the settings) returning

@@ -4,11 +4,11 @@ glibc serves an allocation above ``M_MMAP_THRESHOLD`` (128 KiB) with its own
 ``mmap`` and unmaps it on free, but it raises that threshold each time such a
 block is freed, up to 32 MiB. After the first big body is freed, later ones
 come from the heap instead, interleaved with bodies still held, and memory
-freed between them stays resident: measured with 1 MiB bodies, a broker that
-had written 1.8 GiB to disk stayed at 221 MiB RSS holding 96 MiB of bodies,
-and 121 MiB after draining everything. Pinning the threshold at its default
-keeps every body of 128 KiB or more in its own mapping, returned on free
-(164 MiB and 51 MiB). Bodies below it are served from the heap as before.
+freed between them stays resident. Measured with 3 queues x 600 x 1 MiB
+(``python -m bench.memcheck --count 1800 --queues 3 --drain``): 182 MiB RSS
+once filled and 115 MiB after draining everything. Pinning the threshold at
+its default keeps every body of 128 KiB or more in its own mapping, returned on
+free: 126 MiB and 51 MiB. Bodies below it are served from the heap as before.
 
 Only the ``brokerd`` command calls this (a process-wide setting is not a
 library's to change); elsewhere, or without glibc, it does nothing.

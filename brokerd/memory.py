@@ -6,15 +6,18 @@ are 2 GiB. So the core also counts the *body bytes* it holds as ready messages
 (the due-soonest heap) and as page reads in flight (reserved when a read is
 issued, settled when it returns). Invariants, with ``used`` the sum of those:
 
-* A durable message that would take ``used`` past ``limit``, or its queue's
-  window past ``window``, stays on disk only (counted, paged in later), exactly
-  like a message past the count window.
-* A page read asks for at most the room left, and the store stops reading once
-  that many bytes are read. A queue with consumers and nothing in memory reads
-  one message even with no room, so it always makes progress: ``used`` can pass
-  ``limit`` by at most one message per such read.
-* Transient messages have no disk to go to: a publish that would hold more
-  while ``used`` is at the limit is refused (``QUEUE_FULL``).
+* Durable messages in memory are a cache of what is on disk. A durable message
+  that would take ``used`` past ``cache`` (half the limit), or its queue's
+  window past ``window`` (a quarter), stays on disk only (counted, paged in
+  later), exactly like a message past the count window.
+* A page read asks for at most the room left under ``cache``, and the store
+  stops reading once that many bytes are read. A queue with consumers and
+  nothing in memory reads one message even with no room, so it always makes
+  progress: ``used`` can pass ``cache`` by at most one message per such read.
+* Transient messages have no disk to go to: a publish to a transient queue
+  while ``used`` is at ``limit`` is refused (``QUEUE_FULL``). Durable caching
+  stops at half the limit, so durable backlogs never take the other half from
+  transient queues.
 * Messages returned by a consumer (nack, lease expiry, disconnect) go back to
   memory whatever the budget says; they were delivered within it, and their
   number is bounded by prefetch.
@@ -33,8 +36,11 @@ MIB = 1024 * 1024
 DEFAULT_MEMORY_LIMIT = 128 * MIB
 #: Smallest accepted limit; below it every read would be a single message.
 MIN_MEMORY_LIMIT = 1 * MIB
-#: A durable queue's window (and the durable delayed heap) may use this share of
-#: the limit, so one deep queue of big bodies cannot starve the others.
+#: Durable messages (ready windows and the delayed heap) are brought into
+#: memory only while everything held stays under this share of the limit.
+CACHE_SHARE = 2
+#: One durable queue's window (and the durable delayed heap) may hold this
+#: share of the limit, so one deep queue of big bodies cannot starve the others.
 WINDOW_SHARE = 4
 #: Refill a window from disk once it holds less than this share of its bytes
 #: (the byte analogue of ``LOW_WATER``).
@@ -42,12 +48,13 @@ LOW_WATER_SHARE = 4
 
 
 class MemoryBudget:
-    __slots__ = ("limit", "low_water", "used", "window")
+    __slots__ = ("cache", "limit", "low_water", "used", "window")
 
     def __init__(self, limit: int = DEFAULT_MEMORY_LIMIT) -> None:
         if limit < 1:
             raise ValueError("memory limit must be positive")
         self.limit = limit
+        self.cache = max(1, limit // CACHE_SHARE)
         #: Bytes one durable queue's ready window (or the durable delayed heap) may hold.
         self.window = max(1, limit // WINDOW_SHARE)
         self.low_water = self.window // LOW_WATER_SHARE
@@ -55,10 +62,11 @@ class MemoryBudget:
         self.used = 0
 
     def room(self) -> int:
-        """Bytes that may still be brought into memory."""
-        return self.limit - self.used
+        """Bytes of durable messages that may still be brought into memory."""
+        return self.cache - self.used
 
     def full(self) -> bool:
+        """No room for more transient messages."""
         return self.used >= self.limit
 
 

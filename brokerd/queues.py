@@ -131,7 +131,7 @@ class QueueState:
             self.disk[p]
             or self.mem >= WINDOW
             or self.mem_bytes + n > self.budget.window
-            or self.budget.used + n > self.budget.limit
+            or self.budget.used + n > self.budget.cache
         ):
             self.disk[p] += 1
             return False

@@ -2,9 +2,9 @@
 however big the bodies, while every message is still counted and delivered
 exactly once, in order.
 
-Bodies here are 64 KiB against a 1 MiB limit (a 256 KiB window per queue), the
-same proportions as 1 MiB bodies against the 128 MiB default, at a size a unit
-test can afford. FakeClock + MemoryStore, as in test_broker.py.
+Bodies here are 64 KiB against a 1 MiB limit (durable caching up to 512 KiB, a
+256 KiB window per queue), the same proportions as 1 MiB bodies against the
+128 MiB default, at a size a unit test can afford. FakeClock + MemoryStore, as in test_broker.py.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from brokerd_protocol import ErrorCode
 
 KIB = 1024
 LIMIT = 1024 * KIB
+CACHE = LIMIT // 2
 WINDOW = LIMIT // 4
 SIZE = 64 * KIB
 
@@ -111,13 +112,13 @@ def test_queues_share_one_broker_wide_budget(env: Env) -> None:
         for name in names:
             env.publish(conn, name, body(i, name))
     env.settle()
-    assert held(b) <= LIMIT
+    assert held(b) <= CACHE
     for name in names:
         assert queue_held(b, name) <= WINDOW
         assert env.stats(name)["ready"] == n
     for name in names:
         peaks = drain_in_order(env, conn, peer, name, n)
-        assert max(peaks) <= LIMIT + SIZE
+        assert max(peaks) <= CACHE + SIZE
     assert b.memory.used == held(b) == 0
 
 
@@ -133,11 +134,11 @@ def test_a_queue_with_consumers_still_pages_when_idle_queues_fill_the_budget(env
     for i in range(20):
         env.publish(conn, "live", body(i, "live"))
     env.settle()
-    assert held(b) <= LIMIT
-    assert b.memory.full()  # the idle queues' windows took it all
+    assert held(b) <= CACHE
+    assert b.memory.room() <= 0  # the idle queues' windows took all durable room
     assert queue_held(b, "live") == 0
     peaks = drain_in_order(env, conn, peer, "live", 20, prefetch=1)
-    assert max(peaks) <= LIMIT + SIZE
+    assert max(peaks) <= CACHE + SIZE
 
 
 def test_a_restarted_broker_pages_in_only_the_byte_window(env: Env) -> None:
@@ -248,11 +249,12 @@ def test_a_transient_queue_at_the_memory_limit_refuses_publishes_with_queue_full
     env.settle()
     assert len(peer.confirmed) == accepted
     assert env.stats("t")["ready"] == accepted  # nothing accepted was lost
-    # Durable queues keep taking messages: the excess waits on disk.
+    # Durable queues keep taking messages: they wait on disk.
     for i in range(10):
         env.publish(conn, "d", body(i, "d"))
     env.settle()
     assert env.stats("d")["ready"] == 10
+    assert queue_held(b, "d") == 0
     assert held(b) <= LIMIT
     # Consuming frees room, and the transient queue takes messages again.
     cid = b.consume(conn, "t", 4, None)
@@ -261,6 +263,26 @@ def test_a_transient_queue_at_the_memory_limit_refuses_publishes_with_queue_full
     env.publish(conn, "t", body(accepted, "t"))
     env.settle()
     assert env.stats("t")["ready"] == accepted - 4 + 1
+
+
+def test_durable_backlogs_never_take_the_room_transient_queues_need(env: Env) -> None:
+    b = env.broker
+    names = [f"d{i}" for i in range(6)]
+    for name in names:
+        b.declare_queue(name, True, {})
+    b.declare_queue("t", False, {})
+    conn, _ = env.connect()
+    for i in range(30):
+        for name in names:
+            env.publish(conn, name, body(i, name))
+    env.settle()
+    assert held(b) <= CACHE
+    accepted = 0
+    with pytest.raises(BrokerError):
+        for i in range(LIMIT // SIZE + 1):
+            env.publish(conn, "t", body(i, "t"))
+            accepted += 1
+    assert accepted * SIZE >= LIMIT - CACHE
 
 
 def test_dead_letters_into_a_transient_queue_at_the_memory_limit_are_dropped(env: Env) -> None:
