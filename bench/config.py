@@ -10,7 +10,7 @@ from typing import Any
 from .payload import MIN_SIZE
 from .systems import DEFAULT_URLS, SYSTEMS
 
-WORKLOAD_IDS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8")
+WORKLOAD_IDS = ("W1", "W2", "W3", "W4", "W5", "W6", "W6b", "W7", "W8")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 
@@ -28,6 +28,8 @@ class Settings:
     duration: float  # W5: seconds
     backlog: int  # W6/W7: queued messages
     backlog_size: int  # W6/W7: body bytes
+    big_backlog: int  # W6b: queued messages
+    big_size: int  # W6b: body bytes
     stall_timeout: float  # seconds without progress before a workload is failed
     out: Path
     chart: bool
@@ -51,6 +53,8 @@ FULL = {
     "duration": 30.0,
     "backlog": 1_000_000,
     "backlog_size": 1024,
+    "big_backlog": 1024,
+    "big_size": 1024 * 1024,
 }
 QUICK = {
     "count": 2_000,
@@ -62,12 +66,16 @@ QUICK = {
     "duration": 2.0,
     "backlog": 20_000,
     "backlog_size": 1024,
+    "big_backlog": 256,
+    "big_size": 1024 * 1024,
 }
 
 
 def _csv(value: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
     items = tuple(v.strip() for v in value.split(",") if v.strip())
-    norm = tuple(i.upper() if what == "workload" else i.lower() for i in items)
+    # Workload ids match whatever their case ("w6b" is W6b).
+    by_upper = {a.upper(): a for a in allowed}
+    norm = tuple(by_upper.get(i.upper(), i) if what == "workload" else i.lower() for i in items)
     bad = [i for i in norm if i not in allowed]
     if bad or not norm:
         raise argparse.ArgumentTypeError(
@@ -107,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, help="W5 seconds (default 30)")
     p.add_argument("--backlog", type=int, help="W6/W7 queued messages (default 1000000)")
     p.add_argument("--backlog-size", type=int, help="W6/W7 body bytes (default 1024)")
+    p.add_argument("--big-backlog", type=int, help="W6b queued messages (default 1024; quick 256)")
+    p.add_argument("--big-size", type=int, help="W6b body bytes (default 1048576)")
     p.add_argument(
         "--stall-timeout",
         type=float,
@@ -136,12 +146,12 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
     for key, default in base.items():
         given = getattr(ns, key, None)
         values[key] = default if given is None else type(default)(given)
-    for key in ("count", "prefetch", "batch", "task_count", "backlog"):
+    for key in ("count", "prefetch", "batch", "task_count", "backlog", "big_backlog"):
         if values[key] < 1:
             parser.error(f"--{key.replace('_', '-')} must be at least 1")
     if values["rate"] <= 0 or values["duration"] <= 0:
         parser.error("--rate and --duration must be positive")
-    for key in ("size", "backlog_size"):
+    for key in ("size", "backlog_size", "big_size"):
         if values[key] < MIN_SIZE:
             parser.error(f"--{key.replace('_', '-')} must be at least {MIN_SIZE} bytes")
     # Keep the stated workload and system order whatever order they were given in.

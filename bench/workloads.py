@@ -1,4 +1,4 @@
-"""The workloads W1-W8: what each measures and how, on any system.
+"""The workloads W1-W8 (and W6b): what each measures and how, on any system.
 
 Each workload is an ``async`` function of a :class:`bench.runner.RunContext` (a fresh
 broker or freshly declared peer queue, an admin connection, the settings) returning
@@ -29,6 +29,8 @@ Details = dict[str, Any]
 Result = tuple[Values, Details]
 
 FILL_BATCH = 1000
+#: Body bytes a filler keeps in flight at most (one batch), whatever the body size.
+FILL_BATCH_BYTES = 64 * 1024 * 1024
 W8_KILL_TIMEOUT = 90.0  # above brokerd's 30 s lease, so a missed disconnect still shows
 
 SPECS: dict[str, WorkloadSpec] = {
@@ -82,6 +84,16 @@ SPECS: dict[str, WorkloadSpec] = {
         "broker resident memory after filling a durable queue (growth over the idle broker, "
         "and total)",
     ),
+    "W6b": WorkloadSpec(
+        "W6b",
+        "broker memory with big bodies queued",
+        (
+            MetricSpec("rss", "W6b RSS, 1 MiB bodies queued", "bytes", False),
+            MetricSpec("rss_restart", "W6b RSS, queued, after restart", "bytes", False),
+        ),
+        "broker resident memory after filling a durable queue with big bodies (default "
+        "1 GiB of 1 MiB messages), and (brokerd) again after a restart on the same data dir",
+    ),
     "W7": WorkloadSpec(
         "W7",
         "restart to ready with the backlog",
@@ -129,8 +141,9 @@ async def _run(
 
 async def _fill(ctx: RunContext, queue: str, count: int, size: int) -> Details:
     """Pre-fill ``queue`` with ``count`` confirmed messages (not part of any figure)."""
+    batch = max(1, min(FILL_BATCH, FILL_BATCH_BYTES // size))
     filler = spawn(
-        "filler", "produce", ctx.target, queue=queue, count=count, size=size, batch=FILL_BATCH
+        "filler", "produce", ctx.target, queue=queue, count=count, size=size, batch=batch
     )
     res = (await _run(ctx, [filler], [Counter("filled", filler.counter, count)]))["filler"]
     depth = await ctx.admin.depth(queue)
@@ -315,6 +328,44 @@ async def w6(ctx: RunContext) -> Result:
     }
 
 
+async def w6b(ctx: RunContext) -> Result:
+    s = ctx.settings
+    queue = await ctx.fresh_queue()
+    idle = await ctx.server_rss()
+    fill = await _fill(ctx, queue, s.big_backlog, s.big_size)
+    await asyncio.sleep(2.0)  # let the broker settle (flushes, GC) before reading RSS
+    filled = await ctx.server_rss()
+    values = {"rss": float(filled)}
+    details: Details = {
+        "backlog": s.big_backlog,
+        "size": s.big_size,
+        "rss_idle": idle,
+        "rss_filled": filled,
+        "rss_source": ctx.rss_source,
+        **fill,
+    }
+    broker = ctx.broker
+    if broker is None:  # restarting a shared, system-managed server is outside the harness
+        details["restart"] = "not run on a system-managed server"
+        return values, details
+    await ctx.admin.close()
+    shutdown_s, clean = await asyncio.to_thread(broker.terminate, 60.0)
+    if not clean:
+        raise RuntimeError(f"brokerd did not exit within 60s of SIGTERM: {broker.log_tail()}")
+    await broker.astart()
+    ctx.target = type(ctx.target)(ctx.target.system, broker.url)
+    ctx.admin = make_adapter(ctx.target)
+    await ctx.admin.connect()
+    depth = await ctx.admin.depth(queue)
+    if depth != s.big_backlog:
+        raise RuntimeError(f"after restart {depth} ready, expected {s.big_backlog}")
+    await asyncio.sleep(2.0)  # the restarted broker pages its window in
+    restarted = await ctx.server_rss()
+    values["rss_restart"] = float(restarted)
+    details.update(rss_restart=restarted, shutdown_s=round(shutdown_s, 3))
+    return values, details
+
+
 def _w7_precheck(system: str, settings: Settings) -> None:
     if system != "brokerd":
         raise Skip(
@@ -430,6 +481,7 @@ WORKLOADS: dict[str, WorkloadFn] = {
     "W4": w4,
     "W5": w5,
     "W6": w6,
+    "W6b": w6b,
     "W7": w7,
     "W8": w8,
 }

@@ -25,9 +25,10 @@ from brokerd_protocol import ErrorCode
 from .clock import Clock
 from .errors import BrokerError, invalid, not_found
 from .leases import LeaseWheel
+from .memory import DEFAULT_MEMORY_LIMIT, MemoryBudget
 from .message import Message
 from .options import MAX_LEASE, PublishProps, QueueOptions, check_name, parse_props
-from .queues import PRIORITIES, WINDOW, Consumer, Delivery, QueueState
+from .queues import WINDOW, Consumer, Delivery, QueueState
 from .routing import EXCHANGE_TYPES, Router, make_router
 from .stats import ATTEMPT_BOUNDS, LATENCY_BOUNDS, Buckets
 from .storage.base import Batch, Recovered, Store
@@ -125,9 +126,18 @@ class Counters:
 
 
 class Broker:
-    def __init__(self, store: Store, clock: Clock, *, on_dirty: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        *,
+        on_dirty: Callable[[], None] | None = None,
+        memory_limit: int = DEFAULT_MEMORY_LIMIT,
+    ):
         self.store = store
         self.clock = clock
+        #: Body bytes of ready and delayed messages held in memory (see memory.py).
+        self.memory = MemoryBudget(memory_limit)
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, QueueState] = {}
         self.counters = Counters()
@@ -144,6 +154,8 @@ class Broker:
         self._delayed_on_disk = 0
         self._delayed_loading = False
         self._durable_delayed_in_mem = 0
+        #: Body bytes of the durable delayed messages in _delayed.
+        self._durable_delayed_bytes = 0
         self._delayed_load_wanted = False
         #: Queues that asked for a page this tick (issued by ``flush``).
         self._page_requests: dict[int, QueueState] = {}
@@ -180,7 +192,9 @@ class Broker:
         for name, etype in rec.exchanges:
             self.exchanges[name] = Exchange(name, etype, True, make_router(etype))
         for qr in rec.queues:
-            self.queues[qr.name] = QueueState(qr.name, True, QueueOptions.from_wire(qr.options))
+            self.queues[qr.name] = QueueState(
+                qr.name, True, QueueOptions.from_wire(qr.options), self.memory
+            )
         for queue, exchange, key in rec.bindings:
             ex = self.exchanges.get(exchange)
             if ex is not None and queue in self.queues:
@@ -359,7 +373,7 @@ class Broker:
                     f"(durable={q.durable}, {q.options.to_wire()})",
                 )
             return
-        self.queues[name] = QueueState(name, durable, options)
+        self.queues[name] = QueueState(name, durable, options, self.memory)
         if durable:
             import msgpack
 
@@ -379,8 +393,11 @@ class Broker:
         if q.delayed:
             kept = [e for e in self._delayed if e[2].queue != name]
             in_mem = len(self._delayed) - len(kept)
+            gone = sum(len(e[2].body) for e in self._delayed if e[2].queue == name)
+            self.memory.used -= gone
             if q.durable:
                 self._durable_delayed_in_mem -= in_mem
+                self._durable_delayed_bytes -= gone
                 self._delayed_on_disk = max(0, self._delayed_on_disk - (q.delayed - in_mem))
                 if self._delayed_loading:
                     self._deleted_while_loading.add(name)
@@ -504,6 +521,8 @@ class Broker:
                 and q.ready_count + len(q.arriving) >= limit
             ):
                 raise BrokerError(ErrorCode.QUEUE_FULL, f"queue {q.name!r} is full ({limit})")
+            if not q.durable and self.memory.full():
+                raise self._memory_full(q)
             durable = durable or q.durable
         timestamp = int(now * 1000)
         batch = self.batch
@@ -549,6 +568,16 @@ class Broker:
         batch.confirms.append((conn, seq, STORED if durable else IN_MEMORY))
         self._touch()
 
+    def _memory_full(self, q: QueueState) -> BrokerError:
+        """A transient queue cannot move messages to disk: at the memory limit
+        it takes no more until consumers or expiry free some."""
+        return BrokerError(
+            ErrorCode.QUEUE_FULL,
+            f"transient queue {q.name!r} refused the message: the broker holds "
+            f"{self.memory.used} bytes of messages in memory, its memory limit is "
+            f"{self.memory.limit} (durable queues keep the excess on disk)",
+        )
+
     def _enforce_max_length(self, q: QueueState) -> None:
         limit = q.options.max_length
         if limit is None or q.options.overflow != "drop_head":
@@ -581,13 +610,16 @@ class Broker:
         entry = (m.ready_at, m.id, m)
         if not q.durable:
             heapq.heappush(self._delayed, entry)
+            self.memory.used += len(m.body)
             return
         if self._delayed_loading or (m.ready_at, m.id) <= self._horizon:
-            heapq.heappush(self._delayed, entry)
-            self._durable_delayed_in_mem += 1
+            self._push_durable_delayed(entry)
             if self._delayed_loading:
                 self._added_while_loading += 1
-            if self._durable_delayed_in_mem > DELAYED_WINDOW and not self._delayed_loading:
+            elif (
+                self._durable_delayed_in_mem > DELAYED_WINDOW
+                or self._durable_delayed_bytes > self.memory.window
+            ):
                 self._trim_delayed()
         else:
             self._delayed_on_disk += 1
@@ -608,45 +640,101 @@ class Broker:
             return
         self._add_delayed(q, m)
 
+    def _push_durable_delayed(self, entry: tuple[float, int, Message]) -> None:
+        heapq.heappush(self._delayed, entry)
+        n = len(entry[2].body)
+        self._durable_delayed_in_mem += 1
+        self._durable_delayed_bytes += n
+        self.memory.used += n
+
     def _trim_delayed(self) -> None:
-        """Keep the soonest half of the durable delayed window in memory; the
-        rest is on disk already and reloads when its turn comes."""
+        """Keep the soonest half of the durable delayed window (by count and by
+        bytes, at least one message) in memory; the rest is on disk already and
+        reloads when its turn comes."""
         entries = sorted(self._delayed)
         keep: list[tuple[float, int, Message]] = []
-        durable_kept = 0
+        durable_kept = kept_bytes = 0
+        count_cap, bytes_cap = DELAYED_WINDOW // 2, self.memory.window // 2
         horizon = self._horizon
+        full = False
         for entry in entries:
             q = self.queues.get(entry[2].queue)
             if q is None or not q.durable:
                 keep.append(entry)
-            elif durable_kept < DELAYED_WINDOW // 2:
-                keep.append(entry)
-                durable_kept += 1
-                horizon = (entry[0], entry[1])
-            else:
+                continue
+            n = len(entry[2].body)
+            full = full or (
+                durable_kept > 0 and (durable_kept >= count_cap or kept_bytes + n > bytes_cap)
+            )
+            if full:
                 self._delayed_on_disk += 1
+                continue
+            keep.append(entry)
+            durable_kept += 1
+            kept_bytes += n
+            horizon = (entry[0], entry[1])
         self._horizon = horizon
-        self._durable_delayed_in_mem = durable_kept
+        self._replace_delayed(keep)
+
+    def _replace_delayed(self, keep: list[tuple[float, int, Message]]) -> None:
+        """Make ``keep`` the delayed heap; durable entries left out are on disk.
+        Recounts the bytes and durable entries it holds."""
+        before = sum(len(e[2].body) for e in self._delayed)
         heapq.heapify(keep)
         self._delayed = keep
+        held = durable_count = durable_bytes = 0
+        for _, _, m in keep:
+            n = len(m.body)
+            held += n
+            q = self.queues.get(m.queue)
+            if q is not None and q.durable:
+                durable_count += 1
+                durable_bytes += n
+        self.memory.used += held - before
+        self._durable_delayed_in_mem = durable_count
+        self._durable_delayed_bytes = durable_bytes
 
     def _load_delayed(self) -> None:
         if self._delayed_loading or self._delayed_load_wanted or not self._delayed_on_disk:
             return
+        # Few enough in memory, counted in messages (callers check) and in bytes.
+        if self._durable_delayed_bytes >= self.memory.low_water or not self._delayed_page_bytes():
+            return
         self._delayed_load_wanted = True
         self._touch()
 
+    def _delayed_page_bytes(self) -> int:
+        """Body bytes the next delayed load may bring in. With no room left it
+        still reads one message once no durable one is in memory: those on disk
+        all come later than any in memory, so only then can one be due."""
+        room = min(self.memory.window // 2, self.memory.room())
+        if room <= 0 and not self._durable_delayed_in_mem:
+            return 1
+        return max(0, room)
+
     def _request_delayed(self) -> None:
         if self._delayed_loading or not self._delayed_on_disk:
+            return
+        max_bytes = self._delayed_page_bytes()
+        if not max_bytes:
             return
         self._delayed_loading = True
         self._delayed_load_gen = self._generation
         after = self._horizon
         limit = DELAYED_WINDOW // 2
-        self.store.load_delayed(after, limit, lambda r: self._delayed_loaded(r, limit))
+        self.memory.used += max_bytes  # reserved until the rows arrive
+        self.store.load_delayed(
+            after,
+            limit,
+            lambda r: self._delayed_loaded(r, limit, max_bytes),
+            max_bytes=max_bytes,
+        )
 
-    def _delayed_loaded(self, result: list[Message] | BaseException, limit: int) -> None:
+    def _delayed_loaded(
+        self, result: list[Message] | BaseException, limit: int, max_bytes: int
+    ) -> None:
         self._delayed_loading = False
+        self.memory.used -= max_bytes
         deleted, self._deleted_while_loading = self._deleted_while_loading, set()
         if isinstance(result, BaseException):
             log.error("loading delayed messages failed: %s", result)
@@ -655,17 +743,19 @@ class Broker:
             # queue even if one of the same name exists now; delete_queue
             # already took them off the disk count.
             uncounted = 0
+            read = 0
             for m in result:
                 assert m.ready_at is not None
+                read += len(m.body)
                 if m.queue in deleted:
                     uncounted += 1
                     continue
                 if m.queue not in self.queues:  # defensive: no such rows remain
                     continue
-                heapq.heappush(self._delayed, (m.ready_at, m.id, m))
-                self._durable_delayed_in_mem += 1
+                self._push_durable_delayed((m.ready_at, m.id, m))
             self._delayed_on_disk = max(0, self._delayed_on_disk - (len(result) - uncounted))
-            if len(result) < limit:
+            if len(result) < limit and read < max_bytes:
+                # The store stopped for want of rows, not of room: all loaded.
                 self._horizon = (math.inf, 0)
                 self._delayed_on_disk = 0
             elif result:
@@ -687,24 +777,25 @@ class Broker:
         for entry in self._delayed:
             q = self.queues.get(entry[2].queue)
             if q is not None and q.durable and (entry[0], entry[1]) > horizon:
-                self._durable_delayed_in_mem -= 1
                 self._delayed_on_disk += 1
             else:
                 keep.append(entry)
-        heapq.heapify(keep)
-        self._delayed = keep
+        self._replace_delayed(keep)
 
     def _release_due(self, now: float) -> None:
         heap = self._delayed
         touched: set[QueueState] = set()
         while heap and heap[0][0] <= now:
             _, _, m = heapq.heappop(heap)
+            n = len(m.body)
+            self.memory.used -= n
             q = self.queues.get(m.queue)
             if q is None:
                 continue
             q.delayed -= 1
             if q.durable:
                 self._durable_delayed_in_mem -= 1
+                self._durable_delayed_bytes -= n
             m.ready_at = None
             m.seq = self._new_seq()
             if q.durable:
@@ -809,33 +900,40 @@ class Broker:
     def _request_page(self, q: QueueState) -> None:
         if q.deleted or not q.loading:
             return
-        if not q.on_disk:
+        # Sized now, not when asked for: other pages may have used the room since.
+        max_bytes = q.page_bytes()
+        if not q.on_disk or not max_bytes:
             q.loading = False
             return
         p = q.page_priority()
         epoch = q.epoch
         limit = WINDOW - q.mem
-        self.store.load_ready(q.name, p, q.cursor[p], limit, lambda r: self._paged(q, p, epoch, r))
+        self.memory.used += max_bytes  # reserved until the rows arrive
+        self.store.load_ready(
+            q.name,
+            p,
+            q.cursor[p],
+            limit,
+            lambda r: self._paged(q, p, epoch, max_bytes, r),
+            max_bytes=max_bytes,
+        )
 
     def _paged(
-        self, q: QueueState, p: int, epoch: int, result: list[Message] | BaseException
+        self,
+        q: QueueState,
+        p: int,
+        epoch: int,
+        reserved: int,
+        result: list[Message] | BaseException,
     ) -> None:
+        self.memory.used -= reserved
         if q.epoch != epoch or q.deleted:
             return
         q.loading = False
         if isinstance(result, BaseException):
             log.error("paging queue %r failed: %s", q.name, result)
             return
-        dq = q.ready[p]
-        for m in result:
-            dq.append(m)
-        if result:
-            q.cursor[p] = result[-1].seq or q.cursor[p]
-        q.mem += len(result)
-        q.disk[p] -= len(result)
-        if q.disk[p] < 0 or not result:
-            # Counts drifted (rows removed behind our back): trust the disk.
-            q.disk[p] = 0
+        q.add_page(p, result)
         self._dispatch(q)
 
     # --- settling deliveries ------------------------------------------------
@@ -984,10 +1082,13 @@ class Broker:
         # A dead-letter queue at its max_length takes no more: the message is
         # dropped rather than cascading drops (two full drop_head queues that
         # dead-letter into each other would otherwise trade messages forever).
-        full = (
-            target is not None
-            and target.options.max_length is not None
-            and target.ready_count >= target.options.max_length
+        # A transient one at the memory limit likewise.
+        full = target is not None and (
+            (
+                target.options.max_length is not None
+                and target.ready_count >= target.options.max_length
+            )
+            or (not target.durable and self.memory.full())
         )
         if target is None or target is q or full:
             self.counters.dropped[reason] = self.counters.dropped.get(reason, 0) + 1
@@ -1088,12 +1189,8 @@ class Broker:
         for q in list(self.queues.values()):
             if not q.mem:
                 continue
-            for p in PRIORITIES:
-                dq = q.ready[p]
-                while dq and dq[0].expires_at is not None and dq[0].expires_at <= now:
-                    m = dq.popleft()
-                    q.mem -= 1
-                    self._expire(q, m)
+            for m in q.pop_expired(now):
+                self._expire(q, m)
             self._maybe_page(q)
 
     def next_deadline(self) -> float | None:

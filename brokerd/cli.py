@@ -8,6 +8,7 @@ import signal
 import sys
 
 from .config import ConfigError, load_config
+from .malloc import pin_mmap_threshold
 from .server import BrokerServer
 
 
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     log = logging.getLogger("brokerd")
     for warning in warnings:
         log.warning("%s", warning)
+    pin_mmap_threshold()
     loop_name = _install_uvloop()
     log.info("event loop: %s", loop_name)
     server = BrokerServer(config)

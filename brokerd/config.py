@@ -22,6 +22,8 @@ from typing import Any
 
 from brokerd_protocol import DEFAULT_MAX_FRAME, HARD_MAX_FRAME, MAX_TOKEN_BYTES
 
+from .memory import DEFAULT_MEMORY_LIMIT, MIN_MEMORY_LIMIT, parse_size
+
 
 class ConfigError(ValueError):
     pass
@@ -50,6 +52,8 @@ class Config:
     max_write_buffer: int = 4 * 1024 * 1024
     #: Accepted-but-uncommitted body bytes before sockets stop being read.
     max_uncommitted: int = 64 * 1024 * 1024
+    #: Body bytes of ready and delayed messages held in memory (see memory.py).
+    memory_limit: int = DEFAULT_MEMORY_LIMIT
     heartbeat: float = 30.0
     shutdown_grace: float = 10.0
     server_name: str = "brokerd"
@@ -71,6 +75,11 @@ class Config:
         # A Deliver carries up to 64 KiB more than the Publish it came from.
         if not 1024 <= self.max_frame <= HARD_MAX_FRAME - 65536:
             raise ConfigError(f"max_frame must be within 1024..{HARD_MAX_FRAME - 65536}")
+        if self.memory_limit < MIN_MEMORY_LIMIT:
+            raise ConfigError(
+                f"memory_limit must be at least {MIN_MEMORY_LIMIT // (1024 * 1024)} MiB, "
+                f"got {self.memory_limit} bytes"
+            )
         if self.max_connections < 1:
             raise ConfigError("max_connections must be at least 1")
         if self.max_handshakes < 1:
@@ -108,6 +117,8 @@ def is_loopback(host: str) -> bool:
 
 
 _NAMES = frozenset(f.name for f in fields(Config))
+#: Settings given in bytes, which also take a unit (128MiB, 1GiB).
+_SIZES = frozenset({"memory_limit"})
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -115,6 +126,13 @@ def _coerce(name: str, value: Any) -> Any:
     kind: type = type(default) if default is not None else str
     if value is None:
         return None
+    if name in _SIZES:
+        try:
+            return parse_size(value)
+        except ValueError:
+            raise ConfigError(
+                f"{name} must be a size in bytes such as 134217728, 128MiB or 1GiB, got {value!r}"
+            ) from None
     try:
         if kind is bool:
             return str(value).lower() in ("1", "true", "yes", "on")
@@ -166,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds from connect to complete the handshake (default 10)",
     )
     p.add_argument("--max-frame", type=int, help="largest frame accepted, bytes")
+    p.add_argument(
+        "--memory-limit",
+        help="body bytes of queued messages kept in memory, e.g. 128MiB (default); "
+        "durable queues keep the rest on disk",
+    )
     p.add_argument("--heartbeat", type=float, help="heartbeat interval in seconds (0 = off)")
     p.add_argument("--port-file", help="write the bound port here once listening (for port 0)")
     return p

@@ -198,6 +198,17 @@ class BrokerCollector:
             value=broker.uncommitted_bytes,
         )
         yield GaugeMetricFamily(
+            "brokerd_memory_held_bytes",
+            "Body bytes of ready and delayed messages held in memory (and page reads "
+            "in flight), counted against memory_limit.",
+            value=broker.memory.used,
+        )
+        yield GaugeMetricFamily(
+            "brokerd_memory_limit_bytes",
+            "The memory_limit setting.",
+            value=broker.memory.limit,
+        )
+        yield GaugeMetricFamily(
             "brokerd_process_resident_memory_bytes",
             "Resident memory of the broker process.",
             value=rss_bytes(),

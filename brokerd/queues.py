@@ -7,6 +7,12 @@ in ``disk`` and paged in by sequence number (``cursor`` is the highest seq
 already brought into memory for that priority). Every seq is drawn from one
 increasing counter, so "seq > cursor" is exactly the set of ready messages of
 that priority that are on disk only.
+
+The window is bounded in body bytes as well (``MemoryBudget``): a durable
+message past its queue's byte window, or past the broker-wide limit, stays on
+disk exactly as one past ``WINDOW`` does. ``mem_bytes`` is the body bytes of
+the messages in ``ready``; every change to it is mirrored in the shared
+budget's ``used``.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from brokerd_protocol import MAX_PRIORITY
 
+from .memory import MemoryBudget
 from .message import Message
 from .options import QueueOptions
 
@@ -66,13 +73,23 @@ class Delivery:
 
 
 class QueueState:
-    def __init__(self, name: str, durable: bool, options: QueueOptions) -> None:
+    def __init__(
+        self,
+        name: str,
+        durable: bool,
+        options: QueueOptions,
+        budget: MemoryBudget | None = None,
+    ) -> None:
         self.name = name
         self.durable = durable
         self.options = options
+        #: Shared by every queue of one broker (a private one if none is given).
+        self.budget = budget if budget is not None else MemoryBudget()
         self.ready: list[deque[Message]] = [deque() for _ in range(MAX_PRIORITY + 1)]
         #: Ready messages in memory (sum of the deques).
         self.mem = 0
+        #: Body bytes of the ready messages in memory.
+        self.mem_bytes = 0
         #: Ready messages on disk only, per priority.
         self.disk = [0] * (MAX_PRIORITY + 1)
         self.cursor = [0] * (MAX_PRIORITY + 1)
@@ -123,15 +140,23 @@ class QueueState:
         awaiting commit."""
         p = m.priority
         seq = m.seq
+        n = len(m.body)
         if (
             self.durable
-            and (self.disk[p] or self.mem >= WINDOW)
+            and (
+                self.disk[p]
+                or self.mem >= WINDOW
+                or self.mem_bytes + n > self.budget.window
+                or self.budget.used + n > self.budget.cache
+            )
             and (seq is None or seq > self.cursor[p])
         ):
             self.disk[p] += 1
             return False
         self.ready[p].append(m)
         self.mem += 1
+        self.mem_bytes += n
+        self.budget.used += n
         if m.seq is not None and m.seq > self.cursor[p]:
             self.cursor[p] = m.seq
         return True
@@ -140,6 +165,9 @@ class QueueState:
         """Return a message that was delivered to the head of its priority."""
         self.ready[m.priority].appendleft(m)
         self.mem += 1
+        n = len(m.body)
+        self.mem_bytes += n
+        self.budget.used += n
 
     def pop(self) -> Message | None:
         """The next message to deliver: highest priority, then oldest."""
@@ -147,24 +175,76 @@ class QueueState:
             return None
         ready = self.ready
         if len(ready[0]) == self.mem:  # the common case: everything at priority 0
-            self.mem -= 1
-            return ready[0].popleft()
-        for p in PRIORITIES:
-            if ready[p]:
-                self.mem -= 1
-                return ready[p].popleft()
-        raise AssertionError("queue memory count out of step")  # pragma: no cover
+            m = ready[0].popleft()
+        else:
+            for p in PRIORITIES:
+                if ready[p]:
+                    m = ready[p].popleft()
+                    break
+            else:  # pragma: no cover
+                raise AssertionError("queue memory count out of step")
+        self.mem -= 1
+        n = len(m.body)
+        self.mem_bytes -= n
+        self.budget.used -= n
+        return m
 
     def pop_tail_victim(self) -> Message | None:
         """The message drop_head sacrifices: oldest of the lowest priority held."""
         for p in range(MAX_PRIORITY + 1):
             if self.ready[p]:
+                m = self.ready[p].popleft()
                 self.mem -= 1
-                return self.ready[p].popleft()
+                n = len(m.body)
+                self.mem_bytes -= n
+                self.budget.used -= n
+                return m
         return None
 
+    def pop_expired(self, now: float) -> list[Message]:
+        """Take the expired messages at the head of each priority."""
+        expired: list[Message] = []
+        for p in PRIORITIES:
+            dq = self.ready[p]
+            while dq and dq[0].expires_at is not None and dq[0].expires_at <= now:
+                expired.append(dq.popleft())
+        if expired:
+            n = sum(len(m.body) for m in expired)
+            self.mem -= len(expired)
+            self.mem_bytes -= n
+            self.budget.used -= n
+        return expired
+
+    def add_page(self, p: int, page: list[Message]) -> None:
+        """Append messages read from disk (in seq order) to priority ``p``."""
+        dq = self.ready[p]
+        dq.extend(page)
+        n = sum(len(m.body) for m in page)
+        self.mem += len(page)
+        self.mem_bytes += n
+        self.budget.used += n
+        if page:
+            self.cursor[p] = page[-1].seq or self.cursor[p]
+        self.disk[p] -= len(page)
+        if self.disk[p] < 0 or not page:
+            # Counts drifted (rows removed behind our back): trust the disk.
+            self.disk[p] = 0
+
     def wants_page(self) -> bool:
-        return self.durable and not self.loading and self.mem < LOW_WATER and any(self.disk)
+        if not self.durable or self.loading or self.mem >= LOW_WATER or not any(self.disk):
+            return False
+        if self.mem_bytes >= self.budget.low_water:
+            return False
+        return self.page_bytes() > 0
+
+    def page_bytes(self) -> int:
+        """Body bytes the next page may bring in: what is left of the queue's
+        byte window and of the broker's budget. A queue with consumers and
+        nothing in memory may always read one message, so it never stalls."""
+        room = min(self.budget.window - self.mem_bytes, self.budget.room())
+        if room <= 0 and not self.mem and self.consumers:
+            return 1
+        return max(0, room)
 
     def page_priority(self) -> int:
         for p in PRIORITIES:
@@ -178,6 +258,8 @@ class QueueState:
         for dq in self.ready:
             dq.clear()
         self.mem = 0
+        self.budget.used -= self.mem_bytes
+        self.mem_bytes = 0
         self.disk = [0] * (MAX_PRIORITY + 1)
         self.drops_owed = 0
         self.epoch += 1

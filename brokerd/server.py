@@ -66,7 +66,12 @@ class BrokerServer:
             self.store = SqliteStore(
                 Path(config.data_dir) / "brokerd.sqlite3", durability=config.durability
             )
-        self.broker = Broker(self.store, self.clock, on_dirty=self._schedule_flush)
+        self.broker = Broker(
+            self.store,
+            self.clock,
+            on_dirty=self._schedule_flush,
+            memory_limit=config.memory_limit,
+        )
         self.broker.commit_listeners.append(self._after_commit)
         #: Every open connection.
         self.sessions: set[Session] = set()

@@ -8,7 +8,7 @@ the batch go out only when the store reports the commit.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -83,6 +83,25 @@ def row_message(row: Row) -> Message:
         seq,
         ready_at,
     )
+
+
+def read_messages(rows: Iterable[Row], max_bytes: int | None) -> list[Message]:
+    """Messages from ``rows`` until their bodies add up to ``max_bytes``.
+
+    Rows are pulled one at a time, so a store passing a live cursor stops
+    reading from disk there; the row that reaches the budget is kept, so a
+    read always makes progress."""
+    if max_bytes is None:
+        return [row_message(r) for r in rows]
+    out: list[Message] = []
+    total = 0
+    for r in rows:
+        m = row_message(r)
+        out.append(m)
+        total += len(m.body)
+        if total >= max_bytes:
+            break
+    return out
 
 
 def update_row(m: Message) -> Row:
@@ -210,10 +229,27 @@ class Store(Protocol):
     def commit(self, batch: Batch, done: Done) -> None: ...
 
     def load_ready(
-        self, queue: str, priority: int, after_seq: int, limit: int, done: Loaded
-    ) -> None: ...
+        self,
+        queue: str,
+        priority: int,
+        after_seq: int,
+        limit: int,
+        done: Loaded,
+        *,
+        max_bytes: int | None = None,
+    ) -> None:
+        """Ready messages of ``queue`` at ``priority`` with seq > ``after_seq``,
+        in seq order: at most ``limit`` of them, and no more once their bodies
+        add up to ``max_bytes`` (the message reaching it is included, so at
+        least one is returned if any exists)."""
+        ...
 
-    def load_delayed(self, after: tuple[float, int], limit: int, done: Loaded) -> None: ...
+    def load_delayed(
+        self, after: tuple[float, int], limit: int, done: Loaded, *, max_bytes: int | None = None
+    ) -> None:
+        """Delayed messages after ``after`` in (ready_at, id) order, bounded as
+        ``load_ready``."""
+        ...
 
     def query(self, sql: str, params: tuple[Any, ...], done: Queried) -> None:
         """Run a read after everything submitted before it."""

@@ -12,8 +12,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
-from ..message import Message
-from .base import Batch, Done, Loaded, Queried, Recovered, row_message
+from .base import Batch, Done, Loaded, Queried, Recovered, read_messages
 from .sqlite import DELAYED_SQL, READY_SQL, SCHEMA, apply_batches
 
 Schedule = Callable[[Callable[[], None]], None]
@@ -42,17 +41,27 @@ class MemoryStore:
         self._schedule(lambda: done(None))
 
     def load_ready(
-        self, queue: str, priority: int, after_seq: int, limit: int, done: Loaded
+        self,
+        queue: str,
+        priority: int,
+        after_seq: int,
+        limit: int,
+        done: Loaded,
+        *,
+        max_bytes: int | None = None,
     ) -> None:
-        rows = [
-            row_message(r)
-            for r in self._conn.execute(READY_SQL, (queue, priority, after_seq, limit))
-        ]
+        cursor = self._conn.execute(READY_SQL, (queue, priority, after_seq, limit))
+        rows = read_messages(cursor, max_bytes)
+        cursor.close()
         self._schedule(lambda: done(rows))
 
-    def load_delayed(self, after: tuple[float, int], limit: int, done: Loaded) -> None:
+    def load_delayed(
+        self, after: tuple[float, int], limit: int, done: Loaded, *, max_bytes: int | None = None
+    ) -> None:
         params = (after[0], after[0], after[1], limit)
-        rows: list[Message] = [row_message(r) for r in self._conn.execute(DELAYED_SQL, params)]
+        cursor = self._conn.execute(DELAYED_SQL, params)
+        rows = read_messages(cursor, max_bytes)
+        cursor.close()
         self._schedule(lambda: done(rows))
 
     def query(self, sql: str, params: tuple[Any, ...], done: Queried) -> None:

@@ -34,7 +34,7 @@ from .base import (
     QueueRecord,
     Recovered,
     Row,
-    row_message,
+    read_messages,
 )
 
 log = logging.getLogger("brokerd.storage")
@@ -189,16 +189,26 @@ class SqliteStore:
         self._jobs.put((_COMMIT, batch, done))
 
     def load_ready(
-        self, queue: str, priority: int, after_seq: int, limit: int, done: Loaded
+        self,
+        queue: str,
+        priority: int,
+        after_seq: int,
+        limit: int,
+        done: Loaded,
+        *,
+        max_bytes: int | None = None,
     ) -> None:
-        self._jobs.put((_READ, (READY_SQL, (queue, priority, after_seq, limit), True), done))
+        params = (queue, priority, after_seq, limit)
+        self._jobs.put((_READ, (READY_SQL, params, True, max_bytes), done))
 
-    def load_delayed(self, after: tuple[float, int], limit: int, done: Loaded) -> None:
+    def load_delayed(
+        self, after: tuple[float, int], limit: int, done: Loaded, *, max_bytes: int | None = None
+    ) -> None:
         params = (after[0], after[0], after[1], limit)
-        self._jobs.put((_READ, (DELAYED_SQL, params, True), done))
+        self._jobs.put((_READ, (DELAYED_SQL, params, True, max_bytes), done))
 
     def query(self, sql: str, params: tuple[Any, ...], done: Queried) -> None:
-        self._jobs.put((_READ, (sql, params, False), done))
+        self._jobs.put((_READ, (sql, params, False, None), done))
 
     def execute_script(self, script: str) -> None:
         """Create an extension's tables; only before ``start``."""
@@ -257,11 +267,14 @@ class SqliteStore:
         self._post(_finish, [done for _, _, done in group], error)
 
     def _read(self, job: Job) -> None:
-        sql, params, as_messages = job[1]
+        sql, params, as_messages, max_bytes = job[1]
         result: list[Message] | list[Row] | BaseException
         try:
             cursor = self._conn.execute(sql, params)
-            result = [row_message(r) for r in cursor] if as_messages else cursor.fetchall()
+            # A byte-bounded read may stop before the last row: closing the
+            # cursor ends the statement (and its read transaction) there.
+            result = read_messages(cursor, max_bytes) if as_messages else cursor.fetchall()
+            cursor.close()
         except BaseException as exc:
             log.error("read failed: %s", exc)
             result = exc
