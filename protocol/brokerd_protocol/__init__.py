@@ -50,6 +50,7 @@ from .limits import (
     HARD_MAX_FRAME,
     HEADER_SIZE,
     MAX_PRIORITY,
+    MAX_REJECT_REASON,
     PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "HARD_MAX_FRAME",
     "HEADER_SIZE",
     "MAX_PRIORITY",
+    "MAX_REJECT_REASON",
     "PROTOCOL_VERSION",
     "SUPPORTED_VERSIONS",
     "Ack",

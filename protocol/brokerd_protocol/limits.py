@@ -15,3 +15,5 @@ HARD_MAX_FRAME = 64 * 1024 * 1024
 MAX_PRIORITY = 9
 #: Maximum nesting depth accepted inside a frame's msgpack payload.
 MAX_DEPTH = 16
+#: Characters of a Reject's ``reason`` a server keeps (``x-death-detail``).
+MAX_REJECT_REASON = 1024
