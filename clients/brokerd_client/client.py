@@ -44,14 +44,17 @@ from brokerd_protocol import (
 
 from .connection import FLUSH_THRESHOLD, Connection, PublishBatch
 from .consumer import Consumer
-from .errors import BrokerError, ProtocolViolation
+from .errors import BrokerError, InvalidArgument, MessageTooLarge, ProtocolViolation
 from .message import Message, QueueInfo, build_props, check_body
 from .url import BrokerURL, parse_url
 
 if TYPE_CHECKING:
     from typing import Self
 
-__all__ = ["AsyncClient", "connect"]
+__all__ = ["RESULT_GET_MAX", "AsyncClient", "connect"]
+
+#: Most task ids the broker answers in one ResultGet (SPEC §14.3).
+RESULT_GET_MAX = 1000
 
 
 def _default_client_name() -> str:
@@ -280,7 +283,8 @@ class AsyncClient:
         any message failed, raises the first failure *after* all the others
         settled, with ``exc.results`` holding every outcome (bools and
         exceptions) so exactly the failed ones can be retried. A malformed
-        message (a ``str`` body, a bad priority) raises ``TypeError`` /
+        message (a ``str`` body, a bad priority, one larger than the broker's
+        ``max_frame``: :class:`MessageTooLarge`) raises ``TypeError`` /
         ``ValueError`` at once; messages before it are still sent.
         """
         conn = self._conn
@@ -308,6 +312,8 @@ class AsyncClient:
                 conn.publish(exchange, routing_key, body, props, batch)
                 if conn.wbuf_bytes >= FLUSH_THRESHOLD:
                     conn.flush()
+        except MessageTooLarge:
+            raise  # a bad message, like a str body: at once, the others stay sent
         except BrokerError as exc:
             # The connection ended mid-way; everything sent has already been
             # failed by the connection. Report it like any other failure.
@@ -361,12 +367,33 @@ class AsyncClient:
         return self._conn.request(lambda req: ResultSet(req, task_id, state, payload, float(ttl)))
 
     async def result_get(self, task_ids: Iterable[str]) -> dict[str, tuple[str, bytes]]:
-        """``{task_id: (state, payload)}`` for the ids the broker knows."""
-        ids = list(task_ids)
-        value = await self._conn.request(lambda req: ResultGet(req, ids))
+        """``{task_id: (state, payload)}`` for the ids the broker knows.
+
+        Any number of ids: they are asked for ``RESULT_GET_MAX`` at a time,
+        and a batch whose results would not fit in one reply frame (the
+        broker answers ``InvalidArgument``, SPEC §14.3) is asked for again in
+        halves; one result always fits.
+        """
+        ids = list(dict.fromkeys(task_ids))
+        found: dict[str, tuple[str, bytes]] = {}
+        for i in range(0, len(ids), RESULT_GET_MAX):
+            await self._result_get(ids[i : i + RESULT_GET_MAX], found)
+        return found
+
+    async def _result_get(self, ids: list[str], found: dict[str, tuple[str, bytes]]) -> None:
+        try:
+            value = await self._conn.request(lambda req: ResultGet(req, ids))
+        except InvalidArgument:
+            if len(ids) < 2:
+                raise
+            half = len(ids) // 2
+            await self._result_get(ids[:half], found)
+            await self._result_get(ids[half:], found)
+            return
         if not isinstance(value, dict):
             raise ProtocolViolation(f"ResultGet answered with {value!r}")
-        return {k: (v[0], v[1]) for k, v in value.items()}
+        for k, v in value.items():
+            found[k] = (v[0], v[1])
 
     async def result_wait(
         self,
