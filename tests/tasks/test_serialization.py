@@ -4,6 +4,7 @@ zlib); nothing else is accepted, and no decoder runs code."""
 from __future__ import annotations
 
 import datetime as dt
+import tracemalloc
 import uuid
 import zlib
 from typing import Any
@@ -14,6 +15,8 @@ from hypothesis import strategies as st
 
 from brokerd_client.tasks.exceptions import ContentDisallowed
 from brokerd_client.tasks.serialization import (
+    DEFAULT_MAX_DECOMPRESSED,
+    MAX_DEPTH,
     DecodeError,
     EncodeError,
     decode_body,
@@ -113,3 +116,82 @@ def test_content_types_outside_accept_are_refused_before_decoding() -> None:
     for ctype in ("application/x-msgpack", "application/x-python-serialize", "text/yaml"):
         with pytest.raises(ContentDisallowed):
             serializer_for_content_type(ctype, accept)
+
+
+# --- hostile bodies: bounded depth, bounded inflation ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "serializer"),
+    [
+        (b'{"args":' + b"[" * 100_000 + b"]" * 100_000 + b',"kwargs":{}}', "json"),
+        (b"\x82\xa4args" + b"\x91" * 100_000 + b"\xc0" + b"\xa6kwargs\x80", "msgpack"),
+    ],
+)
+def test_a_body_nested_without_bound_is_a_decode_error_not_a_recursion_error(
+    body: bytes, serializer: str
+) -> None:
+    with pytest.raises(DecodeError, match="nested deeper than"):
+        decode_body(body, serializer, None)
+
+
+@pytest.mark.parametrize("serializer", ["json", "msgpack"])
+def test_nesting_up_to_the_limit_round_trips_and_one_more_level_is_refused(
+    serializer: str,
+) -> None:
+    def nested(levels: int) -> Any:
+        value: Any = 1
+        for _ in range(levels):
+            value = [value]
+        return value
+
+    # The body map and its args list are two levels of the limit.
+    fits = nested(MAX_DEPTH - 2)
+    body = encode_body([fits], {}, serializer, None)
+    assert decode_body(body, serializer, None) == ([fits], {})
+    with pytest.raises(EncodeError, match="nested deeper than"):
+        encode_body([nested(MAX_DEPTH - 1)], {}, serializer, None)
+    with pytest.raises(EncodeError, match="nested deeper than"):
+        encode_result(nested(MAX_DEPTH), serializer)
+
+
+def test_a_result_nested_without_bound_is_a_decode_error() -> None:
+    with pytest.raises(DecodeError, match="nested deeper than"):
+        decode_result(b'j{"result":' + b"[" * 50_000 + b"]" * 50_000 + b"}")
+
+
+def test_a_zlib_bomb_is_refused_without_inflating_it() -> None:
+    inner = b'{"args":["' + b"a" * (16 << 20) + b'"],"kwargs":{}}'
+    bomb = zlib.compress(inner, 9)
+    del inner
+    tracemalloc.start()
+    try:
+        with pytest.raises(DecodeError, match=r"more than 1048576 bytes"):
+            decode_body(bomb, "json", "zlib", max_decompressed=1 << 20)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20
+
+
+def test_the_default_inflation_cap_is_the_frame_limit() -> None:
+    assert DEFAULT_MAX_DECOMPRESSED == 16 * 1024 * 1024
+    inner = b'{"args":["' + b"a" * DEFAULT_MAX_DECOMPRESSED + b'"],"kwargs":{}}'
+    with pytest.raises(DecodeError, match="more than"):
+        decode_body(zlib.compress(inner), "json", "zlib")
+
+
+def test_a_body_that_inflates_to_exactly_the_cap_is_accepted() -> None:
+    body = encode_body(["a" * 1000], {}, "json", None)
+    assert decode_body(zlib.compress(body), "json", "zlib", max_decompressed=len(body)) == (
+        ["a" * 1000],
+        {},
+    )
+    with pytest.raises(DecodeError, match="more than"):
+        decode_body(zlib.compress(body), "json", "zlib", max_decompressed=len(body) - 1)
+
+
+def test_a_truncated_zlib_body_is_a_decode_error() -> None:
+    body = zlib.compress(encode_body(["a" * 1000], {}, "json", None))
+    with pytest.raises(DecodeError, match="zlib"):
+        decode_body(body[:-5], "json", "zlib")
