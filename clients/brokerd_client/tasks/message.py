@@ -174,9 +174,7 @@ def parse(
     try:
         task_id = _id(message_id if message_id else get("id"))
     except _Bad as exc:
-        raise InvalidTaskMessage(
-            f"invalid task message: no usable task id ({where} {exc})", header=where
-        ) from None
+        raise InvalidTaskMessage(f"no usable task id ({where} {exc})", header=where) from None
     header = "task"
     try:
         if "task" not in headers:
@@ -206,7 +204,7 @@ def parse(
     except _Bad as exc:
         where = exc.args[1] if len(exc.args) > 1 else header
         raise InvalidTaskMessage(
-            f"invalid task message: header {where!r} {exc.args[0]}", header=where, task_id=task_id
+            f"header {where!r} {exc.args[0]}", header=where, task_id=task_id
         ) from None
     return TaskHeaders(
         name, task_id, retries, content_type, compression, expires, hard, soft, ignore, parent, root
