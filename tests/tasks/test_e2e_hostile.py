@@ -178,6 +178,8 @@ def test_results_and_messages_larger_than_the_frame_limit_fail_their_task_once(
             assert "result of 2097" in str(exc) and "exceeds the limit of 10" in str(exc), exc
         assert "exceeds" in str(_failure(app, spawn.id))
         assert "exceeds" in str(_failure(app, retry.id))
+        with pytest.raises(brokerd_client.MessageTooLarge, match="exceeds the limit"):
+            app.tasks["h.echo"].delay("x" * size)  # refused in the caller, nothing sent
         assert app.tasks["h.echo"].delay(9).get(timeout=BOUND) == 9
         for kind in ("big", "abig", "spawn_big", "retry_big"):
             assert len(events(state_dir, kind)) == 1, kind

@@ -4,13 +4,15 @@ zlib); nothing else is accepted, and no decoder runs code."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import tracemalloc
 import uuid
 import zlib
 from typing import Any
 
+import msgpack
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from brokerd_client.tasks.exceptions import ContentDisallowed
@@ -195,3 +197,43 @@ def test_a_truncated_zlib_body_is_a_decode_error() -> None:
     body = zlib.compress(encode_body(["a" * 1000], {}, "json", None))
     with pytest.raises(DecodeError, match="zlib"):
         decode_body(body[:-5], "json", "zlib")
+
+
+# --- fuzz: hostile bodies only ever raise DecodeError ---------------------------------
+
+_containers = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=8,
+)
+_hostile_bodies = st.one_of(
+    st.binary(max_size=300),
+    st.builds(lambda n: b"[" * n + b"]" * n, st.integers(0, 3000)),
+    st.builds(lambda n: b"\x91" * n + b"\xc0", st.integers(0, 3000)),
+    st.builds(msgpack.packb, _containers),
+    st.builds(lambda v: json.dumps(v).encode(), _containers),
+    st.builds(lambda a: msgpack.packb({"args": a, "kwargs": {}}), st.lists(_containers)),
+    st.builds(lambda a: json.dumps({"args": a, "kwargs": {}}).encode(), st.lists(_containers)),
+)
+
+
+def _check_decode(body: bytes, serializer: str, compress: bool) -> None:
+    data = zlib.compress(body) if compress else body
+    try:
+        args, kwargs = decode_body(data, serializer, "zlib" if compress else None, 4096)
+    except DecodeError:
+        return
+    assert type(args) is list and type(kwargs) is dict
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=_hostile_bodies, serializer=st.sampled_from(["json", "msgpack"]), z=st.booleans())
+def test_hostile_bodies_only_raise_decode_error(body: bytes, serializer: str, z: bool) -> None:
+    _check_decode(body, serializer, z)
+
+
+@pytest.mark.fuzz
+@settings(max_examples=20_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=_hostile_bodies, serializer=st.sampled_from(["json", "msgpack"]), z=st.booleans())
+def test_fuzz_the_body_decoder_at_length(body: bytes, serializer: str, z: bool) -> None:
+    _check_decode(body, serializer, z)
