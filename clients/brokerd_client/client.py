@@ -383,7 +383,7 @@ class AsyncClient:
     async def _result_get(self, ids: list[str], found: dict[str, tuple[str, bytes]]) -> None:
         try:
             value = await self._conn.request(lambda req: ResultGet(req, ids))
-        except InvalidArgument:
+        except (InvalidArgument, MessageTooLarge):  # the reply, or the ids, too large
             if len(ids) < 2:
                 raise
             half = len(ids) // 2
