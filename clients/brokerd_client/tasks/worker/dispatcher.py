@@ -574,7 +574,7 @@ class Dispatcher:
         Nothing was sent (the client checks sizes first), so the connection
         and the other tasks on it are unaffected; this failure is small.
         """
-        limit = payload_limit(exc, len(payload))
+        limit = _payload_limit(exc, len(payload))
         error = MessageTooLarge(
             f"result of {len(payload)} bytes exceeds the limit of {limit} bytes "
             f"(the broker's max_frame of {exc.limit} bytes, less the ResultSet frame around it)",
@@ -778,7 +778,7 @@ class Dispatcher:
         self.leases.stop()
 
 
-def payload_limit(exc: MessageTooLarge, payload_size: int) -> int:
+def _payload_limit(exc: MessageTooLarge, payload_size: int) -> int:
     """The largest payload that would have fit in the frame ``exc`` refused."""
     if exc.limit is None or exc.size is None:
         return 0
