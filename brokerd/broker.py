@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from brokerd_protocol import ErrorCode
+from brokerd_protocol import MAX_REJECT_REASON, ErrorCode
 
 from .clock import Clock
 from .errors import BrokerError, invalid, not_found
@@ -996,20 +996,22 @@ class Broker:
         self._redispatch(taken)
         return lost
 
-    def reject(self, conn: Connection, ids: list[int]) -> list[int]:
+    def reject(self, conn: Connection, ids: list[int], reason: str | None = None) -> list[int]:
+        """Dead-letter (or drop) deliveries; ``reason`` is the client's word on
+        why, kept as ``x-death-detail`` (its first ``MAX_REJECT_REASON`` characters)."""
         lost: list[int] = []
         taken = self._take(conn, ids, lost)
         self.counters.rejected += len(taken)
-        self._reject_all(taken)
+        self._reject_all(taken, reason[:MAX_REJECT_REASON] if reason else None)
         self._redispatch(taken)
         return lost
 
-    def _reject_all(self, taken: list[Delivery]) -> None:
+    def _reject_all(self, taken: list[Delivery], detail: str | None = None) -> None:
         """Dead-letter rejected deliveries. A deleted queue's messages went
         with it (rows included), so they are not dead-lettered, as on expiry."""
         for d in taken:
             if not d.queue.deleted:
-                self._dead_letter(d.queue, d.message, "rejected")
+                self._dead_letter(d.queue, d.message, "rejected", detail)
 
     def extend(self, conn: Connection, ids: list[int], seconds: float) -> list[int]:
         if not 0.001 <= seconds <= MAX_LEASE:
@@ -1073,8 +1075,14 @@ class Broker:
         self.counters.expired += 1
         self._dead_letter(q, m, "ttl")
 
-    def _dead_letter(self, q: QueueState, m: Message, reason: str) -> None:
-        """Move ``m`` out of ``q`` to its dead-letter queue, or drop it."""
+    def _dead_letter(
+        self, q: QueueState, m: Message, reason: str, detail: str | None = None
+    ) -> None:
+        """Move ``m`` out of ``q`` to its dead-letter queue, or drop it.
+
+        ``detail`` (a rejecting client's reason) replaces any earlier
+        ``x-death-detail``; without one, an earlier detail is removed so it
+        never describes a later death."""
         target_name = q.options.dead_letter_queue
         target = self.queues.get(target_name) if target_name else None
         batch = self.batch
@@ -1101,6 +1109,10 @@ class Broker:
         headers["x-death-count"] = (count if isinstance(count, int) else 0) + 1
         headers["x-death-reason"] = reason
         headers["x-death-queue"] = q.name
+        if detail:
+            headers["x-death-detail"] = detail
+        else:
+            headers.pop("x-death-detail", None)
         m.headers = headers
         m.queue = target.name
         m.attempts = 0

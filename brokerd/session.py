@@ -474,7 +474,7 @@ class Session(asyncio.Protocol):
         )
 
     def _on_reject(self, f: bp.Reject) -> None:
-        self._settle(f.req, lambda: self.broker.reject(self.conn, f.deliveries))
+        self._settle(f.req, lambda: self.broker.reject(self.conn, f.deliveries, f.reason))
 
     def _on_extend(self, f: bp.Extend) -> None:
         self._settle(f.req, lambda: self.broker.extend(self.conn, f.deliveries, f.seconds))

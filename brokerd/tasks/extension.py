@@ -42,7 +42,7 @@ Handler = Callable[[Any], None]
 class TaskExtension:
     def __init__(self, broker: Broker, *, alive: Alive, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self.broker = broker
-        self.results = results.Results(broker, alive)
+        self.results = results.Results(broker, alive, max_frame)
         self.revocations = revocations.Revocations(broker, self.results, alive, max_frame)
         self.schedules = schedules.Schedules(broker, alive)
         self._last_sweep = -math.inf

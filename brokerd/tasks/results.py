@@ -16,6 +16,12 @@ their callbacks run on the loop, in submission order. So
   result committed before the lookup is seen by it, one committed after wakes
   the waiter from its commit callback. No waiter is stranded either way.
 
+No reply is larger than SPEC §2.1 allows (``max_frame`` + 64 KiB): a
+ResultGet whose results would not fit in one frame is refused with
+``INVALID_ARGUMENT`` (the client asks again for fewer ids; one result always
+fits, since it arrived in a ResultSet no larger than ``max_frame``), and a
+result stored while ``max_frame`` was larger is refused rather than sent.
+
 A final state is never replaced by a non-final one (a redelivered task that
 reports STARTED after it already succeeded leaves SUCCESS in place, as Celery
 does); a final state replaces anything. Revoke records REVOKED only for tasks
@@ -89,6 +95,12 @@ CACHE_ENTRIES = 10_000
 CACHE_BYTES = 64 * 1024 * 1024
 #: Larger payloads are not cached (they are read from disk when asked for).
 CACHE_MAX_PAYLOAD = 1024 * 1024
+#: How far a server-to-client frame may exceed max_frame (SPEC §2.1).
+REPLY_ALLOWANCE = 65536
+#: Upper bounds of the msgpack framing around a reply and around one result
+#: in it (array and map headers, the state string, the bin header).
+_REPLY_OVERHEAD = 32
+_ENTRY_OVERHEAD = 32
 
 
 class Result(NamedTuple):
@@ -108,10 +120,18 @@ class Waiter:
         self.done = False
 
 
+def _entry_size(task_id: str, result: Result) -> int:
+    """Bytes ``task_id: [state, payload]`` takes in a reply, at most (no encoding:
+    a UTF-8 character is at most 4 bytes)."""
+    return 4 * len(task_id) + len(result.state) + len(result.payload) + _ENTRY_OVERHEAD
+
+
 class Results:
-    def __init__(self, broker: Broker, alive: Alive) -> None:
+    def __init__(self, broker: Broker, alive: Alive, max_frame: int = bp.DEFAULT_MAX_FRAME) -> None:
         self.broker = broker
         self.alive = alive
+        #: The broker's frame limit; replies stay within it plus REPLY_ALLOWANCE.
+        self.max_frame = max_frame
         self._cache: OrderedDict[str, Result] = OrderedDict()
         self._cache_bytes = 0
         self._waiters: dict[str, list[Waiter]] = {}
@@ -170,31 +190,70 @@ class Results:
         # The codec refuses more than MAX_RESULT_GET_IDS ids (SPEC §13).
         now = self.broker.clock.now()
         found: dict[str, list[object]] = {}
+        size = _REPLY_OVERHEAD
         misses: list[str] = []
         for task_id in dict.fromkeys(f.task_ids):
             cached = self._cached(task_id, now) if task_id not in self._pending else None
             if cached is not None:
                 found[task_id] = [cached.state, cached.payload]
+                size += _entry_size(task_id, cached)
             elif task_id:
                 misses.append(task_id)
         if not misses:
-            client.reply_ok(f.req, found)
+            self._reply_found(client, f.req, found, size)
             return
         req = f.req
 
         def done(rows: list[Row] | BaseException) -> None:
+            nonlocal size
             if isinstance(rows, BaseException):
                 self._reply_error(client, req, internal(f"reading results failed: {rows}"))
                 return
             for task_id, state, payload, expires_at in rows:
                 result = Result(state, bytes(payload), expires_at)
                 found[task_id] = [result.state, result.payload]
+                size += _entry_size(task_id, result)
                 if state in FINAL_STATES:
                     self._remember(task_id, result)
-            if self.alive(client):
-                client.reply_ok(req, found)
+            self._reply_found(client, req, found, size)
 
         self._select(misses, now, done)
+
+    def _reply_found(
+        self, client: Client, req: int, found: dict[str, list[object]], size: int
+    ) -> None:
+        """Answer a ResultGet, or refuse it if the answer would be too large a frame."""
+        if not self.alive(client):
+            return
+        budget = self.max_frame + REPLY_ALLOWANCE
+        if size <= budget:
+            client.reply_ok(req, found)
+        elif len(found) == 1:
+            ((task_id, (_, payload)),) = found.items()
+            assert isinstance(payload, bytes)
+            client.reply_error(req, self._too_large(task_id, payload))
+        else:
+            client.reply_error(
+                req,
+                invalid(
+                    f"the results of these {len(found)} tasks take about {size} bytes, more "
+                    f"than one reply may carry ({budget}); ask for fewer task ids at once"
+                ),
+            )
+
+    def _too_large(self, task_id: str, payload: bytes) -> BrokerError:
+        return invalid(
+            f"the result of task {task_id!r} is {len(payload)} bytes, more than a reply may "
+            f"carry ({self.max_frame + REPLY_ALLOWANCE} bytes); it was stored when the "
+            "broker's max_frame was larger"
+        )
+
+    def _reply_result(self, client: Client, req: int, task_id: str, result: Result) -> None:
+        """Answer a ResultWait with ``[state, payload]`` if that fits in a reply."""
+        if _entry_size(task_id, result) + _REPLY_OVERHEAD > self.max_frame + REPLY_ALLOWANCE:
+            client.reply_error(req, self._too_large(task_id, result.payload))
+        else:
+            client.reply_ok(req, [result.state, result.payload])
 
     def wait(self, client: Client, f: bp.ResultWait) -> None:
         task_id = check_task_id(f.task_id)
@@ -202,7 +261,7 @@ class Results:
         now = self.broker.clock.now()
         cached = self._cached(task_id, now) if task_id not in self._pending else None
         if cached is not None:
-            client.reply_ok(f.req, [cached.state, cached.payload])
+            self._reply_result(client, f.req, task_id, cached)
             return
         count = self._waits_per_client.get(client, 0)
         if count >= MAX_WAITS_PER_CLIENT:
@@ -369,13 +428,12 @@ class Results:
         waiters = self._waiters.pop(task_id, None)
         if not waiters:
             return
-        value = [result.state, result.payload]
         for w in waiters:
             if w.done:
                 continue
             self._finish(w)
             if self.alive(w.client):
-                w.client.reply_ok(w.req, value)
+                self._reply_result(w.client, w.req, task_id, result)
 
     def _begin(self, task_id: str) -> None:
         self._pending[task_id] = self._pending.get(task_id, 0) + 1

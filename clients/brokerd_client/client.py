@@ -50,7 +50,7 @@ from brokerd_protocol import (
 
 from .connection import FLUSH_THRESHOLD, Connection, PublishBatch
 from .consumer import Consumer
-from .errors import BrokerError, ProtocolViolation
+from .errors import BrokerError, InvalidArgument, MessageTooLarge, ProtocolViolation
 from .message import Message, QueueInfo, build_props, check_body
 from .url import BrokerURL, parse_url
 
@@ -292,7 +292,8 @@ class AsyncClient:
         any message failed, raises the first failure *after* all the others
         settled, with ``exc.results`` holding every outcome (bools and
         exceptions) so exactly the failed ones can be retried. A malformed
-        message (a ``str`` body, a bad priority) raises ``TypeError`` /
+        message (a ``str`` body, a bad priority, one larger than the broker's
+        ``max_frame``: :class:`MessageTooLarge`) raises ``TypeError`` /
         ``ValueError`` at once; messages before it are still sent.
         """
         conn = self._conn
@@ -320,6 +321,8 @@ class AsyncClient:
                 conn.publish(exchange, routing_key, body, props, batch)
                 if conn.wbuf_bytes >= FLUSH_THRESHOLD:
                     conn.flush()
+        except MessageTooLarge:
+            raise  # a bad message, like a str body: at once, the others stay sent
         except BrokerError as exc:
             # The connection ended mid-way; everything sent has already been
             # failed by the connection. Report it like any other failure.
@@ -375,14 +378,31 @@ class AsyncClient:
     async def result_get(self, task_ids: Iterable[str]) -> dict[str, tuple[str, bytes]]:
         """``{task_id: (state, payload)}`` for the ids the broker knows.
 
-        More ids than one ResultGet may carry (SPEC §13) are asked for in
-        several frames, sent together."""
+        Any number of ids: they are asked for ``MAX_RESULT_GET_IDS`` (SPEC §13) at a time,
+        and a batch whose results would not fit in one reply frame (the
+        broker answers ``InvalidArgument``, SPEC §14.3) is asked for again in
+        halves; one result always fits.
+        """
+        ids = list(dict.fromkeys(task_ids))
         found: dict[str, tuple[str, bytes]] = {}
-        for value in await self._requests(ResultGet, list(task_ids), MAX_RESULT_GET_IDS):
-            if not isinstance(value, dict):
-                raise ProtocolViolation(f"ResultGet answered with {value!r}")
-            found.update((k, (v[0], v[1])) for k, v in value.items())
+        for i in range(0, len(ids), MAX_RESULT_GET_IDS):
+            await self._result_get(ids[i : i + MAX_RESULT_GET_IDS], found)
         return found
+
+    async def _result_get(self, ids: list[str], found: dict[str, tuple[str, bytes]]) -> None:
+        try:
+            value = await self._conn.request(lambda req: ResultGet(req, ids))
+        except (InvalidArgument, MessageTooLarge):  # the reply, or the ids, too large
+            if len(ids) < 2:
+                raise
+            half = len(ids) // 2
+            await self._result_get(ids[:half], found)
+            await self._result_get(ids[half:], found)
+            return
+        if not isinstance(value, dict):
+            raise ProtocolViolation(f"ResultGet answered with {value!r}")
+        for k, v in value.items():
+            found[k] = (v[0], v[1])
 
     async def result_wait(
         self,

@@ -37,6 +37,7 @@ from brokerd_protocol import (
     DEFAULT_MAX_FRAME,
     HARD_MAX_FRAME,
     HEADER_SIZE,
+    MAX_REJECT_REASON,
     MAX_SETTLE_IDS,
     SUPPORTED_VERSIONS,
     Ack,
@@ -68,6 +69,7 @@ from .errors import (
     ConnectionLost,
     HeartbeatTimeout,
     LeaseLost,
+    MessageTooLarge,
     ProtocolViolation,
     error_from_code,
 )
@@ -213,6 +215,21 @@ class _SettleBatch:
         for fut in self.futs:
             if fut is not None and not fut.done():
                 _set_exception_quietly(fut, exc)
+
+
+class _ReasonedReject(_SettleBatch):
+    """A Reject that says why (SPEC §8.23). One reason covers every id of a
+    frame, so each goes in a frame of its own: refusals are rare, and the
+    merged settles of the hot path stay as they are."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(REJECT, False, None)
+        self.reason = reason
+
+    def frame(self, req: int) -> Frame:
+        return Reject(req, self.ids, self.reason)
 
 
 def _set_exception_quietly(fut: asyncio.Future[Any], exc: BaseException) -> None:
@@ -500,6 +517,10 @@ class Connection(asyncio.Protocol):
         """
         self._check_open()
         req = next(self._req_ids)
+        frame = make(req)
+        data = encode(frame)
+        if len(data) - HEADER_SIZE > self.max_frame:
+            raise self._too_large(f"{type(frame).__name__} frame", len(data) - HEADER_SIZE)
         fut: asyncio.Future[Any] = self._loop.create_future()
         self._pending[req] = fut
         if sink is not None:
@@ -508,8 +529,17 @@ class Connection(asyncio.Protocol):
         # keep them ahead of it on the wire.
         if self._settle_open:
             self._seal_settles()
-        self._write(encode(make(req)))
+        self._write(data)
         return fut
+
+    def _too_large(self, what: str, size: int) -> MessageTooLarge:
+        """The error for a frame the broker would refuse by closing the connection."""
+        return MessageTooLarge(
+            f"{what} of {size} bytes exceeds the limit of {self.max_frame} bytes "
+            "(the broker's max_frame); nothing was sent",
+            size=size,
+            limit=self.max_frame,
+        )
 
     def set_frame_handler(
         self, frame_type: type[Frame], handler: Callable[[Any], None] | None
@@ -541,13 +571,12 @@ class Connection(asyncio.Protocol):
         """Queue one Publish; return a future for its confirm, or record the
         outcome in ``batch`` (and return None) for ``publish_many``."""
         self._check_open()
+        if len(body) > self.max_frame:  # refused before a copy of it is encoded
+            raise self._too_large("message", len(body))
         seq = self._seq + 1
         data = encode(Publish(seq, exchange, routing_key, body, props))
         if len(data) - HEADER_SIZE > self.max_frame:
-            raise ValueError(
-                f"message of {len(body)} bytes exceeds the broker's frame limit "
-                f"of {self.max_frame} bytes"
-            )
+            raise self._too_large("message (with its headers)", len(data) - HEADER_SIZE)
         self._seq = seq
         self._write(data)
         if batch is None:
@@ -588,6 +617,20 @@ class Connection(asyncio.Protocol):
         if len(batch.ids) >= MAX_SETTLE_IDS:
             del self._settle_open[key]
             self._send_settle(batch)
+        return fut
+
+    def reject_because(self, delivery_id: int, reason: str) -> asyncio.Future[None]:
+        """Reject one delivery with a ``reason`` the broker keeps in the
+        dead-lettered message's ``x-death-detail`` header (cut to
+        ``MAX_REJECT_REASON`` characters, as the broker would)."""
+        self._check_open()
+        if self._settle_open:  # settles issued before this one stay ahead of it
+            self._seal_settles()
+        batch = _ReasonedReject(reason[:MAX_REJECT_REASON])
+        fut: asyncio.Future[None] = self._loop.create_future()
+        batch.ids.append(delivery_id)
+        batch.futs.append(fut)
+        self._send_settle(batch)
         return fut
 
     def _seal_settles(self) -> None:

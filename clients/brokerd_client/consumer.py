@@ -143,11 +143,18 @@ class Delivery:
         assert fut is not None
         await fut
 
-    async def reject(self) -> None:
+    async def reject(self, reason: str | None = None) -> None:
         """Refuse the message for good: it goes to the dead-letter queue if the
-        queue has one, otherwise it is dropped."""
-        fut = self._begin_settle("reject").settle(REJECT, self.delivery_id)
-        assert fut is not None
+        queue has one, otherwise it is dropped. A ``reason`` is kept in the
+        dead-lettered message's ``x-death-detail`` header (first 1024
+        characters), so whoever reads the dead-letter queue learns why."""
+        conn = self._begin_settle("reject")
+        if reason:
+            fut = conn.reject_because(self.delivery_id, reason)
+        else:
+            settled = conn.settle(REJECT, self.delivery_id)
+            assert settled is not None
+            fut = settled
         await fut
 
     async def extend(self, seconds: float) -> None:

@@ -30,6 +30,7 @@ __all__ = [
     "InternalError",
     "InvalidArgument",
     "LeaseLost",
+    "MessageTooLarge",
     "NotFound",
     "PreconditionFailed",
     "ProtocolViolation",
@@ -168,6 +169,23 @@ class LeaseLost(BrokerError):
         super().__init__(message, ErrorCode.LEASE_LOST)
         #: The delivery whose lease was lost (``None`` if the broker did not say).
         self.delivery_id = delivery_id
+
+
+class MessageTooLarge(BrokerError, ValueError):
+    """A publish or request is larger than the broker accepts (``Welcome.max_frame``).
+
+    Raised by the client *before* anything is sent: the frame would make the
+    broker close the connection (``FRAME_TOO_LARGE``) and fail every other
+    call in flight on it. Nothing was sent and the connection stays open.
+    ``size`` is the frame's payload in bytes and ``limit`` the broker's
+    limit (both ``None`` when rebuilt from a stored task error). Also a
+    ``ValueError``: the argument is what is wrong.
+    """
+
+    def __init__(self, message: str, *, size: int | None = None, limit: int | None = None) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
 
 
 class ConsumerClosed(BrokerError):

@@ -245,9 +245,14 @@ class Nack(Frame):
 
 @dataclass(frozen=True, slots=True)
 class Reject(Frame):
+    """Refuse deliveries for good. ``reason`` (optional, added in a minor
+    revision) says why; the server keeps it in the dead-lettered message's
+    ``x-death-detail`` header."""
+
     TYPE: ClassVar[int] = 35
     req: int
     deliveries: list[int]
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

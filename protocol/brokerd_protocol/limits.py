@@ -38,3 +38,5 @@ MAX_RESULT_GET_IDS = 1_000
 MAX_REVOKE_IDS = 10_000
 #: Topics in one Subscribe.
 MAX_SUBSCRIBE_TOPICS = 64
+#: Characters of a Reject's ``reason`` a server keeps (``x-death-detail``).
+MAX_REJECT_REASON = 1024

@@ -307,6 +307,7 @@ CASES: list[tuple[str, Frame]] = [
     ("nack_dead_letter", Nack(req=18, deliveries=[7], requeue=False)),
     ("nack_return_unseen", Nack(req=18, deliveries=[12, 13], counted=False)),
     ("reject", Reject(req=19, deliveries=[8, 9])),
+    ("reject_with_reason", Reject(req=19, deliveries=[8], reason="no usable task id")),
     ("extend", Extend(req=20, deliveries=[10, 11], seconds=120.0)),
     ("settled_all", Settled(req=21)),
     ("settled_lost", Settled(req=22, lost=[10])),
@@ -380,6 +381,12 @@ DECODE_ONLY: list[tuple[str, bytes, Frame, str]] = [
         _raw(b"\x94\x24\x01\x91\x05", b"\xca\x40\x20\x00\x00"),
         Extend(req=1, deliveries=[5], seconds=2.5),
         "float32 is accepted for a number field",
+    ),
+    (
+        "reject_without_reason",
+        pack([35, 19, [8, 9]]),
+        Reject(req=19, deliveries=[8, 9]),
+        "a Reject from a sender that predates the reason field: it defaults to nil",
     ),
     (
         "welcome_heartbeat_as_int",

@@ -218,3 +218,36 @@ async def test_sync_client(broker: Any) -> None:
     assert many == [True, False]
     assert info.ready == 2
     assert purged == 2
+
+
+# --- sizes: checked before sending ---------------------------------------------------
+
+
+def test_the_sync_client_refuses_oversized_frames_and_keeps_its_connection(
+    broker_factory: Any,
+) -> None:
+    small = broker_factory("--max-frame", "65536").start()
+    with brokerd_client.Client(small.url) as client:
+        client.declare_queue("jobs")
+        with pytest.raises(brokerd_client.MessageTooLarge, match="limit of 65536 bytes"):
+            client.publish("", "jobs", b"x" * 70_000)
+        with pytest.raises(brokerd_client.MessageTooLarge):
+            client.publish_many([("", "jobs", b"x" * 70_000)])
+        with pytest.raises(brokerd_client.MessageTooLarge):
+            client.result_set("t", "SUCCESS", b"x" * 70_000)
+        assert client.publish("", "jobs", b"fits") is True
+        assert client.queue_stats("jobs").ready == 1
+
+
+async def test_result_get_of_many_large_results_is_split_to_fit_the_frame_limit(
+    broker_factory: Any,
+) -> None:
+    small = broker_factory("--max-frame", "65536").start()
+    async with await brokerd_client.connect(small.url) as client:
+        ids = [f"t{i}" for i in range(6)]
+        for task_id in ids:
+            await client.result_set(task_id, "SUCCESS", task_id.encode() * 30_000)
+        found = await client.result_get([*ids, "unknown"])
+        assert sorted(found) == ids
+        assert all(found[t] == ("SUCCESS", t.encode() * 30_000) for t in ids)
+        assert not client.is_closed

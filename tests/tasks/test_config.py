@@ -23,6 +23,7 @@ def test_defaults_follow_celery_and_the_issue() -> None:
     assert conf.task_track_started is False
     assert conf.worker_prefetch is None
     assert conf.prefetch == conf.concurrency  # no hoarding behind long tasks
+    assert conf.task_max_decompressed_size == 16 * 1024 * 1024  # the default frame limit
 
 
 def test_config_from_dotted_module_skips_imported_names() -> None:
@@ -75,6 +76,9 @@ def test_pickle_in_a_config_module_is_refused_at_load() -> None:
         ({"result_expires": "1d"}, "result_expires must be a number of seconds"),
         ({"task_serializer": "yaml"}, "task_serializer must be 'json' or 'msgpack'"),
         ({"task_compression": "bz2"}, "task_compression must be None or 'zlib'"),
+        ({"task_max_decompressed_size": 100}, "task_max_decompressed_size must be an int"),
+        ({"task_max_decompressed_size": 2**31}, r"within 1024\.\.1073741824"),
+        ({"task_max_decompressed_size": 1e6}, "task_max_decompressed_size must be an int"),
         ({"task_default_exchange_type": "fanout"}, "task_default_exchange_type must be one of"),
         ({"worker_concurrency": 0}, "worker_concurrency must be a positive int"),
         ({"worker_pool": "prefork"}, "worker_pool must be one of"),

@@ -7,6 +7,7 @@ import threading
 from typing import Any
 
 from brokerd_client.tasks import App, states
+from brokerd_client.tasks.message import TaskHeaders
 from brokerd_client.tasks.outcome import Outcome
 from brokerd_client.tasks.request import Request
 from brokerd_client.tasks.serialization import decode_result
@@ -39,7 +40,7 @@ async def run(name: str) -> Outcome:
     loop = asyncio.get_running_loop()
     done: asyncio.Future[Outcome] = loop.create_future()
     runner = ThreadRunner(loop, 1, lambda job, outcome: done.set_result(outcome), "json")
-    job = Job(None, None, app.tasks[name], "id-1", "json", None)  # type: ignore[arg-type]
+    job = Job(None, None, app.tasks[name], TaskHeaders(name, "id-1"), "json")  # type: ignore[arg-type]
     job.request = Request(id="id-1", task=name, called_directly=False)
     job.args, job.kwargs = [], {}
     runner.submit(job)

@@ -846,6 +846,39 @@ def test_reject_dead_letters_with_reason_rejected(env: Env) -> None:
     assert env.store.count_rows() == 1
 
 
+def test_a_reject_reason_travels_with_the_dead_lettered_message(env: Env) -> None:
+    b = env.broker
+    b.declare_queue("a", False, {"dead_letter_queue": "b"})
+    b.declare_queue("b", False, {"dead_letter_queue": "c"})
+    b.declare_queue("c", False, {})
+    conn, peer = env.connect()
+    env.publish(conn, "a", b"x")
+    b.consume(conn, "a", 1, None)
+    assert b.reject(conn, [peer.take()[0].delivery], "no usable task id") == []
+    b.consume(conn, "b", 1, None)
+    (g,) = peer.take()
+    assert g.headers is not None
+    assert g.headers["x-death-reason"] == "rejected"
+    assert g.headers["x-death-detail"] == "no usable task id"
+    b.reject(conn, [g.delivery])  # no reason this time: the old one does not linger
+    b.consume(conn, "c", 1, None)
+    (g,) = peer.take()
+    assert g.headers is not None and "x-death-detail" not in g.headers
+
+
+def test_a_long_reject_reason_is_cut_to_its_first_1024_characters(env: Env) -> None:
+    _dlq_env(env)
+    b = env.broker
+    conn, peer = env.connect()
+    env.publish(conn, "q", b"x")
+    env.settle()
+    b.consume(conn, "q", 1, None)
+    b.reject(conn, [peer.take()[0].delivery], "é" * 5000)
+    b.consume(conn, "dlq", 1, None)
+    (g,) = peer.take()
+    assert g.headers is not None and g.headers["x-death-detail"] == "é" * 1024
+
+
 def test_nack_without_requeue_dead_letters(env: Env) -> None:
     _dlq_env(env, max_deliveries=5)
     b = env.broker

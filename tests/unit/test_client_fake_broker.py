@@ -25,6 +25,7 @@ from brokerd_client import (
     InvalidArgument,
     LeaseLost,
     Message,
+    MessageTooLarge,
     NotFound,
     PreconditionFailed,
     ProtocolViolation,
@@ -57,6 +58,7 @@ from brokerd_protocol import (
     PurgeQueue,
     QueueStats,
     Reject,
+    ResultSet,
     Settled,
     Welcome,
     encode,
@@ -512,11 +514,52 @@ async def test_publish_writes_are_coalesced(fake: FakeBroker) -> None:
 async def test_oversized_message_is_refused_locally(fake: FakeBroker) -> None:
     fake.max_frame = 1000
     async with await connect(fake) as client:
-        with pytest.raises(ValueError, match="frame limit"):
+        with pytest.raises(MessageTooLarge, match="exceeds the limit of 1000 bytes") as info:
             await client.publish("", "q", b"x" * 2000)
+        assert isinstance(info.value, ValueError)  # a bad argument, as before
+        assert info.value.limit == 1000 and info.value.size == 2000
         # The sequence number was not consumed and the connection lives on.
         assert await client.publish("", "q", b"small") is True
     assert [p.seq for p in fake.of_type(Publish)] == [1]
+
+
+async def test_publish_many_refuses_an_oversized_message_without_losing_the_others(
+    fake: FakeBroker,
+) -> None:
+    fake.max_frame = 1000
+    async with await connect(fake) as client:
+        with pytest.raises(MessageTooLarge):
+            await client.publish_many([("", "q", b"a"), ("", "q", b"x" * 2000), ("", "q", b"c")])
+        assert await client.publish_many([("", "q", b"d")]) == [True]
+    assert [p.body for p in fake.of_type(Publish)] == [b"a", b"d"]
+
+
+async def test_an_oversized_request_is_refused_locally_and_the_connection_stays_up(
+    fake: FakeBroker,
+) -> None:
+    fake.max_frame = 1000
+    async with await connect(fake) as client:
+        with pytest.raises(MessageTooLarge, match="exceeds the limit of 1000 bytes"):
+            client.result_set("t1", "SUCCESS", b"x" * 2000)
+        with pytest.raises(MessageTooLarge):
+            await client.schedule_set("s", "every 1", "", "q", b"x" * 2000)
+        await client.result_set("t2", "SUCCESS", b"fits")
+        assert not client.is_closed
+    assert [f.task_id for f in fake.of_type(ResultSet)] == ["t2"]
+
+
+async def test_a_reject_can_say_why(fake: FakeBroker) -> None:
+    async with await connect(fake) as client:
+        consumer = await client.consume("q", prefetch=5)
+        first = fake.session.deliver(100)
+        second = fake.session.deliver(100)
+        d1 = await consumer.next()
+        d2 = await consumer.next()
+        await asyncio.gather(d1.reject(reason="header 'task' is not a str"), d2.reject())
+    rejects = fake.of_type(Reject)
+    assert sorted((r.deliveries, r.reason) for r in rejects) == sorted(
+        [([first], "header 'task' is not a str"), ([second], None)]
+    )
 
 
 # --- consuming -----------------------------------------------------------------

@@ -180,6 +180,45 @@ def env() -> Env:
 # --- results -------------------------------------------------------------------------
 
 
+def _reply_size(frame: bp.Frame) -> int:
+    return len(bp.encode(frame)) - bp.HEADER_SIZE
+
+
+def test_a_result_get_reply_never_exceeds_the_frame_limit_plus_its_allowance(env: Env) -> None:
+    """SPEC §2.1: nothing the server sends is larger than max_frame + 65536."""
+    env.ext.results.max_frame = 30_000
+    budget = 30_000 + 65_536
+    c = env.client()
+    for task_id in ("a", "b", "c", "d"):
+        c.ok(lambda r, t=task_id: bp.ResultSet(r, t, "SUCCESS", t.encode() * 34_000))
+    for ids in (["a", "b", "c", "d"], ["a", "b", "c"]):
+        for fresh in (c, env.restart().client()):  # from the cache, and from disk
+            fresh.env.ext.results.max_frame = 30_000
+            reply = fresh.call(lambda r, ids=ids: bp.ResultGet(r, ids))
+            assert _reply_size(reply) <= budget
+            assert isinstance(reply, bp.Error) and reply.code == ErrorCode.INVALID_ARGUMENT
+            assert "ask for fewer" in reply.message
+    reply = c.call(lambda r: bp.ResultGet(r, ["a", "b"]))
+    assert isinstance(reply, bp.Ok) and sorted(reply.value) == ["a", "b"]
+    assert _reply_size(reply) <= budget
+
+
+def test_a_result_too_large_for_any_reply_is_an_error_not_an_oversized_frame(env: Env) -> None:
+    """A result stored under a larger max_frame than the broker now runs with."""
+    c = env.client()
+    c.ok(lambda r: bp.ResultSet(r, "huge", "SUCCESS", b"x" * 200_000))
+    later = env.restart()
+    later.ext.results.max_frame = 1024
+    c2 = later.client()
+    for make in (
+        lambda r: bp.ResultGet(r, ["huge"]),
+        lambda r: bp.ResultWait(r, "huge", 5.0),
+    ):
+        reply = c2.call(make)
+        assert isinstance(reply, bp.Error) and reply.code == ErrorCode.INVALID_ARGUMENT
+        assert "200000 bytes" in reply.message
+
+
 def test_result_set_is_answered_only_after_the_commit(env: Env) -> None:
     c = env.client()
     req = c.request(lambda r: bp.ResultSet(r, "t1", "SUCCESS", b"42"))

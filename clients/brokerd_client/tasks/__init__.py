@@ -24,6 +24,7 @@ from .app import App, current_app
 from .exceptions import (
     ConfigurationError,
     ContentDisallowed,
+    InvalidTaskMessage,
     MaxRetriesExceededError,
     NotRegistered,
     RemoteTaskError,
@@ -47,6 +48,7 @@ __all__ = [
     "ContentDisallowed",
     "EagerResult",
     "Exchange",
+    "InvalidTaskMessage",
     "MaxRetriesExceededError",
     "NotRegistered",
     "Queue",

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidArgument
 from .exceptions import ConfigurationError
+from .message import build_headers
 from .producer import Declared, declare_async
 from .serialization import content_type_of, encode_body
 
@@ -49,15 +50,14 @@ def schedule_message(app: App, entry: ScheduleEntry) -> dict[str, Any]:
     conf = app.conf
     serializer = (task.serializer if task is not None else None) or conf.task_serializer
     body = encode_body(list(entry.args), entry.kwargs, serializer, conf.task_compression)
-    headers: dict[str, Any] = {
-        "task": entry.task,
-        "retries": 0,
-        "content-type": content_type_of(serializer),
-    }
-    if conf.task_compression:
-        headers["compression"] = conf.task_compression
-    if options.get("expires") is not None:
-        headers["expires_in"] = float(options["expires"])
+    expires_in = options.get("expires")
+    headers = build_headers(
+        task=entry.task,
+        task_id=None,  # the broker names each firing
+        content_type=content_type_of(serializer),
+        compression=conf.task_compression,
+        expires_in=None if expires_in is None else float(expires_in),
+    )
     priority = options.get("priority", route.priority)
     if priority is None and task is not None:
         priority = task.priority

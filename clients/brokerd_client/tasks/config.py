@@ -29,7 +29,7 @@ from ..url import parse_url
 from .exceptions import ConfigurationError
 from .queues import EXCHANGE_TYPES, Queue
 from .schedules import ScheduleEntry, parse_beat_schedule
-from .serialization import SERIALIZERS
+from .serialization import DEFAULT_MAX_DECOMPRESSED, SERIALIZERS
 
 __all__ = ["POOLS", "Settings", "load_object"]
 
@@ -168,6 +168,19 @@ def _compression(name: str, value: Any) -> str | None:
     if value != "zlib":
         raise ConfigurationError(f"{name} must be None or 'zlib', got {value!r}")
     return "zlib"
+
+
+#: Bounds of ``task_max_decompressed_size``: 1 KiB .. 1 GiB.
+DECOMPRESSED_SIZE_RANGE: Final = (1024, 1 << 30)
+
+
+def _decompressed_size(name: str, value: Any) -> int:
+    low, high = DECOMPRESSED_SIZE_RANGE
+    if type(value) is not int or not low <= value <= high:
+        raise ConfigurationError(
+            f"{name} must be an int of bytes within {low}..{high}, got {value!r}"
+        )
+    return value
 
 
 def _exchange_type(name: str, value: Any) -> str:
@@ -333,6 +346,11 @@ _SETTINGS: Final[dict[str, tuple[Any, _Checker, str]]] = {
     "result_serializer": ("json", _serializer, "json or msgpack"),
     "accept_content": (frozenset({"json"}), _accept, "serializers a worker accepts"),
     "task_compression": (None, _compression, "None or 'zlib'"),
+    "task_max_decompressed_size": (
+        DEFAULT_MAX_DECOMPRESSED,
+        _decompressed_size,
+        "largest a zlib task body may inflate to in a worker, bytes",
+    ),
     "result_expires": (86400.0, _seconds, "seconds results are kept"),
     "task_ignore_result": (False, _bool, "do not store results"),
     "task_store_errors_even_if_ignored": (False, _bool, "store failures of ignore_result tasks"),
@@ -391,6 +409,7 @@ class Settings:
     result_serializer: str
     accept_content: frozenset[str]
     task_compression: str | None
+    task_max_decompressed_size: int
     result_expires: float
     task_ignore_result: bool
     task_store_errors_even_if_ignored: bool

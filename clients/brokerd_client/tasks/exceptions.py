@@ -12,6 +12,7 @@ from typing import Any
 __all__ = [
     "ConfigurationError",
     "ContentDisallowed",
+    "InvalidTaskMessage",
     "MaxRetriesExceededError",
     "NotRegistered",
     "RemoteTaskError",
@@ -81,6 +82,25 @@ class NotRegistered(TaskError, KeyError):
 
 class ContentDisallowed(TaskError):
     """A message's content type is not in ``accept_content`` (pickle never is)."""
+
+
+class InvalidTaskMessage(TaskError, ValueError):
+    """A delivered message is not a valid task message (see
+    ``brokerd_client.tasks.message``): a header of the wrong type or out of
+    range, or no usable task id.
+
+    ``header`` names the header at fault. ``task_id`` is the message's task id
+    when that one is usable: the worker then records this error as the task's
+    FAILURE; without one it dead-letters the message with this error as the
+    reason (``x-death-detail``).
+    """
+
+    def __init__(
+        self, message: str, *, header: str | None = None, task_id: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.header = header
+        self.task_id = task_id
 
 
 class WorkerLostError(TaskError):

@@ -1,18 +1,15 @@
 """Turning a task call into a brokerd message, and declaring where it goes.
 
-The message format (the contract with workers and with the broker's
-revocation filter and scheduler):
+The message format itself (body, message id, headers) is owned by
+:mod:`.message`, which builds the headers here and parses them in the worker.
+What this module adds:
 
-* body: ``{"args": [...], "kwargs": {...}}`` serialized with the task
-  serializer, optionally zlib-compressed;
-* ``message_id`` = the task id (the broker revokes by message id);
-* headers: ``task``, ``id``, ``retries``, ``content-type``, and when set
-  ``compression``, ``expires`` (epoch seconds), ``time_limit``,
-  ``soft_time_limit``, ``ignore_result``, ``parent_id``, ``root_id``;
 * ``countdown``/``eta`` become the publish ``delay``/``not_before``: the broker
   holds the message durably until then; no worker sleeps on it;
 * ``mandatory``: a message that routes to no queue is refused (an error at
-  ``delay()``), never silently dropped.
+  ``delay()``), never silently dropped;
+* a message larger than the broker's frame limit is refused by the client
+  before it is sent (``MessageTooLarge``), also at ``delay()``.
 
 Topology: before the first publish a producer declares the app's queues,
 exchanges and bindings (once per connection), plus any queue a route names
@@ -31,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import PreconditionFailed
 from ..message import Message
 from .exceptions import ConfigurationError
+from .message import build_headers
 from .routing import Route, Router, Topology
 from .serialization import content_type_of, encode_body
 from .task import SEND_OPTIONS
@@ -43,9 +41,6 @@ if TYPE_CHECKING:
     from .task import Task
 
 __all__ = ["TaskMessage", "build_message", "declare_async", "declare_sync"]
-
-#: Longest task id the broker stores (SPEC §14.1).
-MAX_TASK_ID = 255
 
 
 class TaskMessage:
@@ -84,8 +79,6 @@ def build_message(
         raise TypeError(f"apply_async got unknown options {sorted(unknown)}")
     conf = app.conf
     task_id = options.get("task_id") or str(uuid.uuid4())
-    if not isinstance(task_id, str) or len(task_id) > MAX_TASK_ID:
-        raise ValueError(f"task_id must be a str of at most {MAX_TASK_ID} characters")
     route = router.route(
         name,
         queue=options.get("queue"),
@@ -97,34 +90,31 @@ def build_message(
         options.get("serializer") or (task.serializer if task else None) or conf.task_serializer
     )
     compression = options.get("compression", conf.task_compression)
-    body = encode_body(args, kwargs, serializer, compression)
-    headers: dict[str, Any] = {
-        "task": name,
-        "id": task_id,
-        "retries": int(options.get("retries", 0)),
-        "content-type": content_type_of(serializer),
-    }
-    if compression:
-        headers["compression"] = compression
     expires = options.get("expires", task.expires if task is not None else None)
     if expires is not None:
-        headers["expires"] = (
+        expires = (
             time.time() + float(expires)
             if isinstance(expires, int | float) and not isinstance(expires, bool)
             else _epoch(expires, "expires")
         )
-    for key in ("time_limit", "soft_time_limit", "parent_id", "root_id"):
-        value = options.get(key)
-        if value is not None:
-            headers[key] = value
     ignore = options.get("ignore_result")
     if ignore is None and task is not None:
         ignore = task.ignore_result
-    if ignore is not None:
-        headers["ignore_result"] = bool(ignore)
-    extra = options.get("headers")
-    if extra:
-        headers = {**extra, **headers}
+    headers = build_headers(
+        task=name,
+        task_id=task_id,
+        retries=int(options.get("retries", 0)),
+        content_type=content_type_of(serializer),
+        compression=compression,
+        expires=expires,
+        time_limit=options.get("time_limit"),
+        soft_time_limit=options.get("soft_time_limit"),
+        parent_id=options.get("parent_id"),
+        root_id=options.get("root_id"),
+        ignore_result=ignore,
+        extra=options.get("headers"),
+    )
+    body = encode_body(args, kwargs, serializer, compression)
     countdown = options.get("countdown")
     eta = options.get("eta")
     if countdown is not None and eta is not None:

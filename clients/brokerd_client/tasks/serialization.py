@@ -10,6 +10,14 @@ serialized map ``{"result": value}`` or ``{"exc_type", "exc_module",
 "exc_message", "traceback"}``. The broker stores it opaque; the tag lets any
 reader decode it without knowing which app wrote it.
 
+Bounds, so that no message can make a reader recurse or allocate without
+limit: a body or payload nests at most ``MAX_DEPTH`` containers deep (the
+encoder refuses deeper values in the caller, the decoder refuses them as a
+:class:`DecodeError` instead of a ``RecursionError``), and a zlib body is
+inflated incrementally up to ``max_decompressed`` bytes (the App setting
+``task_max_decompressed_size``, by default the broker's frame limit) and
+refused past it, before the rest is ever produced.
+
 Values that json and msgpack cannot carry natively (datetimes, UUIDs,
 decimals) are sent as ISO strings / plain strings, one way: a task receives a
 ``str`` where the caller passed a ``datetime``, as with Celery's json.
@@ -29,16 +37,21 @@ from typing import Any, Final
 
 import msgpack
 
+from brokerd_protocol import DEFAULT_MAX_FRAME
+
 from .exceptions import ContentDisallowed, TaskError
 
 __all__ = [
     "CONTENT_TYPES",
+    "DEFAULT_MAX_DECOMPRESSED",
+    "MAX_DEPTH",
     "SERIALIZERS",
     "DecodeError",
     "EncodeError",
     "content_type_of",
     "decode_body",
     "decode_result",
+    "decompress",
     "encode_body",
     "encode_error",
     "encode_result",
@@ -55,6 +68,23 @@ _BY_MIME: Final = {mime: name for name, mime in CONTENT_TYPES.items()}
 _TAGS: Final = {"json": b"j", "msgpack": b"m"}
 _TAG_J: Final = ord("j")
 _TAG_M: Final = ord("m")
+
+#: Containers a body or result may nest, the outermost included (serde_json's
+#: default too): far beyond real arguments, far below the interpreter's
+#: recursion limit that json decoding, repr() and task code run into.
+MAX_DEPTH: Final = 128
+#: Default cap on an inflated zlib body: the broker's default frame limit.
+DEFAULT_MAX_DECOMPRESSED: Final = DEFAULT_MAX_FRAME
+
+#: ``bytes.translate`` deletion tables leaving only the bytes that can open a
+#: container, so ``len()`` of the rest bounds the nesting depth from above in
+#: one C-speed pass; only a value with more containers than ``MAX_DEPTH`` is
+#: walked to measure its real depth.
+_JSON_NOT_OPENERS: Final = bytes(b for b in range(256) if b not in b"[{")
+_MSGPACK_NOT_OPENERS: Final = bytes(
+    b for b in range(256) if not (0x80 <= b <= 0x9F or b in (0xDC, 0xDD, 0xDE, 0xDF))
+)
+_NOT_OPENERS: Final = {"json": _JSON_NOT_OPENERS, "msgpack": _MSGPACK_NOT_OPENERS}
 
 
 class EncodeError(TaskError, TypeError):
@@ -84,29 +114,91 @@ def _msgpack_default(obj: Any) -> Any:
     return _default(obj)
 
 
+def _too_deep(obj: Any, limit: int) -> bool:
+    """True if ``obj`` nests more than ``limit`` containers (an iterative walk)."""
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        items = value.values() if isinstance(value, Mapping) else value
+        for item in items:
+            if isinstance(item, Mapping | list | tuple | set | frozenset):
+                stack.append((item, depth + 1))
+    return False
+
+
+def _check_depth(data: bytes, serializer: str, obj: Any, error: type[TaskError]) -> None:
+    if len(data.translate(None, _NOT_OPENERS[serializer])) <= MAX_DEPTH:
+        return  # fewer containers in all than the limit: nothing to walk
+    if isinstance(obj, Mapping | list | tuple | set | frozenset) and _too_deep(obj, MAX_DEPTH):
+        raise error(f"{serializer} value nested deeper than {MAX_DEPTH} levels")
+
+
 def dumps(obj: Any, serializer: str) -> bytes:
-    """Serialize ``obj``; :class:`EncodeError` names what could not be encoded."""
+    """Serialize ``obj``; :class:`EncodeError` names what could not be encoded
+    (also a value nested deeper than ``MAX_DEPTH``, which no reader accepts)."""
     try:
         if serializer == "json":
-            return _json_encoder.encode(obj).encode()
-        if serializer == "msgpack":
-            data: bytes = msgpack.packb(obj, use_bin_type=True, default=_msgpack_default)
-            return data
-    except (TypeError, ValueError, OverflowError) as exc:
+            data = _json_encoder.encode(obj).encode()
+        elif serializer == "msgpack":
+            data = msgpack.packb(obj, use_bin_type=True, default=_msgpack_default)
+        else:
+            raise ContentDisallowed(f"unknown serializer {serializer!r}")
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        if isinstance(exc, RecursionError):
+            raise EncodeError(
+                f"cannot encode with {serializer}: value nested deeper than {MAX_DEPTH} levels"
+            ) from None
         raise EncodeError(f"cannot encode with {serializer}: {exc}") from exc
-    raise ContentDisallowed(f"unknown serializer {serializer!r}")
+    _check_depth(data, serializer, obj, EncodeError)
+    return data
 
 
 def loads(data: bytes, serializer: str) -> Any:
-    """Deserialize ``data``; msgpack without object hooks (no code runs on load)."""
+    """Deserialize ``data``; msgpack without object hooks (no code runs on load).
+
+    Nesting deeper than ``MAX_DEPTH`` is a :class:`DecodeError`, however deep:
+    the json decoder's own recursion guard and msgpack's stack limit stop
+    what is deeper than they can take, the depth check the rest.
+    """
     try:
         if serializer == "json":
-            return _json_decoder.decode(data.decode())
-        if serializer == "msgpack":
-            return msgpack.unpackb(data, raw=False, strict_map_key=False)
+            obj = _json_decoder.decode(data.decode())
+        elif serializer == "msgpack":
+            obj = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        else:
+            raise ContentDisallowed(f"unknown serializer {serializer!r}")
+    except RecursionError:
+        raise DecodeError(f"{serializer} value nested deeper than {MAX_DEPTH} levels") from None
+    except msgpack.StackError:
+        raise DecodeError(f"{serializer} value nested deeper than {MAX_DEPTH} levels") from None
     except (ValueError, TypeError, UnicodeDecodeError, msgpack.ExtraData) as exc:
         raise DecodeError(f"invalid {serializer} data: {exc}") from exc
-    raise ContentDisallowed(f"unknown serializer {serializer!r}")
+    _check_depth(data, serializer, obj, DecodeError)
+    return obj
+
+
+def decompress(data: bytes, limit: int) -> bytes:
+    """Inflate a zlib body, refusing it as soon as it passes ``limit`` bytes.
+
+    The output is produced incrementally and never beyond ``limit + 1``
+    bytes, so a bomb (1 MiB that inflates to 1 GiB) costs at most the cap.
+    Trailing bytes after the zlib stream are ignored, as by ``zlib.decompress``.
+    """
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise DecodeError(f"invalid zlib data: {exc}") from exc
+    if len(out) > limit:
+        raise DecodeError(
+            f"zlib body inflates to more than {limit} bytes "
+            "(the worker's task_max_decompressed_size)"
+        )
+    if not inflater.eof:
+        raise DecodeError("invalid zlib data: incomplete or truncated stream")
+    return out
 
 
 def content_type_of(serializer: str) -> str:
@@ -146,16 +238,17 @@ def encode_body(
 
 
 def decode_body(
-    body: bytes, serializer: str, compression: str | None
+    body: bytes,
+    serializer: str,
+    compression: str | None,
+    max_decompressed: int = DEFAULT_MAX_DECOMPRESSED,
 ) -> tuple[list[Any], dict[str, Any]]:
-    """``(args, kwargs)`` from a message body; :class:`DecodeError` if malformed."""
+    """``(args, kwargs)`` from a message body; :class:`DecodeError` if malformed,
+    nested too deep, or inflating to more than ``max_decompressed`` bytes."""
     if compression:
         if compression != "zlib":
             raise DecodeError(f"unsupported compression {compression!r}")
-        try:
-            body = zlib.decompress(body)
-        except zlib.error as exc:
-            raise DecodeError(f"invalid zlib data: {exc}") from exc
+        body = decompress(body, max_decompressed)
     obj = loads(body, serializer)
     if type(obj) is not dict:
         raise DecodeError("task body must be a map with 'args' and 'kwargs'")

@@ -61,7 +61,9 @@ def _run(app: Any, msg: dict[str, Any]) -> dict[str, Any]:
         outcome = Outcome.failure(NotRegistered(f"task {msg['name']!r} is not registered"))
         return _reply(outcome, None, msg)
     try:
-        args, kwargs = decode_body(msg["body"], msg["ser"], msg.get("comp"))
+        args, kwargs = decode_body(
+            msg["body"], msg["ser"], msg.get("comp"), app.conf.task_max_decompressed_size
+        )
     except Exception as exc:
         return _reply(Outcome.failure(exc), None, msg)
     info = msg.get("req") or {}
@@ -114,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-A", "--app", required=True)
     parser.add_argument("--loglevel", default="WARNING")
     parser.add_argument("--broker")
+    parser.add_argument("--max-decompressed-size", type=int)
     args = parser.parse_args(argv)
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -130,6 +133,8 @@ def main(argv: list[str] | None = None) -> None:
         app = find_app(args.app)
         if args.broker:
             app.conf.update(broker_url=args.broker)
+        if args.max_decompressed_size is not None:
+            app.conf.update(task_max_decompressed_size=args.max_decompressed_size)
         app.import_modules()
     except BaseException as exc:
         sock.sendall(pack({"t": "fatal", "error": f"{type(exc).__name__}: {exc}"}))

@@ -45,6 +45,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--max-tasks-per-child", type=int, help="recycle a child process after this many tasks"
     )
+    p.add_argument(
+        "--max-decompressed-size",
+        type=int,
+        metavar="BYTES",
+        help="largest a zlib task body may inflate to (default: task_max_decompressed_size)",
+    )
     p.add_argument("-n", "--hostname", help="worker name (default: worker@<host>:<pid>)")
     p.add_argument("--shutdown-timeout", type=float, help="warm-shutdown grace period in seconds")
     p.add_argument("--without-banner", action="store_true", help="do not print the banner")
@@ -76,6 +82,8 @@ def main(argv: list[str] | None = None) -> None:
             app.conf.update(broker_url=args.broker)
         app.import_modules()
         conf = app.conf
+        if args.max_decompressed_size is not None:
+            conf.update(task_max_decompressed_size=args.max_decompressed_size)
         concurrency = _positive("--concurrency", args.concurrency) or conf.concurrency
         prefetch = _positive("--prefetch", args.prefetch) or conf.worker_prefetch or concurrency
         if prefetch > 65535:

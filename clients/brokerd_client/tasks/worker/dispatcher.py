@@ -13,9 +13,17 @@ Order of effects, which is what makes the guarantees hold:
   never lost; it is a delayed message held by the broker, not a timer here;
 * task messages a task sends from the worker's loop are confirmed before its
   own message is acked;
-* a message the worker refuses (unknown task, content type not accepted,
-  undecodable) is rejected, which dead-letters it if its queue has a
-  dead-letter queue, and a FAILURE is recorded so callers are not left waiting.
+* a message the worker refuses (a malformed header, unknown task, content
+  type not accepted, undecodable or too deep a body, a zlib body inflating
+  past ``task_max_decompressed_size``) is rejected with the reason, which
+  dead-letters it if its queue has a dead-letter queue, and a FAILURE is
+  recorded so callers are not left waiting; a message without a usable task
+  id has nothing to record a result under and is only rejected. Headers are
+  read through ``message.parse`` only, so no header can reach a timer or a
+  request unchecked, and no message can stop the worker;
+* a result, retry or task message larger than the broker's frame limit is
+  refused by the client before it is sent (the connection and every other
+  task on it carry on) and the task is recorded as FAILURE, once.
 """
 
 from __future__ import annotations
@@ -30,10 +38,11 @@ from typing import TYPE_CHECKING, Any
 
 from ...client import AsyncClient
 from ...consumer import Delivery
-from ...errors import BrokerError
+from ...errors import BrokerError, MessageTooLarge
 from .. import states
 from ..exceptions import (
     ContentDisallowed,
+    InvalidTaskMessage,
     NotRegistered,
     SoftTimeLimitExceeded,
     TaskRevokedError,
@@ -41,6 +50,7 @@ from ..exceptions import (
 )
 from ..execution import execute_async
 from ..interrupt import Interruptible
+from ..message import parse, retry_headers
 from ..outcome import ExcInfo, Outcome
 from ..producer import TaskMessage, declare_async
 from ..request import Request
@@ -152,6 +162,7 @@ class Dispatcher:
         self.acks_on_failure = conf.task_acks_on_failure_or_timeout
         self.reject_on_worker_lost = conf.task_reject_on_worker_lost
         self.accept = {CONTENT_TYPES[name]: name for name in conf.accept_content}
+        self.max_decompressed = conf.task_max_decompressed_size
         self.held: dict[int, Job] = {}
         self.waiting: deque[Job] = deque()
         self.running = 0
@@ -181,16 +192,12 @@ class Dispatcher:
             settle.nack(d, requeue=True)
             return
         self.stats.received += 1
-        h = d.headers
-        name = h.get("task")
-        task_id = d.message_id or h.get("id")
-        if type(name) is not str or type(task_id) is not str or not task_id:
-            log.error(
-                "rejecting message %s: not a task message (no 'task' header or id)", d.message_id
-            )
-            self.stats.rejected += 1
-            settle.reject(d)
+        try:
+            meta = parse(d.headers, d.message_id, d.timestamp)
+        except InvalidTaskMessage as exc:
+            self._refuse_invalid(d, client, exc)
             return
+        task_id, name = meta.id, meta.task
         if task_id in self.revoked:
             log.info("discarding revoked task %s[%s]", name, task_id)
             self.stats.revoked += 1
@@ -200,8 +207,7 @@ class Dispatcher:
         if task is None:
             self._refuse(d, client, task_id, NotRegistered(f"task {name!r} is not registered"))
             return
-        ct = h.get("content-type", "application/json")
-        serializer = self.accept.get(ct) if type(ct) is str else None
+        serializer = self.accept.get(meta.content_type)
         if serializer is None:
             allowed = ", ".join(sorted(self.accept.values()))
             self._refuse(
@@ -209,35 +215,23 @@ class Dispatcher:
                 client,
                 task_id,
                 ContentDisallowed(
-                    f"content-type {ct!r} is not accepted (accept_content: {allowed})"
+                    f"content-type {meta.content_type!r} is not accepted "
+                    f"(accept_content: {allowed})"
                 ),
             )
             return
-        expires = h.get("expires")
-        if expires is None and "expires_in" in h:
-            # Schedule firings: relative to the run's due time.
-            base = h.get("x-scheduled-at")
-            base = base if type(base) in (int, float) else d.timestamp
-            if type(base) in (int, float) and type(h["expires_in"]) in (int, float):
-                expires = base + h["expires_in"]  # type: ignore[operator]
-        if type(expires) in (int, float) and time.time() > expires:  # type: ignore[operator]
+        if meta.expires is not None and time.time() > meta.expires:
             log.info("task %s[%s] expired before it ran; revoking", name, task_id)
             self.stats.revoked += 1
             self._record(client, task_id, Outcome.revoked("expired before it could run"))
             settle.ack(d)
             return
-        comp = h.get("compression")
-        job = Job(d, client, task, task_id, serializer, comp if type(comp) is str else None)
-        ignore = h.get("ignore_result")
-        job.ignore_result = ignore if type(ignore) is bool else task.ignore_result
+        job = Job(d, client, task, meta, serializer)
+        ignore = meta.ignore_result
+        job.ignore_result = ignore if ignore is not None else task.ignore_result
         hard, soft = task.effective_time_limits
-        value = h.get("time_limit")
-        if type(value) in (int, float):
-            hard = float(value)  # type: ignore[arg-type]
-        value = h.get("soft_time_limit")
-        if type(value) in (int, float):
-            soft = float(value)  # type: ignore[arg-type]
-        job.hard_limit, job.soft_limit = hard, soft
+        job.hard_limit = meta.time_limit if meta.time_limit is not None else hard
+        job.soft_limit = meta.soft_time_limit if meta.soft_time_limit is not None else soft
         self.held[d.delivery_id] = job
         self.leases.track(job)
         if d.redelivered and not job.ignore_result:
@@ -288,7 +282,19 @@ class Dispatcher:
         log.error("rejecting task %s: %s", task_id, exc)
         self.stats.rejected += 1
         self._record(client, task_id, Outcome.failure(exc))
-        settle.reject(d)
+        settle.reject(d, f"{type(exc).__name__}: {exc}")
+
+    def _refuse_invalid(self, d: Delivery, client: AsyncClient, exc: InvalidTaskMessage) -> None:
+        """A malformed message: a FAILURE under its task id, if it has a usable one."""
+        if exc.task_id is None:
+            log.error("rejecting message %s: %s", d.message_id, exc)
+            self.stats.rejected += 1
+            settle.reject(d, f"{type(exc).__name__}: {exc}")
+        elif exc.task_id in self.revoked:
+            self.stats.revoked += 1
+            settle.ack(d)
+        else:
+            self._refuse(d, client, exc.task_id, exc)
 
     # --- starting -------------------------------------------------------------------
 
@@ -306,12 +312,13 @@ class Dispatcher:
             not job.ignore_result
         ):
             self._record(job.client, job.task_id, Outcome(states.STARTED), quiet=True)
-        h = d.headers
-        retries = h.get("retries", 0)
+        meta = job.meta
         use_children = self.processes is not None and not task.is_async
         if not use_children:
             try:
-                job.args, job.kwargs = decode_body(d.body, job.serializer, job.compression)
+                job.args, job.kwargs = decode_body(
+                    d.body, job.serializer, job.compression, self.max_decompressed
+                )
             except DecodeError as exc:
                 job.finished = True
                 self.running -= 1
@@ -324,19 +331,19 @@ class Dispatcher:
             task=task.name,
             args=job.args,
             kwargs=job.kwargs,
-            retries=retries if type(retries) is int else 0,
+            retries=meta.retries,
             attempt=d.attempt,
             called_directly=False,
             hostname=self.hostname,
-            parent_id=h.get("parent_id"),  # type: ignore[arg-type]
-            root_id=h.get("root_id"),  # type: ignore[arg-type]
+            parent_id=meta.parent_id,
+            root_id=meta.root_id,
             delivery_info={
                 "exchange": d.exchange,
                 "routing_key": d.routing_key,
                 "priority": d.priority,
                 "redelivered": d.redelivered,
             },
-            headers=h,
+            headers=d.headers,
             time_limit=(job.hard_limit, job.soft_limit),
         )
         if task.is_async:
@@ -459,6 +466,12 @@ class Dispatcher:
         pending = job.pending or []
         results = await asyncio.gather(*pending, return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
+        refused = [r for r in failed if isinstance(r, MessageTooLarge | EncodeError)]
+        if refused:
+            # Sending it again would be refused again: fail the task, once.
+            log.error("%r: a task message it sent was refused: %s", job, refused[0])
+            self._complete(job, Outcome.failure(refused[0]))
+            return
         if failed:
             log.error(
                 "%r: %d task message(s) it sent were not confirmed (%s); returning its message "
@@ -541,12 +554,38 @@ class Dispatcher:
         otherwise be ``concurrency / commit latency``.
         """
         try:
-            fut = job.client.result_set(job.task_id, state, payload, self.result_ttl)
+            try:
+                fut = job.client.result_set(job.task_id, state, payload, self.result_ttl)
+            except MessageTooLarge as exc:
+                state, payload = self._too_large(job, state, payload, exc)
+                then = self._ack if self.acks_on_failure else self._reject
+                fut = job.client.result_set(job.task_id, state, payload, self.result_ttl)
         except BrokerError as exc:
             log.warning("result of %r not stored: %s", job, exc)
         else:
             self._track_result(fut, job.task_id, state)
         (then or self._ack)(job)
+
+    def _too_large(
+        self, job: Job, state: str, payload: bytes, exc: MessageTooLarge
+    ) -> tuple[str, bytes]:
+        """The FAILURE to store instead of a result the broker would not take.
+
+        Nothing was sent (the client checks sizes first), so the connection
+        and the other tasks on it are unaffected; this failure is small.
+        """
+        limit = _payload_limit(exc, len(payload))
+        error = MessageTooLarge(
+            f"result of {len(payload)} bytes exceeds the limit of {limit} bytes "
+            f"(the broker's max_frame of {exc.limit} bytes, less the ResultSet frame around it)",
+            size=len(payload),
+            limit=limit,
+        )
+        log.error("task %r: %s; recording a FAILURE instead", job, error)
+        if state == states.SUCCESS:
+            self.stats.succeeded -= 1
+            self.stats.failed += 1
+        return states.FAILURE, self._error_payload(ExcInfo.from_exception(error))
 
     def _record(
         self, client: AsyncClient, task_id: str, outcome: Outcome, *, quiet: bool = False
@@ -590,9 +629,7 @@ class Dispatcher:
                 args = outcome.args if outcome.args is not None else job.args
                 kwargs = outcome.kwargs if outcome.kwargs is not None else job.kwargs
                 body = encode_body(args, kwargs, job.serializer, job.compression)
-            headers = {k: v for k, v in d.headers.items() if not k.startswith("x-death-")}
-            headers["retries"] = retries
-            headers["id"] = job.task_id
+            headers = retry_headers(d.headers, job.task_id, retries)
             await job.client.publish(
                 d.exchange,
                 d.routing_key,
@@ -603,6 +640,12 @@ class Dispatcher:
                 message_id=job.task_id,
                 mandatory=True,
             )
+        except (MessageTooLarge, EncodeError) as err:
+            # Sending it again would be refused again: fail the task, once.
+            log.error("the retry of %r cannot be sent (%s); failing the task", job, err)
+            self.stats.retried -= 1
+            self._complete(job, Outcome.failure(err))
+            return
         except Exception as err:
             log.error("could not schedule the retry of %r (%s); returning its message", job, err)
             self._give_back(job, delay=outcome.countdown)
@@ -645,7 +688,22 @@ class Dispatcher:
     # --- tasks sending tasks (WorkerHook) ---------------------------------------------
 
     def publish(self, messages: list[TaskMessage]) -> None:
-        """Send task messages from code running on the worker's loop."""
+        """Send task messages from code running on the worker's loop.
+
+        A body larger than the broker's frame limit raises
+        :class:`MessageTooLarge` here, in the task's ``delay()`` call; one that
+        only the headers push over the limit fails the task when it is sent.
+        """
+        client = self.client
+        if client is not None:
+            for tm in messages:
+                if len(tm.message.body) > client.max_frame:
+                    raise MessageTooLarge(
+                        f"task message of {len(tm.message.body)} bytes exceeds the limit of "
+                        f"{client.max_frame} bytes (the broker's max_frame); nothing was sent",
+                        size=len(tm.message.body),
+                        limit=client.max_frame,
+                    )
         job = _current_job.get()
         task = self.loop.create_task(self._publish(messages))
         if job is not None and not job.finished:
@@ -718,6 +776,13 @@ class Dispatcher:
             self.processes.kill_all()
         self.threads.shutdown()
         self.leases.stop()
+
+
+def _payload_limit(exc: MessageTooLarge, payload_size: int) -> int:
+    """The largest payload that would have fit in the frame ``exc`` refused."""
+    if exc.limit is None or exc.size is None:
+        return 0
+    return max(0, exc.limit - (exc.size - payload_size))
 
 
 def _log_failure(task_id: str, state: str) -> Callable[[asyncio.Future[Any]], None]:

@@ -152,6 +152,7 @@ class Worker:
                     loglevel=self.loglevel,
                     broker_url=self.app.broker_url,
                     result_serializer=self.app.conf.result_serializer,
+                    max_decompressed=self.app.conf.task_max_decompressed_size,
                 )
                 await procs.start()
             self.dispatcher = Dispatcher(

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from ...client import AsyncClient
     from ...consumer import Delivery
     from ..interrupt import Interruptible
+    from ..message import TaskHeaders
     from ..task import Task
 
 __all__ = ["Job"]
@@ -36,6 +37,7 @@ class Job:
         "interruptible",
         "kill_reason",
         "kwargs",
+        "meta",
         "pending",
         "request",
         "serializer",
@@ -52,16 +54,17 @@ class Job:
         delivery: Delivery,
         client: AsyncClient,
         task: Task[Any, Any],
-        task_id: str,
+        meta: TaskHeaders,
         serializer: str,
-        compression: str | None,
     ) -> None:
         self.delivery = delivery
         self.client = client
         self.task = task
-        self.task_id = task_id
+        #: The message's headers, validated (``message.parse``).
+        self.meta = meta
+        self.task_id = meta.id
         self.serializer = serializer
-        self.compression = compression
+        self.compression = meta.compression
         self.args: list[Any] = []
         self.kwargs: dict[str, Any] = {}
         self.request: Request | None = None
@@ -89,8 +92,7 @@ class Job:
 
     @property
     def retries(self) -> int:
-        value = self.delivery.headers.get("retries", 0)
-        return value if type(value) is int and value >= 0 else 0
+        return self.meta.retries
 
     def cancel_timers(self) -> None:
         timers = self.timers

@@ -92,6 +92,7 @@ class ProcessPool:
         loglevel: str = "WARNING",
         broker_url: str | None = None,
         result_serializer: str = "json",
+        max_decompressed: int | None = None,
     ) -> None:
         self._loop = loop
         self._spec = app_spec
@@ -101,6 +102,7 @@ class ProcessPool:
         self._loglevel = loglevel
         self._broker = broker_url
         self._rser = result_serializer
+        self._max_decompressed = max_decompressed
         self._children: set[_Child] = set()
         self._idle: deque[_Child] = deque()
         self._backlog: deque[Job] = deque()
@@ -133,6 +135,8 @@ class ProcessPool:
         ]
         if self._broker:
             cmd += ["--broker", self._broker]
+        if self._max_decompressed is not None:
+            cmd += ["--max-decompressed-size", str(self._max_decompressed)]
         try:
             # Popen returns once the child is forked and exec'd; nothing here waits on it.
             proc = subprocess.Popen(  # noqa: ASYNC220

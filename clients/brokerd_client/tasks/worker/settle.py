@@ -62,9 +62,20 @@ def ack(delivery: Delivery) -> bool:
     return _settle("ack", delivery, ACK)
 
 
-def reject(delivery: Delivery) -> bool:
-    """Refuse for good: dead-lettered if the queue has a dead-letter queue."""
-    return _settle("reject", delivery, REJECT)
+def reject(delivery: Delivery, reason: str | None = None) -> bool:
+    """Refuse for good: dead-lettered if the queue has a dead-letter queue,
+    with ``reason`` in its ``x-death-detail`` header."""
+    if not reason:
+        return _settle("reject", delivery, REJECT)
+    try:
+        fut = delivery._begin_settle("reject").reject_because(delivery.delivery_id, reason)
+    except BrokerError as exc:
+        log.warning(
+            "cannot reject message %s: %s (it will be delivered again)", delivery.message_id, exc
+        )
+        return False
+    fut.add_done_callback(_report("reject", delivery))
+    return True
 
 
 def nack(delivery: Delivery, requeue: bool = True, delay: float | None = None) -> bool:
