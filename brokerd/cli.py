@@ -9,6 +9,7 @@ import sys
 
 from .config import ConfigError, load
 from .server import BrokerServer
+from .storage import StorageOpenError
 
 
 def _install_uvloop() -> str:
@@ -40,9 +41,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     loop_name = _install_uvloop()
     logging.getLogger("brokerd").info("event loop: %s", loop_name)
-    server = BrokerServer(config)
     try:
+        server = BrokerServer(config)
         asyncio.run(_run(server))
+    except StorageOpenError as exc:
+        # Said in one line, without a traceback: the operator's fix is in it.
+        print(f"brokerd: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     except OSError as exc:
         print(f"brokerd: {exc}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -24,6 +25,7 @@ from .clock import Clock, SystemClock
 from .config import Config
 from .metrics import MetricsEndpoint, start_metrics
 from .storage import MemoryStore, SqliteStore, Store
+from .storage.errors import open_error
 
 if TYPE_CHECKING:
     from .session import Session
@@ -85,7 +87,14 @@ class BrokerServer:
         if isinstance(self.store, SqliteStore):
             self.store.start(loop.call_soon_threadsafe)
         for hook in self.startup_hooks:
-            await hook()
+            try:
+                await hook()
+            except Exception as exc:
+                # A start-up read of a damaged file fails in the writer thread.
+                cause = exc.__cause__
+                if isinstance(self.store, SqliteStore) and isinstance(cause, sqlite3.Error):
+                    raise open_error(self.store.path, cause) from exc
+                raise
         self.broker.restore(recovered)
         log.info(
             "recovered %d queue(s), %d exchange(s) in %.3f s",

@@ -17,7 +17,7 @@ import msgpack
 import pytest
 
 from brokerd.message import Message
-from brokerd.storage import SqliteStore
+from brokerd.storage import SqliteStore, StorageOpenError
 from brokerd.storage.base import Batch, Recovered
 
 T0 = 1_700_000_000.0
@@ -324,3 +324,27 @@ def test_close_finishes_queued_commits(tmp_path: Path) -> None:
     rec = h.reopen()
     assert rec.ready_counts == {("q", 0): 1}
     h.store.close()
+
+
+def test_zero_length_database_is_refused_and_left_as_found(tmp_path: Path) -> None:
+    path = tmp_path / "brokerd.sqlite3"
+    path.touch()
+    with pytest.raises(StorageOpenError, match="empty"):
+        SqliteStore(path)
+    assert path.stat().st_size == 0
+
+
+def test_write_ahead_log_without_its_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "brokerd.sqlite3"
+    Path(f"{path}-wal").write_bytes(b"x" * 4096)
+    with pytest.raises(StorageOpenError, match="missing"):
+        SqliteStore(path)
+    assert not path.exists()
+
+
+def test_new_database_appears_whole_under_its_name(tmp_path: Path) -> None:
+    path = tmp_path / "brokerd.sqlite3"
+    SqliteStore(path).close()
+    assert path.stat().st_size > 0
+    assert not (tmp_path / "brokerd.sqlite3.new").exists()
+    SqliteStore(path).close()  # and opens again
