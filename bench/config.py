@@ -10,7 +10,7 @@ from typing import Any
 from .payload import MIN_SIZE
 from .systems import DEFAULT_URLS, SYSTEMS
 
-WORKLOAD_IDS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8")
+WORKLOAD_IDS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 
@@ -28,6 +28,7 @@ class Settings:
     duration: float  # W5: seconds
     backlog: int  # W6/W7: queued messages
     backlog_size: int  # W6/W7: body bytes
+    blast_seconds: float  # W9: seconds the light client runs beside the blaster
     stall_timeout: float  # seconds without progress before a workload is failed
     out: Path
     chart: bool
@@ -51,6 +52,7 @@ FULL = {
     "duration": 30.0,
     "backlog": 1_000_000,
     "backlog_size": 1024,
+    "blast_seconds": 20.0,
 }
 QUICK = {
     "count": 2_000,
@@ -62,6 +64,7 @@ QUICK = {
     "duration": 2.0,
     "backlog": 20_000,
     "backlog_size": 1024,
+    "blast_seconds": 3.0,
 }
 
 
@@ -108,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backlog", type=int, help="W6/W7 queued messages (default 1000000)")
     p.add_argument("--backlog-size", type=int, help="W6/W7 body bytes (default 1024)")
     p.add_argument(
+        "--blast-seconds",
+        type=float,
+        help="W9 seconds the light client runs beside the blaster (default 20; quick 3)",
+    )
+    p.add_argument(
         "--stall-timeout",
         type=float,
         default=60.0,
@@ -141,6 +149,8 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
             parser.error(f"--{key.replace('_', '-')} must be at least 1")
     if values["rate"] <= 0 or values["duration"] <= 0:
         parser.error("--rate and --duration must be positive")
+    if values["blast_seconds"] <= 0:
+        parser.error("--blast-seconds must be positive")
     for key in ("size", "backlog_size"):
         if values[key] < MIN_SIZE:
             parser.error(f"--{key.replace('_', '-')} must be at least {MIN_SIZE} bytes")
