@@ -23,6 +23,7 @@ from brokerd_protocol import ErrorCode
 from .broker import Broker
 from .clock import Clock, SystemClock
 from .config import Config
+from .flow import FlowControl
 from .metrics import MetricsEndpoint, start_metrics
 from .storage import MemoryStore, SqliteStore, Store
 from .storage.errors import open_error
@@ -37,8 +38,6 @@ Handlers = dict[type[bp.Frame], Callable[[Any], None]]
 
 #: Seconds between timer ticks (lease expiry, delayed release, heartbeats).
 TICK = 0.02
-#: Resume paused publishers when uncommitted bytes fall below this share.
-RESUME_SHARE = 0.5
 #: Seconds a new connection has to authenticate.
 HANDSHAKE_TIMEOUT = 10.0
 
@@ -55,9 +54,8 @@ class BrokerServer:
                 Path(config.data_dir) / "brokerd.sqlite3", durability=config.durability
             )
         self.broker = Broker(self.store, self.clock, on_dirty=self._schedule_flush)
-        self.broker.commit_listeners.append(self._after_commit)
+        self.flow = FlowControl(self.broker, config.max_uncommitted)
         self.sessions: set[Session] = set()
-        self.paused: set[Session] = set()
         self.port: int | None = None
         self.metrics: MetricsEndpoint | None = None
         #: Traffic of connections already closed (metrics add the open ones).
@@ -180,7 +178,7 @@ class BrokerServer:
             self.closed_bytes_in += session.bytes_in
             self.closed_bytes_out += session.bytes_out
         self.sessions.discard(session)
-        self.paused.discard(session)
+        self.flow.forget(session)
 
     # --- the loop's housekeeping ---------------------------------------------
 
@@ -191,15 +189,6 @@ class BrokerServer:
     def _schedule_flush(self) -> None:
         loop = self._loop or asyncio.get_running_loop()
         loop.call_soon(self.broker.flush)
-
-    def _after_commit(self) -> None:
-        if (
-            self.paused
-            and self.broker.uncommitted_bytes < self.config.max_uncommitted * RESUME_SHARE
-        ):
-            paused, self.paused = self.paused, set()
-            for session in paused:
-                session.resume_reading()
 
     def _tick(self) -> None:
         assert self._loop is not None

@@ -18,6 +18,7 @@ import pytest
 
 from brokerd.message import Message
 from brokerd.storage import SqliteStore, StorageOpenError
+from brokerd.storage import sqlite as sqlite_store
 from brokerd.storage.base import Batch, Recovered
 
 T0 = 1_700_000_000.0
@@ -274,6 +275,45 @@ def test_batches_queued_together_commit_as_one_group(tmp_path: Path) -> None:
     assert order == [1, 2, 3]
     assert h.store.commits == 1
     assert len(h.load_ready("q", 0, 0, 10)) == 3
+    h.store.close()
+
+
+def test_group_commit_takes_batches_only_up_to_its_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_store, "GROUP_BYTES", 2048, raising=False)
+    h = Harness(tmp_path / "g.db")  # not started: jobs queue up
+    order: list[int] = []
+    sizes = [1024, 1024, 1024, 1024, 4096, 10]  # the 4 KiB batch is over budget alone
+    for i, size in enumerate(sizes, 1):
+        b = Batch()
+        b.insert(msg(i, seq=i, body=bytes(size)))
+        h.store.commit(b, lambda err, i=i: order.append(i if err is None else -i))
+    h.start()
+    while len(order) < len(sizes):
+        h.pump.run_one()
+    assert order == [1, 2, 3, 4, 5, 6]  # submission order across groups
+    assert h.store.commits == 4  # [1, 2] [3, 4] [5] [6]: none is split, none waits forever
+    assert len(h.load_ready("q", 0, 0, 10)) == 6
+    h.store.close()
+
+
+def test_group_commit_takes_batches_only_up_to_its_row_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_store, "GROUP_ROWS", 100, raising=False)
+    h = Harness(tmp_path / "g.db")
+    done: list[BaseException | None] = []
+    for i in range(4):
+        b = Batch()
+        for j in range(60):  # acks: rows without bytes
+            b.delete(i * 100 + j)
+        h.store.commit(b, done.append)
+    h.start()
+    while len(done) < 4:
+        h.pump.run_one()
+    assert done == [None] * 4
+    assert h.store.commits == 4
     h.store.close()
 
 
