@@ -341,24 +341,31 @@ async def blast(ctx: RoleContext, *, queue: str, size: int, seconds: float) -> d
 
 
 async def round_trips(
-    ctx: RoleContext, *, queue: str, size: int, seconds: float, lead: float
+    ctx: RoleContext, *, queue: str, size: int, seconds: float, lead: float, alone: float
 ) -> dict[str, Any]:
-    """W9's light client: ``lead`` seconds after go, one confirmed publish at a time for
-    ``seconds``; records each publish-to-confirm round trip."""
+    """W9's light client: one confirmed publish at a time, each round trip recorded. First
+    for ``alone`` seconds before saying ready (the baseline, nothing else running), then,
+    ``lead`` seconds after go, for ``seconds`` beside the blaster."""
     factory = BodyFactory(size)
-    latencies: list[int] = []
-    async with make_adapter(ctx.target) as adapter:
-        ctx.signal_ready()
-        await ctx.wait_go()
-        await asyncio.sleep(lead)
+
+    async def run(adapter: Any, seconds: float, first: int) -> list[int]:
+        latencies: list[int] = []
         deadline = now_ns() + int(seconds * 1e9)
-        i = 0
+        i = first
         while (start := now_ns()) < deadline:
             await adapter.publish(queue, factory.make(i, start))
             latencies.append(now_ns() - start)
             i += 1
             ctx.counter.value = i
-    return {"count": i, "latencies_ns": latencies}
+        return latencies
+
+    async with make_adapter(ctx.target) as adapter:
+        baseline = await run(adapter, alone, 0)
+        ctx.signal_ready()
+        await ctx.wait_go()
+        await asyncio.sleep(lead)
+        latencies = await run(adapter, seconds, len(baseline))
+    return {"count": len(latencies), "latencies_ns": latencies, "alone_ns": baseline}
 
 
 def _brokerd_address(url: str) -> tuple[str, int]:

@@ -31,6 +31,7 @@ Result = tuple[Values, Details]
 FILL_BATCH = 1000
 W9_BLAST_SIZE = 1024  # the heavy publisher's bodies, as in the report that found the problem
 W9_LEAD = 1.0  # seconds the blaster runs alone before the light client starts, and after it
+W9_ALONE = 2.0  # seconds of light round trips with nothing else running (the baseline)
 W8_KILL_TIMEOUT = 90.0  # above brokerd's 30 s lease, so a missed disconnect still shows
 
 SPECS: dict[str, WorkloadSpec] = {
@@ -454,6 +455,7 @@ async def w9(ctx: RunContext) -> Result:
         size=s.size,
         seconds=s.blast_seconds,
         lead=W9_LEAD,
+        alone=W9_ALONE,
     )
     res = await _run(
         ctx,
@@ -462,6 +464,7 @@ async def w9(ctx: RunContext) -> Result:
     )
     b, li = res["blaster"], res["light"]
     lat = sorted(li["latencies_ns"])
+    alone = sorted(li["alone_ns"])
     depth = await ctx.admin.depth(heavy)
     if depth != b["sent"]:
         raise RuntimeError(f"heavy queue holds {depth} messages after {b['sent']} confirmed")
@@ -472,6 +475,8 @@ async def w9(ctx: RunContext) -> Result:
         "light_size": s.size,
         "max_ms": round(lat[-1] / ms, 3),
         "p999_ms": round(_percentile(lat, 99.9) / ms, 3),
+        "alone_p50_ms": round(_percentile(alone, 50) / ms, 3),
+        "alone_p99_ms": round(_percentile(alone, 99) / ms, 3),
         "blasted": b["sent"],
         "blast_size": W9_BLAST_SIZE,
         "blast_msg_per_s": round(b["sent"] / (b["t_sent"] - b["t_first"]), 1),
