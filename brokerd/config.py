@@ -18,6 +18,8 @@ from typing import Any
 
 from brokerd_protocol import DEFAULT_MAX_FRAME, HARD_MAX_FRAME
 
+from .sizes import parse_size
+
 
 class ConfigError(ValueError):
     pass
@@ -39,6 +41,10 @@ class Config:
     max_write_buffer: int = 4 * 1024 * 1024
     #: Accepted-but-uncommitted body bytes before sockets stop being read.
     max_uncommitted: int = 64 * 1024 * 1024
+    #: Below this many free bytes on the data dir's disk, publishers are held
+    #: (0 = off). About what the broker may still write once it stops reading:
+    #: max_uncommitted, once in the WAL and once in the database.
+    min_free_disk: int = 128 * 1024 * 1024
     heartbeat: float = 30.0
     shutdown_grace: float = 10.0
     server_name: str = "brokerd"
@@ -62,6 +68,8 @@ class Config:
             raise ConfigError(f"max_frame must be within 1024..{HARD_MAX_FRAME - 65536}")
         if self.max_connections < 1:
             raise ConfigError("max_connections must be at least 1")
+        if self.min_free_disk < 0:
+            raise ConfigError("min_free_disk must be >= 0 (0 disables the free-disk alarm)")
         if self.heartbeat < 0:
             raise ConfigError("heartbeat must be >= 0 (0 disables)")
         if self.token is not None and not self.token:
@@ -91,9 +99,16 @@ def is_loopback(host: str) -> bool:
 
 
 _NAMES = frozenset(f.name for f in fields(Config))
+#: Settings given as byte sizes with optional units (``1GB``).
+_SIZES = frozenset({"min_free_disk"})
 
 
 def _coerce(name: str, value: Any) -> Any:
+    if name in _SIZES and value is not None:
+        try:
+            return parse_size(value)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
     default = getattr(Config, name, None)
     kind: type = type(default) if default is not None else str
     if value is None:
@@ -133,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frame", type=int, help="largest frame accepted, bytes")
     p.add_argument("--heartbeat", type=float, help="heartbeat interval in seconds (0 = off)")
     p.add_argument("--port-file", help="write the bound port here once listening (for port 0)")
+    p.add_argument(
+        "--min-free-disk",
+        help="hold publishers while the data dir's disk has less free space than this "
+        "(bytes, or e.g. 500MB, 1GB, 2GiB; default 128MiB; 0 = off)",
+    )
     return p
 
 

@@ -23,6 +23,7 @@ from brokerd_protocol import ErrorCode
 from .broker import Broker
 from .clock import Clock, SystemClock
 from .config import Config
+from .diskfree import DiskMonitor
 from .flow import FlowControl
 from .metrics import MetricsEndpoint, start_metrics
 from .storage import MemoryStore, SqliteStore, Store
@@ -55,6 +56,15 @@ class BrokerServer:
             )
         self.broker = Broker(self.store, self.clock, on_dirty=self._schedule_flush)
         self.flow = FlowControl(self.broker, config.max_uncommitted)
+        self.disk: DiskMonitor | None = None
+        if isinstance(self.store, SqliteStore) and config.min_free_disk > 0:
+            store = self.store
+            self.disk = DiskMonitor(
+                config.data_dir,
+                config.min_free_disk,
+                self.flow.set_disk_alarm,
+                written=lambda: store.committed_bytes,
+            )
         self.sessions: set[Session] = set()
         self.port: int | None = None
         self.metrics: MetricsEndpoint | None = None
@@ -72,6 +82,8 @@ class BrokerServer:
         self.tick_hooks: list[Callable[[float], None]] = []
         #: Awaited by start() once the store is open, before connections are accepted.
         self.startup_hooks: list[Callable[[], Awaitable[None]]] = []
+        if self.disk is not None:
+            self.tick_hooks.append(self.disk.tick)
         from .tasks import install
 
         install(self)
@@ -94,6 +106,8 @@ class BrokerServer:
                     raise open_error(self.store.path, cause) from exc
                 raise
         self.broker.restore(recovered)
+        if self.disk is not None:
+            self.disk.check(self.clock.now())
         log.info(
             "recovered %d queue(s), %d exchange(s) in %.3f s",
             len(recovered.queues),
@@ -215,9 +229,10 @@ class BrokerServer:
                     )
                 continue
             hb = session.heartbeat
-            if not hb or session.commit_paused:
+            if not hb:
                 continue
-            if now - session.last_recv > 2 * hb:
+            # A connection we hold cannot be heard, but must still hear from us.
+            if now - session.last_recv > 2 * hb and not session.commit_paused:
                 session.fail(ErrorCode.HEARTBEAT_TIMEOUT, f"no frames for {2 * hb:g} s")
             elif now - session.last_send >= hb:
                 session.send(bp.Heartbeat())

@@ -226,6 +226,8 @@ class SqliteStore:
         self._thread: threading.Thread | None = None
         self._post: Post | None = None
         self.commits = 0
+        #: Body bytes committed so far (the free-disk alarm's estimate between readings).
+        self.committed_bytes = 0
         #: Seconds per group commit (BEGIN..COMMIT including fsync).
         self.commit_seconds = Buckets(LATENCY_BOUNDS)
 
@@ -355,6 +357,7 @@ class SqliteStore:
             apply_batches(conn, [batch for _, batch, _ in group])
             conn.execute("COMMIT")
             self.commits += 1
+            self.committed_bytes += sum(batch.nbytes for _, batch, _ in group)
             self.commit_seconds.observe(time.perf_counter() - started)
         except BaseException as exc:  # report every failure to the waiting publishers
             log.critical("commit failed: %s", exc)

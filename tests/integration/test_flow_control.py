@@ -1,5 +1,6 @@
 """Flow control against a broker running in the test's own event loop, so the
-test can hold commits back (a gated store) and look at the sessions.
+test can hold commits back (a gated store), fake the free disk space and look
+at the sessions.
 
 A publisher that never waits for its confirms is held at its own budget of
 uncommitted bytes, so the commit queue everyone's confirms wait behind stays
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +22,7 @@ from clientkit import BOUND
 import brokerd_client
 import brokerd_protocol as bp
 from brokerd.config import Config
+from brokerd.metrics import BrokerCollector
 from brokerd.server import BrokerServer
 from brokerd.session import Session
 from brokerd.storage import MemoryStore
@@ -206,4 +209,115 @@ async def test_broker_wide_budget_holds_publishers_but_not_consumers(  # type: i
         gate.open()
         assert await blaster.confirmed() == blaster.sent
         blaster.close()
+        await client.close()
+
+
+# --- the free-disk alarm -----------------------------------------------------------------
+
+
+class FakeDisk:
+    def __init__(self, free: int) -> None:
+        self.free = free
+
+    def probe(self, path: str) -> int:
+        return self.free
+
+
+@contextlib.asynccontextmanager
+async def broker_on_disk(data_dir: Path, **settings: Any) -> AsyncIterator[BrokerServer]:
+    config = Config(host="127.0.0.1", port=0, data_dir=str(data_dir), metrics_port=0, **settings)
+    server = BrokerServer(config.validate())
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+def gauge(server: BrokerServer, name: str) -> float:
+    for family in BrokerCollector(server).collect():
+        if family.name == name:
+            return float(family.samples[0].value)
+    raise AssertionError(f"no metric {name}")
+
+
+async def test_disk_alarm_blocks_publishers_until_space_returns(tmp_path: Path) -> None:
+    limit = 100 * 2**20
+    async with broker_on_disk(tmp_path / "data", min_free_disk=limit) as server:
+        assert server.disk is not None
+        disk = FakeDisk(free=10 * limit)
+        server.disk.probe = disk.probe
+        url = f"brokerd://127.0.0.1:{server.port}"
+        publisher = await brokerd_client.connect(url)
+        consumer_client = await brokerd_client.connect(url)
+        await publisher.declare_queue("work")
+        assert await publisher.publish("", "work", b"before") is True
+        consumer = await consumer_client.consume("work", prefetch=10)
+        await (await consumer.next(timeout=BOUND)).ack()
+
+        disk.free = limit - 1
+        await until(lambda: server.flow.disk_alarm, "the disk alarm was raised")
+        assert gauge(server, "brokerd_disk_alarm") == 1
+        assert gauge(server, "brokerd_disk_free_bytes") == limit - 1
+        during = asyncio.ensure_future(publisher.publish("", "work", b"during"))
+        # The consuming connection is still read and answered while the alarm is up...
+        for _ in range(3):
+            assert (await consumer_client.queue_stats("work")).ready == 0
+        # ... the publishing one is not: its publish was never taken in.
+        assert server.broker.counters.published == 1
+        assert not during.done()
+
+        disk.free = limit
+        await until(lambda: not server.flow.disk_alarm, "the disk alarm was cleared")
+        assert gauge(server, "brokerd_disk_alarm") == 0
+        assert await asyncio.wait_for(during, BOUND) is True
+        delivery = await consumer.next(timeout=BOUND)
+        assert delivery.body == b"during"
+        await delivery.ack()
+        await publisher.close()
+        await consumer_client.close()
+
+
+async def test_connection_that_first_publishes_during_the_alarm_is_then_held(
+    tmp_path: Path,
+) -> None:
+    limit = 100 * 2**20
+    async with broker_on_disk(tmp_path / "data", min_free_disk=limit) as server:
+        assert server.disk is not None
+        disk = FakeDisk(free=limit // 2)
+        server.disk.probe = disk.probe
+        await until(lambda: server.flow.disk_alarm, "the disk alarm was raised")
+        client = await brokerd_client.connect(f"brokerd://127.0.0.1:{server.port}")
+        await client.declare_queue("work")  # not a publish: answered during the alarm
+        assert await client.publish("", "work", b"first") is True  # the read that held it
+        second = asyncio.ensure_future(client.publish("", "work", b"second"))
+        other = await brokerd_client.connect(f"brokerd://127.0.0.1:{server.port}")
+        assert (await other.queue_stats("work")).ready == 1
+        assert not second.done()
+        disk.free = limit
+        assert await asyncio.wait_for(second, BOUND) is True
+        assert (await other.queue_stats("work")).ready == 2
+        await client.close()
+        await other.close()
+
+
+async def test_held_connection_still_gets_heartbeats_and_survives_a_long_alarm(
+    tmp_path: Path,
+) -> None:
+    limit = 100 * 2**20
+    async with broker_on_disk(tmp_path / "data", min_free_disk=limit) as server:
+        assert server.disk is not None
+        disk = FakeDisk(free=10 * limit)
+        server.disk.probe = disk.probe
+        url = f"brokerd://127.0.0.1:{server.port}"
+        client = await brokerd_client.connect(url, heartbeat=0.5)  # the shortest allowed
+        await client.declare_queue("work")
+        assert await client.publish("", "work", b"before") is True
+        disk.free = 0
+        await until(lambda: server.flow.disk_alarm, "the disk alarm was raised")
+        held = asyncio.ensure_future(client.publish("", "work", b"held"))
+        await asyncio.sleep(4 * client.heartbeat)  # twice the silence that ends a connection
+        assert not client.is_closed
+        disk.free = limit
+        assert await asyncio.wait_for(held, BOUND) is True
         await client.close()
