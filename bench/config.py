@@ -10,7 +10,7 @@ from typing import Any
 from .payload import MIN_SIZE
 from .systems import DEFAULT_URLS, SYSTEMS
 
-WORKLOAD_IDS = ("W1", "W2", "W3", "W4", "W5", "W6", "W6b", "W7", "W8")
+WORKLOAD_IDS = ("W1", "W2", "W3", "W4", "W5", "W6", "W6b", "W7", "W8", "W9")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 
@@ -30,6 +30,7 @@ class Settings:
     backlog_size: int  # W6/W7: body bytes
     big_backlog: int  # W6b: queued messages
     big_size: int  # W6b: body bytes
+    blast_seconds: float  # W9: seconds the light client runs beside the blaster
     stall_timeout: float  # seconds without progress before a workload is failed
     out: Path
     chart: bool
@@ -55,6 +56,7 @@ FULL = {
     "backlog_size": 1024,
     "big_backlog": 1024,
     "big_size": 1024 * 1024,
+    "blast_seconds": 20.0,
 }
 QUICK = {
     "count": 2_000,
@@ -68,6 +70,7 @@ QUICK = {
     "backlog_size": 1024,
     "big_backlog": 256,
     "big_size": 1024 * 1024,
+    "blast_seconds": 3.0,
 }
 
 
@@ -118,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--big-backlog", type=int, help="W6b queued messages (default 1024; quick 256)")
     p.add_argument("--big-size", type=int, help="W6b body bytes (default 1048576)")
     p.add_argument(
+        "--blast-seconds",
+        type=float,
+        help="W9 seconds the light client runs beside the blaster (default 20; quick 3)",
+    )
+    p.add_argument(
         "--stall-timeout",
         type=float,
         default=60.0,
@@ -151,6 +159,8 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
             parser.error(f"--{key.replace('_', '-')} must be at least 1")
     if values["rate"] <= 0 or values["duration"] <= 0:
         parser.error("--rate and --duration must be positive")
+    if values["blast_seconds"] <= 0:
+        parser.error("--blast-seconds must be positive")
     for key in ("size", "backlog_size", "big_size"):
         if values[key] < MIN_SIZE:
             parser.error(f"--{key.replace('_', '-')} must be at least {MIN_SIZE} bytes")

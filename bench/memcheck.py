@@ -29,20 +29,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from brokerd.sizes import parse_size
+
 MIB = 1024 * 1024
 SETTLE = 2.0
 #: Messages per publish_many call (bounds the client's own memory).
 CHUNK = 64
-
-
-def parse_size(text: str) -> int:
-    """``1MiB``, ``512KiB``, ``1048576``: bytes."""
-    units = {"gib": 1 << 30, "mib": 1 << 20, "kib": 1 << 10, "b": 1}
-    low = text.strip().lower()
-    for unit, factor in units.items():
-        if low.endswith(unit):
-            return int(float(low[: -len(unit)]) * factor)
-    return int(low)
 
 
 def proc_status(pid: int) -> dict[str, int]:

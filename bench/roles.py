@@ -265,6 +265,115 @@ async def restart_consume(
     return {"t_connected": t_connected, "t_first": t_first, "connect_attempts": attempts}
 
 
+async def blast(ctx: RoleContext, *, queue: str, size: int, seconds: float) -> dict[str, Any]:
+    """W9's heavy publisher: brokerd ``Publish`` frames as fast as the socket takes them for
+    ``seconds``, with no window of unconfirmed messages (the sender never waits for a
+    confirm; a separate reader only counts them). Speaks the wire protocol directly: the
+    SDK bounds its publishers to ``max_inflight`` unconfirmed messages, and this role is
+    the publisher that does not."""
+    import brokerd_protocol as bp
+
+    host, port = _brokerd_address(ctx.target.url)
+    reader, writer = await asyncio.open_connection(host, port)
+    decoder = bp.Decoder()
+    writer.write(bp.encode(bp.Hello([1], None, "bench-w9-blaster", 0.0)))
+    while (welcome := decoder.next_frame()) is None:
+        data = await reader.read(65536)
+        if not data:
+            raise ConnectionError("brokerd closed the connection during the handshake")
+        decoder.feed(data)
+    if not isinstance(welcome, bp.Welcome):
+        raise ConnectionError(f"handshake answered with {welcome!r}")
+    confirmed = 0
+    sent = 0
+    stopped = False
+    refused: list[str] = []
+    settled = asyncio.Event()  # set once every publish sent is confirmed, or one failed
+
+    async def count_confirms() -> None:
+        nonlocal confirmed
+        while data := await reader.read(1 << 20):
+            decoder.feed(data)
+            while (frame := decoder.next_frame()) is not None:
+                if isinstance(frame, bp.Confirm):
+                    confirmed += sum(hi - lo + 1 for lo, hi in frame.ranges)
+                    confirmed += len(frame.unroutable)
+                elif isinstance(frame, (bp.PublishError, bp.Error)):
+                    refused.append(repr(frame))
+            if refused or (stopped and confirmed >= sent):
+                settled.set()
+        settled.set()
+
+    counting = asyncio.create_task(count_confirms())
+    body = bytes(size)
+    ctx.signal_ready()
+    await ctx.wait_go()
+    t_first = now()
+    deadline = t_first + seconds
+    while now() < deadline and not refused:
+        writer.write(
+            b"".join(bp.encode(bp.Publish(sent + i, "", queue, body)) for i in range(1, 257))
+        )
+        sent += 256
+        ctx.counter.value = sent
+        await writer.drain()
+    t_sent = now()
+    confirmed_at_stop = confirmed
+    stopped = True
+    if confirmed >= sent:
+        settled.set()
+    async with asyncio.timeout(GO_TIMEOUT):
+        await settled.wait()
+    t_end = now()
+    counting.cancel()
+    writer.close()
+    if refused:
+        raise RuntimeError(f"brokerd refused a blasted publish: {refused[0]}")
+    if confirmed < sent:
+        raise RuntimeError(f"brokerd closed the connection with {sent - confirmed} unconfirmed")
+    return {
+        "t_first": t_first,
+        "t_sent": t_sent,
+        "t_end": t_end,
+        "sent": sent,
+        "confirmed_at_stop": confirmed_at_stop,
+    }
+
+
+async def round_trips(
+    ctx: RoleContext, *, queue: str, size: int, seconds: float, lead: float, alone: float
+) -> dict[str, Any]:
+    """W9's light client: one confirmed publish at a time, each round trip recorded. First
+    for ``alone`` seconds before saying ready (the baseline, nothing else running), then,
+    ``lead`` seconds after go, for ``seconds`` beside the blaster."""
+    factory = BodyFactory(size)
+
+    async def run(adapter: Any, seconds: float, first: int) -> list[int]:
+        latencies: list[int] = []
+        deadline = now_ns() + int(seconds * 1e9)
+        i = first
+        while (start := now_ns()) < deadline:
+            await adapter.publish(queue, factory.make(i, start))
+            latencies.append(now_ns() - start)
+            i += 1
+            ctx.counter.value = i
+        return latencies
+
+    async with make_adapter(ctx.target) as adapter:
+        baseline = await run(adapter, alone, 0)
+        ctx.signal_ready()
+        await ctx.wait_go()
+        await asyncio.sleep(lead)
+        latencies = await run(adapter, seconds, len(baseline))
+    return {"count": len(latencies), "latencies_ns": latencies, "alone_ns": baseline}
+
+
+def _brokerd_address(url: str) -> tuple[str, int]:
+    hostport = url.split("://", 1)[-1].rsplit("@", 1)[-1].split("/", 1)[0]
+    host, _, port = hostport.rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
 def _read_port(path: Path) -> int | None:
     try:
         text = path.read_text().strip()
@@ -280,6 +389,8 @@ ROLES: dict[str, Callable[..., Coroutine[Any, Any, dict[str, Any]]]] = {
     "hold": hold,
     "await_redelivery": await_redelivery,
     "restart_consume": restart_consume,
+    "blast": blast,
+    "round_trips": round_trips,
 }
 
 

@@ -1,4 +1,4 @@
-"""The workloads W1-W8 (and W6b): what each measures and how, on any system.
+"""The workloads W1-W9 (and W6b): what each measures and how, on any system.
 
 Each workload is an ``async`` function of a :class:`bench.runner.RunContext` (a fresh
 broker or freshly declared peer queue, an admin connection, the settings) returning
@@ -31,6 +31,9 @@ Result = tuple[Values, Details]
 FILL_BATCH = 1000
 #: Body bytes a filler keeps in flight at most (one batch), whatever the body size.
 FILL_BATCH_BYTES = 64 * 1024 * 1024
+W9_BLAST_SIZE = 1024  # the heavy publisher's bodies, as in the report that found the problem
+W9_LEAD = 1.0  # seconds the blaster runs alone before the light client starts, and after it
+W9_ALONE = 2.0  # seconds of light round trips with nothing else running (the baseline)
 W8_KILL_TIMEOUT = 90.0  # above brokerd's 30 s lease, so a missed disconnect still shows
 
 SPECS: dict[str, WorkloadSpec] = {
@@ -110,6 +113,17 @@ SPECS: dict[str, WorkloadSpec] = {
         ),
         "a consumer holding a full prefetch window unacked is SIGKILLed; time until another "
         "consumer on its own connection receives the first (and last) redelivered message",
+    ),
+    "W9": WorkloadSpec(
+        "W9",
+        "light client beside a blasting publisher",
+        (
+            MetricSpec("p50_ms", "W9 light round trip p50", "ms", False),
+            MetricSpec("p99_ms", "W9 light round trip p99", "ms", False),
+        ),
+        "one client publishes 1 KiB messages as fast as it can without waiting for confirms "
+        "while a light client does one confirmed publish at a time into its own queue; "
+        "figure = the light client's publish-to-confirm round trip",
     ),
 }
 
@@ -467,6 +481,62 @@ async def w8(ctx: RunContext) -> Result:
     }, {"held": hold, "size": s.size}
 
 
+def _w9_precheck(system: str, settings: Settings) -> None:
+    if system != "brokerd":
+        raise Skip(SKIPPED, "the blaster speaks brokerd's wire protocol")
+
+
+async def w9(ctx: RunContext) -> Result:
+    s = ctx.settings
+    heavy = await ctx.fresh_queue("heavy")
+    light_queue = await ctx.fresh_queue("light")
+    blaster = spawn(
+        "blaster",
+        "blast",
+        ctx.target,
+        queue=heavy,
+        size=W9_BLAST_SIZE,
+        seconds=s.blast_seconds + 2 * W9_LEAD,
+    )
+    light = spawn(
+        "light",
+        "round_trips",
+        ctx.target,
+        queue=light_queue,
+        size=s.size,
+        seconds=s.blast_seconds,
+        lead=W9_LEAD,
+        alone=W9_ALONE,
+    )
+    res = await _run(
+        ctx,
+        [blaster, light],
+        [Counter("blasted", blaster.counter), Counter("light", light.counter)],
+    )
+    b, li = res["blaster"], res["light"]
+    lat = sorted(li["latencies_ns"])
+    alone = sorted(li["alone_ns"])
+    depth = await ctx.admin.depth(heavy)
+    if depth != b["sent"]:
+        raise RuntimeError(f"heavy queue holds {depth} messages after {b['sent']} confirmed")
+    ms = 1e6
+    return {"p50_ms": _percentile(lat, 50) / ms, "p99_ms": _percentile(lat, 99) / ms}, {
+        "blast_seconds": s.blast_seconds,
+        "light_round_trips": li["count"],
+        "light_size": s.size,
+        "max_ms": round(lat[-1] / ms, 3),
+        "p999_ms": round(_percentile(lat, 99.9) / ms, 3),
+        "alone_p50_ms": round(_percentile(alone, 50) / ms, 3),
+        "alone_p99_ms": round(_percentile(alone, 99) / ms, 3),
+        "blasted": b["sent"],
+        "blast_size": W9_BLAST_SIZE,
+        "blast_msg_per_s": round(b["sent"] / (b["t_sent"] - b["t_first"]), 1),
+        "blast_unconfirmed_at_stop": b["sent"] - b["confirmed_at_stop"],
+        "blast_confirm_wait_s": round(b["t_end"] - b["t_sent"], 3),
+        "uvloop": li["uvloop"],
+    }
+
+
 def _w4_precheck(system: str, settings: Settings) -> None:
     _task_impl(system).check_available()
 
@@ -484,7 +554,13 @@ WORKLOADS: dict[str, WorkloadFn] = {
     "W6b": w6b,
     "W7": w7,
     "W8": w8,
+    "W9": w9,
 }
 
 # Run before any broker is started: raise Skip where a workload does not apply.
-PRECHECKS: dict[str, Precheck] = {"W4": _w4_precheck, "W7": _w7_precheck, "W8": _w8_precheck}
+PRECHECKS: dict[str, Precheck] = {
+    "W4": _w4_precheck,
+    "W7": _w7_precheck,
+    "W8": _w8_precheck,
+    "W9": _w9_precheck,
+}

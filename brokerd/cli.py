@@ -10,6 +10,7 @@ import sys
 from .config import ConfigError, load_config
 from .malloc import pin_mmap_threshold
 from .server import BrokerServer
+from .storage import StorageOpenError
 
 
 def _install_uvloop() -> str:
@@ -45,9 +46,13 @@ def main(argv: list[str] | None = None) -> None:
     pin_mmap_threshold()
     loop_name = _install_uvloop()
     log.info("event loop: %s", loop_name)
-    server = BrokerServer(config)
     try:
+        server = BrokerServer(config)
         asyncio.run(_run(server))
+    except StorageOpenError as exc:
+        # Said in one line, without a traceback: the operator's fix is in it.
+        print(f"brokerd: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     except OSError as exc:
         print(f"brokerd: {exc}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -22,7 +22,8 @@ from typing import Any
 
 from brokerd_protocol import DEFAULT_MAX_FRAME, HARD_MAX_FRAME, MAX_TOKEN_BYTES
 
-from .memory import DEFAULT_MEMORY_LIMIT, MIN_MEMORY_LIMIT, parse_size
+from .memory import DEFAULT_MEMORY_LIMIT, MIN_MEMORY_LIMIT
+from .sizes import parse_size
 
 
 class ConfigError(ValueError):
@@ -54,6 +55,10 @@ class Config:
     max_uncommitted: int = 64 * 1024 * 1024
     #: Body bytes of ready and delayed messages held in memory (see memory.py).
     memory_limit: int = DEFAULT_MEMORY_LIMIT
+    #: Below this many free bytes on the data dir's disk, publishers are held
+    #: (0 = off). About what the broker may still write once it stops reading:
+    #: max_uncommitted, once in the WAL and once in the database.
+    min_free_disk: int = 128 * 1024 * 1024
     heartbeat: float = 30.0
     shutdown_grace: float = 10.0
     server_name: str = "brokerd"
@@ -86,6 +91,8 @@ class Config:
             raise ConfigError("max_handshakes must be at least 1")
         if not 0 < self.handshake_timeout <= 3600:
             raise ConfigError("handshake_timeout must be within 0..3600 seconds (exclusive of 0)")
+        if self.min_free_disk < 0:
+            raise ConfigError("min_free_disk must be >= 0 (0 disables the free-disk alarm)")
         if self.heartbeat < 0:
             raise ConfigError("heartbeat must be >= 0 (0 disables)")
         if self.token is not None and not self.token:
@@ -117,8 +124,8 @@ def is_loopback(host: str) -> bool:
 
 
 _NAMES = frozenset(f.name for f in fields(Config))
-#: Settings given in bytes, which also take a unit (128MiB, 1GiB).
-_SIZES = frozenset({"memory_limit"})
+#: Settings given as byte sizes with optional units (``128MiB``, ``1GB``).
+_SIZES = frozenset({"memory_limit", "min_free_disk"})
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -131,7 +138,7 @@ def _coerce(name: str, value: Any) -> Any:
             return parse_size(value)
         except ValueError:
             raise ConfigError(
-                f"{name} must be a size in bytes such as 134217728, 128MiB or 1GiB, got {value!r}"
+                f"{name} must be a size in bytes such as 134217728, 128MiB or 1GB, got {value!r}"
             ) from None
     try:
         if kind is bool:
@@ -191,6 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--heartbeat", type=float, help="heartbeat interval in seconds (0 = off)")
     p.add_argument("--port-file", help="write the bound port here once listening (for port 0)")
+    p.add_argument(
+        "--min-free-disk",
+        help="hold publishers while the data dir's disk has less free space than this "
+        "(bytes, or e.g. 500MB, 1GB, 2GiB; default 128MiB; 0 = off)",
+    )
     return p
 
 

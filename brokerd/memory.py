@@ -29,8 +29,6 @@ connection's unsent output (``max_write_buffer``).
 
 from __future__ import annotations
 
-import re
-
 MIB = 1024 * 1024
 #: Default ``--memory-limit``: body bytes of ready and delayed messages in memory.
 DEFAULT_MEMORY_LIMIT = 128 * MIB
@@ -68,18 +66,3 @@ class MemoryBudget:
     def full(self) -> bool:
         """No room for more transient messages."""
         return self.used >= self.limit
-
-
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?")
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-
-
-def parse_size(text: str | int) -> int:
-    """A byte count with an optional binary unit: ``134217728``, ``128MiB``,
-    ``128M``, ``1GiB``, ``512k`` (k = KiB = 1024). Raises ValueError otherwise."""
-    if isinstance(text, int) and not isinstance(text, bool):
-        return text
-    match = _SIZE.fullmatch(text.strip().lower()) if isinstance(text, str) else None
-    if match is None:
-        raise ValueError(f"not a size: {text!r} (use e.g. 134217728, 128MiB, 1GiB)")
-    return int(float(match[1]) * _UNITS[match[2]])

@@ -197,6 +197,23 @@ class BrokerCollector:
             "Message bytes accepted and not yet committed.",
             value=broker.uncommitted_bytes,
         )
+        disk = server.disk
+        yield GaugeMetricFamily(
+            "brokerd_disk_alarm",
+            "1 while free disk space is below --min-free-disk and publishers are held.",
+            value=int(disk is not None and disk.alarm),
+        )
+        if disk is not None and disk.free is not None:
+            yield GaugeMetricFamily(
+                "brokerd_disk_free_bytes",
+                "Free space on the data dir's filesystem at the last reading.",
+                value=disk.free,
+            )
+            yield GaugeMetricFamily(
+                "brokerd_disk_free_limit_bytes",
+                "--min-free-disk: below this free space publishers are held.",
+                value=disk.limit,
+            )
         yield GaugeMetricFamily(
             "brokerd_memory_held_bytes",
             "Body bytes of ready and delayed messages held in memory (and page reads "
@@ -259,7 +276,12 @@ class MetricsEndpoint:
                 writer, 200, body, b"text/plain; version=0.0.4; charset=utf-8", method == b"HEAD"
             )
         elif path == b"/healthz":
-            await self._respond(writer, 200, b"ok\n", head_only=method == b"HEAD")
+            # Alive either way (a restart frees no disk); the alarm is said in the body.
+            disk = self.server.disk
+            body = b"ok\n"
+            if disk is not None and disk.alarm:
+                body = b"ok; disk alarm: free space below --min-free-disk, publishers held\n"
+            await self._respond(writer, 200, body, head_only=method == b"HEAD")
         else:
             await self._respond(writer, 404, b"not found\n")
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -29,8 +30,11 @@ from brokerd_protocol import ErrorCode
 from .broker import Broker
 from .clock import Clock, SystemClock
 from .config import Config
+from .diskfree import DiskMonitor
+from .flow import FlowControl
 from .metrics import MetricsEndpoint, start_metrics
 from .storage import MemoryStore, SqliteStore, Store
+from .storage.errors import open_error
 from .throttle import AuthThrottle
 
 if TYPE_CHECKING:
@@ -43,8 +47,6 @@ Handlers = dict[type[bp.Frame], Callable[[Any], None]]
 
 #: Seconds between timer ticks (lease expiry, delayed release, heartbeats).
 TICK = 0.02
-#: Resume paused publishers when uncommitted bytes fall below this share.
-RESUME_SHARE = 0.5
 #: Why connections ended during their handshake (metric labels).
 HANDSHAKE_DROPS = ("timeout", "evicted", "throttled")
 
@@ -72,7 +74,16 @@ class BrokerServer:
             on_dirty=self._schedule_flush,
             memory_limit=config.memory_limit,
         )
-        self.broker.commit_listeners.append(self._after_commit)
+        self.flow = FlowControl(self.broker, config.max_uncommitted)
+        self.disk: DiskMonitor | None = None
+        if isinstance(self.store, SqliteStore) and config.min_free_disk > 0:
+            store = self.store
+            self.disk = DiskMonitor(
+                config.data_dir,
+                config.min_free_disk,
+                self.flow.set_disk_alarm,
+                written=lambda: store.committed_bytes,
+            )
         #: Every open connection.
         self.sessions: set[Session] = set()
         #: Connections not welcomed yet, oldest first.
@@ -84,7 +95,6 @@ class BrokerServer:
         #: Failed-authentication throttle per peer address (its own clock so
         #: tests can run it on a fake one).
         self.auth_throttle = AuthThrottle(auth_clock)
-        self.paused: set[Session] = set()
         self.port: int | None = None
         self.metrics: MetricsEndpoint | None = None
         #: Traffic of connections already closed (metrics add the open ones).
@@ -101,6 +111,8 @@ class BrokerServer:
         self.tick_hooks: list[Callable[[float], None]] = []
         #: Awaited by start() once the store is open, before connections are accepted.
         self.startup_hooks: list[Callable[[], Awaitable[None]]] = []
+        if self.disk is not None:
+            self.tick_hooks.append(self.disk.tick)
         from .tasks import install
 
         install(self)
@@ -114,8 +126,17 @@ class BrokerServer:
         if isinstance(self.store, SqliteStore):
             self.store.start(loop.call_soon_threadsafe)
         for hook in self.startup_hooks:
-            await hook()
+            try:
+                await hook()
+            except Exception as exc:
+                # A start-up read of a damaged file fails in the writer thread.
+                cause = exc.__cause__
+                if isinstance(self.store, SqliteStore) and isinstance(cause, sqlite3.Error):
+                    raise open_error(self.store.path, cause) from exc
+                raise
         self.broker.restore(recovered)
+        if self.disk is not None:
+            self.disk.check(self.clock.now())
         log.info(
             "recovered %d queue(s), %d exchange(s) in %.3f s",
             len(recovered.queues),
@@ -231,7 +252,7 @@ class BrokerServer:
                 self.authenticated -= 1
         self.sessions.discard(session)
         self.handshaking.pop(session, None)
-        self.paused.discard(session)
+        self.flow.forget(session)
 
     # --- the loop's housekeeping ---------------------------------------------
 
@@ -242,15 +263,6 @@ class BrokerServer:
     def _schedule_flush(self) -> None:
         loop = self._loop or asyncio.get_running_loop()
         loop.call_soon(self.broker.flush)
-
-    def _after_commit(self) -> None:
-        if (
-            self.paused
-            and self.broker.uncommitted_bytes < self.config.max_uncommitted * RESUME_SHARE
-        ):
-            paused, self.paused = self.paused, set()
-            for session in paused:
-                session.resume_reading()
 
     def _tick(self) -> None:
         assert self._loop is not None
@@ -291,9 +303,10 @@ class BrokerServer:
             if not session.authenticated:
                 continue
             hb = session.heartbeat
-            if not hb or session.commit_paused:
+            if not hb:
                 continue
-            if now - session.last_recv > 2 * hb:
+            # A connection we hold cannot be heard, but must still hear from us.
+            if now - session.last_recv > 2 * hb and not session.commit_paused:
                 session.fail(ErrorCode.HEARTBEAT_TIMEOUT, f"no frames for {2 * hb:g} s")
             elif now - session.last_send >= hb:
                 session.send(bp.Heartbeat())

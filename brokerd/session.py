@@ -18,16 +18,19 @@ import hmac
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 import brokerd_protocol as bp
 from brokerd_protocol import ErrorCode, ProtocolError
 
 from .errors import BrokerError
+from .flow import Share
 from .queues import Consumer, Delivery
 
 if TYPE_CHECKING:
     from .server import BrokerServer
+    from .storage.base import Batch
 
 log = logging.getLogger("brokerd.session")
 
@@ -77,7 +80,12 @@ class Session(asyncio.Protocol):
         self._flush_scheduled = False
         self._closing = False
         self._reading_paused = False
-        self._commit_paused = False
+        #: Why we are not reading this connection (``flow`` bits; 0 = no reason).
+        self.holds = 0
+        #: Body bytes this connection published that are not yet committed.
+        self.uncommitted = 0
+        self._share: Share | None = None
+        self._published = False
         self._loop = asyncio.get_running_loop()
         self._handlers: dict[type[bp.Frame], Callable[[Any], None]] = {
             bp.Heartbeat: self._on_heartbeat,
@@ -121,6 +129,8 @@ class Session(asyncio.Protocol):
         self.bytes_in += len(data)
         if self.conn.stalled:  # a lease of ours ran out, but we are alive
             self.broker.heard_from(self.conn)
+        batch = self.broker.batch
+        before = batch.nbytes
         decoder = self.decoder
         decoder.feed(data)
         publish = self._on_publish
@@ -160,8 +170,12 @@ class Session(asyncio.Protocol):
         # iteration later: that halves a request's round trip.
         if self._out:
             self._flush()
-        if self.broker.uncommitted_bytes > self.config.max_uncommitted and not self._closing:
-            self.pause_reading()
+        after = self.broker.batch
+        added = after.nbytes - before if after is batch else after.nbytes
+        if added > 0:
+            self._charge(after, added)
+        if self.uncommitted and not self._closing:
+            self.server.flow.after_read(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
@@ -182,29 +196,48 @@ class Session(asyncio.Protocol):
         self._set_reading()
         self.broker.resume(self.conn)
 
-    # --- flow control -----------------------------------------------------------
+    # --- flow control (the rules are in flow.py) --------------------------------
 
-    def pause_reading(self) -> None:
-        """Stop reading until commits catch up (the server resumes us)."""
-        if not self._commit_paused:
-            self._commit_paused = True
-            self.server.paused.add(self)
+    def _charge(self, batch: Batch, nbytes: int) -> None:
+        """Count ``nbytes`` of this read's publishes against ``batch``'s commit."""
+        share = self._share
+        if share is None or share.batch is not batch:
+            if not self._published:
+                self._published = True
+                self.server.flow.first_publish(self)
+            share = self._share = Share(batch)
+            batch.on_commit.append(partial(self._settled, share))
+        share.nbytes += nbytes
+        self.uncommitted += nbytes
+
+    def _settled(self, share: Share, error: BaseException | None) -> None:
+        share.batch = None  # the batch is done: hold no reference to it
+        if self._share is share:
+            self._share = None
+        self.uncommitted -= share.nbytes
+        self.server.flow.settled(self)
+
+    def hold(self, reason: int) -> None:
+        """Stop reading for ``reason`` (a ``flow`` bit) until it is released."""
+        if not self.holds & reason:
+            self.holds |= reason
+            self._set_reading()
+
+    def release(self, reason: int) -> None:
+        if self.holds & reason:
+            self.holds &= ~reason
             self._set_reading()
 
     @property
     def commit_paused(self) -> bool:
-        """Paused by us, waiting for commits: the peer's silence is not its fault."""
-        return self._commit_paused
-
-    def resume_reading(self) -> None:
-        self._commit_paused = False
-        self._set_reading()
+        """Held by us (commits, disk): the peer's silence is not its fault."""
+        return bool(self.holds)
 
     def _set_reading(self) -> None:
-        """Read from the socket unless commits lag or the peer is not reading."""
+        """Read from the socket unless we hold it or the peer is not reading."""
         if self.transport is None or self._closing:
             return
-        want_paused = self._commit_paused or not self.writable
+        want_paused = bool(self.holds) or not self.writable
         if want_paused and not self._reading_paused:
             self._reading_paused = True
             self.transport.pause_reading()

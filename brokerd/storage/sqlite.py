@@ -12,6 +12,7 @@ queued) before it, which the paging logic relies on.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -35,6 +36,13 @@ from .base import (
     Recovered,
     Row,
     read_messages,
+)
+from .errors import (
+    StorageOpenError,
+    empty_database,
+    missing_database,
+    open_error,
+    writable_advice,
 )
 
 log = logging.getLogger("brokerd.storage")
@@ -109,6 +117,92 @@ def apply_batches(conn: sqlite3.Connection, batches: list[Batch]) -> None:
                 conn.execute(seg.sql, seg.params)
 
 
+def open_database(path: Path, durability: str) -> sqlite3.Connection:
+    """Open (or create) the database and prove it is writable.
+
+    A new database is built under a temporary name and renamed into place, so
+    brokerd never leaves a zero-length ``brokerd.sqlite3`` behind: finding one
+    means its data was lost (a filesystem losing a file's blocks after a power
+    cut), and starting an empty broker over it would hide that.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        size: int | None = path.stat().st_size
+    except FileNotFoundError:
+        size = None
+    if size == 0:
+        raise empty_database(path)
+    if size is None:
+        wal = path.with_name(path.name + "-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            raise missing_database(path, wal)
+        _create(path)
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    try:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            reason = f"cannot switch it to WAL mode (journal mode stays {mode})"
+            raise StorageOpenError(path, reason, writable_advice(path))
+        conn.execute(f"PRAGMA synchronous = {durability.upper()}")
+        conn.execute("PRAGMA temp_store = MEMORY")
+        # A bounded page cache keeps broker memory flat however deep queues grow.
+        conn.execute("PRAGMA cache_size = -16384")
+        # The commit that crosses this many WAL pages also checkpoints them into
+        # the database, holding every commit queued behind it: 1000 pages (4 MiB,
+        # SQLite's default) keeps that stall near one ordinary commit.
+        conn.execute("PRAGMA wal_autocheckpoint = 1000")
+        conn.executescript(SCHEMA)
+        # A read-only file opens and reads fine; fail now, not at the first commit.
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(f"PRAGMA user_version = {version}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _create(path: Path) -> None:
+    tmp = path.with_name(path.name + ".new")
+    for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+        leftover.unlink(missing_ok=True)
+    conn = sqlite3.connect(str(tmp), isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.executescript(SCHEMA)
+    finally:
+        conn.close()
+    _fsync(tmp)
+    os.replace(tmp, path)
+    _fsync(path.parent)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def batch_rows(batch: Batch) -> int:
+    """Rows a batch writes (per batch, counted on the writer thread)."""
+    rows = 0
+    for seg in batch.segments:
+        if isinstance(seg, MessageOps):
+            rows += len(seg.inserts) + len(seg.updates) + len(seg.deletes)
+            rows += sum(len(r) for r in seg.rows.values())
+        else:
+            rows += 1
+    return rows
+
+
+#: A group commit takes queued batches up to this many body bytes or rows
+#: (a single larger batch still commits, alone and whole).
+GROUP_BYTES = 2 * 1024 * 1024
+GROUP_ROWS = 10_000
+
 _COMMIT = 1
 _READ = 2
 _STOP = 3
@@ -124,20 +218,16 @@ class SqliteStore:
         if durability not in ("full", "normal"):
             raise ValueError("durability must be 'full' or 'normal'")
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        conn = self._conn
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute(f"PRAGMA synchronous = {durability.upper()}")
-        conn.execute("PRAGMA temp_store = MEMORY")
-        # A bounded page cache keeps broker memory flat however deep queues grow.
-        conn.execute("PRAGMA cache_size = -16384")
-        conn.execute("PRAGMA wal_autocheckpoint = 4000")
-        conn.executescript(SCHEMA)
+        try:
+            self._conn = open_database(path, durability)
+        except (sqlite3.Error, OSError) as exc:
+            raise open_error(path, exc) from exc
         self._jobs: queue.SimpleQueue[Job] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._post: Post | None = None
         self.commits = 0
+        #: Body bytes committed so far (the free-disk alarm's estimate between readings).
+        self.committed_bytes = 0
         #: Seconds per group commit (BEGIN..COMMIT including fsync).
         self.commit_seconds = Buckets(LATENCY_BOUNDS)
 
@@ -145,7 +235,15 @@ class SqliteStore:
 
     def recover(self, now: float) -> Recovered:
         """Read topology and counts; make delayed messages that fell due while
-        the broker was down ready. Runs before the writer thread starts."""
+        the broker was down ready. Runs before the writer thread starts.
+
+        Raises ``StorageOpenError`` when the file turns out to be damaged."""
+        try:
+            return self._recover(now)
+        except (sqlite3.Error, OSError, ValueError, TypeError) as exc:
+            raise open_error(self.path, exc) from exc
+
+    def _recover(self, now: float) -> Recovered:
         conn = self._conn
         rec = Recovered()
         rec.exchanges = [(n, t) for n, t in conn.execute("SELECT name, type FROM exchanges")]
@@ -213,7 +311,10 @@ class SqliteStore:
     def execute_script(self, script: str) -> None:
         """Create an extension's tables; only before ``start``."""
         assert self._thread is None, "schema changes go before the writer starts"
-        self._conn.executescript(script)
+        try:
+            self._conn.executescript(script)
+        except sqlite3.Error as exc:
+            raise open_error(self.path, exc) from exc
 
     def close(self) -> None:
         """Finish every queued job, then close the database."""
@@ -236,8 +337,11 @@ class SqliteStore:
             if kind == _READ:
                 self._read(job)
                 continue
+            # Group commit within a budget: one transaction's duration bounds how
+            # long the confirms (and reads) queued behind it wait.
             group = [job]
-            while True:
+            nbytes, rows = job[1].nbytes, batch_rows(job[1])
+            while nbytes < GROUP_BYTES and rows < GROUP_ROWS:
                 try:
                     nxt = self._jobs.get_nowait()
                 except queue.Empty:
@@ -245,7 +349,13 @@ class SqliteStore:
                 if nxt[0] != _COMMIT:
                     carry = nxt
                     break
+                more_bytes, more_rows = nxt[1].nbytes, batch_rows(nxt[1])
+                if nbytes + more_bytes > GROUP_BYTES or rows + more_rows > GROUP_ROWS:
+                    carry = nxt
+                    break
                 group.append(nxt)
+                nbytes += more_bytes
+                rows += more_rows
             self._commit_group(group)
 
     def _commit_group(self, group: list[Job]) -> None:
@@ -257,6 +367,7 @@ class SqliteStore:
             apply_batches(conn, [batch for _, batch, _ in group])
             conn.execute("COMMIT")
             self.commits += 1
+            self.committed_bytes += sum(batch.nbytes for _, batch, _ in group)
             self.commit_seconds.observe(time.perf_counter() - started)
         except BaseException as exc:  # report every failure to the waiting publishers
             log.critical("commit failed: %s", exc)

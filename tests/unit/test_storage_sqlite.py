@@ -17,7 +17,8 @@ import msgpack
 import pytest
 
 from brokerd.message import Message
-from brokerd.storage import SqliteStore
+from brokerd.storage import SqliteStore, StorageOpenError
+from brokerd.storage import sqlite as sqlite_store
 from brokerd.storage.base import Batch, Recovered
 
 T0 = 1_700_000_000.0
@@ -277,6 +278,45 @@ def test_batches_queued_together_commit_as_one_group(tmp_path: Path) -> None:
     h.store.close()
 
 
+def test_group_commit_takes_batches_only_up_to_its_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_store, "GROUP_BYTES", 2048, raising=False)
+    h = Harness(tmp_path / "g.db")  # not started: jobs queue up
+    order: list[int] = []
+    sizes = [1024, 1024, 1024, 1024, 4096, 10]  # the 4 KiB batch is over budget alone
+    for i, size in enumerate(sizes, 1):
+        b = Batch()
+        b.insert(msg(i, seq=i, body=bytes(size)))
+        h.store.commit(b, lambda err, i=i: order.append(i if err is None else -i))
+    h.start()
+    while len(order) < len(sizes):
+        h.pump.run_one()
+    assert order == [1, 2, 3, 4, 5, 6]  # submission order across groups
+    assert h.store.commits == 4  # [1, 2] [3, 4] [5] [6]: none is split, none waits forever
+    assert len(h.load_ready("q", 0, 0, 10)) == 6
+    h.store.close()
+
+
+def test_group_commit_takes_batches_only_up_to_its_row_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_store, "GROUP_ROWS", 100, raising=False)
+    h = Harness(tmp_path / "g.db")
+    done: list[BaseException | None] = []
+    for i in range(4):
+        b = Batch()
+        for j in range(60):  # acks: rows without bytes
+            b.delete(i * 100 + j)
+        h.store.commit(b, done.append)
+    h.start()
+    while len(done) < 4:
+        h.pump.run_one()
+    assert done == [None] * 4
+    assert h.store.commits == 4
+    h.store.close()
+
+
 def test_failed_group_rolls_back_and_reports_to_every_batch(tmp_path: Path) -> None:
     h = Harness(tmp_path / "f.db")
     good = Batch()
@@ -324,3 +364,27 @@ def test_close_finishes_queued_commits(tmp_path: Path) -> None:
     rec = h.reopen()
     assert rec.ready_counts == {("q", 0): 1}
     h.store.close()
+
+
+def test_zero_length_database_is_refused_and_left_as_found(tmp_path: Path) -> None:
+    path = tmp_path / "brokerd.sqlite3"
+    path.touch()
+    with pytest.raises(StorageOpenError, match="empty"):
+        SqliteStore(path)
+    assert path.stat().st_size == 0
+
+
+def test_write_ahead_log_without_its_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "brokerd.sqlite3"
+    Path(f"{path}-wal").write_bytes(b"x" * 4096)
+    with pytest.raises(StorageOpenError, match="missing"):
+        SqliteStore(path)
+    assert not path.exists()
+
+
+def test_new_database_appears_whole_under_its_name(tmp_path: Path) -> None:
+    path = tmp_path / "brokerd.sqlite3"
+    SqliteStore(path).close()
+    assert path.stat().st_size > 0
+    assert not (tmp_path / "brokerd.sqlite3.new").exists()
+    SqliteStore(path).close()  # and opens again
