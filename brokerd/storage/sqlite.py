@@ -44,6 +44,7 @@ from .errors import (
     open_error,
     writable_advice,
 )
+from .lock import DataDirLock
 
 log = logging.getLogger("brokerd.storage")
 
@@ -218,10 +219,16 @@ class SqliteStore:
         if durability not in ("full", "normal"):
             raise ValueError("durability must be 'full' or 'normal'")
         self.path = path
+        lock: DataDirLock | None = None
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock = DataDirLock(path.parent, path)
             self._conn = open_database(path, durability)
         except (sqlite3.Error, OSError) as exc:
+            if lock is not None:
+                lock.release()
             raise open_error(path, exc) from exc
+        self._lock = lock
         self._jobs: queue.SimpleQueue[Job] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._post: Post | None = None
@@ -323,6 +330,7 @@ class SqliteStore:
             self._thread.join()
             self._thread = None
         self._conn.close()
+        self._lock.release()
 
     # --- writer thread ------------------------------------------------------
 

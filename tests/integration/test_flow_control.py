@@ -168,11 +168,13 @@ async def test_publisher_that_never_waits_is_held_at_its_own_budget(  # type: ig
         assert server.broker.uncommitted_bytes < server.config.max_uncommitted
         # Another connection is still read and served while the blaster is held...
         light = asyncio.ensure_future(admin.publish("", "light", b"x"))
-        await until(lambda: server.broker.queues["light"].ready_count == 1, "light accepted")
-        assert (await admin.queue_stats("light")).ready == 1
+        # (accepted, and waiting for its commit to enter the queue)
+        await until(lambda: len(server.broker.queues["light"].arriving) == 1, "light accepted")
+        assert (await admin.queue_stats("light")).ready == 0
         # ... and once commits go through, everyone is confirmed and the blaster resumes.
         gate.open()
         assert await asyncio.wait_for(light, BOUND) is True
+        assert (await admin.queue_stats("light")).ready == 1
         assert await blaster.confirmed() == blaster.sent
         assert not session.commit_paused
         assert session.uncommitted == 0
