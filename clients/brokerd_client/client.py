@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from brokerd_protocol import (
     MAX_HELLO_FRAME,
+    MAX_PREFETCH,
     MAX_RESULT_GET_IDS,
     MAX_REVOKE_IDS,
     MAX_SUBSCRIBE_TOPICS,
@@ -496,10 +497,11 @@ class AsyncClient:
         """Start receiving from ``queue``; iterate the returned :class:`Consumer`.
 
         ``prefetch`` caps unacked deliveries held by this consumer (1 really
-        means one). ``lease`` overrides the queue's lease for its deliveries.
+        means one; at most ``MAX_PREFETCH``, SPEC §13). ``lease`` overrides the
+        queue's lease for its deliveries.
         """
-        if type(prefetch) is not int or prefetch < 1:
-            raise ValueError(f"prefetch must be a positive int, got {prefetch!r}")
+        if type(prefetch) is not int or not 1 <= prefetch <= MAX_PREFETCH:
+            raise ValueError(f"prefetch must be between 1 and {MAX_PREFETCH}, got {prefetch!r}")
         if lease is not None and not lease > 0:
             raise ValueError(f"lease must be > 0 seconds, got {lease!r}")
         consumer = Consumer(self._conn, queue, prefetch, lease)

@@ -597,6 +597,17 @@ async def test_deliveries_carry_their_properties(fake: FakeBroker) -> None:
             await d.ack()
 
 
+@pytest.mark.parametrize("prefetch", [0, 65536, 1_000_000])
+async def test_a_prefetch_outside_the_protocol_range_is_refused_without_a_round_trip(
+    fake: FakeBroker, prefetch: int
+) -> None:
+    async with await connect(fake) as client:
+        with pytest.raises(ValueError, match=r"prefetch must be between 1 and 65535"):
+            await client.consume("q", prefetch=prefetch)
+        assert not client.is_closed
+    assert fake.of_type(Consume) == []
+
+
 async def test_deliveries_sent_with_the_consume_ok_are_not_lost(fake: FakeBroker) -> None:
     """The broker may send Deliver right behind the Consume's Ok (same read)."""
 

@@ -14,6 +14,8 @@ import os
 import socket
 import sys
 
+from brokerd_protocol import MAX_PREFETCH
+
 from ..config import POOLS
 from ..exceptions import ConfigurationError
 
@@ -86,8 +88,8 @@ def main(argv: list[str] | None = None) -> None:
             conf.update(task_max_decompressed_size=args.max_decompressed_size)
         concurrency = _positive("--concurrency", args.concurrency) or conf.concurrency
         prefetch = _positive("--prefetch", args.prefetch) or conf.worker_prefetch or concurrency
-        if prefetch > 65535:
-            raise ConfigurationError(f"prefetch must be at most 65535, got {prefetch}")
+        if prefetch > MAX_PREFETCH:
+            raise ConfigurationError(f"prefetch must be at most {MAX_PREFETCH}, got {prefetch}")
         pool = args.pool or conf.worker_pool
         max_tasks = (
             _positive("--max-tasks-per-child", args.max_tasks_per_child)
