@@ -10,13 +10,14 @@ broker error after a round trip. Keys with default values are left out of
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from brokerd_protocol import MAX_PRIORITY, HeaderValue
+
+from .checks import epoch, seconds
 
 __all__ = ["Message", "QueueInfo", "build_props", "check_body"]
 
@@ -87,33 +88,6 @@ def check_body(body: object) -> bytes:
     )
 
 
-def _seconds(name: str, value: float, *, allow_zero: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be a finite number {bound}, got {value}")
-    return value
-
-
-def _epoch(value: datetime | float) -> float:
-    if isinstance(value, datetime):
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError(
-                "not_before must be a timezone-aware datetime (e.g. datetime.now(timezone.utc)); "
-                "a naive datetime is ambiguous"
-            )
-        return value.timestamp()
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(
-            f"not_before must be a datetime or epoch seconds, not {type(value).__name__}"
-        )
-    if not math.isfinite(value):
-        raise ValueError("not_before must be finite")
-    return float(value)
-
-
 def build_props(
     *,
     headers: Mapping[str, HeaderValue] | None = None,
@@ -143,11 +117,11 @@ def build_props(
     if delay is not None and not_before is not None:
         raise ValueError("give either delay or not_before, not both")
     if delay is not None:
-        d = _seconds("delay", delay, allow_zero=True)
+        d = seconds("delay", delay, allow_zero=True)
         if d > 0:
             props["delay"] = d
     if not_before is not None:
-        props["not_before"] = _epoch(not_before)
+        props["not_before"] = epoch("not_before", not_before)
     if priority:
         if type(priority) is not int:
             raise TypeError(f"priority must be an int, not {type(priority).__name__}")
@@ -155,7 +129,7 @@ def build_props(
             raise ValueError(f"priority must be within 0..{MAX_PRIORITY}, got {priority}")
         props["priority"] = priority
     if ttl is not None:
-        props["ttl"] = _seconds("ttl", ttl, allow_zero=False)
+        props["ttl"] = seconds("ttl", ttl)
     if message_id is not None:
         if type(message_id) is not str:
             raise TypeError(f"message_id must be a str, not {type(message_id).__name__}")

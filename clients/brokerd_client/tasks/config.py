@@ -16,15 +16,15 @@ are refused with the reason and what to write instead.
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import inspect
-import math
 import os
 from collections.abc import Callable, Iterable, Mapping
-from datetime import timedelta
 from types import ModuleType
 from typing import Any, Final
 
+from ..checks import seconds
 from ..url import parse_url
 from .exceptions import ConfigurationError
 from .queues import EXCHANGE_TYPES, Queue
@@ -93,19 +93,8 @@ def _opt_str(name: str, value: Any) -> str | None:
     return None if value is None else _str(name, value)
 
 
-def _seconds(name: str, value: Any, *, low: float = 0.0) -> float:
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigurationError(
-            f"{name} must be a number of seconds or a timedelta, got {value!r}"
-        )
-    seconds = float(value)
-    if not math.isfinite(seconds) or seconds <= low:
-        raise ConfigurationError(
-            f"{name} must be a finite number of seconds > {low:g}, got {seconds}"
-        )
-    return seconds
+#: A duration in seconds (a number or a timedelta), above 0.
+_seconds = functools.partial(seconds, allow_timedelta=True, error=ConfigurationError)
 
 
 def _opt_seconds(name: str, value: Any) -> float | None:

@@ -22,9 +22,9 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from ..checks import epoch
 from ..errors import PreconditionFailed
 from ..message import Message
 from .exceptions import ConfigurationError
@@ -52,16 +52,6 @@ class TaskMessage:
         self.task_id = task_id
         self.message = message
         self.route = route
-
-
-def _epoch(value: datetime | float, what: str) -> float:
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise ValueError(f"{what} must be a timezone-aware datetime (naive ones are ambiguous)")
-        return value.timestamp()
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{what} must be a datetime or a number, not {type(value).__name__}")
-    return float(value)
 
 
 def build_message(
@@ -95,7 +85,7 @@ def build_message(
         expires = (
             time.time() + float(expires)
             if isinstance(expires, int | float) and not isinstance(expires, bool)
-            else _epoch(expires, "expires")
+            else epoch("expires", expires)
         )
     ignore = options.get("ignore_result")
     if ignore is None and task is not None:
@@ -132,7 +122,7 @@ def build_message(
         body,
         headers=headers,
         delay=float(countdown) if countdown else None,
-        not_before=_epoch(eta, "eta") if eta is not None else None,
+        not_before=epoch("eta", eta) if eta is not None else None,
         priority=priority or 0,
         message_id=task_id,
         mandatory=True,

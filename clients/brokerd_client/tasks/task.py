@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
+from ..checks import positive
 from .backoff import backoff_delay
 from .exceptions import MaxRetriesExceededError, Retry
 from .request import Request, current_request
@@ -95,14 +96,6 @@ class Signature:
         return Signature(self.task, self.args, self.kwargs, {**self.options, **options})
 
 
-def _positive(name: str, value: Any, *, allow_none: bool = True) -> Any:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return value
-
-
 class Task(Generic[P, R]):
     """A registered task. Made by ``@app.task``; see the module docstring."""
 
@@ -128,14 +121,14 @@ class Task(Generic[P, R]):
         if max_retries is not None and (type(max_retries) is not int or max_retries < 0):
             raise ValueError(f"max_retries must be an int >= 0 or None, got {max_retries!r}")
         self.max_retries: int | None = max_retries
-        self.default_retry_delay: float | None = _positive(
+        self.default_retry_delay: float | None = positive(
             "default_retry_delay", options.get("default_retry_delay")
         )
         backoff = options.get("retry_backoff", False)
         if backoff is not True and backoff is not False:
-            _positive("retry_backoff", backoff, allow_none=False)
+            positive("retry_backoff", backoff, allow_none=False)
         self.retry_backoff: bool | float = backoff
-        self.retry_backoff_max: float = _positive(
+        self.retry_backoff_max: float = positive(
             "retry_backoff_max", options.get("retry_backoff_max", 600)
         )
         self.retry_jitter: bool = bool(options.get("retry_jitter", True))
@@ -152,8 +145,8 @@ class Task(Generic[P, R]):
         if "max_retries" in retry_kwargs:
             self.max_retries = retry_kwargs.pop("max_retries")
         self.retry_kwargs: dict[str, Any] = retry_kwargs
-        self.time_limit: float | None = _positive("time_limit", options.get("time_limit"))
-        self.soft_time_limit: float | None = _positive(
+        self.time_limit: float | None = positive("time_limit", options.get("time_limit"))
+        self.soft_time_limit: float | None = positive(
             "soft_time_limit", options.get("soft_time_limit")
         )
         if (
@@ -165,7 +158,7 @@ class Task(Generic[P, R]):
         self._ignore_result: bool | None = options.get("ignore_result")
         self.serializer: str | None = options.get("serializer")
         self.acks_late: bool | None = options.get("acks_late")
-        self.expires: float | None = _positive("expires", options.get("expires"))
+        self.expires: float | None = positive("expires", options.get("expires"))
         self.track_started: bool | None = options.get("track_started")
 
     def __repr__(self) -> str:
