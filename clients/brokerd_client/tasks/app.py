@@ -303,22 +303,10 @@ class App:
             return AsyncResult(tm.task_id, self)
         client = self.producer_client
         declare_sync(client, self.router.topology, self._producer_declared, tm.route)
-        m = tm.message
-        wait = options.get("wait_confirm", True)
-        send = client.publish if wait else client.publish_nowait
-        sent = send(
-            m.exchange,
-            m.routing_key,
-            m.body,
-            headers=m.headers,
-            delay=m.delay,
-            priority=m.priority,
-            message_id=m.message_id,
-            mandatory=True,
-            not_before=m.not_before,
-        )
-        if not wait:
-            assert isinstance(sent, concurrent.futures.Future)
+        if options.get("wait_confirm", True):
+            client.publish_message(tm.message)
+        else:
+            sent = client.publish_message_nowait(tm.message)
             sent.add_done_callback(_log_unconfirmed(name, tm.task_id))
         return AsyncResult(tm.task_id, self)
 
