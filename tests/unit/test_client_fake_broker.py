@@ -394,6 +394,18 @@ async def test_publish_rejects_non_bytes_body(fake: FakeBroker) -> None:
         assert fake.of_type(Publish) == []
 
 
+async def test_publish_and_publish_many_refuse_the_same_options(fake: FakeBroker) -> None:
+    # A zero ttl is no ttl the broker accepts: publish() used to drop it
+    # silently (with every other option that compares false) while
+    # publish_many() refused it.
+    async with await connect(fake) as client:
+        with pytest.raises(ValueError, match="ttl must be a finite number of seconds > 0"):
+            await client.publish("", "q", b"x", ttl=0)
+        with pytest.raises(ValueError, match="ttl must be a finite number of seconds > 0"):
+            await client.publish_many([Message("", "q", b"x", ttl=0)])
+        assert fake.of_type(Publish) == []
+
+
 async def test_confirm_ranges_and_unroutable_resolve_the_right_publishes(
     fake: FakeBroker,
 ) -> None:
