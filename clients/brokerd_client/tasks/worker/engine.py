@@ -317,7 +317,7 @@ class Worker:
             await dispatcher.processes.stop(0 if self._cold else 5.0)
         if not self._cold:
             # Closing fails calls in flight: let the last results be confirmed.
-            await dispatcher.wait_results(5.0)
+            await dispatcher.recorder.wait_results(5.0)
         await client.close()
 
     async def _wait_idle(self) -> bool:
