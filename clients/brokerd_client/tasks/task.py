@@ -13,18 +13,20 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar
 
 from ..checks import positive
 from .backoff import backoff_delay
 from .exceptions import MaxRetriesExceededError, Retry
 from .request import Request, current_request
+from .result import AsyncResult, ResultApp
 
 if TYPE_CHECKING:
-    from .app import App
-    from .result import AsyncResult, EagerResult
+    from .config import Settings
+    from .result import EagerResult
+    from .routing import Router
 
-__all__ = ["TASK_OPTIONS", "Signature", "Task"]
+__all__ = ["TASK_OPTIONS", "Signature", "Task", "TaskApp", "TaskSender"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -96,10 +98,66 @@ class Signature:
         return Signature(self.task, self.args, self.kwargs, {**self.options, **options})
 
 
+class TaskSender(Protocol):
+    """Where a task's calls go: to a worker through the broker, or run here
+    (eager mode, ``apply``). :class:`~brokerd_client.tasks.sending.Sender` is
+    the implementation."""
+
+    def send(
+        self,
+        name: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        options: Mapping[str, Any],
+        task: Task[Any, Any] | None,
+    ) -> AsyncResult: ...
+
+    async def asend(
+        self,
+        name: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        options: Mapping[str, Any],
+        task: Task[Any, Any] | None,
+    ) -> AsyncResult: ...
+
+    def send_many(
+        self, signatures: Iterable[Signature], *, timeout: float | None = None
+    ) -> list[AsyncResult]: ...
+
+    def apply(
+        self, task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any], task_id: str | None
+    ) -> EagerResult: ...
+
+
+class TaskApp(ResultApp, Protocol):
+    """What a task, and the sender its calls go through, use of their app.
+
+    :class:`~brokerd_client.tasks.App` is the implementation. Naming a
+    protocol here instead of importing App keeps every arrow between them
+    pointing from the app to its tasks: the app imports this module, sending
+    and results; none of them imports the app.
+    """
+
+    @property
+    def conf(self) -> Settings: ...
+
+    @property
+    def router(self) -> Router: ...
+
+    @property
+    def tasks(self) -> Mapping[str, Task[Any, Any]]: ...
+
+    @property
+    def sender(self) -> TaskSender: ...
+
+    def gen_task_name(self, fn: Callable[..., Any]) -> str: ...
+
+
 class Task(Generic[P, R]):
     """A registered task. Made by ``@app.task``; see the module docstring."""
 
-    def __init__(self, app: App, fn: Callable[..., Any], options: Mapping[str, Any]) -> None:
+    def __init__(self, app: TaskApp, fn: Callable[..., Any], options: Mapping[str, Any]) -> None:
         unknown = set(options) - TASK_OPTIONS
         if unknown:
             raise TypeError(
@@ -220,15 +278,13 @@ class Task(Generic[P, R]):
     ) -> EagerResult:
         """Run here and now like a worker would (retries included); return an
         :class:`~brokerd_client.tasks.result.EagerResult`."""
-        from .eager import apply_eagerly
-
-        return apply_eagerly(self, list(args or ()), dict(kwargs or {}), task_id)
+        return self.app.sender.apply(self, list(args or ()), dict(kwargs or {}), task_id)
 
     # --- sending ----------------------------------------------------------------
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult:
         """Send to a worker: ``apply_async(args, kwargs)``."""
-        return self.app._send(self.name, args, kwargs, {}, self)
+        return self.app.sender.send(self.name, args, kwargs, {}, self)
 
     def apply_async(
         self,
@@ -241,12 +297,12 @@ class Task(Generic[P, R]):
         ``task_id``, ``ignore_result``, ``time_limit``, ``soft_time_limit``,
         ``serializer``, ``compression``, ``headers``, and ``wait_confirm``
         (default True: return once the broker has durably stored it)."""
-        return self.app._send(self.name, args or (), kwargs or {}, options, self)
+        return self.app.sender.send(self.name, args or (), kwargs or {}, options, self)
 
     async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult:
         """``delay`` for async code: awaits the broker's confirm without
         blocking the event loop."""
-        return await self.app._asend(self.name, args, kwargs, {}, self)
+        return await self.app.sender.asend(self.name, args, kwargs, {}, self)
 
     async def aapply_async(
         self,
@@ -254,7 +310,7 @@ class Task(Generic[P, R]):
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> AsyncResult:
-        return await self.app._asend(self.name, args or (), kwargs or {}, options, self)
+        return await self.app.sender.asend(self.name, args or (), kwargs or {}, options, self)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature of this task with these arguments (for ``send_many``)."""
@@ -279,10 +335,10 @@ class Task(Generic[P, R]):
                 sigs.append(Signature(self.name, tuple(call[0]), dict(call[1])))
             else:
                 sigs.append(Signature(self.name, tuple(call)))
-        return self.app.send_many(sigs)
+        return self.app.sender.send_many(sigs)
 
     def AsyncResult(self, task_id: str) -> AsyncResult:
-        return self.app.AsyncResult(task_id)
+        return AsyncResult(task_id, self.app)
 
     # --- retrying -----------------------------------------------------------------
 

@@ -74,17 +74,12 @@ def main(argv: list[str] | None = None) -> None:
         level=args.loglevel.upper(),
         format="[%(asctime)s: %(levelname)s/%(processName)s] %(message)s",
     )
-    from ..loader import find_app
+    from ..loader import load_app
     from .engine import Worker, run_worker
 
     try:
-        app = find_app(args.app)
-        if args.broker:
-            app.conf.update(broker_url=args.broker)
-        app.import_modules()
+        app = load_app(args.app, args.broker, task_max_decompressed_size=args.max_decompressed_size)
         conf = app.conf
-        if args.max_decompressed_size is not None:
-            conf.update(task_max_decompressed_size=args.max_decompressed_size)
         concurrency = _at_least_one("--concurrency", args.concurrency) or conf.concurrency
         prefetch = _at_least_one("--prefetch", args.prefetch) or conf.worker_prefetch or concurrency
         if prefetch > MAX_PREFETCH:

@@ -36,6 +36,7 @@ from ...client import AsyncClient
 from ...consumer import Delivery
 from ...errors import BrokerError, MessageTooLarge
 from .. import states
+from ..declare import declare_async
 from ..exceptions import (
     ContentDisallowed,
     InvalidTaskMessage,
@@ -46,9 +47,8 @@ from ..exceptions import (
 )
 from ..execution import execute_async
 from ..interrupt import Interruptible
-from ..message import parse
+from ..message import TaskMessage, parse
 from ..outcome import Outcome
-from ..producer import TaskMessage, declare_async
 from ..request import Request
 from ..serialization import (
     CONTENT_TYPES,
@@ -65,7 +65,7 @@ from .threads import ThreadRunner
 
 if TYPE_CHECKING:
     from ..app import App
-    from ..producer import Declared
+    from ..declare import Declared
 
 __all__ = ["Dispatcher"]
 
