@@ -50,11 +50,7 @@ from ..interrupt import Interruptible
 from ..message import TaskMessage, parse
 from ..outcome import Outcome
 from ..request import Request
-from ..serialization import (
-    CONTENT_TYPES,
-    DecodeError,
-    decode_body,
-)
+from ..serialization import CONTENT_TYPES, DecodeError, decode_body
 from . import settle
 from .job import Job
 from .leases import LeaseKeeper
