@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable, Mapping
 from types import ModuleType
 from typing import Any, Final
 
+from brokerd_protocol import MAX_PRIORITY
+
 from ..checks import seconds
 from ..url import parse_url
 from .exceptions import ConfigurationError
@@ -119,8 +121,10 @@ def _opt_pos_int(name: str, value: Any) -> int | None:
 def _priority(name: str, value: Any) -> int | None:
     if value is None:
         return None
-    if type(value) is not int or not 0 <= value <= 9:
-        raise ConfigurationError(f"{name} must be an int within 0..9 or None, got {value!r}")
+    if type(value) is not int or not 0 <= value <= MAX_PRIORITY:
+        raise ConfigurationError(
+            f"{name} must be an int within 0..{MAX_PRIORITY} or None, got {value!r}"
+        )
     return value
 
 
@@ -330,7 +334,7 @@ _SETTINGS: Final[dict[str, tuple[Any, _Checker, str]]] = {
     ),
     "task_default_exchange_type": ("direct", _exchange_type, "direct or topic"),
     "task_default_routing_key": (None, _opt_str, "routing key (default: the queue name)"),
-    "task_default_priority": (None, _priority, "0..9"),
+    "task_default_priority": (None, _priority, f"0..{MAX_PRIORITY}"),
     "task_default_lease": (30.0, _lease, "lease of declared queues, seconds"),
     "task_queues": ((), _queues, "list of Queue(...)"),
     "task_routes": ((), _routes, "task name/glob -> {'queue'|'routing_key'|...}"),
