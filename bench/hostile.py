@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from brokerd_client import Client
-from brokerd_client.tasks.testing import BrokerServer, WorkerHandle
+from brokerd_client.tasks.testing import BrokerProcess, WorkerHandle
 
 _APP = """
 import os
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="hostile-") as tmp:
         d = Path(tmp)
         (d / "hostileapp.py").write_text(_APP)
-        broker = BrokerServer(d / "data").start()
+        broker = BrokerProcess(d / "data").start()
         workers: list[WorkerHandle] = []
 
         def start() -> WorkerHandle:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from brokerd_protocol import MAX_REJECT_REASON, ErrorCode
+from brokerd_protocol import MAX_PREFETCH, MAX_REJECT_REASON, ErrorCode
 
 from .clock import Clock
 from .errors import BrokerError, invalid, not_found
@@ -37,7 +37,6 @@ log = logging.getLogger("brokerd.broker")
 
 #: Durable delayed messages kept in memory at most; the rest wait on disk.
 DELAYED_WINDOW = 10_000
-MAX_PREFETCH = 65_535
 #: Seconds between sweeps for expired messages at queue heads.
 TTL_SWEEP = 1.0
 

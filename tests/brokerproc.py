@@ -7,6 +7,6 @@ the graceful stop, ``restart()`` keeps the port.
 
 from __future__ import annotations
 
-from brokerd_client.tasks.testing import BrokerServer as BrokerProcess
+from brokerd_client.tasks.testing import BrokerProcess
 
 __all__ = ["BrokerProcess"]

@@ -14,12 +14,12 @@ import functools
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from brokerd_protocol import (
     MAX_HELLO_FRAME,
+    MAX_PREFETCH,
     MAX_RESULT_GET_IDS,
     MAX_REVOKE_IDS,
     MAX_SUBSCRIBE_TOPICS,
@@ -51,7 +51,7 @@ from brokerd_protocol import (
 from .connection import FLUSH_THRESHOLD, Connection, PublishBatch
 from .consumer import Consumer
 from .errors import BrokerError, InvalidArgument, MessageTooLarge, ProtocolViolation
-from .message import Message, QueueInfo, build_props, check_body
+from .message import Message, PublishOptions, QueueInfo, build_props, check_body
 from .url import BrokerURL, parse_url
 
 if TYPE_CHECKING:
@@ -234,20 +234,13 @@ class AsyncClient:
     # --- publishing ----------------------------------------------------------
 
     async def publish(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        *,
-        headers: Mapping[str, HeaderValue] | None = None,
-        delay: float | None = None,
-        priority: int = 0,
-        ttl: float | None = None,
-        message_id: str | None = None,
-        mandatory: bool = False,
-        not_before: datetime | float | None = None,
+        self, exchange: str, routing_key: str, body: bytes, **options: Unpack[PublishOptions]
     ) -> bool:
         """Publish one message and wait for the broker's confirm.
+
+        ``options`` are those of :class:`Message` (``headers``, ``delay``,
+        ``priority``, ``ttl``, ``message_id``, ``mandatory``, ``not_before``);
+        this is ``publish_message(Message(exchange, routing_key, body, **options))``.
 
         Returns ``True`` once it is durably stored in at least one queue,
         ``False`` if it routed to no queue (and ``mandatory`` was not set).
@@ -258,24 +251,16 @@ class AsyncClient:
         Concurrent publishes from many tasks are pipelined and share socket
         writes; use :meth:`publish_many` for bulk loads from one task.
         """
-        body = check_body(body)
-        props = (
-            build_props(
-                headers=headers,
-                delay=delay,
-                not_before=not_before,
-                priority=priority,
-                ttl=ttl,
-                message_id=message_id,
-                mandatory=mandatory,
-            )
-            if headers or delay or not_before or priority or ttl or message_id or mandatory
-            else {}
-        )
+        return await self.publish_message(Message(exchange, routing_key, body, **options))
+
+    async def publish_message(self, message: Message) -> bool:
+        """Publish ``message`` and wait for the broker's confirm; see :meth:`publish`."""
+        body = check_body(message.body)
+        props = message.props()
         conn = self._conn
         if conn.must_wait():
             await conn.wait_ready()
-        fut = conn.publish(exchange, routing_key, body, props)
+        fut = conn.publish(message.exchange, message.routing_key, body, props)
         assert fut is not None
         return await fut
 
@@ -496,10 +481,11 @@ class AsyncClient:
         """Start receiving from ``queue``; iterate the returned :class:`Consumer`.
 
         ``prefetch`` caps unacked deliveries held by this consumer (1 really
-        means one). ``lease`` overrides the queue's lease for its deliveries.
+        means one; at most ``MAX_PREFETCH``, SPEC §13). ``lease`` overrides the
+        queue's lease for its deliveries.
         """
-        if type(prefetch) is not int or prefetch < 1:
-            raise ValueError(f"prefetch must be a positive int, got {prefetch!r}")
+        if type(prefetch) is not int or not 1 <= prefetch <= MAX_PREFETCH:
+            raise ValueError(f"prefetch must be between 1 and {MAX_PREFETCH}, got {prefetch!r}")
         if lease is not None and not lease > 0:
             raise ValueError(f"lease must be > 0 seconds, got {lease!r}")
         consumer = Consumer(self._conn, queue, prefetch, lease)

@@ -51,8 +51,9 @@ class Delivery:
     (as ``time.time()``; the wire carries milliseconds). ``lease``
     is the lease length the broker granted in seconds, and ``lease_deadline``
     the ``loop.time()`` at which it runs out unless extended. Settle it exactly
-    once with :meth:`ack`, :meth:`nack` or :meth:`reject`; :meth:`extend` may
-    be called any number of times before that.
+    once with :meth:`ack`, :meth:`nack` or :meth:`reject` (or their ``_nowait``
+    forms, which return the future of the broker's answer instead of awaiting
+    it); :meth:`extend` may be called any number of times before that.
     """
 
     __slots__ = (
@@ -113,6 +114,53 @@ class Delivery:
         self._settled = True
         return self._consumer._conn
 
+    # --- settling without waiting -----------------------------------------------
+    #
+    # Each queues its frame (settles of one loop tick share a frame) and
+    # returns the future of the broker's answer, which fails with LeaseLost if
+    # the lease had run out. For code that settles many deliveries from plain
+    # callbacks, like the task worker: no coroutine per message. A connection
+    # already gone raises its BrokerError at once. The coroutines below are
+    # these plus the wait.
+
+    def ack_nowait(self) -> asyncio.Future[None]:
+        """Queue the ack; see :meth:`ack`."""
+        fut = self._begin_settle("ack").settle(ACK, self.delivery_id)
+        assert fut is not None
+        return fut
+
+    def nack_nowait(self, requeue: bool = True, delay: float | None = None) -> asyncio.Future[None]:
+        """Queue the nack; see :meth:`nack`."""
+        if delay is not None and not (math.isfinite(delay) and delay >= 0):
+            raise ValueError(f"delay must be >= 0, got {delay}")
+        conn = self._begin_settle("nack")
+        fut = conn.settle(NACK, self.delivery_id, requeue=requeue, number=delay)
+        assert fut is not None
+        return fut
+
+    def reject_nowait(self, reason: str | None = None) -> asyncio.Future[None]:
+        """Queue the reject; see :meth:`reject`."""
+        conn = self._begin_settle("reject")
+        if reason:
+            return conn.reject_because(self.delivery_id, reason)
+        fut = conn.settle(REJECT, self.delivery_id)
+        assert fut is not None
+        return fut
+
+    def extend_nowait(self, seconds: float) -> asyncio.Future[None]:
+        """Queue the extension; see :meth:`extend`. ``lease`` and
+        ``lease_deadline`` stay as they were: nothing here learns whether the
+        broker granted it."""
+        if not seconds > 0:
+            raise ValueError(f"seconds must be > 0, got {seconds}")
+        if self._settled:
+            raise RuntimeError(f"delivery {self.delivery_id} was already settled; cannot extend")
+        fut = self._consumer._conn.settle(EXTEND, self.delivery_id, number=float(seconds))
+        assert fut is not None
+        return fut
+
+    # --- settling ------------------------------------------------------------------
+
     async def ack(self, *, wait: bool = True) -> None:
         """Mark the message done; the broker deletes it.
 
@@ -126,8 +174,7 @@ class Delivery:
         broker's answer still arrives; a lost lease is then logged and
         counted in ``consumer.lost_acks`` rather than raised here.
         """
-        fut = self._begin_settle("ack").settle(ACK, self.delivery_id)
-        assert fut is not None
+        fut = self.ack_nowait()
         if wait:
             await fut
         else:
@@ -136,40 +183,21 @@ class Delivery:
     async def nack(self, requeue: bool = True, delay: float | None = None) -> None:
         """Give the message back: requeued (after ``delay`` seconds, if given)
         or, with ``requeue=False``, dead-lettered/dropped per the queue's setup."""
-        if delay is not None and not (math.isfinite(delay) and delay >= 0):
-            raise ValueError(f"delay must be >= 0, got {delay}")
-        conn = self._begin_settle("nack")
-        fut = conn.settle(NACK, self.delivery_id, requeue=requeue, number=delay)
-        assert fut is not None
-        await fut
+        await self.nack_nowait(requeue, delay)
 
     async def reject(self, reason: str | None = None) -> None:
         """Refuse the message for good: it goes to the dead-letter queue if the
         queue has one, otherwise it is dropped. A ``reason`` is kept in the
         dead-lettered message's ``x-death-detail`` header (first 1024
         characters), so whoever reads the dead-letter queue learns why."""
-        conn = self._begin_settle("reject")
-        if reason:
-            fut = conn.reject_because(self.delivery_id, reason)
-        else:
-            settled = conn.settle(REJECT, self.delivery_id)
-            assert settled is not None
-            fut = settled
-        await fut
+        await self.reject_nowait(reason)
 
     async def extend(self, seconds: float) -> None:
         """Ask for the lease to run ``seconds`` from now, so long work is not
         redelivered elsewhere. Raises ``LeaseLost`` if it already expired."""
-        if not seconds > 0:
-            raise ValueError(f"seconds must be > 0, got {seconds}")
-        if self._settled:
-            raise RuntimeError(f"delivery {self.delivery_id} was already settled; cannot extend")
-        conn = self._consumer._conn
-        fut = conn.settle(EXTEND, self.delivery_id, number=float(seconds))
-        assert fut is not None
-        await fut
+        await self.extend_nowait(seconds)
         self.lease = float(seconds)
-        self.lease_deadline = conn._loop.time() + seconds
+        self.lease_deadline = self._consumer._conn._loop.time() + seconds
 
 
 class Consumer:

@@ -1,5 +1,5 @@
 """Value types users build or receive (``Message``, ``QueueInfo``) and the
-translation of publish keyword arguments into the wire ``props`` map.
+translation of a message's options into the wire ``props`` map.
 
 Validation happens here, on the client, for arguments whose mistakes are
 programming errors (a ``str`` body, priority 12, a naive datetime): the caller
@@ -10,15 +10,16 @@ broker error after a round trip. Keys with default values are left out of
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from brokerd_protocol import MAX_PRIORITY, HeaderValue
 
-__all__ = ["Message", "QueueInfo", "build_props", "check_body"]
+from .checks import epoch, seconds
+
+__all__ = ["Message", "PublishOptions", "QueueInfo", "build_props", "check_body"]
 
 _SCALARS = (str, int, float, bool, bytes, type(None))
 
@@ -38,12 +39,30 @@ class QueueInfo:
     consumers: int
 
 
+class PublishOptions(TypedDict, total=False):
+    """What a publish may carry besides its address and body.
+
+    ``publish(exchange, routing_key, body, **options)`` takes these, and they
+    are the fields of :class:`Message` after ``body``, with the same defaults
+    (a test holds the two lists together).
+    """
+
+    headers: Mapping[str, HeaderValue] | None
+    delay: float | None
+    priority: int
+    ttl: float | None
+    message_id: str | None
+    mandatory: bool
+    not_before: datetime | float | None
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One message for ``publish_many``; the fields mirror ``publish``'s arguments.
+    """One outgoing message: ``publish_message(msg)``, or many with ``publish_many``.
 
-    Plain ``(exchange, routing_key, body)`` tuples are accepted too, for the
-    common case with no options.
+    ``publish(exchange, routing_key, body, **options)`` builds one of these.
+    For ``publish_many``, plain ``(exchange, routing_key, body)`` tuples are
+    accepted too, for the common case with no options.
     """
 
     exchange: str
@@ -58,16 +77,49 @@ class Message:
     not_before: datetime | float | None = None
 
     def props(self) -> dict[str, Any]:
-        """The wire ``props`` map for this message (validated)."""
-        return build_props(
-            headers=self.headers,
-            delay=self.delay,
-            not_before=self.not_before,
-            priority=self.priority,
-            ttl=self.ttl,
-            message_id=self.message_id,
-            mandatory=self.mandatory,
-        )
+        """Validate the options and return the minimal wire ``props`` map."""
+        props: dict[str, Any] = {}
+        headers = self.headers
+        if headers:
+            if not isinstance(headers, Mapping):
+                raise TypeError(f"headers must be a mapping, not {type(headers).__name__}")
+            hdrs: dict[str, HeaderValue] = {}
+            for key, value in headers.items():
+                if type(key) is not str:
+                    raise TypeError(f"header names must be str, got {key!r}")
+                if not isinstance(value, _SCALARS):
+                    raise TypeError(
+                        f"header {key!r} must be str, int, float, bool, bytes or None, "
+                        f"not {type(value).__name__}"
+                    )
+                hdrs[key] = value
+            props["headers"] = hdrs
+        delay, not_before = self.delay, self.not_before
+        if delay is not None and not_before is not None:
+            raise ValueError("give either delay or not_before, not both")
+        if delay is not None:
+            d = seconds("delay", delay, allow_zero=True)
+            if d > 0:
+                props["delay"] = d
+        if not_before is not None:
+            props["not_before"] = epoch("not_before", not_before)
+        priority = self.priority
+        if priority:
+            if type(priority) is not int:
+                raise TypeError(f"priority must be an int, not {type(priority).__name__}")
+            if not 0 <= priority <= MAX_PRIORITY:
+                raise ValueError(f"priority must be within 0..{MAX_PRIORITY}, got {priority}")
+            props["priority"] = priority
+        if self.ttl is not None:
+            props["ttl"] = seconds("ttl", self.ttl)
+        message_id = self.message_id
+        if message_id is not None:
+            if type(message_id) is not str:
+                raise TypeError(f"message_id must be a str, not {type(message_id).__name__}")
+            props["message_id"] = message_id
+        if self.mandatory:
+            props["mandatory"] = True
+        return props
 
 
 def check_body(body: object) -> bytes:
@@ -87,79 +139,6 @@ def check_body(body: object) -> bytes:
     )
 
 
-def _seconds(name: str, value: float, *, allow_zero: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be a finite number {bound}, got {value}")
-    return value
-
-
-def _epoch(value: datetime | float) -> float:
-    if isinstance(value, datetime):
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError(
-                "not_before must be a timezone-aware datetime (e.g. datetime.now(timezone.utc)); "
-                "a naive datetime is ambiguous"
-            )
-        return value.timestamp()
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(
-            f"not_before must be a datetime or epoch seconds, not {type(value).__name__}"
-        )
-    if not math.isfinite(value):
-        raise ValueError("not_before must be finite")
-    return float(value)
-
-
-def build_props(
-    *,
-    headers: Mapping[str, HeaderValue] | None = None,
-    delay: float | None = None,
-    not_before: datetime | float | None = None,
-    priority: int = 0,
-    ttl: float | None = None,
-    message_id: str | None = None,
-    mandatory: bool = False,
-) -> dict[str, Any]:
+def build_props(**options: Unpack[PublishOptions]) -> dict[str, Any]:
     """Validate publish options and return the minimal wire ``props`` map."""
-    props: dict[str, Any] = {}
-    if headers:
-        if not isinstance(headers, Mapping):
-            raise TypeError(f"headers must be a mapping, not {type(headers).__name__}")
-        hdrs: dict[str, HeaderValue] = {}
-        for key, value in headers.items():
-            if type(key) is not str:
-                raise TypeError(f"header names must be str, got {key!r}")
-            if not isinstance(value, _SCALARS):
-                raise TypeError(
-                    f"header {key!r} must be str, int, float, bool, bytes or None, "
-                    f"not {type(value).__name__}"
-                )
-            hdrs[key] = value
-        props["headers"] = hdrs
-    if delay is not None and not_before is not None:
-        raise ValueError("give either delay or not_before, not both")
-    if delay is not None:
-        d = _seconds("delay", delay, allow_zero=True)
-        if d > 0:
-            props["delay"] = d
-    if not_before is not None:
-        props["not_before"] = _epoch(not_before)
-    if priority:
-        if type(priority) is not int:
-            raise TypeError(f"priority must be an int, not {type(priority).__name__}")
-        if not 0 <= priority <= MAX_PRIORITY:
-            raise ValueError(f"priority must be within 0..{MAX_PRIORITY}, got {priority}")
-        props["priority"] = priority
-    if ttl is not None:
-        props["ttl"] = _seconds("ttl", ttl, allow_zero=False)
-    if message_id is not None:
-        if type(message_id) is not str:
-            raise TypeError(f"message_id must be a str, not {type(message_id).__name__}")
-        props["message_id"] = message_id
-    if mandatory:
-        props["mandatory"] = True
-    return props
+    return Message("", "", b"", **options).props()

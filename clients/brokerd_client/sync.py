@@ -21,15 +21,14 @@ import concurrent.futures
 import os
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
-from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
 from brokerd_protocol import Frame, HeaderValue
 
 from .client import AsyncClient, connect
 from .errors import ClientClosed
-from .message import Message, QueueInfo
+from .message import Message, PublishOptions, QueueInfo
 from .url import BrokerURL, parse_url
 
 if TYPE_CHECKING:
@@ -247,34 +246,14 @@ class Client:
         return self._run(lambda c: c.queue_stats(name))
 
     def publish(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        *,
-        headers: Mapping[str, HeaderValue] | None = None,
-        delay: float | None = None,
-        priority: int = 0,
-        ttl: float | None = None,
-        message_id: str | None = None,
-        mandatory: bool = False,
-        not_before: datetime | float | None = None,
+        self, exchange: str, routing_key: str, body: bytes, **options: Unpack[PublishOptions]
     ) -> bool:
         """Publish and wait for the confirm; see ``AsyncClient.publish``."""
-        return self._run(
-            lambda c: c.publish(
-                exchange,
-                routing_key,
-                body,
-                headers=headers,
-                delay=delay,
-                priority=priority,
-                ttl=ttl,
-                message_id=message_id,
-                mandatory=mandatory,
-                not_before=not_before,
-            )
-        )
+        return self.publish_message(Message(exchange, routing_key, body, **options))
+
+    def publish_message(self, message: Message) -> bool:
+        """Publish ``message`` and wait for the confirm; see ``AsyncClient.publish``."""
+        return self._run(lambda c: c.publish_message(message))
 
     def call(self, make: Callable[[int], Frame], *, timeout: float | None = None) -> Any:
         """Send an extension request frame; see ``AsyncClient.call``."""
@@ -297,18 +276,7 @@ class Client:
     # --- task layer (see the AsyncClient methods of the same names) -----------
 
     def publish_nowait(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        *,
-        headers: Mapping[str, HeaderValue] | None = None,
-        delay: float | None = None,
-        priority: int = 0,
-        ttl: float | None = None,
-        message_id: str | None = None,
-        mandatory: bool = False,
-        not_before: datetime | float | None = None,
+        self, exchange: str, routing_key: str, body: bytes, **options: Unpack[PublishOptions]
     ) -> concurrent.futures.Future[bool]:
         """Hand a publish to the loop thread and return at once.
 
@@ -316,21 +284,14 @@ class Client:
         would); callers that may not wait (``apply_async(wait_confirm=False)``)
         can still check it later.
         """
+        return self.publish_message_nowait(Message(exchange, routing_key, body, **options))
+
+    def publish_message_nowait(self, message: Message) -> concurrent.futures.Future[bool]:
+        """:meth:`publish_nowait` for a :class:`Message`."""
 
         async def run() -> bool:
             client = await self._connected()
-            return await client.publish(
-                exchange,
-                routing_key,
-                body,
-                headers=headers,
-                delay=delay,
-                priority=priority,
-                ttl=ttl,
-                message_id=message_id,
-                mandatory=mandatory,
-                not_before=not_before,
-            )
+            return await client.publish_message(message)
 
         coro = run()
         try:

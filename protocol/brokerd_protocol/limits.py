@@ -23,6 +23,8 @@ MAX_HELLO_FRAME = 16 * 1024
 MAX_TOKEN_BYTES = 4096
 #: Highest priority a message may carry (0 is the lowest).
 MAX_PRIORITY = 9
+#: Most unsettled deliveries one consumer may hold (``Consume.prefetch``).
+MAX_PREFETCH = 65_535
 #: Maximum nesting depth accepted inside a frame's msgpack payload.
 MAX_DEPTH = 16
 

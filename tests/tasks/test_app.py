@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from brokerd_client.tasks import App, ConfigurationError
-from brokerd_client.tasks.loader import find_app
+from brokerd_client.tasks.loader import find_app, load_app
 
 APPS = Path(__file__).parent / "apps"
 sys.path.insert(0, str(APPS))
@@ -33,6 +33,30 @@ def test_find_app_forms() -> None:
         find_app("e2eapp:mark")
     with pytest.raises(ModuleNotFoundError):
         find_app("no_such_module_here")
+
+
+def test_load_app_sets_the_broker_imports_the_tasks_then_applies_command_line_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pkg = tmp_path / "loadapp_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(
+        "from brokerd_client.tasks import App\n"
+        "app = App('loadapp', include=['loadapp_pkg.tasks'])\n"
+    )
+    (pkg / "tasks.py").write_text(
+        "from loadapp_pkg import app\n"
+        "app.conf.update(task_max_decompressed_size=2048)\n"
+        "@app.task(name='loadapp.t')\n"
+        "def t() -> None: ...\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    app = load_app("loadapp_pkg", None, task_max_decompressed_size=None)
+    assert "loadapp.t" in app.tasks
+    assert app.conf.task_max_decompressed_size == 2048  # not given: the app's own
+    assert load_app("loadapp_pkg", "brokerd://127.0.0.1:9", task_max_decompressed_size=4096) is app
+    assert app.broker_url == "brokerd://127.0.0.1:9"
+    assert app.conf.task_max_decompressed_size == 4096  # given: over the task module's
 
 
 def test_two_functions_cannot_share_a_name() -> None:

@@ -75,6 +75,15 @@ def test_bad_send_options() -> None:
         build_message(app, app.router, "x", [], {}, {"eta": datetime.now()}, None)
 
 
+@pytest.mark.parametrize("eta", [float("inf"), float("-inf"), float("nan")])
+def test_an_eta_that_is_no_finite_time_is_refused_when_the_message_is_built(eta: float) -> None:
+    # Refused in delay() itself, where the caller sees it: a task sending it
+    # from a worker would otherwise fail only when the worker publishes it.
+    app = make_app()
+    with pytest.raises(ValueError, match="eta must be finite"):
+        build_message(app, app.router, "x", [], {}, {"eta": eta}, None)
+
+
 def test_builtin_errors_come_back_as_themselves_with_the_remote_traceback() -> None:
     exc = rebuild_exception(ExcInfo("ValueError", "builtins", "bad value", "Traceback: here"))
     assert type(exc) is ValueError and str(exc) == "bad value"

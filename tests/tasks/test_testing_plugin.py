@@ -13,7 +13,7 @@ from brokerd_client.tasks import App
 
 if TYPE_CHECKING:  # imported by pytest as a plugin; importing it here first
     # would stop pytest from rewriting its asserts
-    from brokerd_client.tasks.testing import BrokerServer, InProcessBroker, WorkerHandle
+    from brokerd_client.tasks.testing import BrokerProcess, InProcessBroker, WorkerHandle
 
 pytest_plugins = ["brokerd_client.tasks.testing"]
 
@@ -21,7 +21,7 @@ APPS = str(Path(__file__).parent / "apps")
 
 
 def test_fixtures_run_a_users_app(
-    brokerd_broker: BrokerServer, brokerd_worker: Callable[..., WorkerHandle]
+    brokerd_broker: BrokerProcess, brokerd_worker: Callable[..., WorkerHandle]
 ) -> None:
     brokerd_worker("e2eapp", "-c", "2", env={"PYTHONPATH": APPS})
     app = App("client-side", broker=brokerd_broker.url, task_default_queue="default")
@@ -32,7 +32,7 @@ def test_fixtures_run_a_users_app(
 
 
 def test_worker_refuses_to_start_on_a_bad_setting(
-    brokerd_broker: BrokerServer, tmp_path: Path
+    brokerd_broker: BrokerProcess, tmp_path: Path
 ) -> None:
     (tmp_path / "badapp.py").write_text(
         "from brokerd_client.tasks import App\n"
@@ -51,7 +51,7 @@ def test_worker_refuses_to_start_on_a_bad_setting(
 
 
 def test_unknown_queue_or_option_is_a_start_error(
-    brokerd_broker: BrokerServer, tmp_path: Path
+    brokerd_broker: BrokerProcess, tmp_path: Path
 ) -> None:
     from brokerd_client.tasks.testing import WorkerHandle
 
@@ -78,3 +78,9 @@ def test_in_process_broker_serves_a_worker(
     finally:
         app.close()
         worker.stop()
+
+
+def test_the_broker_process_answers_to_its_old_name_too() -> None:
+    from brokerd_client.tasks import testing
+
+    assert testing.BrokerServer is testing.BrokerProcess

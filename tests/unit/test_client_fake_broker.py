@@ -394,6 +394,18 @@ async def test_publish_rejects_non_bytes_body(fake: FakeBroker) -> None:
         assert fake.of_type(Publish) == []
 
 
+async def test_publish_and_publish_many_refuse_the_same_options(fake: FakeBroker) -> None:
+    # A zero ttl is no ttl the broker accepts: publish() used to drop it
+    # silently (with every other option that compares false) while
+    # publish_many() refused it.
+    async with await connect(fake) as client:
+        with pytest.raises(ValueError, match="ttl must be a finite number of seconds > 0"):
+            await client.publish("", "q", b"x", ttl=0)
+        with pytest.raises(ValueError, match="ttl must be a finite number of seconds > 0"):
+            await client.publish_many([Message("", "q", b"x", ttl=0)])
+        assert fake.of_type(Publish) == []
+
+
 async def test_confirm_ranges_and_unroutable_resolve_the_right_publishes(
     fake: FakeBroker,
 ) -> None:
@@ -597,6 +609,17 @@ async def test_deliveries_carry_their_properties(fake: FakeBroker) -> None:
             await d.ack()
 
 
+@pytest.mark.parametrize("prefetch", [0, 65536, 1_000_000])
+async def test_a_prefetch_outside_the_protocol_range_is_refused_without_a_round_trip(
+    fake: FakeBroker, prefetch: int
+) -> None:
+    async with await connect(fake) as client:
+        with pytest.raises(ValueError, match=r"prefetch must be between 1 and 65535"):
+            await client.consume("q", prefetch=prefetch)
+        assert not client.is_closed
+    assert fake.of_type(Consume) == []
+
+
 async def test_deliveries_sent_with_the_consume_ok_are_not_lost(fake: FakeBroker) -> None:
     """The broker may send Deliver right behind the Consume's Ok (same read)."""
 
@@ -633,6 +656,28 @@ async def test_acks_in_one_tick_become_one_frame_and_lost_ids_raise(fake: FakeBr
     lost = results[2]
     assert isinstance(lost, LeaseLost)
     assert lost.delivery_id == 3
+
+
+async def test_settles_that_do_not_wait_return_the_answer_as_a_future(fake: FakeBroker) -> None:
+    fake.lost = {2}
+    async with await connect(fake) as client:
+        consumer = await client.consume("q", prefetch=10)
+        for _ in range(4):
+            fake.session.deliver(100)
+        d1, d2, d3, d4 = [await consumer.next(timeout=BOUND) for _ in range(4)]
+        extended = d4.extend_nowait(60)
+        futs = [d1.ack_nowait(), d2.ack_nowait(), d3.nack_nowait(delay=5), d4.reject_nowait("bad")]
+        assert all(d.settled for d in (d1, d2, d3, d4))
+        with pytest.raises(RuntimeError, match="already settled"):
+            d1.ack_nowait()
+        results = await asyncio.gather(extended, *futs, return_exceptions=True)
+        assert d4.lease == 30.0  # not waited for: nothing learnt about the extension
+    assert results[0] is None and results[1] is None and results[3:] == [None, None]
+    assert isinstance(results[2], LeaseLost) and results[2].delivery_id == 2
+    assert [f.deliveries for f in fake.of_type(Ack)] == [[1, 2]]
+    assert [(f.deliveries, f.delay) for f in fake.of_type(Nack)] == [([3], 5.0)]
+    assert [(f.deliveries, f.reason) for f in fake.of_type(Reject)] == [([4], "bad")]
+    assert [(f.deliveries, f.seconds) for f in fake.of_type(Extend)] == [([4], 60.0)]
 
 
 async def test_settle_kinds_are_batched_separately(fake: FakeBroker) -> None:

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta, timezone
+from typing import get_type_hints
 
 import pytest
 
 from brokerd_client import Message
 from brokerd_client import errors as e
-from brokerd_client.message import build_props, check_body
+from brokerd_client.message import PublishOptions, build_props, check_body
 from brokerd_protocol import CONNECTION_FATAL, ErrorCode
+
+
+def test_publish_options_are_the_fields_of_a_message_after_its_body() -> None:
+    names = [f.name for f in dataclasses.fields(Message)]
+    assert names[:3] == ["exchange", "routing_key", "body"]
+    hints = get_type_hints(Message)
+    assert {name: hints[name] for name in names[3:]} == get_type_hints(PublishOptions)
 
 
 def test_defaults_produce_an_empty_props_map() -> None:

@@ -19,9 +19,9 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidArgument
+from .declare import Declared, declare_async
 from .exceptions import ConfigurationError
 from .message import build_headers
-from .producer import Declared, declare_async
 from .serialization import content_type_of, encode_body
 
 if TYPE_CHECKING:
@@ -125,7 +125,7 @@ async def _run(app: App, prune: bool, show: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .loader import find_app
+    from .loader import load_app
 
     parser = argparse.ArgumentParser(
         prog="python -m brokerd_client.tasks.beat",
@@ -139,10 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--list", action="store_true", help="list the broker's schedules")
     args = parser.parse_args(argv)
     try:
-        app = find_app(args.app)
-        if args.broker:
-            app.conf.update(broker_url=args.broker)
-        app.import_modules()
+        app = load_app(args.app, args.broker)
     except ConfigurationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

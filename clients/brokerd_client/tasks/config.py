@@ -16,15 +16,17 @@ are refused with the reason and what to write instead.
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import inspect
-import math
 import os
 from collections.abc import Callable, Iterable, Mapping
-from datetime import timedelta
 from types import ModuleType
 from typing import Any, Final
 
+from brokerd_protocol import MAX_PRIORITY
+
+from ..checks import seconds
 from ..url import parse_url
 from .exceptions import ConfigurationError
 from .queues import EXCHANGE_TYPES, Queue
@@ -93,27 +95,16 @@ def _opt_str(name: str, value: Any) -> str | None:
     return None if value is None else _str(name, value)
 
 
-def _seconds(name: str, value: Any, *, low: float = 0.0) -> float:
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigurationError(
-            f"{name} must be a number of seconds or a timedelta, got {value!r}"
-        )
-    seconds = float(value)
-    if not math.isfinite(seconds) or seconds <= low:
-        raise ConfigurationError(
-            f"{name} must be a finite number of seconds > {low:g}, got {seconds}"
-        )
-    return seconds
+#: A duration in seconds (a number or a timedelta), above 0.
+_duration = functools.partial(seconds, allow_timedelta=True, error=ConfigurationError)
 
 
-def _opt_seconds(name: str, value: Any) -> float | None:
-    return None if value is None else _seconds(name, value)
+def _opt_duration(name: str, value: Any) -> float | None:
+    return None if value is None else _duration(name, value)
 
 
 def _lease(name: str, value: Any) -> float:
-    seconds = _seconds(name, value)
+    seconds = _duration(name, value)
     if not 0.001 <= seconds <= 86400:
         raise ConfigurationError(f"{name} must be within 0.001..86400 seconds, got {seconds}")
     return seconds
@@ -130,8 +121,10 @@ def _opt_pos_int(name: str, value: Any) -> int | None:
 def _priority(name: str, value: Any) -> int | None:
     if value is None:
         return None
-    if type(value) is not int or not 0 <= value <= 9:
-        raise ConfigurationError(f"{name} must be an int within 0..9 or None, got {value!r}")
+    if type(value) is not int or not 0 <= value <= MAX_PRIORITY:
+        raise ConfigurationError(
+            f"{name} must be an int within 0..{MAX_PRIORITY} or None, got {value!r}"
+        )
     return value
 
 
@@ -324,9 +317,13 @@ _Checker = Callable[[str, Any], Any]
 #: name -> (default, checker, one-line meaning). Defaults are already normal.
 _SETTINGS: Final[dict[str, tuple[Any, _Checker, str]]] = {
     "broker_url": (None, _url, "brokerd://[token@]host:port"),
-    "broker_connection_timeout": (10.0, _seconds, "seconds to connect"),
+    "broker_connection_timeout": (10.0, _duration, "seconds to connect"),
     "broker_connection_retry_on_startup": (True, _bool, "worker retries until the broker is up"),
-    "broker_heartbeat": (30.0, lambda n, v: 0.0 if v == 0 else _seconds(n, v), "heartbeat seconds"),
+    "broker_heartbeat": (
+        30.0,
+        lambda n, v: 0.0 if v == 0 else _duration(n, v),
+        "heartbeat seconds",
+    ),
     "imports": ((), _modules, "modules the worker imports at start"),
     "include": ((), _modules, "modules the worker imports at start"),
     "task_default_queue": ("celery", _name, "queue of tasks without a route"),
@@ -337,7 +334,7 @@ _SETTINGS: Final[dict[str, tuple[Any, _Checker, str]]] = {
     ),
     "task_default_exchange_type": ("direct", _exchange_type, "direct or topic"),
     "task_default_routing_key": (None, _opt_str, "routing key (default: the queue name)"),
-    "task_default_priority": (None, _priority, "0..9"),
+    "task_default_priority": (None, _priority, f"0..{MAX_PRIORITY}"),
     "task_default_lease": (30.0, _lease, "lease of declared queues, seconds"),
     "task_queues": ((), _queues, "list of Queue(...)"),
     "task_routes": ((), _routes, "task name/glob -> {'queue'|'routing_key'|...}"),
@@ -351,24 +348,24 @@ _SETTINGS: Final[dict[str, tuple[Any, _Checker, str]]] = {
         _decompressed_size,
         "largest a zlib task body may inflate to in a worker, bytes",
     ),
-    "result_expires": (86400.0, _seconds, "seconds results are kept"),
+    "result_expires": (86400.0, _duration, "seconds results are kept"),
     "task_ignore_result": (False, _bool, "do not store results"),
     "task_store_errors_even_if_ignored": (False, _bool, "store failures of ignore_result tasks"),
     "task_track_started": (False, _bool, "record STARTED"),
-    "task_time_limit": (None, _opt_seconds, "hard limit, seconds"),
-    "task_soft_time_limit": (None, _opt_seconds, "soft limit, seconds"),
+    "task_time_limit": (None, _opt_duration, "hard limit, seconds"),
+    "task_soft_time_limit": (None, _opt_duration, "soft limit, seconds"),
     "task_acks_late": (True, _bool, "ack after the task ran (at-least-once)"),
     "task_acks_on_failure_or_timeout": (True, _bool, "ack failed tasks"),
     "task_reject_on_worker_lost": (False, _bool, "requeue tasks whose process died"),
     "task_always_eager": (False, _bool, "run .delay() in-process"),
     "task_eager_propagates": (False, _bool, "eager .delay() raises the task's error"),
-    "task_default_retry_delay": (180.0, _seconds, "retry countdown, seconds"),
+    "task_default_retry_delay": (180.0, _duration, "retry countdown, seconds"),
     "worker_concurrency": (None, _opt_pos_int, "tasks run at once (default: CPU count)"),
     "worker_prefetch": (None, _opt_pos_int, "messages held per queue (default: concurrency)"),
     "worker_max_tasks_per_child": (None, _opt_pos_int, "recycle a child process after N tasks"),
     "worker_pool": ("asyncio", _pool, "asyncio, threads or processes"),
-    "worker_shutdown_timeout": (60.0, _seconds, "warm shutdown grace period, seconds"),
-    "worker_summary_interval": (10.0, _seconds, "seconds between INFO summary lines"),
+    "worker_shutdown_timeout": (60.0, _duration, "warm shutdown grace period, seconds"),
+    "worker_summary_interval": (10.0, _duration, "seconds between INFO summary lines"),
     "beat_schedule": ({}, _beat, "periodic entries, fired by the broker"),
     "timezone": ("UTC", _timezone, "must be UTC"),
     "enable_utc": (True, _enable_utc, "must be True"),

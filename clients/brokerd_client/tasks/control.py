@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .app import App
+    from .clients import Clients
 
 __all__ = ["Control"]
 
@@ -31,8 +31,10 @@ def _ids(task_id: str | Iterable[str]) -> list[str]:
 
 
 class Control:
-    def __init__(self, app: App) -> None:
-        self.app = app
+    """``app.control``: revoking through the app's connections."""
+
+    def __init__(self, clients: Clients) -> None:
+        self.clients = clients
 
     def revoke(
         self,
@@ -44,10 +46,10 @@ class Control:
         """Revoke one task id or many. ``signal`` is accepted for Celery
         compatibility; child processes are always killed with SIGKILL."""
         del signal
-        self.app.producer_client.revoke(_ids(task_id), terminate=terminate, ttl=ttl)
+        self.clients.producer.revoke(_ids(task_id), terminate=terminate, ttl=ttl)
 
     async def arevoke(
         self, task_id: str | Iterable[str], terminate: bool = False, ttl: float = DEFAULT_REVOKE_TTL
     ) -> None:
-        client = await self.app.async_client()
+        client = await self.clients.async_client()
         await client.revoke(_ids(task_id), terminate=terminate, ttl=ttl)

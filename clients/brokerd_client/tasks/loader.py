@@ -1,4 +1,6 @@
-"""Finding the app named by ``-A module[:attr]``, as ``celery -A`` does."""
+"""Finding the app named by ``-A module[:attr]``, as ``celery -A`` does, and
+making it ready to run: what every command line (worker, its child
+processes, beat) does before anything else."""
 
 from __future__ import annotations
 
@@ -6,11 +8,12 @@ import importlib
 import os
 import sys
 from types import ModuleType
+from typing import Any
 
 from .app import App
 from .exceptions import ConfigurationError
 
-__all__ = ["find_app"]
+__all__ = ["find_app", "load_app"]
 
 
 def _apps_in(module: ModuleType) -> list[App]:
@@ -64,3 +67,22 @@ def find_app(spec: str) -> App:
                 f"{mod.__name__}:<attribute>"
             )
     raise ConfigurationError(f"-A {spec!r}: no brokerd_client.tasks.App found in {module_name}")
+
+
+def load_app(spec: str, broker: str | None = None, **options: Any) -> App:
+    """The app ``spec`` names (:func:`find_app`), ready to run.
+
+    ``broker`` (a ``-b`` option) replaces its ``broker_url`` before anything
+    else; then its task modules are imported, so every task is registered;
+    then the settings given as command-line ``options`` (``None``: not given)
+    are applied over whatever those modules set, so a worker and its child
+    processes end with the same values.
+    """
+    app = find_app(spec)
+    if broker:
+        app.conf.update(broker_url=broker)
+    app.import_modules()
+    given = {name: value for name, value in options.items() if value is not None}
+    if given:
+        app.conf.update(given)
+    return app

@@ -29,9 +29,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from .exceptions import InvalidTaskMessage
+
+if TYPE_CHECKING:
+    from ..message import Message
+    from .routing import Route
 
 __all__ = [
     "DEFAULT_CONTENT_TYPE",
@@ -40,6 +44,7 @@ __all__ = [
     "MAX_TASK_NAME",
     "MAX_TIME_LIMIT",
     "TaskHeaders",
+    "TaskMessage",
     "build_headers",
     "parse",
     "retry_headers",
@@ -58,6 +63,18 @@ MAX_CONTENT_TYPE: Final = 255
 #: The content type of a message that names none.
 DEFAULT_CONTENT_TYPE: Final = "application/json"
 COMPRESSIONS: Final = frozenset({"zlib"})
+
+
+class TaskMessage:
+    """A built task message: the wire :class:`~brokerd_client.Message`, its
+    task id and its route (which queue to declare before publishing it)."""
+
+    __slots__ = ("message", "route", "task_id")
+
+    def __init__(self, task_id: str, message: Message, route: Route) -> None:
+        self.task_id = task_id
+        self.message = message
+        self.route = route
 
 
 class TaskHeaders(NamedTuple):

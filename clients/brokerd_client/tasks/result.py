@@ -19,7 +19,7 @@ from __future__ import annotations
 import builtins
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import states
 from .exceptions import RemoteTaskError, TaskRevokedError
@@ -27,9 +27,47 @@ from .outcome import ExcInfo
 from .serialization import decode_result
 
 if TYPE_CHECKING:
-    from .app import App
+    from .clients import Clients
+    from .control import Control
 
-__all__ = ["AsyncResult", "EagerResult", "rebuild_exception"]
+__all__ = [
+    "AsyncResult",
+    "EagerResult",
+    "ResultApp",
+    "default_app",
+    "rebuild_exception",
+    "set_default_app",
+]
+
+
+class ResultApp(Protocol):
+    """What a result uses of its app: the connections to read it through and
+    the remote control to revoke it. :class:`~brokerd_client.tasks.App` is
+    the implementation; naming a protocol here instead of importing App
+    keeps every arrow between them pointing from the app to its results."""
+
+    @property
+    def clients(self) -> Clients: ...
+
+    @property
+    def control(self) -> Control: ...
+
+
+_default: ResultApp | None = None
+
+
+def set_default_app(app: ResultApp) -> None:
+    """Make ``app`` the one ``AsyncResult(task_id)`` uses (every new App does)."""
+    global _default
+    _default = app
+
+
+def default_app() -> ResultApp:
+    """The app made last: what ``AsyncResult(task_id)`` uses without ``app=``."""
+    if _default is None:
+        raise RuntimeError("no brokerd_client.tasks.App has been created yet")
+    return _default
+
 
 #: Longest single ResultWait; ``get(timeout=None)`` chains them (each is one
 #: pushed answer, not a poll).
@@ -117,13 +155,9 @@ class AsyncResult(_ResultBase):
     final record is kept (final states never change).
     """
 
-    def __init__(self, id: str, app: App | None = None) -> None:
-        if app is None:
-            from .app import current_app
-
-            app = current_app()
+    def __init__(self, id: str, app: ResultApp | None = None) -> None:
         self.id = id
-        self.app = app
+        self.app = app if app is not None else default_app()
         self._final: tuple[str, dict[str, Any]] | None = None
 
     # --- reading ---------------------------------------------------------------
@@ -140,13 +174,13 @@ class AsyncResult(_ResultBase):
     def _fetch(self) -> tuple[str, dict[str, Any]]:
         if self._final is not None:
             return self._final
-        found = self.app.producer_client.result_get([self.id])
+        found = self.app.clients.producer.result_get([self.id])
         return self._decode(found.get(self.id))
 
     async def _afetch(self) -> tuple[str, dict[str, Any]]:
         if self._final is not None:
             return self._final
-        client = await self.app.async_client()
+        client = await self.app.clients.async_client()
         found = await client.result_get([self.id])
         return self._decode(found.get(self.id))
 
@@ -187,12 +221,12 @@ class AsyncResult(_ResultBase):
         """
         del interval
         if self._final is None:
-            if self.app._worker_loop_hook() is not None:
+            if self.app.clients.worker_on_this_loop() is not None:
                 raise RuntimeError(
                     "result.get() would block the worker's event loop (and the task it "
                     "waits for may need this worker): use 'await result.wait()' in async tasks"
                 )
-            client = self.app.producer_client
+            client = self.app.clients.producer
             deadline = None if timeout is None else time.monotonic() + timeout
             while True:
                 left = _MAX_WAIT if deadline is None else deadline - time.monotonic()
@@ -208,7 +242,7 @@ class AsyncResult(_ResultBase):
     async def wait(self, timeout: float | None = None, propagate: bool = True) -> Any:  # noqa: ASYNC109 - Celery-style API
         """``get`` for async code: awaits the broker's push without blocking the loop."""
         if self._final is None:
-            client = await self.app.async_client()
+            client = await self.app.clients.async_client()
             deadline = None if timeout is None else time.monotonic() + timeout
             while True:
                 left = _MAX_WAIT if deadline is None else deadline - time.monotonic()

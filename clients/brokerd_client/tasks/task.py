@@ -13,17 +13,20 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar
 
+from ..checks import positive
 from .backoff import backoff_delay
 from .exceptions import MaxRetriesExceededError, Retry
 from .request import Request, current_request
+from .result import AsyncResult, ResultApp
 
 if TYPE_CHECKING:
-    from .app import App
-    from .result import AsyncResult, EagerResult
+    from .config import Settings
+    from .result import EagerResult
+    from .routing import Router
 
-__all__ = ["TASK_OPTIONS", "Signature", "Task"]
+__all__ = ["TASK_OPTIONS", "Signature", "Task", "TaskApp", "TaskSender"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -95,18 +98,66 @@ class Signature:
         return Signature(self.task, self.args, self.kwargs, {**self.options, **options})
 
 
-def _positive(name: str, value: Any, *, allow_none: bool = True) -> Any:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return value
+class TaskSender(Protocol):
+    """Where a task's calls go: to a worker through the broker, or run here
+    (eager mode, ``apply``). :class:`~brokerd_client.tasks.sending.Sender` is
+    the implementation."""
+
+    def send(
+        self,
+        name: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        options: Mapping[str, Any],
+        task: Task[Any, Any] | None,
+    ) -> AsyncResult: ...
+
+    async def asend(
+        self,
+        name: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        options: Mapping[str, Any],
+        task: Task[Any, Any] | None,
+    ) -> AsyncResult: ...
+
+    def send_many(
+        self, signatures: Iterable[Signature], *, timeout: float | None = None
+    ) -> list[AsyncResult]: ...
+
+    def apply(
+        self, task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any], task_id: str | None
+    ) -> EagerResult: ...
+
+
+class TaskApp(ResultApp, Protocol):
+    """What a task, and the sender its calls go through, use of their app.
+
+    :class:`~brokerd_client.tasks.App` is the implementation. Naming a
+    protocol here instead of importing App keeps every arrow between them
+    pointing from the app to its tasks: the app imports this module, sending
+    and results; none of them imports the app.
+    """
+
+    @property
+    def conf(self) -> Settings: ...
+
+    @property
+    def router(self) -> Router: ...
+
+    @property
+    def tasks(self) -> Mapping[str, Task[Any, Any]]: ...
+
+    @property
+    def sender(self) -> TaskSender: ...
+
+    def gen_task_name(self, fn: Callable[..., Any]) -> str: ...
 
 
 class Task(Generic[P, R]):
     """A registered task. Made by ``@app.task``; see the module docstring."""
 
-    def __init__(self, app: App, fn: Callable[..., Any], options: Mapping[str, Any]) -> None:
+    def __init__(self, app: TaskApp, fn: Callable[..., Any], options: Mapping[str, Any]) -> None:
         unknown = set(options) - TASK_OPTIONS
         if unknown:
             raise TypeError(
@@ -128,14 +179,14 @@ class Task(Generic[P, R]):
         if max_retries is not None and (type(max_retries) is not int or max_retries < 0):
             raise ValueError(f"max_retries must be an int >= 0 or None, got {max_retries!r}")
         self.max_retries: int | None = max_retries
-        self.default_retry_delay: float | None = _positive(
+        self.default_retry_delay: float | None = positive(
             "default_retry_delay", options.get("default_retry_delay")
         )
         backoff = options.get("retry_backoff", False)
         if backoff is not True and backoff is not False:
-            _positive("retry_backoff", backoff, allow_none=False)
+            positive("retry_backoff", backoff, allow_none=False)
         self.retry_backoff: bool | float = backoff
-        self.retry_backoff_max: float = _positive(
+        self.retry_backoff_max: float = positive(
             "retry_backoff_max", options.get("retry_backoff_max", 600)
         )
         self.retry_jitter: bool = bool(options.get("retry_jitter", True))
@@ -152,8 +203,8 @@ class Task(Generic[P, R]):
         if "max_retries" in retry_kwargs:
             self.max_retries = retry_kwargs.pop("max_retries")
         self.retry_kwargs: dict[str, Any] = retry_kwargs
-        self.time_limit: float | None = _positive("time_limit", options.get("time_limit"))
-        self.soft_time_limit: float | None = _positive(
+        self.time_limit: float | None = positive("time_limit", options.get("time_limit"))
+        self.soft_time_limit: float | None = positive(
             "soft_time_limit", options.get("soft_time_limit")
         )
         if (
@@ -165,7 +216,7 @@ class Task(Generic[P, R]):
         self._ignore_result: bool | None = options.get("ignore_result")
         self.serializer: str | None = options.get("serializer")
         self.acks_late: bool | None = options.get("acks_late")
-        self.expires: float | None = _positive("expires", options.get("expires"))
+        self.expires: float | None = positive("expires", options.get("expires"))
         self.track_started: bool | None = options.get("track_started")
 
     def __repr__(self) -> str:
@@ -227,15 +278,13 @@ class Task(Generic[P, R]):
     ) -> EagerResult:
         """Run here and now like a worker would (retries included); return an
         :class:`~brokerd_client.tasks.result.EagerResult`."""
-        from .eager import apply_eagerly
-
-        return apply_eagerly(self, list(args or ()), dict(kwargs or {}), task_id)
+        return self.app.sender.apply(self, list(args or ()), dict(kwargs or {}), task_id)
 
     # --- sending ----------------------------------------------------------------
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult:
         """Send to a worker: ``apply_async(args, kwargs)``."""
-        return self.app._send(self.name, args, kwargs, {}, self)
+        return self.app.sender.send(self.name, args, kwargs, {}, self)
 
     def apply_async(
         self,
@@ -248,12 +297,12 @@ class Task(Generic[P, R]):
         ``task_id``, ``ignore_result``, ``time_limit``, ``soft_time_limit``,
         ``serializer``, ``compression``, ``headers``, and ``wait_confirm``
         (default True: return once the broker has durably stored it)."""
-        return self.app._send(self.name, args or (), kwargs or {}, options, self)
+        return self.app.sender.send(self.name, args or (), kwargs or {}, options, self)
 
     async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult:
         """``delay`` for async code: awaits the broker's confirm without
         blocking the event loop."""
-        return await self.app._asend(self.name, args, kwargs, {}, self)
+        return await self.app.sender.asend(self.name, args, kwargs, {}, self)
 
     async def aapply_async(
         self,
@@ -261,7 +310,7 @@ class Task(Generic[P, R]):
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> AsyncResult:
-        return await self.app._asend(self.name, args or (), kwargs or {}, options, self)
+        return await self.app.sender.asend(self.name, args or (), kwargs or {}, options, self)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature of this task with these arguments (for ``send_many``)."""
@@ -286,10 +335,10 @@ class Task(Generic[P, R]):
                 sigs.append(Signature(self.name, tuple(call[0]), dict(call[1])))
             else:
                 sigs.append(Signature(self.name, tuple(call)))
-        return self.app.send_many(sigs)
+        return self.app.sender.send_many(sigs)
 
     def AsyncResult(self, task_id: str) -> AsyncResult:
-        return self.app.AsyncResult(task_id)
+        return AsyncResult(task_id, self.app)
 
     # --- retrying -----------------------------------------------------------------
 

@@ -7,8 +7,8 @@ Enable the fixtures in your ``conftest.py``::
 Fixtures:
 
 * ``brokerd_broker``: a real brokerd on a free port with a temporary data
-  directory (started as a child process of the test run, SIGKILLed at the
-  end); ``.url`` to connect, ``.restart()``, ``.kill()``.
+  directory (a :class:`BrokerProcess`: a child process of the test run,
+  SIGKILLed at the end); ``.url`` to connect, ``.restart()``, ``.kill()``.
 * ``brokerd_inprocess_broker``: brokerd running inside the test process (a
   thread with its own event loop) on a temporary data directory: no process
   to start, for tests that do not need to kill the broker.
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from .app import App
 
 __all__ = [
+    "BrokerProcess",
     "BrokerServer",
     "InProcessBroker",
     "WorkerHandle",
@@ -54,8 +55,10 @@ __all__ = [
 START_TIMEOUT = 30.0
 
 
-class BrokerServer:
-    """``python -m brokerd`` on 127.0.0.1, port 0 (any free port), a given data dir.
+class BrokerProcess:
+    """``python -m brokerd`` as a child process on 127.0.0.1, port 0 (any free
+    port), a given data dir. (Not the server itself, ``brokerd.server.BrokerServer``:
+    this starts and stops one.)
 
     ``kill()`` is SIGKILL (like a power cut for the process); ``terminate()`` is
     the graceful SIGTERM stop. A restart reuses the port, so clients can
@@ -135,6 +138,10 @@ class BrokerServer:
         return self.start()
 
 
+#: The name :class:`BrokerProcess` had before; deprecated, kept for existing tests.
+BrokerServer = BrokerProcess
+
+
 class InProcessBroker:
     """brokerd in a daemon thread of this process, listening on a free port."""
 
@@ -151,15 +158,15 @@ class InProcessBroker:
         return f"brokerd://127.0.0.1:{self.port}"
 
     def start(self) -> InProcessBroker:
+        from brokerd import server as brokerd_server
         from brokerd.config import Config
-        from brokerd.server import BrokerServer
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = Config(host="127.0.0.1", port=0, data_dir=str(self.data_dir), metrics_port=0)
         ready = threading.Event()
 
         async def serve() -> None:
-            server = self._server = BrokerServer(config.validate())
+            server = self._server = brokerd_server.BrokerServer(config.validate())
             await server.start()
             self.port = server.port or 0
             ready.set()
@@ -251,9 +258,9 @@ class WorkerHandle:
 
 
 @pytest.fixture
-def brokerd_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerServer]:
+def brokerd_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
     """A running brokerd for this test (see the module docstring)."""
-    server = BrokerServer(tmp_path_factory.mktemp("brokerd") / "data").start()
+    server = BrokerProcess(tmp_path_factory.mktemp("brokerd") / "data").start()
     try:
         yield server
     finally:
@@ -274,7 +281,7 @@ def brokerd_inprocess_broker(
 
 @pytest.fixture
 def brokerd_worker(
-    brokerd_broker: BrokerServer, tmp_path_factory: pytest.TempPathFactory
+    brokerd_broker: BrokerProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Callable[..., WorkerHandle]]:
     """``brokerd_worker("proj.tasks", *worker_args, env={...})`` -> a ready worker."""
     workdir = tmp_path_factory.mktemp("workers")

@@ -127,15 +127,10 @@ def main(argv: list[str] | None = None) -> None:
         format=f"[%(asctime)s: %(levelname)s/child-{os.getpid()}] %(message)s",
     )
     sock = socket.socket(fileno=args.fd)
-    from ..loader import find_app
+    from ..loader import load_app
 
     try:
-        app = find_app(args.app)
-        if args.broker:
-            app.conf.update(broker_url=args.broker)
-        if args.max_decompressed_size is not None:
-            app.conf.update(task_max_decompressed_size=args.max_decompressed_size)
-        app.import_modules()
+        app = load_app(args.app, args.broker, task_max_decompressed_size=args.max_decompressed_size)
     except BaseException as exc:
         sock.sendall(pack({"t": "fatal", "error": f"{type(exc).__name__}: {exc}"}))
         raise SystemExit(1) from exc

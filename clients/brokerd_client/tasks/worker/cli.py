@@ -9,17 +9,24 @@ connects: a typo is an error at start, not a silent default.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import socket
 import sys
 
+from brokerd_protocol import MAX_PREFETCH
+
+from ...checks import positive
 from ..config import POOLS
 from ..exceptions import ConfigurationError
 
 __all__ = ["main", "parse_args"]
 
 _LEVELS = ("debug", "info", "warning", "error", "critical")
+
+#: A count given on the command line: None (not given) or at least 1.
+_at_least_one = functools.partial(positive, integer=True, error=ConfigurationError)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -61,36 +68,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _positive(name: str, value: int | None) -> int | None:
-    if value is not None and value < 1:
-        raise ConfigurationError(f"{name} must be at least 1, got {value}")
-    return value
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(
         level=args.loglevel.upper(),
         format="[%(asctime)s: %(levelname)s/%(processName)s] %(message)s",
     )
-    from ..loader import find_app
+    from ..loader import load_app
     from .engine import Worker, run_worker
 
     try:
-        app = find_app(args.app)
-        if args.broker:
-            app.conf.update(broker_url=args.broker)
-        app.import_modules()
+        app = load_app(args.app, args.broker, task_max_decompressed_size=args.max_decompressed_size)
         conf = app.conf
-        if args.max_decompressed_size is not None:
-            conf.update(task_max_decompressed_size=args.max_decompressed_size)
-        concurrency = _positive("--concurrency", args.concurrency) or conf.concurrency
-        prefetch = _positive("--prefetch", args.prefetch) or conf.worker_prefetch or concurrency
-        if prefetch > 65535:
-            raise ConfigurationError(f"prefetch must be at most 65535, got {prefetch}")
+        concurrency = _at_least_one("--concurrency", args.concurrency) or conf.concurrency
+        prefetch = _at_least_one("--prefetch", args.prefetch) or conf.worker_prefetch or concurrency
+        if prefetch > MAX_PREFETCH:
+            raise ConfigurationError(f"prefetch must be at most {MAX_PREFETCH}, got {prefetch}")
         pool = args.pool or conf.worker_pool
         max_tasks = (
-            _positive("--max-tasks-per-child", args.max_tasks_per_child)
+            _at_least_one("--max-tasks-per-child", args.max_tasks_per_child)
             or conf.worker_max_tasks_per_child
         )
         queues = [q.strip() for q in (args.queues or conf.task_default_queue).split(",")]

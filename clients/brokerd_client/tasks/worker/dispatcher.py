@@ -1,18 +1,14 @@
-"""From delivery to ack: accept, run, record, settle.
+"""From delivery to ack: accept, run, hand the outcome on.
 
 The per-message path is kept short because it is the worker's throughput:
 no coroutine or asyncio task per message for plain functions (async
 functions get the one task they need), no per-task log line at INFO, acks and
 lease extensions coalesced per loop tick by the connection.
 
-Order of effects, which is what makes the guarantees hold:
+What happens to a finished job (its result stored before its ack, its retry
+confirmed before its ack) is :mod:`.recorder`'s; this module decides which
+deliveries run, when and where:
 
-* a result is committed *before* the message is acked, so a crash in between
-  re-runs the task rather than losing its result;
-* a retry message is confirmed *before* the original is acked, so a retry is
-  never lost; it is a delayed message held by the broker, not a timer here;
-* task messages a task sends from the worker's loop are confirmed before its
-  own message is acked;
 * a message the worker refuses (a malformed header, unknown task, content
   type not accepted, undecodable or too deep a body, a zlib body inflating
   past ``task_max_decompressed_size``) is rejected with the reason, which
@@ -21,9 +17,9 @@ Order of effects, which is what makes the guarantees hold:
   id has nothing to record a result under and is only rejected. Headers are
   read through ``message.parse`` only, so no header can reach a timer or a
   request unchecked, and no message can stop the worker;
-* a result, retry or task message larger than the broker's frame limit is
-  refused by the client before it is sent (the connection and every other
-  task on it carry on) and the task is recorded as FAILURE, once.
+* at most ``concurrency`` jobs run at once; the rest wait in arrival order,
+  their leases kept alive by one :class:`LeaseKeeper`;
+* time limits, revocations and lost leases stop or drop the jobs they concern.
 """
 
 from __future__ import annotations
@@ -33,13 +29,14 @@ import contextvars
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ...client import AsyncClient
 from ...consumer import Delivery
 from ...errors import BrokerError, MessageTooLarge
 from .. import states
+from ..declare import declare_async
 from ..exceptions import (
     ContentDisallowed,
     InvalidTaskMessage,
@@ -50,30 +47,23 @@ from ..exceptions import (
 )
 from ..execution import execute_async
 from ..interrupt import Interruptible
-from ..message import parse, retry_headers
-from ..outcome import ExcInfo, Outcome
-from ..producer import TaskMessage, declare_async
+from ..message import TaskMessage, parse
+from ..outcome import Outcome
 from ..request import Request
-from ..serialization import (
-    CONTENT_TYPES,
-    DecodeError,
-    EncodeError,
-    decode_body,
-    encode_body,
-    encode_error,
-    encode_result,
-)
+from ..serialization import CONTENT_TYPES, DecodeError, decode_body
 from . import settle
 from .job import Job
 from .leases import LeaseKeeper
 from .processes import ProcessPool
+from .recorder import Recorder
+from .stats import Stats
 from .threads import ThreadRunner
 
 if TYPE_CHECKING:
     from ..app import App
-    from ..producer import Declared
+    from ..declare import Declared
 
-__all__ = ["Dispatcher", "Stats"]
+__all__ = ["Dispatcher"]
 
 log = logging.getLogger("brokerd_client.tasks.worker")
 
@@ -81,26 +71,6 @@ log = logging.getLogger("brokerd_client.tasks.worker")
 _current_job: contextvars.ContextVar[Job | None] = contextvars.ContextVar(
     "brokerd_current_job", default=None
 )
-
-
-class Stats:
-    """Counters for the periodic summary line and the final report."""
-
-    __slots__ = ("failed", "received", "rejected", "retried", "revoked", "succeeded")
-
-    def __init__(self) -> None:
-        self.received = self.succeeded = self.failed = self.retried = 0
-        self.revoked = self.rejected = 0
-
-    def snapshot(self) -> tuple[int, int, int, int, int, int]:
-        return (
-            self.received,
-            self.succeeded,
-            self.failed,
-            self.retried,
-            self.revoked,
-            self.rejected,
-        )
 
 
 class RevokedIds:
@@ -156,11 +126,6 @@ class Dispatcher:
         self.tasks = app.tasks
         self.acks_late = conf.task_acks_late
         self.track_started = conf.task_track_started
-        self.result_ttl = conf.result_expires
-        self.rser = conf.result_serializer
-        self.store_errors_if_ignored = conf.task_store_errors_even_if_ignored
-        self.acks_on_failure = conf.task_acks_on_failure_or_timeout
-        self.reject_on_worker_lost = conf.task_reject_on_worker_lost
         self.accept = {CONTENT_TYPES[name]: name for name in conf.accept_content}
         self.max_decompressed = conf.task_max_decompressed_size
         self.held: dict[int, Job] = {}
@@ -174,13 +139,11 @@ class Dispatcher:
         self.client: AsyncClient | None = None
         self.declared: Declared | None = None
         self.leases = LeaseKeeper(loop, self.held, self._lease_lost)
-        self.threads = ThreadRunner(loop, concurrency, self.finish, self.rser)
+        self.threads = ThreadRunner(loop, concurrency, self.finish, conf.result_serializer)
         self.processes = process_pool
         self._idle_waiters: list[asyncio.Future[None]] = []
-        self._debug = log.isEnabledFor(logging.DEBUG)
         self._background: set[asyncio.Task[Any]] = set()
-        #: ResultSets sent and not yet confirmed (a warm shutdown waits for them).
-        self._unconfirmed: set[asyncio.Future[Any]] = set()
+        self.recorder = Recorder(conf, self.stats, spawn=self._spawn, settled=self._done_settling)
 
     # --- receiving ---------------------------------------------------------------
 
@@ -223,7 +186,7 @@ class Dispatcher:
         if meta.expires is not None and time.time() > meta.expires:
             log.info("task %s[%s] expired before it ran; revoking", name, task_id)
             self.stats.revoked += 1
-            self._record(client, task_id, Outcome.revoked("expired before it could run"))
+            self.recorder.record(client, task_id, Outcome.revoked("expired before it could run"))
             settle.ack(d)
             return
         job = Job(d, client, task, meta, serializer)
@@ -281,7 +244,7 @@ class Dispatcher:
     def _refuse(self, d: Delivery, client: AsyncClient, task_id: str, exc: Exception) -> None:
         log.error("rejecting task %s: %s", task_id, exc)
         self.stats.rejected += 1
-        self._record(client, task_id, Outcome.failure(exc))
+        self.recorder.record(client, task_id, Outcome.failure(exc))
         settle.reject(d, f"{type(exc).__name__}: {exc}")
 
     def _refuse_invalid(self, d: Delivery, client: AsyncClient, exc: InvalidTaskMessage) -> None:
@@ -311,7 +274,7 @@ class Dispatcher:
         if (task.track_started if task.track_started is not None else self.track_started) and (
             not job.ignore_result
         ):
-            self._record(job.client, job.task_id, Outcome(states.STARTED), quiet=True)
+            self.recorder.record(job.client, job.task_id, Outcome(states.STARTED), quiet=True)
         meta = job.meta
         use_children = self.processes is not None and not task.is_async
         if not use_children:
@@ -454,210 +417,10 @@ class Dispatcher:
         self.running -= 1
         self.settling += 1
         try:
-            if job.pending:
-                self._spawn(self._after_pending(job, outcome))
-            else:
-                self._complete(job, outcome)
+            self.recorder.complete(job, outcome)
         finally:
             if self.waiting:
                 self._start_waiting()
-
-    async def _after_pending(self, job: Job, outcome: Outcome) -> None:
-        pending = job.pending or []
-        results = await asyncio.gather(*pending, return_exceptions=True)
-        failed = [r for r in results if isinstance(r, BaseException)]
-        refused = [r for r in failed if isinstance(r, MessageTooLarge | EncodeError)]
-        if refused:
-            # Sending it again would be refused again: fail the task, once.
-            log.error("%r: a task message it sent was refused: %s", job, refused[0])
-            self._complete(job, Outcome.failure(refused[0]))
-            return
-        if failed:
-            log.error(
-                "%r: %d task message(s) it sent were not confirmed (%s); returning its message "
-                "so it runs again",
-                job,
-                len(failed),
-                failed[0],
-            )
-            self._give_back(job)
-            return
-        self._complete(job, outcome)
-
-    def _complete(self, job: Job, outcome: Outcome) -> None:
-        state = outcome.state
-        if state == states.SUCCESS:
-            self.stats.succeeded += 1
-            if self._debug:
-                log.debug("task %r succeeded: %r", job, outcome.value)
-            if job.ignore_result:
-                self._ack(job)
-                return
-            payload = outcome.payload
-            if payload is None:
-                try:
-                    payload = encode_result(outcome.value, self.rser)
-                except EncodeError as exc:
-                    self.stats.succeeded -= 1
-                    self._complete(job, Outcome.failure(exc))
-                    return
-            self._store_then_ack(job, states.SUCCESS, payload)
-        elif state == states.RETRY:
-            self.stats.retried += 1
-            self._spawn(self._retry(job, outcome))
-        elif state == states.REVOKED:
-            self.stats.revoked += 1
-            self._store_then_ack(job, states.REVOKED, self._error_payload(outcome.exc))
-        else:
-            self.stats.failed += 1
-            info = outcome.exc
-            if info is not None:
-                log.error(
-                    "task %r failed: %s: %s\n%s",
-                    job,
-                    info.exc_type,
-                    info.exc_message,
-                    info.traceback.rstrip(),
-                )
-            if (
-                info is not None
-                and info.exc_type == "WorkerLostError"
-                and self.reject_on_worker_lost
-            ):
-                self._give_back(job)
-                return
-            settle_how = self._ack if self.acks_on_failure else self._reject
-            if job.ignore_result and not self.store_errors_if_ignored:
-                settle_how(job)
-                return
-            self._store_then_ack(job, states.FAILURE, self._error_payload(info), settle_how)
-
-    def _error_payload(self, exc: ExcInfo | None) -> bytes:
-        if exc is None:
-            return b""
-        return encode_error(exc.exc_type, exc.exc_module, exc.exc_message, exc.traceback, self.rser)
-
-    def _store_then_ack(
-        self,
-        job: Job,
-        state: str,
-        payload: bytes,
-        then: Callable[[Job], None] | None = None,
-    ) -> None:
-        """Send the ResultSet, then the ack right behind it on the same connection.
-
-        The ack does not wait for the ResultSet's Ok: brokerd writes both
-        through one batch pipeline whose commits complete in submission order
-        (a ResultSet rides the same group commit as the frames around it), so
-        the ack can never become durable before the result. Not waiting keeps
-        the prefetch window moving: with results stored, throughput would
-        otherwise be ``concurrency / commit latency``.
-        """
-        try:
-            try:
-                fut = job.client.result_set(job.task_id, state, payload, self.result_ttl)
-            except MessageTooLarge as exc:
-                state, payload = self._too_large(job, state, payload, exc)
-                then = self._ack if self.acks_on_failure else self._reject
-                fut = job.client.result_set(job.task_id, state, payload, self.result_ttl)
-        except BrokerError as exc:
-            log.warning("result of %r not stored: %s", job, exc)
-        else:
-            self._track_result(fut, job.task_id, state)
-        (then or self._ack)(job)
-
-    def _too_large(
-        self, job: Job, state: str, payload: bytes, exc: MessageTooLarge
-    ) -> tuple[str, bytes]:
-        """The FAILURE to store instead of a result the broker would not take.
-
-        Nothing was sent (the client checks sizes first), so the connection
-        and the other tasks on it are unaffected; this failure is small.
-        """
-        limit = _payload_limit(exc, len(payload))
-        error = MessageTooLarge(
-            f"result of {len(payload)} bytes exceeds the limit of {limit} bytes "
-            f"(the broker's max_frame of {exc.limit} bytes, less the ResultSet frame around it)",
-            size=len(payload),
-            limit=limit,
-        )
-        log.error("task %r: %s; recording a FAILURE instead", job, error)
-        if state == states.SUCCESS:
-            self.stats.succeeded -= 1
-            self.stats.failed += 1
-        return states.FAILURE, self._error_payload(ExcInfo.from_exception(error))
-
-    def _record(
-        self, client: AsyncClient, task_id: str, outcome: Outcome, *, quiet: bool = False
-    ) -> None:
-        """Store a state without waiting (refusals, STARTED, expiry)."""
-        started = outcome.state == states.STARTED
-        payload = b"" if started else self._error_payload(outcome.exc)
-        try:
-            fut = client.result_set(task_id, outcome.state, payload, self.result_ttl)
-        except BrokerError as exc:
-            if not quiet:
-                log.warning("state %s of task %s not stored: %s", outcome.state, task_id, exc)
-            return
-        self._track_result(fut, task_id, outcome.state)
-
-    def _track_result(self, fut: asyncio.Future[Any], task_id: str, state: str) -> None:
-        self._unconfirmed.add(fut)
-        fut.add_done_callback(self._unconfirmed.discard)
-        fut.add_done_callback(_log_failure(task_id, state))
-
-    async def wait_results(self, timeout: float) -> None:  # noqa: ASYNC109 - bounded wait
-        """Wait (bounded) for the confirms of results already sent."""
-        if self._unconfirmed:
-            await asyncio.wait(set(self._unconfirmed), timeout=timeout)
-
-    async def _retry(self, job: Job, outcome: Outcome) -> None:
-        """Publish the next attempt (delayed in the broker), record RETRY, then ack."""
-        d = job.delivery
-        retries = job.retries + 1
-        exc = outcome.exc
-        log.info(
-            "task %r will be retried in %.3gs (attempt %d): %s",
-            job,
-            outcome.countdown,
-            retries + 1,
-            f"{exc.exc_type}: {exc.exc_message}" if exc else "retry requested",
-        )
-        try:
-            body = d.body
-            if outcome.args is not None or outcome.kwargs is not None:
-                args = outcome.args if outcome.args is not None else job.args
-                kwargs = outcome.kwargs if outcome.kwargs is not None else job.kwargs
-                body = encode_body(args, kwargs, job.serializer, job.compression)
-            headers = retry_headers(d.headers, job.task_id, retries)
-            await job.client.publish(
-                d.exchange,
-                d.routing_key,
-                body,
-                headers=headers,
-                delay=outcome.countdown if outcome.countdown > 0 else None,
-                priority=d.priority,
-                message_id=job.task_id,
-                mandatory=True,
-            )
-        except (MessageTooLarge, EncodeError) as err:
-            # Sending it again would be refused again: fail the task, once.
-            log.error("the retry of %r cannot be sent (%s); failing the task", job, err)
-            self.stats.retried -= 1
-            self._complete(job, Outcome.failure(err))
-            return
-        except Exception as err:
-            log.error("could not schedule the retry of %r (%s); returning its message", job, err)
-            self._give_back(job, delay=outcome.countdown)
-            return
-        if not job.ignore_result:
-            try:
-                await job.client.result_set(
-                    job.task_id, states.RETRY, self._error_payload(exc), self.result_ttl
-                )
-            except BrokerError as err:
-                log.warning("RETRY state of %r not stored: %s", job, err)
-        self._ack(job)
 
     # --- settling -------------------------------------------------------------------
 
@@ -669,21 +432,6 @@ class Dispatcher:
             for fut in waiters:
                 if not fut.done():
                     fut.set_result(None)
-
-    def _ack(self, job: Job) -> None:
-        if not job.delivery.settled:
-            settle.ack(job.delivery)
-        self._done_settling(job)
-
-    def _reject(self, job: Job) -> None:
-        if not job.delivery.settled:
-            settle.reject(job.delivery)
-        self._done_settling(job)
-
-    def _give_back(self, job: Job, delay: float | None = None) -> None:
-        if not job.delivery.settled:
-            settle.nack(job.delivery, requeue=True, delay=delay or None)
-        self._done_settling(job)
 
     # --- tasks sending tasks (WorkerHook) ---------------------------------------------
 
@@ -776,18 +524,3 @@ class Dispatcher:
             self.processes.kill_all()
         self.threads.shutdown()
         self.leases.stop()
-
-
-def _payload_limit(exc: MessageTooLarge, payload_size: int) -> int:
-    """The largest payload that would have fit in the frame ``exc`` refused."""
-    if exc.limit is None or exc.size is None:
-        return 0
-    return max(0, exc.limit - (exc.size - payload_size))
-
-
-def _log_failure(task_id: str, state: str) -> Callable[[asyncio.Future[Any]], None]:
-    def done(fut: asyncio.Future[Any]) -> None:
-        if not fut.cancelled() and fut.exception() is not None:
-            log.warning("state %s of task %s not stored: %s", state, task_id, fut.exception())
-
-    return done

@@ -32,8 +32,9 @@ from ...client import AsyncClient, connect
 from ...consumer import Consumer
 from ...errors import BrokerError, ConnectionLost
 from ..beat import register_schedules
+from ..declare import Declared, declare_queue_async
 from ..exceptions import ConfigurationError
-from ..producer import Declared, TaskMessage, declare_queue_async
+from ..message import TaskMessage
 from .banner import banner
 from .dispatcher import Dispatcher
 from .processes import ProcessPool
@@ -172,7 +173,7 @@ class Worker:
             finally:
                 summary.cancel()
         finally:
-            self.app._worker_hook = None
+            self.app.clients.worker = None
             for sig in installed:
                 with contextlib.suppress(Exception):
                     loop.remove_signal_handler(sig)
@@ -235,7 +236,7 @@ class Worker:
         subscribed = await client.subscribe(["revoke"], self._on_event)
         if isinstance(subscribed, dict):
             dispatcher.revoked.update(str(i) for i in subscribed.get("revoked") or ())
-        self.app._worker_hook = self
+        self.app.clients.worker = self
         consumers: list[Consumer] = []
         for name in self.queues:
             consumers.append(await client.consume(name, prefetch=self.prefetch))
@@ -317,7 +318,7 @@ class Worker:
             await dispatcher.processes.stop(0 if self._cold else 5.0)
         if not self._cold:
             # Closing fails calls in flight: let the last results be confirmed.
-            await dispatcher.wait_results(5.0)
+            await dispatcher.recorder.wait_results(5.0)
         await client.close()
 
     async def _wait_idle(self) -> bool:
