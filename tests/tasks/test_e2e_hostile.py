@@ -189,3 +189,18 @@ def test_results_and_messages_larger_than_the_frame_limit_fail_their_task_once(
     finally:
         app.close()
         small.kill()
+
+
+def test_a_task_whose_own_send_is_invalid_fails_once_instead_of_running_again(
+    hostile: App, start_hostile_worker: Start, broker: Any, state_dir: Path
+) -> None:
+    """A task message the worker refuses to publish for the sending task (an
+    invalid option) would be refused on every run: the sending task fails,
+    once, rather than being given back until its delivery limit."""
+    worker = start_hostile_worker(broker.url)
+    result = hostile.tasks["h.spawn_invalid"].delay()
+    exc = _failure(hostile, result.id)
+    assert "countdown" in str(exc) or "delay" in str(exc), exc
+    assert hostile.tasks["h.echo"].delay(7).get(timeout=BOUND) == 7
+    assert len(events(state_dir, "spawn_invalid")) == 1
+    assert worker.proc.poll() is None

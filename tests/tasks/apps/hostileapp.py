@@ -60,3 +60,10 @@ async def spawn_big(size: int) -> str:
 def retry_big(self: Any, size: int, pad: str = "") -> str:
     mark("retry_big", retries=self.request.retries)
     raise self.retry(args=[size, "x" * size], countdown=0)
+
+
+@app.task(name="h.spawn_invalid")
+async def spawn_invalid() -> str:
+    mark("spawn_invalid")
+    echo.apply_async((1,), countdown=-1)  # refused when the worker publishes it
+    return "sent"

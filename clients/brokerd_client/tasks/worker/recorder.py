@@ -24,7 +24,15 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ...client import AsyncClient
-from ...errors import BrokerError, MessageTooLarge
+from ...errors import (
+    BrokerError,
+    ConnectionLost,
+    InternalError,
+    MessageTooLarge,
+    QueueFull,
+    ResourceLimitExceeded,
+    StorageFailed,
+)
 from .. import states
 from ..message import retry_headers
 from ..outcome import ExcInfo, Outcome
@@ -39,6 +47,19 @@ if TYPE_CHECKING:
 __all__ = ["Recorder"]
 
 log = logging.getLogger("brokerd_client.tasks.worker")
+
+#: Failures of a task's own sends that a later run may not meet (the broker or
+#: its disk or the connection had trouble): the task's message is given back so
+#: it runs again. Any other failure would repeat on every run: the task fails.
+_WORTH_ANOTHER_RUN = (
+    ConnectionLost,
+    StorageFailed,
+    InternalError,
+    QueueFull,
+    ResourceLimitExceeded,
+    TimeoutError,
+    asyncio.CancelledError,
+)
 
 
 class Recorder:
@@ -80,9 +101,10 @@ class Recorder:
         pending = job.pending or []
         results = await asyncio.gather(*pending, return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
-        refused = [r for r in failed if isinstance(r, MessageTooLarge | EncodeError)]
+        refused = [r for r in failed if not isinstance(r, _WORTH_ANOTHER_RUN)]
         if refused:
-            # Sending it again would be refused again: fail the task, once.
+            # Sending it again would be refused again (too large, an invalid
+            # option, no such exchange): fail the task, once.
             log.error("%r: a task message it sent was refused: %s", job, refused[0])
             self._complete(job, Outcome.failure(refused[0]))
             return
@@ -254,15 +276,15 @@ class Recorder:
                 message_id=job.task_id,
                 mandatory=True,
             )
-        except (MessageTooLarge, EncodeError) as err:
+        except _WORTH_ANOTHER_RUN as err:
+            log.error("could not schedule the retry of %r (%s); returning its message", job, err)
+            self.give_back(job, delay=outcome.countdown)
+            return
+        except Exception as err:
             # Sending it again would be refused again: fail the task, once.
             log.error("the retry of %r cannot be sent (%s); failing the task", job, err)
             self.stats.retried -= 1
             self._complete(job, Outcome.failure(err))
-            return
-        except Exception as err:
-            log.error("could not schedule the retry of %r (%s); returning its message", job, err)
-            self.give_back(job, delay=outcome.countdown)
             return
         if not job.ignore_result:
             try:
