@@ -2,8 +2,8 @@
 
 A ``PublishError`` means nothing of the publish was stored and nothing was
 delivered (SPEC §10.4): a client that publishes it again must not create a
-duplicate. The data dir is a small tmpfs, so this needs root (CI runs as
-root); elsewhere it skips. The free-disk alarm is off here: it exists to hold
+duplicate. The data dir is a small tmpfs (tests/tmpfs.py: root, opt-in with
+BROKERD_DISK_TESTS=1, which CI sets). The free-disk alarm is off here: it exists to hold
 publishers before the disk fills, and this test is about the disk filling anyway
 (a full volume shared with something else, an alarm set too low).
 """
@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from brokerproc import BrokerProcess
+from tmpfs import small_tmpfs
 
 import brokerd_client
 from brokerd_client.errors import StorageFailed
@@ -30,22 +29,8 @@ BODY = 4096
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
+    with small_tmpfs(tmp_path / "disk", "8m") as disk:
+        yield disk
 
 
 async def test_a_publish_refused_for_a_full_disk_was_never_delivered(small_disk: Path) -> None:

@@ -12,13 +12,11 @@ import asyncio
 import contextlib
 import os
 import shutil
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from brokerproc import BrokerProcess
 from clientkit import BOUND, connect
+from tmpfs import small_tmpfs
 
 
 async def test_publishers_are_held_when_free_space_is_below_the_limit(tmp_path: Path) -> None:
@@ -43,26 +41,6 @@ async def test_publishers_are_held_when_free_space_is_below_the_limit(tmp_path: 
             await publisher.close()
     finally:
         broker.kill()
-
-
-@contextlib.contextmanager
-def small_tmpfs(where: Path, size: str) -> Iterator[Path]:
-    if os.environ.get("BROKERD_DISK_TESTS") != "1":
-        pytest.skip("opt-in: set BROKERD_DISK_TESTS=1 (needs root to mount a tmpfs)")
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    where.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-        capture_output=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 async def test_filling_a_real_disk_holds_publishers_before_it_is_full(tmp_path: Path) -> None:
