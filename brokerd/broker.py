@@ -40,7 +40,7 @@ from typing import Any
 from brokerd_protocol import MAX_REJECT_REASON, ErrorCode
 
 from .clock import Clock
-from .delayed import DelayedSet
+from .delayed import DelayedLoad, DelayedSet
 from .errors import BrokerError, invalid, not_found
 from .leases import LeaseWheel
 from .memory import DEFAULT_MEMORY_LIMIT, MemoryBudget
@@ -85,7 +85,7 @@ class Broker:
         self._next_id = 1
         self._next_seq = 1
         self.leases: LeaseWheel[Delivery] = LeaseWheel()
-        self.delayed = DelayedSet(self.queues, self.memory, store, self._touch)
+        self.delayed = DelayedSet(self.queues, self.memory, self._touch)
         #: Queues that asked for a page this tick (issued by ``flush``).
         self._page_requests: dict[int, QueueState] = {}
         self._last_sweep = 0.0
@@ -148,7 +148,14 @@ class Broker:
             requests, self._page_requests = self._page_requests, {}
             for q in requests.values():
                 self._request_page(q)
-        self.delayed.flush(self._generation)
+        load = self.delayed.start_load(self._generation)
+        if load is not None:
+            self.store.load_delayed(
+                load.after,
+                load.limit,
+                lambda r: self._delayed_loaded(load, r),
+                max_bytes=load.max_bytes,
+            )
 
     def _committed(
         self,
@@ -219,6 +226,11 @@ class Broker:
                 self._dispatch(q)
             else:
                 self._maybe_page(q)
+
+    def _delayed_loaded(self, load: DelayedLoad, result: list[Message] | BaseException) -> None:
+        if isinstance(result, BaseException):
+            log.error("loading delayed messages failed: %s", result)
+        self.delayed.take_load(load, result)
 
     def _new_id(self) -> int:
         n = self._next_id

@@ -1,6 +1,8 @@
 """Delayed messages (ETA, countdown, nack with a delay): held by the broker
-until due, durable, never leased. A helper the broker owns: it keeps them and
-releases the due ones; the broker decides what becomes of a released message.
+until due, durable, never leased. A helper the broker owns, with no I/O: it
+keeps them, says which load from disk to issue and takes its rows in, and
+releases the due ones; the broker issues the loads and decides what becomes of
+a released message.
 
 Memory stays flat however many wait: at most ``DELAYED_WINDOW`` durable delayed
 messages, and at most the budget's ``window`` of their bytes, are in the heap
@@ -18,7 +20,7 @@ messages, and at most the budget's ``window`` of their bytes, are in the heap
   ``MemoryBudget``; ``durable_in_mem`` and ``durable_bytes`` count the durable
   part of the heap.
 * One load at a time. It is asked for during an operation (``want_load``) and
-  issued at the broker's flush (``flush``), after the tick's batch: the broker
+  issued at the broker's flush (``start_load``), after the tick's batch: the broker
   numbers the batches it hands to the store (generations), and a load issued
   at generation g reads the rows of every batch up to g. A delayed message
   whose batch committed at or before the load's generation and that lies
@@ -36,19 +38,25 @@ messages, and at most the budget's ``window`` of their bytes, are in the heap
 from __future__ import annotations
 
 import heapq
-import logging
 import math
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 from .memory import MemoryBudget
 from .message import Message
 from .queues import QueueState
-from .storage.base import Store
-
-log = logging.getLogger("brokerd.broker")
 
 #: Durable delayed messages kept in memory at most; the rest wait on disk.
 DELAYED_WINDOW = 10_000
+
+
+class DelayedLoad(NamedTuple):
+    """One read of the delayed messages on disk: those after ``after`` in
+    (ready_at, id) order, at most ``limit`` of them and about ``max_bytes``."""
+
+    after: tuple[float, int]
+    limit: int
+    max_bytes: int
 
 
 class DelayedSet:
@@ -56,13 +64,11 @@ class DelayedSet:
         self,
         queues: dict[str, QueueState],
         memory: MemoryBudget,
-        store: Store,
         touch: Callable[[], None],
     ) -> None:
         #: The broker's queues, by name (the same dict).
         self.queues = queues
         self.memory = memory
-        self.store = store
         #: Asks the broker for a flush, where a wanted load is issued.
         self._touch = touch
         # Delayed messages due soonest: (ready_at, id, message).
@@ -250,12 +256,22 @@ class DelayedSet:
         self._load_wanted = True
         self._touch()
 
-    def flush(self, generation: int) -> None:
-        """Issue the load asked for this tick; ``generation`` is the number
-        of the batches handed to the store so far (the load reads them all)."""
-        if self._load_wanted:
-            self._load_wanted = False
-            self._request(generation)
+    def start_load(self, generation: int) -> DelayedLoad | None:
+        """The load asked for this tick, if one is to be issued now, its bytes
+        reserved in the budget until ``take_load``. ``generation`` is the
+        number of batches handed to the store so far: the load reads them all."""
+        if not self._load_wanted:
+            return None
+        self._load_wanted = False
+        if self.loading or not self.on_disk:
+            return None
+        max_bytes = self._page_bytes()
+        if not max_bytes:
+            return None
+        self.loading = True
+        self._load_gen = generation
+        self.memory.used += max_bytes  # reserved until the rows arrive
+        return DelayedLoad(self.horizon, DELAYED_WINDOW // 2, max_bytes)
 
     def _page_bytes(self) -> int:
         """Body bytes the next delayed load may bring in. With no room left it
@@ -266,31 +282,14 @@ class DelayedSet:
             return 1
         return max(0, room)
 
-    def _request(self, generation: int) -> None:
-        if self.loading or not self.on_disk:
-            return
-        max_bytes = self._page_bytes()
-        if not max_bytes:
-            return
-        self.loading = True
-        self._load_gen = generation
-        after = self.horizon
-        limit = DELAYED_WINDOW // 2
-        self.memory.used += max_bytes  # reserved until the rows arrive
-        self.store.load_delayed(
-            after,
-            limit,
-            lambda r: self._loaded(r, limit, max_bytes),
-            max_bytes=max_bytes,
-        )
-
-    def _loaded(self, result: list[Message] | BaseException, limit: int, max_bytes: int) -> None:
+    def take_load(self, load: DelayedLoad, result: list[Message] | BaseException) -> None:
+        """A load returned: settle its reservation and take its rows in (a
+        failure, which the caller reports, takes nothing)."""
+        limit, max_bytes = load.limit, load.max_bytes
         self.loading = False
         self.memory.used -= max_bytes
         deleted, self._deleted_while_loading = self._deleted_while_loading, set()
-        if isinstance(result, BaseException):
-            log.error("loading delayed messages failed: %s", result)
-        else:
+        if not isinstance(result, BaseException):
             # Rows of a queue deleted while the load ran belong to the old
             # queue even if one of the same name exists now; drop_queue
             # already took them off the disk count.
