@@ -1,4 +1,12 @@
-"""The broker core: exchanges, queues, consumers, leases and delays.
+"""The broker core: the life cycle of a message, from its publish to its end.
+
+A publish is routed (``Topology``), enters its queues when its batch commits
+and is confirmed then; ready messages are dispatched to consumers with credit
+as leased deliveries; a delivery is settled (ack, nack, reject, extend) or
+returns to its queue when its lease runs out or its connection closes; a
+message leaves by dead-lettering past ``max_deliveries``, its TTL or its
+queue's ``max_length``. Delayed messages wait in a ``DelayedSet`` until due;
+each queue's window and paging are its ``QueueState``'s.
 
 No sockets, no event loop, no threads. Sessions call in with decoded requests
 and receive their effects through the ``Peer`` interface; time comes from a
@@ -6,122 +14,51 @@ and receive their effects through the ``Peer`` interface; time comes from a
 in the current ``Batch``; the server commits one batch per event-loop tick
 (``flush``) and publisher confirms follow that commit. This keeps the hot path
 free of awaits and per-message tasks, and lets unit tests drive every rule
-with a fake clock.
+with a fake clock. Invariants:
+
+* A message published to a durable queue enters it, and so can reach a
+  consumer, only once its batch has committed (``_arrive``); when the commit
+  fails nothing of the batch is delivered and its publishes are refused.
+* Reads (queue pages, delayed loads) are asked for during an operation and
+  issued by ``flush`` after the tick's batch, so they see every row it wrote.
+* A delivery is in its connection's ``deliveries`` and in the lease wheel
+  until it is settled, its lease runs out or its connection closes; its
+  message counts as ``leased`` in its queue, never as ready.
+* A delivery that ends without an ack counts an attempt, stored with its row,
+  unless the consumer never saw it (``counted=False``) or the broker is
+  stopping: a stop, like a crash, burns no attempt.
 """
 
 from __future__ import annotations
 
 import contextlib
-import heapq
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from brokerd_protocol import MAX_PREFETCH, MAX_REJECT_REASON, ErrorCode
 
 from .clock import Clock
+from .delayed import DelayedLoad, DelayedSet
 from .errors import BrokerError, invalid, not_found
 from .leases import LeaseWheel
 from .memory import DEFAULT_MEMORY_LIMIT, MemoryBudget
 from .message import Message
-from .options import MAX_LEASE, PublishProps, QueueOptions, check_name, parse_props
-from .queues import WINDOW, Consumer, Delivery, QueueState
-from .routing import EXCHANGE_TYPES, Router, make_router
-from .stats import ATTEMPT_BOUNDS, LATENCY_BOUNDS, Buckets
+from .options import MAX_LEASE, PublishProps, parse_props
+from .queues import Connection, Consumer, Delivery, PageRead, Peer, QueueState
+from .stats import Counters
 from .storage.base import Batch, Recovered, Store
+from .topology import Topology
 
 log = logging.getLogger("brokerd.broker")
 
-#: Durable delayed messages kept in memory at most; the rest wait on disk.
-DELAYED_WINDOW = 10_000
 #: Seconds between sweeps for expired messages at queue heads.
 TTL_SWEEP = 1.0
 
 #: What a publish in a batch needs from the commit (``Batch.confirms``):
 #: unroutable and transient-only publishes need nothing stored.
 UNROUTED, IN_MEMORY, STORED = 0, 1, 2
-
-
-class Peer(Protocol):
-    """What the core needs from a connection (implemented by the session)."""
-
-    writable: bool
-
-    def send_delivery(self, consumer: Consumer, delivery: Delivery) -> None: ...
-
-    def send_confirms(self, routed: list[int], unroutable: list[int]) -> None: ...
-
-    def send_publish_error(self, seq: int, code: ErrorCode, message: str) -> None: ...
-
-    def send_consumer_cancelled(self, consumer_id: int, reason: str) -> None: ...
-
-
-class Connection:
-    """The core's per-connection state: its consumers and leased deliveries."""
-
-    __slots__ = (
-        "closed",
-        "consumers",
-        "deliveries",
-        "next_consumer",
-        "next_delivery",
-        "peer",
-        "stalled",
-    )
-
-    def __init__(self, peer: Peer) -> None:
-        self.peer = peer
-        self.consumers: dict[int, Consumer] = {}
-        self.deliveries: dict[int, Delivery] = {}
-        self.next_consumer = 1
-        self.next_delivery = 1
-        self.closed = False
-        #: A lease of this connection expired and nothing has arrived from it
-        #: since: its consumers get no deliveries until it shows life
-        #: (``Broker.heard_from``), so a frozen process does not take back
-        #: the messages it just lost, burning their attempts.
-        self.stalled = False
-
-    @property
-    def writable(self) -> bool:
-        return self.peer.writable
-
-
-@dataclass(slots=True)
-class Exchange:
-    name: str
-    type: str
-    durable: bool
-    router: Router
-
-
-@dataclass
-class Counters:
-    """Monotonic event counts read by the metrics endpoint."""
-
-    published: int = 0
-    confirmed: int = 0
-    routed: int = 0
-    unroutable: int = 0
-    delivered: int = 0
-    redelivered: int = 0
-    acked: int = 0
-    nacked: int = 0
-    rejected: int = 0
-    expired: int = 0
-    #: Leases that ran out (each returned its message and stalled its connection).
-    leases_expired: int = 0
-    #: Publishes refused because their commit failed (nothing stored or delivered).
-    store_failed: int = 0
-    dead_lettered: dict[str, int] = field(default_factory=dict)
-    dropped: dict[str, int] = field(default_factory=dict)
-    #: Attempt number of each delivery (1 = first delivery).
-    attempts: Buckets = field(default_factory=lambda: Buckets(ATTEMPT_BOUNDS))
-    #: From the first publish of a commit group to its confirm.
-    publish_confirm: Buckets = field(default_factory=lambda: Buckets(LATENCY_BOUNDS))
 
 
 class Broker:
@@ -137,8 +74,9 @@ class Broker:
         self.clock = clock
         #: Body bytes of ready and delayed messages held in memory (see memory.py).
         self.memory = MemoryBudget(memory_limit)
-        self.exchanges: dict[str, Exchange] = {}
-        self.queues: dict[str, QueueState] = {}
+        self.topology = Topology(self.memory, self)
+        self.exchanges = self.topology.exchanges
+        self.queues = self.topology.queues
         self.counters = Counters()
         self.batch = Batch()
         self._on_dirty = on_dirty or (lambda: None)
@@ -146,16 +84,7 @@ class Broker:
         self._next_id = 1
         self._next_seq = 1
         self.leases: LeaseWheel[Delivery] = LeaseWheel()
-        # Delayed messages due soonest: (ready_at, id, message).
-        self._delayed: list[tuple[float, int, Message]] = []
-        #: Durable delayed messages with (ready_at, id) <= horizon are all in _delayed.
-        self._horizon: tuple[float, int] = (math.inf, 0)
-        self._delayed_on_disk = 0
-        self._delayed_loading = False
-        self._durable_delayed_in_mem = 0
-        #: Body bytes of the durable delayed messages in _delayed.
-        self._durable_delayed_bytes = 0
-        self._delayed_load_wanted = False
+        self.delayed = DelayedSet(self.queues, self.memory, self._touch)
         #: Queues that asked for a page this tick (issued by ``flush``).
         self._page_requests: dict[int, QueueState] = {}
         self._last_sweep = 0.0
@@ -165,15 +94,8 @@ class Broker:
         #: Batches handed to the store so far; a read issued at generation g
         #: sees the rows of every batch up to g.
         self._generation = 0
-        #: Generation at which the delayed load in flight was issued.
-        self._delayed_load_gen = 0
         #: Body bytes in batches handed to the store and not yet committed.
         self._inflight_bytes = 0
-        #: Durable delayed messages added while a load from disk was in flight.
-        self._added_while_loading = 0
-        #: Durable queues deleted while a delayed load was in flight: that load
-        #: may return their rows, already uncounted by ``delete_queue``.
-        self._deleted_while_loading: set[str] = set()
         self.commit_listeners: list[Callable[[], None]] = []
         #: Consulted before each delivery when set: a reason string means the
         #: message is settled without delivery (the task layer's revocations).
@@ -188,28 +110,8 @@ class Broker:
         """Rebuild state from storage; message bodies stay on disk until paged."""
         self._next_id = rec.max_id + 1
         self._next_seq = rec.max_seq + 1
-        for name, etype in rec.exchanges:
-            self.exchanges[name] = Exchange(name, etype, True, make_router(etype))
-        for qr in rec.queues:
-            self.queues[qr.name] = QueueState(
-                qr.name, True, QueueOptions.from_wire(qr.options), self.memory
-            )
-        for queue, exchange, key in rec.bindings:
-            ex = self.exchanges.get(exchange)
-            if ex is not None and queue in self.queues:
-                ex.router.bind(queue, key)
-        for (qname, prio), count in rec.ready_counts.items():
-            q = self.queues.get(qname)
-            if q is not None:
-                q.disk[prio] += count
-        for qname, count in rec.delayed_counts.items():
-            q = self.queues.get(qname)
-            if q is not None:
-                q.delayed += count
-                self._delayed_on_disk += count
-        if self._delayed_on_disk:
-            self._horizon = (-math.inf, 0)
-            self._load_delayed()
+        self.topology.restore(rec)
+        self.delayed.restore(rec.delayed_counts)
         for q in self.queues.values():
             self._maybe_page(q)
 
@@ -245,9 +147,14 @@ class Broker:
             requests, self._page_requests = self._page_requests, {}
             for q in requests.values():
                 self._request_page(q)
-        if self._delayed_load_wanted:
-            self._delayed_load_wanted = False
-            self._request_delayed()
+        load = self.delayed.start_load(self._generation)
+        if load is not None:
+            self.store.load_delayed(
+                load.after,
+                load.limit,
+                lambda r: self._delayed_loaded(load, r),
+                max_bytes=load.max_bytes,
+            )
 
     def _committed(
         self,
@@ -311,13 +218,18 @@ class Broker:
             else:
                 q.arriving_delayed -= 1
                 if committed:
-                    self._add_arrived_delayed(q, m, generation)
+                    self.delayed.add_arrived(q, m, generation)
         for q in touched.values():
             self._enforce_max_length(q)
             if q.consumers:
                 self._dispatch(q)
             else:
                 self._maybe_page(q)
+
+    def _delayed_loaded(self, load: DelayedLoad, result: list[Message] | BaseException) -> None:
+        if isinstance(result, BaseException):
+            log.error("loading delayed messages failed: %s", result)
+        self.delayed.take_load(load, result)
 
     def _new_id(self) -> int:
         n = self._next_id
@@ -329,163 +241,45 @@ class Broker:
         self._next_seq = n + 1
         return n
 
-    # --- topology -------------------------------------------------------------
+    # --- topology (see topology.py) ------------------------------------------
 
     def declare_exchange(self, name: str, etype: str, durable: bool) -> None:
-        check_name("exchange", name)
-        if etype not in EXCHANGE_TYPES:
-            raise invalid(f"exchange type must be one of {', '.join(sorted(EXCHANGE_TYPES))}")
-        ex = self.exchanges.get(name)
-        if ex is not None:
-            if ex.type != etype or ex.durable != durable:
-                raise BrokerError(
-                    ErrorCode.PRECONDITION_FAILED,
-                    f"exchange {name!r} exists as {'durable' if ex.durable else 'transient'} "
-                    f"{ex.type}",
-                )
-            return
-        self.exchanges[name] = Exchange(name, etype, durable, make_router(etype))
-        if durable:
-            self.batch.statement("INSERT OR REPLACE INTO exchanges VALUES (?, ?)", name, etype)
-            self._touch()
+        self.topology.declare_exchange(name, etype, durable)
 
     def delete_exchange(self, name: str) -> None:
-        if not name:
-            raise invalid("the default exchange cannot be deleted")
-        ex = self.exchanges.pop(name, None)
-        if ex is None:
-            raise not_found(f"no exchange {name!r}")
-        if ex.durable:
-            self.batch.statement("DELETE FROM exchanges WHERE name = ?", name)
-            self.batch.statement("DELETE FROM bindings WHERE exchange = ?", name)
-            self._touch()
+        self.topology.delete_exchange(name)
 
     def declare_queue(self, name: str, durable: bool, raw_options: dict[str, Any]) -> None:
-        check_name("queue", name)
-        options = QueueOptions.from_wire(raw_options)
-        q = self.queues.get(name)
-        if q is not None:
-            if q.durable != durable or q.options != options:
-                raise BrokerError(
-                    ErrorCode.PRECONDITION_FAILED,
-                    f"queue {name!r} exists with different settings "
-                    f"(durable={q.durable}, {q.options.to_wire()})",
-                )
-            return
-        self.queues[name] = QueueState(name, durable, options, self.memory)
-        if durable:
-            import msgpack
-
-            self.batch.statement(
-                "INSERT OR REPLACE INTO queues VALUES (?, ?)",
-                name,
-                msgpack.packb(options.to_wire()),
-            )
-            self._touch()
+        self.topology.declare_queue(name, durable, raw_options)
 
     def delete_queue(self, name: str) -> int:
-        q = self._queue(name)
-        del self.queues[name]
-        q.deleted = True
-        count = q.ready_count + len(q.arriving) + q.arriving_delayed + q.delayed
-        q.clear_ready()
-        if q.delayed:
-            kept = [e for e in self._delayed if e[2].queue != name]
-            in_mem = len(self._delayed) - len(kept)
-            gone = sum(len(e[2].body) for e in self._delayed if e[2].queue == name)
-            self.memory.used -= gone
-            if q.durable:
-                self._durable_delayed_in_mem -= in_mem
-                self._durable_delayed_bytes -= gone
-                self._delayed_on_disk = max(0, self._delayed_on_disk - (q.delayed - in_mem))
-                if self._delayed_loading:
-                    self._deleted_while_loading.add(name)
-            heapq.heapify(kept)
-            self._delayed = kept
+        """Delete the queue with everything in it; its consumers are cancelled."""
+        q, count = self.topology.delete_queue(name)
+        self.delayed.drop_queue(q)
         for c in list(q.consumers):
             self._drop_consumer(c)
             c.conn.peer.send_consumer_cancelled(c.id, f"queue {name!r} was deleted")
-        for ex in self.exchanges.values():
-            ex.router.unbind_queue(name)
-        if q.durable:
-            self.batch.statement("DELETE FROM queues WHERE name = ?", name)
-            self.batch.statement("DELETE FROM bindings WHERE queue = ?", name)
-            self.batch.statement("DELETE FROM messages WHERE queue = ?", name)
-            self._touch()
         return count
 
     def purge_queue(self, name: str) -> int:
-        """Drop the queue's ready messages; leased and delayed ones stay."""
-        q = self._queue(name)
-        count = q.ready_count + len(q.arriving)
-        cursors = list(q.cursor)
-        dropped = q.clear_ready()
-        dropped.extend(q.arriving)
-        q.arriving.clear()
-        if q.durable:
-            for m in dropped:
-                self.batch.delete(m.id)
-            for p in range(len(cursors)):
-                self.batch.statement(
-                    "DELETE FROM messages WHERE queue = ? AND priority = ? AND seq > ?",
-                    name,
-                    p,
-                    cursors[p],
-                )
-            self._touch()
-        return count
+        return self.topology.purge_queue(name)
 
     def bind(self, queue: str, exchange: str, key: str) -> None:
-        q = self._queue(queue)
-        ex = self._exchange_for_binding(exchange)
-        if ex.router.bind(queue, key) and ex.durable and q.durable:
-            self.batch.statement(
-                "INSERT OR REPLACE INTO bindings VALUES (?, ?, ?)", queue, exchange, key
-            )
-            self._touch()
+        self.topology.bind(queue, exchange, key)
 
     def unbind(self, queue: str, exchange: str, key: str) -> None:
-        self._queue(queue)
-        ex = self._exchange_for_binding(exchange)
-        if not ex.router.unbind(queue, key):
-            raise not_found(f"no binding of {queue!r} to {exchange!r} with key {key!r}")
-        if ex.durable:
-            self.batch.statement(
-                "DELETE FROM bindings WHERE queue = ? AND exchange = ? AND routing_key = ?",
-                queue,
-                exchange,
-                key,
-            )
-            self._touch()
-
-    def _exchange_for_binding(self, name: str) -> Exchange:
-        if not name:
-            raise invalid("queues are bound to the default exchange implicitly")
-        ex = self.exchanges.get(name)
-        if ex is None:
-            raise not_found(f"no exchange {name!r}")
-        return ex
+        self.topology.unbind(queue, exchange, key)
 
     def _queue(self, name: str) -> QueueState:
-        q = self.queues.get(name)
-        if q is None:
-            raise not_found(f"no queue {name!r}")
-        return q
+        return self.topology.queue(name)
 
     def queue_stats(self, name: str) -> dict[str, Any]:
-        return self._queue(name).stats()
+        return self.topology.queue_stats(name)
 
     # --- publishing -----------------------------------------------------------
 
     def route(self, exchange: str, key: str) -> list[QueueState]:
-        if not exchange:
-            q = self.queues.get(key)
-            return [q] if q is not None else []
-        ex = self.exchanges.get(exchange)
-        if ex is None:
-            raise not_found(f"no exchange {exchange!r}")
-        queues = self.queues
-        return [queues[n] for n in ex.router.route(key) if n in queues]
+        return self.topology.route(exchange, key)
 
     def publish(
         self,
@@ -503,7 +297,7 @@ class Broker:
             self.batch.first_publish = time.perf_counter()
         now = self.clock.now()
         props = parse_props(raw_props, now) if raw_props else _PLAIN
-        targets = self.route(exchange, key)
+        targets = self.topology.route(exchange, key)
         if not targets:
             if props.mandatory:
                 raise BrokerError(ErrorCode.UNROUTABLE, f"no queue bound for {key!r}")
@@ -557,7 +351,7 @@ class Broker:
                     q.arriving_delayed += 1
                 arrivals.append((q, q.epoch, m))
             elif m.ready_at is not None:
-                self._add_delayed(q, m)
+                self.delayed.add(q, m)
             else:
                 # Transient queues only: nothing to store, nothing can fail.
                 q.push(m)
@@ -600,213 +394,6 @@ class Broker:
             assert victim is not None
             q.drops_owed -= 1
             self._dead_letter(q, victim, "max_length")
-
-    # --- delayed messages ---------------------------------------------------
-
-    def _add_delayed(self, q: QueueState, m: Message) -> None:
-        q.delayed += 1
-        assert m.ready_at is not None
-        entry = (m.ready_at, m.id, m)
-        if not q.durable:
-            heapq.heappush(self._delayed, entry)
-            self.memory.used += len(m.body)
-            return
-        if self._delayed_loading or (m.ready_at, m.id) <= self._horizon:
-            self._push_durable_delayed(entry)
-            if self._delayed_loading:
-                self._added_while_loading += 1
-            elif (
-                self._durable_delayed_in_mem > DELAYED_WINDOW
-                or self._durable_delayed_bytes > self.memory.window
-            ):
-                self._trim_delayed()
-        else:
-            self._delayed_on_disk += 1
-
-    def _add_arrived_delayed(self, q: QueueState, m: Message, generation: int) -> None:
-        """A delayed message whose batch just committed. A delayed load issued
-        after that batch reads its row, so beyond the horizon it counts as on
-        disk and arrives with the load (kept in memory too, it would load twice)."""
-        assert m.ready_at is not None
-        if (
-            q.durable
-            and self._delayed_loading
-            and self._delayed_load_gen >= generation
-            and (m.ready_at, m.id) > self._horizon
-        ):
-            q.delayed += 1
-            self._delayed_on_disk += 1
-            return
-        self._add_delayed(q, m)
-
-    def _push_durable_delayed(self, entry: tuple[float, int, Message]) -> None:
-        heapq.heappush(self._delayed, entry)
-        n = len(entry[2].body)
-        self._durable_delayed_in_mem += 1
-        self._durable_delayed_bytes += n
-        self.memory.used += n
-
-    def _trim_delayed(self) -> None:
-        """Keep the soonest half of the durable delayed window (by count and by
-        bytes, at least one message) in memory; the rest is on disk already and
-        reloads when its turn comes."""
-        entries = sorted(self._delayed)
-        keep: list[tuple[float, int, Message]] = []
-        durable_kept = kept_bytes = 0
-        count_cap, bytes_cap = DELAYED_WINDOW // 2, self.memory.window // 2
-        horizon = self._horizon
-        full = False
-        for entry in entries:
-            q = self.queues.get(entry[2].queue)
-            if q is None or not q.durable:
-                keep.append(entry)
-                continue
-            n = len(entry[2].body)
-            full = full or (
-                durable_kept > 0 and (durable_kept >= count_cap or kept_bytes + n > bytes_cap)
-            )
-            if full:
-                self._delayed_on_disk += 1
-                continue
-            keep.append(entry)
-            durable_kept += 1
-            kept_bytes += n
-            horizon = (entry[0], entry[1])
-        self._horizon = horizon
-        self._replace_delayed(keep)
-
-    def _replace_delayed(self, keep: list[tuple[float, int, Message]]) -> None:
-        """Make ``keep`` the delayed heap; durable entries left out are on disk.
-        Recounts the bytes and durable entries it holds."""
-        before = sum(len(e[2].body) for e in self._delayed)
-        heapq.heapify(keep)
-        self._delayed = keep
-        held = durable_count = durable_bytes = 0
-        for _, _, m in keep:
-            n = len(m.body)
-            held += n
-            q = self.queues.get(m.queue)
-            if q is not None and q.durable:
-                durable_count += 1
-                durable_bytes += n
-        self.memory.used += held - before
-        self._durable_delayed_in_mem = durable_count
-        self._durable_delayed_bytes = durable_bytes
-
-    def _load_delayed(self) -> None:
-        if self._delayed_loading or self._delayed_load_wanted or not self._delayed_on_disk:
-            return
-        # Few enough in memory, counted in messages (callers check) and in bytes.
-        if self._durable_delayed_bytes >= self.memory.low_water or not self._delayed_page_bytes():
-            return
-        self._delayed_load_wanted = True
-        self._touch()
-
-    def _delayed_page_bytes(self) -> int:
-        """Body bytes the next delayed load may bring in. With no room left it
-        still reads one message once no durable one is in memory: those on disk
-        all come later than any in memory, so only then can one be due."""
-        room = min(self.memory.window // 2, self.memory.room())
-        if room <= 0 and not self._durable_delayed_in_mem:
-            return 1
-        return max(0, room)
-
-    def _request_delayed(self) -> None:
-        if self._delayed_loading or not self._delayed_on_disk:
-            return
-        max_bytes = self._delayed_page_bytes()
-        if not max_bytes:
-            return
-        self._delayed_loading = True
-        self._delayed_load_gen = self._generation
-        after = self._horizon
-        limit = DELAYED_WINDOW // 2
-        self.memory.used += max_bytes  # reserved until the rows arrive
-        self.store.load_delayed(
-            after,
-            limit,
-            lambda r: self._delayed_loaded(r, limit, max_bytes),
-            max_bytes=max_bytes,
-        )
-
-    def _delayed_loaded(
-        self, result: list[Message] | BaseException, limit: int, max_bytes: int
-    ) -> None:
-        self._delayed_loading = False
-        self.memory.used -= max_bytes
-        deleted, self._deleted_while_loading = self._deleted_while_loading, set()
-        if isinstance(result, BaseException):
-            log.error("loading delayed messages failed: %s", result)
-        else:
-            # Rows of a queue deleted while the load ran belong to the old
-            # queue even if one of the same name exists now; delete_queue
-            # already took them off the disk count.
-            uncounted = 0
-            read = 0
-            for m in result:
-                assert m.ready_at is not None
-                read += len(m.body)
-                if m.queue in deleted:
-                    uncounted += 1
-                    continue
-                if m.queue not in self.queues:  # defensive: no such rows remain
-                    continue
-                self._push_durable_delayed((m.ready_at, m.id, m))
-            self._delayed_on_disk = max(0, self._delayed_on_disk - (len(result) - uncounted))
-            if len(result) < limit and read < max_bytes:
-                # The store stopped for want of rows, not of room: all loaded.
-                self._horizon = (math.inf, 0)
-                self._delayed_on_disk = 0
-            elif result:
-                last = result[-1]
-                assert last.ready_at is not None
-                self._horizon = (last.ready_at, last.id)
-        if self._added_while_loading:
-            self._added_while_loading = 0
-            if self._horizon[0] != math.inf:
-                self._evict_beyond_horizon()
-
-    def _evict_beyond_horizon(self) -> None:
-        """Durable delayed messages added while a load was in flight may lie
-        beyond the new horizon. They are on disk, so drop them from memory and
-        let them load in their turn: kept, they would load a second time, and
-        they would hide earlier ones still on disk from the release check."""
-        horizon = self._horizon
-        keep: list[tuple[float, int, Message]] = []
-        for entry in self._delayed:
-            q = self.queues.get(entry[2].queue)
-            if q is not None and q.durable and (entry[0], entry[1]) > horizon:
-                self._delayed_on_disk += 1
-            else:
-                keep.append(entry)
-        self._replace_delayed(keep)
-
-    def _release_due(self, now: float) -> None:
-        heap = self._delayed
-        touched: set[QueueState] = set()
-        while heap and heap[0][0] <= now:
-            _, _, m = heapq.heappop(heap)
-            n = len(m.body)
-            self.memory.used -= n
-            q = self.queues.get(m.queue)
-            if q is None:
-                continue
-            q.delayed -= 1
-            if q.durable:
-                self._durable_delayed_in_mem -= 1
-                self._durable_delayed_bytes -= n
-            m.ready_at = None
-            m.seq = self._new_seq()
-            if q.durable:
-                self.batch.update(m)
-                self._touch()
-            q.push(m)
-            touched.add(q)
-        for q in touched:
-            self._enforce_max_length(q)
-            self._dispatch(q)
-        if self._delayed_on_disk and self._durable_delayed_in_mem < DELAYED_WINDOW // 4:
-            self._load_delayed()
 
     # --- consuming ------------------------------------------------------------
 
@@ -890,49 +477,29 @@ class Broker:
         return True
 
     def _maybe_page(self, q: QueueState) -> None:
-        if not q.wants_page():
-            return
-        q.loading = True
-        self._page_requests[id(q)] = q
-        self._touch()
+        if q.ask_page():
+            self._page_requests[id(q)] = q
+            self._touch()
 
     def _request_page(self, q: QueueState) -> None:
-        if q.deleted or not q.loading:
+        read = q.start_page()
+        if read is None:
             return
-        # Sized now, not when asked for: other pages may have used the room since.
-        max_bytes = q.page_bytes()
-        if not q.on_disk or not max_bytes:
-            q.loading = False
-            return
-        p = q.page_priority()
-        epoch = q.epoch
-        limit = WINDOW - q.mem
-        self.memory.used += max_bytes  # reserved until the rows arrive
         self.store.load_ready(
             q.name,
-            p,
-            q.cursor[p],
-            limit,
-            lambda r: self._paged(q, p, epoch, max_bytes, r),
-            max_bytes=max_bytes,
+            read.priority,
+            read.after,
+            read.limit,
+            lambda r: self._paged(q, read, r),
+            max_bytes=read.max_bytes,
         )
 
-    def _paged(
-        self,
-        q: QueueState,
-        p: int,
-        epoch: int,
-        reserved: int,
-        result: list[Message] | BaseException,
-    ) -> None:
-        self.memory.used -= reserved
-        if q.epoch != epoch or q.deleted:
+    def _paged(self, q: QueueState, read: PageRead, result: list[Message] | BaseException) -> None:
+        if not q.take_page(read, result):
             return
-        q.loading = False
         if isinstance(result, BaseException):
             log.error("paging queue %r failed: %s", q.name, result)
             return
-        q.add_page(p, result)
         self._dispatch(q)
 
     # --- settling deliveries ------------------------------------------------
@@ -1063,7 +630,7 @@ class Broker:
             if q.durable:
                 self.batch.update(m)
                 self._touch()
-            self._add_delayed(q, m)
+            self.delayed.add(q, m)
             return False
         if q.durable:
             self.batch.update(m)
@@ -1185,15 +752,29 @@ class Broker:
                 touched.append(d)
             self._return_all(touched, None)
             self._redispatch(touched)
-        if self._delayed and self._delayed[0][0] <= now:
+        if self.delayed.due(now):
             self._release_due(now)
-        elif self._delayed_on_disk and self._durable_delayed_in_mem < DELAYED_WINDOW // 4:
-            # Transient delayed messages in the heap say nothing about the
-            # durable ones on disk: load those whenever few are in memory.
-            self._load_delayed()
+        else:
+            self.delayed.refill()
         if now - self._last_sweep >= TTL_SWEEP:
             self._last_sweep = now
             self._sweep_expired(now)
+
+    def _release_due(self, now: float) -> None:
+        """Due delayed messages become ready at the tail of their queues."""
+        touched: set[QueueState] = set()
+        for q, m in self.delayed.pop_due(now):
+            m.ready_at = None
+            m.seq = self._new_seq()
+            if q.durable:
+                self.batch.update(m)
+                self._touch()
+            q.push(m)
+            touched.add(q)
+        for q in touched:
+            self._enforce_max_length(q)
+            self._dispatch(q)
+        self.delayed.refill()
 
     def _sweep_expired(self, now: float) -> None:
         """Dead-letter expired messages at queue heads even with no consumers."""
@@ -1206,8 +787,9 @@ class Broker:
 
     def next_deadline(self) -> float | None:
         times = [t for t in (self.leases.next_deadline(),) if t is not None]
-        if self._delayed:
-            times.append(self._delayed[0][0])
+        due = self.delayed.next_due()
+        if due is not None:
+            times.append(due)
         return min(times) if times else None
 
 

@@ -1,5 +1,7 @@
 """One queue's state: its in-memory window of ready messages, the count of
-those still on disk, its consumers and its counters.
+those still on disk, its consumers and its counters; and the core's side of
+a connection (``Connection``, speaking through the session's ``Peer``), which
+owns the consumers and the deliveries leased to them.
 
 Memory stays flat however deep a durable queue grows: at most ``WINDOW``
 ready messages (per queue) live in memory; the rest are counted per priority
@@ -13,21 +15,24 @@ message past its queue's byte window, or past the broker-wide limit, stays on
 disk exactly as one past ``WINDOW`` does. ``mem_bytes`` is the body bytes of
 the messages in ``ready``; every change to it is mirrored in the shared
 budget's ``used``.
+
+A page read goes through three steps, all here: ``ask_page`` marks it wanted
+(``loading``), ``start_page`` sizes it when the broker issues it and reserves
+its bytes in the budget, ``take_page`` settles the reservation and adds the
+rows. A read that a purge or delete overtook (the queue's ``epoch`` moved)
+adds nothing, so purged messages never come back.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any, NamedTuple, Protocol
 
-from brokerd_protocol import MAX_PRIORITY
+from brokerd_protocol import MAX_PRIORITY, ErrorCode
 
 from .memory import MemoryBudget
 from .message import Message
 from .options import QueueOptions
-
-if TYPE_CHECKING:
-    from .broker import Connection
 
 #: Ready messages a durable queue keeps in memory at most (its page window).
 WINDOW = 2048
@@ -35,6 +40,51 @@ WINDOW = 2048
 LOW_WATER = 512
 
 PRIORITIES = range(MAX_PRIORITY, -1, -1)
+
+
+class Peer(Protocol):
+    """What the core needs from a connection (implemented by the session)."""
+
+    writable: bool
+
+    def send_delivery(self, consumer: Consumer, delivery: Delivery) -> None: ...
+
+    def send_confirms(self, routed: list[int], unroutable: list[int]) -> None: ...
+
+    def send_publish_error(self, seq: int, code: ErrorCode, message: str) -> None: ...
+
+    def send_consumer_cancelled(self, consumer_id: int, reason: str) -> None: ...
+
+
+class Connection:
+    """The core's per-connection state: its consumers and leased deliveries."""
+
+    __slots__ = (
+        "closed",
+        "consumers",
+        "deliveries",
+        "next_consumer",
+        "next_delivery",
+        "peer",
+        "stalled",
+    )
+
+    def __init__(self, peer: Peer) -> None:
+        self.peer = peer
+        self.consumers: dict[int, Consumer] = {}
+        self.deliveries: dict[int, Delivery] = {}
+        self.next_consumer = 1
+        self.next_delivery = 1
+        self.closed = False
+        #: A lease of this connection expired and nothing has arrived from it
+        #: since: its consumers get no deliveries until it shows life
+        #: (``Broker.heard_from``), so a frozen process does not take back
+        #: the messages it just lost, burning their attempts.
+        self.stalled = False
+
+    @property
+    def writable(self) -> bool:
+        return self.peer.writable
 
 
 class Consumer:
@@ -70,6 +120,18 @@ class Delivery:
         self.consumer = consumer
         self.queue = queue
         self.deadline = deadline
+
+
+class PageRead(NamedTuple):
+    """One read of a queue's disk backlog: rows of ``priority`` with seq
+    above ``after``, at most ``limit`` of them and about ``max_bytes``."""
+
+    priority: int
+    after: int
+    limit: int
+    max_bytes: int
+    #: The queue's epoch when the read was issued (a purge or delete bumps it).
+    epoch: int
 
 
 class QueueState:
@@ -236,6 +298,41 @@ class QueueState:
         if self.mem_bytes >= self.budget.low_water:
             return False
         return self.page_bytes() > 0
+
+    def ask_page(self) -> bool:
+        """True when a page read is due and not yet asked for; it is then
+        asked for (``loading``) until ``start_page`` issues or drops it."""
+        if not self.wants_page():
+            return False
+        self.loading = True
+        return True
+
+    def start_page(self) -> PageRead | None:
+        """The read for the page asked for, its bytes reserved in the budget
+        until ``take_page``; None when nothing is left to read or no room."""
+        if self.deleted or not self.loading:
+            return None
+        # Sized now, not when asked for: other pages may have used the room since.
+        max_bytes = self.page_bytes()
+        if not self.on_disk or not max_bytes:
+            self.loading = False
+            return None
+        p = self.page_priority()
+        read = PageRead(p, self.cursor[p], WINDOW - self.mem, max_bytes, self.epoch)
+        self.budget.used += max_bytes  # reserved until the rows arrive
+        return read
+
+    def take_page(self, read: PageRead, result: list[Message] | BaseException) -> bool:
+        """A page read returned: give back its reservation and add its rows.
+        False when a purge or delete since made it stale (nothing is added,
+        a failure included); a failure still current is left to the caller."""
+        self.budget.used -= read.max_bytes
+        if self.epoch != read.epoch or self.deleted:
+            return False
+        self.loading = False
+        if not isinstance(result, BaseException):
+            self.add_page(read.priority, result)
+        return True
 
     def page_bytes(self) -> int:
         """Body bytes the next page may bring in: what is left of the queue's

@@ -26,10 +26,10 @@ import msgpack
 import brokerd_protocol as bp
 from brokerd_protocol import ErrorCode
 
-from ..broker import Broker, Connection
+from ..broker import Broker
 from ..errors import BrokerError, invalid, not_found
 from ..options import check_name, parse_props
-from ..queues import Consumer, Delivery
+from ..queues import Connection, Consumer, Delivery
 from ..storage.base import Row
 from . import cron
 from .common import MAX_TTL, Alive, Client, internal

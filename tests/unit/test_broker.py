@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from brokerd import broker as broker_mod
-from brokerd.broker import Broker, Connection
+from brokerd import delayed as delayed_mod
+from brokerd.broker import Broker
 from brokerd.clock import FakeClock
 from brokerd.errors import BrokerError
-from brokerd.queues import LOW_WATER, WINDOW, Consumer, Delivery
+from brokerd.queues import LOW_WATER, WINDOW, Connection, Consumer, Delivery
 from brokerd.storage import MemoryStore
 from brokerd.storage.base import Batch, Done
 from brokerd_protocol import ErrorCode
@@ -1029,7 +1029,7 @@ def test_many_durable_delayed_messages_beyond_window(
     """With a tiny in-memory delayed window most durable delayed messages wait
     on disk; every one is still released exactly once, in due order, including
     ones added while a load from disk is in flight."""
-    monkeypatch.setattr(broker_mod, "DELAYED_WINDOW", 8)
+    monkeypatch.setattr(delayed_mod, "DELAYED_WINDOW", 8)
     b = env.broker
     b.declare_queue("q", True, {})
     conn, peer = env.connect()
@@ -1045,7 +1045,7 @@ def test_many_durable_delayed_messages_beyond_window(
         env.clock.advance(1)
         b.tick()
         b.flush()  # loads requested by the tick are issued at flush
-        if not late and b._delayed_loading:
+        if not late and b.delayed.loading:
             # Added while a load from disk is in flight, due after all loaded.
             for j in range(5):
                 body = b"late%d" % j

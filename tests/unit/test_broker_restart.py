@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from brokerd.broker import Broker, Connection
+from brokerd.broker import Broker
 from brokerd.clock import FakeClock
-from brokerd.queues import WINDOW, Consumer, Delivery
+from brokerd.queues import WINDOW, Connection, Consumer, Delivery
 from brokerd.storage import SqliteStore
 from brokerd_protocol import ErrorCode
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from test_broker import Env
 
-from brokerd import broker as broker_mod
+from brokerd import delayed as delayed_mod
 from brokerd.broker import Broker
 from brokerd.storage.base import QueueRecord, Recovered
 
@@ -62,7 +62,7 @@ def test_delayed_load_in_flight_does_not_resurrect_a_deleted_queue(env: Env) -> 
         )
     )
     b.flush()
-    assert b._delayed_loading
+    assert b.delayed.loading
     b.delete_queue("q")  # while the load is in flight
     b.declare_queue("q", True, {})
     env.settle()
@@ -81,7 +81,7 @@ def test_durable_delayed_on_disk_load_although_transient_ones_wait_in_memory(
     """Durable delayed messages beyond the in-memory window must be loaded
     once no durable ones remain in memory, even when a far-off transient
     delayed message keeps the heap non-empty."""
-    monkeypatch.setattr(broker_mod, "DELAYED_WINDOW", 8)
+    monkeypatch.setattr(delayed_mod, "DELAYED_WINDOW", 8)
     b = env.broker
     b.declare_queue("a", True, {})
     b.declare_queue("b", True, {})
@@ -93,7 +93,7 @@ def test_durable_delayed_on_disk_load_although_transient_ones_wait_in_memory(
         env.publish(conn, "b", b"b%d" % i, delay=100 + i)
     env.publish(conn, "t", b"far", delay=100_000)
     env.settle()
-    assert b._delayed_on_disk
+    assert b.delayed.on_disk
     b.delete_queue("a")  # leaves no durable delayed message in memory
     env.settle()
     b.consume(conn, "b", 100, 86_400)

@@ -14,8 +14,9 @@ import itertools
 import pytest
 from test_broker import Env
 
-from brokerd.broker import Broker, Connection
+from brokerd.broker import Broker
 from brokerd.errors import BrokerError
+from brokerd.queues import Connection
 from brokerd.storage.base import QueueRecord, Recovered
 from brokerd_protocol import ErrorCode
 
@@ -35,7 +36,7 @@ def held(b: Broker) -> int:
     """Body bytes the broker holds as ready or delayed messages, counted from its
     data structures (independently of its own accounting)."""
     ready = sum(len(m.body) for q in b.queues.values() for dq in q.ready for m in dq)
-    return ready + sum(len(e[2].body) for e in b._delayed)
+    return ready + sum(len(e[2].body) for e in b.delayed.heap)
 
 
 def queue_held(b: Broker, name: str) -> int:

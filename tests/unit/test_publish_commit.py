@@ -14,8 +14,8 @@ import sqlite3
 import pytest
 from test_broker import Env, FakePeer
 
-from brokerd.broker import Connection
 from brokerd.errors import BrokerError
+from brokerd.queues import Connection
 from brokerd.storage import MemoryStore
 from brokerd.storage.base import Batch, Done
 from brokerd_protocol import ErrorCode

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 from test_broker import PAST, Env, FakePeer, Got
 
-from brokerd.broker import Connection
+from brokerd.queues import Connection
 
 
 @pytest.fixture

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 import brokerd_protocol as bp
-from brokerd.broker import Broker, Connection
+from brokerd.broker import Broker
 from brokerd.clock import FakeClock
 from brokerd.errors import BrokerError
-from brokerd.queues import Consumer, Delivery
+from brokerd.queues import Connection, Consumer, Delivery
 from brokerd.storage import MemoryStore
 from brokerd.storage.base import Batch, Done, Queried
 from brokerd.tasks import SCHEMA, TaskExtension
