@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 
 import brokerd_client
+from brokerd.cli import build_server
 from brokerd.clock import FakeClock
 from brokerd.config import Config
-from brokerd.server import BrokerServer
 from brokerd_client import AuthenticationError, ConnectionLost, QueueInfo, ResourceLimitExceeded
 from brokerd_protocol import (
     DEFAULT_MAX_FRAME,
@@ -337,7 +337,7 @@ async def test_after_a_few_failures_the_next_hello_from_that_address_waits_its_t
     answered only once that clock reaches its turn, whatever the wall time."""
     clock = FakeClock(1000.0)
     config = Config(host="127.0.0.1", port=0, data_dir=":memory:", metrics_port=0, token=TOKEN)
-    server = BrokerServer(config.validate(), auth_clock=clock.now)
+    server = build_server(config.validate(), auth_clock=clock.now)
     await server.start()
     assert server.port is not None
     throttle = server.auth_throttle
@@ -380,7 +380,7 @@ async def test_a_held_hello_that_cannot_get_its_turn_before_the_deadline_is_refu
         host="127.0.0.1", port=0, data_dir=":memory:", metrics_port=0, token=TOKEN,
         handshake_timeout=0.3,
     )  # fmt: skip
-    server = BrokerServer(config.validate(), auth_clock=clock.now)
+    server = build_server(config.validate(), auth_clock=clock.now)
     await server.start()
     assert server.port is not None
     try:

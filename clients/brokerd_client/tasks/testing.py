@@ -151,15 +151,15 @@ class InProcessBroker:
         return f"brokerd://127.0.0.1:{self.port}"
 
     def start(self) -> InProcessBroker:
+        from brokerd.cli import build_server
         from brokerd.config import Config
-        from brokerd.server import BrokerServer
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = Config(host="127.0.0.1", port=0, data_dir=str(self.data_dir), metrics_port=0)
         ready = threading.Event()
 
         async def serve() -> None:
-            server = self._server = BrokerServer(config.validate())
+            server = self._server = build_server(config.validate())
             await server.start()
             self.port = server.port or 0
             ready.set()
