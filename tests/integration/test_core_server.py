@@ -30,11 +30,16 @@ from brokerd_client import AuthenticationError, ConnectionLost, QueueInfo, Resou
 from brokerd_protocol import (
     DEFAULT_MAX_FRAME,
     Ack,
+    Confirm,
+    Consume,
+    DeclareQueue,
     Decoder,
+    Deliver,
     ErrorCode,
     Frame,
     Heartbeat,
     Hello,
+    Ok,
     Publish,
     QueueStats,
     Welcome,
@@ -252,6 +257,21 @@ async def test_a_hello_at_the_limit_is_welcomed_and_the_full_limit_applies_after
     async with asyncio.timeout(BOUND):
         confirm = await raw.read_frame()
     assert confirm is not None and type(confirm).__name__ == "Confirm", confirm
+    raw.close()
+
+
+async def test_consume_is_answered_with_its_id_before_the_first_delivery(broker: Any) -> None:
+    raw = await RawConnection.open(broker.port)
+    await raw.handshake()
+    await raw.send(DeclareQueue(1, "ready", False, {}))
+    await raw.send(Publish(1, "", "ready", b"waiting"))
+    async with asyncio.timeout(BOUND):
+        assert isinstance(await raw.read_frame(), Ok)  # the declare
+        assert isinstance(await raw.read_frame(), Confirm)
+        await raw.send(Consume(2, "ready", 10, None))
+        first, second = await raw.read_frame(), await raw.read_frame()
+    assert first == Ok(2, 1)
+    assert isinstance(second, Deliver) and (second.consumer, second.body) == (1, b"waiting")
     raw.close()
 
 
