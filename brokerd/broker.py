@@ -397,9 +397,15 @@ class Broker:
 
     # --- consuming ------------------------------------------------------------
 
-    def check_consume(
-        self, queue: str, prefetch: int, lease: float | None
-    ) -> tuple[QueueState, float]:
+    def add_consumer(
+        self, conn: Connection, queue: str, prefetch: int, lease: float | None
+    ) -> Consumer:
+        """Attach a consumer to ``queue`` without delivering to it yet.
+
+        Its id is the connection's next consumer number. The session answers
+        Consume with that id and only then calls ``start_consumer``, so the
+        client knows the consumer before its first Deliver arrives.
+        """
         q = self._queue(queue)
         if not 1 <= prefetch <= MAX_PREFETCH:
             raise invalid(f"prefetch must be between 1 and {MAX_PREFETCH}")
@@ -407,18 +413,23 @@ class Broker:
             lease = q.options.lease
         elif not 0.001 <= lease <= MAX_LEASE:
             raise invalid(f"lease must be between 0.001 and {MAX_LEASE:g} seconds")
-        return q, lease
-
-    def consume(self, conn: Connection, queue: str, prefetch: int, lease: float | None) -> int:
-        """Start a consumer; its id is the connection's next consumer number."""
-        q, lease = self.check_consume(queue, prefetch, lease)
         cid = conn.next_consumer
         conn.next_consumer += 1
         c = Consumer(cid, conn, q, prefetch, lease)
         conn.consumers[cid] = c
         q.consumers.append(c)
-        self._dispatch(q)
-        return cid
+        return c
+
+    def start_consumer(self, consumer: Consumer) -> None:
+        """Deliver to a consumer made by ``add_consumer`` (cancelled: nothing)."""
+        if consumer.active:
+            self._dispatch(consumer.queue)
+
+    def consume(self, conn: Connection, queue: str, prefetch: int, lease: float | None) -> int:
+        """``add_consumer`` then ``start_consumer``; returns the consumer's id."""
+        c = self.add_consumer(conn, queue, prefetch, lease)
+        self.start_consumer(c)
+        return c.id
 
     def cancel(self, conn: Connection, consumer_id: int) -> None:
         c = conn.consumers.get(consumer_id)

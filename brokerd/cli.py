@@ -1,4 +1,9 @@
-"""``brokerd`` command: read settings, run the server until SIGTERM/SIGINT."""
+"""``brokerd`` command: read settings, build the broker, run it until SIGTERM/SIGINT.
+
+``build_server`` is the one way to build a full broker (the core server plus
+the task layer): the command uses it, and so do in-process users (tests,
+``brokerd_client.tasks.testing``), so they run the broker the command runs.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,31 @@ import asyncio
 import logging
 import signal
 import sys
+import time
+from collections.abc import Callable
 
-from .config import ConfigError, load_config
+from .clock import Clock
+from .config import Config, ConfigError, load_config
 from .malloc import pin_mmap_threshold
 from .server import BrokerServer
 from .storage import StorageOpenError
+from .tasks import install as install_tasks
+
+
+def build_server(
+    config: Config,
+    clock: Clock | None = None,
+    *,
+    auth_clock: Callable[[], float] = time.monotonic,
+) -> BrokerServer:
+    """The broker ``brokerd`` runs, not started: the server with the task layer.
+
+    ``clock`` (the core's) and ``auth_clock`` (the authentication throttle's)
+    are for tests that drive time themselves.
+    """
+    server = BrokerServer(config, clock, auth_clock=auth_clock)
+    install_tasks(server)
+    return server
 
 
 def _install_uvloop() -> str:
@@ -47,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     loop_name = _install_uvloop()
     log.info("event loop: %s", loop_name)
     try:
-        server = BrokerServer(config)
+        server = build_server(config)
         asyncio.run(_run(server))
     except StorageOpenError as exc:
         # Said in one line, without a traceback: the operator's fix is in it.

@@ -26,13 +26,10 @@ us is not the peer's silence: heartbeats are not checked on a held connection.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from .broker import Broker
 from .storage.base import Batch
-
-if TYPE_CHECKING:
-    from .session import Session
 
 log = logging.getLogger("brokerd.flow")
 
@@ -48,6 +45,19 @@ DISK = 4
 CONNECTION_BUDGET = 256 * 1024
 #: A held connection (or the broker) is read again below this share of its budget.
 RESUME_SHARE = 0.5
+
+
+class Reader(Protocol):
+    """What flow control needs of a connection it reads (``Session``)."""
+
+    @property
+    def uncommitted(self) -> int:
+        """Body bytes it published that are not yet committed."""
+        ...
+
+    def hold(self, reason: int) -> None: ...
+
+    def release(self, reason: int) -> None: ...
 
 
 class Share:
@@ -67,13 +77,13 @@ class FlowControl:
         self.broker = broker
         self.max_uncommitted = max_uncommitted
         #: Sessions held for the broker-wide backlog.
-        self.backlogged: set[Session] = set()
+        self.backlogged: set[Reader] = set()
         #: Sessions that have published (held while the disk alarm is raised).
-        self.publishers: set[Session] = set()
+        self.publishers: set[Reader] = set()
         self.disk_alarm = False
         broker.commit_listeners.append(self._after_commit)
 
-    def after_read(self, session: Session) -> None:
+    def after_read(self, session: Reader) -> None:
         """Decide whether to keep reading ``session`` once a read was handled."""
         if session.uncommitted > CONNECTION_BUDGET:
             session.hold(OWN)
@@ -81,17 +91,17 @@ class FlowControl:
             self.backlogged.add(session)
             session.hold(BACKLOG)
 
-    def first_publish(self, session: Session) -> None:
+    def first_publish(self, session: Reader) -> None:
         self.publishers.add(session)
         if self.disk_alarm:
             session.hold(DISK)
 
-    def settled(self, session: Session) -> None:
+    def settled(self, session: Reader) -> None:
         """A batch holding part of ``session``'s publishes committed (or failed)."""
         if session.uncommitted < CONNECTION_BUDGET * RESUME_SHARE:
             session.release(OWN)
 
-    def forget(self, session: Session) -> None:
+    def forget(self, session: Reader) -> None:
         self.backlogged.discard(session)
         self.publishers.discard(session)
 

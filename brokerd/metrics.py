@@ -13,8 +13,8 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Collection, Iterator, Mapping, Sized
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -24,16 +24,70 @@ from prometheus_client.core import (
     Metric,
 )
 
+from .broker import Broker
+from .config import Config
+from .diskfree import DiskMonitor
+from .queues import Connection
 from .stats import Buckets
-from .storage import SqliteStore
-
-if TYPE_CHECKING:
-    from .server import BrokerServer
+from .storage import SqliteStore, Store
+from .throttle import AuthThrottle
 
 log = logging.getLogger("brokerd.metrics")
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 MAX_REQUEST = 8192
+
+
+class Connected(Protocol):
+    """One open connection as the metrics see it (``Session``)."""
+
+    @property
+    def conn(self) -> Connection: ...
+
+    @property
+    def bytes_in(self) -> int: ...
+
+    @property
+    def bytes_out(self) -> int: ...
+
+
+class Observed(Protocol):
+    """What the metrics read of the server (``BrokerServer``), at scrape time only."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def broker(self) -> Broker: ...
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def sessions(self) -> Collection[Connected]: ...
+
+    @property
+    def handshaking(self) -> Sized:
+        """Connections not welcomed yet."""
+        ...
+
+    @property
+    def handshakes_dropped(self) -> Mapping[str, int]: ...
+
+    @property
+    def auth_throttle(self) -> AuthThrottle: ...
+
+    @property
+    def closed_bytes_in(self) -> int: ...
+
+    @property
+    def closed_bytes_out(self) -> int: ...
+
+    @property
+    def disk(self) -> DiskMonitor | None: ...
+
+    @property
+    def started_at(self) -> float: ...
 
 
 def _histogram(name: str, doc: str, buckets: Buckets) -> HistogramMetricFamily:
@@ -50,7 +104,7 @@ def rss_bytes() -> int:
 
 
 class BrokerCollector:
-    def __init__(self, server: BrokerServer) -> None:
+    def __init__(self, server: Observed) -> None:
         self.server = server
 
     def collect(self) -> Iterator[Metric]:
@@ -240,7 +294,7 @@ class BrokerCollector:
 class MetricsEndpoint:
     """A minimal HTTP/1.1 responder: GET /metrics and GET /healthz."""
 
-    def __init__(self, server: BrokerServer) -> None:
+    def __init__(self, server: Observed) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(BrokerCollector(server))
         self.server = server
@@ -305,7 +359,7 @@ class MetricsEndpoint:
         writer.close()
 
 
-async def start_metrics(server: BrokerServer) -> MetricsEndpoint:
+async def start_metrics(server: Observed) -> MetricsEndpoint:
     endpoint = MetricsEndpoint(server)
     await endpoint.start(server.config.metrics_host, server.config.metrics_port)
     return endpoint

@@ -11,6 +11,10 @@ welcomed within ``handshake_timeout`` of its connect, and when the pool is
 full a new connection pushes out the oldest one. Only a connection that
 authenticated counts against ``max_connections``, so peers that never finish
 a handshake can never take a slot an authenticated client needs.
+
+The server is the core broker protocol only. Extensions (the task layer) add
+request handlers, tick hooks and start-up hooks before ``start``; the
+``brokerd`` command builds the full broker (``brokerd.cli.build_server``).
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import brokerd_protocol as bp
 from brokerd_protocol import ErrorCode
@@ -33,17 +36,12 @@ from .config import Config
 from .diskfree import DiskMonitor
 from .flow import FlowControl
 from .metrics import MetricsEndpoint, start_metrics
+from .session import CORE_HANDLERS, Handler, Handlers, Session
 from .storage import MemoryStore, SqliteStore, Store
 from .storage.errors import open_error
 from .throttle import AuthThrottle
 
-if TYPE_CHECKING:
-    from .session import Session
-
 log = logging.getLogger("brokerd.server")
-
-#: Frame handlers a protocol extension adds to every session.
-Handlers = dict[type[bp.Frame], Callable[[Any], None]]
 
 #: Seconds between timer ticks (lease expiry, delayed release, heartbeats).
 TICK = 0.02
@@ -106,16 +104,14 @@ class BrokerServer:
         self._timer: asyncio.TimerHandle | None = None
         self._last_heartbeat_check = 0.0
         self._stopped = asyncio.Event()
-        self._extensions: list[Callable[[Session], Handlers]] = []
+        #: Every request frame's handler, shared by all sessions (``Host.handlers``).
+        self.handlers: dict[type[bp.Frame], Handler] = dict(CORE_HANDLERS)
         #: Called with the wall-clock time on every timer tick.
         self.tick_hooks: list[Callable[[float], None]] = []
         #: Awaited by start() once the store is open, before connections are accepted.
         self.startup_hooks: list[Callable[[], Awaitable[None]]] = []
         if self.disk is not None:
             self.tick_hooks.append(self.disk.tick)
-        from .tasks import install
-
-        install(self)
 
     # --- lifecycle ------------------------------------------------------------
 
@@ -195,19 +191,19 @@ class BrokerServer:
 
     # --- sessions -------------------------------------------------------------
 
-    def add_extension(self, factory: Callable[[Session], Handlers]) -> None:
-        """Register extra frame handlers (the task layer's frames)."""
-        self._extensions.append(factory)
+    def add_extension(self, handlers: Handlers) -> None:
+        """Register an extension's request handlers (the task layer's frames).
 
-    def extra_handlers(self, session: Session) -> Handlers:
-        handlers: Handlers = {}
-        for factory in self._extensions:
-            handlers.update(factory(session))
-        return handlers
+        They run behind the same error rule as the core's (``Session._failed``)
+        and may not take over a frame the core or another extension handles.
+        """
+        taken = self.handlers.keys() & handlers.keys()
+        if taken:
+            names = ", ".join(sorted(t.__name__ for t in taken))
+            raise ValueError(f"frames already handled: {names}")
+        self.handlers.update(handlers)
 
     def _new_session(self) -> Session:
-        from .session import Session
-
         return Session(self)
 
     def admit(self, session: Session) -> None:

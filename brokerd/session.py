@@ -3,8 +3,16 @@
 An ``asyncio.Protocol`` rather than streams: ``data_received`` decodes and
 handles every complete frame synchronously, and all frames produced during
 one event-loop tick (deliveries, confirms, replies) are joined into a single
-``transport.write``. This is the one boundary where ``BrokerError`` and
-``ProtocolError`` become wire error frames.
+``transport.write``.
+
+This is the one boundary where failures become wire frames, for the core's
+requests and the extensions' alike (``_failed``; docs/ARCHITECTURE.md,
+Errors): a ``BrokerError`` answers its request with its code, any other
+exception in a handler is logged and answers ``INTERNAL`` with the connection
+left open, and only a ``ProtocolError`` ends the connection.
+
+The session knows the server only as a ``Host`` and the core only as a
+``Broker``; the server is the one that imports this module.
 
 Until Welcome the decoder accepts only ``MAX_HELLO_FRAME`` bytes per frame
 (SPEC §2.1), so an unauthenticated peer cannot make us buffer a full-size
@@ -17,28 +25,87 @@ import asyncio
 import hmac
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
 import brokerd_protocol as bp
 from brokerd_protocol import ErrorCode, ProtocolError
 
+from .broker import Broker
+from .config import Config
 from .errors import BrokerError
-from .flow import Share
+from .flow import FlowControl, Share
 from .queues import Consumer, Delivery
-
-if TYPE_CHECKING:
-    from .server import BrokerServer
-    from .storage.base import Batch
+from .storage.base import Batch
+from .throttle import AuthThrottle
 
 log = logging.getLogger("brokerd.session")
 
-_LEN = bp.codec._LENGTH
-_pack = bp.codec._packb
-_DELIVER = bp.Deliver.TYPE
+_encode_deliver = bp.encode_deliver
 #: Shortest heartbeat interval the server agrees to.
 MIN_HEARTBEAT = 0.5
+#: What a request that failed unexpectedly is told (the traceback is in the log).
+INTERNAL_MESSAGE = "internal error; see the broker log"
+
+#: A request handler, core or extension: called with the session and the frame.
+Handler = Callable[["Session", Any], None]
+Handlers = Mapping[type[bp.Frame], Handler]
+
+
+class Host(Protocol):
+    """What a session needs of the server that accepted it (``BrokerServer``).
+
+    As the core knows a connection only as a ``Peer``, a session knows its
+    server only through this, so the server can import the session and not
+    the other way round.
+    """
+
+    @property
+    def broker(self) -> Broker: ...
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def flow(self) -> FlowControl: ...
+
+    @property
+    def auth_throttle(self) -> AuthThrottle: ...
+
+    @property
+    def handlers(self) -> Handlers:
+        """Every request frame's handler: the core's and the extensions'."""
+        ...
+
+    def admit(self, session: Session) -> None: ...
+
+    def authenticate(self, session: Session) -> bool: ...
+
+    def handshake_dropped(self, reason: str) -> None: ...
+
+    def forget(self, session: Session) -> None: ...
+
+
+def failure_reply(frame: bp.Frame | None, exc: Exception, peer: str = "?") -> bp.Frame:
+    """The frame that answers ``frame``'s handler raising ``exc``: the error rule.
+
+    ``BrokerError`` keeps its code and message; anything else is a bug of
+    ours, logged here with its traceback (once) and answered ``INTERNAL``,
+    whose effect SPEC §12 calls unknown. A publish is answered with
+    ``PublishError`` for its ``seq``, a request with ``Error`` for its ``req``.
+    What has neither (the handshake, a heartbeat, no frame at all) can only
+    be answered with ``Error(req=0)``, which ends the connection (SPEC §6.3).
+    """
+    if isinstance(exc, BrokerError):
+        code, message = exc.code, exc.message
+    else:
+        what = type(frame).__name__ if frame is not None else "a read"
+        log.error("internal error handling %s from %s", what, peer, exc_info=exc)
+        code, message = ErrorCode.INTERNAL, INTERNAL_MESSAGE
+    if type(frame) is bp.Publish:
+        return bp.PublishError(frame.seq, int(code), message)
+    return bp.Error(getattr(frame, "req", 0), int(code), message)
 
 
 def _ranges(seqs: list[int]) -> list[list[int]]:
@@ -53,11 +120,11 @@ def _ranges(seqs: list[int]) -> list[list[int]]:
 
 
 class Session(asyncio.Protocol):
-    def __init__(self, server: BrokerServer) -> None:
-        self.server = server
-        self.broker = server.broker
-        self.config = server.config
-        self.decoder = bp.Decoder(min(server.config.max_frame, bp.MAX_HELLO_FRAME))
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.broker: Broker = host.broker
+        self.config: Config = host.config
+        self.decoder = bp.Decoder(min(host.config.max_frame, bp.MAX_HELLO_FRAME))
         self.transport: asyncio.Transport | None = None
         self.conn = self.broker.open(self)
         self.authenticated = False
@@ -87,25 +154,6 @@ class Session(asyncio.Protocol):
         self._share: Share | None = None
         self._published = False
         self._loop = asyncio.get_running_loop()
-        self._handlers: dict[type[bp.Frame], Callable[[Any], None]] = {
-            bp.Heartbeat: self._on_heartbeat,
-            bp.Close: self._on_close,
-            bp.DeclareExchange: self._on_declare_exchange,
-            bp.DeleteExchange: self._on_delete_exchange,
-            bp.DeclareQueue: self._on_declare_queue,
-            bp.DeleteQueue: self._on_delete_queue,
-            bp.PurgeQueue: self._on_purge_queue,
-            bp.Bind: self._on_bind,
-            bp.Unbind: self._on_unbind,
-            bp.QueueStats: self._on_queue_stats,
-            bp.Consume: self._on_consume,
-            bp.Cancel: self._on_cancel,
-            bp.Ack: self._on_ack,
-            bp.Nack: self._on_nack,
-            bp.Reject: self._on_reject,
-            bp.Extend: self._on_extend,
-        }
-        self._handlers.update(server.extra_handlers(self))
 
     # --- asyncio.Protocol -------------------------------------------------------
 
@@ -117,7 +165,7 @@ class Session(asyncio.Protocol):
         self.peer_host = str(peer[0]) if peer else "?"
         self.connected_at = time.monotonic()
         self.transport.set_write_buffer_limits(high=self.config.max_write_buffer)
-        self.server.admit(self)
+        self.host.admit(self)
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
@@ -134,7 +182,7 @@ class Session(asyncio.Protocol):
         decoder = self.decoder
         decoder.feed(data)
         publish = self._on_publish
-        handlers = self._handlers
+        handlers = self.host.handlers
         try:
             while True:
                 if self._closing:  # a handler failed the connection: read no further
@@ -142,29 +190,32 @@ class Session(asyncio.Protocol):
                 frame = decoder.next_frame()
                 if frame is None:
                     break
-                if type(frame) is bp.Publish:
-                    publish(frame)
-                    continue
-                if not self.authenticated:
-                    self._on_hello(frame)
-                    if self._held_hello is not None and decoder.buffered:
-                        self.fail(ErrorCode.NOT_AUTHENTICATED, "frames sent before Welcome")
-                    continue
-                handler = handlers.get(type(frame))
-                if handler is None:
-                    raise ProtocolError(f"{type(frame).__name__} is not a client frame")
-                if getattr(frame, "req", 1) <= 0:
-                    raise ProtocolError("request ids must be positive")
-                handler(frame)
+                try:
+                    if type(frame) is bp.Publish:
+                        publish(frame)
+                    elif not self.authenticated:
+                        self._on_hello(frame)
+                        if self._held_hello is not None and decoder.buffered:
+                            self.fail(ErrorCode.NOT_AUTHENTICATED, "frames sent before Welcome")
+                    else:
+                        handler = handlers.get(type(frame))
+                        if handler is None:
+                            raise ProtocolError(f"{type(frame).__name__} is not a client frame")
+                        if getattr(frame, "req", 1) <= 0:
+                            raise ProtocolError("request ids must be positive")
+                        handler(self, frame)
+                except ProtocolError:
+                    raise
+                except Exception as exc:
+                    self._failed(frame, exc)
         except ProtocolError as exc:
             message = str(exc)
             if isinstance(exc, bp.FrameTooLarge) and not self.authenticated:
                 message += " before Welcome (SPEC §2.1)"
             self.fail(exc.code, message)
             return
-        except Exception:  # a bug of ours: say so on the wire, never close silently
-            log.exception("internal error handling a frame from %s", self.peer_name)
-            self.fail(ErrorCode.INTERNAL, "internal error; see the broker log")
+        except Exception as exc:  # the decoder itself: its state is unknown, so end here
+            self._failed(None, exc)
             return
         # Replies to what we just read go out now rather than one loop
         # iteration later: that halves a request's round trip.
@@ -175,7 +226,7 @@ class Session(asyncio.Protocol):
         if added > 0:
             self._charge(after, added)
         if self.uncommitted and not self._closing:
-            self.server.flow.after_read(self)
+            self.host.flow.after_read(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
@@ -183,7 +234,7 @@ class Session(asyncio.Protocol):
             self._hello_timer.cancel()
             self._hello_timer = None
         self.broker.close(self.conn)
-        self.server.forget(self)
+        self.host.forget(self)
 
     def pause_writing(self) -> None:
         # A peer that does not read what we send gets no deliveries, and we
@@ -204,7 +255,7 @@ class Session(asyncio.Protocol):
         if share is None or share.batch is not batch:
             if not self._published:
                 self._published = True
-                self.server.flow.first_publish(self)
+                self.host.flow.first_publish(self)
             share = self._share = Share(batch)
             batch.on_commit.append(partial(self._settled, share))
         share.nbytes += nbytes
@@ -215,7 +266,7 @@ class Session(asyncio.Protocol):
         if self._share is share:
             self._share = None
         self.uncommitted -= share.nbytes
-        self.server.flow.settled(self)
+        self.host.flow.settled(self)
 
     def hold(self, reason: int) -> None:
         """Stop reading for ``reason`` (a ``flow`` bit) until it is released."""
@@ -289,6 +340,14 @@ class Session(asyncio.Protocol):
     def reply_error(self, req: int, exc: BrokerError) -> None:
         self.send(bp.Error(req, int(exc.code), exc.message))
 
+    def _failed(self, frame: bp.Frame | None, exc: Exception) -> None:
+        """Apply the error rule (``failure_reply``) to a handler that raised."""
+        reply = failure_reply(frame, exc, self.peer_name)
+        if type(reply) is bp.Error and reply.req == 0:
+            self.fail(ErrorCode(reply.code), reply.message)
+        else:
+            self.send(reply)
+
     # --- Peer interface (called by the broker core) ------------------------------
 
     def send_delivery(self, consumer: Consumer, d: Delivery) -> None:
@@ -302,9 +361,10 @@ class Session(asyncio.Protocol):
             props["priority"] = m.priority
         if m.attempts:
             props["redelivered"] = True
-        payload = _pack(
-            [
-                _DELIVER,
+        # ``write`` inlined: one call per delivery (the encoder), as when the
+        # frame was packed here by hand.
+        self._out.append(
+            _encode_deliver(
                 consumer.id,
                 d.id,
                 m.exchange,
@@ -313,9 +373,11 @@ class Session(asyncio.Protocol):
                 props,
                 m.attempts + 1,
                 consumer.lease,
-            ]
+            )
         )
-        self.write(_LEN.pack(len(payload)) + payload)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
 
     def send_confirms(self, routed: list[int], unroutable: list[int]) -> None:
         self.send(bp.Confirm(_ranges(routed), unroutable))
@@ -350,12 +412,12 @@ class Session(asyncio.Protocol):
         timer, see ``throttle.py``); a Hello that could not be checked before
         the handshake deadline is refused without being checked at all.
         """
-        throttle = self.server.auth_throttle
+        throttle = self.host.auth_throttle
         wait = throttle.wait(self.peer_host)
         if wait > 0:
             deadline = self.connected_at + self.config.handshake_timeout
             if time.monotonic() + wait > deadline:
-                self.server.handshake_dropped("throttled")
+                self.host.handshake_dropped("throttled")
                 self.fail(
                     ErrorCode.RESOURCE_LIMIT,
                     "too many failed authentications from this address; try again later",
@@ -389,9 +451,8 @@ class Session(asyncio.Protocol):
             return
         try:
             self._check_token(frame, self.config.token)
-        except Exception:  # a bug of ours: say so on the wire, never close silently
-            log.exception("internal error in the handshake of %s", self.peer_name)
-            self.fail(ErrorCode.INTERNAL, "internal error; see the broker log")
+        except Exception as exc:  # a timer, not a read: the same rule applies
+            self._failed(frame, exc)
 
     def handshake_expired(self, timeout: float) -> None:
         """Called by the server when the handshake deadline has passed."""
@@ -407,7 +468,7 @@ class Session(asyncio.Protocol):
             )
 
     def _welcome(self, frame: bp.Hello) -> None:
-        if not self.server.authenticate(self):
+        if not self.host.authenticate(self):
             self.fail(ErrorCode.RESOURCE_LIMIT, "too many connections")
             return
         self.authenticated = True
@@ -423,16 +484,13 @@ class Session(asyncio.Protocol):
             bp.Welcome(version, self.config.server_name, self.heartbeat, self.config.max_frame)
         )
 
-    # --- requests ---------------------------------------------------------------
+    # --- requests (``CORE_HANDLERS``; failures go to ``_failed``) -------------------
 
     def _on_publish(self, f: bp.Publish) -> None:
         if not self.authenticated:
             self.fail(ErrorCode.NOT_AUTHENTICATED, "the first frame must be Hello")
             return
-        try:
-            self.broker.publish(self.conn, f.seq, f.exchange, f.routing_key, f.body, f.props)
-        except BrokerError as exc:
-            self.send_publish_error(f.seq, exc.code, exc.message)
+        self.broker.publish(self.conn, f.seq, f.exchange, f.routing_key, f.body, f.props)
 
     def _on_heartbeat(self, f: bp.Heartbeat) -> None:
         pass
@@ -441,73 +499,75 @@ class Session(asyncio.Protocol):
         self.send(bp.Close(0, "bye"))
         self.close_after_flush()
 
-    def _request(self, req: int, fn: Callable[[], Any]) -> None:
-        try:
-            value = fn()
-        except BrokerError as exc:
-            self.reply_error(req, exc)
-            return
-        self.reply_ok(req, value)
-
     def _on_declare_exchange(self, f: bp.DeclareExchange) -> None:
-        self._request(f.req, lambda: self.broker.declare_exchange(f.name, f.type, f.durable))
+        self.broker.declare_exchange(f.name, f.type, f.durable)
+        self.reply_ok(f.req)
 
     def _on_delete_exchange(self, f: bp.DeleteExchange) -> None:
-        self._request(f.req, lambda: self.broker.delete_exchange(f.name))
+        self.broker.delete_exchange(f.name)
+        self.reply_ok(f.req)
 
     def _on_declare_queue(self, f: bp.DeclareQueue) -> None:
-        self._request(f.req, lambda: self.broker.declare_queue(f.name, f.durable, f.options))
+        self.broker.declare_queue(f.name, f.durable, f.options)
+        self.reply_ok(f.req)
 
     def _on_delete_queue(self, f: bp.DeleteQueue) -> None:
-        self._request(f.req, lambda: self.broker.delete_queue(f.name))
+        self.reply_ok(f.req, self.broker.delete_queue(f.name))
 
     def _on_purge_queue(self, f: bp.PurgeQueue) -> None:
-        self._request(f.req, lambda: self.broker.purge_queue(f.name))
+        self.reply_ok(f.req, self.broker.purge_queue(f.name))
 
     def _on_bind(self, f: bp.Bind) -> None:
-        self._request(f.req, lambda: self.broker.bind(f.queue, f.exchange, f.routing_key))
+        self.broker.bind(f.queue, f.exchange, f.routing_key)
+        self.reply_ok(f.req)
 
     def _on_unbind(self, f: bp.Unbind) -> None:
-        self._request(f.req, lambda: self.broker.unbind(f.queue, f.exchange, f.routing_key))
+        self.broker.unbind(f.queue, f.exchange, f.routing_key)
+        self.reply_ok(f.req)
 
     def _on_queue_stats(self, f: bp.QueueStats) -> None:
-        self._request(f.req, lambda: self.broker.queue_stats(f.name))
+        self.reply_ok(f.req, self.broker.queue_stats(f.name))
 
     def _on_consume(self, f: bp.Consume) -> None:
-        # Reply before the first deliveries so the client knows the consumer id.
-        try:
-            self.broker.check_consume(f.queue, f.prefetch, f.lease)
-        except BrokerError as exc:
-            self.reply_error(f.req, exc)
-            return
-        cid = self.conn.next_consumer
-        self.reply_ok(f.req, cid)
-        self.broker.consume(self.conn, f.queue, f.prefetch, f.lease)
+        consumer = self.broker.add_consumer(self.conn, f.queue, f.prefetch, f.lease)
+        # The client learns the consumer's id before its first Deliver.
+        self.reply_ok(f.req, consumer.id)
+        self.broker.start_consumer(consumer)
 
     def _on_cancel(self, f: bp.Cancel) -> None:
-        self._request(f.req, lambda: self.broker.cancel(self.conn, f.consumer))
-
-    def _settle(self, req: int, fn: Callable[[], list[int]]) -> None:
-        try:
-            lost = fn()
-        except BrokerError as exc:
-            self.reply_error(req, exc)
-            return
-        self.send(bp.Settled(req, lost))
+        self.broker.cancel(self.conn, f.consumer)
+        self.reply_ok(f.req)
 
     def _on_ack(self, f: bp.Ack) -> None:
-        self._settle(f.req, lambda: self.broker.ack(self.conn, f.deliveries))
+        self.send(bp.Settled(f.req, self.broker.ack(self.conn, f.deliveries)))
 
     def _on_nack(self, f: bp.Nack) -> None:
-        self._settle(
-            f.req,
-            lambda: self.broker.nack(
-                self.conn, f.deliveries, f.requeue, f.delay, counted=f.counted
-            ),
-        )
+        lost = self.broker.nack(self.conn, f.deliveries, f.requeue, f.delay, counted=f.counted)
+        self.send(bp.Settled(f.req, lost))
 
     def _on_reject(self, f: bp.Reject) -> None:
-        self._settle(f.req, lambda: self.broker.reject(self.conn, f.deliveries, f.reason))
+        self.send(bp.Settled(f.req, self.broker.reject(self.conn, f.deliveries, f.reason)))
 
     def _on_extend(self, f: bp.Extend) -> None:
-        self._settle(f.req, lambda: self.broker.extend(self.conn, f.deliveries, f.seconds))
+        self.send(bp.Settled(f.req, self.broker.extend(self.conn, f.deliveries, f.seconds)))
+
+
+#: The core's frames after the handshake (Publish is dispatched before the table).
+CORE_HANDLERS: Handlers = {
+    bp.Heartbeat: Session._on_heartbeat,
+    bp.Close: Session._on_close,
+    bp.DeclareExchange: Session._on_declare_exchange,
+    bp.DeleteExchange: Session._on_delete_exchange,
+    bp.DeclareQueue: Session._on_declare_queue,
+    bp.DeleteQueue: Session._on_delete_queue,
+    bp.PurgeQueue: Session._on_purge_queue,
+    bp.Bind: Session._on_bind,
+    bp.Unbind: Session._on_unbind,
+    bp.QueueStats: Session._on_queue_stats,
+    bp.Consume: Session._on_consume,
+    bp.Cancel: Session._on_cancel,
+    bp.Ack: Session._on_ack,
+    bp.Nack: Session._on_nack,
+    bp.Reject: Session._on_reject,
+    bp.Extend: Session._on_extend,
+}

@@ -1,10 +1,14 @@
-"""The task layer's server side as one extension of ``BrokerServer``.
+"""The task layer's server side as one extension of the broker's server.
 
 It adds the frames 40-48 to every session, a tick hook (schedules, ResultWait
 timeouts, expiry), the broker's delivery filter (revocations) and a start-up
 hook that loads revocations and schedules before the first connection is
 accepted. All of it runs on the event loop like the core: handlers are plain
 functions, replies that depend on durability go out from commit callbacks.
+
+A handler that raises is answered by the session's error rule, as a core
+handler is (docs/ARCHITECTURE.md, Errors). The server is known only as a
+``Host``; the ``brokerd`` command installs the layer (``brokerd.cli``).
 """
 
 from __future__ import annotations
@@ -13,20 +17,17 @@ import asyncio
 import functools
 import logging
 import math
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Container, Mapping
+from typing import Any, Protocol
 
 import brokerd_protocol as bp
 from brokerd_protocol import DEFAULT_MAX_FRAME
 
 from ..broker import Broker
-from ..errors import BrokerError
-from ..storage.base import Row
+from ..config import Config
+from ..storage.base import Row, Store
 from . import results, revocations, schedules
-from .common import Alive, Client, internal
-
-if TYPE_CHECKING:
-    from ..server import BrokerServer
+from .common import Alive, Client
 
 log = logging.getLogger("brokerd.tasks")
 
@@ -36,7 +37,34 @@ SWEEP_INTERVAL = 5.0
 
 SCHEMA = results.SCHEMA + revocations.SCHEMA + schedules.SCHEMA
 
-Handler = Callable[[Any], None]
+#: A task-layer request handler: called with the connection and the frame.
+Handler = Callable[[Client, Any], None]
+
+
+class Host(Protocol):
+    """What the task layer needs of the server it extends (``BrokerServer``)."""
+
+    @property
+    def broker(self) -> Broker: ...
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def sessions(self) -> Container[object]:
+        """The open connections (a client not in it has closed)."""
+        ...
+
+    @property
+    def tick_hooks(self) -> list[Callable[[float], None]]: ...
+
+    @property
+    def startup_hooks(self) -> list[Callable[[], Awaitable[None]]]: ...
+
+    def add_extension(self, handlers: Mapping[type[bp.Frame], Handler]) -> None: ...
 
 
 class TaskExtension:
@@ -84,17 +112,17 @@ class TaskExtension:
 
     # --- frames -------------------------------------------------------------------
 
-    def handlers(self, client: Client) -> dict[type[bp.Frame], Handler]:
-        """The task-layer frame handlers for one connection."""
+    def handlers(self) -> dict[type[bp.Frame], Handler]:
+        """The task-layer frame handlers, shared by every connection."""
         return {
-            bp.ResultSet: _guarded(client, self.results.set),
-            bp.ResultGet: _guarded(client, self.results.get),
-            bp.ResultWait: _guarded(client, self.results.wait),
-            bp.Revoke: _guarded(client, self.revocations.revoke),
-            bp.Subscribe: _guarded(client, self.revocations.subscribe),
-            bp.ScheduleSet: _guarded(client, self.schedules.set),
-            bp.ScheduleDelete: _guarded(client, self.schedules.delete),
-            bp.ScheduleList: _guarded(client, self.schedules.list),
+            bp.ResultSet: self.results.set,
+            bp.ResultGet: self.results.get,
+            bp.ResultWait: self.results.wait,
+            bp.Revoke: self.revocations.revoke,
+            bp.Subscribe: self.revocations.subscribe,
+            bp.ScheduleSet: self.schedules.set,
+            bp.ScheduleDelete: self.schedules.delete,
+            bp.ScheduleList: self.schedules.list,
         }
 
     # --- time -----------------------------------------------------------------------
@@ -119,26 +147,11 @@ class TaskExtension:
         }
 
 
-def _guarded(client: Client, fn: Callable[[Client, Any], None]) -> Handler:
-    """Map a handler's failures to an Error reply for the frame's ``req``."""
-
-    def handle(frame: Any) -> None:
-        try:
-            fn(client, frame)
-        except BrokerError as exc:
-            client.reply_error(frame.req, exc)
-        except Exception:
-            log.exception("%s failed", type(frame).__name__)
-            client.reply_error(frame.req, internal(f"{type(frame).__name__} failed"))
-
-    return handle
-
-
-def install(server: BrokerServer) -> TaskExtension:
+def install(server: Host) -> TaskExtension:
     """Create the task layer's tables and wire the extension into ``server``.
 
-    Called from ``BrokerServer.__init__``: tables must exist before the
-    store's writer thread starts.
+    Called by ``brokerd.cli.build_server`` before the server starts: tables
+    must exist before the store's writer thread starts.
     """
     ext = TaskExtension(
         server.broker,
@@ -149,7 +162,7 @@ def install(server: BrokerServer) -> TaskExtension:
     if execute_script is None:
         raise TypeError(f"{type(server.store).__name__} cannot create the task layer's tables")
     execute_script(SCHEMA)
-    server.add_extension(ext.handlers)
+    server.add_extension(ext.handlers())
     server.tick_hooks.append(ext.tick)
     server.startup_hooks.append(ext.start)
     return ext

@@ -3,7 +3,15 @@
 See protocol/SPEC.md for the byte-level description this package implements.
 """
 
-from .codec import FRAME_TYPES, Decoder, decode_payload, encode, encode_payload, register
+from .codec import (
+    FRAME_TYPES,
+    Decoder,
+    decode_payload,
+    encode,
+    encode_deliver,
+    encode_payload,
+    register,
+)
 from .errors import CONNECTION_FATAL, ErrorCode, FrameTooLarge, ProtocolError
 from .frames import (
     Ack,
@@ -123,6 +131,7 @@ __all__ = [
     "Welcome",
     "decode_payload",
     "encode",
+    "encode_deliver",
     "encode_payload",
     "register",
 ]

@@ -333,6 +333,34 @@ def encode(frame: f.Frame) -> bytes:
     return _LENGTH.pack(len(payload)) + payload
 
 
+_DELIVER = f.Deliver.TYPE
+
+
+def encode_deliver(
+    consumer: int,
+    delivery: int,
+    exchange: str,
+    routing_key: str,
+    body: bytes,
+    props: dict[str, Any],
+    attempt: int,
+    lease: float,
+) -> bytes:
+    """The bytes of ``encode(Deliver(...))`` without building the frame.
+
+    Deliver is the one frame the broker sends per message. Building the
+    frozen frame and reading it back field by field made ``encode`` about
+    3.5 times as costly as packing the fields directly (``python -m
+    bench.delivercheck``), so servers pack them here instead of by hand,
+    which kept the field order in a second place. The parameters are
+    ``Deliver``'s fields in order; tests hold the bytes to the golden vectors.
+    """
+    payload = _packb(
+        [_DELIVER, consumer, delivery, exchange, routing_key, body, props, attempt, lease]
+    )
+    return _LENGTH.pack(len(payload)) + payload
+
+
 def decode_payload(payload: bytes) -> f.Frame:
     """Validate and build the frame held by one payload."""
     try:

@@ -23,18 +23,23 @@ from typing import Any
 import pytest
 
 import brokerd_client
+from brokerd.cli import build_server
 from brokerd.clock import FakeClock
 from brokerd.config import Config
-from brokerd.server import BrokerServer
 from brokerd_client import AuthenticationError, ConnectionLost, QueueInfo, ResourceLimitExceeded
 from brokerd_protocol import (
     DEFAULT_MAX_FRAME,
     Ack,
+    Confirm,
+    Consume,
+    DeclareQueue,
     Decoder,
+    Deliver,
     ErrorCode,
     Frame,
     Heartbeat,
     Hello,
+    Ok,
     Publish,
     QueueStats,
     Welcome,
@@ -255,6 +260,21 @@ async def test_a_hello_at_the_limit_is_welcomed_and_the_full_limit_applies_after
     raw.close()
 
 
+async def test_consume_is_answered_with_its_id_before_the_first_delivery(broker: Any) -> None:
+    raw = await RawConnection.open(broker.port)
+    await raw.handshake()
+    await raw.send(DeclareQueue(1, "ready", False, {}))
+    await raw.send(Publish(1, "", "ready", b"waiting"))
+    async with asyncio.timeout(BOUND):
+        assert isinstance(await raw.read_frame(), Ok)  # the declare
+        assert isinstance(await raw.read_frame(), Confirm)
+        await raw.send(Consume(2, "ready", 10, None))
+        first, second = await raw.read_frame(), await raw.read_frame()
+    assert first == Ok(2, 1)
+    assert isinstance(second, Deliver) and (second.consumer, second.body) == (1, b"waiting")
+    raw.close()
+
+
 async def test_an_ack_with_more_ids_than_the_cap_closes_the_connection(broker: Any) -> None:
     raw = await RawConnection.open(broker.port)
     await raw.handshake()
@@ -337,7 +357,7 @@ async def test_after_a_few_failures_the_next_hello_from_that_address_waits_its_t
     answered only once that clock reaches its turn, whatever the wall time."""
     clock = FakeClock(1000.0)
     config = Config(host="127.0.0.1", port=0, data_dir=":memory:", metrics_port=0, token=TOKEN)
-    server = BrokerServer(config.validate(), auth_clock=clock.now)
+    server = build_server(config.validate(), auth_clock=clock.now)
     await server.start()
     assert server.port is not None
     throttle = server.auth_throttle
@@ -380,7 +400,7 @@ async def test_a_held_hello_that_cannot_get_its_turn_before_the_deadline_is_refu
         host="127.0.0.1", port=0, data_dir=":memory:", metrics_port=0, token=TOKEN,
         handshake_timeout=0.3,
     )  # fmt: skip
-    server = BrokerServer(config.validate(), auth_clock=clock.now)
+    server = build_server(config.validate(), auth_clock=clock.now)
     await server.start()
     assert server.port is not None
     try:

@@ -21,6 +21,7 @@ from clientkit import BOUND
 
 import brokerd_client
 import brokerd_protocol as bp
+from brokerd.cli import build_server
 from brokerd.config import Config
 from brokerd.metrics import BrokerCollector
 from brokerd.server import BrokerServer
@@ -81,7 +82,7 @@ class GatedStore:
 @contextlib.asynccontextmanager
 async def gated_broker(**settings: Any) -> AsyncIterator[tuple[BrokerServer, GatedStore]]:
     config = Config(host="127.0.0.1", port=0, data_dir=":memory:", metrics_port=0, **settings)
-    server = BrokerServer(config.validate())
+    server = build_server(config.validate())
     assert isinstance(server.store, MemoryStore)
     gate = GatedStore(server.store)
     server.store = server.broker.store = gate  # type: ignore[assignment]
@@ -228,7 +229,7 @@ class FakeDisk:
 @contextlib.asynccontextmanager
 async def broker_on_disk(data_dir: Path, **settings: Any) -> AsyncIterator[BrokerServer]:
     config = Config(host="127.0.0.1", port=0, data_dir=str(data_dir), metrics_port=0, **settings)
-    server = BrokerServer(config.validate())
+    server = build_server(config.validate())
     await server.start()
     try:
         yield server

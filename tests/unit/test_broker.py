@@ -624,6 +624,18 @@ def test_consumer_ids_count_up_per_connection(env: Env) -> None:
     assert env.broker.consume(c2, "q", 1, None) == 1
 
 
+def test_a_consumer_gets_nothing_until_it_is_started(env: Env) -> None:
+    """The session answers Consume with the id between the two calls."""
+    b = env.broker
+    b.declare_queue("q", False, {})
+    conn, peer = env.connect()
+    env.publish(conn, "q", b"waiting")
+    consumer = b.add_consumer(conn, "q", 10, None)
+    assert (consumer.id, peer.got) == (1, [])
+    b.start_consumer(consumer)
+    assert peer.bodies() == [b"waiting"]
+
+
 def test_prefetch_one_delivers_exactly_one_until_ack(env: Env) -> None:
     b = env.broker
     b.declare_queue("q", True, {})

@@ -27,6 +27,7 @@ from brokerd_protocol import (
     Ack,
     Close,
     Decoder,
+    Deliver,
     ErrorCode,
     Frame,
     FrameTooLarge,
@@ -37,6 +38,7 @@ from brokerd_protocol import (
     Publish,
     decode_payload,
     encode,
+    encode_deliver,
     encode_payload,
 )
 from brokerd_protocol.limits import MAX_DEPTH
@@ -135,6 +137,24 @@ def test_vector_decodes_to_fields(case: dict[str, Any]) -> None:
 @pytest.mark.parametrize("case", FRAMES["cases"], ids=ids(FRAMES["cases"]))
 def test_fields_encode_to_vector_bytes(case: dict[str, Any]) -> None:
     assert encode(vector_frame(case)).hex() == case["hex"]
+
+
+DELIVER_CASES = [case for case in FRAMES["cases"] if case["frame"] == "Deliver"]
+
+
+@pytest.mark.parametrize("case", DELIVER_CASES, ids=ids(DELIVER_CASES))
+def test_the_fast_deliver_encoder_writes_the_vector_bytes(case: dict[str, Any]) -> None:
+    frame = vector_frame(case)
+    assert isinstance(frame, Deliver)
+    fast = encode_deliver(**{fl.name: getattr(frame, fl.name) for fl in fields(Deliver)})
+    assert fast == encode(frame)
+    assert fast.hex() == case["hex"]
+
+
+def test_the_fast_deliver_encoder_takes_delivers_fields_in_order() -> None:
+    props = {"timestamp": 3, "redelivered": True}
+    fast = encode_deliver(1, 2, "ex", "key", b"body", props, 2, 0.5)
+    assert fast == encode(Deliver(1, 2, "ex", "key", b"body", props, 2, 0.5))
 
 
 @pytest.mark.parametrize("case", FRAMES["decode_only"], ids=ids(FRAMES["decode_only"]))

@@ -18,6 +18,7 @@ from brokerd.broker import Broker
 from brokerd.clock import FakeClock
 from brokerd.errors import BrokerError
 from brokerd.queues import Connection, Consumer, Delivery
+from brokerd.session import failure_reply
 from brokerd.storage import MemoryStore
 from brokerd.storage.base import Batch, Done, Queried
 from brokerd.tasks import SCHEMA, TaskExtension
@@ -61,7 +62,7 @@ class FakeClient:
         self.env = env
         self.frames: list[bp.Frame] = []
         self.closed = False
-        self.handlers = env.ext.handlers(self)
+        self.handlers = env.ext.handlers()
         self._req = 0
 
     # Client interface
@@ -78,7 +79,10 @@ class FakeClient:
     def request(self, make: Callable[[int], bp.Frame]) -> int:
         self._req += 1
         frame = make(self._req)
-        self.handlers[type(frame)](frame)
+        try:
+            self.handlers[type(frame)](self, frame)
+        except Exception as exc:  # answered as the session answers it
+            self.send(failure_reply(frame, exc))
         return self._req
 
     def reply(self, req: int) -> bp.Ok | bp.Error | None:
@@ -826,7 +830,7 @@ def test_schedule_set_commit_failure_is_internal(env: Env) -> None:
     assert code == ErrorCode.INTERNAL
 
 
-# --- the guard around handlers ---------------------------------------------------------------
+# --- the session's error rule around task handlers ------------------------------------------
 
 
 def test_unexpected_handler_failure_is_an_internal_error(

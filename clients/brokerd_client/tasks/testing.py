@@ -158,7 +158,7 @@ class InProcessBroker:
         return f"brokerd://127.0.0.1:{self.port}"
 
     def start(self) -> InProcessBroker:
-        from brokerd import server as brokerd_server
+        from brokerd.cli import build_server
         from brokerd.config import Config
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -166,7 +166,7 @@ class InProcessBroker:
         ready = threading.Event()
 
         async def serve() -> None:
-            server = self._server = brokerd_server.BrokerServer(config.validate())
+            server = self._server = build_server(config.validate())
             await server.start()
             self.port = server.port or 0
             ready.set()
