@@ -141,7 +141,7 @@ class Broker:
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, QueueState] = {}
         self.counters = Counters()
-        self.batch = Batch()
+        self.batch = Batch(self._touch)
         self._on_dirty = on_dirty or (lambda: None)
         self._dirty = False
         self._next_id = 1
@@ -237,7 +237,7 @@ class Broker:
         self._dirty = False
         batch = self.batch
         if batch:
-            self.batch = Batch()
+            self.batch = Batch(self._touch)
             arrivals, self._arrivals = self._arrivals, []
             self._inflight_bytes += batch.nbytes
             self._generation = gen = self._generation + 1
@@ -347,8 +347,7 @@ class Broker:
             return
         self.exchanges[name] = Exchange(name, etype, durable, make_router(etype))
         if durable:
-            self.batch.statement("INSERT OR REPLACE INTO exchanges VALUES (?, ?)", name, etype)
-            self._touch()
+            self.batch.put_exchange(name, etype)
 
     def delete_exchange(self, name: str) -> None:
         if not name:
@@ -357,9 +356,7 @@ class Broker:
         if ex is None:
             raise not_found(f"no exchange {name!r}")
         if ex.durable:
-            self.batch.statement("DELETE FROM exchanges WHERE name = ?", name)
-            self.batch.statement("DELETE FROM bindings WHERE exchange = ?", name)
-            self._touch()
+            self.batch.delete_exchange(name)
 
     def declare_queue(self, name: str, durable: bool, raw_options: dict[str, Any]) -> None:
         check_name("queue", name)
@@ -375,14 +372,7 @@ class Broker:
             return
         self.queues[name] = QueueState(name, durable, options, self.memory)
         if durable:
-            import msgpack
-
-            self.batch.statement(
-                "INSERT OR REPLACE INTO queues VALUES (?, ?)",
-                name,
-                msgpack.packb(options.to_wire()),
-            )
-            self._touch()
+            self.batch.put_queue(name, options.to_wire())
 
     def delete_queue(self, name: str) -> int:
         q = self._queue(name)
@@ -409,10 +399,7 @@ class Broker:
         for ex in self.exchanges.values():
             ex.router.unbind_queue(name)
         if q.durable:
-            self.batch.statement("DELETE FROM queues WHERE name = ?", name)
-            self.batch.statement("DELETE FROM bindings WHERE queue = ?", name)
-            self.batch.statement("DELETE FROM messages WHERE queue = ?", name)
-            self._touch()
+            self.batch.delete_queue(name)
         return count
 
     def purge_queue(self, name: str) -> int:
@@ -427,23 +414,14 @@ class Broker:
             for m in dropped:
                 self.batch.delete(m.id)
             for p in range(len(cursors)):
-                self.batch.statement(
-                    "DELETE FROM messages WHERE queue = ? AND priority = ? AND seq > ?",
-                    name,
-                    p,
-                    cursors[p],
-                )
-            self._touch()
+                self.batch.purge_ready(name, p, cursors[p])
         return count
 
     def bind(self, queue: str, exchange: str, key: str) -> None:
         q = self._queue(queue)
         ex = self._exchange_for_binding(exchange)
         if ex.router.bind(queue, key) and ex.durable and q.durable:
-            self.batch.statement(
-                "INSERT OR REPLACE INTO bindings VALUES (?, ?, ?)", queue, exchange, key
-            )
-            self._touch()
+            self.batch.put_binding(queue, exchange, key)
 
     def unbind(self, queue: str, exchange: str, key: str) -> None:
         self._queue(queue)
@@ -451,13 +429,7 @@ class Broker:
         if not ex.router.unbind(queue, key):
             raise not_found(f"no binding of {queue!r} to {exchange!r} with key {key!r}")
         if ex.durable:
-            self.batch.statement(
-                "DELETE FROM bindings WHERE queue = ? AND exchange = ? AND routing_key = ?",
-                queue,
-                exchange,
-                key,
-            )
-            self._touch()
+            self.batch.delete_binding(queue, exchange, key)
 
     def _exchange_for_binding(self, name: str) -> Exchange:
         if not name:
@@ -509,8 +481,7 @@ class Broker:
             if props.mandatory:
                 raise BrokerError(ErrorCode.UNROUTABLE, f"no queue bound for {key!r}")
             counters.unroutable += 1
-            self.batch.confirms.append((conn, seq, UNROUTED))
-            self._touch()
+            self.batch.confirm(conn, seq, UNROUTED)
             return
         durable = False
         for q in targets:
@@ -565,8 +536,7 @@ class Broker:
                 self._enforce_max_length(q)
                 if q.consumers:
                     self._dispatch(q)
-        batch.confirms.append((conn, seq, STORED if durable else IN_MEMORY))
-        self._touch()
+        batch.confirm(conn, seq, STORED if durable else IN_MEMORY)
 
     def _memory_full(self, q: QueueState) -> BrokerError:
         """A transient queue cannot move messages to disk: at the memory limit
@@ -800,7 +770,6 @@ class Broker:
             m.seq = self._new_seq()
             if q.durable:
                 self.batch.update(m)
-                self._touch()
             q.push(m)
             touched.add(q)
         for q in touched:
@@ -887,7 +856,6 @@ class Broker:
         self.counters.dropped[reason] = self.counters.dropped.get(reason, 0) + 1
         if q.durable:
             self.batch.delete(m.id)
-            self._touch()
         return True
 
     def _maybe_page(self, q: QueueState) -> None:
@@ -970,8 +938,6 @@ class Broker:
             if d.queue.durable and not d.queue.deleted:
                 batch.delete(d.message.id)
         self.counters.acked += len(taken)
-        if taken:
-            self._touch()
         self._redispatch(taken)
         return lost
 
@@ -1063,12 +1029,10 @@ class Broker:
             m.seq = None
             if q.durable:
                 self.batch.update(m)
-                self._touch()
             self._add_delayed(q, m)
             return False
         if q.durable:
             self.batch.update(m)
-            self._touch()
         return True
 
     def _expire(self, q: QueueState, m: Message) -> None:
@@ -1086,7 +1050,6 @@ class Broker:
         target_name = q.options.dead_letter_queue
         target = self.queues.get(target_name) if target_name else None
         batch = self.batch
-        self._touch()
         # A dead-letter queue at its max_length takes no more: the message is
         # dropped rather than cascading drops (two full drop_head queues that
         # dead-letter into each other would otherwise trade messages forever).

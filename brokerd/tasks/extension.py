@@ -21,7 +21,7 @@ from brokerd_protocol import DEFAULT_MAX_FRAME
 
 from ..broker import Broker
 from ..errors import BrokerError
-from ..storage.base import Row
+from ..storage.base import Query, Row
 from . import results, revocations, schedules
 from .common import Alive, Client, internal
 
@@ -33,8 +33,6 @@ log = logging.getLogger("brokerd.tasks")
 #: Seconds between sweeps for expired results and revocations and for the
 #: waiters and subscribers of closed connections.
 SWEEP_INTERVAL = 5.0
-
-SCHEMA = results.SCHEMA + revocations.SCHEMA + schedules.SCHEMA
 
 Handler = Callable[[Any], None]
 
@@ -53,10 +51,10 @@ class TaskExtension:
     def load(self, done: Callable[[BaseException | None], None]) -> None:
         """Read revocations, schedules and the earliest result expiry from the
         store; ``done(error_or_None)`` once all three are in."""
-        parts: list[tuple[str, Callable[[list[Row]], None]]] = [
-            (results.Results.LOAD_SQL, self.results.loaded),
-            (revocations.Revocations.LOAD_SQL, self.revocations.loaded),
-            (schedules.Schedules.LOAD_SQL, self.schedules.loaded),
+        parts: list[tuple[Query, Callable[[list[Row]], None]]] = [
+            (results.Results.LOAD, self.results.loaded),
+            (revocations.Revocations.LOAD, self.revocations.loaded),
+            (schedules.Schedules.LOAD, self.schedules.loaded),
         ]
         pending = len(parts)
         errors: list[BaseException] = []
@@ -71,8 +69,8 @@ class TaskExtension:
             if pending == 0:
                 done(errors[0] if errors else None)
 
-        for sql, apply in parts:
-            self.broker.store.query(sql, (), functools.partial(loaded, apply))
+        for query, apply in parts:
+            self.broker.store.read(query, (), functools.partial(loaded, apply))
 
     async def start(self) -> None:
         """``load`` as a start-up hook of the server."""
@@ -135,20 +133,13 @@ def _guarded(client: Client, fn: Callable[[Client, Any], None]) -> Handler:
 
 
 def install(server: BrokerServer) -> TaskExtension:
-    """Create the task layer's tables and wire the extension into ``server``.
-
-    Called from ``BrokerServer.__init__``: tables must exist before the
-    store's writer thread starts.
-    """
+    """Wire the extension into ``server`` (its tables are the store's: every
+    store creates them when it opens)."""
     ext = TaskExtension(
         server.broker,
         alive=lambda client: client in server.sessions,
         max_frame=server.config.max_frame,
     )
-    execute_script = getattr(server.store, "execute_script", None)
-    if execute_script is None:
-        raise TypeError(f"{type(server.store).__name__} cannot create the task layer's tables")
-    execute_script(SCHEMA)
     server.add_extension(ext.handlers)
     server.tick_hooks.append(ext.tick)
     server.startup_hooks.append(ext.start)
