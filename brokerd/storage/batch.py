@@ -113,6 +113,7 @@ class Batch:
 
     __slots__ = (
         "_on_dirty",
+        "_tail",
         "confirms",
         "dirty",
         "first_publish",
@@ -122,7 +123,9 @@ class Batch:
     )
 
     def __init__(self, on_dirty: Callable[[], None] | None = None) -> None:
-        self.segments: list[MessageOps | Step] = [MessageOps()]
+        #: The last segment while it takes rows; None after a step.
+        self._tail: MessageOps | None = MessageOps()
+        self.segments: list[MessageOps | Step] = [self._tail]
         #: (confirm target, publish seq, outcome) for publishes in this batch;
         #: the outcome says whether it routed and needs this commit (the core's
         #: UNROUTED / IN_MEMORY / STORED).
@@ -142,18 +145,18 @@ class Batch:
         if self._on_dirty is not None:
             self._on_dirty()
 
-    def _ops(self) -> MessageOps:
-        last = self.segments[-1]
-        if isinstance(last, MessageOps):
-            return last
-        ops = MessageOps()
+    def _open_segment(self) -> MessageOps:
+        ops = self._tail = MessageOps()
         self.segments.append(ops)
         return ops
 
     def _row(self, kind: Op, row: Row) -> None:
         if not self.dirty:
             self._mark_dirty()
-        rows = self._ops().rows
+        ops = self._tail
+        if ops is None:
+            ops = self._open_segment()
+        rows = ops.rows
         bucket = rows.get(kind)
         if bucket is None:
             bucket = rows[kind] = []
@@ -163,25 +166,35 @@ class Batch:
         if not self.dirty:
             self._mark_dirty()
         self.segments.append(Step(kind, params))
+        self._tail = None
 
     # --- messages (the hot path) --------------------------------------------
 
     def insert(self, m: Message) -> None:
         if not self.dirty:
             self._mark_dirty()
-        self._ops().inserts.append(message_row(m))
+        ops = self._tail
+        if ops is None:
+            ops = self._open_segment()
+        ops.inserts.append(message_row(m))
         self.nbytes += len(m.body)
 
     def update(self, m: Message) -> None:
         """Store ``m``'s mutable state (queue, seq, ready_at, expiry, attempts, headers)."""
         if not self.dirty:
             self._mark_dirty()
-        self._ops().updates.append(update_row(m))
+        ops = self._tail
+        if ops is None:
+            ops = self._open_segment()
+        ops.updates.append(update_row(m))
 
     def delete(self, message_id: int) -> None:
         if not self.dirty:
             self._mark_dirty()
-        self._ops().deletes.append((message_id,))
+        ops = self._tail
+        if ops is None:
+            ops = self._open_segment()
+        ops.deletes.append((message_id,))
 
     # --- confirms and callbacks -----------------------------------------------
 
