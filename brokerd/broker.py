@@ -78,7 +78,7 @@ class Broker:
         self.exchanges = self.topology.exchanges
         self.queues = self.topology.queues
         self.counters = Counters()
-        self.batch = Batch()
+        self.batch = Batch(self._touch)
         self._on_dirty = on_dirty or (lambda: None)
         self._dirty = False
         self._next_id = 1
@@ -138,7 +138,7 @@ class Broker:
         self._dirty = False
         batch = self.batch
         if batch:
-            self.batch = Batch()
+            self.batch = Batch(self._touch)
             arrivals, self._arrivals = self._arrivals, []
             self._inflight_bytes += batch.nbytes
             self._generation = gen = self._generation + 1
@@ -302,8 +302,7 @@ class Broker:
             if props.mandatory:
                 raise BrokerError(ErrorCode.UNROUTABLE, f"no queue bound for {key!r}")
             counters.unroutable += 1
-            self.batch.confirms.append((conn, seq, UNROUTED))
-            self._touch()
+            self.batch.confirm(conn, seq, UNROUTED)
             return
         durable = False
         for q in targets:
@@ -358,8 +357,7 @@ class Broker:
                 self._enforce_max_length(q)
                 if q.consumers:
                     self._dispatch(q)
-        batch.confirms.append((conn, seq, STORED if durable else IN_MEMORY))
-        self._touch()
+        batch.confirm(conn, seq, STORED if durable else IN_MEMORY)
 
     def _memory_full(self, q: QueueState) -> BrokerError:
         """A transient queue cannot move messages to disk: at the memory limit
@@ -484,7 +482,6 @@ class Broker:
         self.counters.dropped[reason] = self.counters.dropped.get(reason, 0) + 1
         if q.durable:
             self.batch.delete(m.id)
-            self._touch()
         return True
 
     def _maybe_page(self, q: QueueState) -> None:
@@ -547,8 +544,6 @@ class Broker:
             if d.queue.durable and not d.queue.deleted:
                 batch.delete(d.message.id)
         self.counters.acked += len(taken)
-        if taken:
-            self._touch()
         self._redispatch(taken)
         return lost
 
@@ -640,12 +635,10 @@ class Broker:
             m.seq = None
             if q.durable:
                 self.batch.update(m)
-                self._touch()
             self.delayed.add(q, m)
             return False
         if q.durable:
             self.batch.update(m)
-            self._touch()
         return True
 
     def _expire(self, q: QueueState, m: Message) -> None:
@@ -663,7 +656,6 @@ class Broker:
         target_name = q.options.dead_letter_queue
         target = self.queues.get(target_name) if target_name else None
         batch = self.batch
-        self._touch()
         # A dead-letter queue at its max_length takes no more: the message is
         # dropped rather than cascading drops (two full drop_head queues that
         # dead-letter into each other would otherwise trade messages forever).
@@ -779,7 +771,6 @@ class Broker:
             m.seq = self._new_seq()
             if q.durable:
                 self.batch.update(m)
-                self._touch()
             q.push(m)
             touched.add(q)
         for q in touched:

@@ -38,11 +38,10 @@ from .storage.base import Batch, Recovered
 
 
 class Recorder(Protocol):
-    """Where durable changes go: the current tick's batch, and a flush request."""
+    """Where durable changes go: the current tick's batch (which asks for its
+    own flush on its first change)."""
 
     batch: Batch
-
-    def _touch(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -64,9 +63,6 @@ class Topology:
     @property
     def batch(self) -> Batch:
         return self._recorder.batch
-
-    def _touch(self) -> None:
-        self._recorder._touch()
 
     def restore(self, rec: Recovered) -> None:
         """Exchanges, queues, bindings and ready counts as stored."""
@@ -102,8 +98,7 @@ class Topology:
             return
         self.exchanges[name] = Exchange(name, etype, durable, make_router(etype))
         if durable:
-            self.batch.statement("INSERT OR REPLACE INTO exchanges VALUES (?, ?)", name, etype)
-            self._touch()
+            self.batch.put_exchange(name, etype)
 
     def delete_exchange(self, name: str) -> None:
         if not name:
@@ -112,9 +107,7 @@ class Topology:
         if ex is None:
             raise not_found(f"no exchange {name!r}")
         if ex.durable:
-            self.batch.statement("DELETE FROM exchanges WHERE name = ?", name)
-            self.batch.statement("DELETE FROM bindings WHERE exchange = ?", name)
-            self._touch()
+            self.batch.delete_exchange(name)
 
     # --- queues ---------------------------------------------------------------
 
@@ -132,14 +125,7 @@ class Topology:
             return
         self.queues[name] = QueueState(name, durable, options, self.memory)
         if durable:
-            import msgpack
-
-            self.batch.statement(
-                "INSERT OR REPLACE INTO queues VALUES (?, ?)",
-                name,
-                msgpack.packb(options.to_wire()),
-            )
-            self._touch()
+            self.batch.put_queue(name, options.to_wire())
 
     def delete_queue(self, name: str) -> tuple[QueueState, int]:
         """Remove the queue, its bindings and its rows; returns the queue
@@ -153,10 +139,7 @@ class Topology:
         for ex in self.exchanges.values():
             ex.router.unbind_queue(name)
         if q.durable:
-            self.batch.statement("DELETE FROM queues WHERE name = ?", name)
-            self.batch.statement("DELETE FROM bindings WHERE queue = ?", name)
-            self.batch.statement("DELETE FROM messages WHERE queue = ?", name)
-            self._touch()
+            self.batch.delete_queue(name)
         return q, count
 
     def purge_queue(self, name: str) -> int:
@@ -171,13 +154,7 @@ class Topology:
             for m in dropped:
                 self.batch.delete(m.id)
             for p in range(len(cursors)):
-                self.batch.statement(
-                    "DELETE FROM messages WHERE queue = ? AND priority = ? AND seq > ?",
-                    name,
-                    p,
-                    cursors[p],
-                )
-            self._touch()
+                self.batch.purge_ready(name, p, cursors[p])
         return count
 
     def queue(self, name: str) -> QueueState:
@@ -195,10 +172,7 @@ class Topology:
         q = self.queue(queue)
         ex = self._exchange_for_binding(exchange)
         if ex.router.bind(queue, key) and ex.durable and q.durable:
-            self.batch.statement(
-                "INSERT OR REPLACE INTO bindings VALUES (?, ?, ?)", queue, exchange, key
-            )
-            self._touch()
+            self.batch.put_binding(queue, exchange, key)
 
     def unbind(self, queue: str, exchange: str, key: str) -> None:
         self.queue(queue)
@@ -206,13 +180,7 @@ class Topology:
         if not ex.router.unbind(queue, key):
             raise not_found(f"no binding of {queue!r} to {exchange!r} with key {key!r}")
         if ex.durable:
-            self.batch.statement(
-                "DELETE FROM bindings WHERE queue = ? AND exchange = ? AND routing_key = ?",
-                queue,
-                exchange,
-                key,
-            )
-            self._touch()
+            self.batch.delete_binding(queue, exchange, key)
 
     def _exchange_for_binding(self, name: str) -> Exchange:
         if not name:

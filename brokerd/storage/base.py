@@ -1,193 +1,72 @@
-"""What the broker core asks of durable storage, and the batch it hands over.
+"""What the broker asks of durable storage: the ``Store`` protocol.
 
-The core never performs I/O. It accumulates every row change of one event-loop
-tick in a ``Batch``; the server hands the batch to a ``Store``, which applies
-it (with others queued behind it) in one transaction. Publisher confirms for
-the batch go out only when the store reports the commit.
+The core never performs I/O. It records every change of one event-loop tick
+in a ``Batch`` (typed operations, no SQL); the server hands the batch to a
+``Store``, which applies it (with others queued behind it) in one transaction.
+Publisher confirms for the batch go out only when the store reports the commit.
+Reads are typed too: message pages (``load_ready``, ``load_delayed``) and the
+task layer's ``Query`` kinds. A store maps operation and query kinds to its
+own statements; tests/unit/test_store_contract.py states what every store
+must do.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Any, Protocol
 
-import msgpack
-
 from ..message import Message
-
-#: A row of the messages table, in column order of ``INSERT_COLUMNS``.
-Row = tuple[Any, ...]
-
-INSERT_COLUMNS = (
-    "id",
-    "queue",
-    "priority",
-    "seq",
-    "ready_at",
-    "expires_at",
-    "attempts",
-    "exchange",
-    "routing_key",
-    "headers",
-    "message_id",
-    "timestamp",
-    "body",
+from .batch import Batch, Done, MessageOps, Op, Step
+from .rows import (
+    INSERT_COLUMNS,
+    Row,
+    message_row,
+    pack_headers,
+    read_messages,
+    row_message,
+    unpack_headers,
+    update_row,
 )
 
-
-def pack_headers(headers: dict[str, Any] | None) -> bytes | None:
-    return None if not headers else msgpack.packb(headers, use_bin_type=True)
-
-
-def unpack_headers(blob: bytes | None) -> dict[str, Any] | None:
-    if blob is None:
-        return None
-    value = msgpack.unpackb(blob, raw=False, strict_map_key=True)
-    return value if isinstance(value, dict) else None
-
-
-def message_row(m: Message) -> Row:
-    return (
-        m.id,
-        m.queue,
-        m.priority,
-        m.seq,
-        m.ready_at,
-        m.expires_at,
-        m.attempts,
-        m.exchange,
-        m.routing_key,
-        pack_headers(m.headers),
-        m.message_id,
-        m.timestamp,
-        m.body,
-    )
+__all__ = [
+    "INSERT_COLUMNS",
+    "Batch",
+    "Done",
+    "Loaded",
+    "MessageOps",
+    "Op",
+    "Queried",
+    "Query",
+    "QueueRecord",
+    "Recovered",
+    "Row",
+    "Step",
+    "Store",
+    "message_row",
+    "pack_headers",
+    "read_messages",
+    "row_message",
+    "unpack_headers",
+    "update_row",
+]
 
 
-def row_message(row: Row) -> Message:
-    (id_, queue, priority, seq, ready_at, expires_at, attempts, exchange, rkey, headers,
-     message_id, timestamp, body) = row  # fmt: skip
-    return Message(
-        id_,
-        queue,
-        exchange,
-        rkey,
-        bytes(body),
-        unpack_headers(headers),
-        message_id,
-        priority,
-        timestamp,
-        expires_at,
-        attempts,
-        seq,
-        ready_at,
-    )
+class Query(IntEnum):
+    """Read kinds beyond message pages, with their parameters and the rows
+    they return (tuples, in this column order)."""
 
-
-def read_messages(rows: Iterable[Row], max_bytes: int | None) -> list[Message]:
-    """Messages from ``rows`` until their bodies add up to ``max_bytes``.
-
-    Rows are pulled one at a time, so a store passing a live cursor stops
-    reading from disk there; the row that reaches the budget is kept, so a
-    read always makes progress."""
-    if max_bytes is None:
-        return [row_message(r) for r in rows]
-    out: list[Message] = []
-    total = 0
-    for r in rows:
-        m = row_message(r)
-        out.append(m)
-        total += len(m.body)
-        if total >= max_bytes:
-            break
-    return out
-
-
-def update_row(m: Message) -> Row:
-    """The mutable state of a message, for the one UPDATE statement we use."""
-    return (m.queue, m.seq, m.ready_at, m.expires_at, m.attempts, pack_headers(m.headers), m.id)
-
-
-@dataclass(slots=True)
-class MessageOps:
-    """Row changes applied as inserts, then updates, then deletes.
-
-    That order is always safe within one segment: a message is inserted before
-    anything can update it, and nothing touches a message after its delete.
-    """
-
-    inserts: list[Row] = field(default_factory=list)
-    updates: list[Row] = field(default_factory=list)
-    deletes: list[tuple[int]] = field(default_factory=list)
-    #: Rows for other tables (results, schedules), grouped by statement and
-    #: applied with executemany after the message rows.
-    rows: dict[str, list[Row]] = field(default_factory=dict)
-
-    def __bool__(self) -> bool:
-        return bool(self.inserts or self.updates or self.deletes or self.rows)
-
-
-@dataclass(slots=True)
-class Statement:
-    """A topology change or bulk delete; ordered against message segments."""
-
-    sql: str
-    params: tuple[Any, ...]
-
-
-class Batch:
-    """Everything one tick changed, in order, plus who to confirm afterwards."""
-
-    __slots__ = ("confirms", "first_publish", "nbytes", "on_commit", "segments")
-
-    def __init__(self) -> None:
-        self.segments: list[MessageOps | Statement] = [MessageOps()]
-        #: (confirm target, publish seq, outcome) for publishes in this batch;
-        #: the outcome says whether it routed and needs this commit (the core's
-        #: UNROUTED / IN_MEMORY / STORED).
-        self.confirms: list[tuple[Any, int, int]] = []
-        #: Called on the loop thread after the commit (None) or its failure.
-        self.on_commit: list[Done] = []
-        #: Body bytes carried, for flow control.
-        self.nbytes = 0
-        #: perf_counter() of the first publish in the batch (publish-to-confirm metric).
-        self.first_publish = 0.0
-
-    def _ops(self) -> MessageOps:
-        last = self.segments[-1]
-        if isinstance(last, MessageOps):
-            return last
-        ops = MessageOps()
-        self.segments.append(ops)
-        return ops
-
-    def insert(self, m: Message) -> None:
-        self._ops().inserts.append(message_row(m))
-        self.nbytes += len(m.body)
-
-    def update(self, m: Message) -> None:
-        self._ops().updates.append(update_row(m))
-
-    def delete(self, message_id: int) -> None:
-        self._ops().deletes.append((message_id,))
-
-    def row(self, sql: str, row: Row) -> None:
-        """Queue ``row`` for ``executemany(sql, ...)`` in order with this segment."""
-        rows = self._ops().rows
-        bucket = rows.get(sql)
-        if bucket is None:
-            bucket = rows[sql] = []
-        bucket.append(row)
-
-    def statement(self, sql: str, *params: Any) -> None:
-        self.segments.append(Statement(sql, params))
-
-    def has_writes(self) -> bool:
-        return any(not isinstance(s, MessageOps) or bool(s) for s in self.segments)
-
-    def __bool__(self) -> bool:
-        return bool(self.confirms) or bool(self.on_commit) or self.has_writes()
+    #: () -> at most one row (earliest expires_at of any result, or None,).
+    EARLIEST_RESULT_EXPIRY = 1
+    #: (task_ids, now) -> (task_id, state, payload, expires_at) of each of
+    #: ``task_ids`` stored with expires_at > now, in no particular order.
+    RESULTS = 2
+    #: () -> (task_id, expires_at) of every revocation, by expires_at.
+    REVOCATIONS = 3
+    #: () -> (name, spec, exchange, routing_key, body, props, last_run,
+    #: next_run) of every schedule.
+    SCHEDULES = 4
 
 
 @dataclass(slots=True)
@@ -212,21 +91,28 @@ class Recovered:
     max_seq: int = 0
 
 
-Done = Callable[[BaseException | None], None]
 Loaded = Callable[[list[Message] | BaseException], None]
 Queried = Callable[[list[Row] | BaseException], None]
 
 
 class Store(Protocol):
-    """Durable storage. All callbacks run on the event loop thread.
+    """Durable storage. All callbacks run on the event loop thread, from its
+    schedule, never inside the call that submitted the operation.
 
-    Operations complete in submission order: a load submitted after a commit
-    sees that commit's rows.
+    Operations complete in submission order: a read submitted after a commit
+    sees that commit's rows, and one submitted before it does not.
     """
 
-    def recover(self, now: float) -> Recovered: ...
+    def recover(self, now: float) -> Recovered:
+        """What the store holds, for start-up; delayed messages due by
+        ``now`` become ready first (seq above every stored one, in id order)."""
+        ...
 
-    def commit(self, batch: Batch, done: Done) -> None: ...
+    def commit(self, batch: Batch, done: Done) -> None:
+        """Apply ``batch`` atomically, possibly in one transaction with the
+        batches queued beside it (a group): ``done(None)`` once durable, or
+        ``done(error)`` for every batch of a group that applied nothing."""
+        ...
 
     def load_ready(
         self,
@@ -251,8 +137,8 @@ class Store(Protocol):
         ``load_ready``."""
         ...
 
-    def query(self, sql: str, params: tuple[Any, ...], done: Queried) -> None:
-        """Run a read after everything submitted before it."""
+    def read(self, query: Query, params: tuple[Any, ...], done: Queried) -> None:
+        """Run the ``query`` read after everything submitted before it."""
         ...
 
     def close(self) -> None: ...

@@ -4,6 +4,7 @@ It backs unit tests of the broker core (driven by a fake clock, with no
 threads) and ``--data-dir :memory:`` runs where nothing needs to survive a
 restart. Callbacks are handed to ``schedule`` rather than run inline so the
 core is never re-entered in the middle of its own call, as with a real store.
+Every commit is a group of one batch.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
-from .base import Batch, Done, Loaded, Queried, Recovered, read_messages
-from .sqlite import DELAYED_SQL, READY_SQL, SCHEMA, apply_batches
+from .base import Batch, Done, Loaded, Queried, Query, Recovered, read_messages
+from .sql import DELAYED_SQL, READY_SQL, SCHEMA, apply_batches, query_sql
+from .sql import recover as recover_database
 
 Schedule = Callable[[Callable[[], None]], None]
 
@@ -30,15 +32,21 @@ class MemoryStore:
         self.commits = 0
 
     def recover(self, now: float) -> Recovered:
-        return Recovered()
+        return recover_database(self._conn, now)
 
     def commit(self, batch: Batch, done: Done) -> None:
         conn = self._conn
-        conn.execute("BEGIN")
-        apply_batches(conn, [batch])
-        conn.execute("COMMIT")
-        self.commits += 1
-        self._schedule(lambda: done(None))
+        error: BaseException | None = None
+        try:
+            conn.execute("BEGIN")
+            apply_batches(conn, [batch])
+            conn.execute("COMMIT")
+            self.commits += 1
+        except Exception as exc:  # reported to the batch, as SqliteStore does
+            error = exc
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        self._schedule(lambda: done(error))
 
     def load_ready(
         self,
@@ -64,12 +72,10 @@ class MemoryStore:
         cursor.close()
         self._schedule(lambda: done(rows))
 
-    def query(self, sql: str, params: tuple[Any, ...], done: Queried) -> None:
-        rows = self._conn.execute(sql, params).fetchall()
+    def read(self, query: Query, params: tuple[Any, ...], done: Queried) -> None:
+        sql, args = query_sql(query, params)
+        rows = self._conn.execute(sql, args).fetchall()
         self._schedule(lambda: done(rows))
-
-    def execute_script(self, script: str) -> None:
-        self._conn.executescript(script)
 
     def drain(self) -> int:
         """Run queued callbacks (tests call this to let 'I/O' complete)."""

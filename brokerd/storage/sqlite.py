@@ -6,7 +6,8 @@ row changes, so we hop once per *group* of batches: the thread drains every
 batch queued while the previous fsync ran and applies them all with
 ``executemany`` in a single transaction (group commit). Reads run on the same
 connection in submission order, so a page load sees every row committed (or
-queued) before it, which the paging logic relies on.
+queued) before it, which the paging logic relies on. The tables and the
+statements behind each operation are in ``sql.py`` (shared with MemoryStore).
 """
 
 from __future__ import annotations
@@ -21,22 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import msgpack
-
 from ..message import Message
 from ..stats import LATENCY_BOUNDS, Buckets
-from .base import (
-    INSERT_COLUMNS,
-    Batch,
-    Done,
-    Loaded,
-    MessageOps,
-    Queried,
-    QueueRecord,
-    Recovered,
-    Row,
-    read_messages,
-)
+from .base import Batch, Done, Loaded, MessageOps, Queried, Query, Recovered, Row, read_messages
 from .errors import (
     StorageOpenError,
     empty_database,
@@ -45,77 +33,10 @@ from .errors import (
     writable_advice,
 )
 from .lock import DataDirLock
+from .sql import DELAYED_SQL, READY_SQL, SCHEMA, apply_batches, query_sql
+from .sql import recover as recover_database
 
 log = logging.getLogger("brokerd.storage")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS exchanges (
-    name TEXT PRIMARY KEY,
-    type TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS queues (
-    name TEXT PRIMARY KEY,
-    options BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS bindings (
-    queue TEXT NOT NULL,
-    exchange TEXT NOT NULL,
-    routing_key TEXT NOT NULL,
-    PRIMARY KEY (queue, exchange, routing_key)
-);
-CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY,
-    queue TEXT NOT NULL,
-    priority INTEGER NOT NULL,
-    seq INTEGER,
-    ready_at REAL,
-    expires_at REAL,
-    attempts INTEGER NOT NULL,
-    exchange TEXT NOT NULL,
-    routing_key TEXT NOT NULL,
-    headers BLOB,
-    message_id TEXT,
-    timestamp INTEGER NOT NULL,
-    body BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS messages_ready ON messages (queue, priority, seq)
-    WHERE seq IS NOT NULL;
-CREATE INDEX IF NOT EXISTS messages_delayed ON messages (ready_at, id)
-    WHERE seq IS NULL;
-"""
-
-_COLS = ", ".join(INSERT_COLUMNS)
-INSERT_SQL = f"INSERT INTO messages ({_COLS}) VALUES ({', '.join('?' * len(INSERT_COLUMNS))})"
-UPDATE_SQL = (
-    "UPDATE messages SET queue = ?, seq = ?, ready_at = ?, expires_at = ?, attempts = ?, "
-    "headers = ? WHERE id = ?"
-)
-DELETE_SQL = "DELETE FROM messages WHERE id = ?"
-READY_SQL = (
-    f"SELECT {_COLS} FROM messages WHERE queue = ? AND priority = ? AND seq > ? "
-    "ORDER BY seq LIMIT ?"
-)
-DELAYED_SQL = (
-    f"SELECT {_COLS} FROM messages WHERE seq IS NULL "
-    "AND (ready_at > ? OR (ready_at = ? AND id > ?)) ORDER BY ready_at, id LIMIT ?"
-)
-
-
-def apply_batches(conn: sqlite3.Connection, batches: list[Batch]) -> None:
-    """Apply batches in order inside the caller's transaction."""
-    for batch in batches:
-        for seg in batch.segments:
-            if isinstance(seg, MessageOps):
-                if seg.inserts:
-                    conn.executemany(INSERT_SQL, seg.inserts)
-                if seg.updates:
-                    conn.executemany(UPDATE_SQL, seg.updates)
-                if seg.deletes:
-                    conn.executemany(DELETE_SQL, seg.deletes)
-                for sql, rows in seg.rows.items():
-                    conn.executemany(sql, rows)
-            else:
-                conn.execute(seg.sql, seg.params)
 
 
 def open_database(path: Path, durability: str) -> sqlite3.Connection:
@@ -246,40 +167,9 @@ class SqliteStore:
 
         Raises ``StorageOpenError`` when the file turns out to be damaged."""
         try:
-            return self._recover(now)
+            return recover_database(self._conn, now)
         except (sqlite3.Error, OSError, ValueError, TypeError) as exc:
             raise open_error(self.path, exc) from exc
-
-    def _recover(self, now: float) -> Recovered:
-        conn = self._conn
-        rec = Recovered()
-        rec.exchanges = [(n, t) for n, t in conn.execute("SELECT name, type FROM exchanges")]
-        for name, blob in conn.execute("SELECT name, options FROM queues"):
-            rec.queues.append(QueueRecord(name, msgpack.unpackb(blob, raw=False)))
-        rec.bindings = list(conn.execute("SELECT queue, exchange, routing_key FROM bindings"))
-        rec.max_id = conn.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0]
-        max_seq = conn.execute(
-            "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE seq IS NOT NULL"
-        ).fetchone()[0]
-        conn.execute("BEGIN")
-        conn.execute(
-            "UPDATE messages SET seq = ? + id, ready_at = NULL WHERE seq IS NULL AND ready_at <= ?",
-            (max_seq, now),
-        )
-        conn.execute("COMMIT")
-        rec.max_seq = conn.execute(
-            "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE seq IS NOT NULL"
-        ).fetchone()[0]
-        for qname, prio, count in conn.execute(
-            "SELECT queue, priority, COUNT(*) FROM messages WHERE seq IS NOT NULL "
-            "GROUP BY queue, priority"
-        ):
-            rec.ready_counts[(qname, prio)] = count
-        for qname, count in conn.execute(
-            "SELECT queue, COUNT(*) FROM messages WHERE seq IS NULL GROUP BY queue"
-        ):
-            rec.delayed_counts[qname] = count
-        return rec
 
     def start(self, post: Post) -> None:
         """Start the writer thread; ``post`` schedules a callback on the loop
@@ -312,16 +202,9 @@ class SqliteStore:
         params = (after[0], after[0], after[1], limit)
         self._jobs.put((_READ, (DELAYED_SQL, params, True, max_bytes), done))
 
-    def query(self, sql: str, params: tuple[Any, ...], done: Queried) -> None:
-        self._jobs.put((_READ, (sql, params, False, None), done))
-
-    def execute_script(self, script: str) -> None:
-        """Create an extension's tables; only before ``start``."""
-        assert self._thread is None, "schema changes go before the writer starts"
-        try:
-            self._conn.executescript(script)
-        except sqlite3.Error as exc:
-            raise open_error(self.path, exc) from exc
+    def read(self, query: Query, params: tuple[Any, ...], done: Queried) -> None:
+        sql, args = query_sql(query, params)
+        self._jobs.put((_READ, (sql, args, False, None), done))
 
     def close(self) -> None:
         """Finish every queued job, then close the database."""

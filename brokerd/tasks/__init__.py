@@ -6,6 +6,6 @@ protocol (see protocol/SPEC.md §14 and docs/tasks-server.md).
 
 from __future__ import annotations
 
-from .extension import SCHEMA, TaskExtension, install
+from .extension import TaskExtension, install
 
-__all__ = ["SCHEMA", "TaskExtension", "install"]
+__all__ = ["TaskExtension", "install"]

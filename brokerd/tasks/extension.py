@@ -25,7 +25,7 @@ from brokerd_protocol import DEFAULT_MAX_FRAME
 
 from ..broker import Broker
 from ..config import Config
-from ..storage.base import Row, Store
+from ..storage.base import Query, Row, Store
 from . import results, revocations, schedules
 from .common import Alive, Client
 
@@ -34,8 +34,6 @@ log = logging.getLogger("brokerd.tasks")
 #: Seconds between sweeps for expired results and revocations and for the
 #: waiters and subscribers of closed connections.
 SWEEP_INTERVAL = 5.0
-
-SCHEMA = results.SCHEMA + revocations.SCHEMA + schedules.SCHEMA
 
 #: A task-layer request handler: called with the connection and the frame.
 Handler = Callable[[Client, Any], None]
@@ -81,10 +79,10 @@ class TaskExtension:
     def load(self, done: Callable[[BaseException | None], None]) -> None:
         """Read revocations, schedules and the earliest result expiry from the
         store; ``done(error_or_None)`` once all three are in."""
-        parts: list[tuple[str, Callable[[list[Row]], None]]] = [
-            (results.Results.LOAD_SQL, self.results.loaded),
-            (revocations.Revocations.LOAD_SQL, self.revocations.loaded),
-            (schedules.Schedules.LOAD_SQL, self.schedules.loaded),
+        parts: list[tuple[Query, Callable[[list[Row]], None]]] = [
+            (results.Results.LOAD, self.results.loaded),
+            (revocations.Revocations.LOAD, self.revocations.loaded),
+            (schedules.Schedules.LOAD, self.schedules.loaded),
         ]
         pending = len(parts)
         errors: list[BaseException] = []
@@ -99,8 +97,8 @@ class TaskExtension:
             if pending == 0:
                 done(errors[0] if errors else None)
 
-        for sql, apply in parts:
-            self.broker.store.query(sql, (), functools.partial(loaded, apply))
+        for query, apply in parts:
+            self.broker.store.read(query, (), functools.partial(loaded, apply))
 
     async def start(self) -> None:
         """``load`` as a start-up hook of the server."""
@@ -148,20 +146,14 @@ class TaskExtension:
 
 
 def install(server: Host) -> TaskExtension:
-    """Create the task layer's tables and wire the extension into ``server``.
-
-    Called by ``brokerd.cli.build_server`` before the server starts: tables
-    must exist before the store's writer thread starts.
-    """
+    """Wire the extension into ``server``; called by ``brokerd.cli.build_server``
+    before the server starts. Its tables are the store's: every store creates
+    them when it opens."""
     ext = TaskExtension(
         server.broker,
         alive=lambda client: client in server.sessions,
         max_frame=server.config.max_frame,
     )
-    execute_script = getattr(server.store, "execute_script", None)
-    if execute_script is None:
-        raise TypeError(f"{type(server.store).__name__} cannot create the task layer's tables")
-    execute_script(SCHEMA)
     server.add_extension(ext.handlers())
     server.tick_hooks.append(ext.tick)
     server.startup_hooks.append(ext.start)

@@ -1,10 +1,10 @@
 """Task results: ResultSet, ResultGet and ResultWait.
 
-Results live in the ``results`` table and are written through the broker's
-batch, so a ResultSet rides the same group commit as the publishes around it
-and is answered only once durable. Recent *final* results are also kept in a
-bounded LRU cache: a client waiting for a task that has just finished is
-answered without touching the disk.
+Results are stored rows written through the broker's batch (``put_result``,
+``revoke_result``), so a ResultSet rides the same group commit as the
+publishes around it and is answered only once durable. Recent *final* results
+are also kept in a bounded LRU cache: a client waiting for a task that has
+just finished is answered without touching the disk.
 
 Consistency rests on one property of the ``Store``: operations complete, and
 their callbacks run on the loop, in submission order. So
@@ -42,7 +42,7 @@ import brokerd_protocol as bp
 
 from ..broker import Broker
 from ..errors import BrokerError, invalid
-from ..storage.base import Row
+from ..storage.base import Query, Row
 from .common import (
     FINAL_STATES,
     STATES,
@@ -55,36 +55,6 @@ from .common import (
 )
 
 log = logging.getLogger("brokerd.tasks.results")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS results (
-    task_id TEXT PRIMARY KEY,
-    state TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    expires_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS results_expires ON results (expires_at);
-"""
-
-_FINAL = "('SUCCESS', 'FAILURE', 'REVOKED')"
-
-#: Row: (task_id, state, payload, expires_at, now). A non-final state does not
-#: replace an unexpired final one.
-UPSERT_SQL = (
-    "INSERT INTO results (task_id, state, payload, expires_at) VALUES (?1, ?2, ?3, ?4) "
-    "ON CONFLICT (task_id) DO UPDATE SET state = excluded.state, payload = excluded.payload, "
-    "expires_at = excluded.expires_at "
-    f"WHERE excluded.state IN {_FINAL} OR results.state NOT IN {_FINAL} "
-    "OR results.expires_at <= ?5"
-)
-
-#: Row: (task_id, expires_at, now). REVOKED does not replace SUCCESS or FAILURE.
-REVOKED_SQL = (
-    "INSERT INTO results (task_id, state, payload, expires_at) VALUES (?1, 'REVOKED', x'', ?2) "
-    "ON CONFLICT (task_id) DO UPDATE SET state = 'REVOKED', payload = x'', "
-    "expires_at = max(results.expires_at, excluded.expires_at) "
-    "WHERE results.state NOT IN ('SUCCESS', 'FAILURE') OR results.expires_at <= ?3"
-)
 
 #: Longest ResultWait, in seconds.
 MAX_WAIT = 3600.0
@@ -149,7 +119,8 @@ class Results:
 
     # --- start-up ---------------------------------------------------------------
 
-    LOAD_SQL = "SELECT MIN(expires_at) FROM results"
+    #: What ``loaded`` takes (the extension reads it at start-up).
+    LOAD = Query.EARLIEST_RESULT_EXPIRY
 
     def loaded(self, rows: list[Row]) -> None:
         earliest = rows[0][0] if rows else None
@@ -166,7 +137,7 @@ class Results:
         now = self.broker.clock.now()
         expires_at = now + ttl
         batch = self.broker.batch
-        batch.row(UPSERT_SQL, (task_id, f.state, f.payload, expires_at, now))
+        batch.put_result(task_id, f.state, f.payload, expires_at, now)
         self._earliest = min(self._earliest, expires_at)
         result = Result(f.state, f.payload, expires_at)
         req = f.req
@@ -183,8 +154,7 @@ class Results:
                 self._remember(task_id, result)
                 self._wake(task_id, result)
 
-        batch.on_commit.append(committed)
-        self.broker._touch()
+        batch.after_commit(committed)
 
     def get(self, client: Client, f: bp.ResultGet) -> None:
         # The codec refuses more than MAX_RESULT_GET_IDS ids (SPEC §13).
@@ -280,7 +250,7 @@ class Results:
         """Record REVOKED for ``task_ids`` in the current batch (Revoke)."""
         batch = self.broker.batch
         for task_id in task_ids:
-            batch.row(REVOKED_SQL, (task_id, expires_at, now))
+            batch.revoke_result(task_id, expires_at, now)
             self._begin(task_id)
         self._earliest = min(self._earliest, expires_at)
 
@@ -290,7 +260,7 @@ class Results:
             if error is None:
                 self._revoked_committed(task_ids, expires_at)
 
-        batch.on_commit.append(committed)
+        batch.after_commit(committed)
 
     def _revoked_committed(self, task_ids: list[str], expires_at: float) -> None:
         """Bring the cache and waiters up to date once REVOKED rows committed.
@@ -346,9 +316,9 @@ class Results:
             self._expiring = True
             self._earliest = math.inf
             broker = self.broker
-            broker.batch.statement("DELETE FROM results WHERE expires_at <= ?", now)
+            broker.batch.expire_results(now)
             broker.flush()
-            broker.store.query(self.LOAD_SQL, (), self._expired)
+            broker.store.read(self.LOAD, (), self._expired)
         dead = [c for c in self._waits_per_client if not self.alive(c)]
         if dead:
             gone = set(dead)
@@ -392,14 +362,9 @@ class Results:
     def _select(
         self, task_ids: list[str], now: float, done: Callable[[list[Row] | BaseException], None]
     ) -> None:
-        marks = ", ".join("?" * len(task_ids))
-        sql = (
-            "SELECT task_id, state, payload, expires_at FROM results "
-            f"WHERE task_id IN ({marks}) AND expires_at > ?"
-        )
         # Everything requested so far must reach the store before this read.
         self.broker.flush()
-        self.broker.store.query(sql, (*task_ids, now), done)
+        self.broker.store.read(Query.RESULTS, (tuple(task_ids), now), done)
 
     def _lookup(self, task_ids: list[str]) -> None:
         """Read ``task_ids`` from disk and wake their waiters with final results."""

@@ -1,7 +1,7 @@
 """Revoke and Subscribe: tasks that must not run, and workers that must know.
 
-Every revocation is a row of the ``revoked`` table and an entry of an
-in-memory dict (the whole table, loaded at start-up), so the broker's delivery
+Every revocation is a stored row (``put_revocation``) and an entry of an
+in-memory dict (all of them, loaded at start-up), so the broker's delivery
 filter answers "is this message revoked?" with one dict lookup, and with no
 work at all while nothing is revoked. A revoked message is settled (deleted)
 when its turn to be delivered comes, instead of being delivered; that covers
@@ -22,24 +22,11 @@ import brokerd_protocol as bp
 from ..broker import Broker
 from ..errors import invalid
 from ..message import Message
-from ..storage.base import Row
+from ..storage.base import Query, Row
 from .common import Alive, Client, check_task_id, check_ttl, internal
 from .results import Results
 
 log = logging.getLogger("brokerd.tasks.revocations")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS revoked (
-    task_id TEXT PRIMARY KEY,
-    expires_at REAL NOT NULL
-);
-"""
-
-#: Row: (task_id, expires_at). A revocation is only ever lengthened.
-INSERT_SQL = (
-    "INSERT INTO revoked (task_id, expires_at) VALUES (?, ?) ON CONFLICT (task_id) "
-    "DO UPDATE SET expires_at = max(revoked.expires_at, excluded.expires_at)"
-)
 
 TOPICS = frozenset({"revoke"})
 #: Most revocations held at once (each costs a little memory).
@@ -60,7 +47,8 @@ class Revocations:
 
     # --- start-up ---------------------------------------------------------------
 
-    LOAD_SQL = "SELECT task_id, expires_at FROM revoked ORDER BY expires_at"
+    #: What ``loaded`` takes (the extension reads it at start-up).
+    LOAD = Query.REVOCATIONS
 
     def loaded(self, rows: list[Row]) -> None:
         for task_id, expires_at in rows:
@@ -102,7 +90,7 @@ class Revocations:
         for task_id in task_ids:
             until = max(expires_at, revoked.pop(task_id, expires_at))
             revoked[task_id] = until
-            batch.row(INSERT_SQL, (task_id, expires_at))
+            batch.put_revocation(task_id, expires_at)
         self.results.add_revoked(task_ids, expires_at, now)
         req = f.req
         terminate = f.terminate
@@ -119,8 +107,7 @@ class Revocations:
             # running one.
             self._publish("revoke", [{"task_id": t, "terminate": terminate} for t in task_ids])
 
-        batch.on_commit.append(committed)
-        broker._touch()
+        batch.after_commit(committed)
 
     def subscribe(self, client: Client, f: bp.Subscribe) -> None:
         if not f.topics:
@@ -170,8 +157,7 @@ class Revocations:
         if ended:
             for task_id in ended:
                 del self.revoked[task_id]
-            self.broker.batch.statement("DELETE FROM revoked WHERE expires_at <= ?", now)
-            self.broker._touch()
+            self.broker.batch.expire_revocations(now)
         for subscribers in self.subscribers.values():
             for client in [c for c in subscribers if not self.alive(c)]:
                 subscribers.discard(client)

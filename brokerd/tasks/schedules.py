@@ -30,28 +30,11 @@ from ..broker import Broker
 from ..errors import BrokerError, invalid, not_found
 from ..options import check_name, parse_props
 from ..queues import Connection, Consumer, Delivery
-from ..storage.base import Row
+from ..storage.base import Batch, Query, Row
 from . import cron
 from .common import MAX_TTL, Alive, Client, internal
 
 log = logging.getLogger("brokerd.tasks.schedules")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS schedules (
-    name TEXT PRIMARY KEY,
-    spec TEXT NOT NULL,
-    exchange TEXT NOT NULL,
-    routing_key TEXT NOT NULL,
-    body BLOB NOT NULL,
-    props BLOB NOT NULL,
-    last_run REAL,
-    next_run REAL NOT NULL
-);
-"""
-
-UPSERT_SQL = "INSERT OR REPLACE INTO schedules VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-RAN_SQL = "UPDATE schedules SET last_run = ?, next_run = ? WHERE name = ?"
-DELETE_SQL = "DELETE FROM schedules WHERE name = ?"
 
 MIN_EVERY = 0.1
 MAX_SCHEDULES = 10_000
@@ -138,8 +121,9 @@ class Entry:
             and self.props == other.props
         )
 
-    def row(self) -> Row:
-        return (
+    def store(self, batch: Batch) -> None:
+        """Record the entry in ``batch`` (its props as msgpack, which ``loaded`` reads)."""
+        batch.put_schedule(
             self.name,
             self.timing.canonical,
             self.exchange,
@@ -194,9 +178,8 @@ class Schedules:
 
     # --- start-up ---------------------------------------------------------------
 
-    LOAD_SQL = (
-        "SELECT name, spec, exchange, routing_key, body, props, last_run, next_run FROM schedules"
-    )
+    #: What ``loaded`` takes (the extension reads it at start-up).
+    LOAD = Query.SCHEDULES
 
     def loaded(self, rows: list[Row]) -> None:
         for name, spec, exchange, key, body, props, last_run, next_run in rows:
@@ -243,7 +226,7 @@ class Schedules:
             candidate.next_run = timing.first_run(now)
             self.entries[name] = entry = candidate
             self._next_due = min(self._next_due, entry.next_run)
-            batch.row(UPSERT_SQL, entry.row())
+            entry.store(batch)
             updated = True
         req = f.req
         value = {"next_run": entry.next_run, "updated": updated}
@@ -256,14 +239,13 @@ class Schedules:
             else:
                 client.reply_ok(req, value)
 
-        batch.on_commit.append(committed)
-        self.broker._touch()
+        batch.after_commit(committed)
 
     def delete(self, client: Client, f: bp.ScheduleDelete) -> None:
         if self.entries.pop(f.name, None) is None:
             raise not_found(f"no schedule {f.name!r}")
         batch = self.broker.batch
-        batch.statement(DELETE_SQL, f.name)
+        batch.delete_schedule(f.name)
         req = f.req
 
         def committed(error: BaseException | None) -> None:
@@ -274,8 +256,7 @@ class Schedules:
             else:
                 client.reply_ok(req)
 
-        batch.on_commit.append(committed)
-        self.broker._touch()
+        batch.after_commit(committed)
 
     def list(self, client: Client, f: bp.ScheduleList) -> None:
         client.reply_ok(f.req, [self.entries[n].listing() for n in sorted(self.entries)])
@@ -312,8 +293,8 @@ class Schedules:
 
         # The new next_run goes into the batch before the publish, so both land
         # in the same transaction even if the publish makes the core flush.
-        batch.row(RAN_SQL, (due, nxt, entry.name))
-        batch.on_commit.append(committed)
+        batch.schedule_ran(entry.name, due, nxt)
+        batch.after_commit(committed)
         props = dict(entry.props)
         headers = dict(props.get("headers") or {})
         headers["x-schedule"] = entry.name
@@ -333,4 +314,3 @@ class Schedules:
         else:
             self.fired += 1
             entry.last_error = None
-        broker._touch()

@@ -27,7 +27,7 @@ from brokerd.metrics import BrokerCollector
 from brokerd.server import BrokerServer
 from brokerd.session import Session
 from brokerd.storage import MemoryStore
-from brokerd.storage.base import Batch, Done, Loaded, Queried, Recovered
+from brokerd.storage.base import Batch, Done, Loaded, Queried, Query, Recovered
 
 #: The most one socket read hands the session (asyncio reads 256 KiB at a time).
 READ_CHUNK = 256 * 1024
@@ -68,11 +68,8 @@ class GatedStore:
     def load_delayed(self, after: tuple[float, int], limit: int, done: Loaded) -> None:
         self._run(lambda: self.inner.load_delayed(after, limit, done))
 
-    def query(self, sql: str, params: tuple[Any, ...], done: Queried) -> None:
-        self._run(lambda: self.inner.query(sql, params, done))
-
-    def execute_script(self, script: str) -> None:
-        self.inner.execute_script(script)
+    def read(self, query: Query, params: tuple[Any, ...], done: Queried) -> None:
+        self._run(lambda: self.inner.read(query, params, done))
 
     def close(self) -> None:
         self.open()

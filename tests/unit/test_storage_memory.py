@@ -1,12 +1,13 @@
-"""Unit tests for MemoryStore: same ordering guarantees, callbacks on drain()."""
+"""MemoryStore's own behaviour: commits apply at once, callbacks wait for
+``drain()`` (or the ``schedule`` it was given). What it shares with every
+store is in test_store_contract.py."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from brokerd.message import Message
-from brokerd.storage import MemoryStore, Recovered
+from brokerd.storage import MemoryStore
 from brokerd.storage.base import Batch
 
 
@@ -26,21 +27,6 @@ def test_callbacks_wait_for_drain() -> None:
     assert done == [None]
     assert store.drain() == 0
     assert store.commits == 1
-
-
-def test_reads_and_commits_complete_in_order() -> None:
-    store = MemoryStore()
-    events: list[Any] = []
-    b = Batch()
-    b.insert(msg(1, seq=1))
-    b.insert(msg(2, ready_at=5.0))
-    store.commit(b, lambda err: events.append("commit"))
-    store.load_ready("q", 0, 0, 10, lambda r: events.append(("ready", r)))
-    store.load_delayed((float("-inf"), 0), 10, lambda r: events.append(("delayed", r)))
-    store.drain()
-    assert events[0] == "commit"
-    assert [m.id for m in events[1][1]] == [1]
-    assert [m.id for m in events[2][1]] == [2]
 
 
 def test_callbacks_scheduled_during_drain_also_run() -> None:
@@ -64,14 +50,3 @@ def test_custom_schedule() -> None:
     assert len(scheduled) == 1 and done == []
     scheduled[0]()
     assert done == [None]
-
-
-def test_recover_is_empty_and_delete_works() -> None:
-    store = MemoryStore()
-    assert store.recover(0.0) == Recovered()
-    b = Batch()
-    b.insert(msg(1, seq=1))
-    b.delete(1)
-    store.commit(b, lambda e: None)
-    assert store.count_rows() == 0
-    store.close()

@@ -20,8 +20,8 @@ from brokerd.errors import BrokerError
 from brokerd.queues import Connection, Consumer, Delivery
 from brokerd.session import failure_reply
 from brokerd.storage import MemoryStore
-from brokerd.storage.base import Batch, Done, Queried
-from brokerd.tasks import SCHEMA, TaskExtension
+from brokerd.storage.base import Batch, Done, Queried, Query
+from brokerd.tasks import TaskExtension
 from brokerd.tasks import results as results_mod
 from brokerd_protocol import ErrorCode
 
@@ -46,13 +46,13 @@ class FlakyStore(MemoryStore):
             return
         super().commit(batch, done)
 
-    def query(self, sql: str, params: tuple[Any, ...], done: Queried) -> None:
+    def read(self, query: Query, params: tuple[Any, ...], done: Queried) -> None:
         if self.fail_queries:
             self.fail_queries -= 1
             error = OSError("disk on fire")
             self._schedule(lambda: done(error))
             return
-        super().query(sql, params, done)
+        super().read(query, params, done)
 
 
 class FakeClient:
@@ -135,7 +135,6 @@ class Env:
         self.clock = clock or FakeClock()
         if store is None:
             store = FlakyStore()
-            store.execute_script(SCHEMA)
         self.store = store
         self.broker = Broker(store, self.clock)
         self.ext = TaskExtension(self.broker, alive=lambda c: not getattr(c, "closed", False))

@@ -1,0 +1,217 @@
+"""The SQLite mapping: the schema, the statements behind every operation and
+query kind, and how a batch and a recovery run on one connection.
+
+``SqliteStore`` (a file, its writer thread) and ``MemoryStore`` (an in-memory
+database on the loop thread) share all of it, so the two cannot drift apart.
+This module is the only place that knows the tables; another store (say
+PostgreSQL) brings its own mapping of the same ``Op`` and ``Query`` kinds.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import msgpack
+
+from .base import INSERT_COLUMNS, Batch, MessageOps, Op, Query, QueueRecord, Recovered
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS exchanges (
+    name TEXT PRIMARY KEY,
+    type TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS queues (
+    name TEXT PRIMARY KEY,
+    options BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS bindings (
+    queue TEXT NOT NULL,
+    exchange TEXT NOT NULL,
+    routing_key TEXT NOT NULL,
+    PRIMARY KEY (queue, exchange, routing_key)
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY,
+    queue TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    seq INTEGER,
+    ready_at REAL,
+    expires_at REAL,
+    attempts INTEGER NOT NULL,
+    exchange TEXT NOT NULL,
+    routing_key TEXT NOT NULL,
+    headers BLOB,
+    message_id TEXT,
+    timestamp INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_ready ON messages (queue, priority, seq)
+    WHERE seq IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_delayed ON messages (ready_at, id)
+    WHERE seq IS NULL;
+CREATE TABLE IF NOT EXISTS results (
+    task_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS results_expires ON results (expires_at);
+CREATE TABLE IF NOT EXISTS revoked (
+    task_id TEXT PRIMARY KEY,
+    expires_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS schedules (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    exchange TEXT NOT NULL,
+    routing_key TEXT NOT NULL,
+    body BLOB NOT NULL,
+    props BLOB NOT NULL,
+    last_run REAL,
+    next_run REAL NOT NULL
+);
+"""
+
+_COLS = ", ".join(INSERT_COLUMNS)
+INSERT_SQL = f"INSERT INTO messages ({_COLS}) VALUES ({', '.join('?' * len(INSERT_COLUMNS))})"
+UPDATE_SQL = (
+    "UPDATE messages SET queue = ?, seq = ?, ready_at = ?, expires_at = ?, attempts = ?, "
+    "headers = ? WHERE id = ?"
+)
+DELETE_SQL = "DELETE FROM messages WHERE id = ?"
+READY_SQL = (
+    f"SELECT {_COLS} FROM messages WHERE queue = ? AND priority = ? AND seq > ? "
+    "ORDER BY seq LIMIT ?"
+)
+DELAYED_SQL = (
+    f"SELECT {_COLS} FROM messages WHERE seq IS NULL "
+    "AND (ready_at > ? OR (ready_at = ? AND id > ?)) ORDER BY ready_at, id LIMIT ?"
+)
+
+_FINAL = "('SUCCESS', 'FAILURE', 'REVOKED')"
+
+#: Each operation kind's statements, run in order with the operation's
+#: parameters (``Op`` documents them).
+OP_SQL: dict[Op, tuple[str, ...]] = {
+    Op.INSERT_MESSAGE: (INSERT_SQL,),
+    Op.UPDATE_MESSAGE: (UPDATE_SQL,),
+    Op.DELETE_MESSAGE: (DELETE_SQL,),
+    Op.PUT_RESULT: (
+        "INSERT INTO results (task_id, state, payload, expires_at) VALUES (?1, ?2, ?3, ?4) "
+        "ON CONFLICT (task_id) DO UPDATE SET state = excluded.state, "
+        "payload = excluded.payload, expires_at = excluded.expires_at "
+        f"WHERE excluded.state IN {_FINAL} OR results.state NOT IN {_FINAL} "
+        "OR results.expires_at <= ?5",
+    ),
+    Op.REVOKE_RESULT: (
+        "INSERT INTO results (task_id, state, payload, expires_at) "
+        "VALUES (?1, 'REVOKED', x'', ?2) "
+        "ON CONFLICT (task_id) DO UPDATE SET state = 'REVOKED', payload = x'', "
+        "expires_at = max(results.expires_at, excluded.expires_at) "
+        "WHERE results.state NOT IN ('SUCCESS', 'FAILURE') OR results.expires_at <= ?3",
+    ),
+    Op.PUT_REVOCATION: (
+        "INSERT INTO revoked (task_id, expires_at) VALUES (?, ?) ON CONFLICT (task_id) "
+        "DO UPDATE SET expires_at = max(revoked.expires_at, excluded.expires_at)",
+    ),
+    Op.PUT_SCHEDULE: (
+        "INSERT OR REPLACE INTO schedules (name, spec, exchange, routing_key, body, props, "
+        "last_run, next_run) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    ),
+    Op.SCHEDULE_RAN: ("UPDATE schedules SET last_run = ?2, next_run = ?3 WHERE name = ?1",),
+    Op.PUT_EXCHANGE: ("INSERT OR REPLACE INTO exchanges (name, type) VALUES (?, ?)",),
+    Op.DELETE_EXCHANGE: (
+        "DELETE FROM exchanges WHERE name = ?",
+        "DELETE FROM bindings WHERE exchange = ?",
+    ),
+    Op.PUT_QUEUE: ("INSERT OR REPLACE INTO queues (name, options) VALUES (?, ?)",),
+    Op.DELETE_QUEUE: (
+        "DELETE FROM queues WHERE name = ?",
+        "DELETE FROM bindings WHERE queue = ?",
+        "DELETE FROM messages WHERE queue = ?",
+    ),
+    Op.PURGE_READY: ("DELETE FROM messages WHERE queue = ? AND priority = ? AND seq > ?",),
+    Op.PUT_BINDING: (
+        "INSERT OR REPLACE INTO bindings (queue, exchange, routing_key) VALUES (?, ?, ?)",
+    ),
+    Op.DELETE_BINDING: (
+        "DELETE FROM bindings WHERE queue = ? AND exchange = ? AND routing_key = ?",
+    ),
+    Op.DELETE_SCHEDULE: ("DELETE FROM schedules WHERE name = ?",),
+    Op.EXPIRE_RESULTS: ("DELETE FROM results WHERE expires_at <= ?",),
+    Op.EXPIRE_REVOCATIONS: ("DELETE FROM revoked WHERE expires_at <= ?",),
+}
+
+_QUERY_SQL: dict[Query, str] = {
+    Query.EARLIEST_RESULT_EXPIRY: "SELECT MIN(expires_at) FROM results",
+    Query.REVOCATIONS: "SELECT task_id, expires_at FROM revoked ORDER BY expires_at",
+    Query.SCHEDULES: (
+        "SELECT name, spec, exchange, routing_key, body, props, last_run, next_run FROM schedules"
+    ),
+}
+
+
+def query_sql(query: Query, params: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]]:
+    """The statement and its parameters for a ``Query`` read."""
+    if query is Query.RESULTS:
+        task_ids, now = params
+        marks = ", ".join("?" * len(task_ids))
+        sql = (
+            "SELECT task_id, state, payload, expires_at FROM results "
+            f"WHERE task_id IN ({marks}) AND expires_at > ?"
+        )
+        return sql, (*task_ids, now)
+    return _QUERY_SQL[query], params
+
+
+def apply_batches(conn: sqlite3.Connection, batches: list[Batch]) -> None:
+    """Apply batches in order inside the caller's transaction."""
+    for batch in batches:
+        for seg in batch.segments:
+            if isinstance(seg, MessageOps):
+                if seg.inserts:
+                    conn.executemany(INSERT_SQL, seg.inserts)
+                if seg.updates:
+                    conn.executemany(UPDATE_SQL, seg.updates)
+                if seg.deletes:
+                    conn.executemany(DELETE_SQL, seg.deletes)
+                for kind, rows in seg.rows.items():
+                    for sql in OP_SQL[kind]:
+                        conn.executemany(sql, rows)
+            else:
+                for sql in OP_SQL[seg.kind]:
+                    conn.execute(sql, seg.params)
+
+
+def recover(conn: sqlite3.Connection, now: float) -> Recovered:
+    """Read topology and counts; make delayed messages that fell due by
+    ``now`` ready (committed), with seqs above every stored one in id order."""
+    rec = Recovered()
+    rec.exchanges = [(n, t) for n, t in conn.execute("SELECT name, type FROM exchanges")]
+    for name, blob in conn.execute("SELECT name, options FROM queues"):
+        rec.queues.append(QueueRecord(name, msgpack.unpackb(blob, raw=False)))
+    rec.bindings = list(conn.execute("SELECT queue, exchange, routing_key FROM bindings"))
+    rec.max_id = conn.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0]
+    max_seq = conn.execute(
+        "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE seq IS NOT NULL"
+    ).fetchone()[0]
+    conn.execute("BEGIN")
+    conn.execute(
+        "UPDATE messages SET seq = ? + id, ready_at = NULL WHERE seq IS NULL AND ready_at <= ?",
+        (max_seq, now),
+    )
+    conn.execute("COMMIT")
+    rec.max_seq = conn.execute(
+        "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE seq IS NOT NULL"
+    ).fetchone()[0]
+    for qname, prio, count in conn.execute(
+        "SELECT queue, priority, COUNT(*) FROM messages WHERE seq IS NOT NULL "
+        "GROUP BY queue, priority"
+    ):
+        rec.ready_counts[(qname, prio)] = count
+    for qname, count in conn.execute(
+        "SELECT queue, COUNT(*) FROM messages WHERE seq IS NULL GROUP BY queue"
+    ):
+        rec.delayed_counts[qname] = count
+    return rec
