@@ -31,21 +31,21 @@ with a fake clock. Invariants:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from brokerd_protocol import MAX_PREFETCH, MAX_REJECT_REASON, ErrorCode
+from brokerd_protocol import MAX_REJECT_REASON, ErrorCode
 
 from .clock import Clock
+from .commits import IN_MEMORY, STORED, UNROUTED, Arrival, Commits
 from .delayed import DelayedLoad, DelayedSet
-from .errors import BrokerError, invalid, not_found
+from .errors import BrokerError, not_found
 from .leases import LeaseWheel
 from .memory import DEFAULT_MEMORY_LIMIT, MemoryBudget
-from .message import Message
-from .options import MAX_LEASE, PublishProps, parse_props
+from .message import Message, death_headers
+from .options import PublishProps, check_delay, check_lease, check_prefetch, parse_props
 from .queues import Connection, Consumer, Delivery, PageRead, Peer, QueueState
 from .stats import Counters
 from .storage.base import Batch, Recovered, Store
@@ -55,10 +55,6 @@ log = logging.getLogger("brokerd.broker")
 
 #: Seconds between sweeps for expired messages at queue heads.
 TTL_SWEEP = 1.0
-
-#: What a publish in a batch needs from the commit (``Batch.confirms``):
-#: unroutable and transient-only publishes need nothing stored.
-UNROUTED, IN_MEMORY, STORED = 0, 1, 2
 
 
 class Broker:
@@ -88,15 +84,17 @@ class Broker:
         #: Queues that asked for a page this tick (issued by ``flush``).
         self._page_requests: dict[int, QueueState] = {}
         self._last_sweep = 0.0
-        #: Messages of this tick's batch that enter their queues on its commit:
-        #: (queue, queue epoch at publish, message).
-        self._arrivals: list[tuple[QueueState, int, Message]] = []
-        #: Batches handed to the store so far; a read issued at generation g
-        #: sees the rows of every batch up to g.
-        self._generation = 0
-        #: Body bytes in batches handed to the store and not yet committed.
-        self._inflight_bytes = 0
-        self.commit_listeners: list[Callable[[], None]] = []
+        #: Messages of this tick's batch that enter their queues on its commit.
+        self._arrivals: list[Arrival] = []
+        self.commits = Commits(
+            store,
+            self.counters,
+            arrive=self._arrive,
+            paged=self._paged,
+            loaded=self._delayed_loaded,
+        )
+        #: Called after every commit (flow control).
+        self.commit_listeners = self.commits.listeners
         #: Consulted before each delivery when set: a reason string means the
         #: message is settled without delivery (the task layer's revocations).
         self.delivery_filter: Callable[[Message], str | None] | None = None
@@ -120,7 +118,7 @@ class Broker:
     @property
     def uncommitted_bytes(self) -> int:
         """Body bytes bound for the store and not yet committed (flow control)."""
-        return self._inflight_bytes + self.batch.nbytes
+        return self.commits.inflight_bytes + self.batch.nbytes
 
     def _touch(self) -> None:
         if not self._dirty:
@@ -137,71 +135,20 @@ class Broker:
         """
         self._dirty = False
         batch = self.batch
+        commits = self.commits
         if batch:
             self.batch = Batch(self._touch)
             arrivals, self._arrivals = self._arrivals, []
-            self._inflight_bytes += batch.nbytes
-            self._generation = gen = self._generation + 1
-            self.store.commit(batch, lambda err: self._committed(batch, arrivals, gen, err))
+            commits.submit(batch, arrivals)
         if self._page_requests:
             requests, self._page_requests = self._page_requests, {}
             for q in requests.values():
-                self._request_page(q)
-        load = self.delayed.start_load(self._generation)
+                commits.read_page(q)
+        load = self.delayed.start_load(commits.generation)
         if load is not None:
-            self.store.load_delayed(
-                load.after,
-                load.limit,
-                lambda r: self._delayed_loaded(load, r),
-                max_bytes=load.max_bytes,
-            )
+            commits.load_delayed(load)
 
-    def _committed(
-        self,
-        batch: Batch,
-        arrivals: list[tuple[QueueState, int, Message]],
-        generation: int,
-        error: BaseException | None,
-    ) -> None:
-        self._inflight_bytes -= batch.nbytes
-        counters = self.counters
-        if arrivals:
-            self._arrive(arrivals, generation, error is None)
-        if error is None and batch.first_publish:
-            counters.publish_confirm.observe(time.perf_counter() - batch.first_publish)
-        by_conn: dict[Connection, tuple[list[int], list[int]]] = {}
-        for conn, seq, outcome in batch.confirms:
-            if outcome == STORED and error is not None:
-                # Refused: none of its messages entered a queue (``_arrive``),
-                # so a client that publishes it again creates no duplicate.
-                counters.store_failed += 1
-                if not conn.closed:
-                    conn.peer.send_publish_error(
-                        seq,
-                        ErrorCode.STORAGE_FAILED,
-                        f"storage failed, nothing was stored: {error}",
-                    )
-                continue
-            # Transient-only and unroutable publishes needed no commit.
-            if outcome:
-                counters.routed += 1
-            if conn.closed:
-                continue
-            entry = by_conn.get(conn)
-            if entry is None:
-                entry = by_conn[conn] = ([], [])
-            entry[0 if outcome else 1].append(seq)
-        for conn, (routed_seqs, unroutable) in by_conn.items():
-            counters.confirmed += len(routed_seqs) + len(unroutable)
-            conn.peer.send_confirms(routed_seqs, unroutable)
-        for callback in batch.on_commit:
-            callback(error)
-        for listener in self.commit_listeners:
-            listener()
-
-    def _arrive(
-        self, arrivals: list[tuple[QueueState, int, Message]], generation: int, committed: bool
-    ) -> None:
+    def _arrive(self, arrivals: list[Arrival], generation: int, committed: bool) -> None:
         """Messages of a committed batch enter their queues; those of a failed
         one are dropped. A purge or delete since the publish took them already."""
         touched: dict[int, QueueState] = {}
@@ -257,7 +204,7 @@ class Broker:
         q, count = self.topology.delete_queue(name)
         self.delayed.drop_queue(q)
         for c in list(q.consumers):
-            self._drop_consumer(c)
+            c.detach()
             c.conn.peer.send_consumer_cancelled(c.id, f"queue {name!r} was deleted")
         return count
 
@@ -314,7 +261,7 @@ class Broker:
             ):
                 raise BrokerError(ErrorCode.QUEUE_FULL, f"queue {q.name!r} is full ({limit})")
             if not q.durable and self.memory.full():
-                raise self._memory_full(q)
+                raise self.memory.refusal(q.name)
             durable = durable or q.durable
         timestamp = int(now * 1000)
         batch = self.batch
@@ -359,38 +306,8 @@ class Broker:
                     self._dispatch(q)
         batch.confirm(conn, seq, STORED if durable else IN_MEMORY)
 
-    def _memory_full(self, q: QueueState) -> BrokerError:
-        """A transient queue cannot move messages to disk: at the memory limit
-        it takes no more until consumers or expiry free some."""
-        return BrokerError(
-            ErrorCode.QUEUE_FULL,
-            f"transient queue {q.name!r} refused the message: the broker holds "
-            f"{self.memory.used} bytes of messages in memory, its memory limit is "
-            f"{self.memory.limit} (durable queues keep the excess on disk)",
-        )
-
     def _enforce_max_length(self, q: QueueState) -> None:
-        limit = q.options.max_length
-        if limit is None or q.options.overflow != "drop_head":
-            return
-        # max_length bounds ready messages, as in RabbitMQ: delayed ones count
-        # once they fall due.
-        excess = q.ready_count - limit
-        while excess > 0:
-            victim = q.pop_tail_victim()
-            if victim is None:
-                # The oldest ready messages are on disk: drop them once paged in.
-                q.drops_owed = min(q.drops_owed + excess, q.on_disk)
-                return
-            self._dead_letter(q, victim, "max_length")
-            excess -= 1
-
-    def _pay_drops(self, q: QueueState) -> None:
-        """Drop messages owed to max_length once they are in memory to drop."""
-        while q.drops_owed and q.mem:
-            victim = q.pop_tail_victim()
-            assert victim is not None
-            q.drops_owed -= 1
+        for victim in q.over_max_length():
             self._dead_letter(q, victim, "max_length")
 
     # --- consuming ------------------------------------------------------------
@@ -405,18 +322,8 @@ class Broker:
         client knows the consumer before its first Deliver arrives.
         """
         q = self._queue(queue)
-        if not 1 <= prefetch <= MAX_PREFETCH:
-            raise invalid(f"prefetch must be between 1 and {MAX_PREFETCH}")
-        if lease is None:
-            lease = q.options.lease
-        elif not 0.001 <= lease <= MAX_LEASE:
-            raise invalid(f"lease must be between 0.001 and {MAX_LEASE:g} seconds")
-        cid = conn.next_consumer
-        conn.next_consumer += 1
-        c = Consumer(cid, conn, q, prefetch, lease)
-        conn.consumers[cid] = c
-        q.consumers.append(c)
-        return c
+        check_prefetch(prefetch)
+        return q.attach(conn, prefetch, q.options.lease if lease is None else check_lease(lease))
 
     def start_consumer(self, consumer: Consumer) -> None:
         """Deliver to a consumer made by ``add_consumer`` (cancelled: nothing)."""
@@ -433,18 +340,13 @@ class Broker:
         c = conn.consumers.get(consumer_id)
         if c is None:
             raise not_found(f"no consumer {consumer_id}")
-        self._drop_consumer(c)
-
-    def _drop_consumer(self, c: Consumer) -> None:
-        c.active = False
-        c.conn.consumers.pop(c.id, None)
-        with contextlib.suppress(ValueError):
-            c.queue.consumers.remove(c)
+        c.detach()
 
     def _dispatch(self, q: QueueState) -> None:
         """Hand ready messages to consumers with credit, round-robin."""
         if q.drops_owed:
-            self._pay_drops(q)
+            for victim in q.owed_drops():
+                self._dead_letter(q, victim, "max_length")
         if q.consumers and q.mem:
             now = self.clock.now()
             counters = self.counters
@@ -488,19 +390,6 @@ class Broker:
         if q.ask_page():
             self._page_requests[id(q)] = q
             self._touch()
-
-    def _request_page(self, q: QueueState) -> None:
-        read = q.start_page()
-        if read is None:
-            return
-        self.store.load_ready(
-            q.name,
-            read.priority,
-            read.after,
-            read.limit,
-            lambda r: self._paged(q, read, r),
-            max_bytes=read.max_bytes,
-        )
 
     def _paged(self, q: QueueState, read: PageRead, result: list[Message] | BaseException) -> None:
         if not q.take_page(read, result):
@@ -556,8 +445,7 @@ class Broker:
         *,
         counted: bool = True,
     ) -> list[int]:
-        if delay is not None and not 0 <= delay <= 10 * 365 * 86_400:
-            raise invalid("delay must be between 0 and ten years")
+        check_delay(delay)
         lost: list[int] = []
         taken = self._take(conn, ids, lost)
         self.counters.nacked += len(taken)
@@ -586,8 +474,7 @@ class Broker:
                 self._dead_letter(d.queue, d.message, "rejected", detail)
 
     def extend(self, conn: Connection, ids: list[int], seconds: float) -> list[int]:
-        if not 0.001 <= seconds <= MAX_LEASE:
-            raise invalid(f"extension must be between 0.001 and {MAX_LEASE:g} seconds")
+        check_lease(seconds, "extension")
         deadline = self.clock.now() + seconds
         lost: list[int] = []
         deliveries = conn.deliveries
@@ -648,11 +535,8 @@ class Broker:
     def _dead_letter(
         self, q: QueueState, m: Message, reason: str, detail: str | None = None
     ) -> None:
-        """Move ``m`` out of ``q`` to its dead-letter queue, or drop it.
-
-        ``detail`` (a rejecting client's reason) replaces any earlier
-        ``x-death-detail``; without one, an earlier detail is removed so it
-        never describes a later death."""
+        """Move ``m`` out of ``q`` to its dead-letter queue (``death_headers``
+        say why), or drop it."""
         target_name = q.options.dead_letter_queue
         target = self.queues.get(target_name) if target_name else None
         batch = self.batch
@@ -673,16 +557,7 @@ class Broker:
                 batch.delete(m.id)
             return
         self.counters.dead_lettered[reason] = self.counters.dead_lettered.get(reason, 0) + 1
-        headers = dict(m.headers) if m.headers else {}
-        count = headers.get("x-death-count")
-        headers["x-death-count"] = (count if isinstance(count, int) else 0) + 1
-        headers["x-death-reason"] = reason
-        headers["x-death-queue"] = q.name
-        if detail:
-            headers["x-death-detail"] = detail
-        else:
-            headers.pop("x-death-detail", None)
-        m.headers = headers
+        m.headers = death_headers(m.headers, reason, q.name, detail)
         m.queue = target.name
         m.attempts = 0
         m.ready_at = None
@@ -712,7 +587,7 @@ class Broker:
             return
         conn.closed = True
         for c in list(conn.consumers.values()):
-            self._drop_consumer(c)
+            c.detach()
         taken = self._take(conn, list(conn.deliveries), [])
         if self.stopping:
             # The broker is shutting down, not the consumer failing: leave

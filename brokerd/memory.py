@@ -29,6 +29,10 @@ connection's unsent output (``max_write_buffer``).
 
 from __future__ import annotations
 
+from brokerd_protocol import ErrorCode
+
+from .errors import BrokerError
+
 MIB = 1024 * 1024
 #: Default ``--memory-limit``: body bytes of ready and delayed messages in memory.
 DEFAULT_MEMORY_LIMIT = 128 * MIB
@@ -66,3 +70,13 @@ class MemoryBudget:
     def full(self) -> bool:
         """No room for more transient messages."""
         return self.used >= self.limit
+
+    def refusal(self, queue: str) -> BrokerError:
+        """A transient queue cannot move messages to disk: at the limit it takes
+        no more until consumers or expiry free some."""
+        return BrokerError(
+            ErrorCode.QUEUE_FULL,
+            f"transient queue {queue!r} refused the message: the broker holds "
+            f"{self.used} bytes of messages in memory, its memory limit is "
+            f"{self.limit} (durable queues keep the excess on disk)",
+        )

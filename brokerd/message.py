@@ -68,3 +68,21 @@ class Message:
         return (
             f"<Message id={self.id} queue={self.queue!r} seq={self.seq} attempts={self.attempts}>"
         )
+
+
+def death_headers(
+    headers: dict[str, Any] | None, reason: str, queue: str, detail: str | None
+) -> dict[str, Any]:
+    """A dead-lettered message's headers: its deaths counted, the reason, the
+    queue it left, and ``detail`` (a rejecting client's reason), which replaces
+    an earlier one or, absent, removes it so it never describes a later death."""
+    out = dict(headers) if headers else {}
+    count = out.get("x-death-count")
+    out["x-death-count"] = (count if isinstance(count, int) else 0) + 1
+    out["x-death-reason"] = reason
+    out["x-death-queue"] = queue
+    if detail:
+        out["x-death-detail"] = detail
+    else:
+        out.pop("x-death-detail", None)
+    return out

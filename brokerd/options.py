@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from brokerd_protocol import MAX_PRIORITY
+from brokerd_protocol import MAX_PREFETCH, MAX_PRIORITY
 
 from .errors import invalid
 
@@ -40,6 +40,26 @@ def _opt_int(name: str, value: Any, low: int) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise invalid(f"{name} must be an integer >= {low}")
     return value
+
+
+def check_prefetch(prefetch: int) -> int:
+    if not 1 <= prefetch <= MAX_PREFETCH:
+        raise invalid(f"prefetch must be between 1 and {MAX_PREFETCH}")
+    return prefetch
+
+
+def check_lease(seconds: float, what: str = "lease") -> float:
+    """A lease or an extension: 0.001 s to ``MAX_LEASE``."""
+    if not 0.001 <= seconds <= MAX_LEASE:
+        raise invalid(f"{what} must be between 0.001 and {MAX_LEASE:g} seconds")
+    return seconds
+
+
+def check_delay(delay: float | None) -> float | None:
+    """A nack's delay: none, or 0 to ten years."""
+    if delay is not None and not 0 <= delay <= TEN_YEARS:
+        raise invalid("delay must be between 0 and ten years")
+    return delay
 
 
 def check_name(kind: str, name: str, *, allow_empty: bool = False) -> str:

@@ -25,6 +25,7 @@ adds nothing, so purged messages never come back.
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from typing import Any, NamedTuple, Protocol
 
@@ -104,6 +105,13 @@ class Consumer:
     def has_credit(self) -> bool:
         conn = self.conn
         return self.active and self.unacked < self.prefetch and conn.writable and not conn.stalled
+
+    def detach(self) -> None:
+        """End the consumer: no more deliveries (those it holds stay leased)."""
+        self.active = False
+        self.conn.consumers.pop(self.id, None)
+        with contextlib.suppress(ValueError):
+            self.queue.consumers.remove(self)
 
 
 class Delivery:
@@ -262,6 +270,44 @@ class QueueState:
                 self.budget.used -= n
                 return m
         return None
+
+    def over_max_length(self) -> list[Message]:
+        """The messages ``drop_head`` sacrifices now that the queue may be past
+        its ``max_length`` (which bounds ready messages, as in RabbitMQ: delayed
+        ones count once due). Those still on disk are owed, dropped once paged
+        in (``owed_drops``)."""
+        limit = self.options.max_length
+        if limit is None or self.options.overflow != "drop_head":
+            return []
+        victims: list[Message] = []
+        excess = self.ready_count - limit
+        while excess > 0:
+            victim = self.pop_tail_victim()
+            if victim is None:
+                self.drops_owed = min(self.drops_owed + excess, self.on_disk)
+                break
+            victims.append(victim)
+            excess -= 1
+        return victims
+
+    def owed_drops(self) -> list[Message]:
+        """Messages owed to ``max_length`` that are now in memory to drop."""
+        victims: list[Message] = []
+        while self.drops_owed and self.mem:
+            victim = self.pop_tail_victim()
+            assert victim is not None
+            self.drops_owed -= 1
+            victims.append(victim)
+        return victims
+
+    def attach(self, conn: Connection, prefetch: int, lease: float) -> Consumer:
+        """A new consumer on this queue; its id is the connection's next number."""
+        cid = conn.next_consumer
+        conn.next_consumer += 1
+        c = Consumer(cid, conn, self, prefetch, lease)
+        conn.consumers[cid] = c
+        self.consumers.append(c)
+        return c
 
     def pop_expired(self, now: float) -> list[Message]:
         """Take the expired messages at the head of each priority."""

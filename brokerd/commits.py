@@ -1,0 +1,131 @@
+"""The core's traffic with its store: one batch per tick, then the reads the
+tick asked for, and the answers that come back.
+
+Invariants:
+
+* Batches are handed to the store in tick order and commit in that order, so
+  a connection's writes reach the disk in the order its frames arrived.
+* Reads (a queue's page, a delayed load) are issued after the tick's batch,
+  never in the middle of an operation: a read sees every row written before
+  it. ``generation`` counts the batches handed over; a read issued at
+  generation g sees the rows of every batch up to g.
+* When a batch commits, its arrivals enter their queues first (the broker's
+  ``arrive``), then its publishers are answered: a publish that needed the
+  commit is confirmed, or refused with ``STORAGE_FAILED`` when it failed;
+  unroutable and transient-only publishes needed nothing stored and are
+  confirmed either way. Then the batch's after-commit callbacks run, then the
+  listeners (flow control).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from brokerd_protocol import ErrorCode
+
+from .delayed import DelayedLoad
+from .message import Message
+from .queues import Connection, PageRead, QueueState
+from .stats import Counters
+from .storage.base import Batch, Store
+
+#: What a publish in a batch needs from the commit (``Batch.confirms``):
+#: unroutable and transient-only publishes need nothing stored.
+UNROUTED, IN_MEMORY, STORED = 0, 1, 2
+
+#: (queue, the queue's epoch at publish, message): enters the queue on commit.
+Arrival = tuple[QueueState, int, Message]
+Arrive = Callable[[list[Arrival], int, bool], None]
+Paged = Callable[[QueueState, PageRead, "list[Message] | BaseException"], None]
+Loaded = Callable[[DelayedLoad, "list[Message] | BaseException"], None]
+
+
+class Commits:
+    def __init__(
+        self, store: Store, counters: Counters, *, arrive: Arrive, paged: Paged, loaded: Loaded
+    ) -> None:
+        self.store = store
+        self.counters = counters
+        self._arrive = arrive
+        self._paged = paged
+        self._loaded = loaded
+        #: Batches handed to the store so far.
+        self.generation = 0
+        #: Body bytes in batches handed to the store and not yet committed.
+        self.inflight_bytes = 0
+        #: Called after every commit, failed or not (flow control).
+        self.listeners: list[Callable[[], None]] = []
+
+    # --- writes ---------------------------------------------------------------
+
+    def submit(self, batch: Batch, arrivals: list[Arrival]) -> None:
+        self.inflight_bytes += batch.nbytes
+        self.generation = gen = self.generation + 1
+        self.store.commit(batch, lambda err: self._committed(batch, arrivals, gen, err))
+
+    def _committed(
+        self,
+        batch: Batch,
+        arrivals: list[Arrival],
+        generation: int,
+        error: BaseException | None,
+    ) -> None:
+        self.inflight_bytes -= batch.nbytes
+        if arrivals:
+            self._arrive(arrivals, generation, error is None)
+        if error is None and batch.first_publish:
+            self.counters.publish_confirm.observe(time.perf_counter() - batch.first_publish)
+        self._answer(batch, error)
+        for callback in batch.on_commit:
+            callback(error)
+        for listener in self.listeners:
+            listener()
+
+    def _answer(self, batch: Batch, error: BaseException | None) -> None:
+        """Confirm each connection's publishes in one frame, or refuse them."""
+        counters = self.counters
+        by_conn: dict[Connection, tuple[list[int], list[int]]] = {}
+        for conn, seq, outcome in batch.confirms:
+            if outcome == STORED and error is not None:
+                # None of its messages entered a queue (the arrivals were
+                # dropped), so a client that publishes it again makes no duplicate.
+                counters.store_failed += 1
+                if not conn.closed:
+                    conn.peer.send_publish_error(
+                        seq,
+                        ErrorCode.STORAGE_FAILED,
+                        f"storage failed, nothing was stored: {error}",
+                    )
+                continue
+            if outcome:
+                counters.routed += 1
+            if conn.closed:
+                continue
+            entry = by_conn.get(conn)
+            if entry is None:
+                entry = by_conn[conn] = ([], [])
+            entry[0 if outcome else 1].append(seq)
+        for conn, (routed, unroutable) in by_conn.items():
+            counters.confirmed += len(routed) + len(unroutable)
+            conn.peer.send_confirms(routed, unroutable)
+
+    # --- reads, issued after the tick's batch -----------------------------------
+
+    def read_page(self, q: QueueState) -> None:
+        read = q.start_page()
+        if read is None:
+            return
+        self.store.load_ready(
+            q.name,
+            read.priority,
+            read.after,
+            read.limit,
+            lambda r: self._paged(q, read, r),
+            max_bytes=read.max_bytes,
+        )
+
+    def load_delayed(self, load: DelayedLoad) -> None:
+        self.store.load_delayed(
+            load.after, load.limit, lambda r: self._loaded(load, r), max_bytes=load.max_bytes
+        )
