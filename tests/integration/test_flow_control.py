@@ -82,7 +82,7 @@ async def gated_broker(**settings: Any) -> AsyncIterator[tuple[BrokerServer, Gat
     server = build_server(config.validate())
     assert isinstance(server.store, MemoryStore)
     gate = GatedStore(server.store)
-    server.store = server.broker.store = gate  # type: ignore[assignment]
+    server.store = server.broker.store = server.broker.commits.store = gate  # type: ignore[assignment]
     await server.start()
     try:
         yield server, gate
