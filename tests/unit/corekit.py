@@ -11,6 +11,9 @@ test says. Two stores, one API:
   queue that the test thread runs, as the event loop would, so all broker code
   still runs on the test thread. Waits for the writer are bounded, not timed.
 
+``FlakyStore`` fails its next commits or reads on request, and ``msg`` builds
+a message row for tests of the stores themselves.
+
 A restart is a new broker over the same store and clock, restored from what
 was committed (``Env.restart``; a ``DiskEnv`` crashes and a new one opens the
 file). Test modules import from here the way the suite imports every
@@ -29,6 +32,7 @@ from typing import Any
 from brokerd.broker import Broker
 from brokerd.clock import FakeClock
 from brokerd.memory import DEFAULT_MEMORY_LIMIT
+from brokerd.message import Message
 from brokerd.queues import Connection, Consumer, Delivery
 from brokerd.storage import MemoryStore, SqliteStore
 from brokerd.storage.base import Batch, Done, Queried, Query, Recovered
@@ -268,3 +272,33 @@ class FlakyStore(MemoryStore):
             self._schedule(lambda: done(error))
             return
         super().read(query, params, done)
+
+
+def msg(
+    id: int,
+    queue: str = "q",
+    *,
+    seq: int | None = None,
+    priority: int = 0,
+    ready_at: float | None = None,
+    attempts: int = 0,
+    body: bytes | None = None,
+    headers: dict[str, Any] | None = None,
+) -> Message:
+    """A message row as the store keeps it, every field the store reads set
+    from ``id`` unless given (for tests of the stores themselves)."""
+    return Message(
+        id,
+        queue,
+        "ex",
+        "rk",
+        body if body is not None else b"body-%d" % id,
+        headers,
+        f"mid-{id}",
+        priority,
+        1_700_000_000_000 + id,
+        None,
+        attempts,
+        seq,
+        ready_at,
+    )

@@ -187,8 +187,7 @@ def test_a_failed_fan_out_delivers_no_copy_not_even_to_a_transient_queue(env: En
     b.bind("durable", "fan", "")
     b.bind("transient", "fan", "")
     env.settle()
-    conn, peer = env.connect()
-    b.consume(conn, "durable", 10, None)
+    conn, peer = env.consuming("durable")
     b.consume(conn, "transient", 10, None)
     failing(env).fail_commits = 1
     env.publish(conn, "k", b"x", exchange="fan")
@@ -201,8 +200,7 @@ def test_a_failed_fan_out_delivers_no_copy_not_even_to_a_transient_queue(env: En
 def test_a_publish_to_transient_queues_only_is_delivered_at_once(env: Env) -> None:
     b = env.broker
     b.declare_queue("t", False, {})
-    conn, peer = env.connect()
-    b.consume(conn, "t", 10, None)
+    conn, peer = env.consuming("t")
     env.publish(conn, "t", b"now")
     assert peer.bodies() == [b"now"]
 

@@ -92,12 +92,9 @@ def test_prefetch_counts_unacked_deliveries_only(env: Env) -> None:
 
 
 def test_round_robin_across_two_consumers(env: Env) -> None:
-    b = env.broker
-    b.declare_queue("q", False, {})
-    ca, pa = env.connect()
-    cb, pb = env.connect()
-    b.consume(ca, "q", 10, None)
-    b.consume(cb, "q", 10, None)
+    env.broker.declare_queue("q", False, {})
+    ca, pa = env.consuming("q")
+    _, pb = env.consuming("q")
     for i in range(6):
         env.publish(ca, "q", b"%d" % i)
     assert pa.bodies() == [b"0", b"2", b"4"]
@@ -105,12 +102,9 @@ def test_round_robin_across_two_consumers(env: Env) -> None:
 
 
 def test_round_robin_skips_consumers_without_credit(env: Env) -> None:
-    b = env.broker
-    b.declare_queue("q", False, {})
-    ca, pa = env.connect()
-    cb, pb = env.connect()
-    b.consume(ca, "q", 1, None)
-    b.consume(cb, "q", 10, None)
+    env.broker.declare_queue("q", False, {})
+    ca, pa = env.consuming("q", 1)
+    _, pb = env.consuming("q")
     for i in range(4):
         env.publish(ca, "q", b"%d" % i)
     assert pa.bodies() == [b"0"]

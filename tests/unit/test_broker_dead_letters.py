@@ -10,9 +10,10 @@ at the head and in order, or after a delay.
 from __future__ import annotations
 
 import pytest
-from corekit import Env
+from corekit import Env, FakePeer
 
 from brokerd.errors import BrokerError
+from brokerd.queues import Connection
 from brokerd_protocol import ErrorCode
 
 
@@ -32,8 +33,7 @@ def test_max_deliveries_via_nack_dead_letters_with_reason(env: Env) -> None:
     assert peer.got == []
     assert env.stats("q") == {"ready": 0, "leased": 0, "delayed": 0, "consumers": 1}
     assert env.stats("dlq")["ready"] == 1
-    dconn, dpeer = env.connect()
-    b.consume(dconn, "dlq", 1, None)
+    _, dpeer = env.consuming("dlq", 1)
     (d,) = dpeer.take()
     assert d.body == b"poison"
     assert d.attempt == 1
@@ -109,7 +109,9 @@ def test_reject_dead_letters_with_reason_rejected(env: Env) -> None:
     assert env.store.count_rows() == 1
 
 
-def test_a_reject_reason_travels_with_the_dead_lettered_message(env: Env) -> None:
+def _chain(env: Env) -> tuple[Connection, FakePeer]:
+    """Queues a, b and c, each dead-lettering into the next, and a connection
+    holding the one message published to a."""
     b = env.broker
     b.declare_queue("a", False, {"dead_letter_queue": "b"})
     b.declare_queue("b", False, {"dead_letter_queue": "c"})
@@ -117,6 +119,12 @@ def test_a_reject_reason_travels_with_the_dead_lettered_message(env: Env) -> Non
     conn, peer = env.connect()
     env.publish(conn, "a", b"x")
     b.consume(conn, "a", 1, None)
+    return conn, peer
+
+
+def test_a_reject_reason_travels_with_the_dead_lettered_message(env: Env) -> None:
+    b = env.broker
+    conn, peer = _chain(env)
     assert b.reject(conn, [peer.take()[0].delivery], "no usable task id") == []
     b.consume(conn, "b", 1, None)
     (g,) = peer.take()
@@ -159,12 +167,7 @@ def test_nack_without_requeue_dead_letters(env: Env) -> None:
 
 def test_death_count_accumulates_across_dead_letterings(env: Env) -> None:
     b = env.broker
-    b.declare_queue("a", False, {"dead_letter_queue": "b"})
-    b.declare_queue("b", False, {"dead_letter_queue": "c"})
-    b.declare_queue("c", False, {})
-    conn, peer = env.connect()
-    env.publish(conn, "a", b"x")
-    b.consume(conn, "a", 1, None)
+    conn, peer = _chain(env)
     b.reject(conn, [peer.take()[0].delivery])
     b.consume(conn, "b", 1, None)
     b.reject(conn, [peer.take()[0].delivery])

@@ -20,8 +20,7 @@ from brokerd.storage.base import QueueRecord, Recovered
 def test_delayed_publish_is_delayed_not_ready_and_delivered_on_time(env: Env, kind: str) -> None:
     b = env.broker
     b.declare_queue("q", True, {})
-    conn, peer = env.connect()
-    b.consume(conn, "q", 10, 3600)
+    conn, peer = env.consuming("q", lease=3600)
     props = {"delay": 60} if kind == "delay" else {"not_before": env.clock.now() + 60}
     seq = env.publish(conn, "q", b"eta", **props)
     env.publish(conn, "q", b"now")
@@ -53,8 +52,7 @@ def test_delayed_message_waits_in_ready_after_release_without_consumer(env: Env)
 def test_delay_and_not_before_take_the_later(env: Env) -> None:
     b = env.broker
     b.declare_queue("q", False, {})
-    conn, peer = env.connect()
-    b.consume(conn, "q", 10, None)
+    conn, peer = env.consuming("q")
     env.publish(conn, "q", b"a", delay=10, not_before=env.clock.now() + 20)
     env.publish(conn, "q", b"b", delay=0)  # zero delay: ready at once
     env.publish(conn, "q", b"c", not_before=env.clock.now() - 5)  # past: ready at once
@@ -140,8 +138,7 @@ def test_delayed_load_in_flight_does_not_resurrect_a_deleted_queue(env: Env) -> 
     b.declare_queue("q", True, {})
     env.settle()
     assert env.stats("q") == {"ready": 0, "leased": 0, "delayed": 0, "consumers": 0}
-    conn, peer = env.connect()
-    b.consume(conn, "q", 100, None)
+    conn, peer = env.consuming("q", 100)
     env.advance(200)
     env.settle()
     assert peer.bodies() == []

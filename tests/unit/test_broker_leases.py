@@ -20,8 +20,7 @@ from brokerd_protocol import ErrorCode
 def test_lease_expiry_returns_only_that_delivery(env: Env) -> None:
     b = env.broker
     b.declare_queue("q", True, {})
-    conn, peer = env.connect()
-    b.consume(conn, "q", 10, 10.0)
+    conn, peer = env.consuming("q", lease=10.0)
     env.publish(conn, "q", b"a")
     env.settle()
     (a,) = peer.take()
@@ -122,8 +121,7 @@ def test_extend_can_keep_a_delivery_alive_indefinitely(env: Env) -> None:
 def test_lease_never_expires_early(env: Env) -> None:
     b = env.broker
     b.declare_queue("q", False, {})
-    conn, peer = env.connect()
-    b.consume(conn, "q", 1000, 0.37)
+    conn, peer = env.consuming("q", 1000, lease=0.37)
     for i in range(200):
         env.publish(conn, "q", b"%d" % i)
         env.advance(0.013)
@@ -150,8 +148,7 @@ def test_disconnect_returns_all_deliveries_in_order_at_the_head(env: Env) -> Non
     assert p1.bodies() == [b"0", b"1", b"2"]
     b.close(c1)
     assert env.stats("q") == {"ready": 5, "leased": 0, "delayed": 0, "consumers": 0}
-    c2, p2 = env.connect()
-    b.consume(c2, "q", 10, None)
+    _, p2 = env.consuming("q")
     assert p2.bodies() == [b"0", b"1", b"2", b"3", b"4"]
     assert [g.attempt for g in p2.got] == [2, 2, 2, 1, 1]
     # The old leases are gone from the wheel: only c2's five remain.
@@ -169,8 +166,7 @@ def test_disconnect_is_idempotent_and_counts_attempts_once(env: Env) -> None:
     b.consume(c1, "q", 1, None)
     b.close(c1)
     b.close(c1)
-    c2, p2 = env.connect()
-    b.consume(c2, "q", 1, None)
+    _, p2 = env.consuming("q", 1)
     assert [g.attempt for g in p2.got] == [2]
 
 
@@ -183,8 +179,7 @@ def test_lease_expiries_in_one_tick_keep_their_order(env: Env) -> None:
     cid = b.consume(c1, "q", 3, None)
     b.cancel(c1, cid)  # keep the leases, take no more
     env.advance(5 + PAST)
-    c2, p2 = env.connect()
-    b.consume(c2, "q", 10, None)
+    _, p2 = env.consuming("q")
     assert p2.bodies() == [b"0", b"1", b"2", b"3"]
 
 

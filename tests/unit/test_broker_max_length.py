@@ -53,8 +53,7 @@ def test_max_length_reject_publish_in_one_target_stores_in_none(env: Env) -> Non
 def test_max_length_counts_ready_not_leased(env: Env) -> None:
     b = env.broker
     b.declare_queue("q", False, {"max_length": 1})
-    conn, _ = env.connect()
-    b.consume(conn, "q", 5, None)
+    conn, _ = env.consuming("q", 5)
     for i in range(3):
         env.publish(conn, "q", b"%d" % i)  # each is leased at once
     assert env.stats("q")["leased"] == 3

@@ -9,19 +9,26 @@ across queues is tested in test_memory_budget.py.
 
 from __future__ import annotations
 
-from corekit import Env
+from corekit import Env, FakePeer
 
-from brokerd.queues import LOW_WATER, WINDOW
+from brokerd.queues import LOW_WATER, WINDOW, Connection
+
+
+def _deep(env: Env, n: int) -> tuple[Connection, FakePeer]:
+    """A durable queue "deep" holding ``n`` committed messages, bodies b"00000"
+    counting up, and the connection that published them."""
+    env.broker.declare_queue("deep", True, {})
+    conn, peer = env.connect()
+    for i in range(n):
+        env.publish(conn, "deep", b"%05d" % i)
+    env.settle()
+    return conn, peer
 
 
 def test_deep_durable_queue_pages_with_flat_memory(env: Env) -> None:
     b = env.broker
-    b.declare_queue("deep", True, {})
-    conn, peer = env.connect()
     total = 10_000
-    for i in range(total):
-        env.publish(conn, "deep", b"%05d" % i)
-    env.settle()
+    conn, peer = _deep(env, total)
     q = b.queues["deep"]
     assert q.mem <= WINDOW
     assert env.stats("deep")["ready"] == total
@@ -50,12 +57,8 @@ def test_deep_durable_queue_pages_with_flat_memory(env: Env) -> None:
 
 def test_publish_while_paging_keeps_fifo(env: Env) -> None:
     b = env.broker
-    b.declare_queue("deep", True, {})
-    conn, peer = env.connect()
     n = WINDOW + 600
-    for i in range(n):
-        env.publish(conn, "deep", b"%05d" % i)
-    env.settle()
+    conn, peer = _deep(env, n)
     b.consume(conn, "deep", WINDOW - LOW_WATER + 10, None)  # triggers a page load
     assert b.queues["deep"].loading
     for i in range(n, n + 50):  # published while the load is in flight
@@ -73,12 +76,8 @@ def test_publish_while_paging_keeps_fifo(env: Env) -> None:
 
 def test_purge_during_pending_page_load_does_not_resurrect(env: Env) -> None:
     b = env.broker
-    b.declare_queue("deep", True, {})
-    conn, peer = env.connect()
     n = WINDOW + 1000
-    for i in range(n):
-        env.publish(conn, "deep", b"%05d" % i)
-    env.settle()
+    conn, peer = _deep(env, n)
     q = b.queues["deep"]
     b.consume(conn, "deep", WINDOW - 10, None)
     assert q.loading  # the window fell below low water: a page read is out
@@ -100,11 +99,7 @@ def test_purge_during_pending_page_load_does_not_resurrect(env: Env) -> None:
 
 def test_delete_during_pending_page_load(env: Env) -> None:
     b = env.broker
-    b.declare_queue("deep", True, {})
-    conn, _peer = env.connect()
-    for i in range(WINDOW + 100):
-        env.publish(conn, "deep", b"%05d" % i)
-    env.settle()
+    conn, _ = _deep(env, WINDOW + 100)
     b.consume(conn, "deep", WINDOW, None)
     assert b.queues["deep"].loading
     b.delete_queue("deep")

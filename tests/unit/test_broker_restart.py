@@ -66,8 +66,7 @@ def test_restart_restores_topology_ready_leased_and_delayed(db: Path, clock: Fak
     assert b2.queues["work"].options.max_deliveries == 5
     # m1 and m3 were leased: ready again. m4 ready. "soon" became ready.
     assert b2.queue_stats("work") == {"ready": 4, "leased": 0, "delayed": 1, "consumers": 0}
-    conn2, peer2 = n2.connect()
-    b2.consume(conn2, "work", 10, None)
+    conn2, peer2 = n2.consuming("work")
     got = peer2.take()
     assert [(g.body, g.attempt) for g in got] == [
         (b"m1", 2),  # the nack's attempt survived the restart
@@ -117,8 +116,7 @@ def test_attempts_from_lease_expiry_survive_restart_up_to_max_deliveries(
     n.crash()  # third delivery in flight: not counted as failed
 
     n2 = DiskEnv(db, clock=clock)
-    conn2, peer2 = n2.connect()
-    n2.broker.consume(conn2, "q", 1, None)
+    conn2, peer2 = n2.consuming("q", 1)
     (g,) = peer2.take()
     assert (g.body, g.attempt) == (b"poison", 3)
     n2.broker.nack(conn2, [g.delivery], True, None)  # third failure: dead-lettered
@@ -130,8 +128,7 @@ def test_attempts_from_lease_expiry_survive_restart_up_to_max_deliveries(
     n3 = DiskEnv(db, clock=clock)
     assert n3.broker.queue_stats("q")["ready"] == 0
     assert n3.broker.queue_stats("dlq")["ready"] == 1
-    conn3, peer3 = n3.connect()
-    n3.broker.consume(conn3, "dlq", 1, None)
+    _, peer3 = n3.consuming("dlq", 1)
     (g,) = peer3.take()
     assert (g.body, g.attempt) == (b"poison", 1)
     assert g.headers is not None
@@ -154,8 +151,7 @@ def test_nack_delay_survives_restart_as_delayed(db: Path, clock: FakeClock) -> N
     clock.advance(30)
     n2 = DiskEnv(db, clock=clock)
     assert n2.broker.queue_stats("q") == {"ready": 0, "leased": 0, "delayed": 1, "consumers": 0}
-    conn2, peer2 = n2.connect()
-    n2.broker.consume(conn2, "q", 1, None)
+    _, peer2 = n2.consuming("q", 1)
     n2.advance(29.9)
     assert peer2.got == []
     n2.advance(0.2)
@@ -174,8 +170,7 @@ def test_unconfirmed_work_is_not_recovered_but_confirmed_is(db: Path, clock: Fak
     n.publish(conn, "q", b"never-flushed")  # still in broker.batch
     n.crash()
     n2 = DiskEnv(db, clock=clock)
-    conn2, peer2 = n2.connect()
-    n2.broker.consume(conn2, "q", 10, None)
+    _, peer2 = n2.consuming("q")
     assert peer2.bodies() == [b"confirmed"]
     n2.crash()
 
@@ -194,8 +189,7 @@ def test_deep_queue_pages_after_restart(db: Path, clock: FakeClock) -> None:
     q = n2.broker.queues["deep"]
     assert q.mem <= WINDOW
     assert n2.broker.queue_stats("deep")["ready"] == total
-    conn2, peer2 = n2.connect()
-    n2.broker.consume(conn2, "deep", 500, None)
+    conn2, peer2 = n2.consuming("deep", 500)
     received: list[bytes] = []
     for _ in range(total):
         got = peer2.take()

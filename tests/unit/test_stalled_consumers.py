@@ -41,8 +41,7 @@ def test_expired_messages_go_to_a_live_consumer_not_back_to_the_frozen_one(env: 
 def test_a_stalled_consumer_alone_does_not_burn_attempts_until_it_shows_life(env: Env) -> None:
     _queue(env, max_deliveries=3)
     b = env.broker
-    conn, peer = env.connect()
-    b.consume(conn, "q", 1, None)
+    conn, peer = env.consuming("q", 1)
     env.publish(conn, "q", b"job")
     env.settle()
     [first] = peer.take()
