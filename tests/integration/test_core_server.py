@@ -116,7 +116,7 @@ def connection_error(frames: list[Frame]) -> ErrorFrame:
     return last
 
 
-async def test_token_auth(broker_factory: Any) -> None:
+async def test_only_the_right_token_is_let_in(broker_factory: Any) -> None:
     proc = broker_factory(token="s3cret").start()
     base = f"brokerd://127.0.0.1:{proc.port}"
     with pytest.raises(AuthenticationError):

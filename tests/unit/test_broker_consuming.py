@@ -16,7 +16,7 @@ from brokerd.errors import BrokerError
 from brokerd_protocol import ErrorCode
 
 
-def test_consume_argument_checks(env: Env) -> None:
+def test_consume_and_cancel_with_bad_arguments_are_refused(env: Env) -> None:
     b = env.broker
     b.declare_queue("q", False, {})
     conn, _ = env.connect()
@@ -91,7 +91,7 @@ def test_prefetch_counts_unacked_deliveries_only(env: Env) -> None:
     assert env.stats("q")["leased"] == 2
 
 
-def test_round_robin_across_two_consumers(env: Env) -> None:
+def test_round_robin_alternates_between_two_consumers(env: Env) -> None:
     env.broker.declare_queue("q", False, {})
     ca, pa = env.consuming("q")
     _, pb = env.consuming("q")
@@ -172,7 +172,7 @@ def test_ack_of_unknown_or_foreign_delivery_is_lost(env: Env) -> None:
 # --- priorities --------------------------------------------------------------
 
 
-def test_higher_priority_first_fifo_within_priority(env: Env) -> None:
+def test_higher_priorities_are_delivered_first_and_fifo_within_a_priority(env: Env) -> None:
     b = env.broker
     b.declare_queue("q", True, {})
     conn, peer = env.connect()

@@ -17,7 +17,7 @@ from brokerd.queues import Connection
 from brokerd_protocol import ErrorCode
 
 
-def test_max_deliveries_via_nack_dead_letters_with_reason(env: Env) -> None:
+def test_nacks_up_to_max_deliveries_dead_letter_with_the_reason(env: Env) -> None:
     env.declare_with_dlq(max_deliveries=3)
     b = env.broker
     conn, peer = env.connect()
@@ -48,7 +48,7 @@ def test_max_deliveries_via_nack_dead_letters_with_reason(env: Env) -> None:
     assert b.counters.dead_lettered == {"max_deliveries": 1}
 
 
-def test_max_deliveries_via_lease_expiry(env: Env) -> None:
+def test_lease_expiries_count_towards_max_deliveries(env: Env) -> None:
     env.declare_with_dlq(max_deliveries=2, lease=5)
     b = env.broker
     conn, peer = env.connect()

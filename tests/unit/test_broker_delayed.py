@@ -75,7 +75,7 @@ def test_delayed_messages_release_in_due_order(env: Env) -> None:
     assert peer.bodies() == [b"a", b"a2", b"b", b"c"]
 
 
-def test_many_durable_delayed_messages_beyond_window(
+def test_durable_delayed_messages_beyond_the_window_are_each_released_once_in_due_order(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With a tiny in-memory delayed window most durable delayed messages wait

@@ -97,7 +97,7 @@ def test_purge_during_pending_page_load_does_not_resurrect(env: Env) -> None:
     assert peer.bodies() == [b"after-purge"]
 
 
-def test_delete_during_pending_page_load(env: Env) -> None:
+def test_a_queue_deleted_during_a_page_load_is_declared_again_empty(env: Env) -> None:
     b = env.broker
     conn, _ = _deep(env, WINDOW + 100)
     b.consume(conn, "deep", WINDOW, None)

@@ -36,7 +36,7 @@ def test_default_exchange_routes_by_queue_name(env: Env) -> None:
     )
 
 
-def test_default_exchange_unknown_queue_is_unroutable(env: Env) -> None:
+def test_a_publish_to_an_unknown_queue_on_the_default_exchange_is_unroutable(env: Env) -> None:
     conn, peer = env.connect()
     seq = env.publish(conn, "nope", b"x")
     env.settle()

@@ -95,7 +95,7 @@ def test_declare_queue_with_invalid_options_names_the_field(
     assert env.store.commits == 0
 
 
-def test_declare_with_invalid_names_or_types(env: Env) -> None:
+def test_declares_with_invalid_names_or_types_are_refused(env: Env) -> None:
     b = env.broker
     for call in (
         lambda: b.declare_queue("", True, {}),
@@ -185,7 +185,7 @@ def test_deleted_queue_does_not_leak_delayed_messages_into_a_new_one(env: Env) -
     assert b.next_deadline() is None
 
 
-def test_delete_missing_queue_or_exchange(env: Env) -> None:
+def test_deleting_a_missing_queue_or_exchange_is_refused(env: Env) -> None:
     b = env.broker
     for call, code in (
         (lambda: b.delete_queue("nope"), ErrorCode.NOT_FOUND),
@@ -214,7 +214,7 @@ def test_delete_exchange_stops_routing(env: Env) -> None:
     assert peer.unroutable == [s]
 
 
-def test_bind_and_unbind_errors(env: Env) -> None:
+def test_bind_and_unbind_with_bad_arguments_are_refused(env: Env) -> None:
     b = env.broker
     b.declare_queue("q", False, {})
     b.declare_exchange("d", "direct", False)

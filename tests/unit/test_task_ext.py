@@ -177,7 +177,7 @@ def test_result_set_is_answered_only_after_the_commit(env: TaskEnv) -> None:
     assert env.rows("SELECT task_id, state, payload FROM results") == [("t1", "SUCCESS", b"42")]
 
 
-def test_result_get_from_cache_and_from_disk(env: TaskEnv) -> None:
+def test_result_get_answers_from_the_cache_and_from_disk(env: TaskEnv) -> None:
     c = env.client()
     c.ok(lambda r: bp.ResultSet(r, "done", "SUCCESS", b"1"))
     c.ok(lambda r: bp.ResultSet(r, "running", "STARTED", b""))
@@ -214,7 +214,7 @@ def test_reads_do_not_return_a_cached_result_being_replaced(env: TaskEnv) -> Non
     assert c.reply(wait_req) == bp.Ok(wait_req, ["SUCCESS", b"second"])
 
 
-def test_result_validation(env: TaskEnv) -> None:
+def test_invalid_result_sets_and_waits_are_refused(env: TaskEnv) -> None:
     c = env.client()
     bad: list[Callable[[int], bp.Frame]] = [
         lambda r: bp.ResultSet(r, "t", "success"),
@@ -332,7 +332,7 @@ def test_wait_lookup_in_flight_when_the_set_arrives(env: TaskEnv) -> None:
     assert waiter.frames == [bp.Ok(req, ["SUCCESS", b"v"])]
 
 
-def test_set_in_the_same_tick_before_the_wait(env: TaskEnv) -> None:
+def test_a_set_in_the_same_tick_before_a_wait_answers_it_once(env: TaskEnv) -> None:
     """Set (not yet flushed) then wait: the lookup flushes first, one reply."""
     waiter, worker = env.client(), env.client()
     worker.request(lambda r: bp.ResultSet(r, "t", "REVOKED"))
@@ -341,7 +341,7 @@ def test_set_in_the_same_tick_before_the_wait(env: TaskEnv) -> None:
     assert waiter.frames == [bp.Ok(req, ["REVOKED", b""])]
 
 
-def test_many_waiters_on_one_task(env: TaskEnv) -> None:
+def test_every_waiter_on_one_task_is_answered(env: TaskEnv) -> None:
     clients = [env.client() for _ in range(5)]
     reqs = [c.request(lambda r: bp.ResultWait(r, "t", 60.0)) for c in clients]
     reqs.append(clients[0].request(lambda r: bp.ResultWait(r, "t", 60.0)))
@@ -580,7 +580,7 @@ def test_a_revocation_is_only_lengthened(env: TaskEnv) -> None:
     assert env.restart().ext.revocations.is_revoked("t")
 
 
-def test_revoke_validation(env: TaskEnv) -> None:
+def test_invalid_revokes_are_refused(env: TaskEnv) -> None:
     c = env.client()
     assert c.error(lambda r: bp.Revoke(r, ["t"], False, 0.0)) == ErrorCode.INVALID_ARGUMENT
     assert c.error(lambda r: bp.Revoke(r, [""])) == ErrorCode.INVALID_ARGUMENT
@@ -708,7 +708,7 @@ def test_cron_schedule_fires_on_its_minute(env: TaskEnv) -> None:
     assert env.ext.schedules.entries["c"].next_run == 1_700_000_100.0 + 900
 
 
-def test_schedule_list_and_delete(env: TaskEnv) -> None:
+def test_schedules_list_by_name_and_a_deleted_one_stays_deleted(env: TaskEnv) -> None:
     c = env.client()
     c.ok(lambda r: bp.ScheduleSet(r, "b", "cron 0 0 * * *", "ex", "k", b""))
     c.ok(lambda r: bp.ScheduleSet(r, "a", "every 60", "", "q", b""))
@@ -728,7 +728,7 @@ def test_schedule_list_and_delete(env: TaskEnv) -> None:
     assert [e["name"] for e in env2.client().ok(bp.ScheduleList)] == ["b"]
 
 
-def test_schedule_validation(env: TaskEnv) -> None:
+def test_invalid_schedules_are_refused(env: TaskEnv) -> None:
     c = env.client()
     bad: list[Callable[[int], bp.Frame]] = [
         lambda r: bp.ScheduleSet(r, "s", "cron 60 * * * *", "", "q", b""),
