@@ -31,7 +31,9 @@ from brokerd_client import (
 )
 
 
-async def test_publish_consume_ack_round_trip(client: AsyncClient) -> None:
+async def test_a_published_message_is_consumed_with_its_properties_and_acked(
+    client: AsyncClient,
+) -> None:
     await client.declare_queue("jobs")
     assert await client.publish(
         "", "jobs", b"hello", headers={"k": "v", "n": 1}, message_id="m1", priority=3
@@ -50,7 +52,9 @@ async def test_publish_consume_ack_round_trip(client: AsyncClient) -> None:
     assert await client.queue_stats("jobs") == QueueInfo(0, 0, 0, 0)
 
 
-async def test_unroutable_and_mandatory(client: AsyncClient) -> None:
+async def test_an_unroutable_publish_is_false_and_with_mandatory_refused(
+    client: AsyncClient,
+) -> None:
     await client.declare_exchange("events", "topic")
     await client.declare_queue("eu")
     await client.bind("eu", "events", "orders.eu.*")
@@ -81,7 +85,7 @@ async def test_request_errors_are_typed_and_leave_the_connection_open(
     assert not client.is_closed
 
 
-async def test_publish_many_with_a_full_queue(client: AsyncClient) -> None:
+async def test_publish_many_into_a_full_queue_reports_each_result(client: AsyncClient) -> None:
     await client.declare_queue("small", max_length=2)
     msgs: list[Message | tuple[str, str, bytes]] = [
         ("", "small", b"1"),
@@ -97,7 +101,7 @@ async def test_publish_many_with_a_full_queue(client: AsyncClient) -> None:
     assert await client.purge_queue("small") == 2
 
 
-async def test_bulk_publish_and_batched_acks(client: AsyncClient) -> None:
+async def test_a_bulk_publish_is_consumed_and_acked_in_full(client: AsyncClient) -> None:
     n = 5000
     await client.declare_queue("bulk")
     results = await client.publish_many(("", "bulk", b"%d" % i) for i in range(n))
@@ -120,7 +124,9 @@ async def test_bulk_publish_and_batched_acks(client: AsyncClient) -> None:
     await wait_stats(client, "bulk", ready=0, leased=0)
 
 
-async def test_nack_with_delay_and_reject_to_dead_letter_queue(client: AsyncClient) -> None:
+async def test_a_delayed_nack_waits_and_a_reject_goes_to_the_dead_letter_queue(
+    client: AsyncClient,
+) -> None:
     await client.declare_queue("dlq")
     await client.declare_queue("work", dead_letter_queue="dlq")
     await client.publish_many([("", "work", b"a"), ("", "work", b"b")])
@@ -203,7 +209,7 @@ async def test_heartbeats_keep_an_idle_connection_alive(broker: Any) -> None:
         await c.declare_queue("alive")
 
 
-async def test_sync_client(broker: Any) -> None:
+async def test_the_sync_client_declares_publishes_and_purges(broker: Any) -> None:
     def use_it() -> tuple[bool, QueueInfo, list[bool], int]:
         with brokerd_client.Client(broker.url, timeout=BOUND) as c:
             c.declare_queue("sync")

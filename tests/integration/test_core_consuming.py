@@ -58,7 +58,7 @@ async def test_prefetch_counts_unacked_deliveries_only(client: AsyncClient) -> N
     assert consumer.buffered == 0
 
 
-async def test_round_robin_across_two_connections(broker: Any) -> None:
+async def test_round_robin_alternates_between_two_connections(broker: Any) -> None:
     c1 = await connect(broker, "rr-1")
     c2 = await connect(broker, "rr-2")
     await c1.declare_queue("rr")

@@ -12,7 +12,7 @@ from brokerd_client import AsyncClient, Message, QueueFull, QueueInfo
 
 
 @pytest.mark.parametrize("durable", [True, False], ids=["durable", "transient"])
-async def test_higher_priority_first_then_fifo_within_a_priority(
+async def test_higher_priorities_are_delivered_first_then_fifo_within_a_priority(
     client: AsyncClient, durable: bool
 ) -> None:
     await client.declare_queue("prio", durable)

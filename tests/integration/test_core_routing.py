@@ -144,7 +144,9 @@ async def test_one_message_per_queue_whatever_number_of_bindings_match(
     assert await bodies(client, "multi") == [b"once"]
 
 
-async def test_unbind_one_binding_and_delete_exchange(client: AsyncClient) -> None:
+async def test_unbinding_one_binding_keeps_the_others_and_a_deleted_exchange_is_gone(
+    client: AsyncClient,
+) -> None:
     await client.declare_exchange("core.x", "direct")
     await client.declare_queue("qa")
     await client.declare_queue("qb")
@@ -179,7 +181,9 @@ async def test_unbind_one_binding_and_delete_exchange(client: AsyncClient) -> No
     assert await client.publish("core.x", "k", b"x") is False
 
 
-async def test_unroutable_mandatory_and_missing_exchange(client: AsyncClient) -> None:
+async def test_an_unroutable_publish_is_refused_only_with_mandatory_and_a_missing_exchange_always(
+    client: AsyncClient,
+) -> None:
     await client.declare_exchange("core.fan", "fanout")
     await client.declare_exchange("core.dir", "direct")
     await client.declare_queue("bound")

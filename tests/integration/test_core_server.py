@@ -26,7 +26,13 @@ import brokerd_client
 from brokerd.cli import build_server
 from brokerd.clock import FakeClock
 from brokerd.config import Config
-from brokerd_client import AuthenticationError, ConnectionLost, QueueInfo, ResourceLimitExceeded
+from brokerd_client import (
+    AuthenticationError,
+    ConnectionLost,
+    NotFound,
+    QueueInfo,
+    ResourceLimitExceeded,
+)
 from brokerd_protocol import (
     DEFAULT_MAX_FRAME,
     Ack,
@@ -110,7 +116,7 @@ def connection_error(frames: list[Frame]) -> ErrorFrame:
     return last
 
 
-async def test_token_auth(broker_factory: Any) -> None:
+async def test_only_the_right_token_is_let_in(broker_factory: Any) -> None:
     proc = broker_factory(token="s3cret").start()
     base = f"brokerd://127.0.0.1:{proc.port}"
     with pytest.raises(AuthenticationError):
@@ -176,6 +182,25 @@ async def test_frames_before_hello_get_not_authenticated(broker: Any) -> None:
     # The publish before Hello stored nothing.
     assert await c.queue_stats("guarded") == QueueInfo(0, 0, 0, 0)
     await c.close()
+
+
+async def test_frames_after_a_connection_error_are_not_acted_on(broker: Any) -> None:
+    """A Publish before Hello is a connection-level error: nothing pipelined
+    behind it on the same connection takes effect, not even after a Hello."""
+    raw = await RawConnection.open(broker.port)
+    await raw.send(
+        encode(Publish(1, "", "nowhere", b"x", {}))
+        + encode(Hello([1], None, "late", 0.0))
+        + encode(DeclareQueue(1, "sneaked-in", True, {}))
+    )
+    frames = await raw.frames_until_closed()
+    raw.close()
+    assert [type(f) for f in frames] == [ErrorFrame]
+    assert connection_error(frames).code == ErrorCode.NOT_AUTHENTICATED
+    c = await brokerd_client.connect(broker.url, timeout=BOUND)
+    async with c:
+        with pytest.raises(NotFound):
+            await c.queue_stats("sneaked-in")
 
 
 async def test_a_silent_peer_is_dropped_with_heartbeat_timeout(broker: Any) -> None:

@@ -130,7 +130,7 @@ def wait_for(predicate: Callable[[], bool], timeout: float = BOUND) -> None:
 # --- results -----------------------------------------------------------------------
 
 
-def test_result_set_then_get(connect: Callable[..., RawClient]) -> None:
+def test_a_result_set_is_read_back_by_result_get(connect: Callable[..., RawClient]) -> None:
     c = connect()
     assert c.ok(lambda r: bp.ResultSet(r, "t-1", "STARTED")) is None
     assert c.ok(lambda r: bp.ResultGet(r, ["t-1"])) == {"t-1": ["STARTED", b""]}
@@ -315,7 +315,9 @@ def test_schedule_survives_a_hard_restart(broker: Any, connect: Callable[..., Ra
     assert c2.ok(bp.ScheduleList)[1]["last_run"] is not None
 
 
-def test_schedule_errors(connect: Callable[..., RawClient]) -> None:
+def test_invalid_schedules_and_deleting_a_missing_one_are_refused(
+    connect: Callable[..., RawClient],
+) -> None:
     c = connect()
     for spec in ("cron 61 * * * *", "cron * * *", "cron 0 0 30 feb *", "every 0", "hourly"):
         code = c.error(lambda r, s=spec: bp.ScheduleSet(r, "bad", s, "", "q", b""))

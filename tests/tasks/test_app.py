@@ -22,7 +22,7 @@ def test_autodiscover_imports_each_packages_tasks_module() -> None:
     assert "discover_pkg.orders.tasks.place" in app.tasks
 
 
-def test_find_app_forms() -> None:
+def test_find_app_takes_a_module_or_a_module_and_attribute() -> None:
     import e2eapp
 
     assert find_app("e2eapp") is e2eapp.app

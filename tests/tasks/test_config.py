@@ -149,7 +149,7 @@ def test_queue_declarations_are_checked() -> None:
         App("t", task_queues=[Queue("a"), Queue("a")])
 
 
-def test_crontab_in_beat_schedule() -> None:
+def test_a_crontab_in_beat_schedule_becomes_a_cron_spec() -> None:
     app = App("t", beat_schedule={"c": {"task": "t", "schedule": crontab(minute="*/15")}})
     assert app.conf.beat_schedule["c"].spec == "cron */15 * * * *"
 

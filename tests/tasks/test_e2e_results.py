@@ -71,7 +71,9 @@ def test_routes_send_tasks_to_the_right_queue(
     assert routed.get(timeout=BOUND) == {"x": [1, 2]}
 
 
-def test_delay_from_many_threads_and_send_many(e2e: ModuleType, start_worker: Start) -> None:
+def test_delay_from_many_threads_and_send_many_all_complete(
+    e2e: ModuleType, start_worker: Start
+) -> None:
     start_worker("-c", "8")
     results: list[AsyncResult] = []
     lock = threading.Lock()
@@ -97,7 +99,7 @@ def test_delay_from_many_threads_and_send_many(e2e: ModuleType, start_worker: St
     assert unconfirmed.get(timeout=BOUND) == 10
 
 
-def test_a_task_sending_a_task_from_the_worker_loop(e2e: ModuleType, start_worker: Start) -> None:
+def test_a_task_can_send_a_task_from_the_worker_loop(e2e: ModuleType, start_worker: Start) -> None:
     start_worker()
     child_id = e2e.spawn.delay(21).get(timeout=BOUND)
     assert AsyncResult(child_id, app=e2e.app).get(timeout=BOUND) == 42

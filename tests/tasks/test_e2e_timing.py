@@ -71,7 +71,9 @@ def test_autoretry_with_backoff_records_each_attempt_then_the_failure(
     assert (info.ready, info.leased, info.delayed) == (0, 0, 0)
 
 
-def test_manual_retry_then_success(e2e: ModuleType, start_worker: Start, state_dir: Path) -> None:
+def test_a_manual_retry_runs_again_until_it_succeeds(
+    e2e: ModuleType, start_worker: Start, state_dir: Path
+) -> None:
     start_worker()
     assert e2e.manual_retry.delay("m").get(timeout=BOUND) == "done after 2"
     assert [e["retries"] for e in events(state_dir, "manual")] == [0, 1, 2]

@@ -80,7 +80,7 @@ def test_failures_are_stored_and_reraised_by_get() -> None:
     assert isinstance(app.tasks["gives_up"].delay().result, MaxRetriesExceededError)
 
 
-def test_eager_propagates() -> None:
+def test_eager_mode_propagates_exceptions_when_asked() -> None:
     app = make_app()
     app.conf.task_eager_propagates = True
     with pytest.raises(KeyError):
@@ -93,7 +93,7 @@ def test_arguments_go_through_the_serializer() -> None:
         app.tasks["add"].delay(object(), 1)
 
 
-def test_async_tasks_in_eager_mode() -> None:
+def test_async_tasks_run_in_eager_mode() -> None:
     app = make_app()
     assert app.tasks["aadd"].delay(1, 2).get() == 3
 

@@ -24,7 +24,7 @@ def make_app(**settings: object) -> App:
     return app
 
 
-def test_message_headers_and_properties() -> None:
+def test_a_message_carries_the_task_headers_and_properties() -> None:
     app = make_app()
     tm = build_message(
         app,
@@ -50,7 +50,7 @@ def test_message_headers_and_properties() -> None:
     assert m.props()["delay"] == 2.0
 
 
-def test_eta_expires_compression_and_routes() -> None:
+def test_eta_expires_compression_and_routes_land_in_the_message() -> None:
     app = make_app(task_compression="zlib", task_serializer="msgpack", accept_content=["msgpack"])
     eta = datetime.now(UTC) + timedelta(minutes=5)
     before = time.time()
@@ -67,7 +67,7 @@ def test_eta_expires_compression_and_routes() -> None:
     assert before + 60 <= float(headers["expires"]) <= time.time() + 60  # type: ignore[arg-type]
 
 
-def test_bad_send_options() -> None:
+def test_bad_send_options_are_refused() -> None:
     app = make_app()
     with pytest.raises(ValueError, match="either countdown or eta"):
         build_message(app, app.router, "x", [], {}, {"countdown": 1, "eta": time.time()}, None)

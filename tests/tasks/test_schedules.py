@@ -27,18 +27,18 @@ from brokerd_client.tasks.schedules import parse_beat_schedule, schedule_spec
         (0.25, "every 0.25"),
     ],
 )
-def test_specs(schedule: object, spec: str) -> None:
+def test_schedules_become_their_canonical_specs(schedule: object, spec: str) -> None:
     assert schedule_spec(schedule) == spec
 
 
 @pytest.mark.parametrize("bad", [0, -1, timedelta(0), 0.05, "10", None])
-def test_bad_intervals(bad: object) -> None:
+def test_bad_intervals_are_refused(bad: object) -> None:
     with pytest.raises((TypeError, ValueError)):
         schedule_spec(bad)
 
 
 @pytest.mark.parametrize("field", ["1 2", "*;rm", "", "5 */2"])
-def test_bad_crontab_fields(field: str) -> None:
+def test_bad_crontab_fields_are_refused(field: str) -> None:
     with pytest.raises(ValueError, match="minute"):
         crontab(minute=field)
 

@@ -48,7 +48,7 @@ json_values = st.recursive(
     args=st.lists(json_values, max_size=4),
     kwargs=st.dictionaries(st.text(max_size=8), json_values, max_size=4),
 )
-def test_body_round_trip(
+def test_a_body_round_trips(
     serializer: str, compression: str | None, args: list[Any], kwargs: dict[str, Any]
 ) -> None:
     body = encode_body(args, kwargs, serializer, compression)
@@ -57,7 +57,7 @@ def test_body_round_trip(
 
 @pytest.mark.parametrize("serializer", ["json", "msgpack"])
 @given(value=json_values)
-def test_result_round_trip(serializer: str, value: Any) -> None:
+def test_a_result_round_trips(serializer: str, value: Any) -> None:
     assert decode_result(encode_result(value, serializer)) == {"result": value}
 
 
@@ -77,7 +77,7 @@ def test_common_types_become_strings_others_fail_at_send_time() -> None:
         encode_body([object()], {}, "json", None)
 
 
-def test_error_payload() -> None:
+def test_an_error_payload_decodes_to_its_fields() -> None:
     payload = encode_error("ValueError", "builtins", "bad", "Traceback...", "msgpack")
     assert payload[:1] == b"m"
     assert decode_result(payload) == {
@@ -107,7 +107,7 @@ def test_malformed_bodies_are_decode_errors(
         decode_body(body, serializer, compression)
 
 
-def test_unknown_result_tag() -> None:
+def test_an_unknown_result_tag_is_a_decode_error() -> None:
     with pytest.raises(DecodeError):
         decode_result(b"p\x80\x04")
 

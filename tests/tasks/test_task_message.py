@@ -89,7 +89,7 @@ def test_the_wire_headers_of_a_task_call_are_unchanged() -> None:
     }
 
 
-def test_defaults_for_headers_a_message_leaves_out() -> None:
+def test_headers_a_message_leaves_out_take_their_defaults() -> None:
     parsed = parse({"task": "t.add"}, "id-1", None)
     assert parsed == TaskHeaders("t.add", "id-1", 0, "application/json", None, None, None, None)
 

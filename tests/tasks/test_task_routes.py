@@ -42,7 +42,7 @@ def test_unrouted_tasks_go_to_the_default_queue() -> None:
     assert App("t").router.route("x") == Route("", "celery", "celery")
 
 
-def test_precedence_call_over_task_over_routes() -> None:
+def test_call_options_beat_task_options_which_beat_routes() -> None:
     router = topic_app().router
     by_task = router.route("proj.web.send", task_options={"queue": "direct_q"})
     assert by_task == Route("jobs", "jobs.run", "direct_q")
@@ -59,7 +59,7 @@ def test_queue_with_explicit_routing_key_uses_its_exchange() -> None:
     )
 
 
-def test_topology_bindings() -> None:
+def test_the_topology_binds_each_queue_to_its_exchange() -> None:
     topo = topic_app().router.topology
     default = topo.queue("default")
     binding = topo.binding_of(default)

@@ -295,7 +295,7 @@ async def test_silent_broker_hits_the_connect_timeout(fake: FakeBroker) -> None:
 # --- requests ------------------------------------------------------------------
 
 
-async def test_topology_requests_and_replies(fake: FakeBroker) -> None:
+async def test_topology_requests_get_their_replies(fake: FakeBroker) -> None:
     async with await connect(fake) as client:
         await client.declare_exchange("ex", "topic")
         await client.declare_queue("q", max_deliveries=5, dead_letter_queue="dlq")
@@ -879,7 +879,7 @@ async def test_garbage_from_the_broker_is_a_protocol_violation(fake: FakeBroker)
         assert isinstance(info.value.__cause__, ProtocolViolation)
 
 
-async def test_heartbeat_timeout_when_broker_goes_silent(fake: FakeBroker) -> None:
+async def test_a_silent_broker_is_a_heartbeat_timeout(fake: FakeBroker) -> None:
     fake.heartbeat = 0.05
     client = await connect(fake, heartbeat=0.05)
     assert client.heartbeat == 0.05
@@ -1119,7 +1119,7 @@ async def test_publish_many_stops_producing_while_the_socket_is_full(fake: FakeB
     assert produced == total
 
 
-def test_async_client_on_uvloop() -> None:
+def test_the_async_client_runs_on_uvloop() -> None:
     """The same core flow on uvloop, whose transports differ from asyncio's."""
     uvloop = pytest.importorskip("uvloop")
 

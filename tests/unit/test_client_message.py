@@ -122,7 +122,9 @@ def test_every_error_code_maps_to_a_typed_exception() -> None:
         (ErrorCode.INTERNAL, e.InternalError),
     ],
 )
-def test_error_classes(code: ErrorCode, cls: type[e.BrokerError]) -> None:
+def test_error_from_code_builds_the_class_of_the_code(
+    code: ErrorCode, cls: type[e.BrokerError]
+) -> None:
     exc = e.error_from_code(code, "m")
     assert type(exc) is cls
     assert isinstance(exc, e.BrokerError)

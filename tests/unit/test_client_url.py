@@ -24,7 +24,7 @@ from brokerd_client.url import DEFAULT_PORT, BrokerURL, parse_url
         ("brokerd://user:pass@host", BrokerURL("host", DEFAULT_PORT, "user:pass")),
     ],
 )
-def test_good_urls(url: str, expected: BrokerURL) -> None:
+def test_good_urls_parse_to_their_parts(url: str, expected: BrokerURL) -> None:
     assert parse_url(url) == expected
 
 

@@ -242,7 +242,7 @@ def test_omitted_defaulted_fields_take_defaults(cls: type[Frame]) -> None:
 # --- framing -------------------------------------------------------------------
 
 
-def test_heartbeat_bytes() -> None:
+def test_a_heartbeat_encodes_to_six_bytes() -> None:
     assert encode(Heartbeat()) == b"\x00\x00\x00\x02\x91\x03"
     assert encode_payload(Heartbeat()) == b"\x91\x03"
 
@@ -260,7 +260,7 @@ def test_oversized_header_fails_before_payload_arrives() -> None:
     assert decoder.buffered == 4
 
 
-def test_oversized_header_at_default_limit() -> None:
+def test_an_oversized_header_fails_at_the_default_limit() -> None:
     decoder = Decoder()
     decoder.feed(struct.pack(">I", DEFAULT_MAX_FRAME + 1))
     with pytest.raises(FrameTooLarge):
@@ -280,7 +280,7 @@ def test_frame_of_exactly_max_frame_is_accepted() -> None:
         decode_stream(encode(frame), max_frame=limit - 1)
 
 
-def test_zero_length_frame() -> None:
+def test_a_zero_length_frame_is_a_protocol_error() -> None:
     with pytest.raises(ProtocolError) as info:
         decode_stream(b"\x00\x00\x00\x00")
     assert info.value.code is ErrorCode.PROTOCOL_ERROR
@@ -299,7 +299,7 @@ def test_truncated_payload_waits_until_complete() -> None:
     assert decoder.buffered == 0
 
 
-def test_many_frames_in_one_feed() -> None:
+def test_many_frames_in_one_feed_all_decode() -> None:
     sent = [Heartbeat(), Ack(req=1, deliveries=[1, 2]), Close(), Ok(req=2, value={"x": [1]})]
     decoder = Decoder()
     decoder.feed(b"".join(encode(fr) for fr in sent) + b"\x00\x00")

@@ -45,7 +45,7 @@ def test_star_means_every_value() -> None:
     assert not spec.days_restricted and not spec.weekdays_restricted
 
 
-def test_lists_ranges_and_steps() -> None:
+def test_lists_ranges_and_steps_expand() -> None:
     spec = cron.parse("*/15 1,2,3 1-5 1-12/5 */2")
     assert spec.minutes == (0, 15, 30, 45)
     assert spec.hours == (1, 2, 3)
@@ -58,7 +58,7 @@ def test_lists_ranges_and_steps() -> None:
     assert cron.parse("50/3 * * * *").minutes == (50, 53, 56, 59)
 
 
-def test_names_for_months_and_weekdays() -> None:
+def test_month_and_weekday_names_are_understood() -> None:
     spec = cron.parse("0 0 * jan,Mar-MAY mon-fri")
     assert spec.months == (1, 3, 4, 5)
     assert spec.weekdays == (1, 2, 3, 4, 5)
@@ -125,14 +125,14 @@ def test_next_after_is_strictly_after_and_on_whole_minutes() -> None:
     assert nxt("*/15 * * * *", "2024-01-01 00:15:00") == "2024-01-01 00:30:00"
 
 
-def test_next_hour_and_day() -> None:
+def test_next_after_rolls_over_to_the_next_hour_and_day() -> None:
     assert nxt("30 9 * * *", "2024-05-10 09:31") == "2024-05-11 09:30:00"
     assert nxt("30 9,17 * * *", "2024-05-10 09:31") == "2024-05-10 17:30:00"
     assert nxt("0 * * * *", "2024-05-10 23:00") == "2024-05-11 00:00:00"
     assert nxt("5 10-12 * * *", "2024-05-10 12:06") == "2024-05-11 10:05:00"
 
 
-def test_month_and_year_boundaries() -> None:
+def test_next_after_crosses_month_and_year_boundaries() -> None:
     assert nxt("0 0 1 * *", "2024-01-31 12:00") == "2024-02-01 00:00:00"
     assert nxt("59 23 31 12 *", "2024-12-31 23:59") == "2025-12-31 23:59:00"
     assert nxt("0 0 1 1 *", "2024-06-15 00:00") == "2025-01-01 00:00:00"
@@ -145,14 +145,14 @@ def test_month_and_year_boundaries() -> None:
     ]
 
 
-def test_leap_day() -> None:
+def test_a_leap_day_comes_only_in_leap_years() -> None:
     assert nxt("0 0 29 2 *", "2024-03-01 00:00") == "2028-02-29 00:00:00"
     assert nxt("0 12 29 feb *", "2100-01-01 00:00") == "2104-02-29 12:00:00"  # 2100: no leap
     assert nxt("0 0 * * *", "2024-02-28 00:00") == "2024-02-29 00:00:00"
     assert nxt("0 0 * * *", "2023-02-28 00:00") == "2023-03-01 00:00:00"
 
 
-def test_weekdays() -> None:
+def test_weekday_fields_pick_the_right_days() -> None:
     # 2024-01-01 was a Monday.
     assert nxt("0 9 * * mon-fri", "2024-01-05 10:00") == "2024-01-08 09:00:00"  # Fri -> Mon
     assert nxt("0 9 * * 0", "2024-01-01 00:00") == "2024-01-07 09:00:00"
@@ -160,7 +160,7 @@ def test_weekdays() -> None:
     assert nxt("0 0 * * sat", "2024-12-29 00:00") == "2025-01-04 00:00:00"
 
 
-def test_day_of_month_or_day_of_week_when_both_restricted() -> None:
+def test_with_both_day_fields_restricted_either_one_matches() -> None:
     # The 13th OR any Friday (Vixie cron), not "Friday the 13th".
     assert runs("0 0 13 * fri", "2024-09-01 00:00", 4) == [
         "2024-09-06 00:00:00",  # Friday
@@ -176,7 +176,7 @@ def test_day_of_month_or_day_of_week_when_both_restricted() -> None:
     ]
 
 
-def test_star_prefixed_day_field_means_and() -> None:
+def test_a_star_prefixed_day_field_means_and() -> None:
     # "*" in one day field: only the other one restricts.
     assert nxt("0 0 * * fri", "2024-09-01 00:00") == "2024-09-06 00:00:00"
     assert nxt("0 0 13 * *", "2024-09-01 00:00") == "2024-09-13 00:00:00"
@@ -212,7 +212,7 @@ def test_many_consecutive_runs_are_increasing_and_matching() -> None:
 # --- specs -----------------------------------------------------------------------------
 
 
-def test_every_spec() -> None:
+def test_every_specs_parse_to_their_canonical_form() -> None:
     every = parse_spec("every 1")
     assert isinstance(every, Every)
     assert every.seconds == 1.0
@@ -236,7 +236,7 @@ def test_every_stays_on_its_grid_and_skips_missed_runs() -> None:
     assert ten.following(100.0, 1234.5) == 1240.0
 
 
-def test_cron_spec() -> None:
+def test_cron_specs_parse_and_collapse_missed_runs() -> None:
     spec = parse_spec("cron 0 3 * * *")
     assert isinstance(spec, Cron)
     assert spec.canonical == "cron 0 3 * * *"
@@ -267,6 +267,6 @@ def test_cron_spec() -> None:
         "Every 1",
     ],
 )
-def test_invalid_specs(spec: str) -> None:
+def test_invalid_specs_are_refused(spec: str) -> None:
     with pytest.raises(ValueError):
         parse_spec(spec)

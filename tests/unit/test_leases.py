@@ -11,7 +11,7 @@ from brokerd.leases import RESOLUTION, LeaseWheel
 T0 = 1_700_000_000.0
 
 
-def test_empty_wheel() -> None:
+def test_an_empty_wheel_has_nothing_due() -> None:
     w: LeaseWheel[str] = LeaseWheel()
     assert len(w) == 0
     assert w.next_deadline() is None

@@ -4,7 +4,7 @@ exactly once, in order.
 
 Bodies here are 64 KiB against a 1 MiB limit (durable caching up to 512 KiB, a
 256 KiB window per queue), the same proportions as 1 MiB bodies against the
-128 MiB default, at a size a unit test can afford. FakeClock + MemoryStore, as in test_broker.py.
+128 MiB default, at a size a unit test can afford. FakeClock + MemoryStore (corekit.Env).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from test_broker import Env
+from corekit import Env, FakePeer
 
 from brokerd.broker import Broker
 from brokerd.errors import BrokerError
@@ -43,26 +43,17 @@ def queue_held(b: Broker, name: str) -> int:
     return sum(len(m.body) for dq in b.queues[name].ready for m in dq)
 
 
-def budget_env(limit: int = LIMIT) -> Env:
-    env = Env()
-    env.broker = Broker(env.store, env.clock, memory_limit=limit)
-    return env
-
-
 @pytest.fixture
 def env() -> Env:
-    return budget_env()
+    return Env(memory_limit=LIMIT)
 
 
 def drain_in_order(
-    env: Env, conn: Connection, peer: object, queue: str, count: int, prefetch: int = 3
+    env: Env, conn: Connection, peer: FakePeer, queue: str, count: int, prefetch: int = 3
 ) -> list[int]:
     """Consume ``count`` messages, acking each; check the order and return the
     peak bytes held while draining."""
     b = env.broker
-    from test_broker import FakePeer
-
-    assert isinstance(peer, FakePeer)
     cid = b.consume(conn, queue, prefetch, None)
     got: list[bytes] = []
     peaks: list[int] = []

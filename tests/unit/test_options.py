@@ -17,7 +17,7 @@ NOW = 1_700_000_000.0
 # --- queue options -------------------------------------------------------------
 
 
-def test_queue_option_defaults() -> None:
+def test_missing_queue_options_take_their_defaults() -> None:
     o = QueueOptions.from_wire({})
     assert o == QueueOptions()
     assert o.lease == 30.0
@@ -77,14 +77,16 @@ def test_none_means_unset() -> None:
         ({"b": 1, "a": 2}, "unknown queue option(s): a, b"),
     ],
 )
-def test_bad_queue_options(raw: dict[str, Any], message: str) -> None:
+def test_bad_queue_options_are_refused_naming_the_problem(
+    raw: dict[str, Any], message: str
+) -> None:
     with pytest.raises(BrokerError) as exc:
         QueueOptions.from_wire(raw)
     assert exc.value.code == ErrorCode.INVALID_ARGUMENT
     assert message in exc.value.message
 
 
-def test_check_name() -> None:
+def test_check_name_refuses_empty_and_overlong_names() -> None:
     assert check_name("queue", "q") == "q"
     assert check_name("exchange", "", allow_empty=True) == ""
     assert check_name("queue", "x" * 255) == "x" * 255
@@ -101,7 +103,7 @@ def test_empty_props_are_plain() -> None:
     assert parse_props({}, NOW) == PublishProps()
 
 
-def test_full_props() -> None:
+def test_every_publish_property_is_parsed() -> None:
     p = parse_props(
         {
             "headers": {"a": 1, "b": "x", "c": None, "d": b"\x00", "e": 1.5, "f": True},
@@ -138,7 +140,7 @@ def test_empty_headers_become_none() -> None:
         ({"delay": None, "not_before": None}, None),
     ],
 )
-def test_delay_and_not_before(raw: dict[str, Any], ready_at: float | None) -> None:
+def test_delay_and_not_before_set_ready_at(raw: dict[str, Any], ready_at: float | None) -> None:
     assert parse_props(raw, NOW).ready_at == ready_at
 
 
@@ -168,7 +170,7 @@ def test_delay_and_not_before(raw: dict[str, Any], ready_at: float | None) -> No
         ({"expiration": 5}, "unknown publish propert(y/ies): expiration"),
     ],
 )
-def test_bad_props(raw: dict[str, Any], message: str) -> None:
+def test_bad_props_are_refused_naming_the_problem(raw: dict[str, Any], message: str) -> None:
     with pytest.raises(BrokerError) as exc:
         parse_props(raw, NOW)
     assert exc.value.code == ErrorCode.INVALID_ARGUMENT

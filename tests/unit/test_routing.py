@@ -32,7 +32,7 @@ def matches(binding: str, key: str) -> bool:
 # ---------------------------------------------------------------- make_router
 
 
-def test_make_router_types() -> None:
+def test_make_router_builds_each_exchange_type() -> None:
     assert frozenset({"direct", "topic", "fanout"}) == EXCHANGE_TYPES
     assert isinstance(make_router("direct"), DirectRouter)
     assert isinstance(make_router("topic"), TopicRouter)
@@ -49,7 +49,7 @@ def test_make_router_rejects_unknown(bad: str) -> None:
 
 
 @pytest.mark.parametrize("kind", sorted(EXCHANGE_TYPES))
-def test_binding_bookkeeping(kind: str) -> None:
+def test_bind_and_unbind_report_what_changed(kind: str) -> None:
     r: Router = make_router(kind)
     assert len(r) == 0
     assert r.bind("q1", "k") is True
@@ -66,7 +66,7 @@ def test_binding_bookkeeping(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", sorted(EXCHANGE_TYPES))
-def test_unbind_queue(kind: str) -> None:
+def test_unbind_queue_removes_all_its_bindings(kind: str) -> None:
     r = make_router(kind)
     for key in ("a", "b", "c"):
         r.bind("q1", key)
@@ -82,7 +82,7 @@ def test_unbind_queue(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", sorted(EXCHANGE_TYPES))
-def test_rebind_after_unbind_queue(kind: str) -> None:
+def test_a_queue_can_bind_again_after_unbind_queue(kind: str) -> None:
     r = make_router(kind)
     r.bind("q", "a")
     r.unbind_queue("q")
@@ -102,7 +102,7 @@ def test_route_result_is_immutable(kind: str) -> None:
 # ---------------------------------------------------------------------- direct
 
 
-def test_direct_exact_match() -> None:
+def test_direct_routes_by_exact_match() -> None:
     r = DirectRouter()
     r.bind("q1", "orange")
     r.bind("q2", "black")
@@ -126,7 +126,7 @@ def test_direct_wildcards_are_literal() -> None:
     assert r.route("a.*") == {"q2"}
 
 
-def test_direct_empty_key() -> None:
+def test_direct_routes_the_empty_key_exactly() -> None:
     r = DirectRouter()
     r.bind("q", "")
     assert r.route("") == {"q"}
@@ -144,7 +144,7 @@ def test_direct_unbind_last_queue_forgets_key() -> None:
     assert r._by_key == {}
 
 
-def test_direct_route_set_not_shared_with_table() -> None:
+def test_a_direct_route_set_is_not_shared_with_the_table() -> None:
     r = DirectRouter()
     r.bind("q1", "k")
     before = r.route("k")
@@ -206,7 +206,9 @@ def tutorial() -> TopicRouter:
 
 
 @pytest.mark.parametrize(("key", "expected"), TUTORIAL)
-def test_topic_rabbitmq_tutorial(tutorial: TopicRouter, key: str, expected: set[str]) -> None:
+def test_topic_routes_the_rabbitmq_tutorial_examples(
+    tutorial: TopicRouter, key: str, expected: set[str]
+) -> None:
     assert tutorial.route(key) == expected
     assert tutorial.route(key) == expected  # second time from the cache
 
@@ -284,7 +286,7 @@ def test_topic_rabbitmq_tutorial(tutorial: TopicRouter, key: str, expected: set[
         ("Lazy.#", "lazy.x", False),
     ],
 )
-def test_topic_match(binding: str, key: str, expected: bool) -> None:
+def test_topic_matching_follows_the_amqp_rules(binding: str, key: str, expected: bool) -> None:
     assert matches(binding, key) is expected
 
 
@@ -316,7 +318,7 @@ def test_topic_many_consecutive_hashes_are_not_exponential() -> None:
     assert r.route(key + ".z") == {"q"}
 
 
-def test_topic_long_key_no_recursion_limit() -> None:
+def test_a_topic_key_of_thousands_of_words_hits_no_recursion_limit() -> None:
     r = TopicRouter(cache_size=0)
     r.bind("q", "#.end")
     r.bind("q2", "#")
@@ -414,14 +416,14 @@ def test_topic_cache_is_bounded_lru() -> None:
     assert len(r._cache) == 3
 
 
-def test_topic_cache_disabled() -> None:
+def test_a_topic_cache_of_size_zero_stays_empty() -> None:
     r = TopicRouter(cache_size=0)
     r.bind("q", "a")
     assert r.route("a") == {"q"}
     assert len(r._cache) == 0
 
 
-def test_topic_negative_cache_size_rejected() -> None:
+def test_a_negative_topic_cache_size_is_refused() -> None:
     with pytest.raises(ValueError):
         TopicRouter(cache_size=-1)
 

@@ -10,20 +10,13 @@ so the expired messages go to live consumers first.
 
 from __future__ import annotations
 
-import pytest
-from test_broker import PAST, Env, FakePeer, Got
+from corekit import PAST, Env, FakePeer, Got
 
 from brokerd.queues import Connection
 
 
-@pytest.fixture
-def env() -> Env:
-    return Env()
-
-
 def _queue(env: Env, **options: object) -> None:
-    env.broker.declare_queue("dlq", True, {})
-    env.broker.declare_queue("q", True, {"dead_letter_queue": "dlq", "lease": 5, **options})
+    env.declare_with_dlq(lease=5, **options)
     env.settle()
 
 
@@ -48,8 +41,7 @@ def test_expired_messages_go_to_a_live_consumer_not_back_to_the_frozen_one(env: 
 def test_a_stalled_consumer_alone_does_not_burn_attempts_until_it_shows_life(env: Env) -> None:
     _queue(env, max_deliveries=3)
     b = env.broker
-    conn, peer = env.connect()
-    b.consume(conn, "q", 1, None)
+    conn, peer = env.consuming("q", 1)
     env.publish(conn, "q", b"job")
     env.settle()
     [first] = peer.take()
@@ -68,8 +60,7 @@ def test_a_stalled_consumer_alone_does_not_burn_attempts_until_it_shows_life(env
 
 def _holding_one(env: Env, body: bytes) -> tuple[Connection, FakePeer, Got]:
     """A connection whose consumer holds one delivery of ``body`` from "q"."""
-    conn, peer = env.connect()
-    env.broker.consume(conn, "q", 10, None)
+    conn, peer = env.consuming("q")
     env.publish(conn, "q", body)
     env.settle()
     [got] = peer.take()

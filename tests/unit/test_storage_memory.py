@@ -42,7 +42,7 @@ def test_callbacks_scheduled_during_drain_also_run() -> None:
     assert ran == ["first", "second"]
 
 
-def test_custom_schedule() -> None:
+def test_callbacks_go_to_a_custom_schedule() -> None:
     scheduled: list[Callable[[], None]] = []
     store = MemoryStore(scheduled.append)
     done: list[BaseException | None] = []

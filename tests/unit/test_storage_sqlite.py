@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from corekit import msg
 
 from brokerd.message import Message
 from brokerd.storage import SqliteStore, StorageOpenError
@@ -82,34 +83,6 @@ def h(tmp_path: Path) -> Iterator[Harness]:
         yield harness
     finally:
         harness.store.close()
-
-
-def msg(
-    id: int,
-    queue: str = "q",
-    *,
-    seq: int | None = None,
-    priority: int = 0,
-    ready_at: float | None = None,
-    attempts: int = 0,
-    body: bytes | None = None,
-    headers: dict[str, Any] | None = None,
-) -> Message:
-    return Message(
-        id,
-        queue,
-        "ex",
-        "rk",
-        body if body is not None else b"body-%d" % id,
-        headers,
-        f"mid-{id}",
-        priority,
-        1_700_000_000_000 + id,
-        None,
-        attempts,
-        seq,
-        ready_at,
-    )
 
 
 def test_parent_directory_is_created_and_wal_is_on(h: Harness) -> None:

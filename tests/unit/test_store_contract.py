@@ -35,6 +35,7 @@ from typing import Any
 
 import msgpack
 import pytest
+from corekit import msg
 
 from brokerd.message import Message
 from brokerd.storage import MemoryStore, Op, Query, SqliteStore
@@ -210,34 +211,6 @@ def unstarted(factory: Factory, tmp_path: Path) -> Iterator[Harness]:
 @pytest.fixture
 def h(unstarted: Harness) -> Harness:
     return unstarted.start()
-
-
-def msg(
-    id: int,
-    queue: str = "q",
-    *,
-    seq: int | None = None,
-    priority: int = 0,
-    ready_at: float | None = None,
-    attempts: int = 0,
-    body: bytes | None = None,
-    headers: dict[str, Any] | None = None,
-) -> Message:
-    return Message(
-        id,
-        queue,
-        "ex",
-        "rk",
-        body if body is not None else b"body-%d" % id,
-        headers,
-        f"mid-{id}",
-        priority,
-        1_700_000_000_000 + id,
-        None,
-        attempts,
-        seq,
-        ready_at,
-    )
 
 
 def batch(*messages: Message) -> Batch:

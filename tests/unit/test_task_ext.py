@@ -3,7 +3,8 @@
 Store callbacks wait until ``settle()`` (flush + drain), so a test decides
 exactly when "the commit completes" or "the read returns", which is how the
 races between ResultWait lookups and ResultSet commits are pinned down. A
-"restart" is a new broker and extension over the same store.
+"restart" is a new broker and extension over the same store, restored from
+what was committed (``corekit.Env``).
 """
 
 from __future__ import annotations
@@ -12,15 +13,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from corekit import Env, FlakyStore
 
 import brokerd_protocol as bp
-from brokerd.broker import Broker
 from brokerd.clock import FakeClock
 from brokerd.errors import BrokerError
-from brokerd.queues import Connection, Consumer, Delivery
 from brokerd.session import failure_reply
-from brokerd.storage import MemoryStore
-from brokerd.storage.base import Batch, Done, Queried, Query
 from brokerd.tasks import TaskExtension
 from brokerd.tasks import results as results_mod
 from brokerd_protocol import ErrorCode
@@ -30,35 +28,10 @@ DAY = 86_400.0
 # --- harness -------------------------------------------------------------------------
 
 
-class FlakyStore(MemoryStore):
-    """A MemoryStore whose next commits or reads can be made to fail."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fail_commits = 0
-        self.fail_queries = 0
-
-    def commit(self, batch: Batch, done: Done) -> None:
-        if self.fail_commits:
-            self.fail_commits -= 1
-            error = OSError("disk on fire")
-            self._schedule(lambda: done(error))
-            return
-        super().commit(batch, done)
-
-    def read(self, query: Query, params: tuple[Any, ...], done: Queried) -> None:
-        if self.fail_queries:
-            self.fail_queries -= 1
-            error = OSError("disk on fire")
-            self._schedule(lambda: done(error))
-            return
-        super().read(query, params, done)
-
-
 class FakeClient:
     """Records every frame the task layer sends to one connection."""
 
-    def __init__(self, env: Env) -> None:
+    def __init__(self, env: TaskEnv) -> None:
         self.env = env
         self.frames: list[bp.Frame] = []
         self.closed = False
@@ -112,72 +85,45 @@ class FakeClient:
         return ErrorCode(reply.code)
 
 
-class FakePeer:
-    def __init__(self) -> None:
-        self.writable = True
-        self.got: list[Delivery] = []
+class TaskEnv(Env):
+    """The core and its task extension on a fake clock over a ``FlakyStore``."""
 
-    def send_delivery(self, consumer: Consumer, delivery: Delivery) -> None:
-        self.got.append(delivery)
+    store: FlakyStore
 
-    def send_confirms(self, routed: list[int], unroutable: list[int]) -> None:
-        pass
-
-    def send_publish_error(self, seq: int, code: ErrorCode, message: str) -> None:
-        raise AssertionError(message)
-
-    def send_consumer_cancelled(self, consumer_id: int, reason: str) -> None:
-        pass
-
-
-class Env:
-    def __init__(self, store: FlakyStore | None = None, clock: FakeClock | None = None) -> None:
-        self.clock = clock or FakeClock()
-        if store is None:
-            store = FlakyStore()
-        self.store = store
-        self.broker = Broker(store, self.clock)
+    def __init__(
+        self,
+        store: FlakyStore | None = None,
+        *,
+        clock: FakeClock | None = None,
+        recover: bool = False,
+    ) -> None:
+        super().__init__(store if store is not None else FlakyStore(), clock=clock, recover=recover)
         self.ext = TaskExtension(self.broker, alive=lambda c: not getattr(c, "closed", False))
         loaded: list[BaseException | None] = []
         self.ext.load(loaded.append)
         self.settle()
         assert loaded == [None]
-        self._seq = 0
 
-    def restart(self) -> Env:
-        """A new broker over the same store (whatever was not committed is lost)."""
-        return Env(self.store, self.clock)
+    def restart(self) -> TaskEnv:
+        """A new broker and extension over the same store (whatever was not
+        committed is lost)."""
+        return TaskEnv(self.store, clock=self.clock, recover=True)
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock and run the core's and the extension's timers."""
+        super().advance(seconds)
+        self.ext.tick(self.clock.now())
 
     def client(self) -> FakeClient:
         return FakeClient(self)
 
-    def settle(self) -> None:
-        for _ in range(1000):
-            self.broker.flush()
-            if not self.store.drain() and not self.broker.batch:
-                return
-        raise AssertionError("store operations did not settle")
-
-    def tick(self, seconds: float = 0.0) -> None:
-        now = self.clock.advance(seconds)
-        self.broker.tick()
-        self.ext.tick(now)
-
     def rows(self, sql: str) -> list[tuple[Any, ...]]:
         return list(self.store._conn.execute(sql).fetchall())
 
-    def connect(self) -> tuple[Connection, FakePeer]:
-        peer = FakePeer()
-        return self.broker.open(peer), peer
-
-    def publish(self, conn: Connection, key: str, body: bytes, **props: Any) -> None:
-        self._seq += 1
-        self.broker.publish(conn, self._seq, "", key, body, props)
-
 
 @pytest.fixture
-def env() -> Env:
-    return Env()
+def env() -> TaskEnv:
+    return TaskEnv()
 
 
 # --- results -------------------------------------------------------------------------
@@ -187,7 +133,7 @@ def _reply_size(frame: bp.Frame) -> int:
     return len(bp.encode(frame)) - bp.HEADER_SIZE
 
 
-def test_a_result_get_reply_never_exceeds_the_frame_limit_plus_its_allowance(env: Env) -> None:
+def test_a_result_get_reply_never_exceeds_the_frame_limit_plus_its_allowance(env: TaskEnv) -> None:
     """SPEC §2.1: nothing the server sends is larger than max_frame + 65536."""
     env.ext.results.max_frame = 30_000
     budget = 30_000 + 65_536
@@ -206,7 +152,7 @@ def test_a_result_get_reply_never_exceeds_the_frame_limit_plus_its_allowance(env
     assert _reply_size(reply) <= budget
 
 
-def test_a_result_too_large_for_any_reply_is_an_error_not_an_oversized_frame(env: Env) -> None:
+def test_a_result_too_large_for_any_reply_is_an_error_not_an_oversized_frame(env: TaskEnv) -> None:
     """A result stored under a larger max_frame than the broker now runs with."""
     c = env.client()
     c.ok(lambda r: bp.ResultSet(r, "huge", "SUCCESS", b"x" * 200_000))
@@ -222,7 +168,7 @@ def test_a_result_too_large_for_any_reply_is_an_error_not_an_oversized_frame(env
         assert "200000 bytes" in reply.message
 
 
-def test_result_set_is_answered_only_after_the_commit(env: Env) -> None:
+def test_result_set_is_answered_only_after_the_commit(env: TaskEnv) -> None:
     c = env.client()
     req = c.request(lambda r: bp.ResultSet(r, "t1", "SUCCESS", b"42"))
     assert c.frames == []
@@ -231,7 +177,7 @@ def test_result_set_is_answered_only_after_the_commit(env: Env) -> None:
     assert env.rows("SELECT task_id, state, payload FROM results") == [("t1", "SUCCESS", b"42")]
 
 
-def test_result_get_from_cache_and_from_disk(env: Env) -> None:
+def test_result_get_answers_from_the_cache_and_from_disk(env: TaskEnv) -> None:
     c = env.client()
     c.ok(lambda r: bp.ResultSet(r, "done", "SUCCESS", b"1"))
     c.ok(lambda r: bp.ResultSet(r, "running", "STARTED", b""))
@@ -242,14 +188,14 @@ def test_result_get_from_cache_and_from_disk(env: Env) -> None:
     assert c2.ok(lambda r: bp.ResultGet(r, ["done", "running", "nope", "done"])) == want
 
 
-def test_result_get_of_cached_ids_needs_no_read(env: Env) -> None:
+def test_result_get_of_cached_ids_needs_no_read(env: TaskEnv) -> None:
     c = env.client()
     c.ok(lambda r: bp.ResultSet(r, "t", "FAILURE", b"x"))
     req = c.request(lambda r: bp.ResultGet(r, ["t"]))
     assert c.reply(req) == bp.Ok(req, {"t": ["FAILURE", b"x"]})
 
 
-def test_result_get_sees_a_set_requested_just_before(env: Env) -> None:
+def test_result_get_sees_a_set_requested_just_before(env: TaskEnv) -> None:
     c = env.client()
     set_req = c.request(lambda r: bp.ResultSet(r, "t", "STARTED"))
     get_req = c.request(lambda r: bp.ResultGet(r, ["t"]))
@@ -257,7 +203,7 @@ def test_result_get_sees_a_set_requested_just_before(env: Env) -> None:
     assert c.frames == [bp.Ok(set_req, None), bp.Ok(get_req, {"t": ["STARTED", b""]})]
 
 
-def test_reads_do_not_return_a_cached_result_being_replaced(env: Env) -> None:
+def test_reads_do_not_return_a_cached_result_being_replaced(env: TaskEnv) -> None:
     c = env.client()
     c.ok(lambda r: bp.ResultSet(r, "t", "FAILURE", b"first"))  # cached
     c.request(lambda r: bp.ResultSet(r, "t", "SUCCESS", b"second"))
@@ -268,7 +214,7 @@ def test_reads_do_not_return_a_cached_result_being_replaced(env: Env) -> None:
     assert c.reply(wait_req) == bp.Ok(wait_req, ["SUCCESS", b"second"])
 
 
-def test_result_validation(env: Env) -> None:
+def test_invalid_result_sets_and_waits_are_refused(env: TaskEnv) -> None:
     c = env.client()
     bad: list[Callable[[int], bp.Frame]] = [
         lambda r: bp.ResultSet(r, "t", "success"),
@@ -288,7 +234,7 @@ def test_result_validation(env: Env) -> None:
     c.ok(lambda r: bp.ResultWait(r, "t", 3600.0))
 
 
-def test_a_final_state_is_not_replaced_by_a_later_non_final_one(env: Env) -> None:
+def test_a_final_state_is_not_replaced_by_a_later_non_final_one(env: TaskEnv) -> None:
     c = env.client()
     c.ok(lambda r: bp.ResultSet(r, "t", "SUCCESS", b"v"))
     c.ok(lambda r: bp.ResultSet(r, "t", "STARTED"))  # a redelivered copy starting
@@ -301,37 +247,37 @@ def test_a_final_state_is_not_replaced_by_a_later_non_final_one(env: Env) -> Non
     assert c2.ok(lambda r: bp.ResultGet(r, ["t"])) == {"t": ["FAILURE", b"e"]}
 
 
-def test_result_set_commit_failure_is_internal(env: Env) -> None:
+def test_result_set_commit_failure_is_internal(env: TaskEnv) -> None:
     c = env.client()
     env.store.fail_commits = 1
     assert c.error(lambda r: bp.ResultSet(r, "t", "SUCCESS")) == ErrorCode.INTERNAL
     assert c.ok(lambda r: bp.ResultGet(r, ["t"])) == {}
 
 
-def test_results_expire(env: Env) -> None:
+def test_results_expire(env: TaskEnv) -> None:
     c = env.client()
     c.ok(lambda r: bp.ResultSet(r, "short", "SUCCESS", b"", 10.0))
     c.ok(lambda r: bp.ResultSet(r, "long", "PENDING", b"", 100.0))
-    env.tick(11.0)
+    env.advance(11.0)
     env.settle()
     assert c.ok(lambda r: bp.ResultGet(r, ["short", "long"])) == {"long": ["PENDING", b""]}
     assert env.ext.results.cached == 0
     assert env.rows("SELECT task_id FROM results") == [("long",)]
-    env.tick(100.0)
+    env.advance(100.0)
     env.settle()
     assert env.rows("SELECT task_id FROM results") == []
     # Nothing left to expire: sweeps write nothing.
     commits = env.store.commits
-    env.tick(10.0)
+    env.advance(10.0)
     env.settle()
     assert env.store.commits == commits
 
 
-def test_expiry_is_known_after_a_restart(env: Env) -> None:
+def test_expiry_is_known_after_a_restart(env: TaskEnv) -> None:
     c = env.client()
     c.ok(lambda r: bp.ResultSet(r, "t", "SUCCESS", b"", 10.0))
     env2 = env.restart()
-    env2.tick(11.0)
+    env2.advance(11.0)
     env2.settle()
     assert env2.rows("SELECT task_id FROM results") == []
 
@@ -339,7 +285,7 @@ def test_expiry_is_known_after_a_restart(env: Env) -> None:
 # --- ResultWait ------------------------------------------------------------------------
 
 
-def test_wait_is_answered_when_another_client_sets_a_final_state(env: Env) -> None:
+def test_wait_is_answered_when_another_client_sets_a_final_state(env: TaskEnv) -> None:
     waiter, worker = env.client(), env.client()
     req = waiter.request(lambda r: bp.ResultWait(r, "t", 60.0))
     env.settle()
@@ -352,14 +298,14 @@ def test_wait_is_answered_when_another_client_sets_a_final_state(env: Env) -> No
     assert env.ext.results.waiting == 0
 
 
-def test_wait_for_a_known_result_answers_at_once(env: Env) -> None:
+def test_wait_for_a_known_result_answers_at_once(env: TaskEnv) -> None:
     c = env.client()
     c.ok(lambda r: bp.ResultSet(r, "t", "FAILURE", b"x"))
     req = c.request(lambda r: bp.ResultWait(r, "t", 5.0))
     assert c.reply(req) == bp.Ok(req, ["FAILURE", b"x"])
 
 
-def test_wait_finds_a_final_result_on_disk(env: Env) -> None:
+def test_wait_finds_a_final_result_on_disk(env: TaskEnv) -> None:
     env.client().ok(lambda r: bp.ResultSet(r, "t", "SUCCESS", b"old"))
     env2 = env.restart()
     c = env2.client()
@@ -367,7 +313,7 @@ def test_wait_finds_a_final_result_on_disk(env: Env) -> None:
     assert env2.ext.results.waiting == 0
 
 
-def test_wait_registered_while_the_set_is_being_committed(env: Env) -> None:
+def test_wait_registered_while_the_set_is_being_committed(env: TaskEnv) -> None:
     """The set reaches the store first; the wait's lookup sees it; one reply."""
     waiter, worker = env.client(), env.client()
     worker.request(lambda r: bp.ResultSet(r, "t", "SUCCESS", b"v"))
@@ -377,7 +323,7 @@ def test_wait_registered_while_the_set_is_being_committed(env: Env) -> None:
     assert waiter.frames == [bp.Ok(req, ["SUCCESS", b"v"])]
 
 
-def test_wait_lookup_in_flight_when_the_set_arrives(env: Env) -> None:
+def test_wait_lookup_in_flight_when_the_set_arrives(env: TaskEnv) -> None:
     """The lookup finds nothing; the set commits after it and wakes the waiter."""
     waiter, worker = env.client(), env.client()
     req = waiter.request(lambda r: bp.ResultWait(r, "t", 60.0))
@@ -386,7 +332,7 @@ def test_wait_lookup_in_flight_when_the_set_arrives(env: Env) -> None:
     assert waiter.frames == [bp.Ok(req, ["SUCCESS", b"v"])]
 
 
-def test_set_in_the_same_tick_before_the_wait(env: Env) -> None:
+def test_a_set_in_the_same_tick_before_a_wait_answers_it_once(env: TaskEnv) -> None:
     """Set (not yet flushed) then wait: the lookup flushes first, one reply."""
     waiter, worker = env.client(), env.client()
     worker.request(lambda r: bp.ResultSet(r, "t", "REVOKED"))
@@ -395,7 +341,7 @@ def test_set_in_the_same_tick_before_the_wait(env: Env) -> None:
     assert waiter.frames == [bp.Ok(req, ["REVOKED", b""])]
 
 
-def test_many_waiters_on_one_task(env: Env) -> None:
+def test_every_waiter_on_one_task_is_answered(env: TaskEnv) -> None:
     clients = [env.client() for _ in range(5)]
     reqs = [c.request(lambda r: bp.ResultWait(r, "t", 60.0)) for c in clients]
     reqs.append(clients[0].request(lambda r: bp.ResultWait(r, "t", 60.0)))
@@ -407,13 +353,13 @@ def test_many_waiters_on_one_task(env: Env) -> None:
     assert all(c.frames == [] for c in clients)
 
 
-def test_wait_times_out_with_none(env: Env) -> None:
+def test_wait_times_out_with_none(env: TaskEnv) -> None:
     c = env.client()
     req = c.request(lambda r: bp.ResultWait(r, "t", 2.0))
     env.settle()
-    env.tick(1.9)
+    env.advance(1.9)
     assert c.frames == []
-    env.tick(0.2)
+    env.advance(0.2)
     assert c.frames == [bp.Ok(req, None)]
     c.frames.clear()
     # A late result does not answer twice.
@@ -422,12 +368,12 @@ def test_wait_times_out_with_none(env: Env) -> None:
     assert env.ext.results.waiting == 0
 
 
-def test_one_waiter_times_out_the_other_is_still_woken(env: Env) -> None:
+def test_one_waiter_times_out_the_other_is_still_woken(env: TaskEnv) -> None:
     c = env.client()
     short = c.request(lambda r: bp.ResultWait(r, "t", 1.0))
     long = c.request(lambda r: bp.ResultWait(r, "t", 10.0))
     env.settle()
-    env.tick(2.0)
+    env.advance(2.0)
     assert c.frames == [bp.Ok(short, None)]
     c.frames.clear()
     env.client().ok(lambda r: bp.ResultSet(r, "t", "SUCCESS"))
@@ -435,20 +381,20 @@ def test_one_waiter_times_out_the_other_is_still_woken(env: Env) -> None:
     assert env.ext.results.waiting == 0
 
 
-def test_waiters_of_closed_connections_are_dropped(env: Env) -> None:
+def test_waiters_of_closed_connections_are_dropped(env: TaskEnv) -> None:
     gone, stays = env.client(), env.client()
     gone.request(lambda r: bp.ResultWait(r, "t", 600.0))
     req = stays.request(lambda r: bp.ResultWait(r, "t", 600.0))
     env.settle()
     gone.closed = True
-    env.tick(10.0)  # a sweep
+    env.advance(10.0)  # a sweep
     assert env.ext.results.waiting == 1
     env.client().ok(lambda r: bp.ResultSet(r, "t", "SUCCESS"))
     assert gone.frames == []
     assert stays.frames == [bp.Ok(req, ["SUCCESS", b""])]
 
 
-def test_waits_per_connection_are_capped(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_waits_per_connection_are_capped(env: TaskEnv, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(results_mod, "MAX_WAITS_PER_CLIENT", 2)
     c = env.client()
     c.request(lambda r: bp.ResultWait(r, "a", 60.0))
@@ -461,14 +407,14 @@ def test_waits_per_connection_are_capped(env: Env, monkeypatch: pytest.MonkeyPat
     assert c.frames == []
 
 
-def test_a_failed_lookup_answers_waiters_with_internal(env: Env) -> None:
+def test_a_failed_lookup_answers_waiters_with_internal(env: TaskEnv) -> None:
     c = env.client()
     env.store.fail_queries = 1
     assert c.error(lambda r: bp.ResultWait(r, "t", 60.0)) == ErrorCode.INTERNAL
     assert env.ext.results.waiting == 0
 
 
-def test_cache_is_bounded(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cache_is_bounded(env: TaskEnv, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(results_mod, "CACHE_ENTRIES", 3)
     monkeypatch.setattr(results_mod, "CACHE_MAX_PAYLOAD", 10)
     c = env.client()
@@ -484,7 +430,7 @@ def test_cache_is_bounded(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
 # --- revocations -------------------------------------------------------------------------
 
 
-def test_revoked_message_is_dropped_instead_of_delivered(env: Env) -> None:
+def test_revoked_message_is_dropped_instead_of_delivered(env: TaskEnv) -> None:
     env.broker.declare_queue("q", True, {})
     conn, peer = env.connect()
     env.publish(conn, "q", b"r", message_id="revoked")
@@ -494,33 +440,35 @@ def test_revoked_message_is_dropped_instead_of_delivered(env: Env) -> None:
     c = env.client()
     assert c.ok(lambda r: bp.Revoke(r, ["revoked"])) is None
     env.broker.consume(conn, "q", 10, None)
-    assert [d.message.body for d in peer.got] == [b"k", b"n"]
+    assert peer.bodies() == [b"k", b"n"]
     assert env.broker.counters.dropped == {"revoked": 1}
     env.settle()
     assert env.store.count_rows() == 2
     assert c.ok(lambda r: bp.ResultGet(r, ["revoked"])) == {"revoked": ["REVOKED", b""]}
+    assert peer.publish_errors == []
 
 
-def test_revocation_covers_delayed_messages_and_ends_with_its_ttl(env: Env) -> None:
+def test_revocation_covers_delayed_messages_and_ends_with_its_ttl(env: TaskEnv) -> None:
     env.broker.declare_queue("q", True, {})
     conn, peer = env.connect()
     env.broker.consume(conn, "q", 10, None)
     c = env.client()
     c.ok(lambda r: bp.Revoke(r, ["eta", "later"], False, 100.0))
     env.publish(conn, "q", b"eta", message_id="eta", delay=50.0)
-    env.tick(51.0)
+    env.advance(51.0)
     assert peer.got == []
-    env.tick(50.0)  # the revocation has ended
+    env.advance(50.0)  # the revocation has ended
     env.publish(conn, "q", b"later", message_id="later")
     env.broker.flush()
     env.store.drain()
-    assert [d.message.body for d in peer.got] == [b"later"]
+    assert peer.bodies() == [b"later"]
     env.settle()
     assert env.ext.revocations.revoked == {}
     assert env.rows("SELECT * FROM revoked") == []
+    assert peer.publish_errors == []
 
 
-def test_filter_has_a_fast_path(env: Env) -> None:
+def test_filter_has_a_fast_path(env: TaskEnv) -> None:
     assert env.broker.delivery_filter is not None
     assert env.ext.revocations.revoked == {}
     env.broker.declare_queue("q", False, {})
@@ -530,7 +478,7 @@ def test_filter_has_a_fast_path(env: Env) -> None:
     assert len(peer.got) == 1
 
 
-def test_revoke_does_not_overwrite_a_finished_result(env: Env) -> None:
+def test_revoke_does_not_overwrite_a_finished_result(env: TaskEnv) -> None:
     c = env.client()
     c.ok(lambda r: bp.ResultSet(r, "done", "SUCCESS", b"v"))
     c.ok(lambda r: bp.ResultSet(r, "running", "STARTED"))
@@ -547,7 +495,7 @@ def test_revoke_does_not_overwrite_a_finished_result(env: Env) -> None:
     assert c2.ok(lambda r: bp.ResultGet(r, ["done", "running", "queued"])) == want
 
 
-def test_revoke_wakes_waiters(env: Env) -> None:
+def test_revoke_wakes_waiters(env: TaskEnv) -> None:
     waiter = env.client()
     req = waiter.request(lambda r: bp.ResultWait(r, "t", 60.0))
     env.settle()
@@ -555,7 +503,7 @@ def test_revoke_wakes_waiters(env: Env) -> None:
     assert waiter.frames == [bp.Ok(req, ["REVOKED", b""])]
 
 
-def test_revoke_wakes_waiters_with_the_result_it_could_not_replace(env: Env) -> None:
+def test_revoke_wakes_waiters_with_the_result_it_could_not_replace(env: TaskEnv) -> None:
     env.client().ok(lambda r: bp.ResultSet(r, "t", "SUCCESS", b"v"))
     env2 = env.restart()  # cache empty
     waiter, admin = env2.client(), env2.client()
@@ -565,7 +513,7 @@ def test_revoke_wakes_waiters_with_the_result_it_could_not_replace(env: Env) -> 
     assert waiter.frames == [bp.Ok(req, ["SUCCESS", b"v"])]
 
 
-def test_revoke_events_go_to_subscribers_only(env: Env) -> None:
+def test_revoke_events_go_to_subscribers_only(env: TaskEnv) -> None:
     worker, other, admin = env.client(), env.client(), env.client()
     assert worker.ok(lambda r: bp.Subscribe(r, ["revoke"])) == {"revoked": []}
     # Without terminate the event still goes out: a worker may hold the task
@@ -582,7 +530,7 @@ def test_revoke_events_go_to_subscribers_only(env: Env) -> None:
     assert admin.frames == []
 
 
-def test_events_skip_closed_subscribers(env: Env) -> None:
+def test_events_skip_closed_subscribers(env: TaskEnv) -> None:
     gone, admin = env.client(), env.client()
     gone.ok(lambda r: bp.Subscribe(r, ["revoke"]))
     gone.closed = True
@@ -591,7 +539,7 @@ def test_events_skip_closed_subscribers(env: Env) -> None:
     assert env.ext.revocations.subscribers["revoke"] == set()
 
 
-def test_subscribe_lists_current_revocations(env: Env) -> None:
+def test_subscribe_lists_current_revocations(env: TaskEnv) -> None:
     c = env.client()
     c.ok(lambda r: bp.Revoke(r, ["old"], False, 10.0))
     c.ok(lambda r: bp.Revoke(r, ["new"], False, 100.0))
@@ -602,7 +550,7 @@ def test_subscribe_lists_current_revocations(env: Env) -> None:
     assert c.error(lambda r: bp.Subscribe(r, ["revoke", "x"])) == ErrorCode.INVALID_ARGUMENT
 
 
-def test_subscribe_reply_fits_in_a_frame(env: Env) -> None:
+def test_subscribe_reply_fits_in_a_frame(env: TaskEnv) -> None:
     env.ext.revocations.max_frame = 1000
     c = env.client()
     c.ok(lambda r: bp.Revoke(r, [f"task-{i:04d}" for i in range(200)]))
@@ -612,7 +560,7 @@ def test_subscribe_reply_fits_in_a_frame(env: Env) -> None:
     assert value["revoked"][0] == "task-0199"  # newest first
 
 
-def test_revocations_survive_a_restart(env: Env) -> None:
+def test_revocations_survive_a_restart(env: TaskEnv) -> None:
     env.client().ok(lambda r: bp.Revoke(r, ["t"], False, 100.0))
     env2 = env.restart()
     assert env2.ext.revocations.is_revoked("t")
@@ -623,16 +571,16 @@ def test_revocations_survive_a_restart(env: Env) -> None:
     assert peer.got == []
 
 
-def test_a_revocation_is_only_lengthened(env: Env) -> None:
+def test_a_revocation_is_only_lengthened(env: TaskEnv) -> None:
     c = env.client()
     c.ok(lambda r: bp.Revoke(r, ["t"], False, 100.0))
     c.ok(lambda r: bp.Revoke(r, ["t"], False, 10.0))
-    env.tick(50.0)
+    env.advance(50.0)
     assert env.ext.revocations.is_revoked("t")
     assert env.restart().ext.revocations.is_revoked("t")
 
 
-def test_revoke_validation(env: Env) -> None:
+def test_invalid_revokes_are_refused(env: TaskEnv) -> None:
     c = env.client()
     assert c.error(lambda r: bp.Revoke(r, ["t"], False, 0.0)) == ErrorCode.INVALID_ARGUMENT
     assert c.error(lambda r: bp.Revoke(r, [""])) == ErrorCode.INVALID_ARGUMENT
@@ -642,21 +590,21 @@ def test_revoke_validation(env: Env) -> None:
 # --- schedules -----------------------------------------------------------------------------
 
 
-def beat(env: Env) -> list[Any]:
+def beat(env: TaskEnv) -> list[Any]:
     """Messages in queue "beat", oldest first."""
     q = env.broker.queues["beat"]
     return [m for dq in q.ready for m in dq]
 
 
-def run(env: Env, seconds: float, step: float = 1 / 64) -> None:
+def run(env: TaskEnv, seconds: float, step: float = 1 / 64) -> None:
     """Tick like the server does; steps are exact binary fractions so the fake
     clock lands exactly on due times."""
     for _ in range(round(seconds / step)):
-        env.tick(step)
+        env.advance(step)
         env.settle()
 
 
-def test_every_fires_once_per_period_without_drift(env: Env) -> None:
+def test_every_fires_once_per_period_without_drift(env: TaskEnv) -> None:
     env.broker.declare_queue("beat", True, {})
     c = env.client()
     t0 = env.clock.now()
@@ -673,13 +621,13 @@ def test_every_fires_once_per_period_without_drift(env: Env) -> None:
     assert msgs[0].body == b"b"
 
 
-def test_firing_commits_next_run_with_the_message(env: Env) -> None:
+def test_firing_commits_next_run_with_the_message(env: TaskEnv) -> None:
     env.broker.declare_queue("beat", True, {})
     c = env.client()
     t0 = env.clock.now()
     c.ok(lambda r: bp.ScheduleSet(r, "tick", "every 10", "", "beat", b""))
     rows = env.store.count_rows()
-    env.tick(10.0)
+    env.advance(10.0)
     # Fired but not committed: neither the message nor next_run is stored.
     assert env.store.count_rows() == rows
     assert env.rows("SELECT last_run, next_run FROM schedules") == [(None, t0 + 10)]
@@ -688,25 +636,25 @@ def test_firing_commits_next_run_with_the_message(env: Env) -> None:
     assert env.rows("SELECT last_run, next_run FROM schedules") == [(t0 + 10, t0 + 20)]
 
 
-def test_a_crash_before_the_commit_fires_again_after_restart(env: Env) -> None:
+def test_a_crash_before_the_commit_fires_again_after_restart(env: TaskEnv) -> None:
     env.broker.declare_queue("beat", True, {})
     c = env.client()
     c.ok(lambda r: bp.ScheduleSet(r, "tick", "every 10", "", "beat", b""))
-    env.tick(10.0)
+    env.advance(10.0)
     # Fired, waiting for its commit: the process dies now.
     assert len(env.broker.queues["beat"].arriving) == 1
     env2 = env.restart()
     env2.broker.declare_queue("beat", True, {})
-    env2.tick(0.0)
+    env2.advance(0.0)
     env2.settle()
     assert env2.store.count_rows() == 1  # fired exactly once in total
     env3 = env2.restart()
-    env3.tick(0.0)
+    env3.advance(0.0)
     env3.settle()
     assert env3.store.count_rows() == 1
 
 
-def test_after_downtime_an_entry_fires_once_then_continues(env: Env) -> None:
+def test_after_downtime_an_entry_fires_once_then_continues(env: TaskEnv) -> None:
     env.broker.declare_queue("beat", True, {})
     c = env.client()
     t0 = env.clock.now()
@@ -714,7 +662,7 @@ def test_after_downtime_an_entry_fires_once_then_continues(env: Env) -> None:
     env2 = env.restart()
     env2.broker.declare_queue("beat", True, {})
     env2.clock.advance(1000.5)
-    env2.tick(0.0)
+    env2.advance(0.0)
     env2.settle()
     assert len(beat(env2)) == 1
     entry = env2.ext.schedules.entries["tick"]
@@ -724,13 +672,13 @@ def test_after_downtime_an_entry_fires_once_then_continues(env: Env) -> None:
     assert len(beat(env2)) == 2
 
 
-def test_redeclaring_the_same_schedule_changes_nothing(env: Env) -> None:
+def test_redeclaring_the_same_schedule_changes_nothing(env: TaskEnv) -> None:
     env.broker.declare_queue("beat", True, {})
     a, b = env.client(), env.client()
     t0 = env.clock.now()
     props = {"headers": {"task": "cleanup"}, "priority": 3}
     first = a.ok(lambda r: bp.ScheduleSet(r, "s", "every 5", "", "beat", b"x", props))
-    env.tick(3.0)
+    env.advance(3.0)
     same = dict(props)
     again = b.ok(lambda r: bp.ScheduleSet(r, "s", " every  5.0 ", "", "beat", b"x", same))
     assert again == {"next_run": first["next_run"], "updated": False}
@@ -745,22 +693,22 @@ def test_redeclaring_the_same_schedule_changes_nothing(env: Env) -> None:
     assert env.ext.schedules.entries["s"].last_run == t0 + 5
 
 
-def test_cron_schedule_fires_on_its_minute(env: Env) -> None:
+def test_cron_schedule_fires_on_its_minute(env: TaskEnv) -> None:
     env.broker.declare_queue("beat", True, {})
     env.clock.t = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
     c = env.client()
     value = c.ok(lambda r: bp.ScheduleSet(r, "c", "cron */15 * * * *", "", "beat", b""))
     assert value["next_run"] == 1_700_000_100.0  # 22:15:00
-    env.tick(99.0)
+    env.advance(99.0)
     env.settle()
     assert beat(env) == []
-    env.tick(1.0)
+    env.advance(1.0)
     env.settle()
     assert len(beat(env)) == 1
     assert env.ext.schedules.entries["c"].next_run == 1_700_000_100.0 + 900
 
 
-def test_schedule_list_and_delete(env: Env) -> None:
+def test_schedules_list_by_name_and_a_deleted_one_stays_deleted(env: TaskEnv) -> None:
     c = env.client()
     c.ok(lambda r: bp.ScheduleSet(r, "b", "cron 0 0 * * *", "ex", "k", b""))
     c.ok(lambda r: bp.ScheduleSet(r, "a", "every 60", "", "q", b""))
@@ -780,7 +728,7 @@ def test_schedule_list_and_delete(env: Env) -> None:
     assert [e["name"] for e in env2.client().ok(bp.ScheduleList)] == ["b"]
 
 
-def test_schedule_validation(env: Env) -> None:
+def test_invalid_schedules_are_refused(env: TaskEnv) -> None:
     c = env.client()
     bad: list[Callable[[int], bp.Frame]] = [
         lambda r: bp.ScheduleSet(r, "s", "cron 60 * * * *", "", "q", b""),
@@ -797,7 +745,7 @@ def test_schedule_validation(env: Env) -> None:
     assert c.ok(bp.ScheduleList) == []
 
 
-def test_a_schedule_that_cannot_publish_keeps_its_rhythm(env: Env) -> None:
+def test_a_schedule_that_cannot_publish_keeps_its_rhythm(env: TaskEnv) -> None:
     c = env.client()
     t0 = env.clock.now()
     c.ok(lambda r: bp.ScheduleSet(r, "s", "every 1", "no-such-exchange", "k", b""))
@@ -808,21 +756,21 @@ def test_a_schedule_that_cannot_publish_keeps_its_rhythm(env: Env) -> None:
     assert env.rows("SELECT next_run FROM schedules") == [(t0 + 4,)]
 
 
-def test_a_failed_commit_makes_the_run_happen_again(env: Env) -> None:
+def test_a_failed_commit_makes_the_run_happen_again(env: TaskEnv) -> None:
     env.broker.declare_queue("beat", True, {})
     c = env.client()
     t0 = env.clock.now()
     c.ok(lambda r: bp.ScheduleSet(r, "s", "every 10", "", "beat", b""))
     env.store.fail_commits = 1
-    env.tick(10.0)
+    env.advance(10.0)
     env.settle()
     assert env.ext.schedules.entries["s"].next_run == t0 + 10
-    env.tick(0.02)
+    env.advance(0.02)
     env.settle()
     assert env.rows("SELECT last_run, next_run FROM schedules") == [(t0 + 10, t0 + 20)]
 
 
-def test_schedule_set_commit_failure_is_internal(env: Env) -> None:
+def test_schedule_set_commit_failure_is_internal(env: TaskEnv) -> None:
     c = env.client()
     env.store.fail_commits = 1
     code = c.error(lambda r: bp.ScheduleSet(r, "s", "every 1", "", "q", b""))
@@ -833,7 +781,7 @@ def test_schedule_set_commit_failure_is_internal(env: Env) -> None:
 
 
 def test_unexpected_handler_failure_is_an_internal_error(
-    env: Env, monkeypatch: pytest.MonkeyPatch
+    env: TaskEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def boom(client: Any, frame: Any) -> None:
         raise RuntimeError("bug")

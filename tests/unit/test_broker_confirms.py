@@ -1,10 +1,16 @@
-"""A publish reaches consumers only once it is committed.
+"""A confirm means committed, and a publish reaches consumers only once it is.
+
+A publisher confirm says the message is durable in every queue it routed to,
+so it goes out when the store reports the commit, to the publishing connection
+only; a publish that routed nowhere is confirmed as unroutable at that point
+too, never dropped silently.
 
 A refused publish (``PublishError``) must mean that nothing of it was stored
 and nothing of it was delivered: a client that follows SPEC §10.4 publishes it
 again, and a copy already handed to a consumer would be a duplicate. So the
 core holds a publish's messages back from their queues until its batch
-commits, and drops them if the commit fails.
+commits, and drops them if the commit fails. The store here can be made to
+fail its next commits (``corekit.FlakyStore``).
 """
 
 from __future__ import annotations
@@ -12,47 +18,132 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from test_broker import Env, FakePeer
+from corekit import Env, FakePeer, FlakyStore
 
 from brokerd.errors import BrokerError
 from brokerd.queues import Connection
-from brokerd.storage import MemoryStore
-from brokerd.storage.base import Batch, Done
 from brokerd_protocol import ErrorCode
-
-
-class FailingStore(MemoryStore):
-    """A MemoryStore whose commits fail (nothing applied) while ``fail`` is set."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fail = False
-
-    def commit(self, batch: Batch, done: Done) -> None:
-        if self.fail:
-            error = sqlite3.OperationalError("database or disk is full")
-            self._schedule(lambda: done(error))
-            return
-        super().commit(batch, done)
 
 
 @pytest.fixture
 def env() -> Env:
-    return Env(FailingStore())
+    return Env(FlakyStore(sqlite3.OperationalError("database or disk is full")))
 
 
-def failing(env: Env) -> FailingStore:
-    assert isinstance(env.store, FailingStore)
+def failing(env: Env) -> FlakyStore:
+    assert isinstance(env.store, FlakyStore)
     return env.store
+
+
+def test_confirm_follows_store_commit(env: Env) -> None:
+    env.broker.declare_queue("q", True, {})
+    conn, peer = env.connect()
+    s1 = env.publish(conn, "q", b"1")
+    s2 = env.publish(conn, "q", b"2")
+    assert peer.confirm_calls == []
+    assert env.store.count_rows() == 0  # nothing handed to the store yet
+    env.broker.flush()
+    assert env.store.count_rows() == 2
+    assert peer.confirm_calls == []  # committed, but the store has not reported back
+    env.store.drain()
+    # One batch, one confirm call covering both publishes.
+    assert peer.confirm_calls == [([s1, s2], [])]
+
+
+def test_unroutable_is_confirmed_as_unroutable_only_after_commit(env: Env) -> None:
+    env.broker.declare_exchange("d", "direct", True)
+    conn, peer = env.connect()
+    seq = env.publish(conn, "nobody", b"x", exchange="d")
+    assert peer.confirm_calls == []
+    env.broker.flush()
+    assert peer.confirm_calls == []
+    env.store.drain()
+    assert peer.confirm_calls == [([], [seq])]
+    assert env.broker.counters.unroutable == 1
+
+
+def test_confirms_for_transient_queue_also_wait_for_flush(env: Env) -> None:
+    env.broker.declare_queue("t", False, {})
+    conn, peer = env.connect()
+    seq = env.publish(conn, "t", b"x")
+    env.store.drain()
+    assert peer.confirm_calls == []
+    env.settle()
+    assert peer.confirmed == [seq]
+    assert env.store.count_rows() == 0  # transient messages never reach the store
+
+
+def test_confirms_go_to_the_publishing_connection_only(env: Env) -> None:
+    env.broker.declare_queue("q", True, {})
+    c1, p1 = env.connect()
+    c2, p2 = env.connect()
+    s1 = env.publish(c1, "q", b"1")
+    s2 = env.publish(c2, "q", b"2")
+    env.settle()
+    assert p1.confirmed == [s1]
+    assert p2.confirmed == [s2]
+
+
+def test_no_confirms_for_a_connection_closed_before_commit(env: Env) -> None:
+    env.broker.declare_queue("q", True, {})
+    conn, peer = env.connect()
+    env.publish(conn, "q", b"1")
+    env.broker.flush()
+    env.broker.close(conn)
+    env.store.drain()
+    assert peer.confirm_calls == []
+    assert env.stats("q")["ready"] == 1  # the message itself was accepted
+
+
+def test_failed_commit_refuses_stored_publishes_and_confirms_the_rest(env: Env) -> None:
+    """Only a publish that needed the commit is refused; a transient-only or
+    unroutable one needed nothing stored and was confirmed (or delivered) anyway."""
+    failing(env).fail_commits = 1
+    env.broker.declare_queue("q", True, {})
+    env.broker.declare_queue("t", False, {})
+    conn, peer = env.connect()
+    s1 = env.publish(conn, "q", b"1")
+    s2 = env.publish(conn, "nowhere", b"2")
+    s3 = env.publish(conn, "t", b"3")
+    env.settle()
+    assert peer.confirm_calls == [([s3], [s2])]
+    assert [(s, c) for s, c, _ in peer.publish_errors] == [(s1, ErrorCode.STORAGE_FAILED)]
+    assert "disk is full" in peer.publish_errors[0][2]
+
+
+def test_uncommitted_bytes_return_to_zero_after_commit(env: Env) -> None:
+    """Flow control must not leak: transient and durable publishes both settle to 0."""
+    b = env.broker
+    b.declare_queue("durable", True, {})
+    b.declare_queue("transient", False, {"dead_letter_queue": "dlq"})
+    b.declare_queue("dlq", True, {})
+    b.declare_exchange("f", "fanout", False)
+    b.bind("durable", "f", "")
+    b.bind("transient", "f", "")
+    conn, peer = env.connect()
+    env.publish(conn, "durable", b"12345")
+    assert b.uncommitted_bytes >= 5  # counted while the commit is outstanding
+    env.publish(conn, "transient", b"1234567")
+    env.publish(conn, "", b"123", exchange="f")
+    env.settle()
+    assert b.uncommitted_bytes == 0
+    # A transient message dead-lettered into a durable queue is inserted there.
+    b.consume(conn, "transient", 10, None)
+    ids = [g.delivery for g in peer.take()]
+    b.reject(conn, ids)
+    env.settle()
+    assert env.stats("dlq")["ready"] == 2
+    assert b.uncommitted_bytes == 0
+
+
+# --- delivery after commit ---------------------------------------------------
 
 
 def _consuming(env: Env) -> tuple[Connection, FakePeer]:
     """A durable queue "q" and a connection consuming from it."""
     env.broker.declare_queue("q", True, {})
     env.settle()
-    conn, peer = env.connect()
-    env.broker.consume(conn, "q", 10, None)
-    return conn, peer
+    return env.consuming("q")
 
 
 def test_a_durable_publish_is_delivered_only_after_its_commit(env: Env) -> None:
@@ -68,7 +159,7 @@ def test_a_durable_publish_is_delivered_only_after_its_commit(env: Env) -> None:
 def test_a_publish_whose_commit_fails_is_neither_delivered_nor_stored(env: Env) -> None:
     b = env.broker
     conn, peer = _consuming(env)
-    failing(env).fail = True
+    failing(env).fail_commits = 1
     seq = env.publish(conn, "q", b"lost")
     env.settle()
     assert [(s, code) for s, code, _ in peer.publish_errors] == [(seq, ErrorCode.STORAGE_FAILED)]
@@ -80,7 +171,7 @@ def test_a_publish_whose_commit_fails_is_neither_delivered_nor_stored(env: Env) 
     assert b.counters.routed == 0
     assert b.counters.store_failed == 1
     # Storage recovers: the client's republish is delivered exactly once.
-    failing(env).fail = False
+    assert failing(env).fail_commits == 0
     seq2 = env.publish(conn, "q", b"again")
     env.settle()
     assert peer.bodies() == [b"again"]
@@ -96,10 +187,9 @@ def test_a_failed_fan_out_delivers_no_copy_not_even_to_a_transient_queue(env: En
     b.bind("durable", "fan", "")
     b.bind("transient", "fan", "")
     env.settle()
-    conn, peer = env.connect()
-    b.consume(conn, "durable", 10, None)
+    conn, peer = env.consuming("durable")
     b.consume(conn, "transient", 10, None)
-    failing(env).fail = True
+    failing(env).fail_commits = 1
     env.publish(conn, "k", b"x", exchange="fan")
     env.settle()
     assert len(peer.publish_errors) == 1
@@ -110,8 +200,7 @@ def test_a_failed_fan_out_delivers_no_copy_not_even_to_a_transient_queue(env: En
 def test_a_publish_to_transient_queues_only_is_delivered_at_once(env: Env) -> None:
     b = env.broker
     b.declare_queue("t", False, {})
-    conn, peer = env.connect()
-    b.consume(conn, "t", 10, None)
+    conn, peer = env.consuming("t")
     env.publish(conn, "t", b"now")
     assert peer.bodies() == [b"now"]
 
