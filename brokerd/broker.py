@@ -249,7 +249,7 @@ class Broker:
             if props.mandatory:
                 raise BrokerError(ErrorCode.UNROUTABLE, f"no queue bound for {key!r}")
             counters.unroutable += 1
-            self.batch.confirm(conn, seq, UNROUTED)
+            self.batch.confirm(conn, seq, UNROUTED, durable=False)
             return
         durable = False
         for q in targets:
@@ -304,7 +304,7 @@ class Broker:
                 self._enforce_max_length(q)
                 if q.consumers:
                     self._dispatch(q)
-        batch.confirm(conn, seq, STORED if durable else IN_MEMORY)
+        batch.confirm(conn, seq, STORED if durable else IN_MEMORY, durable=durable)
 
     def _enforce_max_length(self, q: QueueState) -> None:
         for victim in q.over_max_length():

@@ -207,6 +207,12 @@ class BrokerCollector:
             yield CounterMetricFamily(
                 "brokerd_commits", "Group commits to SQLite.", value=store.commits
             )
+            yield CounterMetricFamily(
+                "brokerd_commits_synced",
+                "Group commits that waited for the disk (fsync): those answering a "
+                "stored publish's confirm or a reply sent after the commit.",
+                value=store.synced_commits,
+            )
 
         yield GaugeMetricFamily(
             "brokerd_connections", "Open client connections.", value=len(server.sessions)

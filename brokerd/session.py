@@ -257,7 +257,7 @@ class Session(asyncio.Protocol):
                 self._published = True
                 self.host.flow.first_publish(self)
             share = self._share = Share(batch)
-            batch.after_commit(partial(self._settled, share))
+            batch.after_commit(partial(self._settled, share), durable=False)
         share.nbytes += nbytes
         self.uncommitted += nbytes
 

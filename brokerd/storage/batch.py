@@ -120,6 +120,7 @@ class Batch:
         "nbytes",
         "on_commit",
         "segments",
+        "sync",
     )
 
     def __init__(self, on_dirty: Callable[[], None] | None = None) -> None:
@@ -138,6 +139,12 @@ class Batch:
         self.first_publish = 0.0
         #: Something was recorded, and ``on_dirty`` was called for it.
         self.dirty = False
+        #: Its commit answers a promise of durability (a stored publish's
+        #: confirm, a reply sent after the commit), so it must reach the disk
+        #: (fsync) before its callbacks run. Otherwise (acks, returns, expiries)
+        #: it is written without waiting for the disk: a crash of the broker
+        #: process keeps it, a power cut may undo it until the next synced commit.
+        self.sync = False
         self._on_dirty = on_dirty
 
     def _mark_dirty(self) -> None:
@@ -198,16 +205,22 @@ class Batch:
 
     # --- confirms and callbacks -----------------------------------------------
 
-    def confirm(self, target: Any, seq: int, outcome: int) -> None:
-        """Confirm publish ``seq`` of ``target`` once this batch commits."""
+    def confirm(self, target: Any, seq: int, outcome: int, *, durable: bool) -> None:
+        """Confirm publish ``seq`` of ``target`` once this batch commits;
+        ``durable``: the confirm promises the rows are on disk."""
         if not self.dirty:
             self._mark_dirty()
+        if durable:
+            self.sync = True
         self.confirms.append((target, seq, outcome))
 
-    def after_commit(self, done: Done) -> None:
-        """Call ``done(None)`` after the commit, ``done(error)`` if it fails."""
+    def after_commit(self, done: Done, *, durable: bool = True) -> None:
+        """Call ``done(None)`` after the commit, ``done(error)`` if it fails;
+        ``durable`` (the default): only once the batch is on disk."""
         if not self.dirty:
             self._mark_dirty()
+        if durable:
+            self.sync = True
         self.on_commit.append(done)
 
     # --- topology ---------------------------------------------------------------

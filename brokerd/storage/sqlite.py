@@ -150,10 +150,16 @@ class SqliteStore:
                 lock.release()
             raise open_error(path, exc) from exc
         self._lock = lock
+        #: ``--durability full``: commits that promise durability are fsynced.
+        self._full = durability == "full"
+        #: What ``PRAGMA synchronous`` is set to now (FULL at open for full).
+        self._synced = self._full
         self._jobs: queue.SimpleQueue[Job] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._post: Post | None = None
         self.commits = 0
+        #: Group commits that waited for the disk (fsync).
+        self.synced_commits = 0
         #: Body bytes committed so far (the free-disk alarm's estimate between readings).
         self.committed_bytes = 0
         #: Seconds per group commit (BEGIN..COMMIT including fsync).
@@ -254,10 +260,21 @@ class SqliteStore:
         error: BaseException | None = None
         started = time.perf_counter()
         try:
+            # Only a group that answers a promise of durability waits for the
+            # disk: the WAL is appended in order, so the next fsync makes every
+            # earlier commit durable too, and the durable state is always a
+            # prefix of the commits (a power cut may undo the latest acks,
+            # never keep an ack whose task result was lost).
+            sync = self._full and any(batch.sync for _, batch, _ in group)
+            if sync != self._synced:
+                conn.execute(f"PRAGMA synchronous = {'FULL' if sync else 'NORMAL'}")
+                self._synced = sync
             conn.execute("BEGIN")
             apply_batches(conn, [batch for _, batch, _ in group])
             conn.execute("COMMIT")
             self.commits += 1
+            if sync:
+                self.synced_commits += 1
             self.committed_bytes += sum(batch.nbytes for _, batch, _ in group)
             self.commit_seconds.observe(time.perf_counter() - started)
         except BaseException as exc:  # report every failure to the waiting publishers

@@ -32,7 +32,7 @@ CHANGES: dict[str, Callable[[Batch], None]] = {
     "insert": lambda b: b.insert(msg(1)),
     "update": lambda b: b.update(msg(1)),
     "delete": lambda b: b.delete(1),
-    "confirm": lambda b: b.confirm(object(), 1, 2),
+    "confirm": lambda b: b.confirm(object(), 1, 2, durable=True),
     "after_commit": lambda b: b.after_commit(lambda err: None),
     "put_exchange": lambda b: b.put_exchange("ex", "topic"),
     "delete_exchange": lambda b: b.delete_exchange("ex"),

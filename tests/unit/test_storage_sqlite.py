@@ -244,3 +244,41 @@ def test_new_database_appears_whole_under_its_name(tmp_path: Path) -> None:
     assert path.stat().st_size > 0
     assert not (tmp_path / "brokerd.sqlite3.new").exists()
     SqliteStore(path).close()  # and opens again
+
+
+def test_only_commits_that_promise_durability_wait_for_the_disk(h: Harness) -> None:
+    """A stored publish's confirm, or a reply sent after the commit, needs the
+    rows on disk (fsync); acks, returns and expiries do not: they are written
+    to the log without waiting, and the next synced commit carries them too."""
+    stored = Batch()
+    stored.insert(msg(1, seq=1))
+    stored.confirm(object(), 1, 2, durable=True)
+    assert h.commit(stored) is None
+    assert (h.store.commits, h.store.synced_commits) == (1, 1)
+    acked = Batch()
+    acked.delete(1)
+    assert h.commit(acked) is None
+    assert (h.store.commits, h.store.synced_commits) == (2, 1)
+    replied = Batch()
+    replied.after_commit(lambda err: None)
+    assert h.commit(replied) is None
+    assert (h.store.commits, h.store.synced_commits) == (3, 2)
+    assert h.load_ready("q", 0, 0, 10) == []  # the unsynced delete applied all the same
+
+
+def test_durability_normal_never_waits_for_the_disk(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "n.db", durability="normal")
+    pump = Pump()
+    store.start(pump.post)
+    try:
+        batch = Batch()
+        batch.insert(msg(1, seq=1))
+        batch.confirm(object(), 1, 2, durable=True)
+        out: list[BaseException | None] = []
+        store.commit(batch, out.append)
+        while not out:
+            pump.run_one()
+        assert out == [None]
+        assert (store.commits, store.synced_commits) == (1, 0)
+    finally:
+        store.close()
