@@ -153,6 +153,16 @@ class BrokerCollector:
                     fam.add_metric([reason], value)
             yield fam
 
+        ended = CounterMetricFamily(
+            "brokerd_queues_deleted",
+            "Queues that ended on their own: auto_delete (their last consumer went) or "
+            "expires (unused for that long).",
+            labels=["reason"],
+        )
+        for reason, value in c.queues_deleted.items():
+            ended.add_metric([reason], value)
+        yield ended
+
         ready = GaugeMetricFamily(
             "brokerd_queue_ready_messages", "Messages ready for delivery.", labels=["queue"]
         )
