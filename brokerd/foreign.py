@@ -31,6 +31,7 @@ says what to do makes both raise that text.
 from __future__ import annotations
 
 import enum
+import ipaddress
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -166,7 +167,15 @@ _WILDCARDS = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 (compared, not bound
 
 
 def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
+    """``host`` as written in a URL; an IPv4-mapped IPv6 address (a dual-stack
+    listener) as the IPv4 address the peer dialled."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address):
+        return str(ip.ipv4_mapped) if ip.ipv4_mapped is not None else f"[{ip}]"
+    return host
 
 
 def advice(foreign: Foreign, where: Addresses) -> str:

@@ -132,6 +132,7 @@ def test_urls_name_the_address_the_peer_reached_not_a_wildcard() -> None:
     assert where.broker_url == "brokerd://[::1]:5673"
     assert where.metrics_url == "http://[::1]:9000"
     assert addresses("10.0.0.5", 5673, "127.0.0.1", 0).metrics_url is None
+    assert addresses("::ffff:10.0.0.5", 5673, "::", 0).broker_url == "brokerd://10.0.0.5:5673"
 
 
 class Clock:
