@@ -212,7 +212,7 @@ def parse(
     is the base of a schedule firing's ``expires_in`` without ``x-scheduled-at``.
     Raises :class:`InvalidTaskMessage`.
     """
-    if KOMBU_HEADER in headers:
+    if headers.get(KOMBU_HEADER) is not None:  # a nil header is an absent one
         return _parse_celery(headers, message_id)
     get = headers.get
     where = "message_id" if message_id else "id"
@@ -540,7 +540,7 @@ def retry_headers(
     can run the next attempt.
     """
     out = {k: v for k, v in headers.items() if not k.startswith("x-death-")}
-    if KOMBU_HEADER in out:
+    if out.get(KOMBU_HEADER) is not None:
         out[KOMBU_HEADER] = _celery_retry_envelope(out[KOMBU_HEADER], retries, countdown)
         return out
     out["retries"] = retries
