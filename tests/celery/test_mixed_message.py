@@ -385,21 +385,55 @@ _content_types = st.sampled_from(
 _encodings = st.sampled_from(["utf-8", "binary", "UTF-8"]) | st.text(max_size=10)
 
 
-@st.composite
-def _envelopes(draw: st.DrawFn) -> bytes:
-    """A msgpack ``x-kombu`` header: usually well-formed, sometimes not."""
-    meta: Any = {
-        "content_type": draw(_content_types),
-        "content_encoding": draw(_encodings),
-        "headers": draw(_kombu_headers),
-        "properties": draw(st.dictionaries(st.sampled_from(["correlation_id", "x"]), _values)),
-    }
-    if draw(st.integers(0, 9)) == 0:
-        meta = draw(_values)
-    return bytes(msgpack.packb(meta, use_bin_type=True))
-
-
-_header_values = _envelopes() | st.binary(max_size=40) | _scalars
+_iso_times = st.datetimes(timezones=st.none() | st.timezones()).map(lambda d: d.isoformat())
+_limits = st.none() | st.integers(-5, 10**10) | st.floats()
+_plausible: dict[str, st.SearchStrategy[Any]] = {
+    "lang": st.just("py"),
+    "retries": st.integers(-2, 2**40),
+    "timelimit": st.lists(_limits, min_size=1, max_size=3),
+    "expires": _iso_times,
+    "eta": _iso_times,
+    "ignore_result": st.booleans() | st.none(),
+    "parent_id": st.none() | st.text(max_size=300),
+    "root_id": st.none() | st.text(max_size=300),
+    "compression": st.just("application/x-gzip"),
+}
+_required = {
+    "task": st.just("m.add") | st.text(max_size=20),
+    "id": st.text(min_size=1, max_size=40),
+}
+#: Headers close to what Celery sends (values plausible, or anything at all),
+#: so the accepting path is exercised as well as the refusals.
+_celery_like_headers = st.fixed_dictionaries(_required, optional=_plausible) | (
+    st.fixed_dictionaries(_required, optional={k: v | _values for k, v in _plausible.items()})
+)
+_content = st.sampled_from(
+    [("application/json", "utf-8"), ("application/x-msgpack", "binary")]
+) | st.tuples(_content_types, _encodings)
+_envelope_maps = st.builds(
+    lambda content, headers, properties: {
+        "content_type": content[0],
+        "content_encoding": content[1],
+        "headers": headers,
+        "properties": properties,
+    },
+    _content,
+    _celery_like_headers | _kombu_headers,
+    st.dictionaries(st.sampled_from(["correlation_id", "x"]), _values),
+)
+#: A msgpack ``x-kombu`` header: a well-formed map, or any other value.
+_envelopes = (_envelope_maps | _values).map(lambda m: bytes(msgpack.packb(m, use_bin_type=True)))
+_plausible_envelopes = st.builds(
+    lambda content, headers: {
+        "content_type": content[0],
+        "content_encoding": content[1],
+        "headers": headers,
+        "properties": {},
+    },
+    st.sampled_from([("application/json", "utf-8"), ("application/x-msgpack", "binary")]),
+    st.fixed_dictionaries(_required, optional=_plausible),
+).map(lambda m: bytes(msgpack.packb(m, use_bin_type=True)))
+_header_values = _plausible_envelopes | _envelopes | st.binary(max_size=40) | _scalars
 _message_ids = st.none() | st.text(max_size=300) | st.integers()
 
 
