@@ -18,6 +18,15 @@ inflated incrementally up to ``max_decompressed`` bytes (the App setting
 ``task_max_decompressed_size``, by default the broker's frame limit) and
 refused past it, before the rest is ever produced.
 
+A Celery protocol-2 body (``celery=True``, see ``message.CELERY_V2``) is
+``[args, kwargs, embed]``; its json may hold kombu's typed values
+(``{"__type__": "datetime", "__value__": ...}``), which are decoded to the
+values a Celery worker would pass (datetime, date, time, Decimal, UUID,
+bytes) and nothing else. ``embed`` holds Celery's canvas (callbacks,
+errbacks, chain, chord), which a brokerd worker cannot run: a body with any
+is refused (:data:`CANVAS_REFUSED`) rather than run with the rest of its
+workflow silently dropped.
+
 Values that json and msgpack cannot carry natively (datetimes, UUIDs,
 decimals) are sent as ISO strings / plain strings, one way: a task receives a
 ``str`` where the caller passed a ``datetime``, as with Celery's json.
@@ -27,6 +36,8 @@ in the caller, not later in a worker.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as _dt
 import decimal
 import json
@@ -39,9 +50,10 @@ import msgpack
 
 from brokerd_protocol import DEFAULT_MAX_FRAME
 
-from .exceptions import ContentDisallowed, TaskError
+from .exceptions import ContentDisallowed, InvalidTaskMessage, TaskError
 
 __all__ = [
+    "CANVAS_REFUSED",
     "CONTENT_TYPES",
     "DEFAULT_MAX_DECOMPRESSED",
     "MAX_DEPTH",
@@ -87,6 +99,16 @@ _MSGPACK_NOT_OPENERS: Final = bytes(
 _NOT_OPENERS: Final = {"json": _JSON_NOT_OPENERS, "msgpack": _MSGPACK_NOT_OPENERS}
 
 
+#: Why a Celery message carrying canvas is refused (the FAILURE's message).
+CANVAS_REFUSED: Final = (
+    "Celery canvas (chain/chord callbacks) needs a Celery worker; run this task on a Celery worker"
+)
+#: The keys of a Celery body's ``embed`` that hold canvas.
+_CANVAS_KEYS: Final = ("callbacks", "errbacks", "chain", "chord")
+#: The empty ``embed`` of a Celery body this worker writes (a retry's new arguments).
+_NO_CANVAS: Final = dict.fromkeys(_CANVAS_KEYS)
+
+
 class EncodeError(TaskError, TypeError):
     """Arguments or a return value cannot be serialized with the chosen serializer."""
 
@@ -108,6 +130,49 @@ def _default(obj: Any) -> Any:
 
 _json_encoder = json.JSONEncoder(separators=(",", ":"), default=_default, ensure_ascii=False)
 _json_decoder = json.JSONDecoder()
+
+
+def _uuid(value: Any) -> uuid.UUID:
+    if type(value) is not dict or type(value.get("hex")) is not str:
+        raise ValueError("a kombu uuid value must be a map with a 'hex' string")
+    return uuid.UUID(hex=value["hex"])
+
+
+def _b64(value: Any) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"invalid base64 value: {exc}") from None
+
+
+#: kombu's typed json values (``{"__type__": t, "__value__": v}``): how each
+#: ``t`` is decoded. Constructors of plain value types only.
+_KOMBU_TYPES: Final[dict[str, Any]] = {
+    "datetime": _dt.datetime.fromisoformat,
+    "date": lambda v: _dt.datetime.fromisoformat(v).date(),
+    "time": _dt.time.fromisoformat,
+    "decimal": decimal.Decimal,
+    "uuid": _uuid,
+    "bytes": lambda v: v.encode(),
+    "base64": _b64,
+}
+_KOMBU_TYPE_KEYS: Final = frozenset({"__type__", "__value__"})
+
+
+def _kombu_value(obj: dict[str, Any]) -> Any:
+    if len(obj) != 2 or obj.keys() != _KOMBU_TYPE_KEYS:
+        return obj
+    kind = obj["__type__"]
+    decode = _KOMBU_TYPES.get(kind) if type(kind) is str else None
+    if decode is None:
+        raise ValueError(f"unsupported kombu json type {str(kind)[:40]!r}")
+    try:
+        return decode(obj["__value__"])
+    except (TypeError, ValueError, AttributeError, ArithmeticError) as exc:
+        raise ValueError(f"invalid kombu json {kind} value: {str(exc)[:80]}") from None
+
+
+_kombu_json_decoder = json.JSONDecoder(object_hook=_kombu_value)
 
 
 def _msgpack_default(obj: Any) -> Any:
@@ -155,8 +220,10 @@ def dumps(obj: Any, serializer: str) -> bytes:
     return data
 
 
-def loads(data: bytes, serializer: str) -> Any:
+def loads(data: bytes, serializer: str, *, kombu_types: bool = False) -> Any:
     """Deserialize ``data``; msgpack without object hooks (no code runs on load).
+
+    ``kombu_types`` decodes kombu's typed json values (Celery bodies only).
 
     Nesting deeper than ``MAX_DEPTH`` is a :class:`DecodeError`, however deep:
     the json decoder's own recursion guard and msgpack's stack limit stop
@@ -164,7 +231,8 @@ def loads(data: bytes, serializer: str) -> Any:
     """
     try:
         if serializer == "json":
-            obj = _json_decoder.decode(data.decode())
+            decoder = _kombu_json_decoder if kombu_types else _json_decoder
+            obj = decoder.decode(data.decode())
         elif serializer == "msgpack":
             obj = msgpack.unpackb(data, raw=False, strict_map_key=False)
         else:
@@ -224,14 +292,23 @@ def serializer_for_content_type(content_type: str, accept: frozenset[str]) -> st
 
 
 def encode_body(
-    args: Sequence[Any], kwargs: Mapping[str, Any], serializer: str, compression: str | None
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    serializer: str,
+    compression: str | None,
+    *,
+    celery: bool = False,
 ) -> bytes:
-    """The message body for one task call."""
+    """The message body for one task call (``celery``: a Celery protocol-2
+    body without canvas, for the retry of a Celery message)."""
     if not isinstance(args, list | tuple):
         raise TypeError(f"task args must be a list or tuple, not {type(args).__name__}")
     if not isinstance(kwargs, Mapping):
         raise TypeError(f"task kwargs must be a mapping, not {type(kwargs).__name__}")
-    data = dumps({"args": args, "kwargs": kwargs}, serializer)
+    if celery:
+        data = dumps([args, kwargs, _NO_CANVAS], serializer)
+    else:
+        data = dumps({"args": args, "kwargs": kwargs}, serializer)
     if compression == "zlib":
         return zlib.compress(data)
     return data
@@ -242,22 +319,47 @@ def decode_body(
     serializer: str,
     compression: str | None,
     max_decompressed: int = DEFAULT_MAX_DECOMPRESSED,
+    *,
+    celery: bool = False,
 ) -> tuple[list[Any], dict[str, Any]]:
     """``(args, kwargs)`` from a message body; :class:`DecodeError` if malformed,
-    nested too deep, or inflating to more than ``max_decompressed`` bytes."""
+    nested too deep, or inflating to more than ``max_decompressed`` bytes.
+
+    ``celery``: a Celery protocol-2 body; one carrying canvas raises
+    :class:`InvalidTaskMessage` (:data:`CANVAS_REFUSED`).
+    """
     if compression:
         if compression != "zlib":
             raise DecodeError(f"unsupported compression {compression!r}")
         body = decompress(body, max_decompressed)
-    obj = loads(body, serializer)
-    if type(obj) is not dict:
-        raise DecodeError("task body must be a map with 'args' and 'kwargs'")
-    args = obj.get("args", [])
-    kwargs = obj.get("kwargs", {})
+    if celery:
+        args, kwargs = _celery_body(loads(body, serializer, kombu_types=True))
+    else:
+        obj = loads(body, serializer)
+        if type(obj) is not dict:
+            raise DecodeError("task body must be a map with 'args' and 'kwargs'")
+        args = obj.get("args", [])
+        kwargs = obj.get("kwargs", {})
     if type(args) is not list or type(kwargs) is not dict:
         raise DecodeError("task body 'args' must be a list and 'kwargs' a map")
     if any(type(k) is not str for k in kwargs):
         raise DecodeError("task body 'kwargs' keys must be strings")
+    return args, kwargs
+
+
+def _celery_body(obj: Any) -> tuple[Any, Any]:
+    """``args, kwargs`` of a decoded Celery body, refusing canvas."""
+    if type(obj) is not list or len(obj) != 3:
+        raise DecodeError("Celery task body must be a list [args, kwargs, embed]")
+    args, kwargs, embed = obj
+    if embed is not None:
+        if type(embed) is not dict:
+            raise DecodeError("Celery task body 'embed' must be a map")
+        canvas = [key for key in _CANVAS_KEYS if embed.get(key)]
+        if canvas:
+            raise InvalidTaskMessage(
+                f"{CANVAS_REFUSED} (it carries {', '.join(canvas)})", header="embed"
+            )
     return args, kwargs
 
 

@@ -62,7 +62,11 @@ def _run(app: Any, msg: dict[str, Any]) -> dict[str, Any]:
         return _reply(outcome, None, msg)
     try:
         args, kwargs = decode_body(
-            msg["body"], msg["ser"], msg.get("comp"), app.conf.task_max_decompressed_size
+            msg["body"],
+            msg["ser"],
+            msg.get("comp"),
+            app.conf.task_max_decompressed_size,
+            celery=bool(msg.get("celery")),
         )
     except Exception as exc:
         return _reply(Outcome.failure(exc), None, msg)

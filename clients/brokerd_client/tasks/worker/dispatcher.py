@@ -11,7 +11,8 @@ deliveries run, when and where:
 
 * a message the worker refuses (a malformed header, unknown task, content
   type not accepted, undecodable or too deep a body, a zlib body inflating
-  past ``task_max_decompressed_size``) is rejected with the reason, which
+  past ``task_max_decompressed_size``, a Celery message this worker cannot
+  run: pickle, protocol 1, canvas) is rejected with the reason, which
   dead-letters it if its queue has a dead-letter queue, and a FAILURE is
   recorded so callers are not left waiting; a message without a usable task
   id has nothing to record a result under and is only rejected. Headers are
@@ -47,7 +48,7 @@ from ..exceptions import (
 )
 from ..execution import execute_async
 from ..interrupt import Interruptible
-from ..message import TaskMessage, parse
+from ..message import CELERY_V2, MAX_TIME_LIMIT, TaskMessage, parse
 from ..outcome import Outcome
 from ..request import Request
 from ..serialization import CONTENT_TYPES, DecodeError, decode_body
@@ -66,6 +67,11 @@ if TYPE_CHECKING:
 __all__ = ["Dispatcher"]
 
 log = logging.getLogger("brokerd_client.tasks.worker")
+
+#: How far in the future a Celery message's ``eta`` may be and the task still
+#: run at once: the broker held it until then by its own clock, and a worker's
+#: clock a little behind is no reason to send it round again.
+ETA_SLACK = 1.0
 
 #: The job whose async task is running in this context (tasks sending tasks).
 _current_job: contextvars.ContextVar[Job | None] = contextvars.ContextVar(
@@ -189,6 +195,11 @@ class Dispatcher:
             self.recorder.record(client, task_id, Outcome.revoked("expired before it could run"))
             settle.ack(d)
             return
+        if meta.eta is not None and meta.eta - time.time() > ETA_SLACK:
+            # A Celery message due later than the broker released it (the
+            # clocks differ): the broker holds it again, not this worker.
+            settle.nack(d, requeue=True, delay=min(meta.eta - time.time(), MAX_TIME_LIMIT))
+            return
         job = Job(d, client, task, meta, serializer)
         ignore = meta.ignore_result
         job.ignore_result = ignore if ignore is not None else task.ignore_result
@@ -280,9 +291,13 @@ class Dispatcher:
         if not use_children:
             try:
                 job.args, job.kwargs = decode_body(
-                    d.body, job.serializer, job.compression, self.max_decompressed
+                    d.body,
+                    job.serializer,
+                    job.compression,
+                    self.max_decompressed,
+                    celery=meta.protocol == CELERY_V2,
                 )
-            except DecodeError as exc:
+            except (DecodeError, InvalidTaskMessage) as exc:
                 job.finished = True
                 self.running -= 1
                 self.held.pop(d.delivery_id, None)

@@ -29,6 +29,7 @@ from typing import Any
 
 from .. import states
 from ..exceptions import WorkerLostError
+from ..message import CELERY_V2
 from ..outcome import ExcInfo, Outcome
 from .ipc import Reader, pack
 from .job import Job
@@ -211,6 +212,7 @@ class ProcessPool:
                     "body": d.body,
                     "ser": job.serializer,
                     "comp": job.compression,
+                    "celery": job.meta.protocol == CELERY_V2,
                     "rser": None if job.ignore_result else self._rser,
                     "ignore": job.ignore_result,
                     "soft": job.soft_limit,

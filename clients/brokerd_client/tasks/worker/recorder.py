@@ -34,7 +34,7 @@ from ...errors import (
     StorageFailed,
 )
 from .. import states
-from ..message import retry_headers
+from ..message import CELERY_V2, retry_headers
 from ..outcome import ExcInfo, Outcome
 from ..serialization import EncodeError, encode_body, encode_error, encode_result
 from . import settle
@@ -264,8 +264,14 @@ class Recorder:
             if outcome.args is not None or outcome.kwargs is not None:
                 args = outcome.args if outcome.args is not None else job.args
                 kwargs = outcome.kwargs if outcome.kwargs is not None else job.kwargs
-                body = encode_body(args, kwargs, job.serializer, job.compression)
-            headers = retry_headers(d.headers, job.task_id, retries)
+                body = encode_body(
+                    args,
+                    kwargs,
+                    job.serializer,
+                    job.compression,
+                    celery=job.meta.protocol == CELERY_V2,
+                )
+            headers = retry_headers(d.headers, job.task_id, retries, outcome.countdown)
             await job.client.publish(
                 d.exchange,
                 d.routing_key,
