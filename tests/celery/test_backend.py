@@ -139,6 +139,30 @@ def test_exceptions_round_trip_with_their_type_and_traceback(app: Celery) -> Non
     assert isinstance(r.get(timeout=BOUND, propagate=False), PaymentDeclined)
 
 
+def test_result_extended_keeps_the_request_details(app: Celery) -> None:
+    app.conf.result_extended = True
+    request = Context(
+        id="x1",
+        task="t.add",
+        args=[1, 2],
+        kwargs={"k": 3},
+        hostname="worker@a",
+        retries=1,
+        delivery_info={"routing_key": "celery"},
+    )
+    app.backend.store_result("x1", 3, states.SUCCESS, request=request)
+    r = AsyncResult("x1", app=app)
+    assert (r.name, r.args, r.kwargs, r.worker, r.retries, r.queue) == (
+        "t.add",
+        [1, 2],
+        {"k": 3},
+        "worker@a",
+        1,
+        "celery",
+    )
+    assert r.date_done is not None
+
+
 def test_forget_deletes_the_result(app: Celery, native: brokerd_client.Client) -> None:
     app.backend.store_result("gone", 1, states.SUCCESS)
     r = AsyncResult("gone", app=app)
