@@ -67,6 +67,11 @@ class Query(IntEnum):
     #: () -> (name, spec, exchange, routing_key, body, props, last_run,
     #: next_run) of every schedule.
     SCHEDULES = 4
+    #: () -> (group_id, size, joined, completer, fired, expires_at) of every
+    #: group (``fired`` 0 or 1).
+    GROUPS = 5
+    #: () -> (group_id, member_id) of every recorded group member.
+    GROUP_MEMBERS = 6
 
 
 @dataclass(slots=True)

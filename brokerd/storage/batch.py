@@ -61,6 +61,11 @@ class Op(IntEnum):
     PUT_SCHEDULE = 7
     #: (name, last_run, next_run).
     SCHEDULE_RAN = 8
+    #: (group_id, size, joined, completer, fired, expires_at): insert or
+    #: replace a group's record (``fired`` 0 or 1, ``completer`` or None).
+    PUT_GROUP = 10
+    #: (group_id, member_id): insert; a member already recorded stays as is.
+    PUT_GROUP_MEMBER = 11
 
     # Steps: applied one at a time, in order with the segments around them.
     #: (name, type): insert or replace.
@@ -84,6 +89,12 @@ class Op(IntEnum):
     EXPIRE_RESULTS = 28
     #: (now,): revocations with expires_at <= now.
     EXPIRE_REVOCATIONS = 29
+    #: (group_id,): the members recorded for the group (its record stays).
+    DELETE_GROUP_MEMBERS = 30
+    #: (task_id,): the result, whatever its state.
+    DELETE_RESULT = 32
+    #: (now,): groups with expires_at <= now, and their members.
+    EXPIRE_GROUPS = 31
 
 
 @dataclass(slots=True)
@@ -261,6 +272,11 @@ class Batch:
         """Record REVOKED unless the task already succeeded or failed."""
         self._row(Op.REVOKE_RESULT, (task_id, expires_at, now))
 
+    def delete_result(self, task_id: str) -> None:
+        """Forget a result, whatever its state (a step: ordered against the
+        result rows before and after it)."""
+        self._step(Op.DELETE_RESULT, (task_id,))
+
     def expire_results(self, now: float) -> None:
         self._step(Op.EXPIRE_RESULTS, (now,))
 
@@ -291,6 +307,29 @@ class Batch:
 
     def delete_schedule(self, name: str) -> None:
         self._step(Op.DELETE_SCHEDULE, (name,))
+
+    def put_group(
+        self,
+        group_id: str,
+        size: int,
+        joined: int,
+        completer: str | None,
+        fired: bool,
+        expires_at: float,
+    ) -> None:
+        """Record a group's state (insert or replace)."""
+        self._row(Op.PUT_GROUP, (group_id, size, joined, completer, 1 if fired else 0, expires_at))
+
+    def put_group_member(self, group_id: str, member_id: str) -> None:
+        self._row(Op.PUT_GROUP_MEMBER, (group_id, member_id))
+
+    def delete_group_members(self, group_id: str) -> None:
+        """Drop the members recorded for a group (a step: ordered against the
+        member rows before and after it)."""
+        self._step(Op.DELETE_GROUP_MEMBERS, (group_id,))
+
+    def expire_groups(self, now: float) -> None:
+        self._step(Op.EXPIRE_GROUPS, (now,))
 
     # --- state ------------------------------------------------------------------------
 

@@ -71,6 +71,19 @@ CREATE TABLE IF NOT EXISTS schedules (
     last_run REAL,
     next_run REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS groups (
+    group_id TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    joined INTEGER NOT NULL,
+    completer TEXT,
+    fired INTEGER NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS group_members (
+    group_id TEXT NOT NULL,
+    member_id TEXT NOT NULL,
+    PRIMARY KEY (group_id, member_id)
+);
 """
 
 _COLS = ", ".join(INSERT_COLUMNS)
@@ -120,6 +133,14 @@ OP_SQL: dict[Op, tuple[str, ...]] = {
         "last_run, next_run) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     ),
     Op.SCHEDULE_RAN: ("UPDATE schedules SET last_run = ?2, next_run = ?3 WHERE name = ?1",),
+    Op.DELETE_RESULT: ("DELETE FROM results WHERE task_id = ?",),
+    Op.PUT_GROUP: (
+        "INSERT OR REPLACE INTO groups (group_id, size, joined, completer, fired, expires_at) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+    ),
+    Op.PUT_GROUP_MEMBER: (
+        "INSERT OR IGNORE INTO group_members (group_id, member_id) VALUES (?, ?)",
+    ),
     Op.PUT_EXCHANGE: ("INSERT OR REPLACE INTO exchanges (name, type) VALUES (?, ?)",),
     Op.DELETE_EXCHANGE: (
         "DELETE FROM exchanges WHERE name = ?",
@@ -141,6 +162,12 @@ OP_SQL: dict[Op, tuple[str, ...]] = {
     Op.DELETE_SCHEDULE: ("DELETE FROM schedules WHERE name = ?",),
     Op.EXPIRE_RESULTS: ("DELETE FROM results WHERE expires_at <= ?",),
     Op.EXPIRE_REVOCATIONS: ("DELETE FROM revoked WHERE expires_at <= ?",),
+    Op.DELETE_GROUP_MEMBERS: ("DELETE FROM group_members WHERE group_id = ?",),
+    Op.EXPIRE_GROUPS: (
+        "DELETE FROM group_members WHERE group_id IN "
+        "(SELECT group_id FROM groups WHERE expires_at <= ?)",
+        "DELETE FROM groups WHERE expires_at <= ?",
+    ),
 }
 
 _QUERY_SQL: dict[Query, str] = {
@@ -149,6 +176,8 @@ _QUERY_SQL: dict[Query, str] = {
     Query.SCHEDULES: (
         "SELECT name, spec, exchange, routing_key, body, props, last_run, next_run FROM schedules"
     ),
+    Query.GROUPS: ("SELECT group_id, size, joined, completer, fired, expires_at FROM groups"),
+    Query.GROUP_MEMBERS: "SELECT group_id, member_id FROM group_members",
 }
 
 

@@ -1,6 +1,6 @@
 """The server side of brokerd's task layer: results, revocations, schedules.
 
-The SDK (``brokerd_client.tasks``) speaks to it with the frames 40-48 of the
+The SDK (``brokerd_client.tasks``) speaks to it with the frames 40-51 of the
 protocol (see protocol/SPEC.md §14 and docs/tasks-server.md).
 """
 

@@ -1,6 +1,6 @@
 """The task layer's server side as one extension of the broker's server.
 
-It adds the frames 40-48 to every session, a tick hook (schedules, ResultWait
+It adds the frames 40-51 to every session, a tick hook (schedules, ResultWait
 timeouts, expiry), the broker's delivery filter (revocations) and a start-up
 hook that loads revocations and schedules before the first connection is
 accepted. All of it runs on the event loop like the core: handlers are plain
@@ -26,7 +26,7 @@ from brokerd_protocol import DEFAULT_MAX_FRAME
 from ..broker import Broker
 from ..config import Config
 from ..storage.base import Query, Row, Store
-from . import results, revocations, schedules
+from . import groups, results, revocations, schedules
 from .common import Alive, Client
 
 log = logging.getLogger("brokerd.tasks")
@@ -71,6 +71,7 @@ class TaskExtension:
         self.results = results.Results(broker, alive, max_frame)
         self.revocations = revocations.Revocations(broker, self.results, alive, max_frame)
         self.schedules = schedules.Schedules(broker, alive)
+        self.groups = groups.Groups(broker, alive)
         self._last_sweep = -math.inf
         broker.delivery_filter = self.revocations.filter
 
@@ -83,6 +84,9 @@ class TaskExtension:
             (results.Results.LOAD, self.results.loaded),
             (revocations.Revocations.LOAD, self.revocations.loaded),
             (schedules.Schedules.LOAD, self.schedules.loaded),
+            # Members after their groups: reads run in submission order.
+            (groups.Groups.LOAD, self.groups.loaded),
+            (groups.Groups.LOAD_MEMBERS, self.groups.members_loaded),
         ]
         pending = len(parts)
         errors: list[BaseException] = []
@@ -121,6 +125,9 @@ class TaskExtension:
             bp.ScheduleSet: self.schedules.set,
             bp.ScheduleDelete: self.schedules.delete,
             bp.ScheduleList: self.schedules.list,
+            bp.ResultDelete: self.results.delete,
+            bp.GroupJoin: self.groups.join,
+            bp.GroupFire: self.groups.fire,
         }
 
     # --- time -----------------------------------------------------------------------
@@ -133,6 +140,7 @@ class TaskExtension:
             self._last_sweep = now
             self.results.sweep(now)
             self.revocations.sweep(now)
+            self.groups.sweep(now)
 
     def stats(self) -> dict[str, int]:
         return {
@@ -142,6 +150,8 @@ class TaskExtension:
             "schedules": len(self.schedules.entries),
             "schedule_runs": self.schedules.fired,
             "schedule_failures": self.schedules.failed,
+            "groups": len(self.groups.groups),
+            "groups_fired": self.groups.fired,
         }
 
 

@@ -244,6 +244,51 @@ class Results:
             # Registered first, then looked up: see the module docstring.
             self._lookup([task_id])
 
+    def delete(self, client: Client, f: bp.ResultDelete) -> None:
+        """Forget results; Ok(req, how many unexpired ones there were) after the commit.
+
+        The batch before is handed over first and the count is read right
+        after it, then the deletes open the next batch: the read sees every
+        write requested before this frame and none after, and the deletes
+        commit in this connection's frame order. Waiters are not answered:
+        a deleted result is as if never set, so they keep waiting.
+        """
+        # The codec refuses more than MAX_RESULT_DELETE_IDS ids (SPEC §13).
+        task_ids = [t for t in dict.fromkeys(f.task_ids) if t]
+        req = f.req
+        if not task_ids:
+            client.reply_ok(req, 0)
+            return
+        for task_id in task_ids:
+            self._forget(task_id)
+        counted: list[int] = []
+        failures: list[BaseException] = []
+
+        def read(rows: list[Row] | BaseException) -> None:
+            if isinstance(rows, BaseException):
+                failures.append(rows)
+            else:
+                counted.append(len(rows))
+
+        self._select(task_ids, self.broker.clock.now(), read)
+        batch = self.broker.batch
+        for task_id in task_ids:
+            batch.delete_result(task_id)
+            self._begin(task_id)
+
+        def committed(error: BaseException | None) -> None:
+            for task_id in task_ids:
+                self._end(task_id)
+                # A lookup read before the deletes may have cached the old result.
+                self._forget(task_id)
+            error = error or (failures[0] if failures else None)
+            if error is not None:
+                self._reply_error(client, req, internal(f"deleting results failed: {error}"))
+            elif self.alive(client):
+                client.reply_ok(req, counted[0] if counted else 0)
+
+        batch.after_commit(committed)
+
     # --- revocations ------------------------------------------------------------
 
     def add_revoked(self, task_ids: list[str], expires_at: float, now: float) -> None:

@@ -24,21 +24,19 @@ from typing import Any
 import msgpack
 
 import brokerd_protocol as bp
-from brokerd_protocol import ErrorCode
 
 from ..broker import Broker
 from ..errors import BrokerError, invalid, not_found
 from ..options import check_name, parse_props
-from ..queues import Connection, Consumer, Delivery
 from ..storage.base import Batch, Query, Row
 from . import cron
 from .common import MAX_TTL, Alive, Client, internal
+from .publisher import ServerPublisher, check_target
 
 log = logging.getLogger("brokerd.tasks.schedules")
 
 MIN_EVERY = 0.1
 MAX_SCHEDULES = 10_000
-MAX_ROUTING_KEY = 255
 
 
 # --- specs ----------------------------------------------------------------------
@@ -145,32 +143,12 @@ class Entry:
         }
 
 
-class _BrokerPeer:
-    """The connection schedules publish on: nobody reads what it is sent."""
-
-    def __init__(self) -> None:
-        self.writable = True
-
-    def send_delivery(self, consumer: Consumer, delivery: Delivery) -> None:
-        pass
-
-    def send_confirms(self, routed: list[int], unroutable: list[int]) -> None:
-        pass
-
-    def send_publish_error(self, seq: int, code: ErrorCode, message: str) -> None:
-        log.error("a scheduled publish was not stored: %s (%s)", message, code.name)
-
-    def send_consumer_cancelled(self, consumer_id: int, reason: str) -> None:
-        pass
-
-
 class Schedules:
     def __init__(self, broker: Broker, alive: Alive) -> None:
         self.broker = broker
         self.alive = alive
         self.entries: dict[str, Entry] = {}
-        self.conn: Connection = broker.open(_BrokerPeer())
-        self._seq = 0
+        self.publisher = ServerPublisher(broker)
         #: No entry is due before this.
         self._next_due = math.inf
         self.fired = 0
@@ -206,9 +184,7 @@ class Schedules:
             timing = parse_spec(f.spec)
         except ValueError as exc:
             raise invalid(f"schedule spec: {exc}") from None
-        check_name("exchange", f.exchange, allow_empty=True)
-        if len(f.routing_key) > MAX_ROUTING_KEY:
-            raise invalid(f"routing key longer than {MAX_ROUTING_KEY} characters")
+        check_target(f.exchange, f.routing_key)
         now = self.broker.clock.now()
         parse_props(f.props, now)  # validate now rather than at every firing
         candidate = Entry(name, timing, f.exchange, f.routing_key, f.body, f.props, None, 0.0)
@@ -301,11 +277,8 @@ class Schedules:
         headers["x-scheduled-at"] = due
         props["headers"] = headers
         props["message_id"] = f"{entry.name}@{due:.3f}"
-        self._seq += 1
         try:
-            broker.publish(
-                self.conn, self._seq, entry.exchange, entry.routing_key, entry.body, props
-            )
+            self.publisher.publish(entry.exchange, entry.routing_key, entry.body, props)
         except BrokerError as exc:
             self.failed += 1
             if exc.message != entry.last_error:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Unpack
 from brokerd_protocol import (
     MAX_HELLO_FRAME,
     MAX_PREFETCH,
+    MAX_RESULT_DELETE_IDS,
     MAX_RESULT_GET_IDS,
     MAX_REVOKE_IDS,
     MAX_SUBSCRIBE_TOPICS,
@@ -32,10 +33,13 @@ from brokerd_protocol import (
     DeleteQueue,
     Event,
     Frame,
+    GroupFire,
+    GroupJoin,
     HeaderValue,
     Hello,
     PurgeQueue,
     QueueStats,
+    ResultDelete,
     ResultGet,
     ResultSet,
     ResultWait,
@@ -412,6 +416,52 @@ class AsyncClient:
         if not isinstance(value, list | tuple) or len(value) != 2:
             raise ProtocolViolation(f"ResultWait answered with {value!r}")
         return value[0], value[1]
+
+    async def result_delete(self, task_ids: Iterable[str]) -> int:
+        """Forget the results of ``task_ids``; the number of results there were.
+
+        Any number of ids: ``MAX_RESULT_DELETE_IDS`` (SPEC §13) per frame, sent
+        together; if one of them fails the others may have taken effect
+        (deleting again is harmless). Waiters of a deleted task keep waiting."""
+        values = await self._requests(ResultDelete, list(task_ids), MAX_RESULT_DELETE_IDS)
+        try:
+            return sum(_count(v) for v in values)
+        except TypeError:
+            raise ProtocolViolation(f"ResultDelete answered with {values!r}") from None
+
+    async def group_join(
+        self, group_id: str, member_id: str, size: int, *, ttl: float = 86_400.0
+    ) -> tuple[int, bool]:
+        """Add ``member_id`` to the group ``group_id`` of ``size`` members.
+
+        Returns ``(joined, complete)``: the distinct members so far, and
+        whether this member is the one that completed the group (true again
+        for its later joins until the group is fired, SPEC §14)."""
+        value = await self._conn.request(
+            lambda req: GroupJoin(req, group_id, member_id, size, float(ttl))
+        )
+        if (
+            not isinstance(value, list | tuple)
+            or len(value) != 2
+            or type(value[0]) is not int
+            or type(value[1]) is not bool
+        ):
+            raise ProtocolViolation(f"GroupJoin answered with {value!r}")
+        return value[0], value[1]
+
+    async def group_fire(self, group_id: str, message: Message) -> bool:
+        """Publish ``message`` once for the group: the broker publishes it and
+        marks the group fired in one commit. True if this call published it,
+        False if the group had already fired (nothing published). A refused
+        publish raises as :meth:`publish` would and leaves the group unfired."""
+        body = check_body(message.body)
+        props = message.props()
+        value = await self._conn.request(
+            lambda req: GroupFire(req, group_id, message.exchange, message.routing_key, body, props)
+        )
+        if type(value) is not bool:
+            raise ProtocolViolation(f"GroupFire answered with {value!r}")
+        return value
 
     async def revoke(
         self, task_ids: Iterable[str], *, terminate: bool = False, ttl: float = 86_400.0

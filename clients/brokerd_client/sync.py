@@ -322,6 +322,21 @@ class Client:
         # The call itself must outlive the broker-side wait.
         return self._run(lambda c: c.result_wait(task_id, timeout), timeout + 30.0)
 
+    def result_delete(self, task_ids: Iterable[str]) -> int:
+        """Forget results; the number there were (see ``AsyncClient.result_delete``)."""
+        ids = list(task_ids)
+        return self._run(lambda c: c.result_delete(ids))
+
+    def group_join(
+        self, group_id: str, member_id: str, size: int, *, ttl: float = 86_400.0
+    ) -> tuple[int, bool]:
+        """``(joined, complete)``; see ``AsyncClient.group_join``."""
+        return self._run(lambda c: c.group_join(group_id, member_id, size, ttl=ttl))
+
+    def group_fire(self, group_id: str, message: Message) -> bool:
+        """Publish ``message`` once for the group; see ``AsyncClient.group_fire``."""
+        return self._run(lambda c: c.group_fire(group_id, message))
+
     def revoke(
         self, task_ids: Iterable[str], *, terminate: bool = False, ttl: float = 86_400.0
     ) -> None:

@@ -26,6 +26,7 @@ from .limits import (
     HARD_MAX_FRAME,
     HEADER_SIZE,
     MAX_DEPTH,
+    MAX_RESULT_DELETE_IDS,
     MAX_RESULT_GET_IDS,
     MAX_REVOKE_IDS,
     MAX_SETTLE_IDS,
@@ -172,6 +173,7 @@ LIST_CAPS: dict[tuple[type[f.Frame], str], int] = {
     (f.Extend, "deliveries"): MAX_SETTLE_IDS,
     (f.ResultGet, "task_ids"): MAX_RESULT_GET_IDS,
     (f.Revoke, "task_ids"): MAX_REVOKE_IDS,
+    (f.ResultDelete, "task_ids"): MAX_RESULT_DELETE_IDS,
     (f.Subscribe, "topics"): MAX_SUBSCRIBE_TOPICS,
 }
 
@@ -302,6 +304,9 @@ FRAME_TYPES: tuple[type[f.Frame], ...] = (
     f.ScheduleSet,
     f.ScheduleDelete,
     f.ScheduleList,
+    f.ResultDelete,
+    f.GroupJoin,
+    f.GroupFire,
 )
 
 _SPECS: dict[int, _FrameSpec] = {}

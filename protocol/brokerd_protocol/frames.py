@@ -380,3 +380,43 @@ class ScheduleList(Frame):
 
     TYPE: ClassVar[int] = 48
     req: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResultDelete(Frame):
+    """Forget the stored results of ``task_ids``; answered with
+    Ok(req, number deleted) after the commit. Waiters keep waiting."""
+
+    TYPE: ClassVar[int] = 49
+    req: int
+    task_ids: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupJoin(Frame):
+    """Add ``member_id`` to the group ``group_id`` of ``size`` members (a set).
+
+    Answered after the commit with Ok(req, [joined, complete]): ``complete``
+    is true for the join that made the group reach ``size``, and again for
+    later joins by that same member until the group is fired."""
+
+    TYPE: ClassVar[int] = 50
+    req: int
+    group_id: str
+    member_id: str
+    size: int
+    ttl: float = 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class GroupFire(Frame):
+    """Publish one message (as Publish would) and mark the group fired in the
+    same commit; Ok(req, False) and nothing published if it already was."""
+
+    TYPE: ClassVar[int] = 51
+    req: int
+    group_id: str
+    exchange: str
+    routing_key: str
+    body: bytes
+    props: dict[str, Any] = field(default_factory=dict)

@@ -36,6 +36,8 @@ MAX_DEPTH = 16
 MAX_SETTLE_IDS = 10_000
 #: Task ids in one ResultGet.
 MAX_RESULT_GET_IDS = 1_000
+#: Task ids in one ResultDelete.
+MAX_RESULT_DELETE_IDS = 1_000
 #: Task ids in one Revoke.
 MAX_REVOKE_IDS = 10_000
 #: Topics in one Subscribe.

@@ -326,3 +326,86 @@ def test_invalid_schedules_and_deleting_a_missing_one_are_refused(
     assert code == ErrorCode.INVALID_ARGUMENT
     assert c.error(lambda r: bp.ScheduleDelete(r, "missing")) == ErrorCode.NOT_FOUND
     assert c.ok(bp.ScheduleList) == []
+
+
+# --- ResultDelete, GroupJoin, GroupFire (49-51) ------------------------------------
+
+
+def test_result_delete_forgets_results_on_disk_and_counts_them(
+    broker: Any, connect: Callable[..., RawClient]
+) -> None:
+    c = connect()
+    c.ok(lambda r: bp.ResultSet(r, "a", "SUCCESS", b"1"))
+    c.ok(lambda r: bp.ResultSet(r, "b", "STARTED", b""))
+    waiter = connect("waiter")
+    waiter.send(bp.ResultWait(1, "b", 30.0))
+    assert c.ok(lambda r: bp.ResultDelete(r, ["a", "b", "missing"])) == 2
+    assert c.ok(lambda r: bp.ResultGet(r, ["a", "b"])) == {}
+    assert waiter.nothing(lambda f: isinstance(f, bp.Ok), within=0.3)  # still waiting
+    c.ok(lambda r: bp.ResultSet(r, "b", "SUCCESS", b"2"))
+    assert waiter.next(lambda f: isinstance(f, bp.Ok)) == bp.Ok(1, ["SUCCESS", b"2"])
+    broker.restart()
+    assert connect().ok(lambda r: bp.ResultGet(r, ["a", "b"])) == {"b": ["SUCCESS", b"2"]}
+
+
+def test_result_delete_of_more_than_1000_ids_is_a_protocol_error(
+    connect: Callable[..., RawClient],
+) -> None:
+    c = connect()
+    c.send(bp.ResultDelete(1, [str(i) for i in range(1001)]))
+    err = c.next(lambda f: isinstance(f, bp.Error))
+    assert isinstance(err, bp.Error) and err.req == 0
+    assert err.code == ErrorCode.PROTOCOL_ERROR and "1000" in err.message
+
+
+def test_group_state_and_the_fired_mark_survive_a_hard_restart(
+    broker: Any, connect: Callable[..., RawClient]
+) -> None:
+    c = connect()
+    c.ok(lambda r: bp.DeclareQueue(r, "body"))
+    assert c.ok(lambda r: bp.GroupJoin(r, "g", "a", 3, 600.0)) == [1, False]
+    assert c.ok(lambda r: bp.GroupJoin(r, "g", "b", 3, 600.0)) == [2, False]
+    broker.restart()
+    c = connect()
+    assert c.ok(lambda r: bp.GroupJoin(r, "g", "b", 3, 600.0)) == [2, False]
+    assert c.ok(lambda r: bp.GroupJoin(r, "g", "c", 3, 600.0)) == [3, True]
+    broker.restart()
+    c = connect()
+    assert c.ok(lambda r: bp.GroupJoin(r, "g", "c", 3, 600.0)) == [3, True]  # may still fire
+    props = {"message_id": "callback"}
+    assert c.ok(lambda r: bp.GroupFire(r, "g", "", "body", b"go", props)) is True
+    broker.restart()
+    c = connect()
+    assert c.ok(lambda r: bp.GroupFire(r, "g", "", "body", b"again", props)) is False
+    assert c.ok(lambda r: bp.GroupJoin(r, "g", "c", 3, 600.0)) == [3, False]
+    c.ok(lambda r: bp.Consume(r, "body", 10))
+    d = c.next(lambda f: isinstance(f, bp.Deliver))
+    assert isinstance(d, bp.Deliver) and d.body == b"go" and d.props["message_id"] == "callback"
+    assert c.nothing(lambda f: isinstance(f, bp.Deliver), within=0.3)
+
+
+def test_concurrent_joins_from_many_connections_have_one_completer(
+    connect: Callable[..., RawClient],
+) -> None:
+    clients = [connect(f"w{i}") for i in range(10)]
+    for i, cl in enumerate(clients):
+        for j in range(10):
+            cl.send(bp.GroupJoin(j + 1, "g", f"m{i * 10 + j}", 100, 600.0))
+    completes = 0
+    for cl in clients:
+        for j in range(10):
+            ok = cl.next(lambda f, req=j + 1: isinstance(f, bp.Ok) and f.req == req)
+            assert isinstance(ok, bp.Ok)
+            completes += ok.value[1]
+    assert completes == 1
+
+
+def test_a_refused_group_fire_leaves_the_group_unfired(connect: Callable[..., RawClient]) -> None:
+    c = connect()
+    c.ok(lambda r: bp.GroupJoin(r, "g", "a", 1, 600.0))
+    code = c.error(lambda r: bp.GroupFire(r, "g", "", "nowhere", b"x", {"mandatory": True}))
+    assert code == ErrorCode.UNROUTABLE
+    assert c.error(lambda r: bp.GroupFire(r, "nope", "", "q", b"x", {})) == ErrorCode.NOT_FOUND
+    c.ok(lambda r: bp.DeclareQueue(r, "nowhere"))
+    assert c.ok(lambda r: bp.GroupFire(r, "g", "", "nowhere", b"x", {"mandatory": True})) is True
+    assert c.stats("nowhere")["ready"] == 1

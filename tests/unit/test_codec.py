@@ -396,6 +396,7 @@ LIST_CAPS: list[tuple[str, int, Any]] = [
     ("ResultGet", 1_000, lambda ids: [41, 1, [str(i) for i in ids]]),
     ("Revoke", 10_000, lambda ids: [43, 1, [str(i) for i in ids]]),
     ("Subscribe", 64, lambda ids: [44, 1, ["revoke"] * len(ids)]),
+    ("ResultDelete", 1_000, lambda ids: [49, 1, [str(i) for i in ids]]),
 ]
 
 

@@ -118,6 +118,8 @@ def test_opening_creates_every_table_once_for_core_and_task_layer(tmp_path: Path
         "results",
         "revoked",
         "schedules",
+        "groups",
+        "group_members",
     }
 
 

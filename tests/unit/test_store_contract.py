@@ -505,11 +505,21 @@ def test_every_operation_kind_is_covered_here() -> None:
         Op.DELETE_SCHEDULE,
         Op.EXPIRE_RESULTS,
         Op.EXPIRE_REVOCATIONS,
+        Op.DELETE_RESULT,
+        Op.PUT_GROUP,
+        Op.PUT_GROUP_MEMBER,
+        Op.DELETE_GROUP_MEMBERS,
+        Op.EXPIRE_GROUPS,
     }
     assert covered == set(Op)
-    assert {Query.EARLIEST_RESULT_EXPIRY, Query.RESULTS, Query.REVOCATIONS, Query.SCHEDULES} == (
-        set(Query)
-    )
+    assert {
+        Query.EARLIEST_RESULT_EXPIRY,
+        Query.RESULTS,
+        Query.REVOCATIONS,
+        Query.SCHEDULES,
+        Query.GROUPS,
+        Query.GROUP_MEMBERS,
+    } == set(Query)
 
 
 def test_update_message_stores_its_mutable_state(h: Harness) -> None:
@@ -745,6 +755,80 @@ def test_schedules_are_put_replaced_marked_as_run_and_deleted(h: Harness) -> Non
         ("s1", "every 5", "ex", "k", b"body", props, T0 + 5, T0 + 10),
         ("s2", "cron 0 * * * *", "", "q2", b"new", b"\x80", T0, T0 + 3600),
     ]
+
+
+def test_delete_result_forgets_a_result_whatever_its_state(h: Harness) -> None:
+    b = Batch()
+    b.put_result("done", "SUCCESS", b"1", T0 + 100, T0)
+    b.put_result("running", "STARTED", b"", T0 + 100, T0)
+    b.put_result("kept", "FAILURE", b"2", T0 + 100, T0)
+    h.commit(b)
+    b = Batch()
+    b.delete_result("done")
+    b.delete_result("running")
+    b.delete_result("never-stored")
+    h.commit(b)
+    assert set(_results(h, "done", "running", "kept")) == {"kept"}
+
+
+def test_delete_result_is_ordered_against_the_result_rows_around_it(h: Harness) -> None:
+    b = Batch()
+    b.put_result("t", "SUCCESS", b"old", T0 + 100, T0)
+    h.commit(b)
+    b = Batch()
+    b.put_result("t", "SUCCESS", b"newer", T0 + 100, T0)
+    b.delete_result("t")
+    b.put_result("t", "STARTED", b"new", T0 + 100, T0)  # nothing final to protect any more
+    h.commit(b)
+    assert _results(h, "t") == {"t": ("STARTED", b"new", T0 + 100)}
+
+
+def _groups(h: Harness) -> dict[str, tuple[Any, ...]]:
+    return {r[0]: r[1:] for r in h.read(Query.GROUPS)}
+
+
+def _members(h: Harness) -> set[tuple[Any, ...]]:
+    return set(h.read(Query.GROUP_MEMBERS))
+
+
+def test_groups_are_put_replaced_and_their_members_are_a_set(h: Harness) -> None:
+    b = Batch()
+    b.put_group("g", 3, 1, None, False, T0 + 10)
+    b.put_group_member("g", "a")
+    b.put_group_member("g", "b")
+    b.put_group_member("g", "a")  # already there: ignored
+    b.put_group("g", 3, 2, None, False, T0 + 20)  # replaces
+    b.put_group("h", 1, 1, "x", True, T0 + 5)
+    h.commit(b)
+    assert _groups(h) == {"g": (3, 2, None, 0, T0 + 20), "h": (1, 1, "x", 1, T0 + 5)}
+    assert _members(h) == {("g", "a"), ("g", "b")}
+    rec_groups = _groups(h)
+    h.restart()
+    assert _groups(h) == rec_groups
+
+
+def test_delete_group_members_is_ordered_against_the_member_rows_around_it(h: Harness) -> None:
+    b = Batch()
+    b.put_group_member("g", "a")
+    b.put_group_member("other", "z")
+    b.delete_group_members("g")
+    b.put_group_member("g", "b")  # after the step: stays
+    h.commit(b)
+    assert _members(h) == {("other", "z"), ("g", "b")}
+
+
+def test_expire_groups_deletes_expired_groups_and_their_members(h: Harness) -> None:
+    b = Batch()
+    b.put_group("old", 2, 1, None, False, T0 + 10)
+    b.put_group_member("old", "a")
+    b.put_group("new", 2, 1, None, False, T0 + 30)
+    b.put_group_member("new", "b")
+    h.commit(b)
+    b = Batch()
+    b.expire_groups(T0 + 10)  # expires_at <= now
+    h.commit(b)
+    assert set(_groups(h)) == {"new"}
+    assert _members(h) == {("new", "b")}
 
 
 # --- crashes (durable stores) --------------------------------------------------------------------
