@@ -8,6 +8,7 @@ executions across processes without a result backend.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -73,10 +74,8 @@ class Worker:
     def kill(self) -> None:
         """SIGKILL the whole group (the worker and its pool children)."""
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             self.proc.wait()
 
     def stop(self) -> None:
@@ -106,9 +105,7 @@ def celery_env(broker: Any, runs: Runs) -> dict[str, str]:
 
 
 @pytest.fixture
-def start_worker(
-    celery_env: dict[str, str], tmp_path: Path
-) -> Iterator[Callable[..., Worker]]:
+def start_worker(celery_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Worker]]:
     started: list[Worker] = []
 
     def start(pool: str = "solo", *, lease: float | None = None, name: str = "w") -> Worker:

@@ -85,9 +85,7 @@ def test_a_task_longer_than_its_lease_runs_exactly_once(
     assert len(runs.of("start", "slow")) == 1
 
 
-def test_celery_brokerd_queues_shows_the_apps_queues(
-    app: Any, celery_env: dict[str, str]
-) -> None:
+def test_celery_brokerd_queues_shows_the_apps_queues(app: Any, celery_env: dict[str, str]) -> None:
     with app.connection_for_write() as conn:
         for queue in app.amqp.queues.values():
             queue(conn.default_channel).declare()

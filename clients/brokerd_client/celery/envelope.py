@@ -113,9 +113,9 @@ def from_delivery(body: bytes, headers: Mapping[str, HeaderValue]) -> KombuMessa
     None means a message published by brokerd's own clients (no ``x-kombu``
     header). A malformed envelope raises :class:`InvalidEnvelope`.
     """
-    packed = headers.get(ENVELOPE_HEADER)
-    if packed is None:
+    if ENVELOPE_HEADER not in headers:
         return None
+    packed = headers[ENVELOPE_HEADER]
     if type(packed) is not bytes:
         raise InvalidEnvelope(f"{ENVELOPE_HEADER} header must be bin, not {type(packed).__name__}")
     try:
