@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -231,3 +232,32 @@ def test_every_confirmed_publish_survives_a_kill_9_of_the_broker(broker: Any) ->
     with Connection(broker.url) as connection:
         _, ready, _ = q(connection.default_channel).queue_declare(passive=True)
     assert ready >= confirmed
+
+
+def test_a_delivery_whose_lease_lapsed_while_the_consumer_was_busy_runs_once(
+    broker: Any,
+) -> None:
+    q = Queue("busy")
+    seen: list[tuple[Any, bool]] = []
+    with (
+        Connection(broker.url, transport_options={"lease": 1.0}) as consumer_conn,
+        Connection(broker.url) as publisher_conn,
+    ):
+        q(consumer_conn.default_channel).declare()
+        producer = Producer(publisher_conn, serializer="json")
+
+        def on_message(body: Any, message: KombuMessage) -> None:
+            seen.append((body, message.delivery_info["redelivered"]))
+            if body == {"n": 1}:
+                # While this thread is busy, n=2 arrives and its lease runs out
+                # in the socket buffer; the broker then delivers it again.
+                producer.publish({"n": 2}, routing_key="busy")
+                time.sleep(2.5)
+            message.ack()
+
+        producer.publish({"n": 1}, routing_key="busy")
+        with Consumer(consumer_conn, [q], callbacks=[on_message], accept=["json"]):
+            wait_for(lambda: _drain_once(consumer_conn) or len(seen) >= 2, "both messages")
+            with pytest.raises(TimeoutError):
+                consumer_conn.drain_events(timeout=1.0)
+    assert seen == [({"n": 1}, False), ({"n": 2}, True)]

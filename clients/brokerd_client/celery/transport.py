@@ -55,9 +55,11 @@ How kombu's AMQP model maps onto brokerd (protocol/SPEC.md):
   lease is never redelivered while its worker lives, and a killed worker's
   tasks return to the queue at once (its connection closes). Transport
   option ``lease`` (seconds) sets the Consume lease (default: the queue's).
-  A delivery read long after the socket was last drained (the consumer was
-  busy) is checked with an Extend before it runs: if its lease had already
-  lapsed, the broker gave it to someone else, and it is skipped here.
+  A delivery read after the consuming thread spent more than half a lease
+  in callbacks (a solo pool runs tasks inside them, and reads nothing
+  meanwhile) may have waited in the socket past its lease; it is checked
+  with an Extend before it runs, and skipped here if the broker already took
+  it back (it went to another consumer).
 * **Threads**: acks may come from any thread (Celery's threads pool); every
   write goes through the connection's write lock. Reading is done by the
   consuming thread only.
@@ -121,7 +123,7 @@ from ..url import DEFAULT_PORT
 from .envelope import ENVELOPE_HEADER, InvalidEnvelope, KombuMessage, from_delivery, to_message
 from .keeper import LeaseKeeper
 from .queueargs import EXCHANGE_TYPES, queue_options
-from .wire import ACK, EXTEND, KIND_NAMES, NACK, REJECT, RETURN, Delivery, WireConnection
+from .wire import ACK, EXTEND, KIND_NAMES, NACK, REJECT, RETURN, WireConnection
 
 __all__ = ["Channel", "Message", "Transport", "TransportConnection", "queue_declare_ok_t"]
 
@@ -512,7 +514,7 @@ class Channel(base.StdChannel):
         conn.kick()
         if found is None:
             return None
-        frame = found.frame
+        frame = found
         if no_ack:
             wire.settle(ACK, [frame.delivery])
         else:
@@ -600,6 +602,8 @@ class TransportConnection:
         self.routes: dict[int, tuple[Channel, str]] = {}
         self.hub: Any = None
         self._kicked = False
+        #: Seconds spent in consumer callbacks since deliveries were last routed.
+        self._busy = 0.0
         self._ready: deque[tuple[Callable[[RawDelivery], Any], RawDelivery]] = deque()
         self.keeper = LeaseKeeper(wire)
         wire.on_lost = self._on_lost
@@ -635,10 +639,10 @@ class TransportConnection:
         if self.connected:
             self.dispatch()
 
-    def take(self, consumer_id: int) -> Delivery | None:
+    def take(self, consumer_id: int) -> Deliver | None:
         """Remove and return the first read delivery for ``consumer_id``."""
         for delivery in self.wire.deliveries:
-            if delivery.frame.consumer == consumer_id:
+            if delivery.consumer == consumer_id:
                 self.wire.deliveries.remove(delivery)
                 return delivery
         return None
@@ -653,7 +657,11 @@ class TransportConnection:
                 return count
             callback, raw = self._ready.popleft()
             count += 1
-            callback(raw)
+            started = time.monotonic()
+            try:
+                callback(raw)
+            finally:
+                self._busy += time.monotonic() - started
 
     def _prepare(self) -> None:
         """Route what was read: ack no_ack deliveries at once (one Ack),
@@ -667,12 +675,15 @@ class TransportConnection:
                 route[0]._on_broker_cancel(route[1])
         batch = list(wire.deliveries)
         wire.deliveries.clear()
-        stale = [d.frame for d in batch if d.maybe_stale]
+        # Callbacks that ran since the last batch (a solo pool runs tasks in
+        # them) kept this thread from reading: a delivery that waited in the
+        # socket meanwhile may have lost its lease. Check those first.
+        busy, self._busy = self._busy, 0.0
+        stale = [frame for frame in batch if busy > frame.lease / 2]
         lapsed = self._lapsed(stale) if stale else set()
         acks: list[int] = []
         returns: list[int] = []
-        for delivery in batch:
-            frame = delivery.frame
+        for frame in batch:
             if frame.delivery in lapsed:
                 continue
             route = self.routes.get(frame.consumer)

@@ -25,11 +25,6 @@ Invariants (the transport and the lease keeper rely on them):
   Publish outcomes are kept only for seqs someone waits for; the others are
   counted (``unconfirmed``) so fire-and-forget publishers can bound their
   window, and a refused fire-and-forget publish is logged.
-* **Staleness is known.** ``drained_at`` is when the socket was last seen
-  empty. A Deliver read more than half its lease after that may have sat in
-  the kernel buffer long enough to lose its lease (a solo-pool worker busy
-  in a long task reads nothing); it is marked ``maybe_stale`` so the
-  transport checks its lease before running it.
 * **Failure is sticky.** The first fatal error (socket error, ``Error`` with
   ``req`` 0, ``Close``, a bad frame, heartbeat silence) is kept in ``error``
   and raised by every later call, as a :class:`ConnectionLost` so kombu and
@@ -47,7 +42,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any, Final
 
 from brokerd_protocol import (
@@ -95,7 +89,6 @@ __all__ = [
     "NACK",
     "REJECT",
     "RETURN",
-    "Delivery",
     "WireConnection",
 ]
 
@@ -115,16 +108,6 @@ _RECV_SIZE = 256 * 1024
 #: One ``read_available`` stops after this many bytes, so a flood of
 #: deliveries cannot starve the rest of the hub.
 _READ_BUDGET = 4 * 1024 * 1024
-
-
-@dataclass(slots=True)
-class Delivery:
-    """A Deliver frame as read, with what the reader knew when it read it."""
-
-    frame: Deliver
-    #: The socket had not been seen empty for more than half the lease when
-    #: this frame was read: its lease may have run out in the kernel buffer.
-    maybe_stale: bool
 
 
 class _Outcome:
@@ -152,7 +135,6 @@ class WireConnection:
         now = time.monotonic()
         self.last_write = now
         self.last_recv = now
-        self.drained_at = now
 
         self._req_ids = itertools.count(1)
         #: Outstanding requests: req -> its reply frame once read (None before).
@@ -166,7 +148,7 @@ class WireConnection:
         self.unconfirmed = 0
 
         #: Deliveries read and not yet taken by the transport, in wire order.
-        self.deliveries: deque[Delivery] = deque()
+        self.deliveries: deque[Deliver] = deque()
         #: Consumers the broker ended (their queue was deleted).
         self.cancelled: deque[ConsumerCancelled] = deque()
         #: Called (on the reader's thread) with (kind, ids) when the broker
@@ -398,7 +380,6 @@ class WireConnection:
                 try:
                     data = self._sock.recv(_RECV_SIZE, socket.MSG_DONTWAIT)
                 except (BlockingIOError, InterruptedError):
-                    self.drained_at = time.monotonic()
                     break
                 except OSError as exc:
                     raise self._fail(ConnectionLost(f"brokerd connection lost: {exc}")) from None
@@ -449,9 +430,7 @@ class WireConnection:
         return bool(readable)
 
     def _handle_bytes(self, data: bytes) -> None:
-        before = self.drained_at
-        now = time.monotonic()
-        self.last_recv = now
+        self.last_recv = time.monotonic()
         decoder = self._decoder
         decoder.feed(data)
         try:
@@ -459,7 +438,7 @@ class WireConnection:
                 frame = decoder.next_frame()
                 if frame is None:
                     return
-                self._handle(frame, now - before)
+                self._handle(frame)
         except ProtocolError as exc:
             msg = f"brokerd sent an invalid frame: {exc}"
             violation = ProtocolViolation(msg, exc.code)
@@ -467,11 +446,11 @@ class WireConnection:
             lost.__cause__ = violation
             raise self._fail(lost) from None
 
-    def _handle(self, frame: Frame, unread_for: float) -> None:
+    def _handle(self, frame: Frame) -> None:
         kind = type(frame)
         if kind is Deliver:
             assert isinstance(frame, Deliver)
-            self.deliveries.append(Delivery(frame, unread_for > frame.lease / 2))
+            self.deliveries.append(frame)
         elif kind is Confirm:
             assert isinstance(frame, Confirm)
             self._on_confirm(frame)
