@@ -27,6 +27,10 @@ with a fake clock. Invariants:
 * A delivery that ends without an ack counts an attempt, stored with its row,
   unless the consumer never saw it (``counted=False``) or the broker is
   stopping: a stop, like a crash, burns no attempt.
+* A queue ends on its own (``auto_delete``, ``expires``) exactly as by
+  DeleteQueue; ``Lifetimes`` decides when. Consumers that a stopping broker
+  detaches delete no ``auto_delete`` queue: a stop, like a crash, changes
+  nothing stored.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from .commits import IN_MEMORY, STORED, UNROUTED, Arrival, Commits
 from .delayed import DelayedLoad, DelayedSet
 from .errors import BrokerError, not_found
 from .leases import LeaseWheel
+from .lifetimes import Lifetimes
 from .memory import DEFAULT_MEMORY_LIMIT, MemoryBudget
 from .message import Message, death_headers
 from .options import PublishProps, check_delay, check_lease, check_prefetch, parse_props
@@ -80,6 +85,8 @@ class Broker:
         self._next_id = 1
         self._next_seq = 1
         self.leases: LeaseWheel[Delivery] = LeaseWheel()
+        #: ``auto_delete`` and ``expires`` (see lifetimes.py).
+        self.lifetimes = Lifetimes(clock)
         self.delayed = DelayedSet(self.queues, self.memory, self._touch)
         #: Queues that asked for a page this tick (issued by ``flush``).
         self._page_requests: dict[int, QueueState] = {}
@@ -111,6 +118,7 @@ class Broker:
         self.topology.restore(rec)
         self.delayed.restore(rec.delayed_counts)
         for q in self.queues.values():
+            self.lifetimes.used(q)
             self._maybe_page(q)
 
     # --- batching -------------------------------------------------------------
@@ -198,15 +206,30 @@ class Broker:
 
     def declare_queue(self, name: str, durable: bool, raw_options: dict[str, Any]) -> None:
         self.topology.declare_queue(name, durable, raw_options)
+        self.lifetimes.used(self.queues[name])
 
     def delete_queue(self, name: str) -> int:
         """Delete the queue with everything in it; its consumers are cancelled."""
         q, count = self.topology.delete_queue(name)
+        self.lifetimes.forget(q)
         self.delayed.drop_queue(q)
         for c in list(q.consumers):
             c.detach()
             c.conn.peer.send_consumer_cancelled(c.id, f"queue {name!r} was deleted")
         return count
+
+    def _consumer_gone(self, q: QueueState) -> None:
+        """A consumer of ``q`` was cancelled or its connection closed."""
+        if self.lifetimes.consumer_gone(q):
+            self._end_queue(q, "auto_delete")
+
+    def _end_queue(self, q: QueueState, reason: str) -> None:
+        """Delete a queue that ended on its own (``reason``: the option)."""
+        if self.queues.get(q.name) is not q:
+            return
+        count = self.delete_queue(q.name)
+        self.counters.queues_deleted[reason] += 1
+        log.info("queue %r deleted (%s) with %d message(s)", q.name, reason, count)
 
     def purge_queue(self, name: str) -> int:
         return self.topology.purge_queue(name)
@@ -221,7 +244,9 @@ class Broker:
         return self.topology.queue(name)
 
     def queue_stats(self, name: str) -> dict[str, Any]:
-        return self.topology.queue_stats(name)
+        q = self.topology.queue(name)
+        self.lifetimes.used(q)
+        return q.stats()
 
     # --- publishing -----------------------------------------------------------
 
@@ -323,7 +348,9 @@ class Broker:
         """
         q = self._queue(queue)
         check_prefetch(prefetch)
-        return q.attach(conn, prefetch, q.options.lease if lease is None else check_lease(lease))
+        lease = q.options.lease if lease is None else check_lease(lease)
+        self.lifetimes.consumer_added(q)
+        return q.attach(conn, prefetch, lease)
 
     def start_consumer(self, consumer: Consumer) -> None:
         """Deliver to a consumer made by ``add_consumer`` (cancelled: nothing)."""
@@ -341,6 +368,7 @@ class Broker:
         if c is None:
             raise not_found(f"no consumer {consumer_id}")
         c.detach()
+        self._consumer_gone(c.queue)
 
     def _dispatch(self, q: QueueState) -> None:
         """Hand ready messages to consumers with credit, round-robin."""
@@ -586,8 +614,15 @@ class Broker:
         if conn.closed:
             return
         conn.closed = True
+        consumed: dict[QueueState, None] = {}
         for c in list(conn.consumers.values()):
             c.detach()
+            consumed[c.queue] = None
+        if not self.stopping:
+            # Before the deliveries return: those of an auto_delete queue
+            # deleted here go with it, as with DeleteQueue.
+            for q in consumed:
+                self._consumer_gone(q)
         taken = self._take(conn, list(conn.deliveries), [])
         if self.stopping:
             # The broker is shutting down, not the consumer failing: leave
@@ -634,6 +669,8 @@ class Broker:
             self._release_due(now)
         else:
             self.delayed.refill()
+        for q in self.lifetimes.expired(now):
+            self._end_queue(q, "expires")
         if now - self._last_sweep >= TTL_SWEEP:
             self._last_sweep = now
             self._sweep_expired(now)

@@ -78,6 +78,11 @@ class Observed(Protocol):
     def auth_throttle(self) -> AuthThrottle: ...
 
     @property
+    def wrong_protocols(self) -> Mapping[str, int]:
+        """Connections that spoke another protocol (AMQP, HTTP, TLS), by protocol."""
+        ...
+
+    @property
     def closed_bytes_in(self) -> int: ...
 
     @property
@@ -147,6 +152,16 @@ class BrokerCollector:
                 if reason not in ("max_deliveries", "rejected", "ttl", "max_length"):
                     fam.add_metric([reason], value)
             yield fam
+
+        ended = CounterMetricFamily(
+            "brokerd_queues_deleted",
+            "Queues that ended on their own: auto_delete (their last consumer went) or "
+            "expires (unused for that long).",
+            labels=["reason"],
+        )
+        for reason, value in c.queues_deleted.items():
+            ended.add_metric([reason], value)
+        yield ended
 
         ready = GaugeMetricFamily(
             "brokerd_queue_ready_messages", "Messages ready for delivery.", labels=["queue"]
@@ -231,6 +246,15 @@ class BrokerCollector:
         for reason, value in server.handshakes_dropped.items():
             dropped.add_metric([reason], value)
         yield dropped
+        wrong = CounterMetricFamily(
+            "brokerd_wrong_protocol_connections",
+            "Connections that spoke another protocol on the broker port (amqp, http, tls); "
+            "each was answered in its protocol where possible, then closed.",
+            labels=["protocol"],
+        )
+        for protocol, value in server.wrong_protocols.items():
+            wrong.add_metric([protocol], value)
+        yield wrong
         throttle = server.auth_throttle
         yield CounterMetricFamily(
             "brokerd_auth_failures", "Hellos refused for a wrong token.",

@@ -78,6 +78,10 @@ class QueueOptions:
     max_length: int | None = None
     overflow: str = "reject_publish"
     message_ttl: float | None = None
+    #: Deleted when its last consumer goes, once it has had one (``lifetimes.py``).
+    auto_delete: bool = False
+    #: Deleted after this many seconds unused: no consumer, no declare, no stats.
+    expires: float | None = None
 
     @classmethod
     def from_wire(cls, raw: dict[str, Any]) -> QueueOptions:
@@ -95,6 +99,12 @@ class QueueOptions:
         ttl = raw.get("message_ttl")
         if ttl is not None:
             ttl = _number("message_ttl", ttl, low=0.001, high=TEN_YEARS)
+        auto_delete = raw.get("auto_delete", False)
+        if not isinstance(auto_delete, bool):
+            raise invalid("auto_delete must be a boolean")
+        expires = raw.get("expires")
+        if expires is not None:
+            expires = _number("expires", expires, low=0.001, high=TEN_YEARS)
         return cls(
             lease=lease,
             max_deliveries=_opt_int("max_deliveries", raw.get("max_deliveries"), 1),
@@ -102,6 +112,8 @@ class QueueOptions:
             max_length=_opt_int("max_length", raw.get("max_length"), 0),
             overflow=overflow,
             message_ttl=ttl,
+            auto_delete=auto_delete,
+            expires=expires,
         )
 
     def to_wire(self) -> dict[str, Any]:

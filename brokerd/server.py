@@ -35,6 +35,7 @@ from .clock import Clock, SystemClock
 from .config import Config
 from .diskfree import DiskMonitor
 from .flow import FlowControl
+from .foreign import Foreign, Refusal, WarningGate, addresses, refusal_for, warning_text
 from .metrics import MetricsEndpoint, start_metrics
 from .session import CORE_HANDLERS, Handler, Handlers, Session
 from .storage import MemoryStore, SqliteStore, Store
@@ -47,6 +48,8 @@ log = logging.getLogger("brokerd.server")
 TICK = 0.02
 #: Why connections ended during their handshake (metric labels).
 HANDSHAKE_DROPS = ("timeout", "evicted", "throttled")
+#: Foreign protocols recognised on the port (metric labels; ``foreign.sniff``).
+WRONG_PROTOCOLS = ("amqp", "http", "tls")
 
 
 class BrokerServer:
@@ -93,6 +96,10 @@ class BrokerServer:
         #: Failed-authentication throttle per peer address (its own clock so
         #: tests can run it on a fake one).
         self.auth_throttle = AuthThrottle(auth_clock)
+        #: Connections that spoke another protocol, by protocol.
+        self.wrong_protocols = dict.fromkeys(WRONG_PROTOCOLS, 0)
+        #: One warning per peer address a minute about those.
+        self.wrong_protocol_warnings = WarningGate(auth_clock)
         self.port: int | None = None
         self.metrics: MetricsEndpoint | None = None
         #: Traffic of connections already closed (metrics add the open ones).
@@ -239,6 +246,20 @@ class BrokerServer:
 
     def handshake_dropped(self, reason: str) -> None:
         self.handshakes_dropped[reason] += 1
+
+    def wrong_protocol(self, session: Session, foreign: Foreign) -> Refusal:
+        self.wrong_protocols[foreign.protocol] += 1
+        metrics_port = self.metrics.port if self.metrics is not None else None
+        where = addresses(
+            session.local_host, session.local_port, self.config.metrics_host, metrics_port
+        )
+        suppressed = self.wrong_protocol_warnings.admit(session.peer_host)
+        if suppressed is not None:
+            line = warning_text(foreign, session.peer_name, where)
+            if suppressed:
+                line += f" ({suppressed} more from this address since the last such warning)"
+            log.warning("%s", line)
+        return refusal_for(foreign, where)
 
     def forget(self, session: Session) -> None:
         if session in self.sessions:

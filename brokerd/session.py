@@ -17,6 +17,10 @@ The session knows the server only as a ``Host`` and the core only as a
 Until Welcome the decoder accepts only ``MAX_HELLO_FRAME`` bytes per frame
 (SPEC §2.1), so an unauthenticated peer cannot make us buffer a full-size
 frame; the limit is raised to ``max_frame`` when the handshake succeeds.
+
+A connection's first bytes are sniffed before the decoder sees them
+(``foreign.sniff``): a peer speaking AMQP, HTTP or TLS is answered in its own
+protocol by a ``foreign.Refusal`` and never gets a brokerd frame.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from .broker import Broker
 from .config import Config
 from .errors import BrokerError
 from .flow import FlowControl, Share
+from .foreign import MORE, SNIFF_BYTES, Foreign, Next, Refusal, sniff
 from .queues import Consumer, Delivery
 from .storage.base import Batch
 from .throttle import AuthThrottle
@@ -83,6 +88,10 @@ class Host(Protocol):
     def authenticate(self, session: Session) -> bool: ...
 
     def handshake_dropped(self, reason: str) -> None: ...
+
+    def wrong_protocol(self, session: Session, foreign: Foreign) -> Refusal:
+        """Count and (rate-limited) log a peer speaking ``foreign``; its answer."""
+        ...
 
     def forget(self, session: Session) -> None: ...
 
@@ -141,6 +150,14 @@ class Session(asyncio.Protocol):
         self.last_recv = time.monotonic()
         self.last_send = self.last_recv
         self.peer_name = "?"
+        #: The address the peer reached us on (told to wrong-protocol peers).
+        self.local_host = "127.0.0.1"
+        self.local_port = 0
+        #: The first bytes, until ``foreign.sniff`` has decided (None after).
+        self._sniffed: bytes | None = b""
+        #: The answer to a peer that speaks another protocol.
+        self._refusal: Refusal | None = None
+        self._hung_up = False
         self.bytes_in = 0
         self.bytes_out = 0
         self._out: list[bytes] = []
@@ -163,6 +180,9 @@ class Session(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer_name = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.peer_host = str(peer[0]) if peer else "?"
+        local = transport.get_extra_info("sockname")
+        if isinstance(local, tuple) and len(local) >= 2:
+            self.local_host, self.local_port = str(local[0]), int(local[1])
         self.connected_at = time.monotonic()
         self.transport.set_write_buffer_limits(high=self.config.max_write_buffer)
         self.host.admit(self)
@@ -170,6 +190,13 @@ class Session(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
+        if self._sniffed is not None:
+            sniffed = self._sniff(data)
+            if sniffed is None:
+                self.bytes_in += len(data)
+                return
+            self.bytes_in -= len(sniffed) - len(data)  # the bytes held were counted
+            data = sniffed
         if self._held_hello is not None:
             self.fail(ErrorCode.NOT_AUTHENTICATED, "frames sent before Welcome")
             return
@@ -227,6 +254,48 @@ class Session(asyncio.Protocol):
             self._charge(after, added)
         if self.uncommitted and not self._closing:
             self.host.flow.after_read(self)
+
+    def _sniff(self, data: bytes) -> bytes | None:
+        """Hold the first bytes until ``sniff`` decides; the bytes for the
+        decoder once it has, None while undecided or for a foreign peer."""
+        if self._refusal is not None:
+            if not self._hung_up:
+                self._refused(data)
+            return None  # after hanging up: discarded until the peer closes
+        assert self._sniffed is not None
+        head = self._sniffed + data
+        verdict = sniff(head[:SNIFF_BYTES])
+        if verdict is MORE:
+            self._sniffed = head
+            return None
+        if isinstance(verdict, Foreign):
+            self._refusal = self.host.wrong_protocol(self, verdict)
+            self._refused(head)
+            return None
+        self._sniffed = None
+        return head
+
+    def _refused(self, data: bytes) -> None:
+        """Feed a foreign peer's bytes to its refusal and do what it says."""
+        assert self._refusal is not None and self.transport is not None
+        reply, then = self._refusal.received(data)
+        if reply:
+            self.write(reply)
+        if then is Next.LISTEN:
+            return
+        if then is Next.CLOSE:
+            self.close_after_flush()
+            return
+        # Everything is said: the peer reads it before our EOF, and we read
+        # (and drop) whatever it still sends, so closing never resets the
+        # connection under an unread reply. Its EOF closes (``eof_received``);
+        # the handshake deadline bounds the wait.
+        self._hung_up = True
+        self._flush()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        else:
+            self.close_after_flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
@@ -323,6 +392,9 @@ class Session(asyncio.Protocol):
     def fail(self, code: ErrorCode, message: str) -> None:
         """Send a connection-level error and close after it is written."""
         if self._closing:
+            return
+        if self._refusal is not None:  # it does not read our frames: just close
+            self.close_after_flush()
             return
         log.info("closing %s: %s (%s)", self.peer_name, message, code.name)
         self.send(bp.Error(0, int(code), message))

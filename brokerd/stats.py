@@ -64,6 +64,8 @@ class Counters:
     store_failed: int = 0
     dead_lettered: dict[str, int] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
+    #: Queues that ended on their own, by reason: ``auto_delete``, ``expires``.
+    queues_deleted: dict[str, int] = field(default_factory=lambda: {"auto_delete": 0, "expires": 0})
     #: Attempt number of each delivery (1 = first delivery).
     attempts: Buckets = field(default_factory=lambda: Buckets(ATTEMPT_BOUNDS))
     #: From the first publish of a commit group to its confirm.

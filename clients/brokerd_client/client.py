@@ -178,6 +178,8 @@ class AsyncClient:
         max_length: int | None = None,
         overflow: str = "reject_publish",
         message_ttl: float | None = None,
+        auto_delete: bool = False,
+        expires: float | None = None,
     ) -> None:
         """Create a queue, or check that an existing one matches.
 
@@ -185,7 +187,10 @@ class AsyncClient:
         past ``max_deliveries`` a message moves to ``dead_letter_queue``;
         at ``max_length`` new publishes are refused (``overflow=
         "reject_publish"``, the default) or handled as the broker's other
-        ``overflow`` policies say. Options are validated by the broker.
+        ``overflow`` policies say. ``auto_delete``: the broker deletes the
+        queue when its last consumer goes (once it has had one); ``expires``:
+        after that many seconds unused (no consumer, no declare, no stats).
+        Options are validated by the broker.
         """
         options: dict[str, Any] = {"lease": float(lease), "overflow": overflow}
         if max_deliveries is not None:
@@ -196,6 +201,10 @@ class AsyncClient:
             options["max_length"] = max_length
         if message_ttl is not None:
             options["message_ttl"] = float(message_ttl)
+        if auto_delete:
+            options["auto_delete"] = True
+        if expires is not None:
+            options["expires"] = float(expires)
         await self._conn.request(lambda req: DeclareQueue(req, name, durable, options))
 
     async def delete_queue(self, name: str) -> int:

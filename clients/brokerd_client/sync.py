@@ -216,6 +216,8 @@ class Client:
         max_length: int | None = None,
         overflow: str = "reject_publish",
         message_ttl: float | None = None,
+        auto_delete: bool = False,
+        expires: float | None = None,
     ) -> None:
         self._run(
             lambda c: c.declare_queue(
@@ -227,6 +229,8 @@ class Client:
                 max_length=max_length,
                 overflow=overflow,
                 message_ttl=message_ttl,
+                auto_delete=auto_delete,
+                expires=expires,
             )
         )
 

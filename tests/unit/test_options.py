@@ -34,10 +34,14 @@ def test_queue_options_round_trip() -> None:
         "max_length": 0,
         "overflow": "drop_head",
         "message_ttl": 60,
+        "auto_delete": True,
+        "expires": 30,
     }
     o = QueueOptions.from_wire(raw)
     assert o.lease == 12.5 and isinstance(o.lease, float)
     assert o.message_ttl == 60.0 and isinstance(o.message_ttl, float)
+    assert o.auto_delete is True
+    assert o.expires == 30.0 and isinstance(o.expires, float)
     assert QueueOptions.from_wire(o.to_wire()) == o
 
 
@@ -46,8 +50,11 @@ def test_int_and_float_lease_are_the_same_options() -> None:
 
 
 def test_none_means_unset() -> None:
-    o = QueueOptions.from_wire({"max_deliveries": None, "message_ttl": None, "max_length": None})
+    o = QueueOptions.from_wire(
+        {"max_deliveries": None, "message_ttl": None, "max_length": None, "expires": None}
+    )
     assert o == QueueOptions()
+    assert o.auto_delete is False and o.expires is None
 
 
 @pytest.mark.parametrize(
@@ -73,6 +80,14 @@ def test_none_means_unset() -> None:
         ({"overflow": None}, "overflow must be one of"),
         ({"message_ttl": 0}, "message_ttl must be between"),
         ({"message_ttl": "1"}, "message_ttl must be a number"),
+        ({"auto_delete": 1}, "auto_delete must be a boolean"),
+        ({"auto_delete": None}, "auto_delete must be a boolean"),
+        ({"expires": 0}, "expires must be between 0.001 and"),
+        ({"expires": 0.0005}, "expires must be between"),
+        ({"expires": -1}, "expires must be between"),
+        ({"expires": math.inf}, "expires must be between"),
+        ({"expires": True}, "expires must be a number"),
+        ({"expires": "60"}, "expires must be a number"),
         ({"mystery": 1}, "unknown queue option(s): mystery"),
         ({"b": 1, "a": 2}, "unknown queue option(s): a, b"),
     ],

@@ -570,6 +570,21 @@ def test_put_exchange_and_put_queue_replace_what_was_stored(h: Harness) -> None:
     assert sorted((q.name, q.options) for q in rec.queues) == [("q", {"lease": 5.0}), ("q2", {})]
 
 
+def test_queue_options_come_back_as_stored_every_value_type_included(h: Harness) -> None:
+    options = {"lease": 5.0, "auto_delete": True, "expires": 0.25, "dead_letter_queue": None}
+    b = Batch()
+    b.put_queue("q", options)
+    b.put_queue("q-int", {"expires": 60, "auto_delete": False})
+    h.commit(b)
+    rec = h.restart()
+    assert sorted((q.name, q.options) for q in rec.queues) == [
+        ("q", options),
+        ("q-int", {"expires": 60, "auto_delete": False}),
+    ]
+    stored = next(q.options for q in rec.queues if q.name == "q")
+    assert type(stored["auto_delete"]) is bool and type(stored["expires"]) is float
+
+
 def test_delete_queue_takes_its_bindings_and_all_its_messages(h: Harness) -> None:
     b = topology()
     b.put_binding("q2", "ex", "b")
