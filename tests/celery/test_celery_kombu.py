@@ -17,6 +17,7 @@ from kombu.message import Message as KombuMessage
 from brokerd_client.errors import (
     AuthenticationError,
     MessageTooLarge,
+    NotFound,
     PreconditionFailed,
     Unroutable,
 )
@@ -261,3 +262,11 @@ def test_a_delivery_whose_lease_lapsed_while_the_consumer_was_busy_runs_once(
             with pytest.raises(TimeoutError):
                 consumer_conn.drain_events(timeout=1.0)
     assert seen == [({"n": 1}, False), ({"n": 2}, True)]
+
+
+def test_an_auto_delete_queue_goes_away_with_its_last_consumer(conn: Connection) -> None:
+    q = Queue("ephemeral", durable=False, auto_delete=True, expires=30)
+    with Consumer(conn, [q], callbacks=[lambda body, m: None]):
+        assert conn.default_channel.queue_stats("ephemeral")["consumers"] == 1
+    with pytest.raises(NotFound):
+        conn.default_channel.queue_stats("ephemeral")

@@ -8,9 +8,8 @@ kombu ``Queue`` always declares the same brokerd queue (redeclaring with other
 options is PRECONDITION_FAILED, which kombu reports as a channel error).
 
 * ``auto_delete=True`` and ``exclusive=True`` -> ``auto_delete``;
-  ``x-expires`` (ms) -> ``expires`` (s). brokerd only understands these two
-  from the release that added them; until then :data:`SEND_LIFETIME_OPTIONS`
-  is False and such queues are declared without them (they then live until
+  ``x-expires`` (ms) -> ``expires`` (s). :data:`SEND_LIFETIME_OPTIONS` turns
+  these two off for a broker that predates them (such queues then live until
   deleted).
 * ``x-message-ttl`` (ms) -> ``message_ttl`` (s); ``x-max-length`` ->
   ``max_length``; ``x-dead-letter-routing-key`` is not supported (brokerd
@@ -33,9 +32,9 @@ from ..errors import InvalidArgument
 
 __all__ = ["EXCHANGE_TYPES", "SEND_LIFETIME_OPTIONS", "queue_options"]
 
-#: Send ``auto_delete`` and ``expires`` to the broker. Flip to True once the
-#: server accepts them (the DeclareQueue options added with issue 9).
-SEND_LIFETIME_OPTIONS: Final = False
+#: Send ``auto_delete`` and ``expires`` to the broker (DeclareQueue options
+#: since issue 9).
+SEND_LIFETIME_OPTIONS: Final = True
 
 #: kombu exchange types that map 1:1 onto brokerd's (SPEC §9.1).
 EXCHANGE_TYPES: Final = frozenset({"direct", "topic", "fanout"})
