@@ -113,9 +113,9 @@ def from_delivery(body: bytes, headers: Mapping[str, HeaderValue]) -> KombuMessa
     None means a message published by brokerd's own clients (no ``x-kombu``
     header). A malformed envelope raises :class:`InvalidEnvelope`.
     """
-    packed = headers.get(ENVELOPE_HEADER)
-    if packed is None:
+    if ENVELOPE_HEADER not in headers:
         return None
+    packed = headers[ENVELOPE_HEADER]
     if type(packed) is not bytes:
         raise InvalidEnvelope(f"{ENVELOPE_HEADER} header must be bin, not {type(packed).__name__}")
     try:
@@ -132,7 +132,36 @@ def from_delivery(body: bytes, headers: Mapping[str, HeaderValue]) -> KombuMessa
         raise InvalidEnvelope(f"{ENVELOPE_HEADER}: content_type and content_encoding must be str")
     if type(kheaders) is not dict or type(properties) is not dict:
         raise InvalidEnvelope(f"{ENVELOPE_HEADER}: headers and properties must be maps")
+    _check_plain(kheaders, 1)
+    _check_plain(properties, 1)
     return KombuMessage(body, content_type, content_encoding, kheaders, properties)
+
+
+#: Deepest nesting of maps and lists accepted in an envelope's headers and
+#: properties (Celery's own nest two or three levels).
+_MAX_DEPTH: Final = 32
+_PLAIN_SCALARS: Final = frozenset({str, bytes, int, float, bool, type(None)})
+
+
+def _check_plain(value: Any, depth: int) -> None:
+    """Only what ``to_message`` writes: str-keyed maps, lists and msgpack
+    scalars. msgpack extension values (its Timestamp, ExtType) and non-str
+    keys never reach kombu or Celery."""
+    if depth > _MAX_DEPTH:
+        raise InvalidEnvelope(f"{ENVELOPE_HEADER}: nested deeper than {_MAX_DEPTH} levels")
+    kind = type(value)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                raise InvalidEnvelope(f"{ENVELOPE_HEADER}: map keys must be str")
+            if type(item) not in _PLAIN_SCALARS:
+                _check_plain(item, depth + 1)
+    elif kind is list:
+        for item in value:
+            if type(item) not in _PLAIN_SCALARS:
+                _check_plain(item, depth + 1)
+    elif kind not in _PLAIN_SCALARS:
+        raise InvalidEnvelope(f"{ENVELOPE_HEADER}: unsupported value of type {kind.__name__}")
 
 
 def _message_id(headers: Mapping[str, Any], properties: Mapping[str, Any]) -> str | None:

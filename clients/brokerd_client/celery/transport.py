@@ -1,0 +1,876 @@
+"""The kombu transport for brokerd: ``broker_url = "brokerd://[token@]host:5673"``.
+
+An unchanged Celery (5.3+) or kombu application runs on brokerd through this
+transport. It is a native transport (like kombu's ``pyamqp``), not kombu's
+polling "virtual" transport: there is no polling interval anywhere.
+
+How kombu's AMQP model maps onto brokerd (protocol/SPEC.md):
+
+* **Connection**: one TCP connection speaking brokerd's protocol
+  (:mod:`.wire`); the token is the URL's password, or its user name
+  (``brokerd://token@host``). kombu's ``virtual_host`` is ignored for now. The
+  token is moved out of the user name as the transport is created, so
+  kombu's ``as_uri()`` (Celery's banner and error logs) masks it.
+* **Channels** are local objects sharing the connection: each holds its
+  consumers, its prefetch and the deliveries handed to its consumers.
+* **Deliveries are pushed.** ``register_with_event_loop`` puts the socket on
+  Celery's hub; ``on_readable`` reads what is there and dispatches it at
+  once. ``drain_events(timeout)`` blocks on the socket for code without a hub.
+  Frames read while a blocking call waits for its reply are dispatched
+  afterwards (on the hub: in the next loop iteration), never from inside it.
+* **Exchanges** ``direct``, ``topic``, ``fanout`` and the default exchange are
+  brokerd's own (SPEC §9.1). **Queues**: see :mod:`.queueargs`.
+* **Publishing** sends a Publish built by :func:`.envelope.to_message` and, by
+  default, waits for its Confirm (transport option ``confirm_publish``,
+  default True): a ``delay()`` that returned is durably committed. With
+  ``confirm_publish=False`` publishes are fire and forget (like pyamqp's
+  default); refusals are then only logged. A refused publish raises the
+  broker's error (``Unroutable`` for a mandatory publish that routes nowhere,
+  ``QueueFull``, ...); a message larger than the broker's frame limit raises
+  ``MessageTooLarge`` before anything is sent.
+* **ETA / countdown.** ``to_message`` turns a future ``eta`` header into
+  brokerd's ``not_before``, so the *broker* holds the task, durably, and
+  delivers it when it is due. On delivery the transport sets
+  ``headers["eta"] = None`` before Celery sees the message: the worker runs it
+  at once and never keeps ETA tasks in memory or raises its prefetch for them.
+* **Consuming**: ``basic_consume`` is a brokerd Consume whose prefetch is the
+  channel's ``basic_qos`` prefetch_count (0 = unlimited = 65535). brokerd's
+  prefetch is exact and per consumer (one per queue consumed), like
+  RabbitMQ's per-consumer QoS. A new ``basic_qos`` re-consumes at the new
+  prefetch (Cancel + Consume); deliveries already held survive the Cancel
+  (SPEC §11.1), so until they are settled they come on top of the new window.
+  ``no_ack`` consumers (Celery's remote control, event receivers) are acked
+  by the transport as soon as their deliveries are read, in one Ack frame.
+* **Settling**: ``basic_ack`` (``multiple`` too), ``basic_reject`` (requeue:
+  Nack back to the queue, marked redelivered; no requeue: Reject, which
+  dead-letters or drops), ``basic_recover`` (requeue everything held).
+* **basic_get**: asks QueueStats first and returns None when nothing is
+  ready; otherwise consumes with prefetch 1 until one delivery arrives (at
+  most transport option ``get_timeout`` seconds, default 1.0, in case another
+  consumer took it first), then cancels.
+* **Leases (acks_late)**: every unsettled delivery is leased to the
+  connection. A :class:`.keeper.LeaseKeeper` thread extends all of them in one
+  Extend about every lease/3 and sends heartbeats, also while the consuming
+  thread is blocked in a long task (solo pool). So a task longer than its
+  lease is never redelivered while its worker lives, and a killed worker's
+  tasks return to the queue at once (its connection closes). Transport
+  option ``lease`` (seconds) sets the Consume lease (default: the queue's).
+  A delivery read after the consuming thread spent more than half a lease
+  in callbacks (a solo pool runs tasks inside them, and reads nothing
+  meanwhile) may have waited in the socket past its lease; it is checked
+  with an Extend before it runs, and skipped here if the broker already took
+  it back (it went to another consumer).
+* **Threads**: acks may come from any thread (Celery's threads pool); every
+  write goes through the connection's write lock. Reading is done by the
+  consuming thread only.
+* **Errors**: a lost socket or a broker close raises ``ConnectionLost`` (in
+  ``connection_errors``: Celery reconnects); request errors raise brokerd's
+  typed errors (``PreconditionFailed`` for a redeclaration with other
+  options, ...), listed in ``channel_errors``; messages name the brokerd
+  error code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from kombu.exceptions import ChannelError as KombuChannelError
+from kombu.exceptions import ConnectionError as KombuConnectionError
+from kombu.transport import base
+
+from brokerd_protocol import (
+    MAX_PREFETCH,
+    Bind,
+    Cancel,
+    Consume,
+    DeclareExchange,
+    DeclareQueue,
+    DeleteExchange,
+    DeleteQueue,
+    Deliver,
+    PurgeQueue,
+    QueueStats,
+    Unbind,
+)
+
+from ..errors import (
+    AuthenticationError,
+    ConnectionLost,
+    HeartbeatTimeout,
+    InternalError,
+    InvalidArgument,
+    LeaseLost,
+    MessageTooLarge,
+    NotFound,
+    PreconditionFailed,
+    ProtocolViolation,
+    QueueFull,
+    ResourceLimitExceeded,
+    StorageFailed,
+    Unroutable,
+)
+from ..url import DEFAULT_PORT
+from .envelope import ENVELOPE_HEADER, InvalidEnvelope, KombuMessage, from_delivery, to_message
+from .keeper import LeaseKeeper
+from .queueargs import EXCHANGE_TYPES, queue_options
+from .wire import ACK, EXTEND, KIND_NAMES, NACK, REJECT, RETURN, WireConnection
+
+__all__ = ["Channel", "Message", "Transport", "TransportConnection", "queue_declare_ok_t"]
+
+log = logging.getLogger("brokerd_client.celery")
+
+#: Most fire-and-forget publishes left unconfirmed before a publisher reads
+#: confirms (``confirm_publish=False``); it then waits until half are in.
+_MAX_UNCONFIRMED = 10_000
+
+
+class queue_declare_ok_t(NamedTuple):  # kombu's and py-amqp's name
+    queue: str
+    message_count: int
+    consumer_count: int
+
+
+class RawDelivery:
+    """What a consumer callback receives; ``Channel.message_to_python`` makes
+    the kombu :class:`Message` of it."""
+
+    __slots__ = ("consumer_tag", "error", "frame", "kombu")
+
+    def __init__(self, frame: Deliver, consumer_tag: str) -> None:
+        self.frame = frame
+        self.consumer_tag = consumer_tag
+        self.error: InvalidEnvelope | None = None
+        headers = frame.props.get("headers") or {}
+        try:
+            self.kombu = from_delivery(frame.body, headers)
+        except InvalidEnvelope as exc:
+            self.kombu = None
+            self.error = exc
+
+
+class Message(base.Message):
+    """A kombu message received from brokerd."""
+
+    def __init__(self, raw: RawDelivery, channel: Channel | None = None, **kwargs: Any) -> None:
+        frame = raw.frame
+        props = frame.props
+        wire_headers: dict[str, Any] = props.get("headers") or {}
+        km = raw.kombu
+        if km is None:
+            # Published by a brokerd client (or a broken envelope): its
+            # headers are the message's, its body is opaque bytes.
+            headers = {k: v for k, v in wire_headers.items() if k != ENVELOPE_HEADER}
+            properties: dict[str, Any] = {}
+            content_type: str | None = "application/data"
+            content_encoding: str | None = "binary"
+        else:
+            headers = dict(km.headers)
+            # brokerd's own headers (x-death-* after dead-lettering) too.
+            for key, value in wire_headers.items():
+                if key != ENVELOPE_HEADER:
+                    headers.setdefault(key, value)
+            properties = dict(km.properties)
+            content_type = km.content_type or None
+            content_encoding = km.content_encoding or None
+        if "eta" in headers:
+            # The broker held it until due (not_before): run it now.
+            headers["eta"] = None
+        priority = props.get("priority", 0)
+        properties["priority"] = priority
+        delivery_info = {
+            "consumer_tag": raw.consumer_tag,
+            "delivery_tag": frame.delivery,
+            "redelivered": bool(props.get("redelivered", False)),
+            "exchange": frame.exchange,
+            "routing_key": frame.routing_key,
+            "priority": priority,
+        }
+        super().__init__(  # type: ignore[no-untyped-call]
+            body=frame.body,
+            delivery_tag=frame.delivery,
+            content_type=content_type,
+            content_encoding=content_encoding,
+            delivery_info=delivery_info,
+            properties=properties,
+            headers=headers,
+            channel=channel,
+            **kwargs,
+        )
+        if raw.error is not None:
+            # kombu re-raises errors[0] when the consumer reads the message.
+            self.errors.append((type(raw.error), raw.error, None))  # type: ignore[arg-type]
+
+
+class _Consumer:
+    __slots__ = ("callback", "consumer_id", "no_ack", "on_cancel", "prefetch", "queue")
+
+    def __init__(
+        self,
+        queue: str,
+        no_ack: bool,
+        callback: Callable[[RawDelivery], Any] | None,
+        on_cancel: Callable[[str], Any] | None,
+    ) -> None:
+        self.queue = queue
+        self.no_ack = no_ack
+        self.callback = callback
+        self.on_cancel = on_cancel
+        self.consumer_id = 0
+        self.prefetch = 0
+
+
+class Channel(base.StdChannel):
+    """A kombu channel: consumers, prefetch and held deliveries on a shared connection."""
+
+    def __init__(self, connection: TransportConnection) -> None:
+        self.connection = connection
+        self.channel_id = next(connection.channel_ids)
+        self.no_ack_consumers: set[str] = set()  # type: ignore[assignment]
+        self.events: dict[str, set[Any]] = {"basic_return": set()}
+        self.is_open = True
+        self.prefetch_count = 0
+        self._consumers: dict[str, _Consumer] = {}
+        self._held: set[int] = set()
+        self._held_lock = threading.Lock()
+        self._tags = itertools.count(1)
+        connection.channels.append(self)
+
+    # --- messages --------------------------------------------------------------
+
+    def prepare_message(
+        self,
+        body: bytes | str,
+        priority: int | None = None,
+        content_type: str | None = None,
+        content_encoding: str | None = None,
+        headers: dict[str, Any] | None = None,
+        properties: dict[str, Any] | None = None,
+    ) -> KombuMessage:
+        if isinstance(body, str):
+            body = body.encode(content_encoding or "utf-8")
+        props = dict(properties or {})
+        if priority is not None:
+            props["priority"] = priority
+        return KombuMessage(
+            bytes(body), content_type or "", content_encoding or "", dict(headers or {}), props
+        )
+
+    def message_to_python(self, raw: RawDelivery) -> Message:
+        return Message(raw, channel=self)
+
+    def prepare_queue_arguments(self, arguments: dict[str, Any], **kwargs: Any) -> Any:
+        return base.to_rabbitmq_queue_arguments(arguments, **kwargs)
+
+    def basic_publish(
+        self,
+        message: KombuMessage,
+        exchange: str = "",
+        routing_key: str = "",
+        mandatory: bool = False,
+        immediate: bool = False,
+        **kwargs: Any,
+    ) -> bool | None:
+        """Publish; with ``confirm_publish`` (the default) return once the
+        broker committed it: True if it routed to a queue, False if nowhere."""
+        conn = self.connection
+        msg = to_message(exchange or "", routing_key or "", message, mandatory=mandatory)
+        wire = conn.wire
+        if not conn.confirm_publish and wire.unconfirmed >= _MAX_UNCONFIRMED:
+            while wire.unconfirmed > _MAX_UNCONFIRMED // 2:
+                wire.read_until(None)
+        seq = wire.publish(
+            msg.exchange, msg.routing_key, msg.body, msg.props(), wait=conn.confirm_publish
+        )
+        if not conn.confirm_publish:
+            return None
+        timeout = kwargs.get("confirm_timeout") or kwargs.get("timeout")
+        try:
+            return wire.wait_confirm(seq, timeout)
+        finally:
+            conn.kick()
+
+    # --- topology --------------------------------------------------------------
+
+    def exchange_declare(
+        self,
+        exchange: str | None = None,
+        type: str = "direct",  # kombu's keyword
+        durable: bool = False,
+        auto_delete: bool = False,
+        arguments: dict[str, Any] | None = None,
+        nowait: bool = False,
+        passive: bool = False,
+    ) -> None:
+        """Declare an exchange. ``passive`` declares nothing (brokerd cannot
+        test an exchange for existence); ``auto_delete`` is ignored."""
+        if not exchange or passive:
+            return
+        if type not in EXCHANGE_TYPES:
+            raise InvalidArgument(
+                f"brokerd has no {type!r} exchanges (only {', '.join(sorted(EXCHANGE_TYPES))})"
+            )
+        self.connection.call(lambda req: DeclareExchange(req, exchange, type, bool(durable)))
+
+    def exchange_delete(self, exchange: str, if_unused: bool = False, nowait: bool = False) -> None:
+        self.connection.call(lambda req: DeleteExchange(req, exchange))
+
+    def exchange_bind(self, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError("brokerd has no exchange-to-exchange bindings")
+
+    exchange_unbind = exchange_bind
+
+    def queue_declare(
+        self,
+        queue: str = "",
+        passive: bool = False,
+        durable: bool = False,
+        exclusive: bool = False,
+        auto_delete: bool = True,
+        arguments: dict[str, Any] | None = None,
+        nowait: bool = False,
+        **kwargs: Any,
+    ) -> queue_declare_ok_t:
+        """Declare a queue (a name is made up for ``""``); returns its name,
+        ready message count and consumer count."""
+        name = queue or f"brokerd.gen-{uuid.uuid4().hex}"
+        conn = self.connection
+        if passive:
+            stats = conn.call(lambda req: QueueStats(req, name))
+        else:
+            options = queue_options(arguments, auto_delete=auto_delete, exclusive=exclusive)
+            reqs = conn.wire.requests(
+                [
+                    lambda req: DeclareQueue(req, name, bool(durable), options),
+                    lambda req: QueueStats(req, name),
+                ]
+            )
+            try:
+                conn.wire.wait_reply(reqs[0])
+            except BaseException:
+                conn.wire.forget(reqs[1])
+                conn.kick()
+                raise
+            stats = conn.wait(reqs[1])
+        return queue_declare_ok_t(name, _count(stats, "ready"), _count(stats, "consumers"))
+
+    def queue_stats(self, queue: str) -> dict[str, int]:
+        """brokerd's counters of ``queue``: ready, leased, delayed, consumers."""
+        stats = self.connection.call(lambda req: QueueStats(req, queue))
+        return {key: _count(stats, key) for key in ("ready", "leased", "delayed", "consumers")}
+
+    def queue_bind(
+        self,
+        queue: str,
+        exchange: str = "",
+        routing_key: str = "",
+        arguments: dict[str, Any] | None = None,
+        nowait: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        if not exchange:
+            return  # every queue is bound to the default exchange
+        self.connection.call(lambda req: Bind(req, queue, exchange, routing_key or ""))
+
+    def queue_unbind(
+        self,
+        queue: str,
+        exchange: str = "",
+        routing_key: str = "",
+        arguments: dict[str, Any] | None = None,
+        nowait: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        if not exchange:
+            return
+        self.connection.call(lambda req: Unbind(req, queue, exchange, routing_key or ""))
+
+    def queue_purge(self, queue: str, nowait: bool = False, **kwargs: Any) -> int:
+        """Drop the ready messages; returns how many."""
+        return int(self.connection.call(lambda req: PurgeQueue(req, queue)) or 0)
+
+    def queue_delete(
+        self,
+        queue: str,
+        if_unused: bool = False,
+        if_empty: bool = False,
+        nowait: bool = False,
+        **kwargs: Any,
+    ) -> int:
+        """Delete the queue; returns the ready and delayed messages dropped.
+        ``if_unused``/``if_empty`` are checked just before (not atomically)."""
+        if if_unused or if_empty:
+            stats = self.queue_stats(queue)
+            if if_unused and stats["consumers"]:
+                raise PreconditionFailed(f"queue {queue!r} has consumers", 11)
+            if if_empty and (stats["ready"] or stats["delayed"] or stats["leased"]):
+                raise PreconditionFailed(f"queue {queue!r} is not empty", 11)
+        return int(self.connection.call(lambda req: DeleteQueue(req, queue)) or 0)
+
+    # --- consuming -------------------------------------------------------------
+
+    def basic_qos(
+        self, prefetch_size: int = 0, prefetch_count: int = 0, a_global: bool = False, **kw: Any
+    ) -> None:
+        """Set the prefetch of this channel's consumers; running ones are
+        re-consumed (Cancel + Consume) at the new value."""
+        self.prefetch_count = int(prefetch_count or 0)
+        prefetch = self._prefetch(no_ack=False)
+        for tag, consumer in list(self._consumers.items()):
+            if not consumer.no_ack and consumer.prefetch != prefetch and consumer.consumer_id:
+                self._reconsume(tag, consumer, prefetch)
+
+    def _prefetch(self, *, no_ack: bool) -> int:
+        if no_ack or self.prefetch_count <= 0:
+            return MAX_PREFETCH
+        return min(self.prefetch_count, MAX_PREFETCH)
+
+    def _reconsume(self, tag: str, consumer: _Consumer, prefetch: int) -> None:
+        conn = self.connection
+        old = consumer.consumer_id
+        lease = conn.lease
+        cancel_req, consume_req = conn.wire.requests(
+            [
+                lambda req: Cancel(req, old),
+                lambda req: Consume(req, consumer.queue, prefetch, lease),
+            ]
+        )
+        with contextlib.suppress(NotFound):  # the broker ended it (queue deleted)
+            conn.wire.wait_reply(cancel_req)
+        new = conn.wait(consume_req)
+        # Deliveries of the old consumer read before its Cancel was answered
+        # still go to this tag: the route of ``old`` stays.
+        consumer.consumer_id = new
+        consumer.prefetch = prefetch
+        conn.routes[new] = (self, tag)
+
+    def basic_consume(
+        self,
+        queue: str,
+        no_ack: bool = False,
+        callback: Callable[[RawDelivery], Any] | None = None,
+        consumer_tag: str | None = None,
+        on_cancel: Callable[[str], Any] | None = None,
+        nowait: bool = False,
+        arguments: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> str:
+        tag = consumer_tag or f"brokerd.ctag-{self.channel_id}.{next(self._tags)}"
+        if tag in self._consumers:
+            raise PreconditionFailed(f"consumer tag {tag!r} is already in use on this channel", 11)
+        consumer = _Consumer(queue, no_ack, callback, on_cancel)
+        prefetch = self._prefetch(no_ack=no_ack)
+        conn = self.connection
+        consumer_id = conn.call(lambda req: Consume(req, queue, prefetch, conn.lease))
+        consumer.consumer_id = consumer_id
+        consumer.prefetch = prefetch
+        self._consumers[tag] = consumer
+        if no_ack:
+            self.no_ack_consumers.add(tag)
+        conn.routes[consumer_id] = (self, tag)
+        return tag
+
+    def basic_cancel(self, consumer_tag: str, nowait: bool = False) -> None:
+        consumer = self._consumers.pop(consumer_tag, None)
+        self.no_ack_consumers.discard(consumer_tag)
+        if consumer is None:
+            return
+        conn = self.connection
+        try:
+            conn.call(lambda req: Cancel(req, consumer.consumer_id))
+        except NotFound:
+            pass
+        finally:
+            # Deliveries still unread or undispatched for it go back, uncounted.
+            for cid, (channel, tag) in list(conn.routes.items()):
+                if channel is self and tag == consumer_tag:
+                    del conn.routes[cid]
+
+    def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> RawDelivery | None:
+        """One ready message of ``queue``, or None (see the module docstring)."""
+        conn = self.connection
+        wire = conn.wire
+        stats = conn.call(lambda req: QueueStats(req, queue))
+        if not _count(stats, "ready"):
+            return None
+        consumer_id = conn.call(lambda req: Consume(req, queue, 1, conn.lease))
+        deadline = time.monotonic() + conn.get_timeout
+        found = conn.take(consumer_id)
+        while found is None and wire.read_until(deadline):
+            found = conn.take(consumer_id)
+        with contextlib.suppress(NotFound):
+            conn.call(lambda req: Cancel(req, consumer_id))
+        if found is None:
+            found = conn.take(consumer_id)
+        conn.kick()
+        if found is None:
+            return None
+        frame = found
+        if no_ack:
+            wire.settle(ACK, [frame.delivery])
+        else:
+            self._hold(frame)
+        return RawDelivery(frame, "")
+
+    def _hold(self, frame: Deliver) -> None:
+        with self._held_lock:
+            self._held.add(frame.delivery)
+        self.connection.keeper.track(frame.delivery, frame.lease)
+
+    def _release(self, delivery_tag: int, multiple: bool) -> list[int]:
+        with self._held_lock:
+            if multiple:
+                ids = sorted(i for i in self._held if i <= delivery_tag)
+                self._held.difference_update(ids)
+            else:
+                self._held.discard(delivery_tag)
+                ids = [delivery_tag]
+        self.connection.keeper.untrack(ids)
+        return ids
+
+    def basic_ack(self, delivery_tag: int, multiple: bool = False, **kwargs: Any) -> None:
+        ids = self._release(delivery_tag, multiple)
+        self.connection.wire.settle(ACK, ids)
+
+    def basic_reject(self, delivery_tag: int, requeue: bool = True, **kwargs: Any) -> None:
+        """requeue: back to the queue (redelivered); else dead-letter or drop."""
+        ids = self._release(delivery_tag, False)
+        self.connection.wire.settle(NACK if requeue else REJECT, ids)
+
+    def basic_recover(self, requeue: bool = True, **kwargs: Any) -> None:
+        """Return every delivery this channel holds to its queue."""
+        with self._held_lock:
+            ids = sorted(self._held)
+            self._held.clear()
+        self.connection.keeper.untrack(ids)
+        self.connection.wire.settle(NACK, ids)
+
+    def flow(self, active: bool) -> None:
+        raise NotImplementedError("brokerd has no channel flow control; use prefetch")
+
+    def close(self) -> None:
+        """Cancel this channel's consumers and requeue what it holds."""
+        if not self.is_open:
+            return
+        self.is_open = False
+        conn = self.connection
+        try:
+            if conn.connected:
+                for tag in list(self._consumers):
+                    self.basic_cancel(tag)
+                self.basic_recover()
+        except Transport.connection_errors:
+            pass
+        finally:
+            if self in conn.channels:
+                conn.channels.remove(self)
+
+    def _on_broker_cancel(self, tag: str) -> None:
+        consumer = self._consumers.pop(tag, None)
+        self.no_ack_consumers.discard(tag)
+        if consumer is not None and consumer.on_cancel is not None:
+            consumer.on_cancel(tag)
+
+
+def _count(stats: Any, key: str) -> int:
+    value = stats.get(key, 0) if isinstance(stats, dict) else 0
+    return value if type(value) is int else 0
+
+
+class TransportConnection:
+    """The transport's connection object (what kombu keeps as ``connection.connection``)."""
+
+    def __init__(self, transport: Transport, wire: WireConnection, options: dict[str, Any]) -> None:
+        self.client = transport.client
+        self.wire = wire
+        self.confirm_publish = bool(options.get("confirm_publish", True))
+        lease = options.get("lease")
+        self.lease: float | None = None if lease is None else float(lease)
+        self.get_timeout = float(options.get("get_timeout", 1.0))
+        self.channels: list[Channel] = []
+        self.channel_ids = itertools.count(1)
+        #: consumer id -> (channel, consumer tag)
+        self.routes: dict[int, tuple[Channel, str]] = {}
+        self.hub: Any = None
+        self._kicked = False
+        #: Seconds spent in consumer callbacks since deliveries were last routed.
+        self._busy = 0.0
+        self._ready: deque[tuple[Callable[[RawDelivery], Any], RawDelivery]] = deque()
+        self.keeper = LeaseKeeper(wire)
+        wire.on_lost = self._on_lost
+        self.keeper.start()
+
+    @property
+    def connected(self) -> bool:
+        return self.wire.error is None
+
+    def call(self, make: Callable[[int], Any]) -> Any:
+        try:
+            return self.wire.call(make)
+        finally:
+            self.kick()
+
+    def wait(self, req: int) -> Any:
+        try:
+            return self.wire.wait_reply(req)
+        finally:
+            self.kick()
+
+    def kick(self) -> None:
+        """After a blocking call read frames for others: have the hub
+        dispatch them soon (the socket will not become readable for them)."""
+        wire = self.wire
+        hub = self.hub
+        if hub is not None and not self._kicked and (wire.deliveries or wire.cancelled):
+            self._kicked = True
+            hub.call_soon(self._kicked_dispatch)
+
+    def _kicked_dispatch(self) -> None:
+        self._kicked = False
+        if self.connected:
+            self.dispatch()
+
+    def take(self, consumer_id: int) -> Deliver | None:
+        """Remove and return the first read delivery for ``consumer_id``."""
+        for delivery in self.wire.deliveries:
+            if delivery.consumer == consumer_id:
+                self.wire.deliveries.remove(delivery)
+                return delivery
+        return None
+
+    def dispatch(self) -> int:
+        """Hand every read delivery to its consumer; returns how many."""
+        count = 0
+        while True:
+            if self.wire.deliveries or self.wire.cancelled:
+                self._prepare()
+            if not self._ready:
+                return count
+            callback, raw = self._ready.popleft()
+            count += 1
+            started = time.monotonic()
+            try:
+                callback(raw)
+            finally:
+                self._busy += time.monotonic() - started
+
+    def _prepare(self) -> None:
+        """Route what was read: ack no_ack deliveries at once (one Ack),
+        lease-track the others, return those nobody consumes, queue callbacks."""
+        wire = self.wire
+        while wire.cancelled:
+            ended = wire.cancelled.popleft()
+            route = self.routes.pop(ended.consumer, None)
+            if route is not None:
+                log.warning("brokerd ended consumer %s: %s", route[1], ended.reason)
+                route[0]._on_broker_cancel(route[1])
+        batch = list(wire.deliveries)
+        wire.deliveries.clear()
+        # Callbacks that ran since the last batch (a solo pool runs tasks in
+        # them) kept this thread from reading: a delivery that waited in the
+        # socket meanwhile may have lost its lease. Check those first.
+        busy, self._busy = self._busy, 0.0
+        stale = [frame for frame in batch if busy > frame.lease / 2]
+        lapsed = self._lapsed(stale) if stale else set()
+        acks: list[int] = []
+        returns: list[int] = []
+        for frame in batch:
+            if frame.delivery in lapsed:
+                continue
+            route = self.routes.get(frame.consumer)
+            consumer = route[0]._consumers.get(route[1]) if route is not None else None
+            if route is None or consumer is None or consumer.callback is None:
+                returns.append(frame.delivery)
+                continue
+            if consumer.no_ack:
+                acks.append(frame.delivery)
+            else:
+                route[0]._hold(frame)
+            self._ready.append((consumer.callback, RawDelivery(frame, route[1])))
+        wire.settle(ACK, acks)
+        wire.settle(RETURN, returns)
+
+    def _lapsed(self, frames: list[Deliver]) -> set[int]:
+        """Of deliveries that may have waited unread past their lease, the
+        ones the broker took back (checked with an Extend)."""
+        lapsed: set[int] = set()
+        by_lease: dict[float, list[int]] = {}
+        for frame in frames:
+            by_lease.setdefault(frame.lease, []).append(frame.delivery)
+        for lease, ids in by_lease.items():
+            lapsed.update(self.wire.settle(EXTEND, ids, number=lease, wait=True))
+        if lapsed:
+            log.warning(
+                "skipped %d deliveries whose lease ran out before this worker read them "
+                "(it was busy); the broker redelivered them elsewhere",
+                len(lapsed),
+            )
+        return lapsed
+
+    def _on_lost(self, kind: int, ids: list[int]) -> None:
+        self.keeper.untrack(ids)
+        for channel in self.channels:
+            with channel._held_lock:
+                channel._held.difference_update(ids)
+        log.warning(
+            "brokerd: %s of deliveries %s came after their lease was lost; "
+            "the broker has already returned them to their queue",
+            KIND_NAMES.get(kind, "settle"),
+            ids[:10],
+        )
+
+    def close(self) -> None:
+        for channel in list(self.channels):
+            channel.close()
+        self.keeper.stop()
+        self.wire.close()
+
+    def detach(self) -> None:
+        """After fork: forget the parent's connection without touching it."""
+        self.wire.detach()
+
+
+class Transport(base.Transport):
+    """kombu's entry point for ``brokerd://`` URLs (see the module docstring)."""
+
+    default_port = DEFAULT_PORT  # type: ignore[assignment]
+    driver_type = "brokerd"
+    driver_name = "brokerd"
+
+    implements = base.Transport.implements.extend(
+        asynchronous=True,
+        heartbeats=True,
+        exchange_type=EXCHANGE_TYPES,
+    )
+
+    #: The connection is gone: reconnect (``ConnectionLost`` covers broker
+    #: closes, heartbeat timeouts and protocol violations).
+    recoverable_connection_errors = (ConnectionLost, OSError, KombuConnectionError)
+    connection_errors = (  # type: ignore[assignment]
+        *recoverable_connection_errors,
+        AuthenticationError,
+        ProtocolViolation,
+        ResourceLimitExceeded,
+    )
+    recoverable_channel_errors = ()
+    channel_errors = (  # type: ignore[assignment]
+        KombuChannelError,
+        NotFound,
+        PreconditionFailed,
+        InvalidArgument,
+        Unroutable,
+        QueueFull,
+        InternalError,
+        StorageFailed,
+        LeaseLost,
+        MessageTooLarge,
+    )
+
+    def __init__(self, client: Any, **kwargs: Any) -> None:
+        super().__init__(client, **kwargs)  # type: ignore[no-untyped-call]
+        # ``brokerd://token@host`` puts the token in the user name, which
+        # kombu prints in as_uri() (Celery's banner, its error logs). As the
+        # password it is masked.
+        if client is not None and client.userid and not client.password:
+            client.password, client.userid = client.userid, None
+
+    def driver_version(self) -> str:
+        return "1"
+
+    @property
+    def default_connection_params(self) -> dict[str, Any]:
+        return {"hostname": "127.0.0.1", "port": DEFAULT_PORT}
+
+    def establish_connection(self) -> TransportConnection:
+        conninfo: Any = self.client
+        password = conninfo.password
+        if callable(password):
+            password = password()
+        token = password or conninfo.userid or None
+        options = dict(conninfo.transport_options or {})
+        wire = WireConnection.open(
+            conninfo.hostname or "127.0.0.1",
+            int(conninfo.port or DEFAULT_PORT),
+            token=token,
+            client_name=f"kombu {socket.gethostname()} pid {os.getpid()}",
+            heartbeat=float(conninfo.heartbeat or 0.0),
+            connect_timeout=conninfo.connect_timeout,
+        )
+        return TransportConnection(self, wire, options)
+
+    def close_connection(self, connection: TransportConnection) -> None:
+        connection.close()
+
+    def _collect(self, connection: TransportConnection | None) -> None:
+        if connection is not None:
+            connection.detach()
+
+    def create_channel(self, connection: TransportConnection) -> Channel:
+        return Channel(connection)
+
+    def close_channel(self, channel: Channel) -> None:
+        channel.close()
+
+    def verify_connection(self, connection: TransportConnection) -> bool:
+        return connection.connected
+
+    def get_heartbeat_interval(self, connection: TransportConnection) -> float:
+        return connection.wire.heartbeat
+
+    def heartbeat_check(self, connection: TransportConnection, rate: int = 2) -> None:
+        """Raise if the broker has been silent for two intervals; send a
+        heartbeat if we have been (the keeper thread does too)."""
+        wire = connection.wire
+        if wire.error is not None:
+            raise wire.error
+        h = wire.heartbeat
+        if h > 0 and time.monotonic() - wire.last_recv > 2 * h and not wire.readable_now():
+            raise wire._fail(
+                HeartbeatTimeout(
+                    f"no data from brokerd for more than {2 * h:g}s; connection presumed dead"
+                )
+            )
+        wire.heartbeat_if_idle()
+
+    def qos_semantics_matches_spec(self, connection: TransportConnection) -> bool:
+        return True  # prefetch is per consumer, never channel-global
+
+    def register_with_event_loop(self, connection: TransportConnection, loop: Any) -> None:
+        connection.hub = loop
+        loop.add_reader(connection.wire.fileno(), self.on_readable, connection, loop)
+        connection.kick()
+
+    def unregister_from_event_loop(self, connection: TransportConnection, loop: Any) -> None:
+        if connection.hub is loop:
+            connection.hub = None
+
+    def on_readable(self, connection: TransportConnection, loop: Any) -> None:
+        connection.wire.read_available()
+        connection.dispatch()
+
+    def drain_events(
+        self, connection: TransportConnection, timeout: float | None = None, **kwargs: Any
+    ) -> None:
+        """Dispatch deliveries, waiting for some at most ``timeout`` seconds
+        (``socket.timeout`` if none came)."""
+        if connection.dispatch():
+            return
+        wire = connection.wire
+        wire.read_available()
+        if connection.dispatch():
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if not wire.read_until(deadline):
+                raise TimeoutError("timed out")  # socket.timeout
+            if connection.dispatch():
+                return
