@@ -10,7 +10,7 @@ from typing import Any
 from .payload import MIN_SIZE
 from .systems import DEFAULT_URLS, SYSTEMS
 
-WORKLOAD_IDS = ("W1", "W2", "W3", "W4", "W5", "W6", "W6b", "W7", "W8", "W9")
+WORKLOAD_IDS = ("W1", "W2", "W3", "W4", "W4c", "W5", "W6", "W6b", "W7", "W8", "W9")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 

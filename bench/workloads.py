@@ -34,6 +34,7 @@ FILL_BATCH_BYTES = 64 * 1024 * 1024
 W9_BLAST_SIZE = 1024  # the heavy publisher's bodies, as in the report that found the problem
 W9_LEAD = 1.0  # seconds the blaster runs alone before the light client starts, and after it
 W9_ALONE = 2.0  # seconds of light round trips with nothing else running (the baseline)
+W4C_RATE = 100.0  # latency tasks per second: an idle worker, well below saturation
 W8_KILL_TIMEOUT = 90.0  # above brokerd's 30 s lease, so a missed disconnect still shows
 
 SPECS: dict[str, WorkloadSpec] = {
@@ -65,6 +66,20 @@ SPECS: dict[str, WorkloadSpec] = {
         ),
         "noop tasks through one worker process (brokerd task SDK; Celery on the peers); "
         "from the first send to the last task run (ignored) or the last result received",
+    ),
+    "W4c": WorkloadSpec(
+        "W4c",
+        "an unchanged Celery app and worker",
+        (
+            MetricSpec("tasks_per_s", "W4c Celery worker, noop tasks", "tasks/s", True),
+            MetricSpec("enqueue_per_s", "W4c Celery producer, confirmed enqueue", "tasks/s", True),
+            MetricSpec("p50_ms", "W4c Celery task latency p50", "ms", False),
+            MetricSpec("p99_ms", "W4c Celery task latency p99", "ms", False),
+        ),
+        "the same Celery app, solo pool, acks_late, one worker process, on every system "
+        "(brokerd through its kombu transport): noop tasks/s as W4; the producer's rate of "
+        "confirmed delay() calls while pre-loading; latency from delay() to the task "
+        f"starting, {W4C_RATE:g} tasks/s to an idle worker",
     ),
     "W5": WorkloadSpec(
         "W5",
@@ -172,7 +187,7 @@ def _check_count(what: str, got: int, want: int) -> None:
         raise RuntimeError(f"{what}: got {got} distinct messages, expected {want}")
 
 
-def _percentile(sorted_values: Sequence[int], q: float) -> float:
+def _percentile(sorted_values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile of an ascending sequence."""
     if not sorted_values:
         raise ValueError("no samples")
@@ -278,6 +293,21 @@ def _task_impl(system: str) -> Any:
     from .systems import celery_peer
 
     return celery_peer
+
+
+async def w4c(ctx: RunContext) -> Result:
+    from .systems import celery_peer
+
+    values: Values = {}
+    rate, info = await celery_peer.run_noop_tasks(ctx, with_results=False)
+    values["tasks_per_s"] = rate
+    values["enqueue_per_s"] = ctx.settings.task_count / max(info["preload_s"], 1e-9)
+    count = max(100, min(ctx.settings.task_count // 5, 2000))
+    latency = await celery_peer.run_task_latency(ctx, rate=W4C_RATE, count=count)
+    lat = latency.pop("latencies")
+    values["p50_ms"] = _percentile(lat, 50) * 1000
+    values["p99_ms"] = _percentile(lat, 99) * 1000
+    return values, {"throughput": info, "latency": {**latency, "count": count, "rate": W4C_RATE}}
 
 
 async def w5(ctx: RunContext) -> Result:
@@ -541,6 +571,17 @@ def _w4_precheck(system: str, settings: Settings) -> None:
     _task_impl(system).check_available()
 
 
+def _w4c_precheck(system: str, settings: Settings) -> None:
+    from .systems import celery_peer
+
+    celery_peer.check_available()
+    if system == "brokerd":
+        try:
+            import brokerd_client.celery.transport  # noqa: F401
+        except ImportError as exc:
+            raise Skip(SKIPPED, f"brokerd's kombu transport is not importable ({exc})") from exc
+
+
 WorkloadFn = Callable[["RunContext"], Awaitable[Result]]
 Precheck = Callable[[str, "Settings"], None]
 
@@ -549,6 +590,7 @@ WORKLOADS: dict[str, WorkloadFn] = {
     "W2": w2,
     "W3": w3,
     "W4": w4,
+    "W4c": w4c,
     "W5": w5,
     "W6": w6,
     "W6b": w6b,
@@ -560,6 +602,7 @@ WORKLOADS: dict[str, WorkloadFn] = {
 # Run before any broker is started: raise Skip where a workload does not apply.
 PRECHECKS: dict[str, Precheck] = {
     "W4": _w4_precheck,
+    "W4c": _w4c_precheck,
     "W7": _w7_precheck,
     "W8": _w8_precheck,
     "W9": _w9_precheck,

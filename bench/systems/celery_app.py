@@ -15,7 +15,12 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_ready
 
-from bench.systems.w4_marks import task_ran
+from bench.systems.w4_marks import latency_seen, task_ran
+
+if os.environ.get("BENCH_CELERY_BROKER", "").startswith("brokerd://"):
+    # The one line a process not started by the celery CLI needs to use brokerd://
+    # (kombu has no entry point group for transports; brokerd_client/celery/__init__.py).
+    import brokerd_client.celery  # noqa: F401
 
 BROKER = os.environ.get("BENCH_CELERY_BROKER", "amqp://guest:guest@127.0.0.1:5672//")
 BACKEND = os.environ.get("BENCH_CELERY_BACKEND") or None
@@ -36,6 +41,7 @@ app.conf.update(
     accept_content=["json"],
     result_expires=600,
     broker_connection_retry_on_startup=True,
+    # Every producer waits for the broker's confirm (brokerd's transport does by default).
     broker_transport_options={"confirm_publish": True} if BROKER.startswith("amqp") else {},
     worker_hijack_root_logger=False,
     worker_send_task_events=False,
@@ -51,6 +57,11 @@ def noop_ignored() -> None:
 @app.task(name="bench.noop_result")  # type: ignore[untyped-decorator]
 def noop_result() -> None:
     task_ran()
+
+
+@app.task(name="bench.noop_latency", ignore_result=True)  # type: ignore[untyped-decorator]
+def noop_latency(sent_at: float) -> None:
+    latency_seen(sent_at)
 
 
 @worker_ready.connect  # type: ignore[untyped-decorator]

@@ -1,5 +1,6 @@
-"""W4 on the peers: Celery with RabbitMQ (rpc:// results) or Redis (redis:// results),
-one ``celery worker --pool solo --concurrency 1`` process (see :mod:`.task_runs`).
+"""Celery runs: W4 on the peers (RabbitMQ with rpc:// results, Redis with redis://
+results) and W4c on every system (brokerd through its kombu transport); one
+``celery worker --pool solo --concurrency 1`` process (see :mod:`.task_runs`).
 Skipped with a reason when Celery is not importable."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 from ..model import SKIPPED, Skip
 from .task_runs import Framework
 from .task_runs import run_noop_tasks as _run
+from .task_runs import run_task_latency as _run_latency
 
 if TYPE_CHECKING:
     from ..runner import RunContext
@@ -60,6 +62,16 @@ async def run_noop_tasks(ctx: RunContext, *, with_results: bool) -> tuple[float,
     rate, details = await _run(ctx, CELERY, env, with_results=with_results)
     details.update(broker_url=broker_url, backend=backend_url if with_results else None)
     return rate, details
+
+
+async def run_task_latency(ctx: RunContext, *, rate: float, count: int) -> dict[str, Any]:
+    queue = ctx.queue_name("celery-latency")
+    ctx.extra_cleanup.append(lambda: _cleanup(ctx, queue))
+    broker_url, _ = _celery_urls(ctx.system, ctx.target.url)
+    env = {"BENCH_CELERY_BROKER": broker_url, "BENCH_CELERY_BACKEND": "", "BENCH_W4_QUEUE": queue}
+    info = await _run_latency(ctx, CELERY, env, rate=rate, count=count)
+    info["broker_url"] = broker_url
+    return info
 
 
 async def _cleanup(ctx: RunContext, queue: str) -> None:

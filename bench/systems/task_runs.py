@@ -121,6 +121,72 @@ async def run_noop_tasks(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+async def run_task_latency(
+    ctx: RunContext, framework: Framework, env: dict[str, str], *, rate: float, count: int
+) -> dict[str, Any]:
+    """Latency of tasks sent at a fixed ``rate`` to one idle, started worker.
+
+    Each task carries its send time (the shared monotonic clock); the worker's app
+    records when it started running it. Returns the sorted latencies in seconds.
+    """
+    s = ctx.settings
+    queue = env["BENCH_W4_QUEUE"]
+    workdir = Path(tempfile.mkdtemp(prefix=f"bench-{framework.name}-latency-"))
+    ready_file, latency_file, log_path = workdir / "ready", workdir / "latency", workdir / "w.log"
+    env = {
+        **env,
+        "BENCH_W4_PREFETCH": str(s.prefetch),
+        "BENCH_W4_EXPECT": str(count),
+        "BENCH_W4_READY_FILE": str(ready_file),
+        "BENCH_W4C_LATENCY_FILE": str(latency_file),
+    }
+    worker_env = child_env()
+    worker_env.update(env)
+    producer = None
+    argv = framework.worker_argv(queue, s.prefetch, ready_file)
+    worker = _start_worker(argv, worker_env, log_path)
+    try:
+        deadline = now() + WORKER_START_TIMEOUT
+        while not ready_file.exists():
+            if worker.poll() is not None or now() > deadline:
+                raise RuntimeError(f"worker did not start: {_tail(log_path)}")
+            await asyncio.sleep(0.01)
+        producer = spawn(
+            "producer",
+            "sync:paced_tasks",
+            ctx.target,
+            app_module=framework.app_module,
+            env=env,
+            rate=rate,
+            count=count,
+        )
+        await wait_ready([producer])
+        producer.go.set()
+        progress = Progress(ctx.title, [Counter("sent", producer.counter, count)])
+        deadline = now() + WORKER_START_TIMEOUT + s.stall_timeout + count / rate
+        while not latency_file.exists():
+            if worker.poll() is not None or now() > deadline:
+                raise RuntimeError(f"worker did not run all {count} tasks: {_tail(log_path)}")
+            progress.tick()
+            await asyncio.sleep(0.05)
+        progress.finish()
+        await asyncio.sleep(0.01)
+        sent = (await collect([producer], stall_timeout=s.stall_timeout))["producer"]
+        producer = None
+        latencies = sorted(float(x) for x in latency_file.read_text().split())
+        return {"latencies": latencies, "behind_s": sent["behind_s"]}
+    finally:
+        if producer is not None:
+            kill_all([producer])
+        worker.terminate()
+        try:
+            await asyncio.to_thread(worker.wait, 3)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            await asyncio.to_thread(worker.wait)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def _start_worker(argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     with log_path.open("wb") as log:
         return subprocess.Popen(
@@ -215,4 +281,37 @@ def produce_tasks(
     return {"t_first": t_first, "t_sent": t_sent, "count": count, "succeeded": succeeded}
 
 
-SYNC_ROLES = {"produce_tasks": produce_tasks}
+def paced_tasks(
+    *,
+    counter: Any,
+    ready: Any,
+    go: Any,
+    app_module: str,
+    env: dict[str, str],
+    rate: float,
+    count: int,
+) -> dict[str, Any]:
+    """Producer process body: send ``count`` latency tasks on an absolute schedule of
+    ``rate`` per second, each carrying its send time; report how far behind it ran."""
+    os.environ.update(env)
+    mod = importlib.import_module(app_module)
+    with mod.app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=3)
+    mod.noop_latency.delay(-1.0e9)  # warm the producer's connection and channel (not counted)
+    ready.set()
+    if not go.wait(300):
+        raise TimeoutError("the parent never said go")
+    start, behind = now(), 0.0
+    for i in range(count):
+        due = start + i / rate
+        wait = due - now()
+        if wait > 0:
+            time.sleep(wait)
+        else:
+            behind = max(behind, -wait)
+        mod.noop_latency.delay(now())
+        counter.value = i + 1
+    return {"behind_s": behind}
+
+
+SYNC_ROLES = {"produce_tasks": produce_tasks, "paced_tasks": paced_tasks}
