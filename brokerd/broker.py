@@ -17,8 +17,10 @@ free of awaits and per-message tasks, and lets unit tests drive every rule
 with a fake clock. Invariants:
 
 * A message published to a durable queue enters it, and so can reach a
-  consumer, only once its batch has committed (``_arrive``); when the commit
-  fails nothing of the batch is delivered and its publishes are refused.
+  consumer, only once its batch's commit is written (``_arrive``), which may
+  be before the fsync that makes it durable; when the write fails nothing of
+  the batch is delivered and its publishes are refused. Confirms wait for
+  the fsync (``commits.py``).
 * Reads (queue pages, delayed loads) are asked for during an operation and
   issued by ``flush`` after the tick's batch, so they see every row it wrote.
 * A delivery is in its connection's ``deliveries`` and in the lease wheel
@@ -312,8 +314,8 @@ class Broker:
             else:
                 m.seq = self._new_seq()
             if durable:
-                # Held back until the batch commits (``_arrive``): a publish
-                # that is refused must not have been delivered.
+                # Held back until the batch is written (``_arrive``): a
+                # publish that is refused must not have been delivered.
                 if q.durable:
                     batch.insert(m)
                 if m.seq is not None:

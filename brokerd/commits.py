@@ -9,18 +9,26 @@ Invariants:
   never in the middle of an operation: a read sees every row written before
   it. ``generation`` counts the batches handed over; a read issued at
   generation g sees the rows of every batch up to g.
-* When a batch commits, its arrivals enter their queues first (the broker's
-  ``arrive``), then its publishers are answered: a publish that needed the
-  commit is confirmed, or refused with ``STORAGE_FAILED`` when it failed;
-  unroutable and transient-only publishes needed nothing stored and are
-  confirmed either way. Then the batch's after-commit callbacks run, then the
-  listeners (flow control).
+* A store reports a batch *written*, then *done* (``Store.commit``). When it
+  is written, its arrivals enter their queues (the broker's ``arrive``: they
+  may be delivered now) and its ``on_written`` callbacks run. When it is
+  done (durable: after the fsync, for a batch that promised durability), its
+  publishers are answered: a publish that needed the commit is confirmed, or
+  refused with ``STORAGE_FAILED`` when it failed; unroutable and
+  transient-only publishes needed nothing stored and are confirmed either
+  way. Then its ``on_commit`` callbacks run, then the listeners (flow control).
+* A batch whose write failed is never written: its arrivals are dropped, so
+  a refused publish was never delivered. A batch whose sync failed after the
+  write keeps its deliveries and its rows, and its stored publishes are
+  refused all the same (a confirm means on disk), saying they may have been
+  delivered.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 
 from brokerd_protocol import ErrorCode
 
@@ -62,41 +70,59 @@ class Commits:
     def submit(self, batch: Batch, arrivals: list[Arrival]) -> None:
         self.inflight_bytes += batch.nbytes
         self.generation = gen = self.generation + 1
-        self.store.commit(batch, lambda err: self._committed(batch, arrivals, gen, err))
+        flight = _Flight(batch, arrivals, gen)
+        self.store.commit(batch, partial(self._done, flight), partial(self._written, flight))
 
-    def _committed(
-        self,
-        batch: Batch,
-        arrivals: list[Arrival],
-        generation: int,
-        error: BaseException | None,
-    ) -> None:
+    def _written(self, flight: _Flight) -> None:
+        flight.written = True
+        if flight.arrivals:
+            self._arrive(flight.arrivals, flight.generation, True)
+            flight.arrivals = []
+        for callback in flight.batch.on_written:
+            callback(None)
+
+    def _done(self, flight: _Flight, error: BaseException | None) -> None:
+        batch = flight.batch
+        if not flight.written:
+            if error is None:
+                self._written(flight)  # a store that reports written with done
+            else:
+                if flight.arrivals:
+                    self._arrive(flight.arrivals, flight.generation, False)
+                for callback in batch.on_written:
+                    callback(error)
         self.inflight_bytes -= batch.nbytes
-        if arrivals:
-            self._arrive(arrivals, generation, error is None)
         if error is None and batch.first_publish:
             self.counters.publish_confirm.observe(time.perf_counter() - batch.first_publish)
-        self._answer(batch, error)
+        self._answer(batch, error, flight.written)
         for callback in batch.on_commit:
             callback(error)
         for listener in self.listeners:
             listener()
 
-    def _answer(self, batch: Batch, error: BaseException | None) -> None:
+    def _answer(self, batch: Batch, error: BaseException | None, written: bool) -> None:
         """Confirm each connection's publishes in one frame, or refuse them."""
         counters = self.counters
         by_conn: dict[Connection, tuple[list[int], list[int]]] = {}
-        for conn, seq, outcome in batch.confirms:
-            if outcome == STORED and error is not None:
+        refusal = ""
+        if error is not None:
+            if written:
+                # Its sync failed after the write: the messages are in their
+                # queues and may have been delivered, but are not known to
+                # be on disk, and a confirm would say they are.
+                refusal = (
+                    "storage failed to sync (fsync) after the write: the message may "
+                    f"have been delivered and may not survive a power loss: {error}"
+                )
+            else:
                 # None of its messages entered a queue (the arrivals were
                 # dropped), so a client that publishes it again makes no duplicate.
+                refusal = f"storage failed, nothing was stored: {error}"
+        for conn, seq, outcome in batch.confirms:
+            if outcome == STORED and error is not None:
                 counters.store_failed += 1
                 if not conn.closed:
-                    conn.peer.send_publish_error(
-                        seq,
-                        ErrorCode.STORAGE_FAILED,
-                        f"storage failed, nothing was stored: {error}",
-                    )
+                    conn.peer.send_publish_error(seq, ErrorCode.STORAGE_FAILED, refusal)
                 continue
             if outcome:
                 counters.routed += 1
@@ -129,3 +155,16 @@ class Commits:
         self.store.load_delayed(
             load.after, load.limit, lambda r: self._loaded(load, r), max_bytes=load.max_bytes
         )
+
+
+class _Flight:
+    """A batch handed to the store, until it is done."""
+
+    __slots__ = ("arrivals", "batch", "generation", "written")
+
+    def __init__(self, batch: Batch, arrivals: list[Arrival], generation: int) -> None:
+        self.batch = batch
+        self.arrivals = arrivals
+        self.generation = generation
+        #: The store reported it written (its arrivals entered their queues).
+        self.written = False

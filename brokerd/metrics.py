@@ -216,7 +216,7 @@ class BrokerCollector:
         if isinstance(store, SqliteStore):
             yield _histogram(
                 "brokerd_commit_seconds",
-                "Duration of one group commit, fsync included.",
+                "Duration of one group commit, the fsync after it included.",
                 store.commit_seconds,
             )
             yield CounterMetricFamily(

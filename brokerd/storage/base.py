@@ -3,7 +3,10 @@
 The core never performs I/O. It records every change of one event-loop tick
 in a ``Batch`` (typed operations, no SQL); the server hands the batch to a
 ``Store``, which applies it (with others queued behind it) in one transaction.
-Publisher confirms for the batch go out only when the store reports the commit.
+A store reports each batch twice: *written* (applied and visible; the broker
+delivers its messages) and *done* (durable as promised; confirms go out), so
+a message whose write failed is never delivered, and a confirm still means on
+disk, while delivery need not wait for the disk.
 Reads are typed too: message pages (``load_ready``, ``load_delayed``) and the
 task layer's ``Query`` kinds. A store maps operation and query kinds to its
 own statements; tests/unit/test_store_contract.py states what every store
@@ -18,7 +21,7 @@ from enum import IntEnum
 from typing import Any, Protocol
 
 from ..message import Message
-from .batch import Batch, Done, MessageOps, Op, Step
+from .batch import Batch, Done, MessageOps, Op, Step, Written
 from .rows import (
     INSERT_COLUMNS,
     Row,
@@ -44,6 +47,7 @@ __all__ = [
     "Row",
     "Step",
     "Store",
+    "Written",
     "message_row",
     "pack_headers",
     "read_messages",
@@ -113,10 +117,18 @@ class Store(Protocol):
         ``now`` become ready first (seq above every stored one, in id order)."""
         ...
 
-    def commit(self, batch: Batch, done: Done) -> None:
+    def commit(self, batch: Batch, done: Done, written: Written | None = None) -> None:
         """Apply ``batch`` atomically, possibly in one transaction with the
-        batches queued beside it (a group): ``done(None)`` once durable, or
-        ``done(error)`` for every batch of a group that applied nothing."""
+        batches queued beside it (a group).
+
+        ``written()`` once it is applied: later reads see it and a crash of
+        the process keeps it, though a power cut may still undo it. Then
+        ``done(None)`` once it is durable (on disk, if ``batch.sync`` and the
+        store syncs at all). A group that applied nothing calls
+        ``done(error)`` for every batch and never ``written``; a group whose
+        sync failed after its write was reported calls ``done(error)`` too.
+        Both come in submission order, each batch's ``written`` before its
+        ``done``."""
         ...
 
     def load_ready(

@@ -35,6 +35,8 @@ from .rows import Row, message_row, update_row
 
 #: Called on the loop thread after the batch's commit (None) or its failure.
 Done = Callable[[BaseException | None], None]
+#: Called on the loop thread once the batch is written (before ``Done``).
+Written = Callable[[], None]
 
 
 class Op(IntEnum):
@@ -130,6 +132,7 @@ class Batch:
         "first_publish",
         "nbytes",
         "on_commit",
+        "on_written",
         "segments",
         "sync",
     )
@@ -142,8 +145,12 @@ class Batch:
         #: the outcome says whether it routed and needs this commit (the core's
         #: UNROUTED / IN_MEMORY / STORED).
         self.confirms: list[tuple[Any, int, int]] = []
-        #: Called on the loop thread after the commit (None) or its failure.
+        #: Called on the loop thread once the commit is durable (None) or
+        #: failed (the write or the sync after it).
         self.on_commit: list[Done] = []
+        #: Called on the loop thread once the commit is written (None), or
+        #: its write failed; never waits for the sync.
+        self.on_written: list[Done] = []
         #: Body bytes carried, for flow control.
         self.nbytes = 0
         #: perf_counter() of the first publish in the batch (publish-to-confirm metric).
@@ -152,7 +159,7 @@ class Batch:
         self.dirty = False
         #: Its commit answers a promise of durability (a stored publish's
         #: confirm, a reply sent after the commit), so it must reach the disk
-        #: (fsync) before its callbacks run. Otherwise (acks, returns, expiries)
+        #: (fsync) before its confirms and ``on_commit`` run. Otherwise (acks, returns, expiries)
         #: it is written without waiting for the disk: a crash of the broker
         #: process keeps it, a power cut may undo it until the next synced commit.
         self.sync = False
@@ -226,13 +233,16 @@ class Batch:
         self.confirms.append((target, seq, outcome))
 
     def after_commit(self, done: Done, *, durable: bool = True) -> None:
-        """Call ``done(None)`` after the commit, ``done(error)`` if it fails;
-        ``durable`` (the default): only once the batch is on disk."""
+        """Call ``done(None)`` after the commit, ``done(error)`` if it fails.
+        ``durable`` (the default): only once the batch is on disk; otherwise
+        once it is written, without waiting for a sync."""
         if not self.dirty:
             self._mark_dirty()
         if durable:
             self.sync = True
-        self.on_commit.append(done)
+            self.on_commit.append(done)
+        else:
+            self.on_written.append(done)
 
     # --- topology ---------------------------------------------------------------
 
@@ -337,4 +347,9 @@ class Batch:
         return any(not isinstance(s, MessageOps) or bool(s) for s in self.segments)
 
     def __bool__(self) -> bool:
-        return bool(self.confirms) or bool(self.on_commit) or self.has_writes()
+        return (
+            bool(self.confirms)
+            or bool(self.on_commit)
+            or bool(self.on_written)
+            or self.has_writes()
+        )

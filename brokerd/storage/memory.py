@@ -4,7 +4,8 @@ It backs unit tests of the broker core (driven by a fake clock, with no
 threads) and ``--data-dir :memory:`` runs where nothing needs to survive a
 restart. Callbacks are handed to ``schedule`` rather than run inline so the
 core is never re-entered in the middle of its own call, as with a real store.
-Every commit is a group of one batch.
+Every commit is a group of one batch, and is written and durable at once (as
+durable as memory is): one scheduled callback reports it written, then done.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
-from .base import Batch, Done, Loaded, Queried, Query, Recovered, read_messages
+from .base import Batch, Done, Loaded, Queried, Query, Recovered, Written, read_messages
 from .sql import DELAYED_SQL, READY_SQL, SCHEMA, apply_batches, query_sql
 from .sql import recover as recover_database
 
@@ -34,7 +35,7 @@ class MemoryStore:
     def recover(self, now: float) -> Recovered:
         return recover_database(self._conn, now)
 
-    def commit(self, batch: Batch, done: Done) -> None:
+    def commit(self, batch: Batch, done: Done, written: Written | None = None) -> None:
         conn = self._conn
         error: BaseException | None = None
         try:
@@ -46,7 +47,10 @@ class MemoryStore:
             error = exc
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-        self._schedule(lambda: done(error))
+        if error is None and written is not None:
+            self._schedule(lambda: _report(written, done))
+        else:
+            self._schedule(lambda: done(error))
 
     def load_ready(
         self,
@@ -92,3 +96,8 @@ class MemoryStore:
 
     def close(self) -> None:
         self._conn.close()
+
+
+def _report(written: Written, done: Done) -> None:
+    written()
+    done(None)

@@ -8,6 +8,16 @@ batch queued while the previous fsync ran and applies them all with
 connection in submission order, so a page load sees every row committed (or
 queued) before it, which the paging logic relies on. The tables and the
 statements behind each operation are in ``sql.py`` (shared with MemoryStore).
+
+A group that must be durable (``--durability full`` and a batch with
+``sync``) is committed in two steps, each reported to the loop as it ends:
+the ``COMMIT`` writes it to the WAL (``synchronous = NORMAL``; a full disk or
+an I/O error fails it here, and then nothing of it was applied or delivered),
+"written" lets the broker deliver its messages; then the fsync of the WAL
+(``walsync.py``), and "done" lets the confirms go out. A crash of the process
+between the two keeps the group (it is in the OS's cache); a power cut may
+lose it, but nobody was told it was durable. Every other group is written
+only and reported once.
 """
 
 from __future__ import annotations
@@ -24,7 +34,18 @@ from typing import Any
 
 from ..message import Message
 from ..stats import LATENCY_BOUNDS, Buckets
-from .base import Batch, Done, Loaded, MessageOps, Queried, Query, Recovered, Row, read_messages
+from .base import (
+    Batch,
+    Done,
+    Loaded,
+    MessageOps,
+    Queried,
+    Query,
+    Recovered,
+    Row,
+    Written,
+    read_messages,
+)
 from .errors import (
     StorageOpenError,
     empty_database,
@@ -35,6 +56,7 @@ from .errors import (
 from .lock import DataDirLock
 from .sql import DELAYED_SQL, READY_SQL, SCHEMA, apply_batches, query_sql
 from .sql import recover as recover_database
+from .walsync import WalSync
 
 log = logging.getLogger("brokerd.storage")
 
@@ -129,7 +151,8 @@ _COMMIT = 1
 _READ = 2
 _STOP = 3
 
-Job = tuple[int, Any, Any]
+#: (kind, batch or read arguments, done, written: commits only).
+Job = tuple[int, Any, Any, Written | None]
 Post = Callable[..., Any]
 
 
@@ -150,10 +173,16 @@ class SqliteStore:
                 lock.release()
             raise open_error(path, exc) from exc
         self._lock = lock
-        #: ``--durability full``: commits that promise durability are fsynced.
-        self._full = durability == "full"
-        #: What ``PRAGMA synchronous`` is set to now (FULL at open for full).
-        self._synced = self._full
+        #: With ``--durability full``, the fsync that makes a commit that
+        #: promises durability durable; None with ``normal`` (never waits).
+        self.wal: WalSync | None = None
+        if durability == "full":
+            try:
+                self.wal = self._open_wal()
+            except (sqlite3.Error, OSError) as exc:
+                self._conn.close()
+                lock.release()
+                raise open_error(path, exc) from exc
         self._jobs: queue.SimpleQueue[Job] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._post: Post | None = None
@@ -162,8 +191,22 @@ class SqliteStore:
         self.synced_commits = 0
         #: Body bytes committed so far (the free-disk alarm's estimate between readings).
         self.committed_bytes = 0
-        #: Seconds per group commit (BEGIN..COMMIT including fsync).
+        #: Seconds per group commit (BEGIN..COMMIT, and the fsync after it).
         self.commit_seconds = Buckets(LATENCY_BOUNDS)
+
+    def _open_wal(self) -> WalSync:
+        """Commit with ``synchronous = NORMAL`` from now on (the fsync is
+        ours, after the commit), and make the log opened so far durable:
+        the log file and its directory entry."""
+        self._conn.execute("PRAGMA synchronous = NORMAL")
+        wal = WalSync(self.path.with_name(self.path.name + "-wal"))
+        try:
+            wal.sync()
+            _fsync(self.path.parent)
+        except BaseException:
+            wal.close()
+            raise
+        return wal
 
     # --- start-up -----------------------------------------------------------
 
@@ -186,8 +229,8 @@ class SqliteStore:
 
     # --- Store protocol -----------------------------------------------------
 
-    def commit(self, batch: Batch, done: Done) -> None:
-        self._jobs.put((_COMMIT, batch, done))
+    def commit(self, batch: Batch, done: Done, written: Written | None = None) -> None:
+        self._jobs.put((_COMMIT, batch, done, written))
 
     def load_ready(
         self,
@@ -200,24 +243,26 @@ class SqliteStore:
         max_bytes: int | None = None,
     ) -> None:
         params = (queue, priority, after_seq, limit)
-        self._jobs.put((_READ, (READY_SQL, params, True, max_bytes), done))
+        self._jobs.put((_READ, (READY_SQL, params, True, max_bytes), done, None))
 
     def load_delayed(
         self, after: tuple[float, int], limit: int, done: Loaded, *, max_bytes: int | None = None
     ) -> None:
         params = (after[0], after[0], after[1], limit)
-        self._jobs.put((_READ, (DELAYED_SQL, params, True, max_bytes), done))
+        self._jobs.put((_READ, (DELAYED_SQL, params, True, max_bytes), done, None))
 
     def read(self, query: Query, params: tuple[Any, ...], done: Queried) -> None:
         sql, args = query_sql(query, params)
-        self._jobs.put((_READ, (sql, args, False, None), done))
+        self._jobs.put((_READ, (sql, args, False, None), done, None))
 
     def close(self) -> None:
         """Finish every queued job, then close the database."""
         if self._thread is not None:
-            self._jobs.put((_STOP, None, None))
+            self._jobs.put((_STOP, None, None, None))
             self._thread.join()
             self._thread = None
+        if self.wal is not None:
+            self.wal.close()
         self._conn.close()
         self._lock.release()
 
@@ -257,33 +302,46 @@ class SqliteStore:
 
     def _commit_group(self, group: list[Job]) -> None:
         conn = self._conn
-        error: BaseException | None = None
         started = time.perf_counter()
+        # Only a group that answers a promise of durability waits for the
+        # disk: the WAL is appended in order, so the next fsync makes every
+        # earlier commit durable too, and the durable state is always a
+        # prefix of the commits (a power cut may undo the latest acks,
+        # never keep an ack whose task result was lost).
+        wal = self.wal
+        sync = wal is not None and any(batch.sync for _, batch, _, _ in group)
+        dones = [done for _, _, done, _ in group]
+        written = [w for _, _, _, w in group if w is not None]
+        assert self._post is not None
         try:
-            # Only a group that answers a promise of durability waits for the
-            # disk: the WAL is appended in order, so the next fsync makes every
-            # earlier commit durable too, and the durable state is always a
-            # prefix of the commits (a power cut may undo the latest acks,
-            # never keep an ack whose task result was lost).
-            sync = self._full and any(batch.sync for _, batch, _ in group)
-            if sync != self._synced:
-                conn.execute(f"PRAGMA synchronous = {'FULL' if sync else 'NORMAL'}")
-                self._synced = sync
             conn.execute("BEGIN")
-            apply_batches(conn, [batch for _, batch, _ in group])
+            apply_batches(conn, [batch for _, batch, _, _ in group])
             conn.execute("COMMIT")
-            self.commits += 1
-            if sync:
-                self.synced_commits += 1
-            self.committed_bytes += sum(batch.nbytes for _, batch, _ in group)
-            self.commit_seconds.observe(time.perf_counter() - started)
         except BaseException as exc:  # report every failure to the waiting publishers
             log.critical("commit failed: %s", exc)
-            error = exc
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-        assert self._post is not None
-        self._post(_finish, [done for _, _, done in group], error)
+            self._post(_finish, [], dones, exc)
+            return
+        self.commits += 1
+        self.committed_bytes += sum(batch.nbytes for _, batch, _, _ in group)
+        error: BaseException | None = None
+        if sync:
+            assert wal is not None
+            # Written: the loop delivers the group's messages while we fsync.
+            if written:
+                self._post(_finish, written, [], None)
+                written = []
+            try:
+                wal.sync()
+                self.synced_commits += 1
+            except BaseException as exc:
+                # Written, maybe delivered, and not known to be on disk: its
+                # confirms and durable replies fail. The rows stay applied.
+                log.critical("fsync of the write-ahead log failed after its commit: %s", exc)
+                error = exc
+        self.commit_seconds.observe(time.perf_counter() - started)
+        self._post(_finish, written, dones, error)
 
     def _read(self, job: Job) -> None:
         sql, params, as_messages, max_bytes = job[1]
@@ -301,6 +359,9 @@ class SqliteStore:
         self._post(job[2], result)
 
 
-def _finish(callbacks: list[Done], error: BaseException | None) -> None:
-    for done in callbacks:
+def _finish(written: list[Written], dones: list[Done], error: BaseException | None) -> None:
+    """On the loop: report a group written (its batches in order), then done."""
+    for callback in written:
+        callback()
+    for done in dones:
         done(error)

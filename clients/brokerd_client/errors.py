@@ -153,7 +153,11 @@ class InternalError(BrokerError):
 
 class StorageFailed(BrokerError):
     """The broker could not store the message (e.g. its disk is full), so it
-    stored and delivered none of it: publishing it again makes no duplicate."""
+    stored and delivered none of it: publishing it again makes no duplicate.
+
+    One exception (SPEC §10.4): when the broker's fsync failed after the
+    write, the message may have been delivered (the error's message says so),
+    and publishing it again is at-least-once."""
 
 
 class LeaseLost(BrokerError):

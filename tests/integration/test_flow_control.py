@@ -27,7 +27,7 @@ from brokerd.metrics import BrokerCollector
 from brokerd.server import BrokerServer
 from brokerd.session import Session
 from brokerd.storage import MemoryStore
-from brokerd.storage.base import Batch, Done, Loaded, Queried, Query, Recovered
+from brokerd.storage.base import Batch, Done, Loaded, Queried, Query, Recovered, Written
 
 #: The most one socket read hands the session (asyncio reads 256 KiB at a time).
 READ_CHUNK = 256 * 1024
@@ -57,8 +57,8 @@ class GatedStore:
     def recover(self, now: float) -> Recovered:
         return self.inner.recover(now)
 
-    def commit(self, batch: Batch, done: Done) -> None:
-        self._run(lambda: self.inner.commit(batch, done))
+    def commit(self, batch: Batch, done: Done, written: Written | None = None) -> None:
+        self._run(lambda: self.inner.commit(batch, done, written))
 
     def load_ready(
         self, queue: str, priority: int, after_seq: int, limit: int, done: Loaded

@@ -35,7 +35,7 @@ from brokerd.memory import DEFAULT_MEMORY_LIMIT
 from brokerd.message import Message
 from brokerd.queues import Connection, Consumer, Delivery
 from brokerd.storage import MemoryStore, SqliteStore
-from brokerd.storage.base import Batch, Done, Queried, Query, Recovered
+from brokerd.storage.base import Batch, Done, Queried, Query, Recovered, Written
 from brokerd_protocol import ErrorCode
 
 #: Past a lease deadline by more than the lease wheel's resolution (0.05 s).
@@ -247,7 +247,9 @@ class DiskEnv(_Harness):
 
 class FlakyStore(MemoryStore):
     """A ``MemoryStore`` whose next commits or reads can be made to fail,
-    applying nothing, with ``error``."""
+    applying nothing, with ``error``; and whose syncs (the durability of a
+    batch that promises it, ``Batch.sync``) can be held back after the write,
+    or fail after it, as a disk's fsync can."""
 
     def __init__(self, error: BaseException | None = None) -> None:
         super().__init__()
@@ -256,14 +258,42 @@ class FlakyStore(MemoryStore):
         self.fail_commits = 0
         #: How many of the next reads (``read``, not page loads) fail.
         self.fail_queries = 0
+        #: How many of the next syncs fail (after their batch was written).
+        self.fail_syncs = 0
+        #: Hold syncs: a batch that promises durability is reported written
+        #: and its ``done`` waits in ``held`` until ``finish_syncs``.
+        self.hold_syncs = False
+        self.held: list[Callable[[], None]] = []
 
-    def commit(self, batch: Batch, done: Done) -> None:
+    def commit(self, batch: Batch, done: Done, written: Written | None = None) -> None:
         if self.fail_commits:
             self.fail_commits -= 1
             error = self.error
             self._schedule(lambda: done(error))
             return
-        super().commit(batch, done)
+        if batch.sync and (self.fail_syncs or self.hold_syncs):
+            sync_error = None
+            if self.fail_syncs:
+                self.fail_syncs -= 1
+                sync_error = self.error
+            hold = self.hold_syncs
+
+            def synced(err: BaseException | None) -> None:
+                err = err or sync_error
+                if hold:
+                    self.held.append(lambda: done(err))
+                else:
+                    done(err)
+
+            super().commit(batch, synced, written)
+            return
+        super().commit(batch, done, written)
+
+    def finish_syncs(self) -> None:
+        """The held syncs complete: their ``done`` callbacks are scheduled."""
+        held, self.held = self.held, []
+        for report in held:
+            self._schedule(report)
 
     def read(self, query: Query, params: tuple[Any, ...], done: Queried) -> None:
         if self.fail_queries:

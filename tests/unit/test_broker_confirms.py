@@ -11,14 +11,22 @@ again, and a copy already handed to a consumer would be a duplicate. So the
 core holds a publish's messages back from their queues until its batch
 commits, and drops them if the commit fails. The store here can be made to
 fail its next commits (``corekit.FlakyStore``).
+
+A commit that promises durability is written first and synced (fsync) after:
+the messages are delivered once the write succeeded (a failed write is where
+a full disk shows), the confirms and the replies that promise durability go
+out only once the sync did. The store here can hold its syncs back, or fail
+them after the write.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
+from pathlib import Path
 
 import pytest
-from corekit import Env, FakePeer, FlakyStore
+from corekit import DiskEnv, Env, FakePeer, FlakyStore
 
 from brokerd.errors import BrokerError
 from brokerd.queues import Connection
@@ -284,3 +292,108 @@ def test_a_message_arriving_behind_a_newer_one_in_a_full_window_is_still_deliver
     expected = [b"old%d" % i for i in range(WINDOW - 1)] + [b"arriving", b"rejected"]
     assert sorted(bodies) == sorted(expected)
     assert env.stats("dlq") == {"ready": 0, "leased": 0, "delayed": 0, "consumers": 1}
+
+
+# --- delivery after the write, confirm after the sync -----------------------------------
+
+
+def test_a_durable_publish_is_delivered_once_written_and_confirmed_once_synced(
+    env: Env,
+) -> None:
+    conn, peer = _consuming(env)
+    failing(env).hold_syncs = True
+    seq = env.publish(conn, "q", b"one")
+    env.settle()
+    assert peer.bodies() == [b"one"]  # written: delivered while the sync runs
+    assert peer.confirmed == []  # not durable yet: no confirm
+    assert env.broker.counters.confirmed == 0
+    failing(env).finish_syncs()
+    env.settle()
+    assert peer.confirmed == [seq]
+    assert peer.bodies() == [b"one"]  # delivered once
+
+
+def test_replies_that_promise_durability_wait_for_the_sync_others_only_for_the_write(
+    env: Env,
+) -> None:
+    failing(env).hold_syncs = True
+    ran: list[str] = []
+    batch = env.broker.batch
+    batch.after_commit(lambda e: ran.append(f"durable {e}"))
+    batch.after_commit(lambda e: ran.append(f"written {e}"), durable=False)
+    env.settle()
+    assert ran == ["written None"]
+    failing(env).finish_syncs()
+    env.settle()
+    assert ran == ["written None", "durable None"]
+
+
+def test_a_sync_that_fails_after_delivery_refuses_the_confirm(env: Env) -> None:
+    """The message was written and delivered; its fsync failed, so it is not
+    known to be durable: the publish is refused with STORAGE_FAILED, saying
+    it may have been delivered (the client's republish is at-least-once)."""
+    b = env.broker
+    conn, peer = _consuming(env)
+    failing(env).fail_syncs = 1
+    ran: list[BaseException | None] = []
+    b.batch.after_commit(ran.append)
+    seq = env.publish(conn, "q", b"written")
+    env.settle()
+    assert peer.bodies() == [b"written"]
+    assert peer.confirmed == []
+    [(refused, code, text)] = peer.publish_errors
+    assert (refused, code) == (seq, ErrorCode.STORAGE_FAILED)
+    assert "may have been delivered" in text and "disk is full" in text
+    assert len(ran) == 1 and ran[0] is failing(env).error
+    assert b.counters.store_failed == 1
+    assert b.uncommitted_bytes == 0
+    # The delivery stands and settles as any other.
+    [g] = peer.take()
+    b.ack(conn, [g.delivery])
+    env.settle()
+    assert env.store.count_rows() == 0
+
+
+def test_a_failed_write_under_held_syncs_delivers_nothing(env: Env) -> None:
+    conn, peer = _consuming(env)
+    failing(env).hold_syncs = True
+    failing(env).fail_commits = 1
+    seq = env.publish(conn, "q", b"lost")
+    env.settle()
+    assert peer.got == []
+    assert [(s, c) for s, c, _ in peer.publish_errors] == [(seq, ErrorCode.STORAGE_FAILED)]
+    assert "nothing was stored" in peer.publish_errors[0][2]
+
+
+def test_on_sqlite_a_delivery_goes_out_before_the_fsync_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = DiskEnv(tmp_path / "data" / "brokerd.sqlite3")
+    release = threading.Event()
+    try:
+        env.broker.declare_queue("q", True, {})
+        env.settle()
+        conn, peer = env.consuming("q")
+        wal = env.store.wal
+        assert wal is not None
+        sync = wal.sync
+
+        def held() -> None:
+            assert release.wait(30)
+            sync()
+
+        monkeypatch.setattr(wal, "sync", held)
+        seq = env.publish(conn, "q", b"early")
+        env.broker.flush()
+        while not peer.got:  # the loop's side, while the writer waits in its fsync
+            fn, args = env.posted.get(timeout=30)
+            fn(*args)
+        assert peer.bodies() == [b"early"]
+        assert peer.confirmed == []
+        release.set()
+        env.settle()
+        assert peer.confirmed == [seq]
+        assert env.store.synced_commits >= 1
+    finally:
+        release.set()
+        env.crash()

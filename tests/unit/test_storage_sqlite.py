@@ -9,8 +9,10 @@ thread as it would on the event loop. Waits are bounded, never timed.
 
 from __future__ import annotations
 
+import os
 import queue
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from brokerd.message import Message
 from brokerd.storage import SqliteStore, StorageOpenError
 from brokerd.storage import sqlite as sqlite_store
 from brokerd.storage.base import Batch, Recovered
+from brokerd.storage.walsync import WalSync
 
 T0 = 1_700_000_000.0
 
@@ -248,24 +251,133 @@ def test_new_database_appears_whole_under_its_name(tmp_path: Path) -> None:
     SqliteStore(path).close()  # and opens again
 
 
-def test_only_commits_that_promise_durability_wait_for_the_disk(h: Harness) -> None:
+def count_syncs(store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the store's fsyncs of its log (they still happen)."""
+    assert store.wal is not None
+    sync = store.wal.sync
+    calls: list[int] = []
+
+    def counted() -> None:
+        calls.append(1)
+        sync()
+
+    monkeypatch.setattr(store.wal, "sync", counted)
+    return calls
+
+
+def test_only_commits_that_promise_durability_wait_for_the_disk(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A stored publish's confirm, or a reply sent after the commit, needs the
     rows on disk (fsync); acks, returns and expiries do not: they are written
     to the log without waiting, and the next synced commit carries them too."""
+    syncs = count_syncs(h.store, monkeypatch)
     stored = Batch()
     stored.insert(msg(1, seq=1))
     stored.confirm(object(), 1, 2, durable=True)
     assert h.commit(stored) is None
-    assert (h.store.commits, h.store.synced_commits) == (1, 1)
+    assert (h.store.commits, h.store.synced_commits, len(syncs)) == (1, 1, 1)
     acked = Batch()
     acked.delete(1)
     assert h.commit(acked) is None
-    assert (h.store.commits, h.store.synced_commits) == (2, 1)
+    assert (h.store.commits, h.store.synced_commits, len(syncs)) == (2, 1, 1)
     replied = Batch()
     replied.after_commit(lambda err: None)
     assert h.commit(replied) is None
-    assert (h.store.commits, h.store.synced_commits) == (3, 2)
+    assert (h.store.commits, h.store.synced_commits, len(syncs)) == (3, 2, 2)
     assert h.load_ready("q", 0, 0, 10) == []  # the unsynced delete applied all the same
+
+
+def durable_batch(m: Message) -> Batch:
+    b = Batch()
+    b.insert(m)
+    b.confirm(object(), 1, 2, durable=True)
+    return b
+
+
+def test_a_durable_commit_is_reported_written_before_its_sync_returns(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write (COMMIT to the log) is reported as soon as it is done, so the
+    broker delivers the messages while the fsync runs; ``done`` (confirms)
+    waits for the fsync."""
+    assert h.store.wal is not None
+    sync = h.store.wal.sync
+    syncing = threading.Event()
+    release = threading.Event()
+
+    def held() -> None:
+        syncing.set()
+        assert release.wait(30)
+        sync()
+
+    monkeypatch.setattr(h.store.wal, "sync", held)
+    events: list[Any] = []
+    h.store.commit(
+        durable_batch(msg(1, seq=1)),
+        lambda e: events.append(("done", e)),
+        lambda: events.append("written"),
+    )
+    while not events:
+        h.pump.run_one()
+    assert events == ["written"]
+    assert syncing.wait(30)
+    # Committed, visible to another connection, while the fsync has not returned.
+    other = sqlite3.connect(h.path)
+    try:
+        assert other.execute("SELECT id FROM messages").fetchall() == [(1,)]
+    finally:
+        other.close()
+    assert events == ["written"]
+    release.set()
+    while len(events) < 2:
+        h.pump.run_one()
+    assert events == ["written", ("done", None)]
+    assert h.store.synced_commits == 1
+
+
+def test_a_sync_that_fails_after_the_write_fails_done_and_the_store_goes_on(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert h.store.wal is not None
+    sync = h.store.wal.sync
+
+    def failing() -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(h.store.wal, "sync", failing)
+    events: list[Any] = []
+    h.store.commit(
+        durable_batch(msg(1, seq=1)),
+        lambda e: events.append(("done", e)),
+        lambda: events.append("written"),
+    )
+    while len(events) < 2:
+        h.pump.run_one()
+    assert events[0] == "written"
+    assert events[1][0] == "done" and isinstance(events[1][1], OSError)
+    assert h.store.synced_commits == 0
+    monkeypatch.setattr(h.store.wal, "sync", sync)
+    assert h.commit(durable_batch(msg(2, seq=2))) is None
+    # The write stood: the first message was applied although its sync failed.
+    assert [m.id for m in h.load_ready("q", 0, 0, 10)] == [1, 2]
+
+
+def test_a_failed_write_is_never_reported_written_nor_synced(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    syncs = count_syncs(h.store, monkeypatch)
+    assert h.commit(durable_batch(msg(1, seq=1))) is None
+    events: list[Any] = []
+    h.store.commit(
+        durable_batch(msg(1, seq=2)),  # duplicate primary key: the COMMIT fails
+        lambda e: events.append(("done", e)),
+        lambda: events.append("written"),
+    )
+    while not events:
+        h.pump.run_one()
+    assert len(events) == 1 and isinstance(events[0][1], sqlite3.IntegrityError)
+    assert len(syncs) == 1  # the first commit's only
 
 
 def test_durability_normal_never_waits_for_the_disk(tmp_path: Path) -> None:
@@ -282,5 +394,34 @@ def test_durability_normal_never_waits_for_the_disk(tmp_path: Path) -> None:
             pump.run_one()
         assert out == [None]
         assert (store.commits, store.synced_commits) == (1, 0)
+        assert store.wal is None  # nothing to fsync with
     finally:
         store.close()
+
+
+def test_the_log_sync_follows_the_file_when_it_is_replaced(tmp_path: Path) -> None:
+    """Its descriptor must name the file written now: a log deleted and made
+    again (a new inode) is opened again by name before the next fsync."""
+    path = tmp_path / "x.db-wal"
+    path.write_bytes(b"first")
+    wal = WalSync(path)
+    try:
+        wal.sync()
+        first = wal.synced_inode
+        assert first == path.stat().st_ino
+        wal.sync()
+        assert wal.synced_inode == first  # kept open while it is the same file
+        replacement = tmp_path / "new"
+        replacement.write_bytes(b"second")
+        os.replace(replacement, path)
+        wal.sync()
+        assert wal.synced_inode == path.stat().st_ino != first
+    finally:
+        wal.close()
+
+
+def test_the_log_sync_fails_when_the_log_is_missing(tmp_path: Path) -> None:
+    wal = WalSync(tmp_path / "gone.db-wal")
+    with pytest.raises(FileNotFoundError):
+        wal.sync()
+    wal.close()

@@ -71,6 +71,9 @@ class Factory:
     #: after applying its batches and before committing, calling
     #: ``stalled(number of batches in the group)``.
     stall_next_group: Callable[[Callable[[int], None]], None] | None = None
+    #: For crash tests: make every later sync (fsync) of ``store`` wait until
+    #: killed, after its write: commits are reported written, never done.
+    block_syncs: Callable[[Store], None] | None = None
 
 
 def _open_memory(path: Path, post: Post) -> Opened:
@@ -95,9 +98,20 @@ def _stall_sqlite(stalled: Callable[[int], None]) -> None:
     sqlite.apply_batches = apply_then_stall  # type: ignore[assignment]
 
 
+def _block_sqlite_syncs(store: Store) -> None:
+    assert isinstance(store, SqliteStore) and store.wal is not None
+    store.wal.sync = threading.Event().wait  # type: ignore[assignment,method-assign]
+
+
 FACTORIES = [
     Factory("memory", _open_memory, durable=False),
-    Factory("sqlite", _open_sqlite, durable=True, stall_next_group=_stall_sqlite),
+    Factory(
+        "sqlite",
+        _open_sqlite,
+        durable=True,
+        stall_next_group=_stall_sqlite,
+        block_syncs=_block_sqlite_syncs,
+    ),
 ]
 BY_NAME = {f.name: f for f in FACTORIES}
 
@@ -316,6 +330,46 @@ def test_a_callback_may_submit_more_work(h: Harness) -> None:
     assert ran == ["first", "second"]
 
 
+def durable_batch(*messages: Message) -> Batch:
+    """A batch whose commit answers a promise of durability (a stored publish's confirm)."""
+    b = batch(*messages)
+    b.confirm(object(), 1, 2, durable=True)
+    return b
+
+
+@pytest.mark.parametrize("promise", [True, False], ids=["durable", "plain"])
+def test_a_commit_is_reported_written_then_done_from_the_loop(h: Harness, promise: bool) -> None:
+    """``written`` (the batch is applied and visible: its messages may be
+    delivered) comes first, ``done`` (durable: confirms may go out) after it,
+    both from the loop, never inside the call."""
+    events: list[Any] = []
+    b = durable_batch(msg(1, seq=1)) if promise else batch(msg(1, seq=1))
+    h.store.commit(b, lambda e: events.append(("done", e)), lambda: events.append("written"))
+    assert events == []
+    h.loop.run_until(lambda: len(events) == 2)
+    assert events == ["written", ("done", None)]
+    assert h.ready_ids() == [1]
+
+
+def test_written_and_done_keep_submission_order_across_batches(unstarted: Harness) -> None:
+    h = unstarted
+    events: list[Any] = []
+    for i in range(1, 4):
+        b = durable_batch(msg(i, seq=i)) if i != 2 else batch(msg(i, seq=i))
+        h.store.commit(
+            b,
+            lambda e, i=i: events.append(("done", i, e)),
+            lambda i=i: events.append(("written", i)),
+        )
+    h.start()
+    h.loop.run_until(lambda: len(events) == 6)
+    written = [e[1] for e in events if e[0] == "written"]
+    done = [e[1] for e in events if e[0] == "done"]
+    assert written == [1, 2, 3] and done == [1, 2, 3]
+    for i in (1, 2, 3):  # each batch: written before done
+        assert events.index(("written", i)) < events.index(("done", i, None))
+
+
 # --- failure -------------------------------------------------------------------------------
 
 
@@ -325,19 +379,27 @@ def test_a_failed_commit_applies_nothing_of_its_group_and_tells_every_batch(
     """Submitted before the store starts, so a store that groups commits may
     group these. Whatever the grouping, a batch told None is wholly applied,
     a batch told an error has nothing applied, and the batch that cannot apply
-    is told an error."""
+    is told an error. A batch that applied nothing is never reported written
+    (its messages must not be delivered)."""
     h = unstarted
     first = batch(msg(1, seq=1))
     first.put_queue("q", {})
-    clash = batch(msg(2, seq=2), msg(5, seq=5), msg(5, seq=6))  # duplicate message id
+    clash = durable_batch(msg(2, seq=2), msg(5, seq=5), msg(5, seq=6))  # duplicate message id
     clash.put_exchange("ex", "direct")
     last = batch(msg(3, seq=3))
     last.put_result("t", "SUCCESS", b"", T0 + 100, T0)
-    outcomes = [h.submit(b) for b in (first, clash, last)]
+    outcomes: list[list[BaseException | None]] = []
+    written: list[bool] = []
+    for i, b in enumerate((first, clash, last)):
+        out: list[BaseException | None] = []
+        outcomes.append(out)
+        written.append(False)
+        h.store.commit(b, out.append, lambda i=i: written.__setitem__(i, True))
     h.start()
     h.loop.run_until(lambda: all(outcomes))
     first_err, clash_err, last_err = (out[0] for out in outcomes)
     assert clash_err is not None
+    assert written == [first_err is None, False, last_err is None]
     rec = h.restart()
     ready = h.ready_ids()
     assert (1 in ready) == (first_err is None) == (rec.queues != [])
@@ -901,6 +963,25 @@ def test_a_group_killed_before_its_commit_leaves_nothing_of_it(
         h.close()
 
 
+@pytest.mark.fault
+def test_a_commit_reported_written_survives_a_kill_before_its_sync(
+    durable: Factory, tmp_path: Path
+) -> None:
+    """Messages are delivered once their commit is written, before its sync:
+    a crash of the broker process (not a power cut) must not lose them."""
+    path = tmp_path / "data" / "brokerd.sqlite3"
+    child = Child(durable, path, "written")
+    child.expect("written")
+    child.kill()
+    h = Harness(durable, path)
+    rec = h.restart()
+    try:
+        assert rec.ready_counts == {("q", 0): 100}
+        assert h.ready_ids(limit=1000) == list(range(1, 101))
+    finally:
+        h.close()
+
+
 def _child(name: str, path: str, scenario: str) -> None:
     """Commit, say so, and wait to be killed. With ``scenario`` "stall", the
     store is then opened again and two batches are queued before it starts,
@@ -910,6 +991,16 @@ def _child(name: str, path: str, scenario: str) -> None:
     opened = factory.open(Path(path), loop.post)
     opened.store.recover(T0)
     opened.start()
+    if scenario == "written":
+        assert factory.block_syncs is not None
+        factory.block_syncs(opened.store)
+        b = durable_batch(*(msg(i, seq=i) for i in range(1, 101)))
+        b.put_queue("q", {})
+        written: list[bool] = []
+        opened.store.commit(b, lambda e: print("done", e, flush=True), lambda: written.append(True))
+        loop.run_until(lambda: bool(written))
+        print("written", flush=True)
+        threading.Event().wait()  # until killed
     first = Batch()
     first.put_queue("q", {})
     if scenario == "commit":
