@@ -158,9 +158,27 @@ def test_queue_arguments_map_onto_brokerd_options_in_seconds() -> None:
     assert options == expected
 
 
+def test_dead_lettering_through_the_default_exchange_names_the_dead_letter_queue() -> None:
+    """RabbitMQ's way to dead-letter into one queue: the default exchange
+    routes by queue name, so the routing key is brokerd's dead_letter_queue
+    (a Celery producer can then declare a queue a brokerd worker declared)."""
+    arguments = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "celery.dlq"}
+    options = queue_options(arguments, auto_delete=False, exclusive=False)
+    assert options == {"dead_letter_queue": "celery.dlq"}
+
+
 @pytest.mark.parametrize(
     "arguments",
-    [{"x-dead-letter-exchange": "dlx"}, {"x-queue-type": "quorum"}, {"x-message-ttl": -1}],
+    [
+        {"x-dead-letter-exchange": "dlx"},
+        {"x-dead-letter-exchange": "dlx", "x-dead-letter-routing-key": "q"},
+        {"x-dead-letter-exchange": ""},
+        {"x-dead-letter-routing-key": "q"},
+        {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": ""},
+        {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": 5},
+        {"x-queue-type": "quorum"},
+        {"x-message-ttl": -1},
+    ],
 )
 def test_unsupported_queue_arguments_are_refused_not_dropped(arguments: dict[str, Any]) -> None:
     with pytest.raises(InvalidArgument):
