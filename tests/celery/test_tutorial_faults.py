@@ -84,3 +84,25 @@ def test_a_chord_body_runs_once_when_header_tasks_are_requeued_by_reject(
     assert len(fleet.runs.of("rejected", "rj")) == 100
     assert sorted(int(line[2]) for line in fleet.runs.of("part", "rj")) == list(range(100))
     assert len(fleet.runs.of("body", "rj")) == 1
+
+
+@pytest.mark.parametrize("crash_at", ["before_fire", "after_fire"])
+def test_a_chord_body_runs_once_when_its_completer_dies_around_publishing_it(
+    tutorial: Any, fleet: Fleet, tmp_path: Path, crash_at: str
+) -> None:
+    """The worst windows: the last header task learnt it completes the chord
+    and dies before the body is published, or right after (before its ack).
+    Its redelivery on the other worker publishes the body, or finds it fired."""
+    mark = tmp_path / "crashed"
+    env = {"CRASH_AT": crash_at, "CRASH_MARK": str(mark)}
+    first = fleet.worker("-I", "crashplug", name="a", env=env)
+    second = fleet.worker("-I", "crashplug", name="b", env=env)
+    r = chord(orders.part.s(i, "cc") for i in range(20))(orders.total.s("cc"))
+    assert r.get(timeout=BOUND) == sum(range(20))
+    wait_for(lambda: idle(tutorial), "the queues to drain")
+    assert mark.exists()
+    assert (first.proc.poll() is None) != (second.proc.poll() is None)  # one died
+    parts = [int(line[2]) for line in fleet.runs.of("part", "cc")]
+    assert sorted(set(parts)) == list(range(20))
+    assert len(parts) > 20  # the completer ran again on the other worker
+    assert len(fleet.runs.of("body", "cc")) == 1

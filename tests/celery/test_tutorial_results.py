@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from celery import chain, chord, group, states
-from celery.exceptions import TaskRevokedError, TimeLimitExceeded
+from celery.exceptions import ChordError, TaskRevokedError, TimeLimitExceeded
 from celery.result import AsyncResult
 from conftest import wait_for
 from tutorial.orders import tasks as orders
@@ -177,6 +177,29 @@ def test_a_chord_of_a_hundred_fires_its_body_exactly_once(tutorial: Any, fleet: 
     wait_for(lambda: idle(tutorial), "the queues to drain")
     assert len(fleet.runs.of("part", "c100")) == 100
     assert len(fleet.runs.of("body", "c100")) == 1
+
+
+def test_a_failure_in_a_chain_stops_it_and_reaches_the_caller(tutorial: Any, fleet: Fleet) -> None:
+    r = chain(orders.add.s(1, 1), orders.charge.si("chain"), orders.record_task.si("after")).delay()
+    with pytest.raises(orders.PaymentDeclined):
+        r.get(timeout=BOUND)
+    assert fleet.runs.of("ran", "after") == []
+
+
+def test_a_chord_with_a_failed_header_task_fails_without_running_its_body(
+    tutorial: Any, fleet: Fleet
+) -> None:
+    header = [*(orders.part.s(i, "cf") for i in range(5)), orders.charge.si("cf")]
+    r = chord(header)(orders.total.s("cf"))
+    # Celery's get() raises the failed parent's own error first.
+    with pytest.raises(orders.PaymentDeclined, match="card cf declined"):
+        r.get(timeout=BOUND)
+    body = AsyncResult(r.id, app=tutorial)
+    wait_for(lambda: body.state == states.FAILURE, "the body to be failed")
+    assert isinstance(body.result, ChordError)
+    assert "card cf declined" in str(body.result)
+    wait_for(lambda: idle(tutorial), "the queues to drain")
+    assert fleet.runs.of("body", "cf") == []
 
 
 def test_a_web_task_sent_by_signature_runs(tutorial: Any) -> None:

@@ -52,12 +52,14 @@ class Fleet:
             PYTHONPATH=os.pathsep.join([str(HERE), self.env.get("PYTHONPATH", "")]),
         )
 
-    def _start(self, args: list[str], ready: str, what: str) -> Worker:
+    def _start(
+        self, args: list[str], ready: str, what: str, env: dict[str, str] | None = None
+    ) -> Worker:
         log = self.workdir / f"celery-{len(self.procs)}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 [CELERY, "-A", "tutorial", *args],
-                env=self.env,
+                env={**self.env, **(env or {})},
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -68,11 +70,17 @@ class Fleet:
         assert proc.poll() is None, handle.text()
         return handle
 
-    def worker(self, *, concurrency: int = 2, name: str = "w") -> Worker:
-        """``celery -A tutorial worker -P prefork -c N``, once it is ready."""
+    def worker(
+        self,
+        *extra: str,
+        concurrency: int = 2,
+        name: str = "w",
+        env: dict[str, str] | None = None,
+    ) -> Worker:
+        """``celery -A tutorial worker -P prefork -c N [extra]``, once it is ready."""
         node = f"{name}{len(self.procs)}@%h"
         args = ["worker", "-P", "prefork", "-c", str(concurrency), "-n", node, "-l", "INFO"]
-        return self._start(args, " ready.", f"worker {node}")
+        return self._start([*args, *extra], " ready.", f"worker {node}", env)
 
     def beat(self, schedule: Path) -> Worker:
         """``celery -A tutorial beat -s <schedule>``, once it is sending."""
