@@ -15,7 +15,7 @@ result_backend = os.environ.get("TUTORIAL_RESULT_BACKEND", broker_url)
 
 task_serializer = "msgpack"
 result_serializer = "msgpack"
-accept_content = ["msgpack"]
+accept_content = ["msgpack", "json"]
 task_compression = "zlib"
 result_extended = True
 
