@@ -17,7 +17,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from celery import states
+from celery import shared_task, states
 from celery.result import AsyncResult
 from kombu import Exchange, Queue
 from tutorial.orders import tasks as orders
@@ -49,9 +49,18 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
         fleet.close()
 
 
+@shared_task(name="m.add")
+def mixed_add(x: int, y: int) -> int:
+    """The Celery side's definition of a task the brokerd worker now runs."""
+    raise AssertionError("runs on the brokerd worker, never here")
+
+
 @pytest.fixture
 def tutorial(fleet: Fleet) -> Iterator[Any]:
     app = project_app(fleet.url)
+    # The producer routes the moved task to the brokerd worker's queue.
+    app.conf.task_queues = (*app.conf.task_queues, CELERY_QUEUE)
+    app.conf.task_routes = {**app.conf.task_routes, "m.*": {"queue": "celery"}}
     try:
         yield app
     finally:
@@ -92,10 +101,10 @@ def brokerd_worker(fleet: Fleet, tmp_path: Path) -> Iterator[WorkerHandle]:
 def test_a_celery_producers_call_runs_on_a_brokerd_worker_and_celery_reads_the_result(
     tutorial: Any, brokerd_worker: WorkerHandle
 ) -> None:
-    sent = tutorial.send_task("m.add", args=(2,), kwargs={"y": 40}, queue=CELERY_QUEUE)
+    sent = mixed_add.delay(2, y=40)
     assert sent.get(timeout=BOUND) == 42
     assert AsyncResult(sent.id, app=tutorial).state == states.SUCCESS
-    failed = tutorial.send_task("m.fail", args=("boom",), queue=CELERY_QUEUE)
+    failed = tutorial.send_task("m.fail", args=("boom",))  # by name, routed the same way
     with pytest.raises(ValueError, match="boom"):
         failed.get(timeout=BOUND)
     assert failed.state == states.FAILURE
