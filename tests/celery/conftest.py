@@ -56,6 +56,9 @@ class Runs:
     def of(self, kind: str, tag: str) -> list[list[str]]:
         return [w for w in self.lines() if w[0] == kind and w[1] == tag]
 
+    def of_kind(self, kind: str) -> list[list[str]]:
+        return [w for w in self.lines() if w[0] == kind]
+
 
 class Worker:
     """One ``celery -A proj worker`` process in its own process group."""

@@ -19,7 +19,7 @@ from typing import Any
 
 import kombu.serialization
 import pytest
-from celery import Celery, states
+from celery import Celery, chain, states
 from celery.app.task import Context
 from celery.exceptions import ChordError, ImproperlyConfigured
 from celery.exceptions import TimeoutError as CeleryTimeoutError
@@ -312,6 +312,31 @@ def test_a_chord_whose_completer_is_redelivered_after_firing_fires_nothing_more(
     _finish(app, "h1", 1, chord, "c2")
     _finish(app, "h1", 1, chord, "c2")  # redelivered after it fired
     assert len(_body_messages(native)) == 1
+
+
+def test_a_chord_whose_body_is_a_chain_fires_the_chains_first_task_once(
+    app: Celery, native: brokerd_client.Client
+) -> None:
+    """``group | a | b`` is a chord whose body is the chain ``a | b``. Celery's
+    chain applies its first task with the app's own producer (it drops a
+    ``producer`` argument), yet the body must still go out through GroupFire."""
+    native.declare_queue("celery")
+    body = chain(app.signature("t.body"), app.signature("t.next"))
+    last = body.freeze(group_id="cc")
+    header = [AsyncResult(f"h{i}", app=app) for i in range(2)]
+    app.backend.apply_chord(("cc", header), body)
+    app.backend.set_chord_size("cc", 2)
+    for i in range(2):
+        _finish(app, f"h{i}", i, dict(body), "cc")
+    _finish(app, "h1", 1, dict(body), "cc")  # redelivered after it fired
+    [message] = _body_messages(native)
+    assert message is not None and message.headers["task"] == "t.body"
+    args, _kwargs, embed = kombu.serialization.loads(
+        message.body, message.content_type, message.content_encoding
+    )
+    assert args == [[0, 1]]
+    assert [step["task"] for step in embed["chain"]] == ["t.next"]
+    assert AsyncResult(last.id, app=app).state == states.PENDING  # not failed
 
 
 def test_a_failed_header_task_fails_the_body_with_a_chord_error(

@@ -50,6 +50,26 @@ def test_a_future_eta_becomes_not_before_and_a_past_one_does_not() -> None:
     assert to_message("", "q", past, now=1_800_000_000.0).not_before is None
 
 
+def test_an_amqp_expiration_becomes_the_brokerd_ttl() -> None:
+    plain = KombuMessage(b"", "", "", {}, {"expiration": "1500"})
+    assert to_message("", "q", plain).ttl == 1.5
+
+
+def test_a_celery_task_with_expires_gets_no_broker_ttl_so_its_worker_records_revoked() -> None:
+    """Celery sets ``expiration`` from ``expires``; a broker TTL would drop the
+    task silently (a countdown longer than ``expires`` always), leaving its
+    result PENDING forever. The worker checks ``expires`` itself and records
+    REVOKED, as Celery's workers do on RabbitMQ (ETA tasks) and Redis."""
+    task = KombuMessage(
+        b"",
+        "application/json",
+        "utf-8",
+        {"id": "t-2", "task": "orders.add", "expires": "2030-01-01T00:00:00+00:00"},
+        {"correlation_id": "t-2", "expiration": "1000"},
+    )
+    assert to_message("", "q", task).ttl is None
+
+
 def test_a_message_without_the_header_is_not_a_kombu_message() -> None:
     assert from_delivery(b"x", {"other": 1}) is None
 
@@ -138,9 +158,27 @@ def test_queue_arguments_map_onto_brokerd_options_in_seconds() -> None:
     assert options == expected
 
 
+def test_dead_lettering_through_the_default_exchange_names_the_dead_letter_queue() -> None:
+    """RabbitMQ's way to dead-letter into one queue: the default exchange
+    routes by queue name, so the routing key is brokerd's dead_letter_queue
+    (a Celery producer can then declare a queue a brokerd worker declared)."""
+    arguments = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "celery.dlq"}
+    options = queue_options(arguments, auto_delete=False, exclusive=False)
+    assert options == {"dead_letter_queue": "celery.dlq"}
+
+
 @pytest.mark.parametrize(
     "arguments",
-    [{"x-dead-letter-exchange": "dlx"}, {"x-queue-type": "quorum"}, {"x-message-ttl": -1}],
+    [
+        {"x-dead-letter-exchange": "dlx"},
+        {"x-dead-letter-exchange": "dlx", "x-dead-letter-routing-key": "q"},
+        {"x-dead-letter-exchange": ""},
+        {"x-dead-letter-routing-key": "q"},
+        {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": ""},
+        {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": 5},
+        {"x-queue-type": "quorum"},
+        {"x-message-ttl": -1},
+    ],
 )
 def test_unsupported_queue_arguments_are_refused_not_dropped(arguments: dict[str, Any]) -> None:
     with pytest.raises(InvalidArgument):

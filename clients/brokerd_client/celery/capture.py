@@ -12,12 +12,21 @@ brokerd transport uses.
 
 Only task messages are kept (they carry the ``task`` header); anything else
 published through the stand-in (a ``task-sent`` event) is dropped.
+
+Passing ``producer=`` to ``apply_async`` is not enough: a chain applies its
+first task with the app's own producer (Celery drops the argument), so a
+chord whose body is a chain (``group | a | b``) would be published directly.
+``capturing(app, producer)`` therefore also routes every task message the
+current thread (context) sends through ``app`` to the stand-in, at
+``app.amqp.send_task_message``, whichever producer Celery acquired. Other
+threads' sends are untouched (a context variable selects the stand-in).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from kombu import compression as kombu_compression
@@ -30,7 +39,7 @@ from .envelope import KombuMessage, to_message
 _dumps: Callable[..., tuple[str, str, bytes | str]] = serialization.dumps
 _compress: Callable[[bytes, str], tuple[bytes, str]] = kombu_compression.compress
 
-__all__ = ["Captured", "CapturingProducer"]
+__all__ = ["Captured", "CapturingProducer", "capturing"]
 
 
 class Captured:
@@ -111,6 +120,33 @@ class CapturingProducer:
         name = getattr(exchange, "name", exchange) or ""
         message = KombuMessage(raw, content_type, encoding, headers, props)
         self.captured.append(Captured(str(name), routing_key or "", message))
+
+
+#: The stand-in this context's task messages go to, while capturing.
+_stand_in: ContextVar[CapturingProducer | None] = ContextVar("brokerd_capture", default=None)
+#: Marks an ``app.amqp`` whose ``send_task_message`` honours ``_stand_in``.
+_INSTALLED = "_brokerd_capture_installed"
+
+
+@contextmanager
+def capturing(app: Any, producer: CapturingProducer) -> Iterator[CapturingProducer]:
+    """Within the block, every task message this context sends through
+    ``app`` is recorded by ``producer`` instead of published."""
+    amqp = app.amqp
+    if not getattr(amqp, _INSTALLED, False):
+        send = amqp.send_task_message
+
+        def send_task_message(chosen: Any, *args: Any, **kwargs: Any) -> Any:
+            stand_in = _stand_in.get()
+            return send(chosen if stand_in is None else stand_in, *args, **kwargs)
+
+        amqp.send_task_message = send_task_message
+        setattr(amqp, _INSTALLED, True)
+    token = _stand_in.set(producer)
+    try:
+        yield producer
+    finally:
+        _stand_in.reset(token)
 
 
 def _delivery_mode(value: Any) -> int:

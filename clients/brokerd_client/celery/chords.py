@@ -49,7 +49,7 @@ from celery.result import AsyncResult, GroupResult, allow_join_result
 from ..errors import BrokerError
 from ..message import Message
 from ..sync import Client
-from .capture import CapturingProducer
+from .capture import CapturingProducer, capturing
 
 __all__ = ["apply_chord", "on_chord_part_return", "set_chord_size"]
 
@@ -203,8 +203,8 @@ def _fire_body(backend: ChordBackend, key: str, callback: Any, values: list[Any]
     if not _broker_is_brokerd(app):
         app.amqp._retry_publish(callback.delay, values)
         return _mark_fired(backend, key)
-    producer = CapturingProducer(app.conf.task_serializer)
-    callback.apply_async((values,), producer=producer)
+    with capturing(app, CapturingProducer(app.conf.task_serializer)) as producer:
+        callback.apply_async((values,), producer=producer)
     if not producer.captured:
         raise ChordError("the chord body produced no task message")
     first, *rest = producer.captured

@@ -14,7 +14,12 @@ scalars (SPEC §10.2), and Celery's protocol-v2 headers hold lists and maps
   or ``headers["id"]``: the broker revokes by message id, so ``revoke()``
   from any client also stops Celery tasks before delivery;
 * brokerd ``priority`` = the AMQP priority clamped to brokerd's 0-9;
-* brokerd ``ttl`` = ``properties["expiration"]`` (milliseconds, as AMQP);
+* brokerd ``ttl`` = ``properties["expiration"]`` (milliseconds, as AMQP),
+  except for a Celery task that has an ``expires`` header: Celery sets
+  ``expiration`` from it, and a broker TTL drops the message unseen (always
+  when a countdown outlasts ``expires``, since the broker counts the delay),
+  leaving its result PENDING forever. The worker (Celery's or brokerd's)
+  checks ``expires`` itself and records REVOKED, as callers expect;
 * brokerd ``not_before`` = ``headers["eta"]`` when it is in the future: the broker
   holds countdown/ETA tasks durably, and the worker receives them when due.
 
@@ -101,7 +106,7 @@ def to_message(
         headers=headers,
         message_id=_message_id(message.headers, properties),
         priority=_priority(properties.get("priority")),
-        ttl=_ttl(properties.get("expiration")),
+        ttl=None if _worker_expires(message.headers) else _ttl(properties.get("expiration")),
         not_before=_not_before(message.headers.get("eta"), now),
         mandatory=mandatory,
     )
@@ -175,6 +180,11 @@ def _priority(value: object) -> int:
     if type(value) is not int or value <= 0:
         return 0
     return min(value, MAX_PRIORITY)
+
+
+def _worker_expires(headers: Mapping[str, Any]) -> bool:
+    """A Celery task whose worker enforces ``expires`` (see the module docstring)."""
+    return bool(headers.get("task")) and bool(headers.get("expires"))
 
 
 def _ttl(value: object) -> float | None:

@@ -12,9 +12,14 @@ options is PRECONDITION_FAILED, which kombu reports as a channel error).
   these two off for a broker that predates them (such queues then live until
   deleted).
 * ``x-message-ttl`` (ms) -> ``message_ttl`` (s); ``x-max-length`` ->
-  ``max_length``; ``x-dead-letter-routing-key`` is not supported (brokerd
-  dead-letters to a queue, not an exchange), nor is any other ``x-`` argument:
-  those are an ``InvalidArgument``, never silently dropped.
+  ``max_length``.
+* ``x-dead-letter-exchange: ""`` with ``x-dead-letter-routing-key: Q`` ->
+  ``dead_letter_queue: Q``: the default exchange routes by queue name, so
+  this is exactly brokerd's dead-lettering into one queue (and how a Celery
+  producer declares a queue a brokerd worker declared with a
+  ``dead_letter_queue``). Any other dead-letter exchange, or one without a
+  routing key, is refused: brokerd dead-letters to a queue, not an exchange.
+* Any other ``x-`` argument is an ``InvalidArgument``, never silently dropped.
 * ``x-max-priority`` is accepted and ignored: every brokerd queue has
   priorities 0-9. ``x-queue-type`` ``classic`` is accepted (it is what
   brokerd queues are); others are refused.
@@ -40,6 +45,8 @@ SEND_LIFETIME_OPTIONS: Final = True
 EXCHANGE_TYPES: Final = frozenset({"direct", "topic", "fanout"})
 
 _IGNORED: Final = frozenset({"x-max-priority"})
+_DLX: Final = "x-dead-letter-exchange"
+_DLRK: Final = "x-dead-letter-routing-key"
 
 
 def queue_options(
@@ -49,7 +56,11 @@ def queue_options(
     options: dict[str, Any] = {}
     if (auto_delete or exclusive) and SEND_LIFETIME_OPTIONS:
         options["auto_delete"] = True
-    for key, value in (arguments or {}).items():
+    arguments = dict(arguments or {})
+    dlx, dlrk = arguments.pop(_DLX, None), arguments.pop(_DLRK, None)
+    if dlx is not None or dlrk is not None:
+        options["dead_letter_queue"] = _dead_letter_queue(dlx, dlrk)
+    for key, value in arguments.items():
         if value is None or key in _IGNORED:
             continue
         if key == "x-expires":
@@ -67,6 +78,15 @@ def queue_options(
         else:
             raise InvalidArgument(f"queue argument {key!r} is not supported by brokerd")
     return options
+
+
+def _dead_letter_queue(exchange: object, routing_key: object) -> str:
+    if exchange != "" or not isinstance(routing_key, str) or not routing_key:
+        raise InvalidArgument(
+            f"brokerd dead-letters into a queue: use {_DLX}='' (the default exchange) with "
+            f"{_DLRK}=<queue name>, not {_DLX}={exchange!r}, {_DLRK}={routing_key!r}"
+        )
+    return routing_key
 
 
 def _millis(key: str, value: object) -> float:

@@ -1,0 +1,43 @@
+"""Loaded into a celery worker with ``-I crashplug``: the worker dies (SIGKILL,
+pool and main process) at one point of a chord's completion, once.
+
+``CRASH_AT=before_fire``: the completer has been told by GroupJoin that the
+header is complete, and dies before the body is published. ``after_fire``:
+the body was published (and the group marked fired), and the header task
+dies before it is acked. Either way the header task is redelivered to
+another worker. ``CRASH_MARK`` is a file created when crashing, so only the
+first worker to get there dies.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+from brokerd_client.celery import chords
+
+_fire_body = chords._fire_body
+
+
+def _die_once() -> None:
+    try:
+        fd = os.open(os.environ["CRASH_MARK"], os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    except FileExistsError:
+        return
+    os.close(fd)
+    os.kill(os.getppid(), signal.SIGKILL)  # the worker's main process (prefork)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _crashing_fire_body(*args: Any) -> bool:
+    where = os.environ.get("CRASH_AT")
+    if where == "before_fire":
+        _die_once()
+    fired = _fire_body(*args)
+    if where == "after_fire":
+        _die_once()
+    return fired
+
+
+chords._fire_body = _crashing_fire_body
