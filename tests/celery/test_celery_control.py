@@ -14,6 +14,7 @@ talk to a busy solo worker wait for the reply past the task's end.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 import pytest
 from conftest import CELERY, DEADLINE, Runs, Worker, wait_for
 from controlkit import MeteredBroker, celery, inspect, json_reply, node, start_celery
-from kombu import Connection
+from kombu import Connection, Queue
 
 from brokerd_client.celery.transport import Channel
 
@@ -75,13 +76,19 @@ def test_the_pidbox_and_reply_queues_map_to_auto_delete_expiring_brokerd_queues(
     ]
 
 
-def test_inspect_ping_answers_for_every_worker_and_leaves_no_reply_queue(
+def test_inspect_ping_and_stats_answer_for_every_worker_and_leave_no_reply_queue(
     broker: MeteredBroker, celery_env: dict[str, str], start_worker: Callable[..., Worker]
 ) -> None:
     start_worker("prefork", name="p")
     start_worker("solo", name="s")
     replies = inspect(celery_env, "ping")
     assert replies == {node("p0"): {"ok": "pong"}, node("s1"): {"ok": "pong"}}
+    stats = inspect(celery_env, "stats", node("p0"), node("s1"))
+    for name, pool in ((node("p0"), "prefork"), (node("s1"), "solo")):
+        assert stats[name]["broker"]["transport"] == "brokerd"
+        assert stats[name]["broker"]["port"] == broker.port
+        assert stats[name]["pool"]["implementation"] == f"celery.concurrency.{pool}:TaskPool"
+        assert stats[name]["prefetch_count"] == 1
     queues = broker.queues()
     assert queues[f"{node('p0')}.celery.pidbox"] == 1
     assert queues[f"{node('s1')}.celery.pidbox"] == 1
@@ -128,21 +135,6 @@ def test_inspect_scheduled_is_empty_because_the_broker_holds_eta_tasks(
     assert (stats["delayed"], stats["ready"], stats["leased"]) == (1, 0, 0)
 
 
-def test_inspect_stats_reports_the_brokerd_transport(
-    broker: Any, celery_env: dict[str, str], start_worker: Callable[..., Worker]
-) -> None:
-    start_worker("prefork", name="p")
-    me = node("p0")
-    stats = inspect(celery_env, "stats", me)[me]
-    assert stats["broker"]["transport"] == "brokerd"
-    assert stats["broker"]["port"] == broker.port
-    assert stats["pool"]["implementation"] == "celery.concurrency.prefork:TaskPool"
-    assert stats["prefetch_count"] == 1
-    queues = inspect(celery_env, "active_queues", me)[me]
-    assert sorted(q["name"] for q in queues) == ["tasks", "web"]
-    assert "task.record" in inspect(celery_env, "registered", me)[me]
-
-
 @pytest.mark.parametrize("pool", ["prefork", "solo"])
 def test_control_revoke_keeps_a_queued_task_from_running(
     pool: str,
@@ -161,7 +153,7 @@ def test_control_revoke_keeps_a_queued_task_from_running(
     queued = app.send_task("task.record", args=["revoked"]).id
     assert queue_stats(broker, "tasks")["ready"] == 1  # prefetch 1: still in the broker
     revoke = subprocess.Popen(
-        [CELERY, "-A", "proj", "control", "revoke", queued, "--json", "--destination", me, "-t", "30"],
+        [CELERY, "-A", "proj", "control", "revoke", queued, "--json", "-d", me, "-t", "30"],
         env=celery_env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -261,3 +253,53 @@ def test_control_shutdown_waits_for_the_running_task_and_returns_the_prefetched_
     stats = queue_stats(broker, "tasks")
     assert (stats["ready"], stats["leased"]) == (1, 0), held  # back in the broker, not lost
 
+
+def test_drain_events_hands_over_one_message_per_call_like_every_kombu_transport(
+    broker: Any,
+) -> None:
+    # kombu's pidbox counts replies by drain_events calls (``limit``): a
+    # call that dispatched two replies left ``inspect --destination a,b``
+    # waiting for a third until its timeout.
+    q = Queue("one-by-one")
+    got: list[Any] = []
+    with Connection(broker.url) as conn:
+        producer = conn.Producer(serializer="json")
+        for n in range(3):
+            producer.publish({"n": n}, routing_key=q.name, declare=[q])
+        with conn.Consumer([q], callbacks=[lambda body, m: got.append(body)], no_ack=True):
+            read_without_dispatching(conn, 3)
+            for n in range(3):
+                conn.drain_events(timeout=10)
+                assert got == [{"n": i} for i in range(n + 1)]
+            with pytest.raises(socket.timeout):
+                conn.drain_events(timeout=0.2)
+
+
+def test_a_cancelled_consumer_gets_nothing_more_and_its_unhandled_messages_go_back(
+    broker: Any,
+) -> None:
+    q = Queue("cancelled")
+    got: list[Any] = []
+    with Connection(broker.url) as conn:
+        producer = conn.Producer(serializer="json")
+        for n in range(3):
+            producer.publish({"n": n}, routing_key=q.name, declare=[q])
+        with conn.Consumer([q], callbacks=[lambda body, m: got.append(body)]):
+            read_without_dispatching(conn, 3)
+            conn.drain_events(timeout=10)
+        with pytest.raises(socket.timeout):
+            conn.drain_events(timeout=0.2)
+        assert got == [{"n": 0}]
+        stats = queue_stats(broker, q.name)
+        assert (stats["ready"], stats["leased"]) == (2, 1)  # the one handled is not acked
+
+
+def read_without_dispatching(conn: Connection, count: int) -> None:
+    """Read from the socket until ``count`` deliveries wait to be dispatched."""
+    wire = conn.connection.wire
+
+    def read() -> bool:
+        wire.read_available()
+        return len(wire.deliveries) >= count
+
+    wait_for(read, f"{count} deliveries read")
