@@ -119,7 +119,6 @@ def test_flower_shows_the_worker_and_a_finished_task(
     monitors: list[subprocess.Popen[bytes]],
     tmp_path: Path,
 ) -> None:
-    pytest.importorskip("flower")
     start_worker("solo", name="s", extra=("-E",))
     me = node("s0")
     port = free_port()
