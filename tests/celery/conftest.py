@@ -111,14 +111,20 @@ def celery_env(broker: Any, runs: Runs) -> dict[str, str]:
 def start_worker(celery_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Worker]]:
     started: list[Worker] = []
 
-    def start(pool: str = "solo", *, lease: float | None = None, name: str = "w") -> Worker:
+    def start(
+        pool: str = "solo",
+        *,
+        lease: float | None = None,
+        name: str = "w",
+        extra: tuple[str, ...] = (),
+    ) -> Worker:
         env = dict(celery_env)
         if lease is not None:
             env["BROKERD_TEST_LEASE"] = str(lease)
         log = tmp_path / f"worker-{len(started)}.log"
         cmd = [
             CELERY, "-A", "proj", "worker", "-P", pool, "-c", "1",
-            "-Q", "tasks,web", "-n", f"{name}{len(started)}@%h", "--loglevel=INFO",
+            "-Q", "tasks,web", "-n", f"{name}{len(started)}@%h", "--loglevel=INFO", *extra,
         ]  # fmt: skip
         with log.open("wb") as out:
             proc = subprocess.Popen(

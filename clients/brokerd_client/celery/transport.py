@@ -15,7 +15,8 @@ How kombu's AMQP model maps onto brokerd (protocol/SPEC.md):
   consumers, its prefetch and the deliveries handed to its consumers.
 * **Deliveries are pushed.** ``register_with_event_loop`` puts the socket on
   Celery's hub; ``on_readable`` reads what is there and dispatches it at
-  once. ``drain_events(timeout)`` blocks on the socket for code without a hub.
+  once. ``drain_events(timeout)`` blocks on the socket for code without a
+  hub and hands over one delivery per call, as kombu expects of a transport.
   Frames read while a blocking call waits for its reply are dispatched
   afterwards (on the hub: in the next loop iteration), never from inside it.
 * **Exchanges** ``direct``, ``topic``, ``fanout`` and the default exchange are
@@ -494,6 +495,7 @@ class Channel(base.StdChannel):
             for cid, (channel, tag) in list(conn.routes.items()):
                 if channel is self and tag == consumer_tag:
                     del conn.routes[cid]
+            conn.unready(self, consumer_tag)
 
     def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> RawDelivery | None:
         """One ready message of ``queue``, or None (see the module docstring)."""
@@ -525,6 +527,14 @@ class Channel(base.StdChannel):
         with self._held_lock:
             self._held.add(frame.delivery)
         self.connection.keeper.track(frame.delivery, frame.lease)
+
+    def _release_held(self, ids: list[int]) -> list[int]:
+        """Stop holding those of ``ids`` this channel holds; returns them."""
+        with self._held_lock:
+            held = [i for i in ids if i in self._held]
+            self._held.difference_update(held)
+        self.connection.keeper.untrack(held)
+        return held
 
     def _release(self, delivery_tag: int, multiple: bool) -> list[int]:
         with self._held_lock:
@@ -604,7 +614,8 @@ class TransportConnection:
         self._kicked = False
         #: Seconds spent in consumer callbacks since deliveries were last routed.
         self._busy = 0.0
-        self._ready: deque[tuple[Callable[[RawDelivery], Any], RawDelivery]] = deque()
+        #: Routed deliveries not yet handed to their consumer's callback.
+        self._ready: deque[tuple[Channel, Callable[[RawDelivery], Any], RawDelivery]] = deque()
         self.keeper = LeaseKeeper(wire)
         wire.on_lost = self._on_lost
         self.keeper.start()
@@ -630,7 +641,8 @@ class TransportConnection:
         dispatch them soon (the socket will not become readable for them)."""
         wire = self.wire
         hub = self.hub
-        if hub is not None and not self._kicked and (wire.deliveries or wire.cancelled):
+        pending = wire.deliveries or wire.cancelled or self._ready
+        if hub is not None and not self._kicked and pending:
             self._kicked = True
             hub.call_soon(self._kicked_dispatch)
 
@@ -647,21 +659,39 @@ class TransportConnection:
                 return delivery
         return None
 
-    def dispatch(self) -> int:
-        """Hand every read delivery to its consumer; returns how many."""
+    def dispatch(self, limit: int | None = None) -> int:
+        """Hand read deliveries to their consumers, all of them or at most
+        ``limit``; returns how many."""
         count = 0
-        while True:
+        while count != limit:
             if self.wire.deliveries or self.wire.cancelled:
                 self._prepare()
             if not self._ready:
                 return count
-            callback, raw = self._ready.popleft()
+            _channel, callback, raw = self._ready.popleft()
             count += 1
             started = time.monotonic()
             try:
                 callback(raw)
             finally:
                 self._busy += time.monotonic() - started
+        return count
+
+    def unready(self, channel: Channel, consumer_tag: str) -> None:
+        """A consumer was cancelled: what was read for it and not handed over
+        yet never will be. Those it would have had to settle go back to their
+        queue, uncounted (the application never saw them); no_ack ones were
+        acked when read and are dropped (AMQP's no_ack semantics)."""
+        kept: deque[tuple[Channel, Callable[[RawDelivery], Any], RawDelivery]] = deque()
+        dropped: list[int] = []
+        for entry in self._ready:
+            if entry[0] is channel and entry[2].consumer_tag == consumer_tag:
+                dropped.append(entry[2].frame.delivery)
+            else:
+                kept.append(entry)
+        if dropped:
+            self._ready = kept
+            self.wire.settle(RETURN, channel._release_held(dropped))
 
     def _prepare(self) -> None:
         """Route what was read: ack no_ack deliveries at once (one Ack),
@@ -695,7 +725,7 @@ class TransportConnection:
                 acks.append(frame.delivery)
             else:
                 route[0]._hold(frame)
-            self._ready.append((consumer.callback, RawDelivery(frame, route[1])))
+            self._ready.append((route[0], consumer.callback, RawDelivery(frame, route[1])))
         wire.settle(ACK, acks)
         wire.settle(RETURN, returns)
 
@@ -860,17 +890,21 @@ class Transport(base.Transport):
     def drain_events(
         self, connection: TransportConnection, timeout: float | None = None, **kwargs: Any
     ) -> None:
-        """Dispatch deliveries, waiting for some at most ``timeout`` seconds
-        (``socket.timeout`` if none came)."""
-        if connection.dispatch():
+        """Hand one delivery to its consumer, waiting for it at most
+        ``timeout`` seconds (``socket.timeout`` if none came).
+
+        One per call, as every kombu transport does: kombu's pidbox counts
+        replies by calls (``inspect --destination a,b`` stops after two).
+        The others stay read, for the next call; the hub dispatches all."""
+        if connection.dispatch(1):
             return
         wire = connection.wire
         wire.read_available()
-        if connection.dispatch():
+        if connection.dispatch(1):
             return
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             if not wire.read_until(deadline):
                 raise TimeoutError("timed out")  # socket.timeout
-            if connection.dispatch():
+            if connection.dispatch(1):
                 return

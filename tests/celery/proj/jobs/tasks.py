@@ -41,3 +41,14 @@ def flaky_task(self: Any, tag: str, countdown: float) -> None:
 @shared_task(name="web.render")
 def render_task(tag: str) -> None:
     record("web", tag)
+
+
+@shared_task(name="task.gate")
+def gate_task(tag: str, gate: str) -> None:
+    """Runs until the file ``gate`` exists: a task that stays running for as
+    long as a test needs it to (remote control tests), then records it ended."""
+    record("start", tag)
+    deadline = time.monotonic() + 45  # under task_soft_time_limit
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    record("done", tag)
