@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -58,16 +59,25 @@ def test_a_retry_with_countdown_runs_the_task_twice(
 
 
 def test_a_killed_workers_task_is_completed_by_another_worker_without_waiting_for_its_lease(
-    app: Any, broker: Any, start_worker: Callable[..., Worker], runs: Runs
+    app: Any, broker: Any, start_worker: Callable[..., Worker], runs: Runs, tmp_path: Path
 ) -> None:
     # A lease far longer than the wait below: only the closed connection
-    # can bring the task back in time.
+    # can bring the task back in time. The task runs until the gate file
+    # exists, so the first worker is still running it when it is killed,
+    # however long the second worker takes to start.
+    gate = tmp_path / "gate"
     first = start_worker("solo", lease=300)
-    app.send_task("task.sleep", args=["long", 2])
+    app.send_task("task.gate", args=["long", str(gate)])
     (started,) = wait_for(lambda: runs.of("start", "long"), "the task to start")
     assert int(started[2]) == first.pid
     second = start_worker("solo", lease=300)
     first.kill()
+    restarted = wait_for(
+        lambda: [r for r in runs.of("start", "long") if int(r[2]) == second.pid],
+        "another worker to start it",
+    )
+    assert len(restarted) == 1
+    gate.touch()
     (done,) = wait_for(lambda: runs.of("done", "long"), "another worker to complete it")
     assert int(done[2]) == second.pid
     assert len(runs.of("start", "long")) == 2
