@@ -425,6 +425,10 @@ class WireConnection:
                     raise self._fail(ConnectionLost("brokerd closed the connection"))
                 got += len(data)
                 self._handle_bytes(data)
+                if len(data) < _RECV_SIZE:
+                    # The kernel had no more: skip the recv that would say
+                    # EAGAIN (what arrives later makes the socket readable).
+                    break
             return got > 0
 
     def read_until(self, deadline: float | None) -> bool:
