@@ -16,6 +16,8 @@ from kombu.asynchronous import Hub
 from kombu.message import Message as KombuMessage
 
 from brokerd_client.celery.transport import TransportConnection
+from brokerd_client.celery.wire import ACK
+from brokerd_client.errors import ConnectionLost
 from brokerd_protocol import Ack, Decoder, Frame, Publish
 
 
@@ -218,3 +220,14 @@ def test_an_ack_from_another_thread_is_written_at_once(broker: Any, conn: Connec
         assert [f for f in recorder.frames if isinstance(f, Ack)] != []
         wait_for(lambda: _leased(broker, "hub-thread") == 0, "the broker to see the ack")
     conn.transport.unregister_from_event_loop(tc, hub)
+
+
+def test_acks_deferred_on_a_connection_that_died_are_dropped_and_new_ones_raise(
+    conn: Connection,
+) -> None:
+    wire = _transport_conn(conn).wire
+    wire.settle_later(ACK, [1, 2])
+    wire._fail(ConnectionLost("the broker went away"))
+    wire.flush()  # the hub's end of turn: nothing to write to, nothing raised
+    with pytest.raises(ConnectionLost):
+        wire.settle_later(ACK, [3])

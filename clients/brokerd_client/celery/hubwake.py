@@ -75,11 +75,12 @@ class HubBinding:
             return
         with contextlib.suppress(Exception):
             self.hub.remove(self._rfd)
-        self.hub.on_tick.discard(self._flush)
         self.detach()
 
     def detach(self) -> None:
-        """Close the pipe without touching the hub (after fork)."""
+        """Close the pipe without unregistering it (after fork the poller
+        may be shared with the parent; a closed descriptor leaves it anyway)."""
+        self.hub.on_tick.discard(self._flush)
         for fd in (self._rfd, self._wfd):
             if fd >= 0:
                 with contextlib.suppress(OSError):

@@ -375,15 +375,19 @@ class WireConnection:
         :meth:`flush` (one frame per kind for everything queued until then)."""
         if kind == EXTEND:
             raise ValueError("an Extend carries its lease; send it with settle()")
+        self._check()  # a dead connection raises now, as settle() would
         if ids:
             with self._wlock:
                 self._deferred.setdefault(kind, []).extend(ids)
 
     def flush(self) -> None:
-        """Send the deferred settles now, if any."""
+        """Send the deferred settles now, if any. On a connection already
+        lost they are dropped (the broker returned their deliveries with it)."""
         if self._deferred:
             with self._wlock:
-                if self._deferred:
+                if self.error is not None:
+                    self._deferred.clear()
+                elif self._deferred:
                     self._send_locked(b"")
 
     def _deferred_frames(self) -> bytes:
