@@ -18,7 +18,12 @@ Invariants:
   deliveries with the same lease length go in **one** Extend request (split
   into frames of at most ``MAX_SETTLE_IDS`` ids, SPEC §13, sent in one write).
 * Tracking is cheap and thread-safe: ``track``/``untrack`` take a short lock
-  and wake the keeper only when a renewal became due earlier than it planned.
+  and wake the keeper only for a lease length it has not seen before. A
+  group stays (empty) when its last delivery is untracked, its renewal time
+  still kept: the keeper's next wake-up is never later than that, so a
+  delivery tracked into it later needs no wake-up. A worker taking one task
+  at a time would otherwise wake this thread for every task, and the two
+  threads would trade the GIL on the way to running it.
 """
 
 from __future__ import annotations
@@ -75,7 +80,7 @@ class LeaseKeeper:
         """Keep ``delivery_id`` leased until :meth:`untrack`."""
         with self._cond:
             group = self._groups.get(lease)
-            if group is None:
+            if group is None:  # the only case where the keeper's plan changes
                 group = self._groups[lease] = _Group(time.monotonic() + lease / 3)
                 self._cond.notify()
             group.ids.add(delivery_id)
@@ -88,10 +93,7 @@ class LeaseKeeper:
                 lease = self._where.pop(delivery_id, None)
                 if lease is None:
                     continue
-                group = self._groups[lease]
-                group.ids.discard(delivery_id)
-                if not group.ids:
-                    del self._groups[lease]
+                self._groups[lease].ids.discard(delivery_id)
 
     def _run(self) -> None:
         wire = self._wire
@@ -104,17 +106,20 @@ class LeaseKeeper:
                     due: list[tuple[float, list[int]]] = []
                     for lease, group in self._groups.items():
                         if group.due <= now:
-                            due.append((lease, sorted(group.ids)))
+                            if group.ids:
+                                due.append((lease, sorted(group.ids)))
                             group.due = now + lease / 3
-                    wake = [group.due for group in self._groups.values()]
                 for lease, ids in due:
                     wire.settle(EXTEND, ids, number=lease)
                 wire.heartbeat_if_idle()
-                if wire.heartbeat > 0:
-                    wake.append(wire.last_write + wire.heartbeat / 2)
                 with self._cond:
                     if self._stopped:
                         return
+                    # Planned under the lock a new group is added under, so
+                    # one added while we were writing is in the plan.
+                    wake = [group.due for group in self._groups.values()]
+                    if wire.heartbeat > 0:
+                        wake.append(wire.last_write + wire.heartbeat / 2)
                     timeout = (min(wake) - time.monotonic()) if wake else None
                     if timeout is None or timeout > 0:
                         self._cond.wait(timeout)

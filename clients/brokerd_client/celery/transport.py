@@ -14,11 +14,14 @@ How kombu's AMQP model maps onto brokerd (protocol/SPEC.md):
 * **Channels** are local objects sharing the connection: each holds its
   consumers, its prefetch and the deliveries handed to its consumers.
 * **Deliveries are pushed.** ``register_with_event_loop`` puts the socket on
-  Celery's hub; ``on_readable`` reads what is there and dispatches it at
-  once. ``drain_events(timeout)`` blocks on the socket for code without a
-  hub and hands over one delivery per call, as kombu expects of a transport.
+  Celery's hub; ``on_readable`` reads what is there and dispatches every
+  delivery read so far, at once. ``drain_events(timeout)`` blocks on the
+  socket for code without a hub and hands over one delivery per call, as
+  kombu expects of a transport (its remote control counts replies by calls).
   Frames read while a blocking call waits for its reply are dispatched
-  afterwards (on the hub: in the next loop iteration), never from inside it.
+  afterwards, never from inside it: on the hub, a wake-up pipe
+  (:mod:`.hubwake`) makes the hub's next ``poll`` return at once and
+  dispatches them where ``on_readable`` would.
 * **Exchanges** ``direct``, ``topic``, ``fanout`` and the default exchange are
   brokerd's own (SPEC §9.1). **Queues**: see :mod:`.queueargs`.
 * **Publishing** sends a Publish built by :func:`.envelope.to_message` and, by
@@ -45,6 +48,11 @@ How kombu's AMQP model maps onto brokerd (protocol/SPEC.md):
 * **Settling**: ``basic_ack`` (``multiple`` too), ``basic_reject`` (requeue:
   Nack back to the queue, marked redelivered; no requeue: Reject, which
   dead-letters or drops), ``basic_recover`` (requeue everything held).
+  On the hub's thread acks are deferred to the end of the loop turn (the
+  hub's ``on_tick``, just before it polls): Celery acks each task with
+  ``call_soon``, so all the acks of a turn go out in one Ack frame. Any
+  other write, and any blocking read, sends deferred acks first. Elsewhere
+  (no hub, other threads) an ack is written at once.
 * **basic_get**: asks QueueStats first and returns None when nothing is
   ready; otherwise consumes with prefetch 1 until one delivery arrives (at
   most transport option ``get_timeout`` seconds, default 1.0, in case another
@@ -122,6 +130,7 @@ from ..errors import (
 )
 from ..url import DEFAULT_PORT
 from .envelope import ENVELOPE_HEADER, InvalidEnvelope, KombuMessage, from_delivery, to_message
+from .hubwake import HubBinding
 from .keeper import LeaseKeeper
 from .queueargs import EXCHANGE_TYPES, queue_options
 from .wire import ACK, EXTEND, KIND_NAMES, NACK, REJECT, RETURN, WireConnection
@@ -518,7 +527,7 @@ class Channel(base.StdChannel):
             return None
         frame = found
         if no_ack:
-            wire.settle(ACK, [frame.delivery])
+            conn.settle(ACK, [frame.delivery])
         else:
             self._hold(frame)
         return RawDelivery(frame, "")
@@ -549,7 +558,7 @@ class Channel(base.StdChannel):
 
     def basic_ack(self, delivery_tag: int, multiple: bool = False, **kwargs: Any) -> None:
         ids = self._release(delivery_tag, multiple)
-        self.connection.wire.settle(ACK, ids)
+        self.connection.settle(ACK, ids)
 
     def basic_reject(self, delivery_tag: int, requeue: bool = True, **kwargs: Any) -> None:
         """requeue: back to the queue (redelivered); else dead-letter or drop."""
@@ -611,7 +620,9 @@ class TransportConnection:
         #: consumer id -> (channel, consumer tag)
         self.routes: dict[int, tuple[Channel, str]] = {}
         self.hub: Any = None
-        self._kicked = False
+        self._binding: HubBinding | None = None
+        #: Depth of :meth:`dispatch` calls running (no wake-up needed inside).
+        self._dispatching = 0
         #: Seconds spent in consumer callbacks since deliveries were last routed.
         self._busy = 0.0
         #: Routed deliveries not yet handed to their consumer's callback.
@@ -637,19 +648,41 @@ class TransportConnection:
             self.kick()
 
     def kick(self) -> None:
-        """After a blocking call read frames for others: have the hub
-        dispatch them soon (the socket will not become readable for them)."""
+        """After a blocking call read frames for others: wake the hub to
+        dispatch them (the socket will not become readable for them). Not
+        needed inside :meth:`dispatch`, which loops until none are left."""
         wire = self.wire
-        hub = self.hub
+        binding = self._binding
         pending = wire.deliveries or wire.cancelled or self._ready
-        if hub is not None and not self._kicked and pending:
-            self._kicked = True
-            hub.call_soon(self._kicked_dispatch)
+        if binding is not None and not self._dispatching and pending:
+            binding.wake()
 
-    def _kicked_dispatch(self) -> None:
-        self._kicked = False
+    def _woken(self) -> None:
         if self.connected:
             self.dispatch()
+
+    def settle(self, kind: int, ids: list[int]) -> None:
+        """Settle ``ids``: deferred to the end of the loop turn on the hub's
+        thread (one frame for the turn), written at once elsewhere."""
+        binding = self._binding
+        if binding is not None and binding.on_loop_thread():
+            self.wire.settle_later(kind, ids)
+        else:
+            self.wire.settle(kind, ids)
+
+    def bind_hub(self, hub: Any) -> None:
+        """Register with ``hub`` (the socket's reader is the transport's)."""
+        self.unbind_hub()
+        self.hub = hub
+        self._binding = HubBinding(hub, self._woken, self.wire.flush)
+
+    def unbind_hub(self) -> None:
+        binding, self._binding = self._binding, None
+        self.hub = None
+        if binding is not None:
+            binding.close()
+            if self.connected:
+                self.wire.flush()
 
     def take(self, consumer_id: int) -> Deliver | None:
         """Remove and return the first read delivery for ``consumer_id``."""
@@ -660,22 +693,28 @@ class TransportConnection:
         return None
 
     def dispatch(self, limit: int | None = None) -> int:
-        """Hand read deliveries to their consumers, all of them or at most
-        ``limit``; returns how many."""
+        """Hand read deliveries to their consumers (also those read by blocking
+        calls the callbacks make), all of them or at most ``limit``; returns
+        how many. Re-entrant (a callback may drain events itself)."""
+        self._dispatching += 1
         count = 0
-        while count != limit:
-            if self.wire.deliveries or self.wire.cancelled:
-                self._prepare()
-            if not self._ready:
-                return count
-            _channel, callback, raw = self._ready.popleft()
-            count += 1
-            started = time.monotonic()
-            try:
-                callback(raw)
-            finally:
-                self._busy += time.monotonic() - started
-        return count
+        wire = self.wire
+        try:
+            while count != limit:
+                if wire.deliveries or wire.cancelled:
+                    self._prepare()
+                if not self._ready:
+                    return count
+                _channel, callback, raw = self._ready.popleft()
+                count += 1
+                started = time.monotonic()
+                try:
+                    callback(raw)
+                finally:
+                    self._busy += time.monotonic() - started
+            return count
+        finally:
+            self._dispatching -= 1
 
     def unready(self, channel: Channel, consumer_tag: str) -> None:
         """A consumer was cancelled: what was read for it and not handed over
@@ -726,8 +765,8 @@ class TransportConnection:
             else:
                 route[0]._hold(frame)
             self._ready.append((route[0], consumer.callback, RawDelivery(frame, route[1])))
-        wire.settle(ACK, acks)
-        wire.settle(RETURN, returns)
+        self.settle(ACK, acks)
+        self.settle(RETURN, returns)
 
     def _lapsed(self, frames: list[Deliver]) -> set[int]:
         """Of deliveries that may have waited unread past their lease, the
@@ -761,11 +800,17 @@ class TransportConnection:
     def close(self) -> None:
         for channel in list(self.channels):
             channel.close()
+        binding, self._binding = self._binding, None
+        if binding is not None:
+            binding.close()
         self.keeper.stop()
         self.wire.close()
 
     def detach(self) -> None:
         """After fork: forget the parent's connection without touching it."""
+        binding, self._binding = self._binding, None
+        if binding is not None:
+            binding.detach()
         self.wire.detach()
 
 
@@ -875,15 +920,16 @@ class Transport(base.Transport):
         return True  # prefetch is per consumer, never channel-global
 
     def register_with_event_loop(self, connection: TransportConnection, loop: Any) -> None:
-        connection.hub = loop
+        connection.bind_hub(loop)
         loop.add_reader(connection.wire.fileno(), self.on_readable, connection, loop)
         connection.kick()
 
     def unregister_from_event_loop(self, connection: TransportConnection, loop: Any) -> None:
         if connection.hub is loop:
-            connection.hub = None
+            connection.unbind_hub()
 
     def on_readable(self, connection: TransportConnection, loop: Any) -> None:
+        """Read what the socket holds and dispatch every delivery read so far."""
         connection.wire.read_available()
         connection.dispatch()
 

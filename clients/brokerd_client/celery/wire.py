@@ -20,6 +20,12 @@ Invariants (the transport and the lease keeper rely on them):
   while waiting for something else are kept: replies in ``_replies``,
   deliveries in :attr:`deliveries` (the transport dispatches them later, never
   from inside another call), server cancels in :attr:`cancelled`.
+* **Deferred settles go out before anything else.** :meth:`settle_later`
+  only queues ids (under ``_wlock``); the next write of any frame, from any
+  thread, sends them first in the same ``sendall``, as do :meth:`flush` and
+  every blocking read (:meth:`read_until` flushes before it waits). So a
+  deferred ack is never behind a later frame, and never waits while this
+  connection waits for the broker.
 * **Replies are matched, never assumed.** Each request registers its ``req``
   before it is written; an answer for a req nobody waits for is dropped.
   Publish outcomes are kept only for seqs someone waits for; the others are
@@ -146,6 +152,8 @@ class WireConnection:
         self._outcomes: dict[int, _Outcome] = {}
         #: Publishes sent and not yet confirmed or refused.
         self.unconfirmed = 0
+        #: Settles deferred by :meth:`settle_later`: kind -> ids (under ``_wlock``).
+        self._deferred: dict[int, list[int]] = {}
 
         #: Deliveries read and not yet taken by the transport, in wire order.
         self.deliveries: deque[Deliver] = deque()
@@ -208,6 +216,8 @@ class WireConnection:
 
     def _send_locked(self, data: bytes) -> None:
         self._check()
+        if self._deferred:
+            data = self._deferred_frames() + data
         try:
             self._sock.sendall(data)
         except OSError as exc:
@@ -360,6 +370,38 @@ class WireConnection:
             lost.extend(result)
         return lost
 
+    def settle_later(self, kind: int, ids: list[int]) -> None:
+        """Queue ``ids`` for a settle of ``kind`` sent with the next write or
+        :meth:`flush` (one frame per kind for everything queued until then)."""
+        if kind == EXTEND:
+            raise ValueError("an Extend carries its lease; send it with settle()")
+        self._check()  # a dead connection raises now, as settle() would
+        if ids:
+            with self._wlock:
+                self._deferred.setdefault(kind, []).extend(ids)
+
+    def flush(self) -> None:
+        """Send the deferred settles now, if any. On a connection already
+        lost they are dropped (the broker returned their deliveries with it)."""
+        if self._deferred:
+            with self._wlock:
+                if self.error is not None:
+                    self._deferred.clear()
+                elif self._deferred:
+                    self._send_locked(b"")
+
+    def _deferred_frames(self) -> bytes:
+        """Encode (and register) the deferred settles; caller holds ``_wlock``."""
+        deferred, self._deferred = self._deferred, {}
+        frames: list[bytes] = []
+        for kind, ids in deferred.items():
+            for start in range(0, len(ids), MAX_SETTLE_IDS):
+                chunk = ids[start : start + MAX_SETTLE_IDS]
+                req = next(self._req_ids)
+                frames.append(encode(_settle_frame(kind, req, chunk, None, None)))
+                self._settling[req] = (kind, chunk, False)
+        return b"".join(frames)
+
     def heartbeat_if_idle(self) -> None:
         """Send a Heartbeat when nothing was written for half the interval."""
         if self.heartbeat <= 0:
@@ -387,6 +429,10 @@ class WireConnection:
                     raise self._fail(ConnectionLost("brokerd closed the connection"))
                 got += len(data)
                 self._handle_bytes(data)
+                if len(data) < _RECV_SIZE:
+                    # The kernel had no more: skip the recv that would say
+                    # EAGAIN (what arrives later makes the socket readable).
+                    break
             return got > 0
 
     def read_until(self, deadline: float | None) -> bool:
@@ -395,6 +441,7 @@ class WireConnection:
         Returns False on the deadline. Silence for two heartbeat intervals
         while waiting ends the connection (SPEC §6.2).
         """
+        self.flush()  # never wait with acks of ours unsent
         with self._rlock:
             self._check()
             quiet_since = time.monotonic()
