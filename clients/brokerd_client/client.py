@@ -158,6 +158,11 @@ class AsyncClient:
     def server_name(self) -> str:
         return self._conn.server_name
 
+    async def wait_closed(self) -> BrokerError:
+        """Wait until the connection has ended (the broker closed it, or it
+        was lost) and return why, as the error calls in flight failed with."""
+        return await self._conn.wait_lost()
+
     @property
     def heartbeat(self) -> float:
         """The negotiated heartbeat interval in seconds (0 = disabled)."""

@@ -402,6 +402,12 @@ class Connection(asyncio.Protocol):
         finally:
             transport.close()
 
+    async def wait_lost(self) -> BrokerError:
+        """Wait until the transport has closed; why the connection ended."""
+        await asyncio.shield(self._lost)
+        assert self._error is not None
+        return self._error
+
     def _abort(self) -> None:
         if self._error is None:
             self._fail(ConnectionLost("connection aborted"))
