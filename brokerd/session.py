@@ -426,7 +426,7 @@ class Session(asyncio.Protocol):
 
     def close_by_admin(self, reason: str) -> None:
         """End the connection at an administrator's request: ``Close(0,
-        reason)``, then close once it is written (SPEC §17.8)."""
+        reason)``, then close once it is written (SPEC §17.5)."""
         if self._closing:
             return
         log.info("closing %s at an administrator's request: %s", self.peer_name, reason)
