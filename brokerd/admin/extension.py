@@ -99,6 +99,7 @@ class AdminExtension:
     def __init__(self, host: Host) -> None:
         self.host = host
         self.version = _version()
+        self._stopping: asyncio.Task[None] | None = None
 
     def handlers(self) -> dict[type[bp.Frame], Handler]:
         return {
@@ -180,10 +181,13 @@ class AdminExtension:
         """Ok first, then the graceful stop SIGTERM runs: every connection,
         this one included, is closed with ``SHUTTING_DOWN`` after it."""
         self._check(session, f)
-        log.warning("stop requested by an administrator on %s", session.peer_name)
         session.reply_ok(f.req, {"pid": os.getpid()})
-        loop = asyncio.get_running_loop()
-        loop.call_soon(lambda: loop.create_task(self.host.stop()))
+        if self._stopping is not None:  # asked twice: one stop is under way
+            return
+        log.warning("stop requested by an administrator on %s", session.peer_name)
+        # A task of its own (kept here), started after this read's replies
+        # are written: the stop closes this very connection.
+        self._stopping = asyncio.get_running_loop().create_task(self.host.stop())
 
     def list_queues(self, session: AdminSession, f: bp.ListQueues) -> None:
         self._check(session, f)
