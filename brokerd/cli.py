@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from .admin import install as install_admin
 from .clock import Clock
 from .config import Config, ConfigError, load_config
 from .malloc import pin_mmap_threshold
@@ -28,13 +29,15 @@ def build_server(
     *,
     auth_clock: Callable[[], float] = time.monotonic,
 ) -> BrokerServer:
-    """The broker ``brokerd`` runs, not started: the server with the task layer.
+    """The broker ``brokerd`` runs, not started: the server with the task layer
+    and the admin frames (brokerctl).
 
     ``clock`` (the core's) and ``auth_clock`` (the authentication throttle's)
     are for tests that drive time themselves.
     """
     server = BrokerServer(config, clock, auth_clock=auth_clock)
     install_tasks(server)
+    install_admin(server)
     return server
 
 

@@ -12,6 +12,11 @@ full a new connection pushes out the oldest one. Only a connection that
 authenticated counts against ``max_connections``, so peers that never finish
 a handshake can never take a slot an authenticated client needs.
 
+Connections also arrive on the control socket in the data dir
+(``control.py``): the same protocol, each such connection an admin one
+without a token. It is bound before the port file is written, so whoever
+waits for the port file finds it, and removed at a clean stop.
+
 The server is the core broker protocol only. Extensions (the task layer) add
 request handlers, tick hooks and start-up hooks before ``start``; the
 ``brokerd`` command builds the full broker (``brokerd.cli.build_server``).
@@ -20,6 +25,7 @@ request handlers, tick hooks and start-up hooks before ``start``; the
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import sqlite3
@@ -33,6 +39,7 @@ from brokerd_protocol import ErrorCode
 from .broker import Broker
 from .clock import Clock, SystemClock
 from .config import Config
+from .control import bind_control_socket, control_path, remove_control_socket
 from .diskfree import DiskMonitor
 from .flow import FlowControl
 from .foreign import Foreign, Refusal, WarningGate, addresses, refusal_for, warning_text
@@ -101,6 +108,10 @@ class BrokerServer:
         #: One warning per peer address a minute about those.
         self.wrong_protocol_warnings = WarningGate(auth_clock)
         self.port: int | None = None
+        #: The control socket (None for an in-memory broker).
+        self.control_path: Path | None = control_path(config.data_dir)
+        self._control: asyncio.AbstractServer | None = None
+        self._session_ids = itertools.count(1)
         self.metrics: MetricsEndpoint | None = None
         #: Traffic of connections already closed (metrics add the open ones).
         self.closed_bytes_in = 0
@@ -155,6 +166,11 @@ class BrokerServer:
         )
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
+        if self.control_path is not None:
+            self._control = await loop.create_unix_server(
+                self._new_local_session, sock=bind_control_socket(self.control_path)
+            )
+            log.info("control socket (brokerctl): %s", self.control_path)
         if self.config.port_file:
             _write_port_file(self.config.port_file, self.port)
         if self.config.metrics_port:
@@ -177,6 +193,8 @@ class BrokerServer:
         log.info("shutting down")
         if self._server is not None:
             self._server.close()
+        if self._control is not None:
+            self._control.close()
         if self.metrics is not None:
             self.metrics.close()
         self.broker.stopping = True
@@ -193,6 +211,8 @@ class BrokerServer:
         await self._loop.run_in_executor(None, self.store.close)
         if self._server is not None:
             await self._server.wait_closed()
+        if self._control is not None and self.control_path is not None:
+            remove_control_socket(self.control_path)
         self._stopped.set()
         log.info("stopped")
 
@@ -213,6 +233,9 @@ class BrokerServer:
     def _new_session(self) -> Session:
         return Session(self)
 
+    def _new_local_session(self) -> Session:
+        return Session(self, local=True)
+
     def admit(self, session: Session) -> None:
         """Take a new connection into the handshake pool.
 
@@ -224,6 +247,7 @@ class BrokerServer:
         reconnecting attackers lock every new client out.
         """
         self.sessions.add(session)
+        session.id = next(self._session_ids)
         handshaking = self.handshaking
         if len(handshaking) >= self.config.max_handshakes:
             oldest = next(iter(handshaking))

@@ -129,8 +129,23 @@ def _ranges(seqs: list[int]) -> list[list[int]]:
 
 
 class Session(asyncio.Protocol):
-    def __init__(self, host: Host) -> None:
+    """One connection. ``local`` marks one accepted on the control socket
+    (``control.py``): the OS already let its peer open a mode-0600 socket in
+    the data dir, so it is trusted as the broker's own user, without a token,
+    and may use the admin frames (SPEC §17)."""
+
+    def __init__(self, host: Host, *, local: bool = False) -> None:
         self.host = host
+        self.local = local
+        #: May send admin frames: a control-socket connection, or a TCP one
+        #: that passed the handshake (with the token when the broker has one).
+        self.admin = False
+        #: The connection's number for admins (``ListConnections``), set by the host.
+        self.id = 0
+        #: What the client called itself in its Hello.
+        self.client_name = ""
+        #: Wall-clock time of the connect (epoch seconds), for admins.
+        self.connected_wall = time.time()
         self.broker: Broker = host.broker
         self.config: Config = host.config
         self.decoder = bp.Decoder(min(host.config.max_frame, bp.MAX_HELLO_FRAME))
@@ -178,8 +193,11 @@ class Session(asyncio.Protocol):
         # uvloop's transports do not subclass asyncio.Transport; duck-type them.
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
-        self.peer_name = f"{peer[0]}:{peer[1]}" if peer else "?"
-        self.peer_host = str(peer[0]) if peer else "?"
+        if self.local:
+            self.peer_name = self.peer_host = "local"
+        else:
+            self.peer_name = f"{peer[0]}:{peer[1]}" if peer else "?"
+            self.peer_host = str(peer[0]) if peer else "?"
         local = transport.get_extra_info("sockname")
         if isinstance(local, tuple) and len(local) >= 2:
             self.local_host, self.local_port = str(local[0]), int(local[1])
@@ -406,6 +424,15 @@ class Session(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def close_by_admin(self, reason: str) -> None:
+        """End the connection at an administrator's request: ``Close(0,
+        reason)``, then close once it is written (SPEC §17.5)."""
+        if self._closing:
+            return
+        log.info("closing %s at an administrator's request: %s", self.peer_name, reason)
+        self.send(bp.Close(0, reason))
+        self.close_after_flush()
+
     def reply_ok(self, req: int, value: Any = None) -> None:
         self.send(bp.Ok(req, value))
 
@@ -472,7 +499,7 @@ class Session(asyncio.Protocol):
                 f"server speaks protocol versions {list(bp.SUPPORTED_VERSIONS)}",
             )
             return
-        if self.config.token is None:
+        if self.config.token is None or self.local:
             self._welcome(frame)
         else:
             self._check_token(frame, self.config.token)
@@ -544,6 +571,8 @@ class Session(asyncio.Protocol):
             self.fail(ErrorCode.RESOURCE_LIMIT, "too many connections")
             return
         self.authenticated = True
+        self.admin = True
+        self.client_name = frame.client_name
         self.decoder.max_frame = self.config.max_frame
         # SPEC §6.2: heartbeat timers start with Welcome, however long the
         # Hello waited for its turn.

@@ -25,6 +25,7 @@ from . import errors
 from .client import AsyncClient, connect
 from .consumer import Consumer, Delivery
 from .errors import (
+    AccessRefused,
     AuthenticationError,
     BrokerError,
     ClientClosed,
@@ -55,6 +56,7 @@ except _metadata.PackageNotFoundError:  # pragma: no cover - running from a bare
     __version__ = "0+unknown"
 
 __all__ = [
+    "AccessRefused",
     "AsyncClient",
     "AuthenticationError",
     "BrokerError",

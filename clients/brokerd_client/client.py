@@ -61,7 +61,7 @@ from .url import BrokerURL, parse_url
 if TYPE_CHECKING:
     from typing import Self
 
-__all__ = ["AsyncClient", "connect"]
+__all__ = ["AsyncClient", "connect", "connect_unix"]
 
 
 def _default_client_name() -> str:
@@ -87,6 +87,35 @@ async def connect(
     connection; publishers wait for confirms beyond it.
     """
     parsed = url if isinstance(url, BrokerURL) else parse_url(url)
+    return await _open(parsed, token, heartbeat, client_name, timeout, max_inflight, None)
+
+
+async def connect_unix(
+    path: str,
+    *,
+    heartbeat: float = 30.0,
+    client_name: str | None = None,
+    timeout: float | None = 10.0,  # noqa: ASYNC109 - a connect timeout is public API
+) -> AsyncClient:
+    """Connect to a broker's control socket (``<data-dir>/brokerd.sock``).
+
+    The broker trusts whoever can open that file (mode 0600: its own OS user)
+    as an administrator, without a token. This is how brokerctl talks to a
+    local broker; applications use :func:`connect`.
+    """
+    url = BrokerURL(host="localhost")
+    return await _open(url, None, heartbeat, client_name, timeout, 10_000, path)
+
+
+async def _open(
+    parsed: BrokerURL,
+    token: str | None,
+    heartbeat: float,
+    client_name: str | None,
+    timeout: float | None,  # noqa: ASYNC109 - passed on from connect()
+    max_inflight: int,
+    unix_path: str | None,
+) -> AsyncClient:
     if heartbeat < 0:
         raise ValueError("heartbeat must be >= 0 (0 disables heartbeats)")
     hello = Hello(
@@ -102,7 +131,12 @@ async def connect(
             f"{MAX_HELLO_FRAME} bytes before the handshake"
         )
     conn = await Connection.open(
-        parsed.host, parsed.port, hello, timeout=timeout, max_inflight=max_inflight
+        parsed.host,
+        parsed.port,
+        hello,
+        timeout=timeout,
+        max_inflight=max_inflight,
+        unix_path=unix_path,
     )
     return AsyncClient(conn, parsed)
 
@@ -123,6 +157,11 @@ class AsyncClient:
     @property
     def server_name(self) -> str:
         return self._conn.server_name
+
+    async def wait_closed(self) -> BrokerError:
+        """Wait until the connection has ended (the broker closed it, or it
+        was lost) and return why, as the error calls in flight failed with."""
+        return await self._conn.wait_lost()
 
     @property
     def heartbeat(self) -> float:

@@ -320,27 +320,34 @@ class Connection(asyncio.Protocol):
         *,
         timeout: float | None = 10.0,  # noqa: ASYNC109 - passed on from connect()
         max_inflight: int = 10_000,
+        unix_path: str | None = None,
     ) -> Connection:
         """Connect and complete the Hello/Welcome handshake within ``timeout``.
 
+        With ``unix_path`` the connection goes to that Unix socket (a broker's
+        control socket, which brokerctl uses) instead of ``host``:``port``.
         A refusal by the broker raises its typed error (for example
         :class:`~brokerd_client.errors.AuthenticationError`); a socket failure
         or timeout raises :class:`~brokerd_client.errors.ConnectionLost`.
         """
         loop = asyncio.get_running_loop()
         conn = cls(loop, hello, max_inflight=max_inflight)
+        where = unix_path if unix_path is not None else f"{host}:{port}"
         try:
             async with asyncio.timeout(timeout):
-                await loop.create_connection(lambda: conn, host, port)
+                if unix_path is not None:
+                    await loop.create_unix_connection(lambda: conn, unix_path)
+                else:
+                    await loop.create_connection(lambda: conn, host, port)
                 await conn._welcome
         except TimeoutError:
             conn._abort()
             raise ConnectionLost(
-                f"timed out after {timeout}s connecting to brokerd at {host}:{port}"
+                f"timed out after {timeout}s connecting to brokerd at {where}"
             ) from None
         except OSError as exc:
             conn._abort()
-            raise ConnectionLost(f"cannot connect to brokerd at {host}:{port}: {exc}") from exc
+            raise ConnectionLost(f"cannot connect to brokerd at {where}: {exc}") from exc
         except BaseException:
             conn._abort()
             raise
@@ -394,6 +401,12 @@ class Connection(asyncio.Protocol):
             transport.abort()
         finally:
             transport.close()
+
+    async def wait_lost(self) -> BrokerError:
+        """Wait until the transport has closed; why the connection ended."""
+        await asyncio.shield(self._lost)
+        assert self._error is not None
+        return self._error
 
     def _abort(self) -> None:
         if self._error is None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 from brokerd_protocol import ErrorCode
 
 __all__ = [
+    "AccessRefused",
     "AuthenticationError",
     "BrokerError",
     "ClientClosed",
@@ -135,6 +136,11 @@ class PreconditionFailed(BrokerError):
     with different options."""
 
 
+class AccessRefused(BrokerError):
+    """The connection may not make this request (an admin frame from a
+    connection that is not an admin one); nothing was done."""
+
+
 class InvalidArgument(BrokerError):
     """The broker rejected an argument (bad name, out-of-range value, ...)."""
 
@@ -213,6 +219,7 @@ _BY_CODE: dict[int, type[BrokerError]] = {
     ErrorCode.QUEUE_FULL: QueueFull,
     ErrorCode.INTERNAL: InternalError,
     ErrorCode.STORAGE_FAILED: StorageFailed,
+    ErrorCode.ACCESS_REFUSED: AccessRefused,
 }
 
 

@@ -307,6 +307,14 @@ FRAME_TYPES: tuple[type[f.Frame], ...] = (
     f.ResultDelete,
     f.GroupJoin,
     f.GroupFire,
+    f.AdminStatus,
+    f.AdminStop,
+    f.ListQueues,
+    f.ListExchanges,
+    f.ListBindings,
+    f.ListConnections,
+    f.ListConsumers,
+    f.CloseConnection,
 )
 
 _SPECS: dict[int, _FrameSpec] = {}

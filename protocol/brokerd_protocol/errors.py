@@ -28,6 +28,7 @@ class ErrorCode(IntEnum):
     LEASE_LOST = 15
     INTERNAL = 16
     STORAGE_FAILED = 17
+    ACCESS_REFUSED = 18
 
 
 #: Codes after which the connection is closed by the side that sent them.

@@ -420,3 +420,78 @@ class GroupFire(Frame):
     routing_key: str
     body: bytes
     props: dict[str, Any] = field(default_factory=dict)
+
+
+# --- admin layer: what brokerctl asks (SPEC §17, codes 60-79) ------------------
+#
+# Every admin frame is a request answered by Ok or Error. The list frames page:
+# ``cursor`` is nil for the first page, else the ``next`` value of the previous
+# reply, passed back unchanged; the server answers with at most ``limit`` items
+# and never more than half the connection's frame limit.
+
+
+@dataclass(frozen=True, slots=True)
+class AdminStatus(Frame):
+    """Answered with Ok(req, {version, uptime, pid, data_dir, listeners, ...})."""
+
+    TYPE: ClassVar[int] = 60
+    req: int
+
+
+@dataclass(frozen=True, slots=True)
+class AdminStop(Frame):
+    """Stop the broker gracefully (as SIGTERM does), after the Ok."""
+
+    TYPE: ClassVar[int] = 61
+    req: int
+
+
+@dataclass(frozen=True, slots=True)
+class ListQueues(Frame):
+    TYPE: ClassVar[int] = 62
+    req: int
+    cursor: Any = None
+    limit: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ListExchanges(Frame):
+    TYPE: ClassVar[int] = 63
+    req: int
+    cursor: Any = None
+    limit: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ListBindings(Frame):
+    TYPE: ClassVar[int] = 64
+    req: int
+    cursor: Any = None
+    limit: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ListConnections(Frame):
+    TYPE: ClassVar[int] = 65
+    req: int
+    cursor: Any = None
+    limit: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ListConsumers(Frame):
+    TYPE: ClassVar[int] = 66
+    req: int
+    cursor: Any = None
+    limit: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class CloseConnection(Frame):
+    """Close connection ``connection`` (an id from ListConnections): the server
+    sends it Close(0, reason) and ends it."""
+
+    TYPE: ClassVar[int] = 67
+    req: int
+    connection: int
+    reason: str = ""

@@ -44,3 +44,5 @@ MAX_REVOKE_IDS = 10_000
 MAX_SUBSCRIBE_TOPICS = 64
 #: Characters of a Reject's ``reason`` a server keeps (``x-death-detail``).
 MAX_REJECT_REASON = 1024
+#: Most items one admin list request (ListQueues, ...) may ask for (SPEC §17).
+MAX_LIST_LIMIT = 10_000

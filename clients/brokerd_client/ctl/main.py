@@ -1,0 +1,135 @@
+"""``brokerctl``: parse the command line, run one command, exit with
+rabbitmqctl's codes (``exits.py``).
+
+Everything that can be checked before connecting is (command, arguments,
+columns, where the broker is, the token), so a usage error is reported as
+one (64) even when no broker runs. Messages go to stderr, results to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from typing import NoReturn
+
+from ..client import AsyncClient, connect, connect_unix
+from ..errors import (
+    AuthenticationError,
+    BrokerError,
+    ConnectionLost,
+    InternalError,
+)
+from . import output
+from .commands import USAGE_LINES, build
+from .exits import DATAERR, OK, SOFTWARE, TEMPFAIL, UNAVAILABLE, CtlError, usage
+from .target import Target, check_socket, reachable, resolve
+
+CLIENT_NAME = "brokerctl"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error exits 64 as rabbitmqctl's do (not 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise usage(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    commands = "\n".join(f"  {line}" for line in USAGE_LINES.values())
+    p = _Parser(
+        prog="brokerctl",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Administer a running brokerd (rabbitmqctl's command names).",
+        epilog=f"commands:\n{commands}\n\nexit codes: 0 ok, 64 usage, 65 refused by the "
+        "broker, 69 broker unreachable, 70 internal error, 75 timeout. See docs/brokerctl.md.",
+    )
+    p.add_argument(
+        "--data-dir",
+        help="the broker's data dir, where its control socket is (default ./data, or "
+        "BROKERD_DATA_DIR)",
+    )
+    p.add_argument(
+        "--url",
+        help="a remote broker, brokerd://host:port (no token here: use --token-file)",
+    )
+    p.add_argument(
+        "--token-file",
+        help="file holding the broker's token for --url ('-' reads stdin; default "
+        "BROKERD_TOKEN_FILE)",
+    )
+    p.add_argument("--formatter", choices=["table", "json"], default="table", help="output format")
+    p.add_argument("-t", "--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
+    p.add_argument("command", help="the command to run")
+    p.add_argument("args", nargs="*", help="its arguments")
+    return p
+
+
+async def _connect(target: Target, timeout: float) -> AsyncClient:  # noqa: ASYNC109 - for connect()
+    if target.socket is not None:
+        check_socket(target.socket)
+        with reachable(target.socket) as name:
+            return await connect_unix(name, client_name=CLIENT_NAME, timeout=timeout)
+    assert target.url is not None
+    return await connect(target.url, token=target.token, client_name=CLIENT_NAME, timeout=timeout)
+
+
+async def _run(target: Target, args: argparse.Namespace) -> str:
+    command = build(args.command, args.args, socket=target.socket)
+    client = await _connect(target, args.timeout)
+    try:
+        async with asyncio.timeout(args.timeout):
+            result = await command(client)
+    finally:
+        await client.close()
+    return output.render(result, args.formatter)
+
+
+def _failure(exc: BaseException, target: Target) -> CtlError:
+    """The one line and the exit code for a failed command."""
+    where = target.describe()
+    if isinstance(exc, CtlError):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return CtlError(f"no answer from brokerd at {where} in time (--timeout)", TEMPFAIL)
+    if isinstance(exc, AuthenticationError) or (
+        isinstance(exc, ConnectionLost) and isinstance(exc.__cause__, AuthenticationError)
+    ):
+        return CtlError(
+            f"brokerd at {where} refused the token: {exc} (check --token-file)", UNAVAILABLE
+        )
+    if isinstance(exc, ConnectionLost):
+        return CtlError(f"cannot talk to brokerd at {where}: {exc}", UNAVAILABLE)
+    if isinstance(exc, InternalError):
+        return CtlError(f"brokerd failed: {exc}", SOFTWARE)
+    if isinstance(exc, BrokerError):
+        return CtlError(str(exc), DATAERR)
+    return CtlError(f"brokerctl failed: {type(exc).__name__}: {exc}", SOFTWARE)
+
+
+def run(argv: list[str] | None = None, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """Run brokerctl; (exit code, stdout, stderr). ``main`` prints them."""
+    env = dict(os.environ) if env is None else env
+    target = Target()
+    try:
+        args = build_parser().parse_intermixed_args(argv)
+        if args.timeout <= 0:
+            raise usage("--timeout must be more than 0 seconds")
+        target = resolve(args.data_dir, args.url, args.token_file, env)
+        # Checked before connecting: a usage error is one even with no broker.
+        build(args.command, args.args, socket=target.socket)
+        text = asyncio.run(_run(target, args))
+    except Exception as exc:
+        failure = _failure(exc, target)
+        return failure.code, "", f"Error: {failure.message}\n"
+    return OK, text + "\n" if text else "", ""
+
+
+def main(argv: list[str] | None = None) -> None:
+    code, out, err = run(argv)
+    if out:
+        sys.stdout.write(out)
+    if err:
+        sys.stderr.write(err)
+    raise SystemExit(code)
