@@ -42,6 +42,7 @@ from .errors import (
     ResourceLimitExceeded,
     ServerShuttingDown,
     StorageFailed,
+    TLSError,
     Unroutable,
     UnsupportedVersion,
 )
@@ -79,6 +80,7 @@ __all__ = [
     "ResourceLimitExceeded",
     "ServerShuttingDown",
     "StorageFailed",
+    "TLSError",
     "Unroutable",
     "UnsupportedVersion",
     "__version__",

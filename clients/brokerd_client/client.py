@@ -12,6 +12,7 @@ import asyncio
 import copy
 import functools
 import os
+import ssl
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
@@ -56,6 +57,7 @@ from .connection import FLUSH_THRESHOLD, Connection, PublishBatch
 from .consumer import Consumer
 from .errors import BrokerError, InvalidArgument, MessageTooLarge, ProtocolViolation
 from .message import Message, PublishOptions, QueueInfo, build_props, check_body
+from .tls import client_context
 from .url import BrokerURL, parse_url
 
 if TYPE_CHECKING:
@@ -77,16 +79,30 @@ async def connect(
     client_name: str | None = None,
     timeout: float | None = 10.0,  # noqa: ASYNC109 - a connect timeout is public API
     max_inflight: int = 10_000,
+    ssl_context: ssl.SSLContext | None = None,
+    cafile: str | None = None,
+    certfile: str | None = None,
+    keyfile: str | None = None,
 ) -> AsyncClient:
     """Open a connection to brokerd and return a ready :class:`AsyncClient`.
 
     ``token`` overrides one given in the URL (keeps secrets out of URLs).
     ``heartbeat`` is the interval in seconds we ask for (0 disables; the
     broker has the final say). ``timeout`` bounds the TCP connect plus the
-    handshake. ``max_inflight`` caps unconfirmed publishes on this
+    handshakes. ``max_inflight`` caps unconfirmed publishes on this
     connection; publishers wait for confirms beyond it.
+
+    TLS (``brokerds://`` URLs, or any of these options): ``cafile`` is the
+    CA that signed the broker's certificate (default: the system's CAs),
+    ``certfile``/``keyfile`` a client certificate for brokers that require
+    one, ``ssl_context`` a context of your own instead of all three. The
+    broker's certificate must name the URL's host (see
+    :mod:`brokerd_client.tls`).
     """
     parsed = url if isinstance(url, BrokerURL) else parse_url(url)
+    context = client_context(
+        parsed, ssl_context=ssl_context, cafile=cafile, certfile=certfile, keyfile=keyfile
+    )
     if heartbeat < 0:
         raise ValueError("heartbeat must be >= 0 (0 disables heartbeats)")
     hello = Hello(
@@ -102,7 +118,12 @@ async def connect(
             f"{MAX_HELLO_FRAME} bytes before the handshake"
         )
     conn = await Connection.open(
-        parsed.host, parsed.port, hello, timeout=timeout, max_inflight=max_inflight
+        parsed.host,
+        parsed.port,
+        hello,
+        timeout=timeout,
+        max_inflight=max_inflight,
+        ssl_context=context,
     )
     return AsyncClient(conn, parsed)
 
