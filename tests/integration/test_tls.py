@@ -354,3 +354,49 @@ def _encrypted(files: CertFiles, tmp_path: Path) -> Path:
         )
     )
     return path
+
+
+# --- the other clients ---------------------------------------------------------------------
+
+
+def test_the_blocking_client_connects_over_tls(tls_broker: Any, pki: Pki) -> None:
+    with brokerd_client.Client(tls_url(tls_broker), cafile=str(pki.ca_file)) as client:
+        client.declare_queue("sync-tls")
+        client.publish("", "sync-tls", b"from a thread")
+        assert client.queue_stats("sync-tls").ready == 1
+
+
+def test_the_blocking_client_refuses_an_untrusted_broker(tls_broker: Any) -> None:
+    with (
+        brokerd_client.Client(tls_url(tls_broker)) as client,
+        pytest.raises(TLSError, match="cafile="),
+    ):
+        client.connect()
+
+
+def test_a_task_app_sends_over_tls_with_celerys_broker_use_ssl(tls_broker: Any, pki: Pki) -> None:
+    from brokerd_client.tasks import App
+
+    app = App(
+        "tlsapp",
+        broker=tls_url(tls_broker),
+        broker_use_ssl={"ssl_ca_certs": str(pki.ca_file)},
+    )
+
+    @app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    try:
+        add.delay(1, 2)
+        assert app.clients.producer.queue_stats("celery").ready == 1
+    finally:
+        app.clients.close()
+
+
+def test_a_task_app_with_a_bad_broker_use_ssl_fails_when_configured(pki: Pki) -> None:
+    from brokerd_client.tasks import App
+    from brokerd_client.tasks.exceptions import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="unknown key 'ssl_ca_cert'"):
+        App("bad", broker_use_ssl={"ssl_ca_cert": str(pki.ca_file)})
