@@ -26,6 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_from_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
     os.environ["BENCH_BROKERD_ACK"] = settings.brokerd_ack  # read by the spawned consumers
+    if settings.brokerd_tls:  # read by the broker processes and the spawned clients
+        from .tlscerts import ENV, make_certificates
+
+        os.environ[ENV] = str(make_certificates())
     started = datetime.now(UTC)
     runner = Runner(settings)
     try:

@@ -36,6 +36,7 @@ class Settings:
     chart: bool
     keep_temp: bool
     brokerd_ack: str  # "nowait" (fire-and-forget, like AMQP) | "wait"
+    brokerd_tls: bool  # brokerd serves brokerds:// with a throwaway certificate
     urls: dict[str, str]
 
     def as_json(self) -> dict[str, Any]:
@@ -142,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="brokerd consumers ack fire-and-forget like AMQP (nowait, default) or wait for "
         "each ack's answer (wait)",
     )
+    p.add_argument(
+        "--brokerd-tls",
+        action="store_true",
+        help="run brokerd over TLS (brokerds://, a throwaway certificate; needs trustme)",
+    )
     p.add_argument("--keep-temp", action="store_true", help="keep brokerd temp data dirs and logs")
     return p
 
@@ -176,6 +182,7 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
         chart=not ns.no_chart,
         keep_temp=ns.keep_temp,
         brokerd_ack=ns.brokerd_ack,
+        brokerd_tls=ns.brokerd_tls,
         urls=dict(DEFAULT_URLS),
         **values,
     )

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from .clock import now
+from .tlscerts import brokerd_tls_dir, server_flags
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 30.0
@@ -71,7 +72,8 @@ class BrokerdProcess:
     def url(self) -> str:
         if self.port is None:
             raise RuntimeError("brokerd not started")
-        return f"brokerd://127.0.0.1:{self.port}"
+        scheme = "brokerds" if brokerd_tls_dir() is not None else "brokerd"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def pid(self) -> int:
@@ -104,6 +106,7 @@ class BrokerdProcess:
                     # A brokerd already running here (the README's) holds 9673.
                     "--metrics-port",
                     "0",
+                    *server_flags(),  # --brokerd-tls
                 ],
                 cwd=REPO_ROOT,
                 env=child_env(),

@@ -117,7 +117,12 @@ class Runner:
                     if self.settings.brokerd_ack == "wait"
                     else "ack(wait=False), fire-and-forget like AMQP basic.ack",
                     "started_as": "python -m brokerd --host 127.0.0.1 --port 0 "
-                    "--data-dir TMP --port-file TMP/port (fresh per workload)",
+                    "--data-dir TMP --port-file TMP/port (fresh per workload)"
+                    + (
+                        " --tls-cert --tls-key (TLS, brokerds://)"
+                        if self.settings.brokerd_tls
+                        else ""
+                    ),
                 }
                 continue
             try:

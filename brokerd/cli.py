@@ -21,6 +21,7 @@ from .malloc import pin_mmap_threshold
 from .server import BrokerServer
 from .storage import StorageOpenError
 from .tasks import install as install_tasks
+from .tls import TLSFileError
 
 
 def build_server(
@@ -54,6 +55,8 @@ async def _run(server: BrokerServer) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.stop()))
+    # SIGHUP reloads the TLS certificate for new connections (none are dropped).
+    loop.add_signal_handler(signal.SIGHUP, server.reload_tls)
     await server.start()
     await server.serve_until_stopped()
 
@@ -77,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         server = build_server(config)
         asyncio.run(_run(server))
-    except StorageOpenError as exc:
+    except (StorageOpenError, TLSFileError) as exc:
         # Said in one line, without a traceback: the operator's fix is in it.
         print(f"brokerd: {exc}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -63,6 +63,11 @@ class Config:
     shutdown_grace: float = 10.0
     server_name: str = "brokerd"
     port_file: str | None = None
+    #: PEM certificate chain and private key: the broker port speaks TLS (brokerd/tls.py).
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    #: PEM CA certificates: clients must present a certificate one of them signed (mTLS).
+    tls_ca: str | None = None
 
     @property
     def in_memory(self) -> bool:
@@ -99,6 +104,10 @@ class Config:
             raise ConfigError("token must not be empty")
         if self.token is not None and len(self.token.encode()) > MAX_TOKEN_BYTES:
             raise ConfigError(f"token must be at most {MAX_TOKEN_BYTES} bytes")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("tls_cert and tls_key go together: give both, or neither")
+        if self.tls_ca is not None and self.tls_cert is None:
+            raise ConfigError("tls_ca (client certificates) needs tls_cert and tls_key")
         for host, what in ((self.host, "host"), (self.metrics_host, "metrics_host")):
             if self.token is None and not is_loopback(host):
                 raise ConfigError(
@@ -202,6 +211,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-free-disk",
         help="hold publishers while the data dir's disk has less free space than this "
         "(bytes, or e.g. 500MB, 1GB, 2GiB; default 128MiB; 0 = off)",
+    )
+    p.add_argument(
+        "--tls-cert",
+        help="PEM certificate chain: the broker port speaks TLS (with --tls-key); "
+        "reloaded on SIGHUP",
+    )
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert (unencrypted)")
+    p.add_argument(
+        "--tls-ca",
+        help="PEM CA certificates: clients must present a certificate signed by one (mTLS)",
     )
     return p
 

@@ -2,7 +2,8 @@
 
 The commonest misconfiguration is a Celery/kombu app still pointed at an
 ``amqp://`` URL, a browser or ``curl`` aimed at the wrong port, or a client
-that wraps the connection in TLS. Without this module all of them would hit
+that wraps the connection in TLS while the port is plain (a TLS port never
+sees a ClientHello here: the TLS layer has consumed it). Without this module all of them would hit
 the frame decoder, whose only verdict is "frame too large".
 
 Invariants:
@@ -195,8 +196,8 @@ def advice(foreign: Foreign, where: Addresses) -> str:
             f"and {where.metrics_url}/healthz"
         )
     return (
-        "TLS is not supported yet; connect without TLS (on a trusted network, or through a "
-        "TLS-terminating proxy or tunnel)"
+        f"this port is not TLS; connect with {where.broker_url}, or start brokerd with "
+        "--tls-cert and --tls-key to serve brokerds://"
     )
 
 

@@ -48,6 +48,7 @@ from .session import CORE_HANDLERS, Handler, Handlers, Session
 from .storage import MemoryStore, SqliteStore, Store
 from .storage.errors import open_error
 from .throttle import AuthThrottle
+from .tls import ServerTLS, TLSFiles, describe
 
 log = logging.getLogger("brokerd.server")
 
@@ -69,6 +70,11 @@ class BrokerServer:
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
+        #: TLS on the broker port (None: plain TCP). Built first: bad files
+        #: stop the start before anything is opened (``TLSFileError``).
+        self.tls: ServerTLS | None = None
+        if config.tls_cert is not None and config.tls_key is not None:
+            self.tls = ServerTLS(TLSFiles(config.tls_cert, config.tls_key, config.tls_ca))
         self.store: Store
         if config.in_memory:
             self.store = MemoryStore(schedule=self._call_soon)
@@ -157,12 +163,19 @@ class BrokerServer:
             len(recovered.exchanges),
             time.monotonic() - started,
         )
+        # With TLS the session is made (and its handshake deadline starts) at
+        # accept, before the TLS handshake; that handshake is bounded by the
+        # same timeout, so a peer that never sends a ClientHello is dropped
+        # like one that never sends a Hello.
+        tls = self.tls
         self._server = await loop.create_server(
             self._new_session,
             self.config.host,
             self.config.port,
             reuse_address=True,
             backlog=1024,
+            ssl=tls.context if tls is not None else None,
+            ssl_handshake_timeout=self.config.handshake_timeout if tls is not None else None,
         )
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
@@ -177,11 +190,22 @@ class BrokerServer:
             self.metrics = await start_metrics(self)
         self._timer = loop.call_later(TICK, self._tick)
         log.info(
-            "brokerd listening on %s:%d (data: %s)",
+            "brokerd listening on %s:%d, %s (data: %s)",
             self.config.host,
             self.port,
+            describe(self.tls.files) if self.tls is not None else "plain TCP",
             self.config.data_dir,
         )
+
+    def reload_tls(self) -> bool:
+        """Re-read the TLS certificate, key and CA for new connections (SIGHUP).
+
+        Open connections keep theirs; a failed reload keeps the old files.
+        """
+        if self.tls is None:
+            log.info("reload requested; TLS is not configured, nothing to reload")
+            return False
+        return self.tls.reload()
 
     async def serve_until_stopped(self) -> None:
         await self._stopped.wait()

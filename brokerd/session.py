@@ -152,8 +152,9 @@ class Session(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.conn = self.broker.open(self)
         self.authenticated = False
-        #: When the connection was accepted (monotonic): the handshake deadline
-        #: counts from here, not from the last byte received.
+        #: When the connection was accepted (monotonic; the listener makes the
+        #: session at accept, also before a TLS handshake): the handshake
+        #: deadline counts from here, not from the last byte received.
         self.connected_at = time.monotonic()
         #: The peer's host, the key of the failed-authentication throttle.
         self.peer_host = "?"
@@ -201,9 +202,17 @@ class Session(asyncio.Protocol):
         local = transport.get_extra_info("sockname")
         if isinstance(local, tuple) and len(local) >= 2:
             self.local_host, self.local_port = str(local[0]), int(local[1])
-        self.connected_at = time.monotonic()
+        # ``connected_at`` stays the accept time set in __init__: over TLS this
+        # runs only after the TLS handshake, which must not extend the deadline.
         self.transport.set_write_buffer_limits(high=self.config.max_write_buffer)
         self.host.admit(self)
+        if self.config.tls_ca is not None and not transport.get_extra_info("peercert"):
+            # mTLS: the handshake verified any certificate given (brokerd/tls.py).
+            self.fail(
+                ErrorCode.AUTH_FAILED,
+                "this broker requires a TLS client certificate signed by its --tls-ca; "
+                "connect with certfile= and keyfile=",
+            )
 
     def data_received(self, data: bytes) -> None:
         if self._closing:

@@ -20,6 +20,7 @@ import os
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from ..tlscerts import client_cafile
 from .base import Adapter, Consumer, Delivery, Target, Unreachable
 
 LEASE_SECONDS = 30.0
@@ -86,7 +87,10 @@ class BrokerdAdapter(Adapter):
         if connect is None:
             raise RuntimeError("brokerd_client has no connect() yet")
         try:
-            self._client = await asyncio.wait_for(connect(self.target.url), 10.0)
+            # --brokerd-tls: brokerds:// URLs, and the run's throwaway CA.
+            self._client = await asyncio.wait_for(
+                connect(self.target.url, cafile=client_cafile()), 10.0
+            )
         except (OSError, TimeoutError) as exc:
             raise Unreachable(f"cannot connect to {self.target.url}: {exc!r}") from exc
 

@@ -43,6 +43,7 @@ from .errors import (
     ResourceLimitExceeded,
     ServerShuttingDown,
     StorageFailed,
+    TLSError,
     Unroutable,
     UnsupportedVersion,
 )
@@ -81,6 +82,7 @@ __all__ = [
     "ResourceLimitExceeded",
     "ServerShuttingDown",
     "StorageFailed",
+    "TLSError",
     "Unroutable",
     "UnsupportedVersion",
     "__version__",

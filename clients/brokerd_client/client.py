@@ -12,6 +12,7 @@ import asyncio
 import copy
 import functools
 import os
+import ssl
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
@@ -56,6 +57,7 @@ from .connection import FLUSH_THRESHOLD, Connection, PublishBatch
 from .consumer import Consumer
 from .errors import BrokerError, InvalidArgument, MessageTooLarge, ProtocolViolation
 from .message import Message, PublishOptions, QueueInfo, build_props, check_body
+from .tls import client_context
 from .url import BrokerURL, parse_url
 
 if TYPE_CHECKING:
@@ -77,17 +79,31 @@ async def connect(
     client_name: str | None = None,
     timeout: float | None = 10.0,  # noqa: ASYNC109 - a connect timeout is public API
     max_inflight: int = 10_000,
+    ssl_context: ssl.SSLContext | None = None,
+    cafile: str | None = None,
+    certfile: str | None = None,
+    keyfile: str | None = None,
 ) -> AsyncClient:
     """Open a connection to brokerd and return a ready :class:`AsyncClient`.
 
     ``token`` overrides one given in the URL (keeps secrets out of URLs).
     ``heartbeat`` is the interval in seconds we ask for (0 disables; the
     broker has the final say). ``timeout`` bounds the TCP connect plus the
-    handshake. ``max_inflight`` caps unconfirmed publishes on this
+    handshakes. ``max_inflight`` caps unconfirmed publishes on this
     connection; publishers wait for confirms beyond it.
+
+    TLS (``brokerds://`` URLs, or any of these options): ``cafile`` is the
+    CA that signed the broker's certificate (default: the system's CAs),
+    ``certfile``/``keyfile`` a client certificate for brokers that require
+    one, ``ssl_context`` a context of your own instead of all three. The
+    broker's certificate must name the URL's host (see
+    :mod:`brokerd_client.tls`).
     """
     parsed = url if isinstance(url, BrokerURL) else parse_url(url)
-    return await _open(parsed, token, heartbeat, client_name, timeout, max_inflight, None)
+    context = client_context(
+        parsed, ssl_context=ssl_context, cafile=cafile, certfile=certfile, keyfile=keyfile
+    )
+    return await _open(parsed, token, heartbeat, client_name, timeout, max_inflight, None, context)
 
 
 async def connect_unix(
@@ -104,7 +120,7 @@ async def connect_unix(
     local broker; applications use :func:`connect`.
     """
     url = BrokerURL(host="localhost")
-    return await _open(url, None, heartbeat, client_name, timeout, 10_000, path)
+    return await _open(url, None, heartbeat, client_name, timeout, 10_000, path, None)
 
 
 async def _open(
@@ -115,6 +131,7 @@ async def _open(
     timeout: float | None,  # noqa: ASYNC109 - passed on from connect()
     max_inflight: int,
     unix_path: str | None,
+    context: ssl.SSLContext | None,
 ) -> AsyncClient:
     if heartbeat < 0:
         raise ValueError("heartbeat must be >= 0 (0 disables heartbeats)")
@@ -137,6 +154,7 @@ async def _open(
         timeout=timeout,
         max_inflight=max_inflight,
         unix_path=unix_path,
+        ssl_context=context,
     )
     return AsyncClient(conn, parsed)
 

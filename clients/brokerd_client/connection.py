@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import ssl
 from collections.abc import Callable
 from typing import Any, Final, Protocol, TypeAlias, cast
 
@@ -71,8 +72,10 @@ from .errors import (
     LeaseLost,
     MessageTooLarge,
     ProtocolViolation,
+    TLSError,
     error_from_code,
 )
+from .tls import plain_port_hint, tls_failure
 
 __all__ = [
     "ACK",
@@ -98,6 +101,8 @@ EXTEND: Final = 3
 #: The transport pauses us above this many buffered bytes. Large enough that a
 #: burst of small publishes never blocks, small enough to bound memory.
 _WRITE_HIGH_WATER = 4 * 1024 * 1024
+#: First bytes of a TLS alert or handshake record: a plain client reached a TLS port.
+_TLS_RECORDS = (b"\x15", b"\x16")
 #: Flush early once this much is buffered within one tick (used by publish_many).
 FLUSH_THRESHOLD = 256 * 1024
 
@@ -263,6 +268,9 @@ class Connection(asyncio.Protocol):
         self._welcome: asyncio.Future[Welcome] = loop.create_future()
         self._lost: asyncio.Future[None] = loop.create_future()
         self._error: BrokerError | None = None
+        #: host:port for messages, and whether TLS is on (set by ``open``).
+        self._where = "?"
+        self._tls = False
         self.server_name = ""
         self.heartbeat = 0.0
         #: Largest payload the broker accepts from us (from Welcome).
@@ -321,30 +329,43 @@ class Connection(asyncio.Protocol):
         timeout: float | None = 10.0,  # noqa: ASYNC109 - passed on from connect()
         max_inflight: int = 10_000,
         unix_path: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> Connection:
         """Connect and complete the Hello/Welcome handshake within ``timeout``.
 
         With ``unix_path`` the connection goes to that Unix socket (a broker's
         control socket, which brokerctl uses) instead of ``host``:``port``.
-        A refusal by the broker raises its typed error (for example
-        :class:`~brokerd_client.errors.AuthenticationError`); a socket failure
-        or timeout raises :class:`~brokerd_client.errors.ConnectionLost`.
+        With ``ssl_context`` the connection is TLS, the broker's certificate
+        checked against ``host`` (SPEC §1.1). A refusal by the broker raises
+        its typed error (for example
+        :class:`~brokerd_client.errors.AuthenticationError`); a TLS failure
+        :class:`~brokerd_client.errors.TLSError`; a socket failure or timeout
+        :class:`~brokerd_client.errors.ConnectionLost`.
         """
         loop = asyncio.get_running_loop()
         conn = cls(loop, hello, max_inflight=max_inflight)
         where = unix_path if unix_path is not None else f"{host}:{port}"
+        conn._where = where
+        conn._tls = ssl_context is not None
         try:
             async with asyncio.timeout(timeout):
                 if unix_path is not None:
                     await loop.create_unix_connection(lambda: conn, unix_path)
-                else:
+                elif ssl_context is None:
                     await loop.create_connection(lambda: conn, host, port)
+                else:
+                    await loop.create_connection(
+                        lambda: conn, host, port, ssl=ssl_context, server_hostname=host
+                    )
                 await conn._welcome
         except TimeoutError:
             conn._abort()
             raise ConnectionLost(
                 f"timed out after {timeout}s connecting to brokerd at {where}"
             ) from None
+        except ssl.SSLError as exc:
+            conn._abort()
+            raise tls_failure(exc, f"{host}:{port}") from exc
         except OSError as exc:
             conn._abort()
             raise ConnectionLost(f"cannot connect to brokerd at {where}: {exc}") from exc
@@ -427,8 +448,28 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._error is None:
-            detail = f": {exc}" if exc else ""
-            self._fail(ConnectionLost(f"connection to brokerd lost{detail}"))
+            if isinstance(exc, ssl.SSLError):
+                # TLS 1.3 reports a refused client certificate only after the
+                # handshake, on the first read.
+                self._fail(tls_failure(exc, self._where))
+            elif not self._welcome.done() and not self._tls:
+                self._fail(
+                    ConnectionLost(
+                        f"brokerd at {self._where} closed the connection before answering "
+                        "Hello (if its port is TLS, connect with brokerds://)"
+                    )
+                )
+            elif not self._welcome.done():
+                self._fail(
+                    TLSError(
+                        f"brokerd at {self._where} closed the TLS connection before answering "
+                        "Hello: it may have refused this client's certificate (brokers "
+                        "started with --tls-ca accept only certificates that CA signed)"
+                    )
+                )
+            else:
+                detail = f": {exc}" if exc else ""
+                self._fail(ConnectionLost(f"connection to brokerd lost{detail}"))
         self._transport = None
         if not self._lost.done():
             self._lost.set_result(None)
@@ -449,6 +490,10 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._now = self._last_recv = self._loop.time()
+        if not self._welcome.done() and data[:1] in _TLS_RECORDS and not self._tls:
+            # No brokerd frame starts with these (SPEC §1.1): a TLS port.
+            self._fatal_because(plain_port_hint(self._where), "the broker answered with TLS")
+            return
         decoder = self._decoder
         decoder.feed(data)
         handlers = self._handlers

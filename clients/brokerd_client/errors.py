@@ -39,6 +39,7 @@ __all__ = [
     "ResourceLimitExceeded",
     "ServerShuttingDown",
     "StorageFailed",
+    "TLSError",
     "Unroutable",
     "UnsupportedVersion",
     "error_from_code",
@@ -96,6 +97,12 @@ class ClientClosed(ConnectionLost):
 
 class HeartbeatTimeout(ConnectionLost):
     """Nothing arrived from the peer for two heartbeat intervals."""
+
+
+class TLSError(ConnectionLost):
+    """The TLS layer failed: the broker's certificate was not trusted, had
+    expired or named another host, the broker refused our certificate, or
+    one side spoke TLS and the other did not. The message says which."""
 
 
 class ServerShuttingDown(ConnectionLost):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import ssl
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from types import TracebackType
@@ -29,6 +30,7 @@ from brokerd_protocol import Frame, HeaderValue
 from .client import AsyncClient, connect
 from .errors import ClientClosed
 from .message import Message, PublishOptions, QueueInfo
+from .tls import client_context
 from .url import BrokerURL, parse_url
 
 if TYPE_CHECKING:
@@ -53,7 +55,8 @@ class Client:
 
     ``timeout`` bounds every call (seconds; ``None`` waits forever) and raises
     ``TimeoutError`` when exceeded. Other keywords are those of
-    :func:`brokerd_client.connect`.
+    :func:`brokerd_client.connect` (TLS: ``brokerds://`` URLs and
+    ``ssl_context``/``cafile``/``certfile``/``keyfile``).
     """
 
     def __init__(
@@ -66,8 +69,12 @@ class Client:
         connect_timeout: float | None = 10.0,
         timeout: float | None = 30.0,
         max_inflight: int = 10_000,
+        ssl_context: ssl.SSLContext | None = None,
+        cafile: str | None = None,
+        certfile: str | None = None,
+        keyfile: str | None = None,
     ) -> None:
-        # Parse now so a bad URL fails where the client is configured.
+        # Parse now so a bad URL (or TLS file) fails where the client is configured.
         self.url = url if isinstance(url, BrokerURL) else parse_url(url)
         self.timeout = timeout
         self._connect_kwargs: dict[str, Any] = {
@@ -76,6 +83,10 @@ class Client:
             "client_name": client_name,
             "timeout": connect_timeout,
             "max_inflight": max_inflight,
+            # One context for every reconnect.
+            "ssl_context": client_context(
+                self.url, ssl_context=ssl_context, cafile=cafile, certfile=certfile, keyfile=keyfile
+            ),
         }
         self._lock = threading.Lock()
         self._closed = False

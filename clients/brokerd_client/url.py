@@ -1,4 +1,4 @@
-"""Parse ``brokerd://[token@]host[:port]`` connection URLs.
+"""Parse ``brokerd://[token@]host[:port]`` and ``brokerds://`` (TLS) connection URLs.
 
 A URL is how an operator hands credentials and an address to an application
 (an environment variable, a settings file), so a bad one must fail at startup
@@ -15,9 +15,11 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-__all__ = ["DEFAULT_PORT", "SCHEME", "BrokerURL", "parse_url"]
+__all__ = ["DEFAULT_PORT", "SCHEME", "TLS_SCHEME", "BrokerURL", "parse_url"]
 
 SCHEME = "brokerd"
+#: The same protocol inside TLS (SPEC §1.1), on the same default port.
+TLS_SCHEME = "brokerds"
 DEFAULT_PORT = 5673
 
 # RFC 1123 host names: dot-separated labels of letters, digits and hyphens.
@@ -26,29 +28,37 @@ _HOSTNAME = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63
 
 @dataclass(frozen=True, slots=True)
 class BrokerURL:
-    """Where to connect and with which token. ``host`` has no IPv6 brackets."""
+    """Where to connect, with which token, and whether over TLS
+    (``brokerds://``). ``host`` has no IPv6 brackets."""
 
     host: str
     port: int = DEFAULT_PORT
     token: str | None = None
+    tls: bool = False
+
+    @property
+    def scheme(self) -> str:
+        return TLS_SCHEME if self.tls else SCHEME
 
     def __str__(self) -> str:
         """The URL without its token, safe to log."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{SCHEME}://{host}:{self.port}"
+        return f"{self.scheme}://{host}:{self.port}"
 
     def __repr__(self) -> str:
         # Never print the secret, even in tracebacks and debug logs.
         token = "'***'" if self.token is not None else "None"
-        return f"BrokerURL(host={self.host!r}, port={self.port}, token={token})"
+        return f"BrokerURL(host={self.host!r}, port={self.port}, token={token}, tls={self.tls})"
 
 
 def parse_url(url: str) -> BrokerURL:
-    """Split a ``brokerd://`` URL into host, port and token.
+    """Split a ``brokerd://`` or ``brokerds://`` URL into host, port, token and TLS.
 
     Accepted forms: ``brokerd://host``, ``brokerd://host:5673``,
-    ``brokerd://token@host:5673``, ``brokerd://[::1]:5673``. The token may be
-    percent-encoded (``%40`` for ``@``). A trailing ``/`` is allowed.
+    ``brokerd://token@host:5673``, ``brokerd://[::1]:5673``, and each with
+    ``brokerds://`` (the same over TLS, the host name verified against the
+    broker's certificate). The token may be percent-encoded (``%40`` for
+    ``@``). A trailing ``/`` is allowed.
     """
     if not isinstance(url, str):
         raise TypeError(f"broker URL must be a str, not {type(url).__name__}")
@@ -56,8 +66,11 @@ def parse_url(url: str) -> BrokerURL:
     scheme, sep, rest = url.partition("://")
     if not sep:
         raise ValueError(f"invalid broker URL {shown!r}: expected 'brokerd://[token@]host[:port]'")
-    if scheme.lower() != SCHEME:
-        raise ValueError(f"invalid broker URL {shown!r}: scheme must be 'brokerd', not {scheme!r}")
+    if scheme.lower() not in (SCHEME, TLS_SCHEME):
+        raise ValueError(
+            f"invalid broker URL {shown!r}: scheme must be 'brokerd' or 'brokerds' (TLS), "
+            f"not {scheme!r}"
+        )
     if "?" in rest or "#" in rest:
         raise ValueError(f"invalid broker URL {shown!r}: query strings and fragments are not used")
     netloc, slash, path = rest.partition("/")
@@ -75,7 +88,7 @@ def parse_url(url: str) -> BrokerURL:
         raise ValueError(f"invalid broker URL {shown!r}: missing host")
     host, port_text = _split_host_port(netloc, shown)
     port = DEFAULT_PORT if port_text is None else _parse_port(port_text, shown)
-    return BrokerURL(host=host, port=port, token=token)
+    return BrokerURL(host=host, port=port, token=token, tls=scheme.lower() == TLS_SCHEME)
 
 
 def _split_host_port(netloc: str, shown: str) -> tuple[str, str | None]:

@@ -26,8 +26,13 @@ def _die_once() -> None:
     except FileExistsError:
         return
     os.close(fd)
-    os.kill(os.getppid(), signal.SIGKILL)  # the worker's main process (prefork)
-    os.kill(os.getpid(), signal.SIGKILL)
+    # The whole worker at once (main process and every pool child: the fleet
+    # starts each worker in its own process group). Killing only the main
+    # process and this child would leave the other children running; one of
+    # them may already run the body just published, and the body would then
+    # run twice: once there, once after its redelivery. That is a task running
+    # again after its worker died, not the chord firing twice.
+    os.killpg(os.getpgid(0), signal.SIGKILL)
 
 
 def _crashing_fire_body(*args: Any) -> bool:

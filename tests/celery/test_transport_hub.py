@@ -159,8 +159,8 @@ def test_one_readable_event_dispatches_every_buffered_delivery_and_one_ack_frame
     tc = _transport_conn(conn)
     hub = FakeHub()
     conn.transport.register_with_event_loop(tc, hub)
-    recorder = RecordingSocket(tc.wire._sock)
-    tc.wire._sock = recorder  # type: ignore[assignment]
+    recorder = RecordingSocket(tc.wire._stream.sock)
+    tc.wire._stream.sock = recorder  # type: ignore[assignment]
     got: list[KombuMessage] = []
 
     def on_message(body: Any, message: KombuMessage) -> None:
@@ -187,8 +187,8 @@ def test_a_deferred_ack_goes_out_before_any_later_frame(broker: Any, conn: Conne
     tc = _transport_conn(conn)
     hub = FakeHub()
     conn.transport.register_with_event_loop(tc, hub)
-    recorder = RecordingSocket(tc.wire._sock)
-    tc.wire._sock = recorder  # type: ignore[assignment]
+    recorder = RecordingSocket(tc.wire._stream.sock)
+    tc.wire._stream.sock = recorder  # type: ignore[assignment]
     got: list[KombuMessage] = []
     with Consumer(conn, [queue], callbacks=[lambda b, m: got.append(m)], accept=["json"]):
         while not got:
@@ -208,8 +208,8 @@ def test_an_ack_from_another_thread_is_written_at_once(broker: Any, conn: Connec
     tc = _transport_conn(conn)
     hub = FakeHub()
     conn.transport.register_with_event_loop(tc, hub)
-    recorder = RecordingSocket(tc.wire._sock)
-    tc.wire._sock = recorder  # type: ignore[assignment]
+    recorder = RecordingSocket(tc.wire._stream.sock)
+    tc.wire._stream.sock = recorder  # type: ignore[assignment]
     got: list[KombuMessage] = []
     with Consumer(conn, [queue], callbacks=[lambda b, m: got.append(m)], accept=["json"]):
         while not got:

@@ -171,13 +171,14 @@ def tls_handshake(port: int) -> ssl.SSLError:
     return raised.value
 
 
-async def test_a_tls_client_gets_an_alert_and_the_log_says_tls_is_not_supported(
+async def test_a_tls_client_on_a_plain_port_gets_an_alert_and_the_log_says_it_is_not_tls(
     broker: Any,
 ) -> None:
     error = await asyncio.to_thread(tls_handshake, broker.port)
     assert "HANDSHAKE_FAILURE" in str(error).upper()
     [line] = warnings(broker.log_path, "a TLS client connected from 127.0.0.1:")
-    assert "TLS is not supported yet" in line
+    assert "this port is not TLS" in line
+    assert "--tls-cert" in line
     await assert_still_serving(broker)
 
 

@@ -24,16 +24,20 @@ installed; the native SDK never needs them.
 
 from __future__ import annotations
 
-__all__ = ["SCHEMES", "TRANSPORT", "register"]
+__all__ = ["SCHEMES", "TRANSPORT", "TRANSPORTS", "register"]
 
-#: URL schemes served by the transport.
-SCHEMES = ("brokerd",)
-#: Where kombu finds the transport class.
-TRANSPORT = "brokerd_client.celery.transport:Transport"
+#: URL schemes served by the transport, and where kombu finds each one's class.
+TRANSPORTS = {
+    "brokerd": "brokerd_client.celery.transport:Transport",
+    "brokerds": "brokerd_client.celery.transport:TLSTransport",  # TLS
+}
+SCHEMES = tuple(TRANSPORTS)
+#: The plain transport (kept for code that names it).
+TRANSPORT = TRANSPORTS["brokerd"]
 
 
 def register() -> bool:
-    """Add the ``brokerd`` scheme to kombu's transport aliases.
+    """Add the ``brokerd`` and ``brokerds`` (TLS) schemes to kombu's transport aliases.
 
     Returns False when kombu is not installed. Safe to call any number of times.
     """
@@ -41,8 +45,8 @@ def register() -> bool:
         from kombu import transport as kombu_transports
     except ImportError:
         return False
-    for scheme in SCHEMES:
-        kombu_transports.TRANSPORT_ALIASES.setdefault(scheme, TRANSPORT)
+    for scheme, transport in TRANSPORTS.items():
+        kombu_transports.TRANSPORT_ALIASES.setdefault(scheme, transport)
     return True
 
 

@@ -1,5 +1,10 @@
 """The kombu transport for brokerd: ``broker_url = "brokerd://[token@]host:5673"``.
 
+``brokerds://`` is the same over TLS; Celery's ``broker_use_ssl`` (kombu's
+``ssl``) gives the CA, a client certificate or an ``SSLContext`` and, with a
+``brokerd://`` URL, turns TLS on as it does for ``amqp://``
+(:func:`brokerd_client.tls.from_celery`).
+
 An unchanged Celery (5.3+) or kombu application runs on brokerd through this
 transport. It is a native transport (like kombu's ``pyamqp``), not kombu's
 polling "virtual" transport: there is no polling interval anywhere.
@@ -128,14 +133,22 @@ from ..errors import (
     StorageFailed,
     Unroutable,
 )
-from ..url import DEFAULT_PORT
+from ..tls import from_celery
+from ..url import DEFAULT_PORT, BrokerURL
 from .envelope import ENVELOPE_HEADER, InvalidEnvelope, KombuMessage, from_delivery, to_message
 from .hubwake import HubBinding
 from .keeper import LeaseKeeper
 from .queueargs import EXCHANGE_TYPES, queue_options
 from .wire import ACK, EXTEND, KIND_NAMES, NACK, REJECT, RETURN, WireConnection
 
-__all__ = ["Channel", "Message", "Transport", "TransportConnection", "queue_declare_ok_t"]
+__all__ = [
+    "Channel",
+    "Message",
+    "TLSTransport",
+    "Transport",
+    "TransportConnection",
+    "queue_declare_ok_t",
+]
 
 log = logging.getLogger("brokerd_client.celery")
 
@@ -820,6 +833,8 @@ class Transport(base.Transport):
     default_port = DEFAULT_PORT  # type: ignore[assignment]
     driver_type = "brokerd"
     driver_name = "brokerd"
+    #: TLS without ``broker_use_ssl``: the ``brokerds://`` scheme (:class:`TLSTransport`).
+    tls = False
 
     implements = base.Transport.implements.extend(
         asynchronous=True,
@@ -872,13 +887,18 @@ class Transport(base.Transport):
             password = password()
         token = password or conninfo.userid or None
         options = dict(conninfo.transport_options or {})
+        host = conninfo.hostname or "127.0.0.1"
+        port = int(conninfo.port or DEFAULT_PORT)
+        # TLS: brokerds://, or Celery's broker_use_ssl (kombu's ``ssl``).
+        context = from_celery(BrokerURL(host, port, tls=self.tls), conninfo.ssl)
         wire = WireConnection.open(
-            conninfo.hostname or "127.0.0.1",
-            int(conninfo.port or DEFAULT_PORT),
+            host,
+            port,
             token=token,
             client_name=f"kombu {socket.gethostname()} pid {os.getpid()}",
             heartbeat=float(conninfo.heartbeat or 0.0),
             connect_timeout=conninfo.connect_timeout,
+            ssl_context=context,
         )
         return TransportConnection(self, wire, options)
 
@@ -954,3 +974,11 @@ class Transport(base.Transport):
                 raise TimeoutError("timed out")  # socket.timeout
             if connection.dispatch(1):
                 return
+
+
+class TLSTransport(Transport):
+    """kombu's entry point for ``brokerds://`` URLs: the same transport over TLS,
+    the broker's certificate verified against the URL's host (CA and client
+    certificate from ``broker_use_ssl``)."""
+
+    tls = True

@@ -1,4 +1,4 @@
-"""One blocking brokerd connection on a plain socket, for the kombu transport.
+"""One blocking brokerd connection (plain or TLS: :mod:`.stream`), for the kombu transport.
 
 kombu drives its transports synchronously: Celery's worker reads the socket
 when its event loop (the hub) says it is readable, and everything else
@@ -44,6 +44,7 @@ import itertools
 import logging
 import select
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -86,8 +87,12 @@ from ..errors import (
     HeartbeatTimeout,
     MessageTooLarge,
     ProtocolViolation,
+    TLSError,
     error_from_code,
 )
+from ..tls import plain_port_hint, tls_failure
+from .stream import RECV_SIZE as _RECV_SIZE
+from .stream import PlainStream, Stream, TLSStream
 
 __all__ = [
     "ACK",
@@ -109,8 +114,6 @@ EXTEND: Final = 3
 RETURN: Final = 4
 KIND_NAMES: Final = {ACK: "ack", NACK: "nack", REJECT: "reject", EXTEND: "extend", RETURN: "return"}
 
-#: Bytes asked of the kernel per recv.
-_RECV_SIZE = 256 * 1024
 #: One ``read_available`` stops after this many bytes, so a flood of
 #: deliveries cannot starve the rest of the hub.
 _READ_BUDGET = 4 * 1024 * 1024
@@ -128,8 +131,12 @@ class _Outcome:
 class WireConnection:
     """A connected, welcomed brokerd connection. See the module docstring."""
 
-    def __init__(self, sock: socket.socket, welcome: Welcome, decoder: Decoder) -> None:
-        self._sock = sock
+    def __init__(
+        self, stream: Stream, welcome: Welcome, decoder: Decoder, where: str = "?"
+    ) -> None:
+        self._stream = stream
+        #: host:port, for error messages.
+        self._where = where
         self._decoder = decoder
         self.server_name = welcome.server_name
         self.heartbeat = float(welcome.heartbeat)
@@ -175,36 +182,44 @@ class WireConnection:
         client_name: str = "",
         heartbeat: float = 0.0,
         connect_timeout: float | None = 5.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> WireConnection:
-        """Connect, say Hello and wait for Welcome.
+        """Connect (over TLS with ``ssl_context``, checking the certificate
+        against ``host``), say Hello and wait for Welcome.
 
-        Raises ``ConnectionLost`` (socket errors, timeouts) or the broker's
-        typed refusal (``AuthenticationError``, ...).
+        Raises ``ConnectionLost`` (socket errors, timeouts), ``TLSError`` or
+        the broker's typed refusal (``AuthenticationError``, ...).
         """
+        where = f"{host}:{port}"
         try:
             sock = socket.create_connection((host, port), timeout=connect_timeout)
         except OSError as exc:
-            raise ConnectionLost(f"cannot connect to brokerd at {host}:{port}: {exc}") from None
+            raise ConnectionLost(f"cannot connect to brokerd at {where}: {exc}") from None
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            stream: Stream
+            if ssl_context is None:
+                stream = PlainStream(sock)
+            else:
+                stream = _tls_handshake(sock, ssl_context, host, where, connect_timeout)
             hello = encode(Hello(list(SUPPORTED_VERSIONS), token, client_name, heartbeat))
             if len(hello) - HEADER_SIZE > MAX_HELLO_FRAME:
                 raise ValueError("the token and client name do not fit in a Hello frame")
-            sock.sendall(hello)
+            stream.sendall(hello)
             decoder = Decoder(MAX_HELLO_FRAME)
-            welcome = _read_welcome(sock, decoder, host, port)
+            welcome = _read_welcome(stream, decoder, where, tls=ssl_context is not None)
             sock.settimeout(None)
         except BaseException:
             sock.close()
             raise
         # SPEC §2.1: a server frame may exceed max_frame by 64 KiB.
         decoder.max_frame = min(HARD_MAX_FRAME, max(DEFAULT_MAX_FRAME, welcome.max_frame + 65536))
-        return cls(sock, welcome, decoder)
+        return cls(stream, welcome, decoder, where)
 
     # --- writing -------------------------------------------------------------
 
     def fileno(self) -> int:
-        return self._sock.fileno()
+        return self._stream.fileno()
 
     def _check(self) -> None:
         if self.error is not None:
@@ -219,7 +234,9 @@ class WireConnection:
         if self._deferred:
             data = self._deferred_frames() + data
         try:
-            self._sock.sendall(data)
+            self._stream.sendall(data)
+        except ssl.SSLError as exc:
+            raise self._fail(tls_failure(exc, self._where)) from None
         except OSError as exc:
             lost = ConnectionLost(f"brokerd connection lost while writing: {exc}")
             raise self._fail(lost) from None
@@ -420,11 +437,13 @@ class WireConnection:
             got = 0
             while got < _READ_BUDGET:
                 try:
-                    data = self._sock.recv(_RECV_SIZE, socket.MSG_DONTWAIT)
-                except (BlockingIOError, InterruptedError):
-                    break
+                    data = self._stream.recv_nowait()
+                except ssl.SSLError as exc:
+                    raise self._fail(tls_failure(exc, self._where)) from None
                 except OSError as exc:
                     raise self._fail(ConnectionLost(f"brokerd connection lost: {exc}")) from None
+                if data is None:
+                    break
                 if not data:
                     raise self._fail(ConnectionLost("brokerd closed the connection"))
                 got += len(data)
@@ -462,7 +481,7 @@ class WireConnection:
                         )
                     wait = silence_left if wait is None else min(wait, silence_left)
                 try:
-                    readable, _, _ = select.select([self._sock], [], [], wait)
+                    readable, _, _ = select.select([self._stream.sock], [], [], wait)
                 except (OSError, ValueError) as exc:
                     raise self._fail(ConnectionLost(f"brokerd connection lost: {exc}")) from None
                 if readable and self.read_available():
@@ -471,7 +490,7 @@ class WireConnection:
     def readable_now(self) -> bool:
         """True if the socket has bytes waiting (used by heartbeat checks)."""
         try:
-            readable, _, _ = select.select([self._sock], [], [], 0)
+            readable, _, _ = select.select([self._stream.sock], [], [], 0)
         except (OSError, ValueError):
             return True  # let the next read report the failure
         return bool(readable)
@@ -600,7 +619,7 @@ class WireConnection:
             if not isinstance(exc, ClientClosed):
                 log.info("brokerd connection ended: %s", exc)
             with contextlib.suppress(OSError):
-                self._sock.close()
+                self._stream.close()
         return self.error
 
     def close(self) -> None:
@@ -619,7 +638,7 @@ class WireConnection:
             # Closing our copy of the descriptor sends nothing; the parent's
             # copy keeps the connection open.
             with contextlib.suppress(OSError):
-                self._sock.close()
+                self._stream.close()
 
 
 def _settle_frame(
@@ -637,14 +656,45 @@ def _settle_frame(
     return Extend(req, ids, number)
 
 
-def _read_welcome(sock: socket.socket, decoder: Decoder, host: str, port: int) -> Welcome:
+def _tls_handshake(
+    sock: socket.socket, context: ssl.SSLContext, host: str, where: str, timeout: float | None
+) -> TLSStream:
+    try:
+        return TLSStream.handshake(sock, context, host, timeout)
+    except ssl.SSLError as exc:
+        raise tls_failure(exc, where) from None
+    except TimeoutError:
+        raise ConnectionLost(f"timed out in the TLS handshake with brokerd at {where}") from None
+    except OSError as exc:
+        raise TLSError(
+            f"TLS handshake with brokerd at {where} failed: {exc} (is its port TLS? "
+            "brokerd is started with --tls-cert/--tls-key to serve brokerds://)"
+        ) from None
+
+
+def _read_welcome(stream: Stream, decoder: Decoder, where: str, *, tls: bool) -> Welcome:
+    first = True
     while True:
         try:
-            data = sock.recv(_RECV_SIZE)
+            data = stream.recv()
+        except ssl.SSLError as exc:
+            raise tls_failure(exc, where) from None
         except OSError as exc:
-            raise ConnectionLost(f"brokerd at {host}:{port} did not answer Hello: {exc}") from None
+            raise ConnectionLost(f"brokerd at {where} did not answer Hello: {exc}") from None
         if not data:
-            raise ConnectionLost(f"brokerd at {host}:{port} closed the connection during Hello")
+            if tls:
+                raise TLSError(
+                    f"brokerd at {where} closed the TLS connection during Hello: it may have "
+                    "refused this client's certificate (brokers started with --tls-ca accept "
+                    "only certificates that CA signed)"
+                )
+            raise ConnectionLost(
+                f"brokerd at {where} closed the connection during Hello "
+                "(if its port is TLS, connect with brokerds://)"
+            )
+        if first and not tls and data[:1] in (b"\x15", b"\x16"):
+            raise plain_port_hint(where)
+        first = False
         decoder.feed(data)
         try:
             frame = decoder.next_frame()

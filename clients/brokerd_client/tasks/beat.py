@@ -104,7 +104,11 @@ async def register_schedules(
 async def _run(app: App, prune: bool, show: bool) -> None:
     from ..client import connect
 
-    client = await connect(app.broker_url, client_name=f"{app.main or 'app'}-beat")
+    client = await connect(
+        app.broker_url,
+        client_name=f"{app.main or 'app'}-beat",
+        ssl_context=app.clients.ssl_context(),
+    )
     try:
         names = await register_schedules(client, app)
         print(f"registered {len(names)} schedule(s): {', '.join(names) or '-'}")

@@ -12,12 +12,15 @@ declared on it, so the topology is declared once per connection.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from ..client import AsyncClient, connect
 from ..sync import Client
+from ..tls import from_celery
+from ..url import parse_url
 from .declare import Declared
 
 if TYPE_CHECKING:
@@ -71,6 +74,11 @@ class Clients:
     def broker_url(self) -> str:
         return self._conf.broker_url or DEFAULT_BROKER
 
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context every connection of this app uses: from
+        ``broker_use_ssl`` and a ``brokerds://`` URL (None: plain TCP)."""
+        return from_celery(parse_url(self.broker_url), self._conf.broker_use_ssl)
+
     # --- blocking ------------------------------------------------------------------
 
     @property
@@ -87,6 +95,7 @@ class Clients:
                         heartbeat=conf.broker_heartbeat,
                         connect_timeout=conf.broker_connection_timeout,
                         client_name=f"{self._name}-producer",
+                        ssl_context=self.ssl_context(),
                     )
         return client
 
@@ -136,6 +145,7 @@ class Clients:
                         heartbeat=conf.broker_heartbeat,
                         timeout=conf.broker_connection_timeout,
                         client_name=f"{self._name}-async",
+                        ssl_context=self.ssl_context(),
                     )
                     entry.declared = Declared()
         return client, entry.declared

@@ -20,6 +20,7 @@ import functools
 import importlib
 import inspect
 import os
+import ssl
 from collections.abc import Callable, Iterable, Mapping
 from types import ModuleType
 from typing import Any, Final
@@ -27,7 +28,8 @@ from typing import Any, Final
 from brokerd_protocol import MAX_PRIORITY
 
 from ..checks import seconds
-from ..url import parse_url
+from ..tls import from_celery
+from ..url import BrokerURL, parse_url
 from .exceptions import ConfigurationError
 from .queues import EXCHANGE_TYPES, Queue
 from .schedules import ScheduleEntry, parse_beat_schedule
@@ -291,6 +293,25 @@ def _url(name: str, value: Any) -> str | None:
     return url
 
 
+def _use_ssl(name: str, value: Any) -> bool | ssl.SSLContext | dict[str, Any] | None:
+    """Celery's ``broker_use_ssl``: None/False, True, an SSLContext, or a dict of
+    ``ssl_ca_certs``/``ssl_certfile``/``ssl_keyfile``/``ssl_cert_reqs``
+    (checked now, files included: see ``brokerd_client.tls.from_celery``)."""
+    if value is None or value is False:
+        return None
+    if value is True or isinstance(value, ssl.SSLContext):
+        return value
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(
+            f"{name} must be True, an ssl.SSLContext or a dict, got {type(value).__name__}"
+        )
+    try:
+        from_celery(BrokerURL("localhost", tls=True), value)
+    except (ValueError, TypeError) as exc:
+        raise ConfigurationError(f"{name}: {exc}") from None
+    return dict(value)
+
+
 def _pool(name: str, value: Any) -> str:
     if value not in POOLS:
         raise ConfigurationError(f"{name} must be one of {list(POOLS)}, got {value!r}")
@@ -316,7 +337,13 @@ _Checker = Callable[[str, Any], Any]
 
 #: name -> (default, checker, one-line meaning). Defaults are already normal.
 _SETTINGS: Final[dict[str, tuple[Any, _Checker, str]]] = {
-    "broker_url": (None, _url, "brokerd://[token@]host:port"),
+    "broker_url": (None, _url, "brokerd://[token@]host:port, brokerds:// for TLS"),
+    "broker_use_ssl": (
+        None,
+        _use_ssl,
+        "TLS: True, an ssl.SSLContext, or {'ssl_ca_certs', 'ssl_certfile', 'ssl_keyfile', "
+        "'ssl_cert_reqs'}",
+    ),
     "broker_connection_timeout": (10.0, _duration, "seconds to connect"),
     "broker_connection_retry_on_startup": (True, _bool, "worker retries until the broker is up"),
     "broker_heartbeat": (
@@ -388,6 +415,7 @@ class Settings:
     """
 
     broker_url: str | None
+    broker_use_ssl: bool | ssl.SSLContext | dict[str, Any] | None
     broker_connection_timeout: float
     broker_connection_retry_on_startup: bool
     broker_heartbeat: float

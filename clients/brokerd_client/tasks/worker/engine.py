@@ -195,6 +195,7 @@ class Worker:
                     heartbeat=self.app.conf.broker_heartbeat,
                     timeout=self.app.conf.broker_connection_timeout,
                     client_name=f"brokerd-worker {self.hostname}",
+                    ssl_context=self.app.clients.ssl_context(),
                 )
             except ConnectionLost as exc:
                 if first and not self.app.conf.broker_connection_retry_on_startup:
