@@ -156,3 +156,31 @@ def app(broker: Any) -> Iterator[Any]:
         yield celery_app
     finally:
         celery_app.close()
+
+
+# The tutorial project's fleet (one brokerd, real celery workers and beat) and
+# its app, for the test_tutorial_* modules; test_tutorial_results.py shares one
+# fleet per module with its own module-scoped pair. tutorialkit imports this
+# module, hence the imports inside.
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Any]:
+    from tutorialkit import Fleet
+
+    fleet = Fleet(tmp_path)
+    try:
+        yield fleet
+    finally:
+        fleet.close()
+
+
+@pytest.fixture
+def tutorial(fleet: Any) -> Iterator[Any]:
+    from tutorialkit import project_app
+
+    app = project_app(fleet.url)
+    try:
+        yield app
+    finally:
+        app.close()

@@ -101,3 +101,19 @@ def inspect(env: dict[str, str], command: str, *nodes: str) -> dict[str, Any]:
         args += ["--destination", ",".join(nodes)]
     replies: dict[str, Any] = json_reply(celery(env, *args))
     return replies
+
+
+def record_queue_options(monkeypatch: Any) -> list[dict[str, Any]]:
+    """Every DeclareQueue options map the kombu transport builds from now on."""
+    from brokerd_client.celery import transport
+
+    declared: list[dict[str, Any]] = []
+    real = transport.queue_options
+
+    def recording(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        options = real(*args, **kwargs)
+        declared.append(options)
+        return options
+
+    monkeypatch.setattr(transport, "queue_options", recording)
+    return declared

@@ -22,7 +22,15 @@ from typing import Any
 
 import pytest
 from conftest import CELERY, DEADLINE, Runs, Worker, wait_for
-from controlkit import MeteredBroker, celery, inspect, json_reply, node, start_celery
+from controlkit import (
+    MeteredBroker,
+    celery,
+    inspect,
+    json_reply,
+    node,
+    record_queue_options,
+    start_celery,
+)
 from kombu import Connection, Queue
 
 from brokerd_client.celery.transport import Channel
@@ -52,17 +60,7 @@ def settled(broker: Any, queue: str) -> bool:
 def test_the_pidbox_and_reply_queues_map_to_auto_delete_expiring_brokerd_queues(
     app: Any, broker: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from brokerd_client.celery import transport
-
-    declared: list[dict[str, Any]] = []
-    real = transport.queue_options
-
-    def recording(*args: Any, **kwargs: Any) -> dict[str, Any]:
-        options = real(*args, **kwargs)
-        declared.append(options)
-        return options
-
-    monkeypatch.setattr(transport, "queue_options", recording)
+    declared = record_queue_options(monkeypatch)
     mailbox = app.control.mailbox
     with Connection(broker.url) as conn:
         channel = conn.default_channel

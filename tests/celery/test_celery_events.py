@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from conftest import DEADLINE, Worker, wait_for
-from controlkit import MeteredBroker, free_port, node, start_celery
+from controlkit import MeteredBroker, free_port, node, record_queue_options, start_celery
 from kombu import Connection
 
 
@@ -54,17 +54,7 @@ def event_queues(broker: MeteredBroker) -> dict[str, int]:
 def test_an_event_receivers_queue_maps_to_an_auto_delete_expiring_brokerd_queue(
     app: Any, broker: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from brokerd_client.celery import transport
-
-    declared: list[dict[str, Any]] = []
-    real = transport.queue_options
-
-    def recording(*args: Any, **kwargs: Any) -> dict[str, Any]:
-        options = real(*args, **kwargs)
-        declared.append(options)
-        return options
-
-    monkeypatch.setattr(transport, "queue_options", recording)
+    declared = record_queue_options(monkeypatch)
     with Connection(broker.url) as conn:
         receiver = app.events.Receiver(conn, handlers={})
         receiver.queue(conn.default_channel).declare()

@@ -8,21 +8,10 @@ schedule file (``-s``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from conftest import wait_for
 from tutorialkit import Fleet
-
-
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    fleet = Fleet(tmp_path)
-    try:
-        yield fleet
-    finally:
-        fleet.close()
 
 
 def test_beat_entries_run_on_the_worker_with_their_args(fleet: Fleet, tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ at once. Header and body runs are counted in the runs file, across processes.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,29 +17,11 @@ import pytest
 from celery import chord, states
 from conftest import wait_for
 from tutorial.orders import tasks as orders
-from tutorialkit import Fleet, idle, project_app
+from tutorialkit import Fleet, idle
 
 BOUND = 60.0
 #: The lease of a queue declared without one (SPEC §9.2), as the project's are.
 DEFAULT_LEASE = 30.0
-
-
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    fleet = Fleet(tmp_path)
-    try:
-        yield fleet
-    finally:
-        fleet.close()
-
-
-@pytest.fixture
-def tutorial(fleet: Fleet) -> Iterator[Any]:
-    app = project_app(fleet.url)
-    try:
-        yield app
-    finally:
-        app.close()
 
 
 def test_a_killed_workers_task_is_completed_by_another_and_its_result_arrives(

@@ -40,15 +40,6 @@ CELERY_QUEUE = Queue(
 )
 
 
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    fleet = Fleet(tmp_path)
-    try:
-        yield fleet
-    finally:
-        fleet.close()
-
-
 @shared_task(name="m.add")
 def mixed_add(x: int, y: int) -> int:
     """The Celery side's definition of a task the brokerd worker now runs."""

@@ -4,34 +4,14 @@ a waiting task with a higher priority runs before lower ones sent earlier
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from conftest import wait_for
 from tutorial.orders import tasks as orders
-from tutorialkit import Fleet, project_app
+from tutorialkit import Fleet
 
 BOUND = 30.0
-
-
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    fleet = Fleet(tmp_path)
-    try:
-        yield fleet
-    finally:
-        fleet.close()
-
-
-@pytest.fixture
-def tutorial(fleet: Fleet) -> Iterator[Any]:
-    app = project_app(fleet.url)
-    try:
-        yield app
-    finally:
-        app.close()
 
 
 def test_a_higher_priority_task_overtakes_waiting_lower_ones(

@@ -80,6 +80,7 @@ from brokerd_protocol import (
     encode,
 )
 
+from ..connection import ACK, EXTEND, NACK, REJECT, RETURN
 from ..errors import (
     BrokerError,
     ClientClosed,
@@ -105,13 +106,7 @@ __all__ = [
 
 log = logging.getLogger("brokerd_client.celery")
 
-#: Settle kinds (the frame a batch of delivery ids is sent in).
-ACK: Final = 0
-NACK: Final = 1
-REJECT: Final = 2
-EXTEND: Final = 3
-#: A requeue that is not a delivery attempt: deliveries the application never saw.
-RETURN: Final = 4
+#: Settle kinds: the async client's (the frame a batch of delivery ids is sent in).
 KIND_NAMES: Final = {ACK: "ack", NACK: "nack", REJECT: "reject", EXTEND: "extend", RETURN: "return"}
 
 #: One ``read_available`` stops after this many bytes, so a flood of
