@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         app = load_app(args.app, args.broker)
+        app.clients.ssl_context()  # the broker URL (setting or environment) and TLS, checked now
     except ConfigurationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

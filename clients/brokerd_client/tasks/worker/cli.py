@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         app = load_app(args.app, args.broker, task_max_decompressed_size=args.max_decompressed_size)
+        app.clients.ssl_context()  # the broker URL (setting or environment) and TLS, checked now
         conf = app.conf
         concurrency = _at_least_one("--concurrency", args.concurrency) or conf.concurrency
         prefetch = _at_least_one("--prefetch", args.prefetch) or conf.worker_prefetch or concurrency
