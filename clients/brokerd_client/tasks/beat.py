@@ -25,6 +25,7 @@ from ..errors import InvalidArgument
 from .declare import Declared, declare_async
 from .exceptions import ConfigurationError
 from .message import build_headers
+from .schedules import broker_spec
 from .serialization import content_type_of, encode_body
 
 if TYPE_CHECKING:
@@ -39,8 +40,6 @@ def schedule_message(app: App, entry: ScheduleEntry) -> dict[str, Any]:
     """The ``ScheduleSet`` arguments for ``entry``: where each firing is
     published and its body and headers. No task id: the broker gives every
     firing its own message id, which the worker uses as the task id."""
-    if entry.is_crontab and app.conf.timezone != "UTC":  # pragma: no cover - refused by config
-        raise ConfigurationError("crontab schedules are evaluated in UTC")
     task = app.tasks.get(entry.task)
     options = entry.options
     route = app.router.route(
@@ -66,7 +65,7 @@ def schedule_message(app: App, entry: ScheduleEntry) -> dict[str, Any]:
         priority = task.priority
     return {
         "name": entry.name,
-        "spec": entry.spec,
+        "spec": broker_spec(entry, app.conf.timezone),
         "exchange": route.exchange,
         "routing_key": route.routing_key,
         "body": body,
@@ -97,7 +96,7 @@ async def register_schedules(
             )
         except InvalidArgument as exc:
             raise ConfigurationError(
-                f"beat_schedule entry {entry.name!r} ({entry.spec}) was refused by the broker: "
+                f"beat_schedule entry {entry.name!r} ({msg['spec']}) was refused by the broker: "
                 f"{exc.message}"
             ) from None
         names.append(entry.name)

@@ -27,6 +27,7 @@ import importlib
 import inspect
 import os
 import ssl
+import zoneinfo
 from collections.abc import Callable, Iterable, Mapping
 from types import ModuleType
 from typing import Any, Final
@@ -344,17 +345,30 @@ def _pool(name: str, value: Any) -> str:
 
 
 def _timezone(name: str, value: Any) -> str:
-    if value not in ("UTC", "Etc/UTC", "utc"):
+    """An IANA zone name (or a ``ZoneInfo``), checked against this machine's zone
+    database; the broker, which fires the schedules, checks it again."""
+    if isinstance(value, zoneinfo.ZoneInfo):
+        value = value.key
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError(f"{name} must be a time zone name like 'Europe/Berlin'")
+    if value in ("UTC", "Etc/UTC", "utc"):
+        return "UTC"
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
         raise ConfigurationError(
-            f"{name}={value!r}: brokerd evaluates crontab schedules in UTC and stores "
-            "times as UTC; set timezone = 'UTC' and write crontab hours in UTC"
-        )
-    return "UTC"
+            f"{name}={value!r} is not a known time zone (an IANA name such as "
+            "'Europe/Berlin' or 'America/New_York')"
+        ) from None
+    return value
 
 
 def _enable_utc(name: str, value: Any) -> bool:
     if value is not True:
-        raise ConfigurationError(f"{name} must be True: brokerd works in UTC only")
+        raise ConfigurationError(
+            f"{name} must be True: message times are always UTC (epoch seconds); "
+            "crontab schedules follow the timezone setting"
+        )
     return True
 
 
@@ -419,8 +433,8 @@ _SETTINGS: Final[dict[str, tuple[Any, _Checker, str]]] = {
     "worker_shutdown_timeout": (60.0, _duration, "warm shutdown grace period, seconds"),
     "worker_summary_interval": (10.0, _duration, "seconds between INFO summary lines"),
     "beat_schedule": ({}, _beat, "periodic entries, fired by the broker"),
-    "timezone": ("UTC", _timezone, "must be UTC"),
-    "enable_utc": (True, _enable_utc, "must be True"),
+    "timezone": ("UTC", _timezone, "IANA time zone crontab schedules run in"),
+    "enable_utc": (True, _enable_utc, "must be True (message times are UTC)"),
 }
 
 
