@@ -25,22 +25,38 @@ _first = 0.0
 
 
 _marks_fd = -1
+_first_claimed = False
+
+
+def _claim(path: str) -> bool:
+    """True for the one process that creates ``path`` (``O_EXCL``)."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        return False
+    return True
 
 
 def _shared_task_ran() -> None:
-    global _marks_fd
+    global _marks_fd, _first_claimed
+    t = now()
+    if not _first_claimed:
+        _first_claimed = True  # one attempt per process: the earliest attempt wins
+        if _claim(f"{DONE_FILE}.first.claim"):
+            Path(f"{DONE_FILE}.first.tmp").write_text(repr(t))
+            os.replace(f"{DONE_FILE}.first.tmp", f"{DONE_FILE}.first")  # whole or absent
     if _marks_fd < 0:
         _marks_fd = os.open(f"{DONE_FILE}.marks", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     os.write(_marks_fd, b"x")
-    ran = os.fstat(_marks_fd).st_size
-    if ran == 1:
-        Path(f"{DONE_FILE}.first.tmp").write_text(repr(now()))
-        os.replace(f"{DONE_FILE}.first.tmp", f"{DONE_FILE}.first")  # whole or absent
-    elif ran == EXPECT:
+    # Two appends can land before either process reads the size, so ">=" and a
+    # claim, not "==": exactly one process writes the result, whichever sees it.
+    if os.fstat(_marks_fd).st_size >= EXPECT and _claim(f"{DONE_FILE}.last.claim"):
+        done = now()
         first = Path(f"{DONE_FILE}.first")
         while not first.exists():  # the first run's process is still writing it
             pass
-        Path(DONE_FILE).write_text(f"{first.read_text()} {now()!r}")
+        Path(f"{DONE_FILE}.tmp").write_text(f"{first.read_text()} {done!r}")
+        os.replace(f"{DONE_FILE}.tmp", DONE_FILE)
 
 
 def task_ran() -> None:
