@@ -81,7 +81,7 @@ def test_pickle_in_a_config_module_is_refused_at_load() -> None:
         ({"task_max_decompressed_size": 1e6}, "task_max_decompressed_size must be an int"),
         ({"task_default_exchange_type": "fanout"}, "task_default_exchange_type must be one of"),
         ({"worker_concurrency": 0}, "worker_concurrency must be a positive int"),
-        ({"worker_pool": "prefork"}, "worker_pool must be one of"),
+        ({"worker_pool": "gevent"}, "worker_pool must be one of"),
         ({"task_queues": ["default"]}, "task_queues items must be"),
         ({"task_routes": {"a.*": {"queues": "x"}}}, r"unknown keys \['queues'\]"),
         ({"beat_schedule": {"x": {"task": "t"}}}, "'schedule' is required"),
@@ -203,7 +203,7 @@ def test_every_problem_of_a_config_is_reported_in_one_error() -> None:
         assert part in text
     assert app.conf.worker_concurrency is None
     with pytest.raises(ConfigurationError, match="2 settings are refused"):
-        App("t", task_acks_lates=True, worker_pool="prefork")
+        App("t", task_acks_lates=True, worker_pool="gevent")
 
 
 def test_one_setting_under_two_names_must_agree() -> None:
@@ -284,3 +284,10 @@ def test_the_ported_config_of_the_docs_loads_and_routes() -> None:
 def test_a_route_to_an_empty_queue_name_is_refused(route: object) -> None:
     with pytest.raises(ConfigurationError, match="queue must not be empty"):
         App("t", task_routes={"a.*": route})
+
+
+def test_celerys_prefork_pool_name_is_the_processes_pool() -> None:
+    assert App("t", worker_pool="prefork").conf.worker_pool == "processes"
+    app = App("t")
+    app.config_from_object({"CELERYD_POOL": "prefork"})
+    assert app.conf.worker_pool == "processes"

@@ -43,9 +43,18 @@ from .queues import EXCHANGE_TYPES, Queue
 from .schedules import ScheduleEntry, parse_beat_schedule
 from .serialization import DEFAULT_MAX_DECOMPRESSED, SERIALIZERS
 
-__all__ = ["BROKER_URL_ENV", "POOLS", "Settings", "broker_url_from_env", "load_object"]
+__all__ = [
+    "BROKER_URL_ENV",
+    "POOLS",
+    "POOL_ALIASES",
+    "Settings",
+    "broker_url_from_env",
+    "load_object",
+]
 
 POOLS: Final = ("asyncio", "threads", "processes")
+#: Celery's pool names that mean a pool here (``prefork``: one child process per slot).
+POOL_ALIASES: Final = {"prefork": "processes"}
 
 _PICKLE_REFUSED = (
     "pickle is refused: unpickling a message lets anyone who can publish to the broker "
@@ -339,8 +348,12 @@ def _use_ssl(name: str, value: Any) -> bool | ssl.SSLContext | dict[str, Any] | 
 
 
 def _pool(name: str, value: Any) -> str:
+    if isinstance(value, str):
+        value = POOL_ALIASES.get(value, value)
     if value not in POOLS:
-        raise ConfigurationError(f"{name} must be one of {list(POOLS)}, got {value!r}")
+        raise ConfigurationError(
+            f"{name} must be one of {list(POOLS)} (or 'prefork' = 'processes'), got {value!r}"
+        )
     return str(value)
 
 
