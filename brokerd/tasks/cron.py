@@ -1,8 +1,11 @@
-"""Five-field crontab expressions, evaluated in UTC.
+"""Five-field crontab expressions: which wall-clock minutes match.
 
-``parse("*/15 9-17 * * mon-fri")`` gives a ``CronSpec`` whose ``next_after(t)``
-is the first whole minute strictly after ``t`` (seconds since the epoch) that
-the expression matches.
+``parse("*/15 9-17 * * mon-fri")`` gives a ``CronSpec``. ``first_match(w)`` is
+the first matching minute at or after the wall-clock time ``w`` (a naive
+datetime, no zone: the calendar arithmetic of every zone), and
+``next_after(t)`` the first matching whole minute strictly after ``t``
+(seconds since the epoch) in UTC. Turning wall times of another zone into
+instants, daylight-saving transitions included, is ``crontz.py``'s concern.
 
 Grammar, per field (minute, hour, day of month, month, day of week):
 
@@ -26,7 +29,7 @@ import calendar
 import math
 from bisect import bisect_left
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 _DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
@@ -62,6 +65,11 @@ class CronSpec:
     days_restricted: bool
     weekdays_restricted: bool
     expression: str = ""
+    #: True when neither the minute nor the hour field starts with ``*``: the
+    #: job runs at set times of day (``30 2 * * *``), not every so often
+    #: (``*/15 * * * *``, ``0 */2 * * *``). Daylight-saving transitions treat
+    #: the two kinds differently, as Vixie cron does (``crontz.py``).
+    fixed_time: bool = True
 
     def day_matches(self, year: int, month: int, day: int) -> bool:
         dom = day in self.days
@@ -74,8 +82,16 @@ class CronSpec:
     def next_after(self, t: float) -> float:
         """The first matching whole minute strictly after ``t`` (UTC epoch seconds)."""
         start = datetime.fromtimestamp((math.floor(t / 60) + 1) * 60, tz=UTC)
-        year, month, day = start.year, start.month, start.day
-        hour, minute = start.hour, start.minute
+        found = self.first_match(start.replace(tzinfo=None))
+        return found.replace(tzinfo=UTC).timestamp()
+
+    def first_match(self, wall: datetime) -> datetime:
+        """The first matching minute at or after the naive wall time ``wall``
+        (its seconds are dropped); ``ValueError`` if none comes within 30 years."""
+        if wall.second or wall.microsecond:
+            wall = wall.replace(second=0, microsecond=0) + timedelta(minutes=1)
+        year, month, day = wall.year, wall.month, wall.day
+        hour, minute = wall.hour, wall.minute
         last_year = year + _SEARCH_YEARS
         months, hours, minutes = self.months, self.hours, self.minutes
         while year <= last_year:
@@ -93,10 +109,10 @@ class CronSpec:
                     if hours[i] == hour:
                         j = bisect_left(minutes, minute)
                         if j < len(minutes):
-                            return _epoch(year, month, day, hour, minutes[j])
+                            return datetime(year, month, day, hour, minutes[j])
                         i += 1
                     if i < len(hours):
-                        return _epoch(year, month, day, hours[i], minutes[0])
+                        return datetime(year, month, day, hours[i], minutes[0])
             # Nothing left today: the next day, from midnight.
             day += 1
             hour = minute = 0
@@ -106,10 +122,6 @@ class CronSpec:
                 if month > 12:
                     year, month = year + 1, 1
         raise ValueError(f"cron expression {self.expression!r} matches no time")
-
-
-def _epoch(year: int, month: int, day: int, hour: int, minute: int) -> float:
-    return datetime(year, month, day, hour, minute, tzinfo=UTC).timestamp()
 
 
 def parse(expr: str) -> CronSpec:
@@ -142,6 +154,7 @@ def parse(expr: str) -> CronSpec:
         days_restricted,
         weekdays_restricted,
         " ".join(parts),
+        fixed_time=not (parts[0].startswith("*") or parts[1].startswith("*")),
     )
 
 

@@ -9,9 +9,13 @@ crash after keeps both. Any number of workers may declare the same schedule
 at start-up; an identical declaration changes nothing.
 
 Specs: ``every <seconds>`` (0.1 s up to ten years; runs stay on the grid
-``created + k * seconds`` without drift) or ``cron <m> <h> <dom> <mon> <dow>``
-(UTC, see ``cron.py``). After downtime an entry fires once for everything it
-missed, then continues from the present.
+``created + k * seconds`` without drift) or ``cron <m> <h> <dom> <mon> <dow>
+[<zone>]`` (in UTC, or in the IANA time zone named last: ``cron.py`` matches
+wall times, ``crontz.py`` places them around daylight-saving transitions).
+The zone is part of the spec string, so it is stored, compared and listed
+with it and a stored schedule keeps its zone across restarts with no column
+of its own. After downtime an entry fires once for everything it missed, then
+continues from the present.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import logging
 import math
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import msgpack
 
@@ -29,7 +34,7 @@ from ..broker import Broker
 from ..errors import BrokerError, invalid, not_found
 from ..options import check_name, parse_props
 from ..storage.base import Batch, Query, Row
-from . import cron
+from . import cron, crontz
 from .common import MAX_TTL, Alive, Client, internal
 from .publisher import ServerPublisher, check_target
 
@@ -65,12 +70,19 @@ class Every:
 class Cron:
     spec: cron.CronSpec
     canonical: str
+    #: None: UTC (no transitions, the plain calendar).
+    zone: ZoneInfo | None = None
 
     def first_run(self, now: float) -> float:
-        return self.spec.next_after(now)
+        return self._next(now)
 
     def following(self, due: float, now: float) -> float:
-        return self.spec.next_after(max(due, now))
+        return self._next(max(due, now))
+
+    def _next(self, t: float) -> float:
+        if self.zone is None:
+            return self.spec.next_after(t)
+        return crontz.next_run(self.spec, self.zone, t)
 
 
 def parse_spec(text: str) -> Every | Cron:
@@ -87,10 +99,16 @@ def parse_spec(text: str) -> Every | Cron:
             raise ValueError(f"'every' seconds must be within {MIN_EVERY:g}..{MAX_TTL:g}")
         return Every(seconds, f"every {seconds:.12g}")
     if kind == "cron":
-        spec = cron.parse(rest)
-        return Cron(spec, f"cron {spec.expression}")
+        fields = rest.split()
+        zone_key = fields.pop() if len(fields) == 6 else "UTC"
+        spec = cron.parse(" ".join(fields))
+        if zone_key == "UTC":
+            return Cron(spec, f"cron {spec.expression}")
+        zone = crontz.load_zone(zone_key)
+        return Cron(spec, f"cron {spec.expression} {zone_key}", zone)
     raise ValueError(
-        f"a schedule spec is 'every <seconds>' or 'cron <m> <h> <dom> <mon> <dow>', got {text!r}"
+        "a schedule spec is 'every <seconds>' or 'cron <m> <h> <dom> <mon> <dow> [<zone>]', "
+        f"got {text!r}"
     )
 
 

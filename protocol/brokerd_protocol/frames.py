@@ -355,7 +355,8 @@ class ScheduleSet(Frame):
     """Create or replace a periodic publish kept and fired by the broker.
 
     ``spec`` is ``every <seconds>`` or a five-field crontab expression
-    (``cron <m> <h> <dom> <mon> <dow>``, evaluated in UTC)."""
+    (``cron <m> <h> <dom> <mon> <dow> [<zone>]``, evaluated in UTC or in the
+    IANA time zone given last; SPEC §14.8)."""
 
     TYPE: ClassVar[int] = 46
     req: int

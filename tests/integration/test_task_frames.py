@@ -299,17 +299,22 @@ def test_schedule_survives_a_hard_restart(broker: Any, connect: Callable[..., Ra
     c.ok(lambda r: bp.DeclareQueue(r, "beat"))
     c.ok(lambda r: bp.ScheduleSet(r, "nightly", "cron 0 3 * * *", "", "beat", b"n"))
     c.ok(lambda r: bp.ScheduleSet(r, "often", "every 0.5", "", "beat", b"o"))
+    tokyo = "cron 0 3 * * * Asia/Tokyo"  # UTC+9, no daylight saving: 18:00 UTC
+    c.ok(lambda r: bp.ScheduleSet(r, "tokyo", tokyo, "", "beat", b"t"))
     listed = c.ok(bp.ScheduleList)
-    assert [e["name"] for e in listed] == ["nightly", "often"]
+    assert [e["name"] for e in listed] == ["nightly", "often", "tokyo"]
     nightly = listed[0]
     assert nightly["spec"] == "cron 0 3 * * *"
     assert nightly["next_run"] % 86_400 == 3 * 3600
     assert nightly["last_run"] is None
+    assert listed[2]["spec"] == tokyo
+    assert listed[2]["next_run"] % 86_400 == 18 * 3600
     broker.restart()
     c2 = connect()
     after = c2.ok(bp.ScheduleList)
-    assert [e["name"] for e in after] == ["nightly", "often"]
+    assert [e["name"] for e in after] == ["nightly", "often", "tokyo"]
     assert after[0]["next_run"] == nightly["next_run"]
+    assert (after[2]["spec"], after[2]["next_run"]) == (tokyo, listed[2]["next_run"])
     # The broker keeps firing it after the restart.
     wait_for(lambda: c2.stats("beat")["ready"] >= 2)
     assert c2.ok(bp.ScheduleList)[1]["last_run"] is not None
@@ -319,7 +324,14 @@ def test_invalid_schedules_and_deleting_a_missing_one_are_refused(
     connect: Callable[..., RawClient],
 ) -> None:
     c = connect()
-    for spec in ("cron 61 * * * *", "cron * * *", "cron 0 0 30 feb *", "every 0", "hourly"):
+    for spec in (
+        "cron 61 * * * *",
+        "cron * * *",
+        "cron 0 0 30 feb *",
+        "cron 0 3 * * * Nowhere/Atlantis",
+        "every 0",
+        "hourly",
+    ):
         code = c.error(lambda r, s=spec: bp.ScheduleSet(r, "bad", s, "", "q", b""))
         assert code == ErrorCode.INVALID_ARGUMENT, spec
     code = c.error(lambda r: bp.ScheduleSet(r, "bad", "every 1", "", "q", b"", {"colour": 1}))

@@ -111,8 +111,10 @@ def test_beat_command_registers_and_lists_schedules(broker: Any, state_dir: Path
 
     env = {**os.environ, "PYTHONPATH": str(APPS), "E2E_BEAT": "1"}
     cmd = [sys.executable, "-m", "brokerd_client.tasks.beat", "-A", "e2eapp", "-b", broker.url]
-    out = subprocess.run([*cmd, "--list"], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     assert "registered 1 schedule(s): every-second" in out.stdout
+    out = subprocess.run([*cmd, "--list"], env=env, capture_output=True, text=True, check=True)
+    assert "registered" not in out.stdout
     assert "every-second: every 1 -> (default)/default" in out.stdout
     with brokerd_client.Client(broker.url) as client:
         client.schedule_set("stale", "every 60", "", "default", b"{}")
@@ -120,3 +122,26 @@ def test_beat_command_registers_and_lists_schedules(broker: Any, state_dir: Path
     out = subprocess.run([*cmd, "--prune"], env=env, capture_output=True, text=True, check=True)
     assert "deleted schedule 'every-second'" in out.stdout
     assert "deleted schedule 'stale'" in out.stdout
+
+
+def test_beat_list_changes_nothing(broker: Any) -> None:
+    import os
+    import subprocess
+    import sys
+
+    # The app's beat_schedule differs from the broker's: a listing must neither
+    # register the app's entry nor replace the broker's (its next_run stays).
+    with brokerd_client.Client(broker.url) as client:
+        client.schedule_set("every-second", "every 3600", "", "default", b"{}")
+        before = client.schedule_list()
+    env = {**os.environ, "PYTHONPATH": str(APPS), "E2E_BEAT": "1"}
+    cmd = [sys.executable, "-m", "brokerd_client.tasks.beat", "-A", "e2eapp", "-b", broker.url]
+    out = subprocess.run([*cmd, "--list"], env=env, capture_output=True, text=True, check=True)
+    assert "every-second: every 3600 -> (default)/default" in out.stdout
+    with brokerd_client.Client(broker.url) as client:
+        assert client.schedule_list() == before
+        client.schedule_delete("every-second")
+    out = subprocess.run([*cmd, "--list"], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "no schedules"
+    with brokerd_client.Client(broker.url) as client:
+        assert client.schedule_list() == []

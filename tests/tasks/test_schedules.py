@@ -76,3 +76,36 @@ def test_schedule_message_routes_and_encodes_like_a_task_call() -> None:
     }
     assert "id" not in msg["headers"]  # each firing gets its own id from the broker
     assert msg["priority"] == 4
+
+
+def test_a_crontab_runs_in_the_apps_timezone_and_an_interval_has_none() -> None:
+    from zoneinfo import ZoneInfo
+
+    beat = {
+        "nightly": {"task": "t", "schedule": crontab(minute=30, hour=2)},
+        "tick": {"task": "t", "schedule": 10},
+    }
+    app = App("t", beat_schedule=beat)
+    assert schedule_message(app, app.conf.beat_schedule["nightly"])["spec"] == "cron 30 2 * * *"
+    # Set after beat_schedule (or before: the zone is read when the entry is registered).
+    app.conf.timezone = "Europe/Berlin"
+    nightly = app.conf.beat_schedule["nightly"]
+    assert schedule_message(app, nightly)["spec"] == "cron 30 2 * * * Europe/Berlin"
+    assert schedule_message(app, app.conf.beat_schedule["tick"])["spec"] == "every 10"
+    app.conf.timezone = ZoneInfo("America/New_York")
+    assert app.conf.timezone == "America/New_York"
+    app.conf.timezone = "Etc/UTC"
+    assert schedule_message(app, nightly)["spec"] == "cron 30 2 * * *"
+
+
+def test_old_celery_timezone_name_reaches_the_schedules() -> None:
+    app = App("t")
+    app.config_from_object(
+        {
+            "CELERY_TIMEZONE": "Europe/Berlin",
+            "CELERYBEAT_SCHEDULE": {"n": {"task": "t", "schedule": crontab(hour=3, minute=0)}},
+        }
+    )
+    assert schedule_message(app, app.conf.beat_schedule["n"])["spec"] == (
+        "cron 0 3 * * * Europe/Berlin"
+    )

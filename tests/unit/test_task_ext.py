@@ -9,6 +9,7 @@ what was committed (``corekit.Env``).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -789,3 +790,58 @@ def test_unexpected_handler_failure_is_an_internal_error(
     monkeypatch.setattr(env.ext.schedules, "list", boom)
     c = env.client()
     assert c.error(bp.ScheduleList) == ErrorCode.INTERNAL
+
+
+def _fired_local_days(env: TaskEnv, zone: str) -> list[str]:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    return [
+        datetime.fromtimestamp(m.headers["x-scheduled-at"], tz=ZoneInfo(zone)).isoformat(sep=" ")
+        for m in beat(env)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("start", "expected"),
+    [
+        # 2026-03-28 12:00 UTC; Berlin springs forward on the 29th: 02:30 does not exist.
+        (1_774_699_200.0, ["2026-03-29 03:00:00+02:00", "2026-03-30 02:30:00+02:00"]),
+        # 2026-10-24 12:00 UTC; Berlin falls back on the 25th: 02:30 happens twice.
+        (1_792_843_200.0, ["2026-10-25 02:30:00+02:00", "2026-10-26 02:30:00+01:00"]),
+    ],
+)
+def test_a_zoned_daily_schedule_fires_once_a_day_across_a_transition_and_a_restart(
+    env: TaskEnv, start: float, expected: list[str]
+) -> None:
+    env.clock.t = start
+    env.broker.declare_queue("beat", True, {})
+    spec = "cron 30 2 * * * Europe/Berlin"
+    env.client().ok(lambda r: bp.ScheduleSet(r, "nightly", spec, "", "beat", b""))
+    run(env, 86_400.0, step=600.0)
+    # A restart in between: the stored schedule keeps its zone and its next run.
+    env = env.restart()
+    env.broker.declare_queue("beat", True, {})
+    listed = env.client().ok(bp.ScheduleList)
+    assert [(e["name"], e["spec"]) for e in listed] == [("nightly", spec)]
+    env.advance(0.0)
+    env.settle()
+    run(env, 86_400.0, step=600.0)
+    assert env.store.count_rows() == 2  # one run per local day, in total
+    assert _fired_local_days(env, "Europe/Berlin") == expected
+
+
+def test_a_zoned_hourly_schedule_fires_25_times_on_fall_back_day(env: TaskEnv) -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    ny = ZoneInfo("America/New_York")
+    env.clock.t = datetime(2026, 11, 1, tzinfo=ny).timestamp() - 1.0
+    env.broker.declare_queue("beat", True, {})
+    c = env.client()
+    c.ok(lambda r: bp.ScheduleSet(r, "h", "cron 30 * * * * America/New_York", "", "beat", b""))
+    end = datetime(2026, 11, 2, tzinfo=ny).timestamp()
+    run(env, end - env.clock.now() - 1.0, step=300.0)
+    due = [m.headers["x-scheduled-at"] for m in beat(env)]
+    assert len(due) == 25
+    assert {b - a for a, b in itertools.pairwise(due)} == {3600.0}

@@ -6,9 +6,12 @@ the broker fires each due entry exactly once by publishing the task message
 itself. So schedules keep firing while *any* broker is up, whether zero, one
 or ten workers run, and never twice.
 
-To register (or prune, or list) schedules without starting a worker::
+To register (or prune) schedules without starting a worker, or list them::
 
     python -m brokerd_client.tasks.beat -A proj.tasks [--prune] [--list]
+
+``--list`` alone only reads: it registers nothing, so looking at a broker's
+schedules (with an app whose ``beat_schedule`` differs, say) never changes them.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from ..errors import InvalidArgument
 from .declare import Declared, declare_async
 from .exceptions import ConfigurationError
 from .message import build_headers
+from .schedules import broker_spec
 from .serialization import content_type_of, encode_body
 
 if TYPE_CHECKING:
@@ -36,8 +40,6 @@ def schedule_message(app: App, entry: ScheduleEntry) -> dict[str, Any]:
     """The ``ScheduleSet`` arguments for ``entry``: where each firing is
     published and its body and headers. No task id: the broker gives every
     firing its own message id, which the worker uses as the task id."""
-    if entry.is_crontab and app.conf.timezone != "UTC":  # pragma: no cover - refused by config
-        raise ConfigurationError("crontab schedules are evaluated in UTC")
     task = app.tasks.get(entry.task)
     options = entry.options
     route = app.router.route(
@@ -63,7 +65,7 @@ def schedule_message(app: App, entry: ScheduleEntry) -> dict[str, Any]:
         priority = task.priority
     return {
         "name": entry.name,
-        "spec": entry.spec,
+        "spec": broker_spec(entry, app.conf.timezone),
         "exchange": route.exchange,
         "routing_key": route.routing_key,
         "body": body,
@@ -94,7 +96,7 @@ async def register_schedules(
             )
         except InvalidArgument as exc:
             raise ConfigurationError(
-                f"beat_schedule entry {entry.name!r} ({entry.spec}) was refused by the broker: "
+                f"beat_schedule entry {entry.name!r} ({msg['spec']}) was refused by the broker: "
                 f"{exc.message}"
             ) from None
         names.append(entry.name)
@@ -110,6 +112,9 @@ async def _run(app: App, prune: bool, show: bool) -> None:
         ssl_context=app.clients.ssl_context(),
     )
     try:
+        if show and not prune:
+            _print_list(await client.schedule_list())
+            return
         names = await register_schedules(client, app)
         print(f"registered {len(names)} schedule(s): {', '.join(names) or '-'}")
         if prune:
@@ -118,14 +123,20 @@ async def _run(app: App, prune: bool, show: bool) -> None:
                     await client.schedule_delete(item["name"])
                     print(f"deleted schedule {item['name']!r} (not in beat_schedule)")
         if show:
-            for item in await client.schedule_list():
-                print(
-                    f"{item['name']}: {item['spec']} -> {item['exchange'] or '(default)'}/"
-                    f"{item['routing_key']} next_run={item.get('next_run')} "
-                    f"last_run={item.get('last_run')}"
-                )
+            _print_list(await client.schedule_list())
     finally:
         await client.close()
+
+
+def _print_list(items: list[dict[str, Any]]) -> None:
+    if not items:
+        print("no schedules")
+    for item in items:
+        print(
+            f"{item['name']}: {item['spec']} -> {item['exchange'] or '(default)'}/"
+            f"{item['routing_key']} next_run={item.get('next_run')} "
+            f"last_run={item.get('last_run')}"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -133,17 +144,23 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(
         prog="python -m brokerd_client.tasks.beat",
-        description="Register an app's beat_schedule with brokerd (workers do this at start).",
+        description="Register an app's beat_schedule with brokerd (workers do this at start), "
+        "or list the broker's schedules.",
     )
     parser.add_argument("-A", "--app", required=True, help="module[:app] holding the App")
     parser.add_argument("-b", "--broker", help="broker URL (overrides broker_url)")
     parser.add_argument(
         "--prune", action="store_true", help="delete broker schedules not in beat_schedule"
     )
-    parser.add_argument("--list", action="store_true", help="list the broker's schedules")
+    parser.add_argument(
+        "--list",
+        action="store_true",
+        help="list the broker's schedules (alone: registers nothing, changes nothing)",
+    )
     args = parser.parse_args(argv)
     try:
         app = load_app(args.app, args.broker)
+        app.clients.ssl_context()  # the broker URL (setting or environment) and TLS, checked now
     except ConfigurationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

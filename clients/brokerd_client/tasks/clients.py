@@ -12,6 +12,7 @@ declared on it, so the topology is declared once per connection.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import threading
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from ..client import AsyncClient, connect
 from ..sync import Client
 from ..tls import from_celery
 from ..url import parse_url
+from .config import broker_url_from_env
 from .declare import Declared
 
 if TYPE_CHECKING:
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_BROKER", "Clients", "WorkerHook"]
 
 DEFAULT_BROKER = "brokerd://localhost:5673"
+
+log = logging.getLogger("brokerd_client.tasks")
 
 
 class WorkerHook(Protocol):
@@ -69,10 +73,27 @@ class Clients:
         self._loop_clients: dict[int, _LoopClient] = {}
         #: The worker running on this process's loop, if any (set by the worker).
         self.worker: WorkerHook | None = None
+        self._env_override_told = False
 
     @property
     def broker_url(self) -> str:
-        return self._conf.broker_url or DEFAULT_BROKER
+        """The ``broker_url`` setting (``App(broker=)``, ``-b``, config), else
+        ``$BROKERD_URL``, else ``$CELERY_BROKER_URL``, else the default. An
+        environment URL that the setting overrides is logged once, so the
+        difference from Celery (where the variable wins) is never silent."""
+        env = broker_url_from_env()
+        url = self._conf.broker_url
+        if url is None:
+            return env[1] if env is not None else DEFAULT_BROKER
+        if env is not None and env[1] != url and not self._env_override_told:
+            self._env_override_told = True
+            log.warning(
+                "%s: using the app's broker_url setting; $%s, set to another URL, is ignored "
+                "(a setting, App(broker=...) or -b wins over the environment)",
+                self._name,
+                env[0],
+            )
+        return url
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """The TLS context every connection of this app uses: from

@@ -11,6 +11,12 @@ default is exactly the kind of surprise this project exists to remove.
 Celery settings that have no meaning here (``result_backend``,
 ``broker_transport_options``' visibility timeout, ``worker_prefetch_multiplier``)
 are refused with the reason and what to write instead.
+
+Every problem of one update is reported in one error (a ported config with
+five old names is fixed in one run, not five), and nothing is applied unless
+everything is valid. Celery's old upper-case names (``BROKER_URL``,
+``CELERYD_CONCURRENCY``, see ``oldnames.py``) are mapped when a config object
+is loaded; an old name brokerd has no setting for is refused, never skipped.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import importlib
 import inspect
 import os
 import ssl
+import zoneinfo
 from collections.abc import Callable, Iterable, Mapping
 from types import ModuleType
 from typing import Any, Final
@@ -31,13 +38,23 @@ from ..checks import seconds
 from ..tls import from_celery
 from ..url import BrokerURL, parse_url
 from .exceptions import ConfigurationError
+from .oldnames import OLD_NAMES, looks_old
 from .queues import EXCHANGE_TYPES, Queue
 from .schedules import ScheduleEntry, parse_beat_schedule
 from .serialization import DEFAULT_MAX_DECOMPRESSED, SERIALIZERS
 
-__all__ = ["POOLS", "Settings", "load_object"]
+__all__ = [
+    "BROKER_URL_ENV",
+    "POOLS",
+    "POOL_ALIASES",
+    "Settings",
+    "broker_url_from_env",
+    "load_object",
+]
 
 POOLS: Final = ("asyncio", "threads", "processes")
+#: Celery's pool names that mean a pool here (``prefork``: one child process per slot).
+POOL_ALIASES: Final = {"prefork": "processes"}
 
 _PICKLE_REFUSED = (
     "pickle is refused: unpickling a message lets anyone who can publish to the broker "
@@ -67,8 +84,6 @@ _CELERY_ONLY: Final[dict[str, str]] = {
     "worker_send_task_events": "events are not supported; remove it",
     "task_send_sent_event": "events are not supported; remove it",
 }
-
-_OLD_PREFIXES = ("CELERY_", "CELERYD_", "CELERYBEAT_", "BROKER_")
 
 
 # --- checkers -------------------------------------------------------------------
@@ -293,6 +308,26 @@ def _url(name: str, value: Any) -> str | None:
     return url
 
 
+#: Where a broker URL is read from when no ``broker_url`` is set, in order.
+BROKER_URL_ENV: Final = ("BROKERD_URL", "CELERY_BROKER_URL")
+
+
+def broker_url_from_env(environ: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+    """``(variable, url)`` from the first of ``BROKER_URL_ENV`` that is set and
+    not empty, or None. An invalid URL is an error naming the variable (the
+    message hides a token, as every URL error does)."""
+    env = os.environ if environ is None else environ
+    for variable in BROKER_URL_ENV:
+        url = env.get(variable, "")
+        if url:
+            try:
+                parse_url(url)
+            except ValueError as exc:
+                raise ConfigurationError(f"${variable}: {exc}") from None
+            return variable, url
+    return None
+
+
 def _use_ssl(name: str, value: Any) -> bool | ssl.SSLContext | dict[str, Any] | None:
     """Celery's ``broker_use_ssl``: None/False, True, an SSLContext, or a dict of
     ``ssl_ca_certs``/``ssl_certfile``/``ssl_keyfile``/``ssl_cert_reqs``
@@ -313,23 +348,40 @@ def _use_ssl(name: str, value: Any) -> bool | ssl.SSLContext | dict[str, Any] | 
 
 
 def _pool(name: str, value: Any) -> str:
+    if isinstance(value, str):
+        value = POOL_ALIASES.get(value, value)
     if value not in POOLS:
-        raise ConfigurationError(f"{name} must be one of {list(POOLS)}, got {value!r}")
+        raise ConfigurationError(
+            f"{name} must be one of {list(POOLS)} (or 'prefork' = 'processes'), got {value!r}"
+        )
     return str(value)
 
 
 def _timezone(name: str, value: Any) -> str:
-    if value not in ("UTC", "Etc/UTC", "utc"):
+    """An IANA zone name (or a ``ZoneInfo``), checked against this machine's zone
+    database; the broker, which fires the schedules, checks it again."""
+    if isinstance(value, zoneinfo.ZoneInfo):
+        value = value.key
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError(f"{name} must be a time zone name like 'Europe/Berlin'")
+    if value in ("UTC", "Etc/UTC", "utc"):
+        return "UTC"
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
         raise ConfigurationError(
-            f"{name}={value!r}: brokerd evaluates crontab schedules in UTC and stores "
-            "times as UTC; set timezone = 'UTC' and write crontab hours in UTC"
-        )
-    return "UTC"
+            f"{name}={value!r} is not a known time zone (an IANA name such as "
+            "'Europe/Berlin' or 'America/New_York')"
+        ) from None
+    return value
 
 
 def _enable_utc(name: str, value: Any) -> bool:
     if value is not True:
-        raise ConfigurationError(f"{name} must be True: brokerd works in UTC only")
+        raise ConfigurationError(
+            f"{name} must be True: message times are always UTC (epoch seconds); "
+            "crontab schedules follow the timezone setting"
+        )
     return True
 
 
@@ -394,17 +446,29 @@ _SETTINGS: Final[dict[str, tuple[Any, _Checker, str]]] = {
     "worker_shutdown_timeout": (60.0, _duration, "warm shutdown grace period, seconds"),
     "worker_summary_interval": (10.0, _duration, "seconds between INFO summary lines"),
     "beat_schedule": ({}, _beat, "periodic entries, fired by the broker"),
-    "timezone": ("UTC", _timezone, "must be UTC"),
-    "enable_utc": (True, _enable_utc, "must be True"),
+    "timezone": ("UTC", _timezone, "IANA time zone crontab schedules run in"),
+    "enable_utc": (True, _enable_utc, "must be True (message times are UTC)"),
 }
 
 
 def _explain_unknown(name: str) -> str:
     if name in _CELERY_ONLY:
         return f"setting {name!r} is not supported by brokerd: {_CELERY_ONLY[name]}"
+    if name in OLD_NAMES:
+        return (
+            f"old-style setting {name!r}: write {OLD_NAMES[name]!r} (old names are "
+            "mapped only by config_from_object)"
+        )
     close = difflib.get_close_matches(name, _SETTINGS, n=1, cutoff=0.75)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return f"unknown setting {name!r}{hint}"
+
+
+def _one_error(problems: list[str]) -> ConfigurationError:
+    if len(problems) == 1:
+        return ConfigurationError(problems[0])
+    listed = "\n".join(f"  - {p}" for p in problems)
+    return ConfigurationError(f"{len(problems)} settings are refused:\n{listed}")
 
 
 class Settings:
@@ -471,16 +535,36 @@ class Settings:
 
     def update(self, mapping: Mapping[str, Any] | None = None, /, **kwargs: Any) -> None:
         """Set several settings; all are validated before any is applied."""
-        items = {**(mapping or {}), **kwargs}
+        self._apply({**(mapping or {}), **kwargs}, {}, [])
+
+    def _apply(self, items: Mapping[str, Any], labels: Mapping[str, str], found: list[str]) -> None:
+        """Check every item (``labels``: how the user spelt a name, for errors),
+        then apply all of them, or raise one error listing ``found`` and every
+        problem."""
+        problems = list(found)
         checked: dict[str, Any] = {}
         for name, value in items.items():
             entry = _SETTINGS.get(name)
+            label = labels.get(name, name)
             if entry is None:
-                raise ConfigurationError(_explain_unknown(name))
-            checked[name] = entry[1](name, value)
+                why = _explain_unknown(name)
+                problems.append(why if label == name else f"{label}: {why}")
+                continue
+            try:
+                checked[name] = entry[1](label, value)
+            except ConfigurationError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise _one_error(problems)
+        previous = {name: getattr(self, name) for name in checked}
         for name, value in checked.items():
             object.__setattr__(self, name, value)
-        self._check_consistency()
+        try:
+            self._check_consistency()
+        except ConfigurationError:
+            for name, value in previous.items():
+                object.__setattr__(self, name, value)
+            raise
         on_change: Callable[[], None] | None = self.__dict__.get("_on_change")
         if on_change is not None:
             on_change()
@@ -524,52 +608,101 @@ class Settings:
     def from_object(self, obj: object, namespace: str | None = None) -> None:
         """Load settings from a module, class, instance, dict or dotted path.
 
-        With ``namespace="CELERY"`` only ``CELERY_*`` names are read and the
-        prefix dropped (``CELERY_TASK_ACKS_LATE`` -> ``task_acks_late``), as for
-        Django settings. Without a namespace, lower-case names are settings;
-        imported modules, classes and functions are skipped; an upper-case name
-        that looks like an old-style Celery setting is an error that names the
-        new spelling, so it cannot be silently ignored.
+        Lower-case names are settings; imported modules, classes and functions
+        are skipped. Celery's old upper-case names (``BROKER_URL``,
+        ``CELERYD_CONCURRENCY``, ``CELERYBEAT_SCHEDULE``, ...: ``oldnames.py``)
+        are mapped to their new names; an old name brokerd has no setting for,
+        or an upper-case spelling of a new name (``TASK_ACKS_LATE``), is an
+        error. With ``namespace="CELERY"`` (Django) the names read are
+        ``CELERY_<NEW NAME>`` (``CELERY_TASK_ACKS_LATE`` -> ``task_acks_late``)
+        and the old names; other upper-case names (``DEBUG``, ``DATABASES``)
+        belong to the host framework and are left alone. Two names for one
+        setting with different values are an error. Every problem is reported
+        in one error, and nothing is applied unless all is valid.
         """
         if isinstance(obj, str):
             obj = load_object(obj)
-        values = _collect(obj, namespace)
-        self.update(values)
+        values, labels, problems = _collect(obj, namespace)
+        self._apply(values, labels, problems)
 
 
-def _collect(obj: object, namespace: str | None) -> dict[str, Any]:
+def _collect(
+    obj: object, namespace: str | None
+) -> tuple[dict[str, Any], dict[str, str], list[str]]:
+    """(setting -> value, setting -> the name the object used, problems)."""
     if isinstance(obj, Mapping):
         items = [(str(k), v) for k, v in obj.items()]
     else:
         items = [(k, getattr(obj, k)) for k in dir(obj) if not k.startswith("_")]
     values: dict[str, Any] = {}
+    labels: dict[str, str] = {}
+    problems: list[str] = []
     prefix = f"{namespace}_" if namespace else None
     for key, value in items:
         if key.startswith("_"):
             continue
         if not isinstance(obj, Mapping) and _is_code(value):
             continue
-        if prefix is not None:
-            if key.startswith(prefix):
-                values[key[len(prefix) :].lower()] = value
+        name = _setting_name(key, prefix)
+        if name is None:
             continue
-        if key.islower() or not any(c.isalpha() for c in key):
-            values[key] = value
-        elif key.lower() in _SETTINGS or key.startswith(_OLD_PREFIXES):
-            raise ConfigurationError(
-                f"old-style upper-case setting {key!r}: write the lower-case name "
-                f"(e.g. {_new_name(key)!r}), or pass namespace=... to config_from_object"
-            )
-    return values
+        label = name if name == key else f"{key} ({name})"
+        refused = _refusal(key, name, prefix)
+        if refused is not None:
+            problems.append(refused)
+            continue
+        if name in values:
+            if not _same(values[name], value):
+                problems.append(
+                    f"{name!r} is set twice with different values, as {labels[name]!r} and "
+                    f"{key!r}; keep one"
+                )
+            continue
+        values[name] = value
+        labels[name] = label
+    return values, labels, problems
 
 
-def _new_name(key: str) -> str:
-    lowered = key.lower()
-    for prefix in ("celery_", "celeryd_", "celerybeat_"):
-        if lowered.startswith(prefix):
-            rest = lowered[len(prefix) :]
-            return {"celeryd_": "worker_", "celerybeat_": "beat_"}.get(prefix, "") + rest
-    return lowered
+def _setting_name(key: str, prefix: str | None) -> str | None:
+    """The setting ``key`` names, or None for a name that is not ours."""
+    if key in OLD_NAMES:
+        return OLD_NAMES[key]
+    if prefix is not None and key.startswith(prefix):
+        return key[len(prefix) :].lower()
+    if key.islower() or not any(c.isalpha() for c in key):
+        return None if prefix is not None else key
+    if looks_old(key) or (prefix is None and key.lower() in _SETTINGS):
+        # An old name without a new one here, or TASK_ACKS_LATE: refused by the caller.
+        return key.lower()
+    return None
+
+
+def _refusal(key: str, name: str, prefix: str | None) -> str | None:
+    """Why ``key`` (read as setting ``name``) is refused, or None. A lower-case
+    name unknown here is left to ``_apply``, which explains it the same way
+    whichever way it was set."""
+    if name == key:
+        return None
+    if prefix is None and key not in OLD_NAMES and not looks_old(key):
+        return (
+            f"upper-case setting {key!r}: write {name!r}, or load with "
+            "config_from_object(obj, namespace=...)"
+        )
+    if name in _SETTINGS or name in _CELERY_ONLY:
+        return None
+    close = difflib.get_close_matches(name, _SETTINGS, n=1, cutoff=0.75)
+    if close:
+        return f"unknown setting {key!r} (read as {name!r}); did you mean {close[0]!r}?"
+    if looks_old(key):
+        return f"old Celery setting {key!r} has no equivalent in brokerd; remove it"
+    return f"unknown setting {key!r} (read as {name!r})"
+
+
+def _same(a: object, b: object) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:
+        return a is b
 
 
 def _is_code(value: object) -> bool:

@@ -6,7 +6,8 @@ Celery-style entries into the broker's spec strings:
 * an interval (``timedelta``, or a number of seconds) -> ``"every <seconds>"``;
 * ``crontab(minute=..., hour=..., day_of_week=..., day_of_month=...,
   month_of_year=...)`` -> ``"cron <m> <h> <dom> <mon> <dow>"``, evaluated by the
-  broker **in UTC**.
+  broker in the app's ``timezone`` (``broker_spec`` appends the zone; UTC by
+  default), daylight-saving transitions included.
 
 Because the broker fires each due entry once and publishes the task itself,
 any number of workers can declare the same schedule: there is no beat process
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-__all__ = ["ScheduleEntry", "crontab", "parse_beat_schedule", "schedule_spec"]
+__all__ = ["ScheduleEntry", "broker_spec", "crontab", "parse_beat_schedule", "schedule_spec"]
 
 #: Characters a crontab field may contain: digits, names, and ``* , - /``.
 _FIELD_RE = re.compile(r"^[A-Za-z0-9*,/\-]+$")
@@ -52,7 +53,7 @@ def _field(name: str, value: object) -> str:
 
 
 class crontab:
-    """A crontab schedule, evaluated by the broker in UTC.
+    """A crontab schedule, evaluated by the broker in the app's ``timezone``.
 
     Fields take what a crontab line takes (``"*/15"``, ``"9-17"``,
     ``"mon-fri"``, ``"1,15"``), an int, or an iterable of ints. The broker
@@ -87,7 +88,7 @@ class crontab:
     def __repr__(self) -> str:
         return (
             f"<crontab: {self.minute} {self.hour} {self.day_of_month} "
-            f"{self.month_of_year} {self.day_of_week} (m/h/dom/mon/dow, UTC)>"
+            f"{self.month_of_year} {self.day_of_week} (m/h/dom/mon/dow)>"
         )
 
     def __eq__(self, other: object) -> bool:
@@ -135,6 +136,14 @@ class ScheduleEntry:
     @property
     def is_crontab(self) -> bool:
         return self.spec.startswith("cron ")
+
+
+def broker_spec(entry: ScheduleEntry, timezone: str) -> str:
+    """The spec the broker is given for ``entry``: a crontab carries the app's
+    time zone as its last word (none for UTC, as brokers before zones read it)."""
+    if entry.is_crontab and timezone != "UTC":
+        return f"{entry.spec} {timezone}"
+    return entry.spec
 
 
 def parse_beat_schedule(value: object) -> dict[str, ScheduleEntry]:

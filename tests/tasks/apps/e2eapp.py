@@ -156,6 +156,15 @@ async def anoop() -> None:
     return None
 
 
+@app.task(name="e2e.cpu", ignore_result=True)
+def cpu() -> int:
+    """Milliseconds of pure-Python work holding the GIL (docs/tasks.md, Pools)."""
+    total = 0
+    for i in range(30_000):
+        total += i * i % 7
+    return total
+
+
 @app.task(name="e2e.noop_result")
 def noop_result() -> None:
     return None

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from ... import __version__
 from ...url import parse_url
+from ..schedules import broker_spec
 
 if TYPE_CHECKING:
     from ..app import App
@@ -70,6 +71,6 @@ def banner(
         lines += ["", "[schedules] (fired by the broker, once per due time)"]
         for name in schedules:
             entry = conf.beat_schedule[name]
-            lines.append(f"  . {name}: {entry.task} {entry.spec}")
+            lines.append(f"  . {name}: {entry.task} {broker_spec(entry, conf.timezone)}")
     lines.append("")
     return "\n".join(lines)

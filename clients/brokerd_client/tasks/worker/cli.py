@@ -18,8 +18,8 @@ import sys
 from brokerd_protocol import MAX_PREFETCH
 
 from ...checks import positive
-from ..config import POOLS
 from ..exceptions import ConfigurationError
+from .poolcheck import POOL_CHOICES, check_pool, pool_name
 
 __all__ = ["main", "parse_args"]
 
@@ -45,7 +45,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "-Q", "--queues", help="comma-separated queues to consume (default: task_default_queue)"
     )
-    p.add_argument("-P", "--pool", choices=POOLS, help="asyncio, threads or processes")
+    p.add_argument(
+        "-P",
+        "--pool",
+        choices=POOL_CHOICES,
+        help="asyncio, threads or processes (prefork: processes)",
+    )
     p.add_argument(
         "--prefetch", type=int, help="messages held per queue (default: worker_prefetch)"
     )
@@ -79,16 +84,20 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         app = load_app(args.app, args.broker, task_max_decompressed_size=args.max_decompressed_size)
+        app.clients.ssl_context()  # the broker URL (setting or environment) and TLS, checked now
         conf = app.conf
         concurrency = _at_least_one("--concurrency", args.concurrency) or conf.concurrency
         prefetch = _at_least_one("--prefetch", args.prefetch) or conf.worker_prefetch or concurrency
         if prefetch > MAX_PREFETCH:
             raise ConfigurationError(f"prefetch must be at most {MAX_PREFETCH}, got {prefetch}")
-        pool = args.pool or conf.worker_pool
-        max_tasks = (
-            _at_least_one("--max-tasks-per-child", args.max_tasks_per_child)
-            or conf.worker_max_tasks_per_child
+        pool = pool_name(args.pool or conf.worker_pool)
+        max_tasks = _at_least_one("--max-tasks-per-child", args.max_tasks_per_child)
+        check_pool(
+            pool,
+            max_tasks_per_child=max_tasks or conf.worker_max_tasks_per_child,
+            max_tasks_source="--max-tasks-per-child" if max_tasks else "worker_max_tasks_per_child",
         )
+        max_tasks = max_tasks or conf.worker_max_tasks_per_child
         queues = [q.strip() for q in (args.queues or conf.task_default_queue).split(",")]
         queues = [q for q in queues if q]
         if not queues:

@@ -58,6 +58,7 @@ from .leases import LeaseKeeper
 from .processes import ProcessPool
 from .recorder import Recorder
 from .stats import Stats
+from .tasklog import TaskLog
 from .threads import ThreadRunner
 
 if TYPE_CHECKING:
@@ -149,7 +150,10 @@ class Dispatcher:
         self.processes = process_pool
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
-        self.recorder = Recorder(conf, self.stats, spawn=self._spawn, settled=self._done_settling)
+        self.tasklog = TaskLog()
+        self.recorder = Recorder(
+            conf, self.stats, self.tasklog, spawn=self._spawn, settled=self._done_settling
+        )
 
     # --- receiving ---------------------------------------------------------------
 
@@ -168,7 +172,7 @@ class Dispatcher:
             return
         task_id, name = meta.id, meta.task
         if task_id in self.revoked:
-            log.info("discarding revoked task %s[%s]", name, task_id)
+            TaskLog.discarded(name, task_id)
             self.stats.revoked += 1
             settle.ack(d)
             return
@@ -208,6 +212,8 @@ class Dispatcher:
         job.soft_limit = meta.soft_time_limit if meta.soft_time_limit is not None else soft
         self.held[d.delivery_id] = job
         self.leases.track(job)
+        if self.tasklog.info:
+            self.tasklog.received(job)
         if d.redelivered and not job.ignore_result:
             # Its ack may have been lost after its final result was stored:
             # look before running it a second time.
@@ -275,6 +281,7 @@ class Dispatcher:
     def _start(self, job: Job) -> None:
         self.running += 1
         job.started = True
+        job.started_at = time.perf_counter()
         d = job.delivery
         task = job.task
         acks_late = task.acks_late if task.acks_late is not None else self.acks_late
@@ -401,7 +408,7 @@ class Dispatcher:
             if job.task_id != task_id or job.finished:
                 continue
             if not job.started:
-                log.info("discarding revoked task %r", job)
+                TaskLog.discarded(job.task.name, job.task_id)
                 job.finished = True
                 self.stats.revoked += 1
                 self.held.pop(job.delivery.delivery_id, None)

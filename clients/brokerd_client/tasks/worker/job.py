@@ -43,6 +43,7 @@ class Job:
         "serializer",
         "soft_limit",
         "started",
+        "started_at",
         "task",
         "task_id",
         "thread",
@@ -74,6 +75,8 @@ class Job:
         #: loop.time() at which the lease should next be extended.
         self.extend_at = 0.0
         self.started = False
+        #: time.perf_counter() when it started (for "succeeded in ...s").
+        self.started_at = 0.0
         self.finished = False
         #: Why the worker stopped it: "time_limit", "revoked", or None.
         self.kill_reason: str | None = None

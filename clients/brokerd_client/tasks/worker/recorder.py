@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -36,10 +37,18 @@ from ...errors import (
 from .. import states
 from ..message import CELERY_V2, retry_headers
 from ..outcome import ExcInfo, Outcome
-from ..serialization import EncodeError, encode_body, encode_error, encode_result
+from ..serialization import (
+    DecodeError,
+    EncodeError,
+    decode_result,
+    encode_body,
+    encode_error,
+    encode_result,
+)
 from . import settle
 from .job import Job
 from .stats import Stats
+from .tasklog import TaskLog
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -73,6 +82,7 @@ class Recorder:
         self,
         conf: Settings,
         stats: Stats,
+        tasklog: TaskLog,
         *,
         spawn: Callable[[Coroutine[Any, Any, None]], None],
         settled: Callable[[Job], None],
@@ -83,9 +93,9 @@ class Recorder:
         self.acks_on_failure = conf.task_acks_on_failure_or_timeout
         self.reject_on_worker_lost = conf.task_reject_on_worker_lost
         self.stats = stats
+        self.tasklog = tasklog
         self._spawn = spawn
         self._settled = settled
-        self._debug = log.isEnabledFor(logging.DEBUG)
         #: ResultSets sent and not yet confirmed (a warm shutdown waits for them).
         self._unconfirmed: set[asyncio.Future[Any]] = set()
 
@@ -124,8 +134,8 @@ class Recorder:
         state = outcome.state
         if state == states.SUCCESS:
             self.stats.succeeded += 1
-            if self._debug:
-                log.debug("task %r succeeded: %r", job, outcome.value)
+            if self.tasklog.info:
+                self.tasklog.succeeded(job, time.perf_counter() - job.started_at, _value(outcome))
             if job.ignore_result:
                 self.ack(job)
                 return
@@ -147,14 +157,7 @@ class Recorder:
         else:
             self.stats.failed += 1
             info = outcome.exc
-            if info is not None:
-                log.error(
-                    "task %r failed: %s: %s\n%s",
-                    job,
-                    info.exc_type,
-                    info.exc_message,
-                    info.traceback.rstrip(),
-                )
+            TaskLog.failed(job, info)
             if (
                 info is not None
                 and info.exc_type == "WorkerLostError"
@@ -252,13 +255,7 @@ class Recorder:
         d = job.delivery
         retries = job.retries + 1
         exc = outcome.exc
-        log.info(
-            "task %r will be retried in %.3gs (attempt %d): %s",
-            job,
-            outcome.countdown,
-            retries + 1,
-            f"{exc.exc_type}: {exc.exc_message}" if exc else "retry requested",
-        )
+        TaskLog.retry(job, outcome.countdown, exc)
         try:
             body = d.body
             if outcome.args is not None or outcome.kwargs is not None:
@@ -332,3 +329,13 @@ def _log_failure(task_id: str, state: str) -> Callable[[asyncio.Future[Any]], No
             log.warning("state %s of task %s not stored: %s", state, task_id, fut.exception())
 
     return done
+
+
+def _value(outcome: Outcome) -> Any:
+    """A success's value for the log: a child process sends it encoded."""
+    if outcome.payload is None:
+        return outcome.value
+    try:
+        return decode_result(outcome.payload).get("result")
+    except (DecodeError, ValueError):
+        return "<result not decodable>"
