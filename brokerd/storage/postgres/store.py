@@ -1,0 +1,346 @@
+"""``PostgresStore``: the broker's queues in a PostgreSQL database.
+
+Why asyncpg on a thread of its own rather than on the broker's event loop:
+asyncpg was chosen by measuring (bench/pgdriver.py, docs/postgresql.md); it
+needs an event loop, and the broker's loop is the process's busiest core. The
+store runs its own loop on a writer thread, as ``SqliteStore`` runs its
+writer thread: the broker hands over a batch with one thread-safe append and
+gets its callbacks back through ``post`` (``loop.call_soon_threadsafe``), so
+the Store contract holds unchanged: callbacks run from the loop's schedule,
+never inside the submitting call, and every job completes in submission
+order (one connection, one coroutine taking jobs in order).
+
+Group commit: the writer takes every commit queued while its previous
+transaction ran (within ``GROUP_BYTES`` / ``GROUP_ROWS``) into one
+transaction. A group holding a batch that promises durability commits with
+the server's ``synchronous_commit`` (``on`` at least: the commit returns once
+its WAL is flushed; ``remote_apply`` with a synchronous standby adds "and
+applied on the standby"); so *written* and *done* are reported together when
+``COMMIT`` returns. Every other group (acks, returns, expiries) commits with
+``synchronous_commit = off``: a crash of brokerd keeps it, a crash of the
+database server may undo it, as a power cut may undo SQLite's unsynced
+commits. PostgreSQL's WAL is one sequence, so the durable state is always a
+prefix of the commits.
+
+A group that fails applies nothing (the transaction is rolled back) and
+every batch in it is told the error, so nothing is confirmed that was not
+committed. A connection found closed is opened again before the next job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from ...stats import LATENCY_BOUNDS, Buckets
+from ..base import Batch, Done, Loaded, Queried, Query, Recovered, Written, read_messages
+from ..errors import StorageOpenError
+from ..sqlite import batch_rows
+from .mapping import apply_batches, delayed_sql, query_sql, ready_sql
+from .mapping import recover as recover_database
+from .schema import SchemaTooNew, migrate
+from .url import check_url, redact
+
+log = logging.getLogger("brokerd.storage")
+
+T = TypeVar("T")
+
+#: A group commit takes queued batches up to this many body bytes or rows
+#: (a single larger batch still commits, alone and whole).
+GROUP_BYTES = 4 * 1024 * 1024
+GROUP_ROWS = 20_000
+#: Seconds to wait for the database at start-up.
+CONNECT_TIMEOUT = 10.0
+
+_COMMIT = 1
+_READ = 2
+_STOP = 3
+
+#: (kind, batch or read arguments, done, written: commits only).
+Job = tuple[int, Any, Any, Written | None]
+Post = Callable[..., Any]
+
+
+class PostgresStore:
+    """A ``Store`` over one PostgreSQL database."""
+
+    def __init__(
+        self, url: str, *, durability: str = "full", connect_timeout: float = CONNECT_TIMEOUT
+    ) -> None:
+        if durability not in ("full", "normal"):
+            raise ValueError("durability must be 'full' or 'normal'")
+        check_url(url)
+        #: The URL as logs and errors show it (no password).
+        self.shown = redact(url)
+        self.durability = durability
+        try:
+            import asyncpg
+        except ImportError:
+            raise StorageOpenError(
+                self.shown,
+                "the PostgreSQL driver (asyncpg) is not installed",
+                "pip install 'brokerd[postgresql]'",
+            ) from None
+        self._asyncpg: Any = asyncpg
+        self._url = url
+        self._connect_timeout = connect_timeout
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="brokerd-pg-writer", daemon=True
+        )
+        self._thread.start()
+        self._jobs: deque[Job] = deque()
+        self._wake: asyncio.Event | None = None
+        self._runner: Any = None
+        self._post: Post | None = None
+        self._conn: Any = None
+        self.commits = 0
+        #: Group commits that waited for the WAL flush (synchronous_commit on).
+        self.synced_commits = 0
+        #: Body bytes committed so far.
+        self.committed_bytes = 0
+        #: Seconds per group commit (BEGIN..COMMIT).
+        self.commit_seconds = Buckets(LATENCY_BOUNDS)
+        #: (schema version found, schema version now), after opening.
+        self.schema_versions = (0, 0)
+        try:
+            self.schema_versions = self._call(self._open())
+        except BaseException as exc:
+            self._shutdown()
+            raise self._open_error(exc) from None
+        log.info(
+            "store: PostgreSQL %s (schema version %d%s)",
+            self.shown,
+            self.schema_versions[1],
+            ""
+            if self.schema_versions[0] == self.schema_versions[1]
+            else f", migrated from {self.schema_versions[0]}",
+        )
+
+    # --- the writer thread's loop ----------------------------------------------------
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the writer loop and wait for it (start-up, close)."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    async def _connect(self) -> Any:
+        conn = await self._asyncpg.connect(
+            self._url,
+            timeout=self._connect_timeout,
+            server_settings={"application_name": "brokerd"},
+        )
+        # A confirm means committed: never let a server-wide "off" apply to
+        # the groups that promise durability (stronger settings stay).
+        if await conn.fetchval("SHOW synchronous_commit") == "off":
+            await conn.execute("SET synchronous_commit = on")
+        return conn
+
+    async def _open(self) -> tuple[int, int]:
+        self._wake = asyncio.Event()
+        self._conn = await self._connect()
+        return await migrate(self._conn)
+
+    def _open_error(self, exc: BaseException) -> StorageOpenError:
+        if isinstance(exc, StorageOpenError):
+            return exc
+        if isinstance(exc, SchemaTooNew):
+            return StorageOpenError(
+                self.shown,
+                str(exc),
+                "run the newer brokerd, or restore a backup taken before it migrated",
+            )
+        if isinstance(exc, OSError | TimeoutError):
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            return StorageOpenError(
+                self.shown,
+                f"cannot reach the database server ({reason or type(exc).__name__})",
+                "check that PostgreSQL runs and listens at that host and port",
+            )
+        pg = self._asyncpg
+        if isinstance(exc, pg.InvalidCatalogNameError):
+            return StorageOpenError(
+                self.shown, "the database does not exist", "create it (createdb), then start again"
+            )
+        if isinstance(exc, pg.InvalidPasswordError | pg.InvalidAuthorizationSpecificationError):
+            return StorageOpenError(
+                self.shown,
+                "the server refused the user or password",
+                "check the user, and give the password in PGPASSWORD or ~/.pgpass",
+            )
+        if isinstance(exc, pg.InsufficientPrivilegeError):
+            return StorageOpenError(
+                self.shown,
+                f"permission denied ({exc})",
+                "brokerd needs to create tables in the database: grant CREATE, or run the "
+                "first start as the database's owner",
+            )
+        return StorageOpenError(
+            self.shown, f"{type(exc).__name__}: {exc}", "check the database and its log"
+        )
+
+    # --- start-up -----------------------------------------------------------
+
+    def recover(self, now: float) -> Recovered:
+        """Read topology and counts; make delayed messages that fell due
+        ready. Runs before ``start``; ``StorageOpenError`` when it fails."""
+        try:
+            return self._call(recover_database(self._conn, now))
+        except BaseException as exc:
+            raise self._open_error(exc) from None
+
+    def start(self, post: Post) -> None:
+        """Begin applying jobs; ``post`` schedules a callback on the broker's
+        loop thread (``loop.call_soon_threadsafe``)."""
+        self._post = post
+        self._runner = asyncio.run_coroutine_threadsafe(self._run(), self._loop)
+
+    # --- Store protocol -----------------------------------------------------
+
+    def _submit(self, job: Job) -> None:
+        self._jobs.append(job)
+        wake = self._wake
+        if wake is not None:
+            self._loop.call_soon_threadsafe(wake.set)
+
+    def commit(self, batch: Batch, done: Done, written: Written | None = None) -> None:
+        self._submit((_COMMIT, batch, done, written))
+
+    def load_ready(
+        self,
+        queue: str,
+        priority: int,
+        after_seq: int,
+        limit: int,
+        done: Loaded,
+        *,
+        max_bytes: int | None = None,
+    ) -> None:
+        sql, args = ready_sql(queue, priority, after_seq, limit, max_bytes)
+        self._submit((_READ, (sql, args, True, max_bytes), done, None))
+
+    def load_delayed(
+        self, after: tuple[float, int], limit: int, done: Loaded, *, max_bytes: int | None = None
+    ) -> None:
+        sql, args = delayed_sql(after, limit, max_bytes)
+        self._submit((_READ, (sql, args, True, max_bytes), done, None))
+
+    def read(self, query: Query, params: tuple[Any, ...], done: Queried) -> None:
+        sql, args = query_sql(query, params)
+        self._submit((_READ, (sql, args, False, None), done, None))
+
+    def close(self) -> None:
+        """Finish every queued job, then close the connection."""
+        if self._runner is not None:
+            self._submit((_STOP, None, None, None))
+            self._runner.result()
+            self._runner = None
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        if self._loop.is_closed():
+            return
+        if self._conn is not None:
+            try:
+                self._call(self._conn.close(timeout=5))
+            except Exception as exc:
+                log.warning("closing the PostgreSQL connection: %s", exc)
+            self._conn = None
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    # --- writer -----------------------------------------------------------
+
+    async def _run(self) -> None:
+        jobs = self._jobs
+        wake = self._wake
+        assert wake is not None
+        while True:
+            if not jobs:
+                wake.clear()
+                if not jobs:
+                    await wake.wait()
+                continue
+            job = jobs.popleft()
+            kind = job[0]
+            if kind == _STOP:
+                return
+            if kind == _READ:
+                await self._read(job)
+                continue
+            group = [job]
+            nbytes, rows = job[1].nbytes, batch_rows(job[1])
+            while jobs and jobs[0][0] == _COMMIT and nbytes < GROUP_BYTES and rows < GROUP_ROWS:
+                nxt = jobs[0]
+                more_bytes, more_rows = nxt[1].nbytes, batch_rows(nxt[1])
+                if nbytes + more_bytes > GROUP_BYTES or rows + more_rows > GROUP_ROWS:
+                    break
+                group.append(jobs.popleft())
+                nbytes += more_bytes
+                rows += more_rows
+            await self._commit_group(group, nbytes)
+
+    async def _connection(self) -> Any:
+        """The connection, opened again if it was lost."""
+        if self._conn is None or self._conn.is_closed():
+            log.warning("PostgreSQL connection lost; connecting again to %s", self.shown)
+            self._conn = None
+            self._conn = await self._connect()
+        return self._conn
+
+    async def _commit_group(self, group: list[Job], nbytes: int) -> None:
+        started = time.perf_counter()
+        sync = self.durability == "full" and any(batch.sync for _, batch, _, _ in group)
+        dones = [done for _, _, done, _ in group]
+        written = [w for _, _, _, w in group if w is not None]
+        assert self._post is not None
+        conn: Any = None
+        try:
+            conn = await self._connection()
+            await conn.execute("BEGIN" if sync else "BEGIN; SET LOCAL synchronous_commit = off")
+            await apply_batches(conn, [batch for _, batch, _, _ in group])
+            await conn.execute("COMMIT")
+        except BaseException as exc:  # every waiting publisher is told
+            log.critical("commit failed: %s", exc)
+            if conn is not None and not conn.is_closed():
+                try:
+                    await conn.execute("ROLLBACK")
+                except Exception as rollback_exc:
+                    log.error("rollback failed: %s", rollback_exc)
+                    conn.terminate()
+            self._post(_finish, [], dones, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        self.commits += 1
+        if sync:
+            self.synced_commits += 1
+        self.committed_bytes += nbytes
+        self.commit_seconds.observe(time.perf_counter() - started)
+        self._post(_finish, written, dones, None)
+
+    async def _read(self, job: Job) -> None:
+        sql, args, as_messages, max_bytes = job[1]
+        result: Any
+        try:
+            conn = await self._connection()
+            rows = await conn.fetch(sql, *args)
+            result = read_messages(rows, max_bytes) if as_messages else [tuple(r) for r in rows]
+        except Exception as exc:
+            log.error("read failed: %s", exc)
+            result = exc
+        assert self._post is not None
+        self._post(job[2], result)
+
+
+def _finish(written: list[Written], dones: list[Done], error: BaseException | None) -> None:
+    """On the loop: report a group written (its batches in order), then done."""
+    for callback in written:
+        callback()
+    for done in dones:
+        done(error)
