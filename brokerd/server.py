@@ -47,6 +47,7 @@ from .metrics import MetricsEndpoint, start_metrics
 from .session import CORE_HANDLERS, Handler, Handlers, Session
 from .storage import MemoryStore, SqliteStore, Store
 from .storage.errors import open_error
+from .storage.postgres import PostgresStore
 from .throttle import AuthThrottle
 from .tls import ServerTLS, TLSFiles, describe
 
@@ -78,6 +79,10 @@ class BrokerServer:
         self.store: Store
         if config.in_memory:
             self.store = MemoryStore(schedule=self._call_soon)
+        elif config.store is not None:
+            self.store = PostgresStore(
+                config.store, durability=config.durability, lock_dir=Path(config.data_dir)
+            )
         else:
             self.store = SqliteStore(
                 Path(config.data_dir) / "brokerd.sqlite3", durability=config.durability
@@ -143,7 +148,7 @@ class BrokerServer:
         self._loop = loop = asyncio.get_running_loop()
         started = time.monotonic()
         recovered = await loop.run_in_executor(None, self.store.recover, self.clock.now())
-        if isinstance(self.store, SqliteStore):
+        if isinstance(self.store, SqliteStore | PostgresStore):
             self.store.start(loop.call_soon_threadsafe)
         for hook in self.startup_hooks:
             try:
@@ -194,7 +199,7 @@ class BrokerServer:
             self.config.host,
             self.port,
             describe(self.tls.files) if self.tls is not None else "plain TCP",
-            self.config.data_dir,
+            self.config.store_shown,
         )
 
     def reload_tls(self) -> bool:

@@ -35,11 +35,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 from ...stats import LATENCY_BOUNDS, Buckets
 from ..base import Batch, Done, Loaded, Queried, Query, Recovered, Written, read_messages
 from ..errors import StorageOpenError
+from ..lock import DataDirLock
 from ..sqlite import batch_rows
 from .mapping import apply_batches, delayed_sql, query_sql, ready_sql
 from .mapping import recover as recover_database
@@ -56,6 +58,10 @@ GROUP_BYTES = 4 * 1024 * 1024
 GROUP_ROWS = 20_000
 #: Seconds to wait for the database at start-up.
 CONNECT_TIMEOUT = 10.0
+#: Session advisory lock a brokerd holds on its database for as long as its
+#: connection lives: one broker per database until standby nodes exist (two
+#: would hand out the same messages and overwrite each other's rows).
+ACTIVE_LOCK = 0x62726F6B65726401
 
 _COMMIT = 1
 _READ = 2
@@ -70,13 +76,21 @@ class PostgresStore:
     """A ``Store`` over one PostgreSQL database."""
 
     def __init__(
-        self, url: str, *, durability: str = "full", connect_timeout: float = CONNECT_TIMEOUT
+        self,
+        url: str,
+        *,
+        durability: str = "full",
+        connect_timeout: float = CONNECT_TIMEOUT,
+        lock_dir: Path | None = None,
     ) -> None:
+        """``lock_dir``: a directory this broker holds alone for its life
+        (the data dir, home of the control socket)."""
         if durability not in ("full", "normal"):
             raise ValueError("durability must be 'full' or 'normal'")
         check_url(url)
         #: The URL as logs and errors show it (no password).
         self.shown = redact(url)
+        self._lock: DataDirLock | None = None
         self.durability = durability
         try:
             import asyncpg
@@ -87,6 +101,9 @@ class PostgresStore:
                 "pip install 'brokerd[postgresql]'",
             ) from None
         self._asyncpg: Any = asyncpg
+        if lock_dir is not None:
+            lock_dir.mkdir(parents=True, exist_ok=True)
+            self._lock = DataDirLock(lock_dir, lock_dir)
         self._url = url
         self._connect_timeout = connect_timeout
         self._loop = asyncio.new_event_loop()
@@ -110,9 +127,12 @@ class PostgresStore:
         self.schema_versions = (0, 0)
         try:
             self.schema_versions = self._call(self._open())
-        except BaseException as exc:
+        except Exception as exc:
             self._shutdown()
             raise self._open_error(exc) from None
+        except BaseException:
+            self._shutdown()
+            raise
         log.info(
             "store: PostgreSQL %s (schema version %d%s)",
             self.shown,
@@ -138,6 +158,14 @@ class PostgresStore:
         # the groups that promise durability (stronger settings stay).
         if await conn.fetchval("SHOW synchronous_commit") == "off":
             await conn.execute("SET synchronous_commit = on")
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", ACTIVE_LOCK):
+            await conn.close()
+            raise StorageOpenError(
+                self.shown,
+                "another brokerd is using this database",
+                "stop that one first, or give this one its own database (standby nodes "
+                "sharing one database are not supported yet)",
+            )
         return conn
 
     async def _open(self) -> tuple[int, int]:
@@ -190,7 +218,7 @@ class PostgresStore:
         ready. Runs before ``start``; ``StorageOpenError`` when it fails."""
         try:
             return self._call(recover_database(self._conn, now))
-        except BaseException as exc:
+        except Exception as exc:
             raise self._open_error(exc) from None
 
     def start(self, post: Post) -> None:
@@ -253,6 +281,8 @@ class PostgresStore:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()
+        if self._lock is not None:
+            self._lock.release()
 
     # --- writer -----------------------------------------------------------
 
