@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 pytest.register_assert_rewrite("brokerd_client.tasks.testing")
 
 from brokerproc import BrokerProcess  # noqa: E402  (after the rewrite registration)
-from pgcluster import ENV_URL, Cluster, cluster_or_skip  # noqa: E402
+from pgcluster import ENV_URL, Cluster, cluster_or_skip, database_for  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +57,15 @@ def broker_factory(tmp_path: Path) -> Iterator[type[BrokerProcess]]:
     finally:
         for proc in started:
             proc.kill()
+
+
+@pytest.fixture
+def pg_broker(postgres: Cluster, tmp_path: Path) -> Iterator[BrokerProcess]:
+    """A running brokerd keeping its queues in a fresh database of the
+    session's PostgreSQL (``--store postgresql://...``)."""
+    url = database_for(str(tmp_path))
+    proc = BrokerProcess(tmp_path / "data", "--store", url).start()
+    try:
+        yield proc
+    finally:
+        proc.kill()

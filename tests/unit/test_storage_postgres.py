@@ -90,7 +90,7 @@ def test_a_second_broker_on_the_same_database_is_refused(url: str) -> None:
     first = PostgresStore(url)
     try:
         with pytest.raises(StorageOpenError, match="another brokerd is using this database"):
-            PostgresStore(url)
+            PostgresStore(url, lock_wait=0)
     finally:
         first.close()
     PostgresStore(url).close()  # free again once the first closed

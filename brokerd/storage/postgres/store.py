@@ -58,6 +58,9 @@ GROUP_BYTES = 4 * 1024 * 1024
 GROUP_ROWS = 20_000
 #: Seconds to wait for the database at start-up.
 CONNECT_TIMEOUT = 10.0
+#: Seconds to wait for the lock below at start-up: a broker restarted right
+#: after a kill -9 may find its old session not yet ended by the server.
+LOCK_WAIT = 10.0
 #: Session advisory lock a brokerd holds on its database for as long as its
 #: connection lives: one broker per database until standby nodes exist (two
 #: would hand out the same messages and overwrite each other's rows).
@@ -81,6 +84,7 @@ class PostgresStore:
         *,
         durability: str = "full",
         connect_timeout: float = CONNECT_TIMEOUT,
+        lock_wait: float = LOCK_WAIT,
         lock_dir: Path | None = None,
     ) -> None:
         """``lock_dir``: a directory this broker holds alone for its life
@@ -106,6 +110,7 @@ class PostgresStore:
             self._lock = DataDirLock(lock_dir, lock_dir)
         self._url = url
         self._connect_timeout = connect_timeout
+        self._lock_wait = lock_wait
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="brokerd-pg-writer", daemon=True
@@ -158,7 +163,11 @@ class PostgresStore:
         # the groups that promise durability (stronger settings stay).
         if await conn.fetchval("SHOW synchronous_commit") == "off":
             await conn.execute("SET synchronous_commit = on")
-        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", ACTIVE_LOCK):
+        deadline = time.monotonic() + self._lock_wait
+        while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", ACTIVE_LOCK):
+            if time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+                continue
             await conn.close()
             raise StorageOpenError(
                 self.shown,
