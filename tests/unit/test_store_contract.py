@@ -13,8 +13,11 @@ nothing of a group killed before its commit.
 
 Every test runs once per entry of ``FACTORIES``: a new store (PostgreSQL, say)
 passes by adding one factory. Store-specific behaviour (SQLite's WAL mode,
-group budgets and start-up errors; MemoryStore's ``drain``) is tested in
-test_storage_sqlite.py and test_storage_memory.py.
+group budgets and start-up errors; MemoryStore's ``drain``; PostgreSQL's
+schema versions) is tested in test_storage_sqlite.py, test_storage_memory.py
+and test_storage_postgres.py. The PostgreSQL factory runs on the session's
+own server (tests/pgcluster.py), one database per test, and skips without
+server binaries unless BROKERD_POSTGRES_TESTS=1.
 
 The "loop" here is the test thread: stores post callbacks to a queue it runs.
 Waits are bounded, never timed.
