@@ -133,6 +133,9 @@ class BrokerServer:
         self._timer: asyncio.TimerHandle | None = None
         self._last_heartbeat_check = 0.0
         self._stopped = asyncio.Event()
+        #: Stopped because another node took the database over (exit status 3).
+        self.fenced = False
+        self._stepping_down: asyncio.Future[None] | None = None
         #: Every request frame's handler, shared by all sessions (``Host.handlers``).
         self.handlers: dict[type[bp.Frame], Handler] = dict(CORE_HANDLERS)
         #: Called with the wall-clock time on every timer tick.
@@ -148,6 +151,8 @@ class BrokerServer:
         self._loop = loop = asyncio.get_running_loop()
         started = time.monotonic()
         recovered = await loop.run_in_executor(None, self.store.recover, self.clock.now())
+        if isinstance(self.store, PostgresStore):
+            self.store.on_fenced = self._fenced
         if isinstance(self.store, SqliteStore | PostgresStore):
             self.store.start(loop.call_soon_threadsafe)
         for hook in self.startup_hooks:
@@ -201,6 +206,13 @@ class BrokerServer:
             describe(self.tls.files) if self.tls is not None else "plain TCP",
             self.config.store_shown,
         )
+
+    def _fenced(self, error: Exception) -> None:
+        """Another node took the database over: this one writes nothing more
+        (the store refuses), so it steps down: stops, closing its clients."""
+        log.critical("stepping down: %s", error)
+        self.fenced = True
+        self._stepping_down = asyncio.ensure_future(self.stop())
 
     def reload_tls(self) -> bool:
         """Re-read the TLS certificate, key and CA for new connections (SIGHUP).

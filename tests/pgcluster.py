@@ -175,7 +175,11 @@ def database_for(key: str) -> str:
         finally:
             await conn.close()
 
-    asyncio.run(ensure())
+    # On a thread of its own: callers may be inside a running event loop.
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, ensure()).result()
     return base.rsplit("/", 1)[0] + "/" + name
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from corekit import msg
 from pgcluster import Cluster, database_for, free_port
 
 from brokerd.storage import Batch, StorageOpenError
-from brokerd.storage.postgres import PostgresStore
+from brokerd.storage.postgres import PostgresStore, leader
 from brokerd.storage.postgres.schema import CURRENT_VERSION, VERSION_TABLE
 
 BOUND = 30.0
@@ -86,14 +87,75 @@ def test_a_schema_newer_than_this_brokerd_knows_is_refused(url: str) -> None:
     ]
 
 
-def test_a_second_broker_on_the_same_database_is_refused(url: str) -> None:
-    first = PostgresStore(url)
+def test_a_second_node_is_refused_while_the_first_holds_the_lease(url: str) -> None:
+    first = PostgresStore(url, node="first")
     try:
-        with pytest.raises(StorageOpenError, match="another brokerd is using this database"):
-            PostgresStore(url, lock_wait=0)
+        with pytest.raises(StorageOpenError, match=r"another brokerd .node first.* holds"):
+            PostgresStore(url, node="second", lease_wait=0)
     finally:
         first.close()
-    PostgresStore(url).close()  # free again once the first closed
+
+
+def test_the_same_node_takes_its_lease_back_at_once_with_a_new_epoch(url: str) -> None:
+    first = PostgresStore(url, node="n1")
+    assert first.epoch == 1
+    first.close()  # its lease still runs: a kill -9 leaves it so too
+    again = PostgresStore(url, node="n1", lease_wait=0)
+    try:
+        assert again.epoch == 2
+    finally:
+        again.close()
+
+
+def test_another_node_takes_over_once_a_dead_nodes_lease_ran_out(url: str) -> None:
+    PostgresStore(url, node="dead").close()  # never renews again
+    other = PostgresStore(url, node="other")  # waits for the lease to run out
+    try:
+        assert other.epoch == 2
+        assert [tuple(r) for r in _sql(url, "SELECT node, epoch FROM brokerd_leader")] == [
+            ("other", 2)
+        ]
+    finally:
+        other.close()
+
+
+def test_an_idle_node_keeps_renewing_its_lease(
+    url: str, started: tuple[PostgresStore, Loop]
+) -> None:
+    def expiry() -> Any:
+        return _sql(url, "SELECT expires_at FROM brokerd_leader")[0][0]
+
+    before = expiry()
+    for _ in range(100):
+        threading.Event().wait(leader.RENEW / 4)
+        if expiry() > before:
+            break
+    assert expiry() > before
+
+
+def test_a_fenced_node_commits_nothing_and_says_so_once(
+    url: str, started: tuple[PostgresStore, Loop]
+) -> None:
+    """Another node took over (a newer epoch) while this one was paused: its
+    next write transaction sees the epoch, writes nothing, and every job after
+    it fails too; the broker is told once, to step down."""
+    store, loop = started
+    told: list[Exception] = []
+    store.on_fenced = told.append
+    first = Batch()
+    first.insert(msg(1, seq=1))
+    assert loop.commit(store, first) is None
+    _sql(url, "UPDATE brokerd_leader SET epoch = epoch + 1, node = 'usurper'")
+    stale = Batch()
+    stale.insert(msg(2, seq=2))
+    error = loop.commit(store, stale)
+    assert isinstance(error, leader.Fenced)
+    later = Batch()
+    later.insert(msg(3, seq=3))
+    assert isinstance(loop.commit(store, later), leader.Fenced)
+    assert [type(e) for e in told] == [leader.Fenced]
+    assert _ids(url) == [1]
+    assert [tuple(r) for r in _sql(url, "SELECT node FROM brokerd_leader")] == [("usurper",)]
 
 
 def test_an_unreachable_server_is_told_in_one_line_without_the_password() -> None:

@@ -111,8 +111,16 @@ def _open_postgres(path: Path, post: Post) -> Opened:
 
     from brokerd.storage.postgres import PostgresStore
 
-    store = PostgresStore(database_for(str(path)))
+    # One node per path: a store reopened on it (a restart, the crash tests'
+    # parent after its child) takes the lease back at once.
+    store = PostgresStore(database_for(str(path)), node=_node(path))
     return Opened(store, lambda: store.start(post))
+
+
+def _node(path: Path) -> str:
+    import hashlib
+
+    return "node-" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
 
 
 def _stall_postgres(stalled: Callable[[int], None]) -> None:

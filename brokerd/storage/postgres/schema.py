@@ -12,11 +12,14 @@ meaning a newer one changed.
 Migrations are append-only: a released one is never edited. Migration 1 is
 the schema of the SQLite store (``storage/sql.py``) in PostgreSQL types: the
 same tables, columns and indexes, so ``Op`` and ``Query`` map one to one.
+Migration 2 adds the leadership lease row (``leader.py``).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from . import leader
 
 #: Key of the advisory lock held while checking and migrating (any constant
 #: that no other application on the database uses; "brokerd" in ASCII).
@@ -94,7 +97,8 @@ CREATE TABLE group_members (
 """
 
 #: Migration n is ``MIGRATIONS[n - 1]``; the schema this code writes is the last.
-MIGRATIONS: tuple[str, ...] = (MIGRATION_1,)
+#: 2: the leadership lease row (``leader.py``).
+MIGRATIONS: tuple[str, ...] = (MIGRATION_1, leader.MIGRATION)
 CURRENT_VERSION = len(MIGRATIONS)
 
 

@@ -33,6 +33,7 @@ import asyncio
 import logging
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -43,6 +44,7 @@ from ..base import Batch, Done, Loaded, Queried, Query, Recovered, Written, read
 from ..errors import StorageOpenError
 from ..lock import DataDirLock
 from ..sqlite import batch_rows
+from . import leader
 from .mapping import apply_batches, delayed_sql, query_sql, ready_sql
 from .mapping import recover as recover_database
 from .schema import SchemaTooNew, migrate
@@ -58,13 +60,9 @@ GROUP_BYTES = 4 * 1024 * 1024
 GROUP_ROWS = 20_000
 #: Seconds to wait for the database at start-up.
 CONNECT_TIMEOUT = 10.0
-#: Seconds to wait for the lock below at start-up: a broker restarted right
-#: after a kill -9 may find its old session not yet ended by the server.
-LOCK_WAIT = 10.0
-#: Session advisory lock a brokerd holds on its database for as long as its
-#: connection lives: one broker per database until standby nodes exist (two
-#: would hand out the same messages and overwrite each other's rows).
-ACTIVE_LOCK = 0x62726F6B65726401
+#: Seconds to wait at start-up for another node's lease to run out (a node
+#: killed a moment ago still holds it): a little over one lease.
+LEASE_WAIT = leader.LEASE + 2.0
 
 _COMMIT = 1
 _READ = 2
@@ -84,11 +82,15 @@ class PostgresStore:
         *,
         durability: str = "full",
         connect_timeout: float = CONNECT_TIMEOUT,
-        lock_wait: float = LOCK_WAIT,
+        lease_wait: float = LEASE_WAIT,
         lock_dir: Path | None = None,
+        node: str | None = None,
+        address: str | None = None,
     ) -> None:
         """``lock_dir``: a directory this broker holds alone for its life
-        (the data dir, home of the control socket)."""
+        (the data dir, home of the control socket). ``node``: this node's
+        name in the leadership lease (default: kept in ``lock_dir``, or new
+        for each store); ``address``: where clients reach it."""
         if durability not in ("full", "normal"):
             raise ValueError("durability must be 'full' or 'normal'")
         check_url(url)
@@ -108,9 +110,21 @@ class PostgresStore:
         if lock_dir is not None:
             lock_dir.mkdir(parents=True, exist_ok=True)
             self._lock = DataDirLock(lock_dir, lock_dir)
+        #: This node's name in the lease: the data dir's, so a restart of
+        #: the same node takes its lease back at once.
+        self.node = node or (node_name(lock_dir) if lock_dir is not None else uuid.uuid4().hex)
         self._url = url
         self._connect_timeout = connect_timeout
-        self._lock_wait = lock_wait
+        self._lease_wait = lease_wait
+        self._address = address
+        #: The fencing epoch this node writes under (``leader.py``).
+        self.epoch = 0
+        #: Another node took the lease: every later job fails with ``Fenced``.
+        self.fenced: leader.Fenced | None = None
+        #: monotonic() of the last renewal of the lease.
+        self._renewed_at = time.monotonic()
+        #: Called on the broker's loop, once, when this node is fenced.
+        self.on_fenced: Callable[[leader.Fenced], None] | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="brokerd-pg-writer", daemon=True
@@ -139,8 +153,10 @@ class PostgresStore:
             self._shutdown()
             raise
         log.info(
-            "store: PostgreSQL %s (schema version %d%s)",
+            "store: PostgreSQL %s (node %s, epoch %d, schema version %d%s)",
             self.shown,
+            self.node,
+            self.epoch,
             self.schema_versions[1],
             ""
             if self.schema_versions[0] == self.schema_versions[1]
@@ -163,24 +179,28 @@ class PostgresStore:
         # the groups that promise durability (stronger settings stay).
         if await conn.fetchval("SHOW synchronous_commit") == "off":
             await conn.execute("SET synchronous_commit = on")
-        deadline = time.monotonic() + self._lock_wait
-        while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", ACTIVE_LOCK):
-            if time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-                continue
-            await conn.close()
-            raise StorageOpenError(
-                self.shown,
-                "another brokerd is using this database",
-                "stop that one first, or give this one its own database (standby nodes "
-                "sharing one database are not supported yet)",
-            )
         return conn
 
     async def _open(self) -> tuple[int, int]:
         self._wake = asyncio.Event()
         self._conn = await self._connect()
-        return await migrate(self._conn)
+        versions = await migrate(self._conn)
+        deadline = time.monotonic() + self._lease_wait
+        while True:
+            epoch = await leader.take(self._conn, self.node, self._address)
+            if epoch is not None:
+                self.epoch = epoch
+                return versions
+            if time.monotonic() >= deadline:
+                held = await leader.holder(self._conn)
+                who = f"node {held[0]} at {held[1] or 'an unknown address'}" if held else "?"
+                raise StorageOpenError(
+                    self.shown,
+                    f"another brokerd ({who}) holds this database's lease",
+                    "stop that one first, or give this one its own database (standby nodes "
+                    "sharing one database are not supported yet)",
+                )
+            await asyncio.sleep(0.1)
 
     def _open_error(self, exc: BaseException) -> StorageOpenError:
         if isinstance(exc, StorageOpenError):
@@ -300,10 +320,15 @@ class PostgresStore:
         wake = self._wake
         assert wake is not None
         while True:
+            if time.monotonic() - self._renewed_at >= leader.RENEW:
+                await self._renew()
             if not jobs:
                 wake.clear()
                 if not jobs:
-                    await wake.wait()
+                    try:
+                        await asyncio.wait_for(wake.wait(), leader.RENEW)
+                    except TimeoutError:
+                        await self._renew()
                 continue
             job = jobs.popleft()
             kind = job[0]
@@ -341,11 +366,19 @@ class PostgresStore:
         conn: Any = None
         try:
             conn = await self._connection()
-            await conn.execute("BEGIN" if sync else "BEGIN; SET LOCAL synchronous_commit = off")
+            if self.fenced is not None:
+                raise self.fenced
+            # One message: begin, and renew the lease if the epoch is still ours.
+            begin = "BEGIN; " if sync else "BEGIN; SET LOCAL synchronous_commit = off; "
+            renewing = time.monotonic()
+            if not leader.still_ours(await conn.execute(begin + leader.fence_sql(self.epoch))):
+                raise self._fence()
+            self._renewed_at = renewing
             await apply_batches(conn, [batch for _, batch, _, _ in group])
             await conn.execute("COMMIT")
         except BaseException as exc:  # every waiting publisher is told
-            log.critical("commit failed: %s", exc)
+            if exc is not self.fenced:
+                log.critical("commit failed: %s", exc)
             if conn is not None and not conn.is_closed():
                 try:
                     await conn.execute("ROLLBACK")
@@ -363,10 +396,34 @@ class PostgresStore:
         self.commit_seconds.observe(time.perf_counter() - started)
         self._post(_finish, written, dones, None)
 
+    def _fence(self) -> leader.Fenced:
+        """Another node holds a newer epoch: stop writing, and say so once."""
+        if self.fenced is None:
+            self.fenced = leader.Fenced(self.epoch)
+            log.critical("%s", self.fenced)
+            if self.on_fenced is not None and self._post is not None:
+                self._post(self.on_fenced, self.fenced)
+        return self.fenced
+
+    async def _renew(self) -> None:
+        """Keep the lease while idle (a commit renews it too)."""
+        if self.fenced is not None:
+            return
+        try:
+            conn = await self._connection()
+            renewing = time.monotonic()
+            if not leader.still_ours(await conn.execute(leader.fence_sql(self.epoch))):
+                self._fence()
+            self._renewed_at = renewing
+        except Exception as exc:  # the next commit reports it to its batches
+            log.warning("renewing the lease failed: %s", exc)
+
     async def _read(self, job: Job) -> None:
         sql, args, as_messages, max_bytes = job[1]
         result: Any
         try:
+            if self.fenced is not None:
+                raise self.fenced
             conn = await self._connection()
             rows = await conn.fetch(sql, *args)
             result = read_messages(rows, max_bytes) if as_messages else [tuple(r) for r in rows]
@@ -383,3 +440,22 @@ def _finish(written: list[Written], dones: list[Done], error: BaseException | No
         callback()
     for done in dones:
         done(error)
+
+
+#: The file in the data dir holding the node's name.
+NODE_FILE = "node-id"
+
+
+def node_name(data_dir: Path) -> str:
+    """This node's name, kept in its data dir (made on first use)."""
+    path = data_dir / NODE_FILE
+    try:
+        name = path.read_text().strip()
+    except FileNotFoundError:
+        name = ""
+    if not name:
+        name = uuid.uuid4().hex
+        tmp = path.with_name(NODE_FILE + ".new")
+        tmp.write_text(name + "\n")
+        tmp.replace(path)
+    return name[:64]
