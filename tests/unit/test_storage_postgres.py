@@ -232,3 +232,15 @@ def test_a_connection_lost_inside_a_commit_fails_it_and_applies_nothing_of_it(
     after.insert(msg(2, seq=2))
     assert loop.commit(store, after) is None
     assert _ids(url) == [2]
+
+
+def test_recovery_is_fenced_too(url: str) -> None:
+    """Recovery writes (due delayed messages become ready): a node that lost
+    the lease between opening and recovering writes nothing."""
+    store = PostgresStore(url, node="slow")
+    try:
+        _sql(url, "UPDATE brokerd_leader SET epoch = epoch + 1, node = 'other'")
+        with pytest.raises(StorageOpenError, match="took over the database"):
+            store.recover(0.0)
+    finally:
+        store.close()

@@ -22,6 +22,7 @@ from typing import Any
 import msgpack
 
 from ..base import INSERT_COLUMNS, Batch, MessageOps, Op, Query, QueueRecord, Recovered, Row
+from . import leader
 
 _COLS = ", ".join(INSERT_COLUMNS)
 UPDATE_SQL = (
@@ -219,9 +220,10 @@ async def apply_batches(conn: Any, batches: list[Batch]) -> None:
                     await conn.execute(sql, *params)
 
 
-async def recover(conn: Any, now: float) -> Recovered:
+async def recover(conn: Any, now: float, epoch: int | None = None) -> Recovered:
     """Read topology and counts; make delayed messages that fell due by
-    ``now`` ready (committed), with seqs above every stored one in id order."""
+    ``now`` ready (committed), with seqs above every stored one in id order.
+    With ``epoch``, that write is fenced like every other (``leader.py``)."""
     rec = Recovered()
     rec.exchanges = [(r[0], r[1]) for r in await conn.fetch("SELECT name, type FROM exchanges")]
     for name, blob in await conn.fetch("SELECT name, options FROM queues"):
@@ -231,6 +233,8 @@ async def recover(conn: Any, now: float) -> Recovered:
         for r in await conn.fetch("SELECT queue, exchange, routing_key FROM bindings")
     ]
     async with conn.transaction():
+        if epoch is not None and not leader.still_ours(await conn.execute(leader.fence_sql(epoch))):
+            raise leader.Fenced(epoch)
         rec.max_id = int(await conn.fetchval("SELECT COALESCE(MAX(id), 0) FROM messages"))
         max_seq = int(
             await conn.fetchval("SELECT COALESCE(MAX(seq), 0) FROM messages WHERE seq IS NOT NULL")

@@ -205,6 +205,8 @@ class PostgresStore:
     def _open_error(self, exc: BaseException) -> StorageOpenError:
         if isinstance(exc, StorageOpenError):
             return exc
+        if isinstance(exc, leader.Fenced):
+            return StorageOpenError(self.shown, str(exc), "another node runs the queues now")
         if isinstance(exc, SchemaTooNew):
             return StorageOpenError(
                 self.shown,
@@ -246,7 +248,7 @@ class PostgresStore:
         """Read topology and counts; make delayed messages that fell due
         ready. Runs before ``start``; ``StorageOpenError`` when it fails."""
         try:
-            return self._call(recover_database(self._conn, now))
+            return self._call(recover_database(self._conn, now, self.epoch))
         except Exception as exc:
             raise self._open_error(exc) from None
 
