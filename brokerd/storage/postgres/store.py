@@ -25,6 +25,11 @@ prefix of the commits.
 A group that fails applies nothing (the transaction is rolled back) and
 every batch in it is told the error, so nothing is confirmed that was not
 committed. A connection found closed is opened again before the next job.
+
+Every write transaction is fenced by the leadership lease (``leader.py``):
+it opens by renewing the lease under this node's epoch, in the same message
+as ``BEGIN``. Once another node holds a newer epoch, that transaction and
+every later job fail with ``Fenced``, and ``on_fenced`` tells the broker once.
 """
 
 from __future__ import annotations
@@ -107,12 +112,18 @@ class PostgresStore:
                 "pip install 'brokerd[postgresql]'",
             ) from None
         self._asyncpg: Any = asyncpg
+        #: This node's name in the lease: the data dir's, so a restart of
+        #: the same node takes its lease back at once.
+        self.node = node or uuid.uuid4().hex
         if lock_dir is not None:
             lock_dir.mkdir(parents=True, exist_ok=True)
             self._lock = DataDirLock(lock_dir, lock_dir)
-        #: This node's name in the lease: the data dir's, so a restart of
-        #: the same node takes its lease back at once.
-        self.node = node or (node_name(lock_dir) if lock_dir is not None else uuid.uuid4().hex)
+            if node is None:
+                try:
+                    self.node = node_name(lock_dir)
+                except OSError:
+                    self._lock.release()
+                    raise
         self._url = url
         self._connect_timeout = connect_timeout
         self._lease_wait = lease_wait
