@@ -244,3 +244,29 @@ def test_recovery_is_fenced_too(url: str) -> None:
             store.recover(0.0)
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("durability", ["full", "normal"])
+def test_only_groups_that_promise_durability_wait_for_the_wal_flush(
+    url: str, durability: str
+) -> None:
+    """A confirm's group commits with synchronous_commit on (with
+    ``--durability full``); acks and the like, and every group with
+    ``normal``, commit without waiting for the flush. Both are committed."""
+    store = PostgresStore(url, durability=durability)
+    loop = Loop()
+    store.recover(0.0)
+    store.start(loop.post)
+    try:
+        promise = Batch()
+        promise.insert(msg(1, seq=1))
+        promise.confirm(object(), 1, 2, durable=True)
+        assert loop.commit(store, promise) is None
+        ack = Batch()
+        ack.delete(1)
+        ack.insert(msg(2, seq=2))
+        assert loop.commit(store, ack) is None
+        assert (store.commits, store.synced_commits) == (2, 1 if durability == "full" else 0)
+    finally:
+        store.close()
+    assert _ids(url) == [2]
