@@ -11,8 +11,10 @@ so; with ``BROKERD_POSTGRES_TESTS=1`` (CI) they fail instead. PostgreSQL
 refuses to run as root, so under root (CI) the cluster runs as an
 unprivileged user (``postgres`` if it exists, else ``nobody``).
 
-Also a command, to start one by hand (for bench runs):
-``python tests/pgcluster.py DIR`` prints its URL and runs until interrupted.
+Also a command, to start one by hand (for bench runs): ``python
+tests/pgcluster.py`` prints its URL and runs until interrupted (Ctrl-C stops
+and removes it); with a DIR (which, under root, the ``postgres`` user must be
+able to reach) it keeps the cluster there.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ class Cluster:
     def __init__(self, root: Path | None = None) -> None:
         self.bindir = find_bindir()
         self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="brokerd-pg-"))
+        self.root.mkdir(parents=True, exist_ok=True)
         self.data = self.root / "data"
         self.log = self.root / "server.log"
         self.port = free_port()
@@ -209,4 +212,7 @@ if __name__ == "__main__":
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        c.stop()
+        if len(sys.argv) > 1:
+            c.stop()  # keep the given DIR
+        else:
+            c.remove()
