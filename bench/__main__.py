@@ -30,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
         from .tlscerts import ENV, make_certificates
 
         os.environ[ENV] = str(make_certificates())
+    if settings.brokerd_store:  # read by the broker processes (bench/pgstore.py)
+        from .pgstore import ENV as STORE_ENV
+
+        os.environ[STORE_ENV] = settings.brokerd_store
     started = datetime.now(UTC)
     runner = Runner(settings)
     try:

@@ -37,11 +37,16 @@ class Settings:
     keep_temp: bool
     brokerd_ack: str  # "nowait" (fire-and-forget, like AMQP) | "wait"
     brokerd_tls: bool  # brokerd serves brokerds:// with a throwaway certificate
+    brokerd_store: str | None  # postgresql://... : brokerd keeps its queues there
     urls: dict[str, str]
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["out"] = str(self.out)
+        if self.brokerd_store:
+            from brokerd.storage.postgres import redact
+
+            data["brokerd_store"] = redact(self.brokerd_store)
         return data
 
 
@@ -148,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run brokerd over TLS (brokerds://, a throwaway certificate; needs trustme)",
     )
+    p.add_argument(
+        "--brokerd-store",
+        metavar="URL",
+        help="run brokerd on PostgreSQL: postgresql://user@host:port/db (each workload gets a "
+        "fresh database created on that server and dropped after; the role needs CREATEDB)",
+    )
     p.add_argument("--keep-temp", action="store_true", help="keep brokerd temp data dirs and logs")
     return p
 
@@ -183,6 +194,7 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
         keep_temp=ns.keep_temp,
         brokerd_ack=ns.brokerd_ack,
         brokerd_tls=ns.brokerd_tls,
+        brokerd_store=ns.brokerd_store,
         urls=dict(DEFAULT_URLS),
         **values,
     )

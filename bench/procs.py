@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from .clock import now
+from .pgstore import drop_database, fresh_database
 from .tlscerts import brokerd_tls_dir, server_flags
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -66,6 +67,8 @@ class BrokerdProcess:
         self.port: int | None = None
         self.port_seen_at: float | None = None
         self.starts = 0
+        #: --brokerd-store: this brokerd's own database (None: SQLite in data_dir).
+        self.store = fresh_database()
         _LIVE.add(self)
 
     @property
@@ -109,7 +112,8 @@ class BrokerdProcess:
                     *server_flags(),  # --brokerd-tls
                 ],
                 cwd=REPO_ROOT,
-                env=child_env(),
+                # --brokerd-store: in the environment, not argv (a URL may hold a password).
+                env={**child_env(), **({"BROKERD_STORE": self.store} if self.store else {})},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -181,6 +185,9 @@ class BrokerdProcess:
         with contextlib.suppress(Exception):
             self.terminate(timeout=10.0)
         _LIVE.discard(self)
+        if self.store is not None:
+            with contextlib.suppress(Exception):
+                drop_database(self.store)
         if not self.keep_dir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 

@@ -122,6 +122,12 @@ class Runner:
                         " --tls-cert --tls-key (TLS, brokerds://)"
                         if self.settings.brokerd_tls
                         else ""
+                    )
+                    + (
+                        f" --store {_shown(self.settings.brokerd_store)} (PostgreSQL, a fresh "
+                        "database per workload)"
+                        if self.settings.brokerd_store
+                        else ""
                     ),
                 }
                 continue
@@ -230,6 +236,12 @@ class Runner:
             "unreachable": self.unreachable,
             "specs": {k: {"title": v.title, "measures": v.measures} for k, v in SPECS.items()},
         }
+
+
+def _shown(url: str | None) -> str:
+    from brokerd.storage.postgres import redact
+
+    return redact(url or "")
 
 
 def _cpu_count() -> int:

@@ -80,6 +80,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         server = build_server(config)
         asyncio.run(_run(server))
+        if server.fenced:
+            # Another node took the database over; a supervisor should not
+            # restart this one in a loop over it.
+            raise SystemExit(3)
     except (StorageOpenError, TLSFileError) as exc:
         # Said in one line, without a traceback: the operator's fix is in it.
         print(f"brokerd: {exc}", file=sys.stderr)

@@ -24,6 +24,7 @@ from brokerd_protocol import DEFAULT_MAX_FRAME, HARD_MAX_FRAME, MAX_TOKEN_BYTES
 
 from .memory import DEFAULT_MEMORY_LIMIT, MIN_MEMORY_LIMIT
 from .sizes import parse_size
+from .storage.postgres.url import StoreURLError, check_url, redact
 
 
 class ConfigError(ValueError):
@@ -35,6 +36,10 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 5673
     data_dir: str = "./data"
+    #: Where the queues live: None for SQLite in data_dir, or a
+    #: ``postgresql://`` URL (docs/postgresql.md). Never in the repr: it may
+    #: hold a password.
+    store: str | None = field(default=None, repr=False)
     durability: str = "full"
     token: str | None = field(default=None, repr=False)
     #: File holding the token (read at load time into ``token``).
@@ -71,7 +76,14 @@ class Config:
 
     @property
     def in_memory(self) -> bool:
-        return self.data_dir == ":memory:"
+        return self.data_dir == ":memory:" and self.store is None
+
+    @property
+    def store_shown(self) -> str:
+        """Where the queues live, as logs may show it (no password)."""
+        if self.store is not None:
+            return redact(self.store)
+        return self.data_dir
 
     def validate(self) -> Config:
         if not 0 <= self.port <= 65535:
@@ -80,6 +92,16 @@ class Config:
             raise ConfigError(f"metrics_port must be 0..65535 (0 = off), got {self.metrics_port}")
         if self.durability not in ("full", "normal"):
             raise ConfigError(f"durability must be 'full' or 'normal', got {self.durability!r}")
+        if self.store is not None:
+            try:
+                check_url(self.store)
+            except StoreURLError as exc:
+                raise ConfigError(str(exc)) from None
+            if self.data_dir == ":memory:":
+                raise ConfigError(
+                    "--store postgresql://... keeps the queues in PostgreSQL; data_dir "
+                    "':memory:' cannot go with it (data_dir holds the control socket)"
+                )
         if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
             raise ConfigError(f"log_level {self.log_level!r} is not a logging level")
         # A Deliver carries up to 64 KiB more than the Publish it came from.
@@ -167,7 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="port to listen on (default 5673; 0 = any free)")
     p.add_argument(
         "--data-dir",
-        help="where the SQLite database lives (default ./data; ':memory:' keeps nothing)",
+        help="where the SQLite database lives (default ./data; ':memory:' keeps nothing); "
+        "with --store, where the control socket lives",
+    )
+    p.add_argument(
+        "--store",
+        help="postgresql://user@host:5432/database keeps the queues in PostgreSQL "
+        "(default: SQLite in --data-dir); give the password in PGPASSWORD or ~/.pgpass, "
+        "not here: other local users can read command lines",
     )
     p.add_argument(
         "--durability",

@@ -30,6 +30,7 @@ from .diskfree import DiskMonitor
 from .queues import Connection
 from .stats import Buckets
 from .storage import SqliteStore, Store
+from .storage.postgres import PostgresStore
 from .throttle import AuthThrottle
 
 log = logging.getLogger("brokerd.metrics")
@@ -213,14 +214,16 @@ class BrokerCollector:
             "brokerd_delivery_attempts", "Attempt number of each delivery.", c.attempts
         )
         store = server.store
-        if isinstance(store, SqliteStore):
+        if isinstance(store, SqliteStore | PostgresStore):
             yield _histogram(
                 "brokerd_commit_seconds",
                 "Duration of one group commit, the fsync after it included.",
                 store.commit_seconds,
             )
             yield CounterMetricFamily(
-                "brokerd_commits", "Group commits to SQLite.", value=store.commits
+                "brokerd_commits",
+                "Group commits to the store (SQLite or PostgreSQL).",
+                value=store.commits,
             )
             yield CounterMetricFamily(
                 "brokerd_commits_synced",

@@ -47,6 +47,7 @@ from .metrics import MetricsEndpoint, start_metrics
 from .session import CORE_HANDLERS, Handler, Handlers, Session
 from .storage import MemoryStore, SqliteStore, Store
 from .storage.errors import open_error
+from .storage.postgres import PostgresStore
 from .throttle import AuthThrottle
 from .tls import ServerTLS, TLSFiles, describe
 
@@ -78,6 +79,10 @@ class BrokerServer:
         self.store: Store
         if config.in_memory:
             self.store = MemoryStore(schedule=self._call_soon)
+        elif config.store is not None:
+            self.store = PostgresStore(
+                config.store, durability=config.durability, lock_dir=Path(config.data_dir)
+            )
         else:
             self.store = SqliteStore(
                 Path(config.data_dir) / "brokerd.sqlite3", durability=config.durability
@@ -128,6 +133,9 @@ class BrokerServer:
         self._timer: asyncio.TimerHandle | None = None
         self._last_heartbeat_check = 0.0
         self._stopped = asyncio.Event()
+        #: Stopped because another node took the database over (exit status 3).
+        self.fenced = False
+        self._stepping_down: asyncio.Future[None] | None = None
         #: Every request frame's handler, shared by all sessions (``Host.handlers``).
         self.handlers: dict[type[bp.Frame], Handler] = dict(CORE_HANDLERS)
         #: Called with the wall-clock time on every timer tick.
@@ -143,7 +151,9 @@ class BrokerServer:
         self._loop = loop = asyncio.get_running_loop()
         started = time.monotonic()
         recovered = await loop.run_in_executor(None, self.store.recover, self.clock.now())
-        if isinstance(self.store, SqliteStore):
+        if isinstance(self.store, PostgresStore):
+            self.store.on_fenced = self._fenced
+        if isinstance(self.store, SqliteStore | PostgresStore):
             self.store.start(loop.call_soon_threadsafe)
         for hook in self.startup_hooks:
             try:
@@ -194,8 +204,15 @@ class BrokerServer:
             self.config.host,
             self.port,
             describe(self.tls.files) if self.tls is not None else "plain TCP",
-            self.config.data_dir,
+            self.config.store_shown,
         )
+
+    def _fenced(self, error: Exception) -> None:
+        """Another node took the database over: this one writes nothing more
+        (the store refuses), so it steps down: stops, closing its clients."""
+        log.critical("stepping down: %s", error)
+        self.fenced = True
+        self._stepping_down = asyncio.ensure_future(self.stop())
 
     def reload_tls(self) -> bool:
         """Re-read the TLS certificate, key and CA for new connections (SIGHUP).

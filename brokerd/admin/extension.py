@@ -143,7 +143,10 @@ class AdminExtension:
             listeners.append({"protocol": "control", "address": str(host.control_path)})
         sessions = [s for s in host.sessions if getattr(s, "authenticated", False)]
         storage: dict[str, Any] = {"path": None, "bytes": 0}
-        if not config.in_memory:
+        if config.store is not None:
+            # PostgreSQL: where, not how big (the database's size is its server's).
+            storage = {"path": config.store_shown, "bytes": 0}
+        elif not config.in_memory:
             db = Path(config.data_dir).absolute() / "brokerd.sqlite3"
             size = sum(_file_size(db.with_name(db.name + tail)) for tail in ("", "-wal"))
             storage = {"path": str(db), "bytes": size}

@@ -23,9 +23,10 @@ DAMAGED = (
 
 
 class StorageOpenError(Exception):
-    """The database at ``path`` cannot be opened or recovered."""
+    """The database at ``path`` (a file, or a store URL shown without its
+    password) cannot be opened or recovered."""
 
-    def __init__(self, path: Path, reason: str, advice: str) -> None:
+    def __init__(self, path: Path | str, reason: str, advice: str) -> None:
         super().__init__(f"cannot open {path}: {reason}; {advice}")
         self.path = path
         self.reason = reason

@@ -81,7 +81,14 @@ async def _drain(url: str) -> list[int]:
     return seen
 
 
-async def test_no_confirmed_message_is_lost_across_kill9(broker) -> None:  # type: ignore[no-untyped-def]
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_broker(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """The broker on each durable store: SQLite in its data dir, PostgreSQL."""
+    return request.getfixturevalue("broker" if request.param == "sqlite" else "pg_broker")
+
+
+async def test_no_confirmed_message_is_lost_across_kill9(store_broker) -> None:  # type: ignore[no-untyped-def]
+    broker = store_broker
     async with await brokerd_client.connect(broker.url) as client:
         await client.declare_queue("fault", durable=True)
     confirmed: set[int] = set()
