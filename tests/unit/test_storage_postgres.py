@@ -18,7 +18,7 @@ import pytest
 from corekit import msg
 from pgcluster import Cluster, database_for, free_port
 
-from brokerd.storage import Batch, StorageOpenError
+from brokerd.storage import Batch, Query, StorageOpenError
 from brokerd.storage.postgres import PostgresStore, leader
 from brokerd.storage.postgres.schema import CURRENT_VERSION, VERSION_TABLE
 
@@ -204,6 +204,66 @@ def test_a_connection_lost_while_idle_is_opened_again_for_the_next_commit(
     after.insert(msg(2, seq=2))
     assert loop.commit(store, after) is None
     assert _ids(url) == [1, 2]
+
+
+class _DiedWhileIdle:
+    """An asyncpg connection whose server went away while it sat idle, seen
+    before the socket's end is: the server's error moved the protocol out of
+    its idle state, so the next statement is refused without being sent."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.terminated = False
+
+    def is_closed(self) -> bool:
+        return self.terminated
+
+    def terminate(self) -> None:
+        self.terminated = True
+        self.conn.terminate()
+
+    async def execute(self, *args: Any) -> str:
+        raise asyncpg.exceptions.InternalClientError(
+            "cannot switch to state 15; another operation (2) is in progress"
+        )
+
+    fetch = execute
+
+
+def test_a_connection_found_dead_at_the_start_of_a_commit_is_replaced_and_the_commit_goes_on(
+    url: str, started: tuple[PostgresStore, Loop]
+) -> None:
+    """Nothing of the group was sent when the first statement is refused, so
+    the group is committed once on a new connection rather than failed."""
+    store, loop = started
+    first = Batch()
+    first.insert(msg(1, seq=1))
+    assert loop.commit(store, first) is None
+    dead = _DiedWhileIdle(store._conn)
+    store._conn = dead
+    after = Batch()
+    after.insert(msg(2, seq=2))
+    assert loop.commit(store, after) is None
+    assert dead.terminated
+    assert _ids(url) == [1, 2]
+
+
+def test_a_read_on_a_connection_found_dead_is_asked_again_on_a_new_one(
+    url: str, started: tuple[PostgresStore, Loop]
+) -> None:
+    store, loop = started
+    first = Batch()
+    first.insert(msg(1, seq=1))
+    assert loop.commit(store, first) is None
+    dead = _DiedWhileIdle(store._conn)
+    store._conn = dead
+    answers: list[Any] = []
+    store.read(Query.REVOCATIONS, (), answers.append)
+    while not answers:
+        fn, args = loop.posted.get(timeout=BOUND)
+        fn(*args)
+    assert answers == [[]]
+    assert dead.terminated
 
 
 def test_a_connection_lost_inside_a_commit_fails_it_and_applies_nothing_of_it(

@@ -112,6 +112,16 @@ class PostgresStore:
                 "pip install 'brokerd[postgresql]'",
             ) from None
         self._asyncpg: Any = asyncpg
+        #: What a statement raises when the connection under it is gone: the
+        #: protocol left idle by the server's parting error, the socket's end,
+        #: or the server shutting the session down (terminate, restart).
+        self._lost: tuple[type[BaseException], ...] = (
+            asyncpg.exceptions.InternalClientError,
+            asyncpg.exceptions.InterfaceError,
+            asyncpg.exceptions.PostgresConnectionError,
+            asyncpg.exceptions.OperatorInterventionError,
+            OSError,
+        )
         #: This node's name in the lease: the data dir's, so a restart of
         #: the same node takes its lease back at once.
         self.node = node or uuid.uuid4().hex
@@ -370,6 +380,30 @@ class PostgresStore:
             self._conn = await self._connect()
         return self._conn
 
+    async def _begin(self, sql: str) -> tuple[Any, str]:
+        """Open a group's transaction, on a new connection if the server went
+        away while this one sat idle.
+
+        ``is_closed()`` turns true only once the socket's end is read; the
+        server's parting error can come first and leave the connection
+        refusing every statement. A refused or failed BEGIN committed nothing,
+        so the group is tried once more on a fresh connection instead of
+        failing its publishers. Failures later in the transaction are not
+        retried here: they reach the group's publishers (nothing confirmed).
+        """
+        conn = await self._connection()
+        try:
+            return conn, await conn.execute(sql)
+        except self._lost as exc:
+            conn = await self._replace(conn, exc)
+            return conn, await conn.execute(sql)
+
+    async def _replace(self, conn: Any, exc: BaseException) -> Any:
+        log.warning("PostgreSQL connection found dead (%s); connecting again", exc)
+        conn.terminate()
+        self._conn = None
+        return await self._connection()
+
     async def _commit_group(self, group: list[Job], nbytes: int) -> None:
         started = time.perf_counter()
         sync = self.durability == "full" and any(batch.sync for _, batch, _, _ in group)
@@ -378,13 +412,13 @@ class PostgresStore:
         assert self._post is not None
         conn: Any = None
         try:
-            conn = await self._connection()
             if self.fenced is not None:
                 raise self.fenced
             # One message: begin, and renew the lease if the epoch is still ours.
             begin = "BEGIN; " if sync else "BEGIN; SET LOCAL synchronous_commit = off; "
             renewing = time.monotonic()
-            if not leader.still_ours(await conn.execute(begin + leader.fence_sql(self.epoch))):
+            conn, status = await self._begin(begin + leader.fence_sql(self.epoch))
+            if not leader.still_ours(status):
                 raise self._fence()
             self._renewed_at = renewing
             await apply_batches(conn, [batch for _, batch, _, _ in group])
@@ -438,7 +472,11 @@ class PostgresStore:
             if self.fenced is not None:
                 raise self.fenced
             conn = await self._connection()
-            rows = await conn.fetch(sql, *args)
+            try:
+                rows = await conn.fetch(sql, *args)
+            except self._lost as exc:  # a read changes nothing: ask again once
+                conn = await self._replace(conn, exc)
+                rows = await conn.fetch(sql, *args)
             result = read_messages(rows, max_bytes) if as_messages else [tuple(r) for r in rows]
         except Exception as exc:
             log.error("read failed: %s", exc)
