@@ -1,6 +1,6 @@
 """The task layer's server side as one extension of the broker's server.
 
-It adds the frames 40-51 to every session, a tick hook (schedules, ResultWait
+It adds the frames 40-51, 56 and 57 to every session, a tick hook (schedules, ResultWait
 timeouts, expiry), the broker's delivery filter (revocations) and a start-up
 hook that loads revocations and schedules before the first connection is
 accepted. All of it runs on the event loop like the core: handlers are plain
@@ -26,8 +26,9 @@ from brokerd_protocol import DEFAULT_MAX_FRAME
 from ..broker import Broker
 from ..config import Config
 from ..storage.base import Query, Row, Store
-from . import groups, results, revocations, schedules
+from . import groups, ratelimits, results, revocations, schedules
 from .common import Alive, Client
+from .topics import Topics
 
 log = logging.getLogger("brokerd.tasks")
 
@@ -69,7 +70,11 @@ class TaskExtension:
     def __init__(self, broker: Broker, *, alive: Alive, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self.broker = broker
         self.results = results.Results(broker, alive, max_frame)
-        self.revocations = revocations.Revocations(broker, self.results, alive, max_frame)
+        self.topics = Topics(alive)
+        self.revocations = revocations.Revocations(
+            broker, self.results, self.topics, alive, max_frame
+        )
+        self.rate_limits = ratelimits.RateLimits(broker, self.topics)
         self.schedules = schedules.Schedules(broker, alive)
         self.groups = groups.Groups(broker, alive)
         self._last_sweep = -math.inf
@@ -121,13 +126,15 @@ class TaskExtension:
             bp.ResultGet: self.results.get,
             bp.ResultWait: self.results.wait,
             bp.Revoke: self.revocations.revoke,
-            bp.Subscribe: self.revocations.subscribe,
+            bp.Subscribe: self.topics.subscribe,
             bp.ScheduleSet: self.schedules.set,
             bp.ScheduleDelete: self.schedules.delete,
             bp.ScheduleList: self.schedules.list,
             bp.ResultDelete: self.results.delete,
             bp.GroupJoin: self.groups.join,
             bp.GroupFire: self.groups.fire,
+            bp.RateAcquire: self.rate_limits.acquire,
+            bp.RateSet: self.rate_limits.set,
         }
 
     # --- time -----------------------------------------------------------------------
@@ -141,6 +148,8 @@ class TaskExtension:
             self.results.sweep(now)
             self.revocations.sweep(now)
             self.groups.sweep(now)
+            self.topics.sweep()
+            self.rate_limits.sweep()
 
     def stats(self) -> dict[str, int]:
         return {
@@ -152,6 +161,8 @@ class TaskExtension:
             "schedule_failures": self.schedules.failed,
             "groups": len(self.groups.groups),
             "groups_fired": self.groups.fired,
+            "rate_limits": len(self.rate_limits.limits),
+            "rate_slots_granted": self.rate_limits.granted,
         }
 
 

@@ -1,4 +1,4 @@
-"""Revoke and Subscribe: tasks that must not run, and workers that must know.
+"""Revoke: tasks that must not run, and workers that must know.
 
 Every revocation is a stored row (``put_revocation``) and an entry of an
 in-memory dict (all of them, loaded at start-up), so the broker's delivery
@@ -25,10 +25,10 @@ from ..message import Message
 from ..storage.base import Query, Row
 from .common import Alive, Client, check_task_id, check_ttl, internal
 from .results import Results
+from .topics import Topics
 
 log = logging.getLogger("brokerd.tasks.revocations")
 
-TOPICS = frozenset({"revoke"})
 #: Most revocations held at once (each costs a little memory).
 MAX_REVOKED = 1_000_000
 #: Share of ``max_frame`` the id list in a Subscribe reply may fill.
@@ -36,14 +36,17 @@ SUBSCRIBE_REPLY_SHARE = 0.5
 
 
 class Revocations:
-    def __init__(self, broker: Broker, results: Results, alive: Alive, max_frame: int) -> None:
+    def __init__(
+        self, broker: Broker, results: Results, topics: Topics, alive: Alive, max_frame: int
+    ) -> None:
         self.broker = broker
+        self.topics = topics
         self.results = results
         self.alive = alive
         self.max_frame = max_frame
         #: task id -> wall-clock second the revocation ends; oldest first.
         self.revoked: dict[str, float] = {}
-        self.subscribers: dict[str, set[Client]] = {topic: set() for topic in TOPICS}
+        topics.add("revoke", self.snapshot)
 
     # --- start-up ---------------------------------------------------------------
 
@@ -105,27 +108,21 @@ class Revocations:
             # Every revoke is announced: a worker may hold the task in its
             # prefetch window and must skip it; ``terminate`` also stops a
             # running one.
-            self._publish("revoke", [{"task_id": t, "terminate": terminate} for t in task_ids])
+            events: list[dict[str, object]] = [
+                {"task_id": t, "terminate": terminate} for t in task_ids
+            ]
+            self.topics.publish("revoke", events)
 
         batch.after_commit(committed)
 
-    def subscribe(self, client: Client, f: bp.Subscribe) -> None:
-        if not f.topics:
-            raise invalid("subscribe to at least one topic")
-        unknown = sorted(set(f.topics) - TOPICS)
-        if unknown:
-            raise invalid(
-                f"unknown topic(s) {', '.join(unknown)}; known: {', '.join(sorted(TOPICS))}"
-            )
-        for topic in f.topics:
-            self.subscribers[topic].add(client)
+    def snapshot(self) -> dict[str, object]:
+        """The "revoke" topic's part of a Subscribe reply (SPEC §14.6)."""
         value: dict[str, object] = {}
-        if "revoke" in f.topics:
-            ids, truncated = self._current(self.broker.clock.now())
-            value["revoked"] = ids
-            if truncated:
-                value["truncated"] = True
-        client.reply_ok(f.req, value)
+        ids, truncated = self._current(self.broker.clock.now())
+        value["revoked"] = ids
+        if truncated:
+            value["truncated"] = True
+        return value
 
     def _current(self, now: float) -> tuple[list[str], bool]:
         """Ids revoked now, newest first, as many as fit a reply."""
@@ -140,24 +137,12 @@ class Revocations:
             ids.append(task_id)
         return ids, False
 
-    def _publish(self, topic: str, events: list[dict[str, object]]) -> None:
-        subscribers = self.subscribers[topic]
-        for client in list(subscribers):
-            if not self.alive(client):
-                subscribers.discard(client)
-                continue
-            for data in events:
-                client.send(bp.Event(topic, data))
-
     # --- time -----------------------------------------------------------------------
 
     def sweep(self, now: float) -> None:
-        """Forget ended revocations (memory and disk) and closed subscribers."""
+        """Forget ended revocations (memory and disk)."""
         ended = [t for t, until in self.revoked.items() if until <= now]
         if ended:
             for task_id in ended:
                 del self.revoked[task_id]
             self.broker.batch.expire_revocations(now)
-        for subscribers in self.subscribers.values():
-            for client in [c for c in subscribers if not self.alive(c)]:
-                subscribers.discard(client)

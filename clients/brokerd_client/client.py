@@ -40,6 +40,8 @@ from brokerd_protocol import (
     Hello,
     PurgeQueue,
     QueueStats,
+    RateAcquire,
+    RateSet,
     ResultDelete,
     ResultGet,
     ResultSet,
@@ -519,6 +521,22 @@ class AsyncClient:
         if type(value) is not bool:
             raise ProtocolViolation(f"GroupFire answered with {value!r}")
         return value
+
+    async def rate_acquire(self, name: str, rate: float = 0.0) -> float:
+        """Take the next slot of ``name``'s rate limit, kept by the broker for
+        every client: the seconds to wait before using it (0.0: now).
+        ``rate`` is this caller's own limit per second (0: none); a limit
+        set with ``rate_set`` wins over it (SPEC §14.14)."""
+        value = await self._conn.request(lambda req: RateAcquire(req, name, float(rate)))
+        if type(value) is not float and type(value) is not int:
+            raise ProtocolViolation(f"RateAcquire answered with {value!r}")
+        return float(value)
+
+    async def rate_set(self, name: str, rate: float | None) -> None:
+        """Set (per second) or clear (None) the broker's own rate limit for
+        ``name``; subscribed workers hear of it (SPEC §14.15)."""
+        limit = None if rate is None else float(rate)
+        await self._conn.request(lambda req: RateSet(req, name, limit))
 
     async def revoke(
         self, task_ids: Iterable[str], *, terminate: bool = False, ttl: float = 86_400.0

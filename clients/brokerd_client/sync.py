@@ -348,6 +348,10 @@ class Client:
         """Publish ``message`` once for the group; see ``AsyncClient.group_fire``."""
         return self._run(lambda c: c.group_fire(group_id, message))
 
+    def rate_set(self, name: str, rate: float | None) -> None:
+        """Set or clear the broker's own rate limit; see ``AsyncClient.rate_set``."""
+        self._run(lambda c: c.rate_set(name, rate))
+
     def revoke(
         self, task_ids: Iterable[str], *, terminate: bool = False, ttl: float = 86_400.0
     ) -> None:

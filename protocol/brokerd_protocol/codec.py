@@ -307,6 +307,8 @@ FRAME_TYPES: tuple[type[f.Frame], ...] = (
     f.ResultDelete,
     f.GroupJoin,
     f.GroupFire,
+    f.RateAcquire,
+    f.RateSet,
     f.AdminStatus,
     f.AdminStop,
     f.ListQueues,

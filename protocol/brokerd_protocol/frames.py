@@ -423,6 +423,32 @@ class GroupFire(Frame):
     props: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class RateAcquire(Frame):
+    """Take the next slot of the rate limit ``name`` (a task name).
+
+    ``rate`` is the caller's own limit in slots per second (0: none of its
+    own; a limit set with RateSet applies either way). Answered with
+    Ok(req, wait): the seconds until the slot is the caller's, 0.0 if now."""
+
+    TYPE: ClassVar[int] = 56
+    req: int
+    name: str
+    rate: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RateSet(Frame):
+    """Set (``rate`` > 0) or clear (``rate`` nil) the broker's own limit for
+    ``name``, which then wins over every caller's; subscribers of the topic
+    "ratelimit" are told. Answered with Ok(req, nil)."""
+
+    TYPE: ClassVar[int] = 57
+    req: int
+    name: str
+    rate: float | None = None
+
+
 # --- admin layer: what brokerctl asks (SPEC §17, codes 60-79) ------------------
 #
 # Every admin frame is a request answered by Ok or Error. The list frames page:

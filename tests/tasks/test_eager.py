@@ -130,8 +130,8 @@ def test_eager_helper_restores_settings() -> None:
 
 def test_unknown_task_options_are_errors() -> None:
     app = App("opts")
-    with pytest.raises(TypeError, match="rate_limit"):
-        app.task(rate_limit="10/s")(lambda: None)
+    with pytest.raises(TypeError, match="unknown options"):
+        app.task(rate_limits="10/s")(lambda: None)
     with pytest.raises(ValueError, match="soft_time_limit must be below"):
         app.task(time_limit=1, soft_time_limit=2)(lambda: None)
     with pytest.raises(TypeError, match="unknown options"):

@@ -537,7 +537,7 @@ def test_events_skip_closed_subscribers(env: TaskEnv) -> None:
     gone.closed = True
     admin.ok(lambda r: bp.Revoke(r, ["t"], True))
     assert gone.frames == []
-    assert env.ext.revocations.subscribers["revoke"] == set()
+    assert env.ext.topics.subscribers["revoke"] == set()
 
 
 def test_subscribe_lists_current_revocations(env: TaskEnv) -> None:

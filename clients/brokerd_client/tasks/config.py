@@ -40,6 +40,7 @@ from ..url import BrokerURL, parse_url
 from .exceptions import ConfigurationError
 from .oldnames import OLD_NAMES, looks_old
 from .queues import EXCHANGE_TYPES, Queue
+from .ratelimit import parse_rate
 from .schedules import ScheduleEntry, parse_beat_schedule
 from .serialization import DEFAULT_MAX_DECOMPRESSED, SERIALIZERS
 
@@ -74,8 +75,6 @@ _CELERY_ONLY: Final[dict[str, str]] = {
     "task_protocol": "brokerd has one task message format; remove it",
     "result_extended": "not supported; remove it",
     "task_annotations": "not supported; set options in @app.task(...) instead",
-    "task_default_rate_limit": "rate limits are not supported; remove it",
-    "worker_disable_rate_limits": "rate limits are not supported; remove it",
     "beat_scheduler": (
         "schedules are kept and fired by brokerd itself; no scheduler class is used"
     ),
@@ -125,6 +124,14 @@ def _lease(name: str, value: Any) -> float:
     if not 0.001 <= seconds <= 86400:
         raise ConfigurationError(f"{name} must be within 0.001..86400 seconds, got {seconds}")
     return seconds
+
+
+def _rate_limit(name: str, value: Any) -> str | float | None:
+    try:
+        parse_rate(value)
+    except ValueError as exc:
+        raise ConfigurationError(f"{name}: {exc}") from None
+    return value  # type: ignore[no-any-return]
 
 
 def _opt_pos_int(name: str, value: Any) -> int | None:
@@ -439,6 +446,12 @@ _SETTINGS: Final[dict[str, tuple[Any, _Checker, str]]] = {
     "task_always_eager": (False, _bool, "run .delay() in-process"),
     "task_eager_propagates": (False, _bool, "eager .delay() raises the task's error"),
     "task_default_retry_delay": (180.0, _duration, "retry countdown, seconds"),
+    "task_default_rate_limit": (
+        None,
+        _rate_limit,
+        "rate limit of tasks without their own ('10/s', '100/m'), kept by the broker",
+    ),
+    "worker_disable_rate_limits": (False, _bool, "this worker ignores rate limits"),
     "worker_concurrency": (None, _opt_pos_int, "tasks run at once (default: CPU count)"),
     "worker_prefetch": (None, _opt_pos_int, "messages held per queue (default: concurrency)"),
     "worker_max_tasks_per_child": (None, _opt_pos_int, "recycle a child process after N tasks"),
@@ -511,6 +524,8 @@ class Settings:
     task_always_eager: bool
     task_eager_propagates: bool
     task_default_retry_delay: float
+    task_default_rate_limit: str | float | None
+    worker_disable_rate_limits: bool
     worker_concurrency: int | None
     worker_prefetch: int | None
     worker_max_tasks_per_child: int | None

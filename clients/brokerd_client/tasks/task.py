@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar
 from ..checks import positive
 from .backoff import backoff_delay
 from .exceptions import MaxRetriesExceededError, Retry
+from .ratelimit import parse_rate
 from .request import Request, current_request
 from .result import AsyncResult, ResultApp
 
@@ -55,6 +56,7 @@ TASK_OPTIONS = frozenset(
         "acks_late",
         "expires",
         "track_started",
+        "rate_limit",
     }
 )
 
@@ -218,6 +220,9 @@ class Task(Generic[P, R]):
         self.acks_late: bool | None = options.get("acks_late")
         self.expires: float | None = positive("expires", options.get("expires"))
         self.track_started: bool | None = options.get("track_started")
+        #: Celery's form ("10/s") as given, and what it means per second.
+        self.rate_limit: str | float | None = options.get("rate_limit")
+        self.rate: float | None = parse_rate(self.rate_limit)
 
     def __repr__(self) -> str:
         return f"<@task: {self.name}{' (async)' if self.is_async else ''}>"

@@ -71,6 +71,12 @@ def boom(message: str) -> None:
     raise ValueError(message)
 
 
+@app.task(name="e2e.limited", rate_limit="5/s")
+def limited(tag: str) -> str:
+    mark("limited", tag=tag)
+    return tag
+
+
 @app.task(name="e2e.stamp")
 def stamp(tag: str) -> float:
     mark("stamp", tag=tag)

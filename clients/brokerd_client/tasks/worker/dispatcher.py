@@ -19,7 +19,8 @@ deliveries run, when and where:
   read through ``message.parse`` only, so no header can reach a timer or a
   request unchecked, and no message can stop the worker;
 * at most ``concurrency`` jobs run at once; the rest wait in arrival order,
-  their leases kept alive by one :class:`LeaseKeeper`;
+  their leases kept alive by one :class:`LeaseKeeper`; a job of a
+  rate-limited task first waits for its slot from the broker (:mod:`.ratelimits`);
 * time limits, revocations and lost leases stop or drop the jobs they concern.
 """
 
@@ -56,6 +57,7 @@ from . import settle
 from .job import Job
 from .leases import LeaseKeeper
 from .processes import ProcessPool
+from .ratelimits import RateGate
 from .recorder import Recorder
 from .stats import Stats
 from .tasklog import TaskLog
@@ -151,6 +153,7 @@ class Dispatcher:
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self.tasklog = TaskLog()
+        self.rates = RateGate(app, loop, self._queue)
         self.recorder = Recorder(
             conf, self.stats, self.tasklog, spawn=self._spawn, settled=self._done_settling
         )
@@ -219,6 +222,13 @@ class Dispatcher:
             # look before running it a second time.
             self._spawn(self._check_redelivered(job))
             return
+        self._admit(job)
+
+    def _admit(self, job: Job) -> None:
+        """Queue ``job`` now, or once the broker gives its rate-limited task a slot."""
+        rates = self.rates
+        if rates.enabled and rates.admit(job):
+            return
         self._queue(job)
 
     def _queue(self, job: Job) -> None:
@@ -256,7 +266,7 @@ class Dispatcher:
             self.held.pop(d.delivery_id, None)
             settle.ack(d)
         else:
-            self._queue(job)
+            self._admit(job)
 
     def _refuse(self, d: Delivery, client: AsyncClient, task_id: str, exc: Exception) -> None:
         log.error("rejecting task %s: %s", task_id, exc)
@@ -516,6 +526,13 @@ class Dispatcher:
             self.held.pop(job.delivery.delivery_id, None)
             settle.nack(job.delivery, requeue=True)
             n += 1
+        for job in self.rates.take_all():
+            if job.finished:
+                continue
+            job.finished = True
+            self.held.pop(job.delivery.delivery_id, None)
+            settle.nack(job.delivery, requeue=True)
+            n += 1
         return n
 
     def forget_connection(self, client: AsyncClient) -> None:
@@ -524,6 +541,10 @@ class Dispatcher:
             job.finished = True
             self.held.pop(job.delivery.delivery_id, None)
         self.waiting = deque(j for j in self.waiting if not j.finished)
+        for job in [j for j in self.rates.holding if j.client is client]:
+            self.rates.holding.discard(job)
+            job.finished = True
+            self.held.pop(job.delivery.delivery_id, None)
 
     async def wait_idle(self, timeout: float | None) -> bool:  # noqa: ASYNC109 - a grace period
         """Wait until nothing runs or settles; False on timeout."""

@@ -234,9 +234,12 @@ class Worker:
             await declare_queue_async(client, topo, topo.queue(name))
             self.declared.names.add(name)
         schedules = await register_schedules(client, self.app, self.declared)
-        subscribed = await client.subscribe(["revoke"], self._on_event)
+        subscribed = await client.subscribe(["revoke", "ratelimit"], self._on_event)
         if isinstance(subscribed, dict):
             dispatcher.revoked.update(str(i) for i in subscribed.get("revoked") or ())
+            limits = subscribed.get("rate_limits")
+            if isinstance(limits, dict):
+                dispatcher.rates.known(limits)
         self.app.clients.worker = self
         consumers: list[Consumer] = []
         for name in self.queues:
@@ -283,9 +286,16 @@ class Worker:
             accept(delivery)
 
     def _on_event(self, frame: Event) -> None:
-        if frame.topic != "revoke" or self.dispatcher is None:
+        if self.dispatcher is None:
             return
         data = frame.data or {}
+        if frame.topic == "ratelimit":
+            name = data.get("name")
+            if isinstance(name, str):
+                self.dispatcher.rates.changed(name, data.get("rate"))
+            return
+        if frame.topic != "revoke":
+            return
         task_id = data.get("task_id")
         if isinstance(task_id, str):
             self.dispatcher.revoke(task_id, bool(data.get("terminate")))
