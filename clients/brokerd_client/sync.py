@@ -164,6 +164,13 @@ class Client:
 
         return self._call(run(), timeout)
 
+    def run_async(
+        self, op: Callable[[AsyncClient], Awaitable[T]], timeout: float | None = None
+    ) -> T:
+        """Run ``op(async_client)`` on this client's loop thread and wait for
+        it: for code written against :class:`AsyncClient` (inspect, control)."""
+        return self._run(op, timeout)
+
     # --- lifecycle -----------------------------------------------------------
 
     def connect(self) -> None:

@@ -130,6 +130,11 @@ def _parse_port(text: str, shown: str) -> int:
     return port
 
 
+def redact(url: str) -> str:
+    """The URL as logs and messages may show it (any secret replaced)."""
+    return _redact(url)
+
+
 def _redact(url: str) -> str:
     """The URL with any token replaced, so error messages never leak it."""
     scheme, sep, rest = url.partition("://")

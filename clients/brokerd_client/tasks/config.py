@@ -79,9 +79,10 @@ _CELERY_ONLY: Final[dict[str, str]] = {
         "schedules are kept and fired by brokerd itself; no scheduler class is used"
     ),
     "beat_max_loop_interval": "schedules are fired by brokerd; remove it",
-    "event_serializer": "events are not supported; remove it",
-    "worker_send_task_events": "events are not supported; remove it",
-    "task_send_sent_event": "events are not supported; remove it",
+    "event_serializer": "events are always JSON; remove it",
+    "task_send_sent_event": (
+        "producers send no task-sent event; workers send task-received (-E); remove it"
+    ),
 }
 
 
@@ -452,6 +453,7 @@ _SETTINGS: Final[dict[str, tuple[Any, _Checker, str]]] = {
         "rate limit of tasks without their own ('10/s', '100/m'), kept by the broker",
     ),
     "worker_disable_rate_limits": (False, _bool, "this worker ignores rate limits"),
+    "worker_send_task_events": (False, _bool, "publish task and worker events (-E)"),
     "worker_concurrency": (None, _opt_pos_int, "tasks run at once (default: CPU count)"),
     "worker_prefetch": (None, _opt_pos_int, "messages held per queue (default: concurrency)"),
     "worker_max_tasks_per_child": (None, _opt_pos_int, "recycle a child process after N tasks"),
@@ -526,6 +528,7 @@ class Settings:
     task_default_retry_delay: float
     task_default_rate_limit: str | float | None
     worker_disable_rate_limits: bool
+    worker_send_task_events: bool
     worker_concurrency: int | None
     worker_prefetch: int | None
     worker_max_tasks_per_child: int | None

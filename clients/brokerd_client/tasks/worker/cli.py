@@ -1,6 +1,7 @@
 """``brokerd-worker`` (also ``python -m brokerd_client.worker``): the command line.
 
     brokerd-worker -A proj.tasks -l info -c 4 -Q default,web_tasks
+    brokerd-worker -A proj.tasks inspect active      (also: control, events)
 
 Options mirror ``celery worker``'s. Every setting is validated before anything
 connects: a typo is an error at start, not a silent default.
@@ -20,6 +21,8 @@ from brokerd_protocol import MAX_PREFETCH
 from ...checks import positive
 from ..exceptions import ConfigurationError
 from .poolcheck import POOL_CHOICES, check_pool, pool_name
+from .remotecli import SUBCOMMANDS
+from .remotecli import main as remote_main
 
 __all__ = ["main", "parse_args"]
 
@@ -67,6 +70,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--shutdown-timeout", type=float, help="warm-shutdown grace period in seconds")
     p.add_argument("--without-banner", action="store_true", help="do not print the banner")
     p.add_argument(
+        "-E",
+        "--task-events",
+        action="store_true",
+        help="send task and worker events for monitors (default: worker_send_task_events)",
+    )
+    p.add_argument(
         "--ready-file",
         help="create this file once the worker consumes (for supervisors and tests)",
     )
@@ -74,6 +83,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in SUBCOMMANDS:
+        remote_main(argv[0], argv[1:])
+        return
     args = parse_args(argv)
     logging.basicConfig(
         level=args.loglevel.upper(),
@@ -135,6 +148,7 @@ def main(argv: list[str] | None = None) -> None:
         max_tasks_per_child=max_tasks,
         print_banner=not args.without_banner,
         ready_file=args.ready_file,
+        task_events=args.task_events,
     )
     code = run_worker(worker)
     app.close()

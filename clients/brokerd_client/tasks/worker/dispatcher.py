@@ -31,7 +31,7 @@ import contextvars
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ...client import AsyncClient
@@ -54,6 +54,7 @@ from ..outcome import Outcome
 from ..request import Request
 from ..serialization import CONTENT_TYPES, DecodeError, decode_body
 from . import settle
+from .events import EventSender
 from .job import Job
 from .leases import LeaseKeeper
 from .processes import ProcessPool
@@ -101,6 +102,9 @@ class RevokedIds:
     def __len__(self) -> int:
         return len(self._ids)
 
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ids)
+
     def add(self, task_id: str) -> None:
         ids = self._ids
         ids[task_id] = None
@@ -125,6 +129,7 @@ class Dispatcher:
         pool: str,
         hostname: str,
         process_pool: ProcessPool | None = None,
+        task_events: bool = False,
     ) -> None:
         self.app = app
         self.loop = loop
@@ -154,6 +159,7 @@ class Dispatcher:
         self._background: set[asyncio.Task[Any]] = set()
         self.tasklog = TaskLog()
         self.rates = RateGate(app, loop, self._queue)
+        self.events = EventSender(hostname, task_events, self.max_decompressed)
         self.recorder = Recorder(
             conf, self.stats, self.tasklog, spawn=self._spawn, settled=self._done_settling
         )
@@ -177,6 +183,8 @@ class Dispatcher:
         if task_id in self.revoked:
             TaskLog.discarded(name, task_id)
             self.stats.revoked += 1
+            if self.events.enabled:
+                self.events.revoked(task_id, terminated=False, expired=False)
             settle.ack(d)
             return
         task = self.tasks.get(name)
@@ -199,6 +207,8 @@ class Dispatcher:
         if meta.expires is not None and time.time() > meta.expires:
             log.info("task %s[%s] expired before it ran; revoking", name, task_id)
             self.stats.revoked += 1
+            if self.events.enabled:
+                self.events.revoked(task_id, terminated=False, expired=True)
             self.recorder.record(client, task_id, Outcome.revoked("expired before it could run"))
             settle.ack(d)
             return
@@ -217,6 +227,8 @@ class Dispatcher:
         self.leases.track(job)
         if self.tasklog.info:
             self.tasklog.received(job)
+        if self.events.enabled:
+            self.events.received(job)
         if d.redelivered and not job.ignore_result:
             # Its ack may have been lost after its final result was stored:
             # look before running it a second time.
@@ -271,6 +283,8 @@ class Dispatcher:
     def _refuse(self, d: Delivery, client: AsyncClient, task_id: str, exc: Exception) -> None:
         log.error("rejecting task %s: %s", task_id, exc)
         self.stats.rejected += 1
+        if self.events.enabled:
+            self.events.rejected(task_id)
         self.recorder.record(client, task_id, Outcome.failure(exc))
         settle.reject(d, f"{type(exc).__name__}: {exc}")
 
@@ -294,6 +308,10 @@ class Dispatcher:
         job.started_at = time.perf_counter()
         d = job.delivery
         task = job.task
+        total = self.stats.total
+        total[task.name] = total.get(task.name, 0) + 1
+        if self.events.enabled:
+            self.events.started(job)
         acks_late = task.acks_late if task.acks_late is not None else self.acks_late
         if not acks_late:
             # At-most-once, by request: the message is gone before the task runs.
@@ -380,6 +398,16 @@ class Dispatcher:
                 continue
             self._start(job)
 
+    def resize(self, delta: int) -> int:
+        """Run ``delta`` more (or fewer) tasks at once, never fewer than one;
+        the new concurrency. Shrinking lets running tasks finish."""
+        self.concurrency = max(1, self.concurrency + delta)
+        self.threads.resize(self.concurrency)
+        if self.processes is not None:
+            self.processes.resize(self.concurrency)
+        self._start_waiting()
+        return self.concurrency
+
     # --- limits, revocation, lost leases ---------------------------------------------
 
     def _soft_limit(self, job: Job) -> None:
@@ -421,6 +449,8 @@ class Dispatcher:
                 TaskLog.discarded(job.task.name, job.task_id)
                 job.finished = True
                 self.stats.revoked += 1
+                if self.events.enabled:
+                    self.events.revoked(job.task_id, terminated=False, expired=False)
                 self.held.pop(job.delivery.delivery_id, None)
                 settle.ack(job.delivery)
             elif terminate:
@@ -447,6 +477,8 @@ class Dispatcher:
         if job.timers is not None:
             job.cancel_timers()
         self.running -= 1
+        if self.events.enabled:
+            self.events.finished(job, outcome)
         self.settling += 1
         try:
             self.recorder.complete(job, outcome)

@@ -4,7 +4,9 @@ Lifecycle:
 
 1. start the pool (child processes for ``--pool processes``);
 2. connect (retrying while the broker is not up yet), declare the queues,
-   register the beat schedule, subscribe to revocations, start consuming;
+   register the beat schedule, subscribe to revocations and rate limits,
+   open the remote-control mailbox, announce the worker (events, ``-E``),
+   start consuming;
 3. run until a signal, reconnecting if the connection is lost (the broker
    has then already given this worker's unfinished messages to others);
 4. **warm shutdown** on the first SIGTERM/SIGINT: stop consuming (buffered
@@ -37,6 +39,7 @@ from ..exceptions import ConfigurationError
 from ..message import TaskMessage
 from .banner import banner
 from .dispatcher import Dispatcher
+from .mailbox import Mailbox
 from .processes import ProcessPool
 
 if TYPE_CHECKING:
@@ -68,6 +71,7 @@ class Worker:
         max_tasks_per_child: int | None = None,
         print_banner: bool = True,
         ready_file: str | None = None,
+        task_events: bool = False,
     ) -> None:
         if pool == "processes" and app_spec is None:
             raise ValueError("--pool processes needs the -A spec to start child processes")
@@ -83,10 +87,17 @@ class Worker:
         self.max_tasks_per_child = max_tasks_per_child
         self.print_banner = print_banner
         self.ready_file = ready_file
+        self.task_events = task_events or app.conf.worker_send_task_events
         self._stop: asyncio.Future[str] | None = None
         self._signals = 0
         self._cold = False
         self.dispatcher: Dispatcher | None = None
+        self.consumers: dict[str, Consumer] = {}
+        self._readers: dict[str, asyncio.Task[None]] = {}
+        #: Set when a consumer of this connection ends by itself (or fails).
+        self._lost: asyncio.Future[str] | None = None
+        self.mailbox = Mailbox(self)
+        self.started_at = time.time()
         # WorkerHook (used by the app while we run)
         self.loop: asyncio.AbstractEventLoop
         self.client: AsyncClient
@@ -163,6 +174,7 @@ class Worker:
                 pool=self.pool,
                 hostname=self.hostname,
                 process_pool=procs,
+                task_events=self.task_events,
             )
             summary = loop.create_task(self._summaries())
             try:
@@ -241,9 +253,12 @@ class Worker:
             if isinstance(limits, dict):
                 dispatcher.rates.known(limits)
         self.app.clients.worker = self
-        consumers: list[Consumer] = []
+        self.consumers = {}
+        self._lost = self.loop.create_future()
+        await self.mailbox.start(client)
+        await dispatcher.events.start(client, self._counters)
         for name in self.queues:
-            consumers.append(await client.consume(name, prefetch=self.prefetch))
+            await self._start_consumer(client, name)
         if first and self.print_banner:
             print(
                 banner(
@@ -260,30 +275,78 @@ class Worker:
         log.info("ready: consuming %s", ", ".join(self.queues))
         if first and self.ready_file:
             _write_ready_file(self.ready_file)
-        readers = [self.loop.create_task(self._read(c)) for c in consumers]
+        lost = self._lost
         try:
-            watched: list[asyncio.Future[Any]] = [self._stop, *readers]
-            done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([self._stop, lost], return_when=asyncio.FIRST_COMPLETED)
             if not self._stop.done():
-                # A reader ended: the connection is gone (or a queue was deleted).
-                for task in done:
-                    exc = task.exception()
-                    if exc is not None:
-                        raise exc
-                log.error("a consumer ended: %s", [c.cancel_reason for c in consumers])
+                # A consumer ended: the connection is gone (or a queue was deleted).
+                exc = lost.exception()
+                if exc is not None:
+                    raise exc
+                log.error("a consumer ended: %s", lost.result())
                 await client.close()
                 return False
-            await self._shutdown(client, consumers)
+            await self._shutdown(client, list(self.consumers.values()))
             return True
         finally:
-            for task in readers:
+            for task in self._readers.values():
                 task.cancel()
+            self._readers.clear()
+            self.mailbox.stop()
 
-    async def _read(self, consumer: Consumer) -> None:
+    async def _start_consumer(self, client: AsyncClient, name: str) -> None:
+        consumer = await client.consume(name, prefetch=self.prefetch)
+        self.consumers[name] = consumer
+        assert self._lost is not None
+        self._readers[name] = self.loop.create_task(self._read(name, consumer, self._lost))
+
+    async def _read(self, name: str, consumer: Consumer, lost: asyncio.Future[str]) -> None:
         assert self.dispatcher is not None
         accept = self.dispatcher.accept_delivery
-        async for delivery in consumer:
-            accept(delivery)
+        try:
+            async for delivery in consumer:
+                accept(delivery)
+        except Exception as exc:  # the session re-raises it from ``lost``
+            if not lost.done():
+                lost.set_exception(exc)
+            return
+        if self.consumers.get(name) is consumer and not lost.done():
+            lost.set_result(f"{name}: {consumer.cancel_reason}")
+
+    def _counters(self) -> tuple[int, int]:
+        """``(active, processed)`` for worker events."""
+        dispatcher = self.dispatcher
+        if dispatcher is None:
+            return 0, 0
+        return dispatcher.running, dispatcher.stats.succeeded + dispatcher.stats.failed
+
+    # --- remote control (the mailbox calls these) ---------------------------------------
+
+    async def add_consumer(self, name: str) -> bool:
+        """Consume ``name`` too, from now on (also after a reconnect); False if
+        it is consumed already."""
+        if name in self.consumers:
+            return False
+        topo = self.app.router.topology
+        await declare_queue_async(self.client, topo, topo.queue(name))
+        self.declared.names.add(name)
+        await self._start_consumer(self.client, name)
+        if name not in self.queues:
+            self.queues.append(name)
+        log.info("consuming %s too", name)
+        return True
+
+    async def cancel_consumer(self, name: str) -> bool:
+        """Stop consuming ``name`` (its buffered messages go back); False if it
+        was not consumed."""
+        consumer = self.consumers.pop(name, None)
+        if consumer is None:
+            return False
+        if name in self.queues:
+            self.queues.remove(name)
+        await consumer.cancel()
+        log.info("no longer consuming %s", name)
+        return True
 
     def _on_event(self, frame: Event) -> None:
         if self.dispatcher is None:
@@ -330,6 +393,7 @@ class Worker:
         if not self._cold:
             # Closing fails calls in flight: let the last results be confirmed.
             await dispatcher.recorder.wait_results(5.0)
+        await dispatcher.events.stop(self._counters)
         await client.close()
 
     async def _wait_idle(self) -> bool:

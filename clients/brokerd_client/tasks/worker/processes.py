@@ -155,10 +155,45 @@ class ProcessPool:
         child.protocol = protocol
         return child
 
+    def pids(self) -> list[int]:
+        return sorted(c.pid for c in self._children if not c.retiring)
+
+    def resize(self, size: int) -> None:
+        """Keep ``size`` children (``pool_grow``/``pool_shrink``): new ones
+        start now; surplus ones exit when idle (at once if they are)."""
+        self.size = max(size, 1)
+        live = [c for c in self._children if not c.retiring]
+        for _ in range(self.size - len(live)):
+            self._start_one()
+        surplus = len(live) - self.size
+        for child in list(self._idle):
+            if surplus <= 0:
+                break
+            self._idle.remove(child)
+            self._exit(child)
+            surplus -= 1
+
+    def _exit(self, child: _Child) -> None:
+        child.retiring = True
+        if child.transport is not None:
+            child.transport.write(pack({"t": "exit"}))
+            child.transport.close()
+
+    def _live(self) -> int:
+        return sum(1 for c in self._children if not c.retiring)
+
+    def _surplus(self) -> bool:
+        return self._live() > self.size
+
     def _replace(self) -> None:
         if self._stopping:
             return
         self.replaced += 1
+        self._start_one()
+
+    def _start_one(self) -> None:
+        if self._stopping:
+            return
 
         async def spawn() -> None:
             try:
@@ -265,6 +300,9 @@ class ProcessPool:
                 child.transport.write(pack({"t": "exit"}))
                 child.transport.close()
             return
+        if self._surplus():
+            self._exit(child)
+            return
         if self._backlog:
             self._send(child, self._backlog.popleft())
         else:
@@ -308,7 +346,7 @@ class ProcessPool:
                         ),
                     ),
                 )
-        if not child.retiring:
+        if not child.retiring and not self._surplus() and self._live() < self.size:
             self._replace()
 
 

@@ -79,6 +79,11 @@ class ThreadRunner:
         """Allow one more thread (a hard time limit left one stuck in a task)."""
         self._max += 1
 
+    def resize(self, size: int) -> None:
+        """At most ``size`` threads from now on (``pool_grow``/``pool_shrink``);
+        threads already started stay, idle, when shrinking."""
+        self._max = max(size, 1)
+
     def _spawn(self) -> None:
         thread = threading.Thread(
             target=self._work, name=f"brokerd-task-{len(self._threads) + 1}", daemon=True
