@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
 def _row(f: dict[str, float]) -> str:
     return (
         f"{f['achieved_per_s']:.1f} starts/s over the run, at most {f['busiest_second']:.0f} "
-        f"in one second, {f["workers_used"]:.0f} processes ran tasks"
+        f"in one second, {f['workers_used']:.0f} processes ran tasks"
     )
 
 
