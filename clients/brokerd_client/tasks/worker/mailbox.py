@@ -22,7 +22,7 @@ import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ...errors import BrokerError
 from ..ratelimit import parse_rate
@@ -32,8 +32,28 @@ from .events import decoded_args
 if TYPE_CHECKING:
     from ...client import AsyncClient
     from ...consumer import Consumer
-    from .engine import Worker
+    from ..app import App
+    from .dispatcher import Dispatcher
     from .job import Job
+
+
+class Owner(Protocol):
+    """What the mailbox needs of its worker (``engine.Worker``)."""
+
+    app: App
+    hostname: str
+    pool: str
+    prefetch: int
+    queues: list[str]
+    started_at: float
+    dispatcher: Dispatcher | None
+
+    def request_stop(self, cold: bool = False) -> None: ...
+
+    async def add_consumer(self, name: str) -> bool: ...
+
+    async def cancel_consumer(self, name: str) -> bool: ...
+
 
 __all__ = ["Mailbox"]
 
@@ -43,7 +63,7 @@ Reply = dict[str, Any] | list[Any]
 
 
 class Mailbox:
-    def __init__(self, worker: Worker) -> None:
+    def __init__(self, worker: Owner) -> None:
         self.worker = worker
         self.client: AsyncClient | None = None
         self._reader: asyncio.Task[None] | None = None
