@@ -18,6 +18,25 @@ an I/O error fails it here, and then nothing of it was applied or delivered),
 between the two keeps the group (it is in the OS's cache); a power cut may
 lose it, but nobody was told it was durable. Every other group is written
 only and reported once.
+
+The fsync runs on a second thread, the syncer, so the two steps are
+pipelined: while group N's fsync runs, the writer commits group N+1 (its
+messages are delivered at once) and the groups that pile up meanwhile share
+the syncer's next fsync. A publisher never waits for an fsync that started
+before its message was written, and a busy broker pays one fsync per round
+of commits rather than one per group.
+
+Invariants of the pipeline:
+
+* ``done`` comes in commit order for every group, synced or not: a group
+  committed while earlier ones wait for their fsync hands its ``done`` to
+  the syncer behind them (``_behind`` counts what the syncer still holds;
+  when it is zero the writer posts at once, and nothing handed over earlier
+  can still be unposted).
+* One fsync covers every group the syncer took before calling it: each was
+  committed (appended to the log) before it was handed over.
+* ``written`` is always posted by the writer right after its ``COMMIT``, so
+  deliveries never wait for the disk.
 """
 
 from __future__ import annotations
@@ -156,6 +175,21 @@ Job = tuple[int, Any, Any, Written | None]
 Post = Callable[..., Any]
 
 
+class _Synced:
+    """A committed group handed to the syncer: what to report once it is on
+    disk (or at once, in order, if it needs no fsync)."""
+
+    __slots__ = ("dones", "error", "started", "sync")
+
+    def __init__(
+        self, dones: list[Done], sync: bool, error: BaseException | None, started: float
+    ) -> None:
+        self.dones = dones
+        self.sync = sync
+        self.error = error
+        self.started = started
+
+
 class SqliteStore:
     """A ``Store`` over one SQLite database file in WAL mode."""
 
@@ -185,6 +219,13 @@ class SqliteStore:
                 raise open_error(path, exc) from exc
         self._jobs: queue.SimpleQueue[Job] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        #: Committed groups waiting for the syncer (None: stop).
+        self._to_sync: queue.SimpleQueue[_Synced | None] = queue.SimpleQueue()
+        self._syncer: threading.Thread | None = None
+        #: Entries handed to the syncer and not yet posted (under ``_behind_lock``).
+        self._behind = 0
+        self._behind_lock = threading.Lock()
+        self._metrics_lock = threading.Lock()
         self._post: Post | None = None
         self.commits = 0
         #: Group commits that waited for the disk (fsync).
@@ -193,6 +234,12 @@ class SqliteStore:
         self.committed_bytes = 0
         #: Seconds per group commit (BEGIN..COMMIT, and the fsync after it).
         self.commit_seconds = Buckets(LATENCY_BOUNDS)
+
+    @property
+    def syncing(self) -> int:
+        """Committed groups whose ``done`` the syncer has not posted yet."""
+        with self._behind_lock:
+            return self._behind
 
     def _open_wal(self) -> WalSync:
         """Commit with ``synchronous = NORMAL`` from now on (the fsync is
@@ -224,6 +271,11 @@ class SqliteStore:
         """Start the writer thread; ``post`` schedules a callback on the loop
         thread (``loop.call_soon_threadsafe``)."""
         self._post = post
+        if self.wal is not None:
+            self._syncer = threading.Thread(
+                target=self._sync_loop, name="brokerd-syncer", daemon=True
+            )
+            self._syncer.start()
         self._thread = threading.Thread(target=self._run, name="brokerd-writer", daemon=True)
         self._thread.start()
 
@@ -261,6 +313,10 @@ class SqliteStore:
             self._jobs.put((_STOP, None, None, None))
             self._thread.join()
             self._thread = None
+        if self._syncer is not None:
+            self._to_sync.put(None)  # after every group the writer handed over
+            self._syncer.join()
+            self._syncer = None
         if self.wal is not None:
             self.wal.close()
         self._conn.close()
@@ -308,8 +364,7 @@ class SqliteStore:
         # earlier commit durable too, and the durable state is always a
         # prefix of the commits (a power cut may undo the latest acks,
         # never keep an ack whose task result was lost).
-        wal = self.wal
-        sync = wal is not None and any(batch.sync for _, batch, _, _ in group)
+        sync = self.wal is not None and any(batch.sync for _, batch, _, _ in group)
         dones = [done for _, _, done, _ in group]
         written = [w for _, _, _, w in group if w is not None]
         assert self._post is not None
@@ -321,27 +376,79 @@ class SqliteStore:
             log.critical("commit failed: %s", exc)
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            self._post(_finish, [], dones, exc)
+            self._report(written=[], dones=dones, sync=False, error=exc, started=started)
             return
         self.commits += 1
         self.committed_bytes += sum(batch.nbytes for _, batch, _, _ in group)
-        error: BaseException | None = None
-        if sync:
-            assert wal is not None
-            # Written: the loop delivers the group's messages while we fsync.
-            if written:
-                self._post(_finish, written, [], None)
-                written = []
-            try:
-                wal.sync()
-                self.synced_commits += 1
-            except BaseException as exc:
-                # Written, maybe delivered, and not known to be on disk: its
-                # confirms and durable replies fail. The rows stay applied.
-                log.critical("fsync of the write-ahead log failed after its commit: %s", exc)
-                error = exc
-        self.commit_seconds.observe(time.perf_counter() - started)
-        self._post(_finish, written, dones, error)
+        self._report(written=written, dones=dones, sync=sync, error=None, started=started)
+
+    def _report(
+        self,
+        *,
+        written: list[Written],
+        dones: list[Done],
+        sync: bool,
+        error: BaseException | None,
+        started: float,
+    ) -> None:
+        """Post ``written`` now; post ``done`` now if nothing before it waits
+        for the syncer and it needs no fsync, else hand it to the syncer."""
+        assert self._post is not None
+        with self._behind_lock:
+            direct = not sync and self._behind == 0
+            if not direct:
+                self._behind += 1
+        if direct:
+            self._observe(started)
+            self._post(_finish, written, dones, error)
+            return
+        if written:
+            # The loop delivers the group's messages while it waits for the disk.
+            self._post(_finish, written, [], None)
+        self._to_sync.put(_Synced(dones, sync, error, started))
+
+    def _sync_loop(self) -> None:
+        """The syncer thread: take every group handed over so far, one fsync
+        for all of them if any needs it, then report them in order."""
+        wal = self.wal
+        assert wal is not None and self._post is not None
+        while True:
+            first = self._to_sync.get()
+            if first is None:
+                return
+            taken = [first]
+            stop = False
+            while True:
+                try:
+                    more = self._to_sync.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                taken.append(more)
+            error: BaseException | None = None
+            if any(entry.sync for entry in taken):
+                try:
+                    wal.sync()
+                    self.synced_commits += sum(1 for entry in taken if entry.sync)
+                except BaseException as exc:
+                    # Written, maybe delivered, and not known to be on disk: its
+                    # confirms and durable replies fail. The rows stay applied.
+                    log.critical("fsync of the write-ahead log failed after its commit: %s", exc)
+                    error = exc
+            for entry in taken:
+                self._observe(entry.started)
+                failed = entry.error if entry.error is not None else (error if entry.sync else None)
+                self._post(_finish, [], entry.dones, failed)
+            with self._behind_lock:
+                self._behind -= len(taken)
+            if stop:
+                return
+
+    def _observe(self, started: float) -> None:
+        with self._metrics_lock:
+            self.commit_seconds.observe(time.perf_counter() - started)
 
     def _read(self, job: Job) -> None:
         sql, params, as_messages, max_bytes = job[1]

@@ -24,6 +24,7 @@ helper (``from corekit import Env``): pytest puts the test directory on
 from __future__ import annotations
 
 import queue
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,15 +231,27 @@ class DiskEnv(_Harness):
 
     def drain(self) -> int:
         """Run posted callbacks until the writer has done everything submitted
-        so far (a read queued behind it all comes back last)."""
+        so far (a read queued behind it all comes back last), and the syncer
+        has reported every group the writer handed it."""
         marker: list[Any] = []
         self.store.load_ready("", 0, 0, 1, marker.append)
         ran = 0
-        while not marker:
-            fn, args = self.posted.get(timeout=30)
+        deadline = time.monotonic() + 30
+        while not marker or self.store.syncing:
+            try:
+                fn, args = self.posted.get(timeout=0.01)
+            except queue.Empty:
+                assert time.monotonic() < deadline, "the store did not finish its work"
+                continue
             fn(*args)
             ran += 1
-        return ran - 1
+        while True:
+            try:
+                fn, args = self.posted.get_nowait()
+            except queue.Empty:
+                return ran - 1
+            fn(*args)
+            ran += 1
 
     def crash(self) -> None:
         """Stop without closing connections: only committed work survives."""

@@ -425,3 +425,79 @@ def test_the_log_sync_fails_when_the_log_is_missing(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         wal.sync()
     wal.close()
+
+
+def test_the_next_group_is_written_while_the_previous_one_is_synced(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pipelined group commit: while group 1's fsync runs, group 2 commits to
+    the log (its messages may be delivered), and its fsync covers it; ``done``
+    still comes in commit order, group 1's first."""
+    assert h.store.wal is not None
+    sync = h.store.wal.sync
+    syncing = threading.Event()
+    release = threading.Event()
+
+    def held() -> None:
+        syncing.set()
+        assert release.wait(30)
+        sync()
+
+    monkeypatch.setattr(h.store.wal, "sync", held)
+    events: list[Any] = []
+    for n in (1, 2):
+        h.store.commit(
+            durable_batch(msg(n, seq=n)),
+            lambda e, n=n: events.append(("done", n, e)),
+            lambda n=n: events.append(("written", n)),
+        )
+        assert syncing.wait(30)
+    acked = Batch()  # an unsynced group behind them waits its turn for done too
+    acked.delete(1)
+    h.store.commit(acked, lambda e: events.append(("done", 3, e)))
+    while ("written", 2) not in events:
+        fn, args = h.pump.posted.get(timeout=10)  # never reached with a blocking fsync
+        fn(*args)
+    assert events == [("written", 1), ("written", 2)]
+    release.set()
+    while len(events) < 5:
+        h.pump.run_one()
+    assert events[2:] == [("done", 1, None), ("done", 2, None), ("done", 3, None)]
+    assert [m.id for m in h.load_ready("q", 0, 0, 10)] == [2]
+
+
+def test_groups_that_wait_for_one_fsync_share_it(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Groups committed while an fsync runs are carried to the disk by the next
+    single fsync, not one each."""
+    assert h.store.wal is not None
+    sync = h.store.wal.sync
+    calls: list[int] = []
+    syncing = threading.Event()
+    release = threading.Event()
+
+    def held() -> None:
+        calls.append(1)
+        syncing.set()
+        assert release.wait(30)
+        sync()
+
+    monkeypatch.setattr(h.store.wal, "sync", held)
+    done: list[int] = []
+    h.store.commit(durable_batch(msg(1, seq=1)), lambda e: done.append(1))
+    assert syncing.wait(30)
+    for n in (2, 3, 4):
+        h.store.commit(durable_batch(msg(n, seq=n)), lambda e, n=n: done.append(n))
+    # The three are committed (read after them on the writer) before the fsync ends.
+    out: list[Any] = []
+    h.store.load_ready("q", 0, 0, 10, out.append)
+    while not out:
+        h.pump.run_one()
+    assert [m.id for m in out[0]] == [1, 2, 3, 4]
+    release.set()
+    while len(done) < 4:
+        h.pump.run_one()
+    assert done == [1, 2, 3, 4]
+    assert len(calls) == 2
+    assert h.store.synced_commits == h.store.commits
