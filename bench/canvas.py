@@ -96,7 +96,7 @@ def _worker(
             "bench.systems.canvas_celery_app",
             "worker",
             "-P",
-            "prefork",
+            args.celery_pool,
             "-c",
             str(args.concurrency),
             "-Q",
@@ -231,6 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--chord", type=int, default=1000, help="header tasks in the chord")
     p.add_argument("--runs", type=int, default=3, help="timed runs of each per system")
     p.add_argument("--concurrency", type=int, default=4, help="the worker's concurrency")
+    p.add_argument("--celery-pool", default="prefork", help="the Celery worker's -P")
     p.add_argument("--systems", default="native,celery+brokerd,celery+rabbitmq,celery+redis")
     args = p.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench-canvas-"))
