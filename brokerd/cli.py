@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
             # Another node took the database over; a supervisor should not
             # restart this one in a loop over it.
             raise SystemExit(3)
-    except (StorageOpenError, TLSFileError) as exc:
+    except (StorageOpenError, TLSFileError, ConfigError) as exc:
         # Said in one line, without a traceback: the operator's fix is in it.
         print(f"brokerd: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
