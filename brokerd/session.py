@@ -653,7 +653,13 @@ class Session(asyncio.Protocol):
 
     def handshake_expired(self, timeout: float) -> None:
         """Called by the server when the handshake deadline has passed."""
-        if self._held_hello is not None and not self._verifying:
+        if self._verifying:
+            self.fail(
+                ErrorCode.RESOURCE_LIMIT,
+                f"the password could not be checked within the handshake timeout "
+                f"({timeout:g} s from connect); the broker is busy checking others",
+            )
+        elif self._held_hello is not None:
             self.fail(
                 ErrorCode.RESOURCE_LIMIT,
                 "too many failed authentications from this address; try again later",

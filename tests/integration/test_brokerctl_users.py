@@ -68,6 +68,8 @@ def test_user_commands_end_to_end(broker: BrokerProcess, stdin: Any) -> None:
         app.declare_queue("app.jobs")
         with pytest.raises(AccessRefused, match="configure permission"):
             app.declare_queue("other")
+        users = json.loads(ok(broker, "--formatter", "json", "list_connections", "user"))
+        assert {"user": "app"} in users and {"user": None} in users  # brokerctl's own
     ok(broker, "clear_permissions", "app")
     assert json.loads(ok(broker, "--formatter", "json", "list_permissions")) == []
 

@@ -70,7 +70,7 @@ LISTINGS: dict[str, Listing] = {
         ListConnections,
         (
             "id", "peer", "transport", "client_name", "connected_at", "consumers",
-            "unsettled", "bytes_in", "bytes_out",
+            "unsettled", "bytes_in", "bytes_out", "user",
         ),
         (
             "id", "peer", "transport", "client_name", "connected_at", "consumers",
