@@ -30,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
         from .tlscerts import ENV, make_certificates
 
         os.environ[ENV] = str(make_certificates())
+    if settings.brokerd_user:  # read by the broker processes (bench/procs.py)
+        from .procs import USER_ENV
+
+        os.environ[USER_ENV] = "1"
     if settings.brokerd_store:  # read by the broker processes (bench/pgstore.py)
         from .pgstore import ENV as STORE_ENV
 

@@ -38,6 +38,7 @@ class Settings:
     brokerd_ack: str  # "nowait" (fire-and-forget, like AMQP) | "wait"
     brokerd_tls: bool  # brokerd serves brokerds:// with a throwaway certificate
     brokerd_store: str | None  # postgresql://... : brokerd keeps its queues there
+    brokerd_user: bool  # brokerd clients log in as a user holding permission patterns
     urls: dict[str, str]
 
     def as_json(self) -> dict[str, Any]:
@@ -159,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="run brokerd on PostgreSQL: postgresql://user@host:port/db (each workload gets a "
         "fresh database created on that server and dropped after; the role needs CREATEDB)",
     )
+    p.add_argument(
+        "--brokerd-user",
+        action="store_true",
+        help="brokerd clients log in as a user whose permissions are patterns, so every "
+        "frame is checked (docs/security.md); default: no users, as on a fresh broker",
+    )
     p.add_argument("--keep-temp", action="store_true", help="keep brokerd temp data dirs and logs")
     return p
 
@@ -195,6 +202,7 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
         brokerd_ack=ns.brokerd_ack,
         brokerd_tls=ns.brokerd_tls,
         brokerd_store=ns.brokerd_store,
+        brokerd_user=ns.brokerd_user,
         urls=dict(DEFAULT_URLS),
         **values,
     )

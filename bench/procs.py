@@ -23,6 +23,19 @@ START_TIMEOUT = 30.0
 
 _LIVE: set[BrokerdProcess] = set()
 
+#: --brokerd-user: set (by bench/__main__) when clients log in as a user.
+USER_ENV = "BENCH_BROKERD_USER"
+BENCH_USER = "bench"
+#: A throwaway user's password on a loopback broker the bench made and deletes.
+BENCH_PASSWORD = "bench-password"
+#: Its configure, write and read patterns: a real regular expression to
+#: evaluate (not ".*"), which allows every name the workloads use.
+BENCH_PATTERN = "^(?!forbidden\\.).*"
+
+
+def bench_user() -> bool:
+    return bool(os.environ.get(USER_ENV))
+
 
 @atexit.register
 def _kill_leftovers() -> None:
@@ -76,7 +89,8 @@ class BrokerdProcess:
         if self.port is None:
             raise RuntimeError("brokerd not started")
         scheme = "brokerds" if brokerd_tls_dir() is not None else "brokerd"
-        return f"{scheme}://127.0.0.1:{self.port}"
+        login = f"{BENCH_USER}:{BENCH_PASSWORD}@" if bench_user() else ""
+        return f"{scheme}://{login}127.0.0.1:{self.port}"
 
     @property
     def pid(self) -> int:
@@ -146,7 +160,31 @@ class BrokerdProcess:
 
     def start(self, timeout: float = START_TIMEOUT) -> int:
         self.spawn()
-        return self.wait_port(timeout)
+        port = self.wait_port(timeout)
+        if bench_user() and self.starts == 1:
+            self.add_user()
+        return port
+
+    def add_user(self) -> None:
+        """--brokerd-user: the user the clients log in as, with patterns, made
+        with brokerctl over the control socket (kept by the store on restarts)."""
+        ctl = [sys.executable, "-m", "brokerd_client.ctl", "--data-dir", str(self.data_dir)]
+        steps: list[tuple[list[str], str | None]] = [
+            (["add_user", BENCH_USER], BENCH_PASSWORD + "\n"),
+            (["set_permissions", BENCH_USER, *[BENCH_PATTERN] * 3], None),
+        ]
+        for args, stdin in steps:
+            done = subprocess.run(
+                [*ctl, *args],
+                input=stdin,
+                capture_output=True,
+                text=True,
+                env=child_env(),
+                timeout=60,
+                check=False,
+            )
+            if done.returncode != 0:
+                raise BrokerStartError(f"brokerctl {args[0]} failed: {done.stderr.strip()}")
 
     async def astart(self) -> int:
         """:meth:`start` without blocking the caller's event loop."""

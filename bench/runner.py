@@ -124,6 +124,11 @@ class Runner:
                         else ""
                     )
                     + (
+                        "; clients log in as a user with permission patterns (--brokerd-user)"
+                        if self.settings.brokerd_user
+                        else ""
+                    )
+                    + (
                         f" --store {_shown(self.settings.brokerd_store)} (PostgreSQL, a fresh "
                         "database per workload)"
                         if self.settings.brokerd_store

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from .admin import install as install_admin
+from .auth.admin import install as install_user_admin
 from .clock import Clock
 from .config import Config, ConfigError, load_config
 from .malloc import pin_mmap_threshold
@@ -30,8 +31,8 @@ def build_server(
     *,
     auth_clock: Callable[[], float] = time.monotonic,
 ) -> BrokerServer:
-    """The broker ``brokerd`` runs, not started: the server with the task layer
-    and the admin frames (brokerctl).
+    """The broker ``brokerd`` runs, not started: the server with the task layer,
+    the admin frames and the user admin frames (brokerctl).
 
     ``clock`` (the core's) and ``auth_clock`` (the authentication throttle's)
     are for tests that drive time themselves.
@@ -39,6 +40,7 @@ def build_server(
     server = BrokerServer(config, clock, auth_clock=auth_clock)
     install_tasks(server)
     install_admin(server)
+    install_user_admin(server)
     return server
 
 
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
             # Another node took the database over; a supervisor should not
             # restart this one in a loop over it.
             raise SystemExit(3)
-    except (StorageOpenError, TLSFileError) as exc:
+    except (StorageOpenError, TLSFileError, ConfigError) as exc:
         # Said in one line, without a traceback: the operator's fix is in it.
         print(f"brokerd: {exc}", file=sys.stderr)
         raise SystemExit(1) from None

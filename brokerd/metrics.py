@@ -260,7 +260,7 @@ class BrokerCollector:
         yield wrong
         throttle = server.auth_throttle
         yield CounterMetricFamily(
-            "brokerd_auth_failures", "Hellos refused for a wrong token.",
+            "brokerd_auth_failures", "Hellos refused for a wrong token or password.",
             value=throttle.failures_total,
         )  # fmt: skip
         yield CounterMetricFamily(

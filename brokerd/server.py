@@ -36,9 +36,11 @@ from pathlib import Path
 import brokerd_protocol as bp
 from brokerd_protocol import ErrorCode
 
+from .auth import Users, Verifier, passwords
+from .auth.users import load as load_users
 from .broker import Broker
 from .clock import Clock, SystemClock
-from .config import Config
+from .config import Config, ConfigError, is_loopback
 from .control import bind_control_socket, control_path, remove_control_socket
 from .diskfree import DiskMonitor
 from .flow import FlowControl
@@ -114,6 +116,13 @@ class BrokerServer:
         #: Failed-authentication throttle per peer address (its own clock so
         #: tests can run it on a fake one).
         self.auth_throttle = AuthThrottle(auth_clock)
+        #: Users, tags and permissions (loaded from the store at start).
+        self.users = Users()
+        #: Checks and makes password hashes off the loop.
+        self.verifier = Verifier(self.users)
+        #: The broker port is on loopback only: without users or token it
+        #: takes anyone (as before users existed); elsewhere it must not.
+        self.loopback_only = is_loopback(config.host)
         #: Connections that spoke another protocol, by protocol.
         self.wrong_protocols = dict.fromkeys(WRONG_PROTOCOLS, 0)
         #: One warning per peer address a minute about those.
@@ -164,6 +173,17 @@ class BrokerServer:
                 if isinstance(self.store, SqliteStore) and isinstance(cause, sqlite3.Error):
                     raise open_error(self.store.path, cause) from exc
                 raise
+        await load_users(self.users, self.store)
+        if not self.loopback_only and self.config.token is None and not self.users.defined:
+            await loop.run_in_executor(None, self.store.close)
+            raise ConfigError(
+                f"refusing to listen on {self.config.host!r} without credentials: add a user "
+                "first (bind 127.0.0.1, then brokerctl add_user NAME and set_permissions), "
+                "or set --token-file"
+            )
+        # Made now, off the loop: unknown users are checked against it, and the
+        # first one must not pay for making it (nor stall the loop).
+        await loop.run_in_executor(None, passwords.dummy_hash)
         self.broker.restore(recovered)
         if self.disk is not None:
             self.disk.check(self.clock.now())
@@ -250,6 +270,7 @@ class BrokerServer:
         self.broker.flush()
         assert self._loop is not None
         await self._loop.run_in_executor(None, self.store.close)
+        self.verifier.close()
         if self._server is not None:
             await self._server.wait_closed()
         if self._control is not None and self.control_path is not None:

@@ -36,6 +36,8 @@ from typing import Any, Protocol, cast
 import brokerd_protocol as bp
 from brokerd_protocol import ErrorCode, ProtocolError
 
+from .auth import Access, Users, Verifier
+from .auth.users import DEFAULT_VHOST, User
 from .broker import Broker
 from .config import Config
 from .errors import BrokerError
@@ -77,6 +79,17 @@ class Host(Protocol):
 
     @property
     def auth_throttle(self) -> AuthThrottle: ...
+
+    @property
+    def users(self) -> Users: ...
+
+    @property
+    def verifier(self) -> Verifier: ...
+
+    @property
+    def loopback_only(self) -> bool:
+        """The broker port listens on loopback addresses only."""
+        ...
 
     @property
     def handlers(self) -> Handlers:
@@ -132,7 +145,13 @@ class Session(asyncio.Protocol):
     """One connection. ``local`` marks one accepted on the control socket
     (``control.py``): the OS already let its peer open a mode-0600 socket in
     the data dir, so it is trusted as the broker's own user, without a token,
-    and may use the admin frames (SPEC §17)."""
+    and may use the admin frames (SPEC §17), unless its Hello names a user:
+    then it has that user's rights, once the password is checked.
+
+    Rights (docs/security.md): ``access`` is None for a session that may do
+    everything (the token, the control socket, a broker without users on
+    loopback), else the user's compiled permissions, checked on every frame
+    after Welcome before its handler runs."""
 
     def __init__(self, host: Host, *, local: bool = False) -> None:
         self.host = host
@@ -144,6 +163,14 @@ class Session(asyncio.Protocol):
         self.id = 0
         #: What the client called itself in its Hello.
         self.client_name = ""
+        #: The vhost this connection works in (only "/" until vhosts exist).
+        self.vhost = DEFAULT_VHOST
+        #: The user it authenticated as (None: the token, or no credentials).
+        self.user: str | None = None
+        #: Its rights (None: everything); see the class docstring.
+        self.access: Access | None = None
+        #: A Hello whose password is being checked (off the loop).
+        self._verifying = False
         #: Wall-clock time of the connect (epoch seconds), for admins.
         self.connected_wall = time.time()
         self.broker: Broker = host.broker
@@ -257,6 +284,8 @@ class Session(asyncio.Protocol):
                             raise ProtocolError(f"{type(frame).__name__} is not a client frame")
                         if getattr(frame, "req", 1) <= 0:
                             raise ProtocolError("request ids must be positive")
+                        if self.access is not None:
+                            self.access.check(frame)
                         handler(self, frame)
                 except ProtocolError:
                     raise
@@ -508,20 +537,34 @@ class Session(asyncio.Protocol):
                 f"server speaks protocol versions {list(bp.SUPPORTED_VERSIONS)}",
             )
             return
-        if self.config.token is None or self.local:
+        if self.local and frame.user is None:
             self._welcome(frame)
+        elif frame.user is not None or self.config.token is not None:
+            self._check_credentials(frame)
+        elif self.host.users.defined:
+            self.fail(
+                ErrorCode.AUTH_FAILED,
+                "this broker has users: connect with a user name and password "
+                "(brokerd://user:password@host)",
+            )
+        elif not self.host.loopback_only:
+            # No users and no token: open only on loopback (the start-up check
+            # refuses this bind; users deleted since must not open it).
+            self.fail(ErrorCode.AUTH_FAILED, "this broker has no users yet and takes no one")
         else:
-            self._check_token(frame, self.config.token)
+            self._welcome(frame)
 
-    def _check_token(self, frame: bp.Hello, expected: str) -> None:
-        """Compare the token once this peer's address may be checked again.
+    def _check_credentials(self, frame: bp.Hello) -> None:
+        """Check the user's password or the token once this peer's address
+        may be checked again.
 
         After repeated failures from an address its next check waits (a loop
         timer, see ``throttle.py``); a Hello that could not be checked before
-        the handshake deadline is refused without being checked at all.
+        the handshake deadline is refused without being checked at all. The
+        control socket's peers are not throttled.
         """
         throttle = self.host.auth_throttle
-        wait = throttle.wait(self.peer_host)
+        wait = 0.0 if self.local else throttle.wait(self.peer_host)
         if wait > 0:
             deadline = self.connected_at + self.config.handshake_timeout
             if time.monotonic() + wait > deadline:
@@ -536,7 +579,17 @@ class Session(asyncio.Protocol):
             self._held_hello = frame
             self._hello_timer = self._loop.call_later(wait, self._retry_hello)
             return
+        if frame.user is not None:
+            # The Hello stays held (frames before Welcome are refused) while
+            # its password is hashed off the loop.
+            self._held_hello = frame
+            self._verifying = True
+            self.host.verifier.check(
+                frame.user, frame.password or "", partial(self._verified, frame)
+            )
+            return
         self._held_hello = None
+        expected = self.config.token or ""
         given = (frame.token or "").encode()
         if not hmac.compare_digest(given, expected.encode()):
             delay = throttle.failed(self.peer_host)
@@ -552,19 +605,61 @@ class Session(asyncio.Protocol):
         throttle.succeeded(self.peer_host)
         self._welcome(frame)
 
+    def _verified(self, frame: bp.Hello, user: User | None) -> None:
+        """The password check's answer (on the loop): Welcome or AUTH_FAILED.
+        An unknown user and a wrong password get the same reply."""
+        self._verifying = False
+        if self._closing:
+            return
+        self._held_hello = None
+        throttle = self.host.auth_throttle
+        if user is None:
+            delay = 0.0 if self.local else throttle.failed(self.peer_host)
+            log.warning(
+                "authentication failed from %s for user %r (client %r); next attempt from "
+                "this address waits %.3g s",
+                self.peer_name,
+                (frame.user or "")[:64],
+                frame.client_name[:64],
+                delay,
+            )
+            self.fail(ErrorCode.AUTH_FAILED, "invalid user name or password")
+            return
+        if not self.local:
+            throttle.succeeded(self.peer_host)
+        self.user = user.name
+        self.set_access(self.host.users)
+        self._welcome(frame)
+
+    def set_access(self, users: Users) -> None:
+        """(Re)build this session's rights from its user's current tags and
+        permissions (at Welcome, and when an administrator changes them)."""
+        if self.user is None:
+            return
+        user = users.get(self.user)
+        tags = user.tags if user is not None else frozenset()
+        self.access = Access(self.user, self.vhost, tags, users.permission(self.user, self.vhost))
+        self.admin = self.access.admin
+
     def _retry_hello(self) -> None:
         self._hello_timer = None
         frame = self._held_hello
-        if frame is None or self._closing or self.config.token is None:
+        if frame is None or self._closing:
             return
         try:
-            self._check_token(frame, self.config.token)
+            self._check_credentials(frame)
         except Exception as exc:  # a timer, not a read: the same rule applies
             self._failed(frame, exc)
 
     def handshake_expired(self, timeout: float) -> None:
         """Called by the server when the handshake deadline has passed."""
-        if self._held_hello is not None:
+        if self._verifying:
+            self.fail(
+                ErrorCode.RESOURCE_LIMIT,
+                f"the password could not be checked within the handshake timeout "
+                f"({timeout:g} s from connect); the broker is busy checking others",
+            )
+        elif self._held_hello is not None:
             self.fail(
                 ErrorCode.RESOURCE_LIMIT,
                 "too many failed authentications from this address; try again later",
@@ -580,7 +675,7 @@ class Session(asyncio.Protocol):
             self.fail(ErrorCode.RESOURCE_LIMIT, "too many connections")
             return
         self.authenticated = True
-        self.admin = True
+        self.admin = self.access is None or self.access.admin
         self.client_name = frame.client_name
         self.decoder.max_frame = self.config.max_frame
         # SPEC §6.2: heartbeat timers start with Welcome, however long the
@@ -600,6 +695,8 @@ class Session(asyncio.Protocol):
         if not self.authenticated:
             self.fail(ErrorCode.NOT_AUTHENTICATED, "the first frame must be Hello")
             return
+        if self.access is not None:
+            self.access.check_publish(f.exchange)
         self.broker.publish(self.conn, f.seq, f.exchange, f.routing_key, f.body, f.props)
 
     def _on_heartbeat(self, f: bp.Heartbeat) -> None:

@@ -125,6 +125,9 @@ def connection_rows(sessions: Iterable[Listed], consumers: Callable[[Listed], An
                     "peer": s.peer_name,
                     "transport": "unix" if s.local else "tcp",
                     "client_name": s.client_name,
+                    # The user it logged in as (None: the token, the control
+                    # socket, or a broker without users).
+                    "user": getattr(s, "user", None),
                     "connected_at": round(s.connected_wall, 3),
                     "consumers": len(conn.consumers),
                     "unsettled": len(conn.deliveries),

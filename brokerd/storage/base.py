@@ -76,6 +76,10 @@ class Query(IntEnum):
     GROUPS = 5
     #: () -> (group_id, member_id) of every recorded group member.
     GROUP_MEMBERS = 6
+    #: () -> (name, password_hash, tags) of every user.
+    USERS = 20
+    #: () -> (username, vhost, configure, write, read) of every permission.
+    PERMISSIONS = 21
 
 
 @dataclass(slots=True)

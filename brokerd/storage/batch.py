@@ -97,6 +97,15 @@ class Op(IntEnum):
     DELETE_RESULT = 32
     #: (now,): groups with expires_at <= now, and their members.
     EXPIRE_GROUPS = 31
+    #: (name, password_hash, tags): insert or replace a user (``tags`` a
+    #: comma-separated text; the hash as ``auth.passwords`` writes it).
+    PUT_USER = 40
+    #: (name,): the user and every permission it holds.
+    DELETE_USER = 41
+    #: (username, vhost, configure, write, read): insert or replace.
+    PUT_PERMISSION = 42
+    #: (username, vhost).
+    DELETE_PERMISSION = 43
 
 
 @dataclass(slots=True)
@@ -317,6 +326,21 @@ class Batch:
 
     def delete_schedule(self, name: str) -> None:
         self._step(Op.DELETE_SCHEDULE, (name,))
+
+    # --- users and permissions (brokerd/auth) ------------------------------------
+
+    def put_user(self, name: str, password_hash: str, tags: str) -> None:
+        self._step(Op.PUT_USER, (name, password_hash, tags))
+
+    def delete_user(self, name: str) -> None:
+        """The user and all its permissions."""
+        self._step(Op.DELETE_USER, (name,))
+
+    def put_permission(self, user: str, vhost: str, configure: str, write: str, read: str) -> None:
+        self._step(Op.PUT_PERMISSION, (user, vhost, configure, write, read))
+
+    def delete_permission(self, user: str, vhost: str) -> None:
+        self._step(Op.DELETE_PERMISSION, (user, vhost))
 
     def put_group(
         self,

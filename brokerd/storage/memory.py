@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .base import Batch, Done, Loaded, Queried, Query, Recovered, Written, read_messages
-from .sql import DELAYED_SQL, READY_SQL, SCHEMA, apply_batches, query_sql
+from .sql import DELAYED_SQL, READY_SQL, apply_batches, create_schema, query_sql
 from .sql import recover as recover_database
 
 Schedule = Callable[[Callable[[], None]], None]
@@ -29,7 +29,7 @@ class MemoryStore:
         # disk store has, without a file.
         # Opened on the loop thread, closed from an executor at shutdown.
         self._conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-        self._conn.executescript(SCHEMA)
+        create_schema(self._conn)
         self.commits = 0
 
     def recover(self, now: float) -> Recovered:

@@ -86,6 +86,51 @@ CREATE TABLE IF NOT EXISTS group_members (
 );
 """
 
+#: Changes to ``SCHEMA`` for databases made before them: migration n (counted
+#: from 1) is ``MIGRATIONS[n - 1]``, and the database's ``user_version`` is the
+#: last one applied. ``SCHEMA`` is version 0, created with ``IF NOT EXISTS``
+#: so a database of any version may run it.
+#: 1: users and their permissions (brokerd/auth).
+MIGRATIONS: tuple[str, ...] = (
+    """
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    tags TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS permissions (
+    username TEXT NOT NULL,
+    vhost TEXT NOT NULL,
+    configure TEXT NOT NULL,
+    write TEXT NOT NULL,
+    read TEXT NOT NULL,
+    PRIMARY KEY (username, vhost)
+);
+""",
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class SchemaTooNew(sqlite3.DatabaseError):
+    """The database was migrated by a newer brokerd than this one."""
+
+
+def create_schema(conn: sqlite3.Connection) -> None:
+    """Create the tables and apply every migration the database lacks, each
+    in one transaction with its new ``user_version``."""
+    conn.executescript(SCHEMA)
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"the database schema is version {version}, newer than this brokerd knows "
+            f"(up to {SCHEMA_VERSION})"
+        )
+    for number in range(version + 1, SCHEMA_VERSION + 1):
+        conn.executescript(
+            f"BEGIN IMMEDIATE; {MIGRATIONS[number - 1]} PRAGMA user_version = {number}; COMMIT;"
+        )
+
+
 _COLS = ", ".join(INSERT_COLUMNS)
 INSERT_SQL = f"INSERT INTO messages ({_COLS}) VALUES ({', '.join('?' * len(INSERT_COLUMNS))})"
 UPDATE_SQL = (
@@ -168,6 +213,16 @@ OP_SQL: dict[Op, tuple[str, ...]] = {
         "(SELECT group_id FROM groups WHERE expires_at <= ?)",
         "DELETE FROM groups WHERE expires_at <= ?",
     ),
+    Op.PUT_USER: ("INSERT OR REPLACE INTO users (name, password_hash, tags) VALUES (?, ?, ?)",),
+    Op.DELETE_USER: (
+        "DELETE FROM users WHERE name = ?1",
+        "DELETE FROM permissions WHERE username = ?1",
+    ),
+    Op.PUT_PERMISSION: (
+        "INSERT OR REPLACE INTO permissions (username, vhost, configure, write, read) "
+        "VALUES (?, ?, ?, ?, ?)",
+    ),
+    Op.DELETE_PERMISSION: ("DELETE FROM permissions WHERE username = ? AND vhost = ?",),
 }
 
 _QUERY_SQL: dict[Query, str] = {
@@ -178,6 +233,8 @@ _QUERY_SQL: dict[Query, str] = {
     ),
     Query.GROUPS: ("SELECT group_id, size, joined, completer, fired, expires_at FROM groups"),
     Query.GROUP_MEMBERS: "SELECT group_id, member_id FROM group_members",
+    Query.USERS: "SELECT name, password_hash, tags FROM users",
+    Query.PERMISSIONS: "SELECT username, vhost, configure, write, read FROM permissions",
 }
 
 

@@ -73,7 +73,7 @@ from .errors import (
     writable_advice,
 )
 from .lock import DataDirLock
-from .sql import DELAYED_SQL, READY_SQL, SCHEMA, apply_batches, query_sql
+from .sql import DELAYED_SQL, READY_SQL, apply_batches, create_schema, query_sql
 from .sql import recover as recover_database
 from .walsync import WalSync
 
@@ -114,7 +114,7 @@ def open_database(path: Path, durability: str) -> sqlite3.Connection:
         # the database, holding every commit queued behind it: 1000 pages (4 MiB,
         # SQLite's default) keeps that stall near one ordinary commit.
         conn.execute("PRAGMA wal_autocheckpoint = 1000")
-        conn.executescript(SCHEMA)
+        create_schema(conn)
         # A read-only file opens and reads fine; fail now, not at the first commit.
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
         conn.execute("BEGIN IMMEDIATE")
@@ -133,7 +133,7 @@ def _create(path: Path) -> None:
     conn = sqlite3.connect(str(tmp), isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode = WAL")
-        conn.executescript(SCHEMA)
+        create_schema(conn)
     finally:
         conn.close()
     _fsync(tmp)

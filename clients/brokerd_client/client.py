@@ -15,6 +15,7 @@ import os
 import ssl
 import sys
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Unpack
 
@@ -77,6 +78,8 @@ async def connect(
     url: str | BrokerURL = "brokerd://localhost:5673",
     *,
     token: str | None = None,
+    user: str | None = None,
+    password: str | None = None,
     heartbeat: float = 30.0,
     client_name: str | None = None,
     timeout: float | None = 10.0,  # noqa: ASYNC109 - a connect timeout is public API
@@ -88,7 +91,8 @@ async def connect(
 ) -> AsyncClient:
     """Open a connection to brokerd and return a ready :class:`AsyncClient`.
 
-    ``token`` overrides one given in the URL (keeps secrets out of URLs).
+    ``token`` overrides one given in the URL (keeps secrets out of URLs);
+    so do ``user`` and ``password`` (a user of the broker, docs/security.md).
     ``heartbeat`` is the interval in seconds we ask for (0 disables; the
     broker has the final say). ``timeout`` bounds the TCP connect plus the
     handshakes. ``max_inflight`` caps unconfirmed publishes on this
@@ -105,6 +109,12 @@ async def connect(
     context = client_context(
         parsed, ssl_context=ssl_context, cafile=cafile, certfile=certfile, keyfile=keyfile
     )
+    if user is not None or password is not None:
+        parsed = replace(
+            parsed,
+            user=user if user is not None else parsed.user,
+            password=password if password is not None else parsed.password,
+        )
     return await _open(parsed, token, heartbeat, client_name, timeout, max_inflight, None, context)
 
 
@@ -114,14 +124,18 @@ async def connect_unix(
     heartbeat: float = 30.0,
     client_name: str | None = None,
     timeout: float | None = 10.0,  # noqa: ASYNC109 - a connect timeout is public API
+    user: str | None = None,
+    password: str | None = None,
 ) -> AsyncClient:
     """Connect to a broker's control socket (``<data-dir>/brokerd.sock``).
 
     The broker trusts whoever can open that file (mode 0600: its own OS user)
     as an administrator, without a token. This is how brokerctl talks to a
-    local broker; applications use :func:`connect`.
+    local broker; applications use :func:`connect`. With ``user`` and
+    ``password`` the broker checks them and the connection has that user's
+    rights only (brokerctl's ``authenticate_user``).
     """
-    url = BrokerURL(host="localhost")
+    url = BrokerURL(host="localhost", user=user, password=password)
     return await _open(url, None, heartbeat, client_name, timeout, 10_000, path, None)
 
 
@@ -142,11 +156,13 @@ async def _open(
         token=token if token is not None else parsed.token,
         client_name=client_name if client_name is not None else _default_client_name(),
         heartbeat=float(heartbeat),
+        user=parsed.user,
+        password=parsed.password,
     )
     size = len(encode_payload(hello))
     if size > MAX_HELLO_FRAME:
         raise ValueError(
-            f"the Hello (token and client_name) takes {size} bytes; brokerd reads at most "
+            f"the Hello (credentials and client_name) takes {size} bytes; brokerd reads at most "
             f"{MAX_HELLO_FRAME} bytes before the handshake"
         )
     conn = await Connection.open(

@@ -64,6 +64,8 @@ class Client:
         url: str | BrokerURL = "brokerd://localhost:5673",
         *,
         token: str | None = None,
+        user: str | None = None,
+        password: str | None = None,
         heartbeat: float = 30.0,
         client_name: str | None = None,
         connect_timeout: float | None = 10.0,
@@ -79,6 +81,8 @@ class Client:
         self.timeout = timeout
         self._connect_kwargs: dict[str, Any] = {
             "token": token,
+            "user": user,
+            "password": password,
             "heartbeat": heartbeat,
             "client_name": client_name,
             "timeout": connect_timeout,

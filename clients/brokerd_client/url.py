@@ -1,4 +1,5 @@
-"""Parse ``brokerd://[token@]host[:port]`` and ``brokerds://`` (TLS) connection URLs.
+"""Parse ``brokerd://[token@]host[:port]``, ``brokerd://user:password@host[:port]``
+and ``brokerds://`` (TLS) connection URLs.
 
 A URL is how an operator hands credentials and an address to an application
 (an environment variable, a settings file), so a bad one must fail at startup
@@ -28,13 +29,15 @@ _HOSTNAME = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63
 
 @dataclass(frozen=True, slots=True)
 class BrokerURL:
-    """Where to connect, with which token, and whether over TLS
-    (``brokerds://``). ``host`` has no IPv6 brackets."""
+    """Where to connect, with which token or user and password, and whether
+    over TLS (``brokerds://``). ``host`` has no IPv6 brackets."""
 
     host: str
     port: int = DEFAULT_PORT
     token: str | None = None
     tls: bool = False
+    user: str | None = None
+    password: str | None = None
 
     @property
     def scheme(self) -> str:
@@ -48,17 +51,24 @@ class BrokerURL:
     def __repr__(self) -> str:
         # Never print the secret, even in tracebacks and debug logs.
         token = "'***'" if self.token is not None else "None"
-        return f"BrokerURL(host={self.host!r}, port={self.port}, token={token}, tls={self.tls})"
+        password = "'***'" if self.password is not None else "None"
+        return (
+            f"BrokerURL(host={self.host!r}, port={self.port}, token={token}, tls={self.tls}, "
+            f"user={self.user!r}, password={password})"
+        )
 
 
 def parse_url(url: str) -> BrokerURL:
     """Split a ``brokerd://`` or ``brokerds://`` URL into host, port, token and TLS.
 
     Accepted forms: ``brokerd://host``, ``brokerd://host:5673``,
-    ``brokerd://token@host:5673``, ``brokerd://[::1]:5673``, and each with
-    ``brokerds://`` (the same over TLS, the host name verified against the
-    broker's certificate). The token may be percent-encoded (``%40`` for
-    ``@``). A trailing ``/`` is allowed.
+    ``brokerd://token@host:5673``, ``brokerd://user:password@host:5673``,
+    ``brokerd://[::1]:5673``, and each with ``brokerds://`` (the same over
+    TLS, the host name verified against the broker's certificate). Before
+    the ``@``, a colon after a non-empty name means a user and its password;
+    otherwise it is the broker's token (``brokerd://:token@host`` too). Each
+    part may be percent-encoded (``%40`` for ``@``, ``%3A`` for ``:``). A
+    trailing ``/`` is allowed.
     """
     if not isinstance(url, str):
         raise TypeError(f"broker URL must be a str, not {type(url).__name__}")
@@ -78,17 +88,33 @@ def parse_url(url: str) -> BrokerURL:
         raise ValueError(f"invalid broker URL {shown!r}: unexpected path '/{path}'")
 
     token: str | None = None
+    user: str | None = None
+    password: str | None = None
     if "@" in netloc:
-        raw_token, _, netloc = netloc.rpartition("@")
-        if not raw_token:
-            raise ValueError(f"invalid broker URL {shown!r}: empty token before '@'")
-        token = unquote(raw_token)
+        userinfo, _, netloc = netloc.rpartition("@")
+        raw_user, colon, raw_password = userinfo.partition(":")
+        if colon and raw_user:
+            if not raw_password:
+                raise ValueError(f"invalid broker URL {shown!r}: empty password after ':'")
+            user, password = unquote(raw_user), unquote(raw_password)
+        else:
+            raw_token = raw_password if colon else userinfo
+            if not raw_token:
+                raise ValueError(f"invalid broker URL {shown!r}: empty token before '@'")
+            token = unquote(raw_token)
 
     if not netloc:
         raise ValueError(f"invalid broker URL {shown!r}: missing host")
     host, port_text = _split_host_port(netloc, shown)
     port = DEFAULT_PORT if port_text is None else _parse_port(port_text, shown)
-    return BrokerURL(host=host, port=port, token=token, tls=scheme.lower() == TLS_SCHEME)
+    return BrokerURL(
+        host=host,
+        port=port,
+        token=token,
+        tls=scheme.lower() == TLS_SCHEME,
+        user=user,
+        password=password,
+    )
 
 
 def _split_host_port(netloc: str, shown: str) -> tuple[str, str | None]:

@@ -160,6 +160,7 @@ _CHECKERS: dict[str, Checker] = {
     "list[int]": _int_list,
     "list[list[int]]": _ranges,
     "list[str]": _str_list,
+    "list[str] | None": _opt(_str_list),
     "dict[str, Any]": _map,
     "Any": _any,
 }
@@ -317,6 +318,13 @@ FRAME_TYPES: tuple[type[f.Frame], ...] = (
     f.ListConnections,
     f.ListConsumers,
     f.CloseConnection,
+    f.AddUser,
+    f.DeleteUser,
+    f.UpdateUser,
+    f.ListUsers,
+    f.SetPermissions,
+    f.ClearPermissions,
+    f.ListPermissions,
 )
 
 _SPECS: dict[int, _FrameSpec] = {}

@@ -27,13 +27,16 @@ class Frame:
 
 @dataclass(frozen=True, slots=True)
 class Hello(Frame):
-    """First frame a client sends: the versions it speaks and its credentials."""
+    """First frame a client sends: the versions it speaks and its credentials
+    (the broker's shared ``token``, or a ``user`` and its ``password``)."""
 
     TYPE: ClassVar[int] = 1
     versions: list[int]
     token: str | None = None
     client_name: str = ""
     heartbeat: float = 30.0
+    user: str | None = None
+    password: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -522,3 +525,87 @@ class CloseConnection(Frame):
     req: int
     connection: int
     reason: str = ""
+
+
+# --- users and permissions (SPEC §17.6, codes 68-74) ---------------------------
+#
+# Answered by Ok or Error like every admin frame; they need an administrator
+# (or the control socket). Passwords travel in these frames only to be hashed:
+# the broker never stores, logs or returns them.
+
+
+@dataclass(frozen=True, slots=True)
+class AddUser(Frame):
+    """Create user ``name`` with ``password`` and ``tags``; CONFLICT if it exists."""
+
+    TYPE: ClassVar[int] = 68
+    req: int
+    name: str
+    password: str
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteUser(Frame):
+    """Delete user ``name`` with its permissions; its connections are closed."""
+
+    TYPE: ClassVar[int] = 69
+    req: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateUser(Frame):
+    """Change user ``name``'s password, tags, or both (nil leaves one as it is)."""
+
+    TYPE: ClassVar[int] = 70
+    req: int
+    name: str
+    password: str | None = None
+    tags: list[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ListUsers(Frame):
+    """Answered with a page of ``{name, tags}`` rows (paged as §17.3)."""
+
+    TYPE: ClassVar[int] = 71
+    req: int
+    cursor: Any = None
+    limit: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class SetPermissions(Frame):
+    """Set ``user``'s configure, write and read patterns on ``vhost``."""
+
+    TYPE: ClassVar[int] = 72
+    req: int
+    user: str
+    vhost: str
+    configure: str
+    write: str
+    read: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClearPermissions(Frame):
+    """Remove ``user``'s permissions on ``vhost``."""
+
+    TYPE: ClassVar[int] = 73
+    req: int
+    user: str
+    vhost: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListPermissions(Frame):
+    """A page of ``{user, vhost, configure, write, read}`` rows, of one vhost,
+    one user, or both when given (nil: any)."""
+
+    TYPE: ClassVar[int] = 74
+    req: int
+    vhost: str | None = None
+    user: str | None = None
+    cursor: Any = None
+    limit: int = 1000

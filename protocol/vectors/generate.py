@@ -34,10 +34,12 @@ from brokerd_protocol import (  # noqa: E402
     DEFAULT_MAX_FRAME,
     FRAME_TYPES,
     Ack,
+    AddUser,
     AdminStatus,
     AdminStop,
     Bind,
     Cancel,
+    ClearPermissions,
     Close,
     CloseConnection,
     Confirm,
@@ -48,6 +50,7 @@ from brokerd_protocol import (  # noqa: E402
     Decoder,
     DeleteExchange,
     DeleteQueue,
+    DeleteUser,
     Deliver,
     Error,
     ErrorCode,
@@ -60,7 +63,9 @@ from brokerd_protocol import (  # noqa: E402
     ListConnections,
     ListConsumers,
     ListExchanges,
+    ListPermissions,
     ListQueues,
+    ListUsers,
     Nack,
     Ok,
     ProtocolError,
@@ -69,8 +74,10 @@ from brokerd_protocol import (  # noqa: E402
     PurgeQueue,
     QueueStats,
     Reject,
+    SetPermissions,
     Settled,
     Unbind,
+    UpdateUser,
     Welcome,
     decode_payload,
     encode,
@@ -169,6 +176,11 @@ CASES: list[tuple[str, Frame]] = [
         Hello(versions=[1, 2], token="s3cret", client_name="worker-1", heartbeat=15.0),  # noqa: S106
     ),
     ("hello_heartbeat_disabled", Hello(versions=[1], token=None, heartbeat=0.0)),
+    (
+        "hello_user_password",
+        # A sample credential for the vector, not a real secret.
+        Hello(versions=[1], client_name="app", user="app", password="pw"),  # noqa: S106
+    ),
     ("welcome", Welcome(version=1, server_name="brokerd", heartbeat=30.0, max_frame=16777216)),
     ("heartbeat", Heartbeat()),
     ("close_normal", Close()),
@@ -330,6 +342,19 @@ CASES: list[tuple[str, Frame]] = [
     ("list_connections_next_page", ListConnections(req=66, cursor=12, limit=2)),
     ("list_consumers_next_page", ListConsumers(req=67, cursor=[12, 1])),
     ("close_connection", CloseConnection(req=68, connection=12, reason="maintenance")),
+    # Users and permissions (SPEC §17.6); sample credentials, not real secrets.
+    ("add_user", AddUser(req=69, name="app", password="pw", tags=["monitoring"])),  # noqa: S106
+    ("delete_user", DeleteUser(req=70, name="app")),
+    ("update_user_password", UpdateUser(req=71, name="app", password="new")),  # noqa: S106
+    ("update_user_tags", UpdateUser(req=72, name="app", tags=["administrator"])),
+    ("list_users", ListUsers(req=73)),
+    (
+        "set_permissions",
+        SetPermissions(req=74, user="app", vhost="/", configure="^app\\.", write=".*", read=".*"),
+    ),
+    ("clear_permissions", ClearPermissions(req=75, user="app", vhost="/")),
+    ("list_permissions_vhost", ListPermissions(req=76, vhost="/")),
+    ("list_permissions_user", ListPermissions(req=77, user="app", cursor=["app", "/"])),
     (
         "ok_list_page",
         Ok(req=62, value={"items": [{"name": "jobs", "ready": 3}], "next": None}),
@@ -345,7 +370,7 @@ def _raw(*parts: bytes) -> bytes:
 DECODE_ONLY: list[tuple[str, bytes, Frame, str]] = [
     (
         "hello_extra_trailing_fields",
-        pack([1, [1], None, "", 30.0, "a field from a later revision", 7]),
+        pack([1, [1], None, "", 30.0, None, None, "a field from a later revision", 7]),
         Hello(versions=[1]),
         "fields after the last known one are ignored",
     ),

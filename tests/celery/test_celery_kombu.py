@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -14,7 +16,9 @@ from conftest import wait_for
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 from kombu.message import Message as KombuMessage
 
+from brokerd_client.ctl.main import run
 from brokerd_client.errors import (
+    AccessRefused,
     AuthenticationError,
     MessageTooLarge,
     NotFound,
@@ -270,3 +274,23 @@ def test_an_auto_delete_queue_goes_away_with_its_last_consumer(conn: Connection)
         assert conn.default_channel.queue_stats("ephemeral")["consumers"] == 1
     with pytest.raises(NotFound):
         conn.default_channel.queue_stats("ephemeral")
+
+
+def test_a_user_and_password_log_in_with_that_users_rights(
+    broker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("app-pw\n"))
+    ctl = ["--data-dir", str(broker.data_dir)]
+    assert run([*ctl, "add_user", "app"], env={})[0] == 0
+    assert run([*ctl, "set_permissions", "app", "^app", "^app|amq.default", "^app"], env={})[0] == 0
+    url = broker.url.replace("brokerd://", "brokerd://app:app-pw@")
+    with Connection(url) as conn:
+        assert "app-pw" not in conn.as_uri()
+        Queue("app.jobs")(conn.default_channel).declare()
+        Producer(conn).publish(b"x", routing_key="app.jobs")
+        assert conn.default_channel.queue_stats("app.jobs")["ready"] == 1
+        with pytest.raises(AccessRefused, match="configure permission"):
+            Queue("other")(conn.default_channel).declare()
+    with Connection(url.replace("app-pw", "wrong")) as bad, pytest.raises(AuthenticationError):
+        bad.connection  # noqa: B018
+        bad.transport.establish_connection()

@@ -56,6 +56,7 @@ FIELD_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     "list[int]": st.lists(ints, max_size=8),
     "list[list[int]]": st.lists(st.lists(ints, min_size=2, max_size=2), max_size=5),
     "list[str]": st.lists(texts, max_size=5),
+    "list[str] | None": st.none() | st.lists(texts, max_size=5),
     "dict[str, Any]": st.dictionaries(texts, values, max_size=5),
     "Any": values,
 }

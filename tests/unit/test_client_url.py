@@ -21,7 +21,11 @@ from brokerd_client.url import DEFAULT_PORT, BrokerURL, parse_url
         ("brokerd://t@[2001:db8::2]:6000/", BrokerURL("2001:db8::2", 6000, "t")),
         # Percent-encoding lets a token contain '@', ':' or '/'.
         ("brokerd://a%40b%3Ac%2Fd@host", BrokerURL("host", DEFAULT_PORT, "a@b:c/d")),
-        ("brokerd://user:pass@host", BrokerURL("host", DEFAULT_PORT, "user:pass")),
+        # A name, a colon and a password: a user of the broker; ':secret' is a token.
+        ("brokerd://user:pass@host", BrokerURL("host", DEFAULT_PORT, user="user", password="pass")),
+        ("brokerd://a%3Ab:p%40ss@h:1", BrokerURL("h", 1, user="a:b", password="p@ss")),
+        ("brokerd://:tok@host", BrokerURL("host", DEFAULT_PORT, "tok")),
+        ("brokerds://u:p@host", BrokerURL("host", DEFAULT_PORT, tls=True, user="u", password="p")),
     ],
 )
 def test_good_urls_parse_to_their_parts(url: str, expected: BrokerURL) -> None:
@@ -36,6 +40,8 @@ def test_good_urls_parse_to_their_parts(url: str, expected: BrokerURL) -> None:
         ("brokerd://", "missing host"),
         ("brokerd://tok@", "missing host"),
         ("brokerd://@host", "empty token"),
+        ("brokerd://:@host", "empty token"),
+        ("brokerd://user:@host", "empty password"),
         ("brokerd://host:", "port '' is not a number"),
         ("brokerd://host:abc", "port 'abc' is not a number"),
         ("brokerd://host:0", "out of range"),
@@ -65,6 +71,16 @@ def test_errors_and_repr_never_show_the_token() -> None:
     assert "topsecret" not in str(url)
     assert str(url) == "brokerd://host:5673"
     assert str(parse_url("brokerd://[::1]:7")) == "brokerd://[::1]:7"
+
+
+def test_errors_and_repr_never_show_the_password() -> None:
+    with pytest.raises(ValueError) as info:
+        parse_url("brokerd://app:topsecret@host:99999")
+    assert "topsecret" not in str(info.value)
+    url = parse_url("brokerd://app:topsecret@host")
+    assert "topsecret" not in repr(url)
+    assert "topsecret" not in str(url)
+    assert "user='app'" in repr(url)
 
 
 def test_non_string_url_is_a_type_error() -> None:

@@ -206,6 +206,7 @@ SAMPLES: dict[str, Any] = {
     "list[int]": [1],
     "list[list[int]]": [[1, 2]],
     "list[str]": ["a"],
+    "list[str] | None": ["b"],
     "dict[str, Any]": {"k": 1},
     "Any": [1],
 }

@@ -24,6 +24,7 @@ from brokerd.message import Message
 from brokerd.storage import SqliteStore, StorageOpenError
 from brokerd.storage import sqlite as sqlite_store
 from brokerd.storage.base import Batch, Recovered
+from brokerd.storage.sql import SCHEMA, SCHEMA_VERSION
 from brokerd.storage.walsync import WalSync
 
 T0 = 1_700_000_000.0
@@ -123,6 +124,8 @@ def test_opening_creates_every_table_once_for_core_and_task_layer(tmp_path: Path
         "schedules",
         "groups",
         "group_members",
+        "users",
+        "permissions",
     }
 
 
@@ -501,3 +504,27 @@ def test_groups_that_wait_for_one_fsync_share_it(
     assert done == [1, 2, 3, 4]
     assert len(calls) == 2
     assert h.store.synced_commits == h.store.commits
+
+
+def test_an_older_database_is_migrated_to_the_current_schema_version(tmp_path: Path) -> None:
+    path = tmp_path / "brokerd.sqlite3"
+    conn = sqlite3.connect(path)  # a database from before users: version 0
+    conn.executescript(SCHEMA)
+    conn.close()
+    SqliteStore(path).close()
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 1
+        assert conn.execute("SELECT COUNT(*) FROM users").fetchone()[0] == 0
+    finally:
+        conn.close()
+
+
+def test_a_database_from_a_newer_brokerd_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "brokerd.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.executescript(SCHEMA)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(Exception, match="newer than this brokerd knows"):
+        SqliteStore(path)

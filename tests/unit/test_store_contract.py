@@ -617,6 +617,10 @@ def test_every_operation_kind_is_covered_here() -> None:
         Op.PUT_GROUP_MEMBER,
         Op.DELETE_GROUP_MEMBERS,
         Op.EXPIRE_GROUPS,
+        Op.PUT_USER,
+        Op.DELETE_USER,
+        Op.PUT_PERMISSION,
+        Op.DELETE_PERMISSION,
     }
     assert covered == set(Op)
     assert {
@@ -626,6 +630,8 @@ def test_every_operation_kind_is_covered_here() -> None:
         Query.SCHEDULES,
         Query.GROUPS,
         Query.GROUP_MEMBERS,
+        Query.USERS,
+        Query.PERMISSIONS,
     } == set(Query)
 
 
@@ -862,6 +868,29 @@ def test_schedules_are_put_replaced_marked_as_run_and_deleted(h: Harness) -> Non
         ("s1", "every 5", "ex", "k", b"body", props, T0 + 5, T0 + 10),
         ("s2", "cron 0 * * * *", "", "q2", b"new", b"\x80", T0, T0 + 3600),
     ]
+
+
+def test_users_and_permissions_are_put_replaced_and_deleted_together(h: Harness) -> None:
+    b = Batch()
+    b.put_user("app", "scrypt$h1", "monitoring")
+    b.put_user("ops", "scrypt$h2", "administrator,management")
+    b.put_user("gone", "scrypt$h3", "")
+    b.put_permission("app", "/", "^app", ".*", "")
+    b.put_permission("gone", "/", ".*", ".*", ".*")
+    b.put_permission("gone", "other", ".*", ".*", ".*")
+    b.put_permission("ops", "/", ".*", ".*", ".*")
+    h.commit(b)
+    b = Batch()
+    b.put_user("app", "scrypt$h4", "")
+    b.put_permission("app", "/", "^app", "^app", "^app")
+    b.delete_user("gone")
+    b.delete_permission("ops", "/")
+    h.commit(b)
+    assert sorted(h.read(Query.USERS)) == [
+        ("app", "scrypt$h4", ""),
+        ("ops", "scrypt$h2", "administrator,management"),
+    ]
+    assert h.read(Query.PERMISSIONS) == [("app", "/", "^app", "^app", "^app")]
 
 
 def test_delete_result_forgets_a_result_whatever_its_state(h: Harness) -> None:

@@ -130,6 +130,21 @@ OP_SQL: dict[Op, tuple[str, ...]] = {
         "(SELECT group_id FROM groups WHERE expires_at <= $1)",
         "DELETE FROM groups WHERE expires_at <= $1",
     ),
+    Op.PUT_USER: (
+        "INSERT INTO users (name, password_hash, tags) VALUES ($1, $2, $3) "
+        "ON CONFLICT (name) DO UPDATE SET password_hash = excluded.password_hash, "
+        "tags = excluded.tags",
+    ),
+    Op.DELETE_USER: (
+        "DELETE FROM users WHERE name = $1",
+        "DELETE FROM permissions WHERE username = $1",
+    ),
+    Op.PUT_PERMISSION: (
+        "INSERT INTO permissions (username, vhost, configure, write, read) "
+        "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (username, vhost) DO UPDATE SET "
+        "configure = excluded.configure, write = excluded.write, read = excluded.read",
+    ),
+    Op.DELETE_PERMISSION: ("DELETE FROM permissions WHERE username = $1 AND vhost = $2",),
 }
 
 _QUERY_SQL: dict[Query, str] = {
@@ -144,6 +159,8 @@ _QUERY_SQL: dict[Query, str] = {
     ),
     Query.GROUPS: "SELECT group_id, size, joined, completer, fired, expires_at FROM groups",
     Query.GROUP_MEMBERS: "SELECT group_id, member_id FROM group_members",
+    Query.USERS: "SELECT name, password_hash, tags FROM users",
+    Query.PERMISSIONS: "SELECT username, vhost, configure, write, read FROM permissions",
 }
 
 

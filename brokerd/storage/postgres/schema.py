@@ -96,9 +96,26 @@ CREATE TABLE group_members (
 );
 """
 
+#: 3: users and their permissions (brokerd/auth).
+MIGRATION_3 = """
+CREATE TABLE users (
+    name text PRIMARY KEY,
+    password_hash text NOT NULL,
+    tags text NOT NULL
+);
+CREATE TABLE permissions (
+    username text NOT NULL,
+    vhost text NOT NULL,
+    configure text NOT NULL,
+    write text NOT NULL,
+    read text NOT NULL,
+    PRIMARY KEY (username, vhost)
+);
+"""
+
 #: Migration n is ``MIGRATIONS[n - 1]``; the schema this code writes is the last.
 #: 2: the leadership lease row (``leader.py``).
-MIGRATIONS: tuple[str, ...] = (MIGRATION_1, leader.MIGRATION)
+MIGRATIONS: tuple[str, ...] = (MIGRATION_1, leader.MIGRATION, MIGRATION_3)
 CURRENT_VERSION = len(MIGRATIONS)
 
 

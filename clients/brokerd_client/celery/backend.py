@@ -95,7 +95,8 @@ class BrokerdBackend(BaseBackend):  # type: ignore[misc]  # Celery is untyped
             self._client = None
 
     def as_uri(self, include_password: bool = False) -> str:
-        if include_password and self.broker_url.token is not None:
+        secret = self.broker_url.token or self.broker_url.password
+        if include_password and secret is not None:
             return self.url or str(self.broker_url)
         return str(self.broker_url)
 

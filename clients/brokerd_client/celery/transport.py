@@ -12,10 +12,12 @@ polling "virtual" transport: there is no polling interval anywhere.
 How kombu's AMQP model maps onto brokerd (protocol/SPEC.md):
 
 * **Connection**: one TCP connection speaking brokerd's protocol
-  (:mod:`.wire`); the token is the URL's password, or its user name
-  (``brokerd://token@host``). kombu's ``virtual_host`` is ignored for now. The
-  token is moved out of the user name as the transport is created, so
-  kombu's ``as_uri()`` (Celery's banner and error logs) masks it.
+  (:mod:`.wire`); ``brokerd://user:password@host`` logs in as a user of the
+  broker (docs/security.md), and a lone secret is the broker's token
+  (``brokerd://token@host`` or ``brokerd://:token@host``). kombu's
+  ``virtual_host`` is ignored for now. The token is moved out of the user
+  name as the transport is created, so kombu's ``as_uri()`` (Celery's
+  banner and error logs) masks it.
 * **Channels** are local objects sharing the connection: each holds its
   consumers, its prefetch and the deliveries handed to its consumers.
 * **Deliveries are pushed.** ``register_with_event_loop`` puts the socket on
@@ -885,7 +887,12 @@ class Transport(base.Transport):
         password = conninfo.password
         if callable(password):
             password = password()
-        token = password or conninfo.userid or None
+        # ``user:password@`` is a user of the broker; a lone secret is its token.
+        user: str | None = None
+        if conninfo.userid and password:
+            user, token = conninfo.userid, None
+        else:
+            token = password or conninfo.userid or None
         options = dict(conninfo.transport_options or {})
         host = conninfo.hostname or "127.0.0.1"
         port = int(conninfo.port or DEFAULT_PORT)
@@ -895,6 +902,8 @@ class Transport(base.Transport):
             host,
             port,
             token=token,
+            user=user,
+            password=password if user is not None else None,
             client_name=f"kombu {socket.gethostname()} pid {os.getpid()}",
             heartbeat=float(conninfo.heartbeat or 0.0),
             connect_timeout=conninfo.connect_timeout,

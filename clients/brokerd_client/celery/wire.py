@@ -175,6 +175,8 @@ class WireConnection:
         *,
         token: str | None,
         client_name: str = "",
+        user: str | None = None,
+        password: str | None = None,
         heartbeat: float = 0.0,
         connect_timeout: float | None = 5.0,
         ssl_context: ssl.SSLContext | None = None,
@@ -197,9 +199,11 @@ class WireConnection:
                 stream = PlainStream(sock)
             else:
                 stream = _tls_handshake(sock, ssl_context, host, where, connect_timeout)
-            hello = encode(Hello(list(SUPPORTED_VERSIONS), token, client_name, heartbeat))
+            hello = encode(
+                Hello(list(SUPPORTED_VERSIONS), token, client_name, heartbeat, user, password)
+            )
             if len(hello) - HEADER_SIZE > MAX_HELLO_FRAME:
-                raise ValueError("the token and client name do not fit in a Hello frame")
+                raise ValueError("the credentials and client name do not fit in a Hello frame")
             stream.sendall(hello)
             decoder = Decoder(MAX_HELLO_FRAME)
             welcome = _read_welcome(stream, decoder, where, tls=ssl_context is not None)

@@ -17,19 +17,26 @@ from pathlib import Path
 from typing import Any
 
 from brokerd_protocol import (
+    AddUser,
     AdminStatus,
     AdminStop,
+    ClearPermissions,
     CloseConnection,
+    DeleteUser,
     Frame,
     ListBindings,
     ListConnections,
     ListConsumers,
     ListExchanges,
+    ListPermissions,
     ListQueues,
+    ListUsers,
+    SetPermissions,
+    UpdateUser,
 )
 
 from ..client import AsyncClient
-from .exits import DATAERR, CtlError, usage
+from .exits import DATAERR, SOFTWARE, CtlError, usage
 
 #: Rows asked for per list request.
 PAGE = 1000
@@ -63,7 +70,7 @@ LISTINGS: dict[str, Listing] = {
         ListConnections,
         (
             "id", "peer", "transport", "client_name", "connected_at", "consumers",
-            "unsettled", "bytes_in", "bytes_out",
+            "unsettled", "bytes_in", "bytes_out", "user",
         ),
         (
             "id", "peer", "transport", "client_name", "connected_at", "consumers",
@@ -75,7 +82,13 @@ LISTINGS: dict[str, Listing] = {
         ("connection", "consumer", "queue", "prefetch", "unsettled", "lease"),
         ("connection", "consumer", "queue", "prefetch", "unsettled", "lease"),
     ),
+    "list_users": Listing(ListUsers, ("name", "tags"), ("name", "tags")),
 }  # fmt: skip
+
+#: Columns of list_permissions and list_user_permissions (rabbitmqctl's).
+PERMISSION_COLUMNS = ("user", "vhost", "configure", "write", "read")
+#: Commands that take a password, read from stdin or a prompt (never argv).
+PASSWORD_COMMANDS = frozenset({"add_user", "change_password", "authenticate_user"})
 
 
 def list_columns(command: str, args: list[str]) -> tuple[str, ...]:
@@ -124,6 +137,16 @@ ARITY: dict[str, tuple[int, int | None]] = {
     "delete_queue": (1, 1),
     "close_connection": (2, 2),
     **{name: (0, None) for name in LISTINGS},
+    # The password commands accept a second argument only to refuse it, saying why.
+    "add_user": (1, 2),
+    "delete_user": (1, 1),
+    "change_password": (1, 2),
+    "authenticate_user": (1, 2),
+    "set_user_tags": (1, None),
+    "set_permissions": (4, 4),
+    "clear_permissions": (1, 1),
+    "list_permissions": (0, 0),
+    "list_user_permissions": (1, 1),
 }
 
 USAGE_LINES = {
@@ -137,16 +160,47 @@ USAGE_LINES = {
     "purge_queue": "purge_queue NAME",
     "delete_queue": "delete_queue NAME",
     "close_connection": "close_connection ID REASON",
+    "add_user": "add_user USER  (password on stdin or at the prompt)",
+    "delete_user": "delete_user USER",
+    "change_password": "change_password USER  (password on stdin or at the prompt)",
+    "authenticate_user": "authenticate_user USER  (password on stdin or at the prompt)",
+    "set_user_tags": "set_user_tags USER [TAG ...]",
+    "list_users": "list_users [column ...]",
+    "set_permissions": "set_permissions [-p VHOST] USER CONFIGURE WRITE READ",
+    "clear_permissions": "clear_permissions [-p VHOST] USER",
+    "list_permissions": "list_permissions [-p VHOST]",
+    "list_user_permissions": "list_user_permissions USER",
 }
 
+NOT_IN_ARGV = (
+    "brokerctl does not take a password on the command line: other local users can read "
+    "command lines (ps, /proc/<pid>/cmdline). Give it on stdin (brokerctl {command} USER "
+    "< FILE) or type it at the prompt"
+)
 
-def build(command: str, args: list[str], *, socket: Path | None) -> Command:
-    """Check ``command`` and its arguments (before connecting) and return it."""
+
+def build(
+    command: str,
+    args: list[str],
+    *,
+    socket: Path | None,
+    vhost: str = "/",
+    password: str | None = None,
+) -> Command:
+    """Check ``command`` and its arguments (before connecting) and return it.
+
+    ``password`` is what the password commands set or check, read by the
+    caller from stdin or a prompt; ``vhost`` is ``-p``'s."""
     if command not in ARITY:
         raise usage(f"unknown command {command!r}; the commands are {', '.join(ARITY)}")
     low, high = ARITY[command]
     if len(args) < low or (high is not None and len(args) > high):
         raise usage(f"usage: brokerctl {USAGE_LINES[command]}")
+    if command in PASSWORD_COMMANDS and len(args) > 1:
+        raise usage(NOT_IN_ARGV.format(command=command))
+    users = _user_command(command, args, vhost, password or "")
+    if users is not None:
+        return users
     if command in LISTINGS:
         listing = LISTINGS[command]
         columns = list_columns(command, args)
@@ -230,3 +284,99 @@ async def _gone(path: Path) -> None:
     # Another process ending is no event of ours: poll one stat.
     while os.path.lexists(path):  # noqa: ASYNC110, ASYNC240
         await asyncio.sleep(0.05)
+
+
+def _message(value: dict[str, Any], text: str) -> Result:
+    return Result("message", value, text=text)
+
+
+def _user_command(command: str, args: list[str], vhost: str, password: str) -> Command | None:
+    """The user and permission commands (SPEC §17.6); None for any other."""
+    if command == "authenticate_user":
+        # Run by ``main`` on a connection of its own, as the user: nothing to
+        # ask of the administrator's connection.
+        async def run_nothing(client: AsyncClient) -> Result:
+            raise CtlError("authenticate_user runs on its own connection", SOFTWARE)
+
+        return run_nothing
+    if command == "add_user":
+        name = args[0]
+
+        async def run_add(client: AsyncClient) -> Result:
+            await client.call(lambda req: AddUser(req, name, password, []))
+            return _message({"user": name, "added": True}, f'Added user "{name}"')
+
+        return run_add
+    if command == "delete_user":
+        name = args[0]
+
+        async def run_delete_user(client: AsyncClient) -> Result:
+            await client.call(lambda req: DeleteUser(req, name))
+            return _message({"user": name, "deleted": True}, f'Deleted user "{name}"')
+
+        return run_delete_user
+    if command == "change_password":
+        name = args[0]
+
+        async def run_change(client: AsyncClient) -> Result:
+            await client.call(lambda req: UpdateUser(req, name, password=password))
+            return _message(
+                {"user": name, "password_changed": True}, f'Changed the password of "{name}"'
+            )
+
+        return run_change
+    if command == "set_user_tags":
+        name, tags = args[0], args[1:]
+
+        async def run_tags(client: AsyncClient) -> Result:
+            await client.call(lambda req: UpdateUser(req, name, tags=tags))
+            shown = ", ".join(tags) if tags else "none"
+            return _message({"user": name, "tags": tags}, f'Set the tags of "{name}" to {shown}')
+
+        return run_tags
+    if command == "set_permissions":
+        name, configure, write, read = args
+
+        async def run_set(client: AsyncClient) -> Result:
+            await client.call(lambda req: SetPermissions(req, name, vhost, configure, write, read))
+            return _message(
+                {"user": name, "vhost": vhost, "configure": configure, "write": write,
+                 "read": read},
+                f'Set the permissions of "{name}" on vhost "{vhost}"',
+            )  # fmt: skip
+
+        return run_set
+    if command == "clear_permissions":
+        name = args[0]
+
+        async def run_clear(client: AsyncClient) -> Result:
+            await client.call(lambda req: ClearPermissions(req, name, vhost))
+            return _message(
+                {"user": name, "vhost": vhost, "cleared": True},
+                f'Cleared the permissions of "{name}" on vhost "{vhost}"',
+            )
+
+        return run_clear
+    if command in ("list_permissions", "list_user_permissions"):
+        only_vhost = vhost if command == "list_permissions" else None
+        only_user = args[0] if args else None
+        columns = PERMISSION_COLUMNS[1:] if only_user is not None else PERMISSION_COLUMNS
+
+        async def run_list_permissions(client: AsyncClient) -> Result:
+            rows: list[dict[str, Any]] = []
+            cursor: Any = None
+            while True:
+                page = await client.call(
+                    functools.partial(_permission_page, only_vhost, only_user, cursor)
+                )
+                rows.extend(page["items"])
+                cursor = page["next"]
+                if cursor is None:
+                    return Result("rows", rows, columns)
+
+        return run_list_permissions
+    return None
+
+
+def _permission_page(vhost: str | None, user: str | None, cursor: Any, req: int) -> Frame:
+    return ListPermissions(req, vhost, user, cursor, PAGE)

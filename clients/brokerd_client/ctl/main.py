@@ -22,9 +22,9 @@ from ..errors import (
     InternalError,
 )
 from . import output
-from .commands import USAGE_LINES, build
+from .commands import PASSWORD_COMMANDS, USAGE_LINES, Result, build
 from .exits import DATAERR, OK, SOFTWARE, TEMPFAIL, UNAVAILABLE, CtlError, usage
-from .target import Target, check_socket, reachable, resolve
+from .target import Target, check_socket, reachable, read_password, resolve
 
 CLIENT_NAME = "brokerctl"
 
@@ -59,6 +59,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="file holding the broker's token for --url ('-' reads stdin; default "
         "BROKERD_TOKEN_FILE)",
     )
+    p.add_argument(
+        "--user",
+        help="with --url: log in as this user (an administrator) instead of the token; its "
+        "password from --password-file",
+    )
+    p.add_argument(
+        "--password-file",
+        help="file holding --user's password ('-' reads stdin; default BROKERD_PASSWORD_FILE)",
+    )
+    p.add_argument(
+        "-p",
+        "--vhost",
+        default="/",
+        help="the vhost of set_permissions, clear_permissions, list_permissions (default /)",
+    )
     p.add_argument("--formatter", choices=["table", "json"], default="table", help="output format")
     p.add_argument("-t", "--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
     p.add_argument("command", help="the command to run")
@@ -66,17 +81,55 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-async def _connect(target: Target, timeout: float) -> AsyncClient:  # noqa: ASYNC109 - for connect()
+async def _connect(
+    target: Target,
+    timeout: float,  # noqa: ASYNC109 - for connect()
+    *,
+    user: str | None = None,
+    password: str | None = None,
+) -> AsyncClient:
+    """Connect to ``target``; with ``user``, as that user rather than with
+    the target's own credentials (``authenticate_user``)."""
     if target.socket is not None:
         check_socket(target.socket)
         with reachable(target.socket) as name:
-            return await connect_unix(name, client_name=CLIENT_NAME, timeout=timeout)
+            return await connect_unix(
+                name, client_name=CLIENT_NAME, timeout=timeout, user=user, password=password
+            )
     assert target.url is not None
-    return await connect(target.url, token=target.token, client_name=CLIENT_NAME, timeout=timeout)
+    if user is None:
+        user, password = target.user, target.password
+        token = target.token
+    else:
+        token = None
+    return await connect(
+        target.url,
+        token=token,
+        user=user,
+        password=password,
+        client_name=CLIENT_NAME,
+        timeout=timeout,
+    )
 
 
-async def _run(target: Target, args: argparse.Namespace) -> str:
-    command = build(args.command, args.args, socket=target.socket)
+async def _authenticate(target: Target, args: argparse.Namespace, password: str) -> str:
+    """``authenticate_user``: a connection of its own, as the user."""
+    name = args.args[0]
+    try:
+        client = await _connect(target, args.timeout, user=name, password=password)
+    except AuthenticationError as exc:
+        raise CtlError(f'user "{name}" could not authenticate: {exc}', DATAERR) from None
+    await client.close()
+    result = Result("message", {"user": name, "authenticated": True}, text="Success")
+    return output.render(result, args.formatter)
+
+
+async def _run(target: Target, args: argparse.Namespace, password: str | None) -> str:
+    if args.command == "authenticate_user":
+        return await _authenticate(target, args, password or "")
+    command = build(
+        args.command, args.args, socket=target.socket, vhost=args.vhost, password=password
+    )
     client = await _connect(target, args.timeout)
     try:
         async with asyncio.timeout(args.timeout):
@@ -97,7 +150,9 @@ def _failure(exc: BaseException, target: Target) -> CtlError:
         isinstance(exc, ConnectionLost) and isinstance(exc.__cause__, AuthenticationError)
     ):
         return CtlError(
-            f"brokerd at {where} refused the token: {exc} (check --token-file)", UNAVAILABLE
+            f"brokerd at {where} refused the token: {exc} (check --token-file, or --user and "
+            "--password-file)",
+            UNAVAILABLE,
         )
     if isinstance(exc, ConnectionLost):
         return CtlError(f"cannot talk to brokerd at {where}: {exc}", UNAVAILABLE)
@@ -116,10 +171,15 @@ def run(argv: list[str] | None = None, env: dict[str, str] | None = None) -> tup
         args = build_parser().parse_intermixed_args(argv)
         if args.timeout <= 0:
             raise usage("--timeout must be more than 0 seconds")
-        target = resolve(args.data_dir, args.url, args.token_file, env)
+        target = resolve(
+            args.data_dir, args.url, args.token_file, env, args.user, args.password_file
+        )
         # Checked before connecting: a usage error is one even with no broker.
-        build(args.command, args.args, socket=target.socket)
-        text = asyncio.run(_run(target, args))
+        build(args.command, args.args, socket=target.socket, vhost=args.vhost)
+        password = None
+        if args.command in PASSWORD_COMMANDS:
+            password = read_password(f"Password for {args.args[0]}: ")
+        text = asyncio.run(_run(target, args, password))
     except Exception as exc:
         failure = _failure(exc, target)
         return failure.code, "", f"Error: {failure.message}\n"

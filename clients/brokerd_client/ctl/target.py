@@ -11,6 +11,7 @@ never taken from the command line, where every local user can read it
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
 import sys
 from collections.abc import Iterator
@@ -24,6 +25,8 @@ from .exits import UNAVAILABLE, CtlError, usage
 
 #: The control socket's name in the data dir (the broker's ``control.SOCKET_NAME``).
 SOCKET_NAME = "brokerd.sock"
+#: Longest password accepted (the broker's limit, SPEC §17.6).
+MAX_PASSWORD_BYTES = 1024
 #: Longest path a Unix socket address holds.
 MAX_UNIX_PATH = 107
 
@@ -35,13 +38,21 @@ class Target:
     socket: Path | None = None
     url: BrokerURL | None = None
     token: str | None = field(default=None, repr=False)
+    #: A user to log in as over --url (instead of the token), with its password.
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
 
     def describe(self) -> str:
         return str(self.socket) if self.socket is not None else str(self.url)
 
 
 def resolve(
-    data_dir: str | None, url: str | None, token_file: str | None, env: dict[str, str]
+    data_dir: str | None,
+    url: str | None,
+    token_file: str | None,
+    env: dict[str, str],
+    user: str | None = None,
+    password_file: str | None = None,
 ) -> Target:
     if url is not None:
         if data_dir is not None:
@@ -50,6 +61,12 @@ def resolve(
             parsed = parse_url(url)
         except ValueError as exc:
             raise usage(str(exc)) from None
+        if parsed.password is not None:
+            raise usage(
+                "brokerctl does not take a password in --url: other local users can read "
+                "command lines (ps, /proc/<pid>/cmdline). Give --user NAME and put the "
+                "password in a file: --password-file FILE (or BROKERD_PASSWORD_FILE)"
+            )
         if parsed.token is not None:
             raise usage(
                 "brokerctl does not take a token in --url: other local users can read "
@@ -57,11 +74,22 @@ def resolve(
                 "the token in a file: --token-file FILE (or BROKERD_TOKEN_FILE), or "
                 "--token-file - to read it from stdin"
             )
+        if user is not None:
+            if token_file is not None:
+                raise usage("give either --user (with --password-file) or --token-file")
+            path = password_file or env.get("BROKERD_PASSWORD_FILE")
+            if not path:
+                raise usage("--user needs --password-file FILE (or BROKERD_PASSWORD_FILE)")
+            return Target(url=parsed, user=user, password=read_token(path, "password"))
+        if password_file is not None:
+            raise usage("--password-file goes with --user")
         path = token_file if token_file is not None else env.get("BROKERD_TOKEN_FILE")
         token = read_token(path) if path else None
         return Target(url=parsed, token=token)
     if token_file is not None:
         raise usage("--token-file goes with --url; the control socket needs no token")
+    if user is not None or password_file is not None:
+        raise usage("--user and --password-file go with --url; the control socket needs none")
     directory = data_dir or env.get("BROKERD_DATA_DIR") or "./data"
     if directory == ":memory:":
         raise usage(
@@ -71,8 +99,9 @@ def resolve(
     return Target(socket=Path(directory).absolute() / SOCKET_NAME)
 
 
-def read_token(path: str) -> str:
-    """The token in ``path`` (``-``: stdin), without surrounding whitespace."""
+def read_token(path: str, what: str = "token") -> str:
+    """The token (or password) in ``path`` (``-``: stdin), without
+    surrounding whitespace."""
     try:
         if path == "-":
             data = sys.stdin.buffer.read(MAX_TOKEN_BYTES + 65)
@@ -80,15 +109,15 @@ def read_token(path: str) -> str:
             with open(path, "rb") as f:
                 data = f.read(MAX_TOKEN_BYTES + 65)
     except OSError as exc:
-        raise usage(f"cannot read token file {path}: {exc.strerror or exc}") from None
+        raise usage(f"cannot read {what} file {path}: {exc.strerror or exc}") from None
     try:
         token = data.decode().strip()
     except UnicodeDecodeError:
-        raise usage(f"token file {path} is not UTF-8 text") from None
+        raise usage(f"{what} file {path} is not UTF-8 text") from None
     if not token:
-        raise usage(f"token file {path} is empty")
+        raise usage(f"{what} file {path} is empty")
     if len(token.encode()) > MAX_TOKEN_BYTES:
-        raise usage(f"token file {path} holds more than a token ({MAX_TOKEN_BYTES} bytes)")
+        raise usage(f"{what} file {path} holds more than a {what} ({MAX_TOKEN_BYTES} bytes)")
     return token
 
 
@@ -114,3 +143,17 @@ def reachable(path: Path) -> Iterator[str]:
         yield f"/proc/self/fd/{fd}/{path.name}"
     finally:
         os.close(fd)
+
+
+def read_password(prompt: str) -> str:
+    """A password for add_user & co: typed at a prompt (not echoed) when stdin
+    is a terminal, else the first line of stdin. Never from the command line."""
+    if sys.stdin.isatty():
+        password = getpass.getpass(prompt)
+    else:
+        password = sys.stdin.readline(MAX_PASSWORD_BYTES + 2).rstrip("\r\n")
+    if not password:
+        raise usage("the password is empty: give it on stdin or at the prompt")
+    if len(password.encode()) > MAX_PASSWORD_BYTES:
+        raise usage(f"a password is at most {MAX_PASSWORD_BYTES} bytes")
+    return password
