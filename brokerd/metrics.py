@@ -95,6 +95,9 @@ class Observed(Protocol):
     @property
     def started_at(self) -> float: ...
 
+    @property
+    def standby_redirect(self) -> str | None: ...
+
 
 def _histogram(name: str, doc: str, buckets: Buckets) -> HistogramMetricFamily:
     return HistogramMetricFamily(name, doc, buckets=buckets.cumulative(), sum_value=buckets.total)
@@ -316,6 +319,12 @@ class BrokerCollector:
             "brokerd_process_resident_memory_bytes",
             "Resident memory of the broker process.",
             value=rss_bytes(),
+        )
+        yield GaugeMetricFamily(
+            "brokerd_node_active",
+            "1 while this node serves clients; 0 while it stands by for another node "
+            "holding the database's lease (docs/ha.md).",
+            value=int(server.standby_redirect is None),
         )
         yield GaugeMetricFamily(
             "brokerd_uptime_seconds",

@@ -1,4 +1,5 @@
-"""Parse ``brokerd://[token@]host[:port]`` and ``brokerds://`` (TLS) connection URLs.
+"""Parse ``brokerd://[token@]host[:port][,host[:port]...]`` and ``brokerds://``
+(TLS) connection URLs.
 
 A URL is how an operator hands credentials and an address to an application
 (an environment variable, a settings file), so a bad one must fail at startup
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import unquote
 
 __all__ = ["DEFAULT_PORT", "SCHEME", "TLS_SCHEME", "BrokerURL", "parse_url"]
@@ -35,6 +36,21 @@ class BrokerURL:
     port: int = DEFAULT_PORT
     token: str | None = None
     tls: bool = False
+    #: Further ``(host, port)`` nodes of a failover URL
+    #: (``brokerd://h1:5673,h2:5673``), tried after ``host`` (docs/ha.md).
+    alternates: tuple[tuple[str, int], ...] = ()
+
+    def candidates(self) -> list[BrokerURL]:
+        """One single-host URL per node, in the order given."""
+        nodes = [(self.host, self.port), *self.alternates]
+        return [replace(self, host=h, port=p, alternates=()) for h, p in nodes]
+
+    def moved_to(self, address: str) -> BrokerURL:
+        """This URL pointed at ``address`` (``host:port``, a standby's Redirect)."""
+        host, port = _split_host_port(address, address)
+        if port is None:
+            raise ValueError(f"invalid node address {address!r}: expected host:port")
+        return replace(self, host=host, port=_parse_port(port, address), alternates=())
 
     @property
     def scheme(self) -> str:
@@ -42,8 +58,11 @@ class BrokerURL:
 
     def __str__(self) -> str:
         """The URL without its token, safe to log."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}"
+        nodes = ",".join(
+            f"[{h}]:{p}" if ":" in h else f"{h}:{p}"
+            for h, p in ((self.host, self.port), *self.alternates)
+        )
+        return f"{self.scheme}://{nodes}"
 
     def __repr__(self) -> str:
         # Never print the secret, even in tracebacks and debug logs.
@@ -57,7 +76,9 @@ def parse_url(url: str) -> BrokerURL:
     Accepted forms: ``brokerd://host``, ``brokerd://host:5673``,
     ``brokerd://token@host:5673``, ``brokerd://[::1]:5673``, and each with
     ``brokerds://`` (the same over TLS, the host name verified against the
-    broker's certificate). The token may be percent-encoded (``%40`` for
+    broker's certificate). A failover URL lists several nodes sharing one
+    database, ``brokerd://h1:5673,h2:5673,h3:5673``: clients try them in
+    turn and follow a standby's redirect (docs/ha.md). The token may be percent-encoded (``%40`` for
     ``@``). A trailing ``/`` is allowed.
     """
     if not isinstance(url, str):
@@ -86,9 +107,20 @@ def parse_url(url: str) -> BrokerURL:
 
     if not netloc:
         raise ValueError(f"invalid broker URL {shown!r}: missing host")
-    host, port_text = _split_host_port(netloc, shown)
-    port = DEFAULT_PORT if port_text is None else _parse_port(port_text, shown)
-    return BrokerURL(host=host, port=port, token=token, tls=scheme.lower() == TLS_SCHEME)
+    nodes: list[tuple[str, int]] = []
+    for node in netloc.split(","):  # a failover URL lists several nodes
+        if not node:
+            raise ValueError(f"invalid broker URL {shown!r}: empty host in the list of nodes")
+        host, port_text = _split_host_port(node, shown)
+        nodes.append((host, DEFAULT_PORT if port_text is None else _parse_port(port_text, shown)))
+    (host, port), *alternates = nodes
+    return BrokerURL(
+        host=host,
+        port=port,
+        token=token,
+        tls=scheme.lower() == TLS_SCHEME,
+        alternates=tuple(alternates),
+    )
 
 
 def _split_host_port(netloc: str, shown: str) -> tuple[str, str | None]:

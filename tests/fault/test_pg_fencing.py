@@ -21,6 +21,15 @@ from brokerd_client.errors import BrokerError, ConnectionLost
 pytestmark = pytest.mark.fault
 
 
+async def wait_active(broker: BrokerProcess, within: float = 60.0) -> None:
+    """Until a standby node says it took the lease and loaded the queues."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while "brokerd listening on" not in broker.log_path.read_text():
+        assert loop.time() < deadline, broker.log_path.read_text()
+        await asyncio.sleep(0.05)
+
+
 async def _publish(url: str, start: int, n: int) -> None:
     async with await brokerd_client.connect(url) as client:
         await client.declare_queue("q", durable=True)
@@ -40,7 +49,8 @@ async def test_a_node_paused_past_its_lease_commits_nothing_and_steps_down(
         await _publish(first.url, 0, 50)
         stale = await brokerd_client.connect(first.url)
         os.kill(first.pid, signal.SIGSTOP)
-        second.start()  # waits for the paused node's lease to run out, then takes over
+        second.start()  # stands by until the paused node's lease runs out, then takes over
+        await wait_active(second)
         await _publish(second.url, 50, 50)
         os.kill(first.pid, signal.SIGCONT)
         outcome: object

@@ -20,8 +20,9 @@ epoch: a number that grows by one at every change of holder.
   every ``RENEW`` seconds, so a live node keeps it and a dead node's lease
   runs out after ``LEASE`` seconds.
 
-Standby nodes that wait for the lease and redirect clients are a later step;
-today a node that cannot take the lease refuses to start.
+* **Standing by.** A node that finds the lease held polls it every ``POLL``
+  seconds, reading the holder's advertised address (its clients are
+  redirected there), and takes it once it has run out.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from typing import Any
 LEASE = 4.0
 #: Seconds between renewals while the writer is idle.
 RENEW = 1.0
+#: Seconds between a standby's tries to take the lease.
+POLL = 0.25
 
 MIGRATION = """
 CREATE TABLE brokerd_leader (
@@ -52,6 +55,7 @@ TAKE_SQL = (
     "WHERE brokerd_leader.expires_at < clock_timestamp() OR brokerd_leader.node = excluded.node "
     "RETURNING epoch"
 )
+ADDRESS_SQL = "UPDATE brokerd_leader SET address = $1 WHERE epoch = $2"
 HOLDER_SQL = (
     "SELECT node, address, epoch, "
     "extract(epoch FROM expires_at - clock_timestamp())::float8 FROM brokerd_leader"

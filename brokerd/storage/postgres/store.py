@@ -35,6 +35,7 @@ every later job fail with ``Fenced``, and ``on_fenced`` tells the broker once.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import threading
 import time
@@ -91,11 +92,14 @@ class PostgresStore:
         lock_dir: Path | None = None,
         node: str | None = None,
         address: str | None = None,
+        standby: bool = False,
     ) -> None:
         """``lock_dir``: a directory this broker holds alone for its life
         (the data dir, home of the control socket). ``node``: this node's
         name in the leadership lease (default: kept in ``lock_dir``, or new
-        for each store); ``address``: where clients reach it."""
+        for each store); ``address``: where clients reach it. ``standby``:
+        when another node holds the lease, open as a standby (``active``
+        false; ``take_over`` waits for the lease) instead of refusing."""
         if durability not in ("full", "normal"):
             raise ValueError("durability must be 'full' or 'normal'")
         check_url(url)
@@ -137,7 +141,15 @@ class PostgresStore:
         self._url = url
         self._connect_timeout = connect_timeout
         self._lease_wait = lease_wait
-        self._address = address
+        #: ``host:port`` clients reach this node at, kept in the lease row.
+        self.address = address
+        self._standby = standby
+        #: This node holds the lease and may write.
+        self.active = False
+        #: While standing by: the active node's advertised address, as last
+        #: read from the lease row (None: unknown).
+        self.holder_address: str | None = None
+        self._waiting: Any = None
         #: The fencing epoch this node writes under (``leader.py``).
         self.epoch = 0
         #: Another node took the lease: every later job fails with ``Fenced``.
@@ -174,10 +186,10 @@ class PostgresStore:
             self._shutdown()
             raise
         log.info(
-            "store: PostgreSQL %s (node %s, epoch %d, schema version %d%s)",
+            "store: PostgreSQL %s (node %s, %s, schema version %d%s)",
             self.shown,
             self.node,
-            self.epoch,
+            f"epoch {self.epoch}" if self.active else "standing by",
             self.schema_versions[1],
             ""
             if self.schema_versions[0] == self.schema_versions[1]
@@ -208,9 +220,14 @@ class PostgresStore:
         versions = await migrate(self._conn)
         deadline = time.monotonic() + self._lease_wait
         while True:
-            epoch = await leader.take(self._conn, self.node, self._address)
+            epoch = await leader.take(self._conn, self.node, self.address)
             if epoch is not None:
                 self.epoch = epoch
+                self.active = True
+                return versions
+            if self._standby:
+                held = await leader.holder(self._conn)
+                self.holder_address = held[1] if held else None
                 return versions
             if time.monotonic() >= deadline:
                 held = await leader.holder(self._conn)
@@ -218,8 +235,7 @@ class PostgresStore:
                 raise StorageOpenError(
                     self.shown,
                     f"another brokerd ({who}) holds this database's lease",
-                    "stop that one first, or give this one its own database (standby nodes "
-                    "sharing one database are not supported yet)",
+                    "stop that one first, or start this one as a standby",
                 )
             await asyncio.sleep(0.1)
 
@@ -261,6 +277,52 @@ class PostgresStore:
             )
         return StorageOpenError(
             self.shown, f"{type(exc).__name__}: {exc}", "check the database and its log"
+        )
+
+    # --- standing by -----------------------------------------------------------
+
+    def take_over(self) -> bool:
+        """Block (off the broker's loop) until this standby holds the lease:
+        True once it does (a new epoch; ``recover`` next), False when
+        ``stop_waiting`` ended the wait. Meanwhile ``holder_address`` follows
+        the active node's advertised address."""
+        if self.active:
+            return True
+        self._waiting = asyncio.run_coroutine_threadsafe(self._wait_for_lease(), self._loop)
+        try:
+            return bool(self._waiting.result())
+        except concurrent.futures.CancelledError:
+            return False
+
+    def stop_waiting(self) -> None:
+        """End a ``take_over`` wait (the node is stopping)."""
+        if self._waiting is not None:
+            self._waiting.cancel()
+
+    async def _wait_for_lease(self) -> bool:
+        while True:
+            try:
+                conn = await self._connection()
+                epoch = await leader.take(conn, self.node, self.address)
+                if epoch is not None:
+                    self.epoch = epoch
+                    self._renewed_at = time.monotonic()
+                    self.active = True
+                    return True
+                held = await leader.holder(conn)
+                self.holder_address = held[1] if held else None
+            except self._lost as exc:
+                log.warning("standby: the database is unreachable (%s); trying again", exc)
+                if self._conn is not None:
+                    self._conn.terminate()
+                    self._conn = None
+            await asyncio.sleep(leader.POLL)
+
+    def advertise(self, address: str) -> None:
+        """Keep ``address`` in the lease row (once the listener is bound)."""
+        self.address = address
+        self._submit(
+            (_READ, (leader.ADDRESS_SQL, (address, self.epoch), False, None), _ignore, None)
         )
 
     # --- start-up -----------------------------------------------------------
@@ -483,6 +545,10 @@ class PostgresStore:
             result = exc
         assert self._post is not None
         self._post(job[2], result)
+
+
+def _ignore(result: object) -> None:
+    """A job whose outcome nobody waits for (a failure is logged where it ran)."""
 
 
 def _finish(written: list[Written], dones: list[Done], error: BaseException | None) -> None:
