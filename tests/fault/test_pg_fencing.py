@@ -13,21 +13,13 @@ from pathlib import Path
 
 import pytest
 from brokerproc import BrokerProcess
+from hakit import wait_active
 from pgcluster import Cluster, database_for
 
 import brokerd_client
 from brokerd_client.errors import BrokerError, ConnectionLost
 
 pytestmark = pytest.mark.fault
-
-
-async def wait_active(broker: BrokerProcess, within: float = 60.0) -> None:
-    """Until a standby node says it took the lease and loaded the queues."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while "brokerd listening on" not in broker.log_path.read_text():
-        assert loop.time() < deadline, broker.log_path.read_text()
-        await asyncio.sleep(0.05)
 
 
 async def _publish(url: str, start: int, n: int) -> None:

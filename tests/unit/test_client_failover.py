@@ -59,7 +59,7 @@ def test_a_redirect_address_keeps_the_token_and_tls() -> None:
 
 def test_backoff_is_jittered_and_capped() -> None:
     assert backoff(0, lambda: 1.0) == pytest.approx(0.1)
-    assert backoff(3, lambda: 1.0) == pytest.approx(0.8)
+    assert backoff(2, lambda: 1.0) == pytest.approx(0.4)
     assert backoff(40, lambda: 1.0) == BACKOFF_MAX
     assert backoff(5, lambda: 0.0) == 0.0
 
