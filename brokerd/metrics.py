@@ -27,6 +27,7 @@ from prometheus_client.core import (
 from .broker import Broker
 from .config import Config
 from .diskfree import DiskMonitor
+from .flow import FlowControl
 from .queues import Connection
 from .stats import Buckets
 from .storage import SqliteStore, Store
@@ -97,6 +98,9 @@ class Observed(Protocol):
 
     @property
     def standby_redirect(self) -> str | None: ...
+
+    @property
+    def flow(self) -> FlowControl: ...
 
 
 def _histogram(name: str, doc: str, buckets: Buckets) -> HistogramMetricFamily:
@@ -319,6 +323,17 @@ class BrokerCollector:
             "brokerd_process_resident_memory_bytes",
             "Resident memory of the broker process.",
             value=rss_bytes(),
+        )
+        flow = server.flow
+        yield GaugeMetricFamily(
+            "brokerd_store_unavailable",
+            "1 while the database (PostgreSQL) is away and publishers are held.",
+            value=int(flow.store_alarm),
+        )
+        yield CounterMetricFamily(
+            "brokerd_store_outages",
+            "Times the database (PostgreSQL) went away.",
+            value=flow.store_outages,
         )
         yield GaugeMetricFamily(
             "brokerd_node_active",

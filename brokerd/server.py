@@ -166,6 +166,7 @@ class BrokerServer:
         recovered = await loop.run_in_executor(None, self.store.recover, self.clock.now())
         if isinstance(self.store, PostgresStore):
             self.store.on_fenced = self._fenced
+            self.store.on_unavailable = self.flow.set_store_alarm
         if isinstance(self.store, SqliteStore | PostgresStore):
             self.store.start(loop.call_soon_threadsafe)
         for hook in self.startup_hooks:

@@ -46,6 +46,12 @@ CREATE TABLE brokerd_leader (
     expires_at timestamptz NOT NULL
 );
 """
+#: Migration 3: the number of the holder's last committed group, so a group
+#: whose COMMIT lost its connection can be told committed or not
+#: (``committed_group``).
+MIGRATION_GROUP = """
+ALTER TABLE brokerd_leader ADD COLUMN last_group bigint NOT NULL DEFAULT 0;
+"""
 
 TAKE_SQL = (
     "INSERT INTO brokerd_leader (epoch, node, address, expires_at) "
@@ -82,6 +88,22 @@ def fence_sql(epoch: int, lease: float = LEASE) -> str:
         f"UPDATE brokerd_leader SET expires_at = clock_timestamp() + interval "
         f"'{float(lease)} seconds' WHERE epoch = {int(epoch)}"
     )
+
+
+def fence_group_sql(epoch: int, group: int, lease: float = LEASE) -> str:
+    """``fence_sql`` that also records ``group`` as this holder's last one:
+    it commits with the group or not at all."""
+    return (
+        f"UPDATE brokerd_leader SET expires_at = clock_timestamp() + interval "
+        f"'{float(lease)} seconds', last_group = {int(group)} WHERE epoch = {int(epoch)}"
+    )
+
+
+async def committed_group(conn: Any, epoch: int) -> int | None:
+    """The number of the last group committed under ``epoch`` (None: another
+    node holds the lease now)."""
+    value = await conn.fetchval("SELECT last_group FROM brokerd_leader WHERE epoch = $1", epoch)
+    return None if value is None else int(value)
 
 
 def still_ours(status: str) -> bool:

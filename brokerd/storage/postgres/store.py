@@ -126,6 +126,9 @@ class PostgresStore:
             asyncpg.exceptions.OperatorInterventionError,
             OSError,
         )
+        #: What says the database is away (a lost connection, or connecting
+        #: failed or timed out) rather than refusing the job itself.
+        self._away: tuple[type[BaseException], ...] = (*self._lost, TimeoutError)
         #: This node's name in the lease: the data dir's, so a restart of
         #: the same node takes its lease back at once.
         self.node = node or uuid.uuid4().hex
@@ -158,6 +161,17 @@ class PostgresStore:
         self._renewed_at = time.monotonic()
         #: Called on the broker's loop, once, when this node is fenced.
         self.on_fenced: Callable[[leader.Fenced], None] | None = None
+        #: Called on the broker's loop with True when the database goes away
+        #: (commits wait and are retried) and False when it is back.
+        self.on_unavailable: Callable[[bool], None] | None = None
+        #: monotonic() since the database is away, or None.
+        self.unavailable_since: float | None = None
+        #: Times the database went away.
+        self.outages = 0
+        #: Group commits so far (each group's number, its commit marker).
+        self._groups = 0
+        #: close() was called: stop waiting for an absent database.
+        self._closing = False
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="brokerd-pg-writer", daemon=True
@@ -377,6 +391,7 @@ class PostgresStore:
 
     def close(self) -> None:
         """Finish every queued job, then close the connection."""
+        self._closing = True
         if self._runner is not None:
             self._submit((_STOP, None, None, None))
             self._runner.result()
@@ -467,11 +482,54 @@ class PostgresStore:
         return await self._connection()
 
     async def _commit_group(self, group: list[Job], nbytes: int) -> None:
+        """Commit ``group`` in one transaction, and tell its batches.
+
+        While the database is away (restarting, failing over) the group is
+        kept and tried again, with backoff, until it commits: its publishers
+        wait (flow control holds them, ``on_unavailable``) rather than fail.
+        A COMMIT whose connection broke may have committed or not; the
+        group's number, written by the fencing statement inside the same
+        transaction, says which, so a group is never applied twice.
+        """
         started = time.perf_counter()
         sync = self.durability == "full" and any(batch.sync for _, batch, _, _ in group)
         dones = [done for _, _, done, _ in group]
         written = [w for _, _, _, w in group if w is not None]
+        batches = [batch for _, batch, _, _ in group]
         assert self._post is not None
+        self._groups += 1
+        number = self._groups
+        attempt = 0
+        while True:
+            try:
+                await self._try_commit(batches, sync, number)
+                break
+            except BaseException as exc:
+                if isinstance(exc, self._away) and not self._closing:
+                    self._set_unavailable(exc)
+                    await asyncio.sleep(_retry_delay(attempt))
+                    attempt += 1
+                    done = await self._committed(number)
+                    if done is None:
+                        continue  # still away, or not committed: try the group again
+                    if done:
+                        break
+                    exc = self._fence()
+                if exc is not self.fenced:
+                    log.critical("commit failed: %s", exc)
+                self._post(_finish, [], dones, exc)
+                if not isinstance(exc, Exception):
+                    raise
+                return
+        self._set_available()
+        self.commits += 1
+        if sync:
+            self.synced_commits += 1
+        self.committed_bytes += nbytes
+        self.commit_seconds.observe(time.perf_counter() - started)
+        self._post(_finish, written, dones, None)
+
+    async def _try_commit(self, batches: list[Batch], sync: bool, number: int) -> None:
         conn: Any = None
         try:
             if self.fenced is not None:
@@ -479,31 +537,69 @@ class PostgresStore:
             # One message: begin, and renew the lease if the epoch is still ours.
             begin = "BEGIN; " if sync else "BEGIN; SET LOCAL synchronous_commit = off; "
             renewing = time.monotonic()
-            conn, status = await self._begin(begin + leader.fence_sql(self.epoch))
+            conn, status = await self._begin(begin + leader.fence_group_sql(self.epoch, number))
             if not leader.still_ours(status):
                 raise self._fence()
             self._renewed_at = renewing
-            await apply_batches(conn, [batch for _, batch, _, _ in group])
+            await apply_batches(conn, batches)
             await conn.execute("COMMIT")
-        except BaseException as exc:  # every waiting publisher is told
-            if exc is not self.fenced:
-                log.critical("commit failed: %s", exc)
-            if conn is not None and not conn.is_closed():
+        except BaseException as exc:
+            if isinstance(exc, self._away):
+                self._drop(conn)
+            elif conn is not None and not conn.is_closed():
                 try:
                     await conn.execute("ROLLBACK")
                 except Exception as rollback_exc:
                     log.error("rollback failed: %s", rollback_exc)
-                    conn.terminate()
-            self._post(_finish, [], dones, exc)
-            if not isinstance(exc, Exception):
-                raise
+                    self._drop(conn)
+            raise
+
+    async def _committed(self, number: int) -> bool | None:
+        """After a group failed with the database away: True if it committed
+        all the same (its COMMIT went through before the connection broke),
+        False if another node took the lease meanwhile, None if it did not
+        commit or the database is still away."""
+        try:
+            conn = await self._connection()
+            last = await leader.committed_group(conn, self.epoch)
+        except self._away as exc:
+            self._drop(self._conn)
+            log.debug("the database is still away: %s", exc)
+            return None
+        if last is None:
+            return False
+        return True if last == number else None
+
+    def _drop(self, conn: Any) -> None:
+        """Forget a connection the database side broke; the next job reconnects."""
+        if conn is not None:
+            conn.terminate()
+        if self._conn is conn:
+            self._conn = None
+
+    def _set_unavailable(self, exc: BaseException) -> None:
+        if self.unavailable_since is not None:
             return
-        self.commits += 1
-        if sync:
-            self.synced_commits += 1
-        self.committed_bytes += nbytes
-        self.commit_seconds.observe(time.perf_counter() - started)
-        self._post(_finish, written, dones, None)
+        self.unavailable_since = time.monotonic()
+        self.outages += 1
+        log.error(
+            "PostgreSQL is unavailable (%s): holding publishers and retrying; nothing "
+            "accepted is dropped",
+            exc,
+        )
+        if self.on_unavailable is not None and self._post is not None:
+            self._post(self.on_unavailable, True)
+
+    def _set_available(self) -> None:
+        since = self.unavailable_since
+        if since is None:
+            return
+        self.unavailable_since = None
+        log.warning(
+            "PostgreSQL is back after %.1f s: resuming publishers", time.monotonic() - since
+        )
+        if self.on_unavailable is not None and self._post is not None:
+            self._post(self.on_unavailable, False)
 
     def _fence(self) -> leader.Fenced:
         """Another node holds a newer epoch: stop writing, and say so once."""
@@ -524,8 +620,14 @@ class PostgresStore:
             if not leader.still_ours(await conn.execute(leader.fence_sql(self.epoch))):
                 self._fence()
             self._renewed_at = renewing
+        except self._away as exc:
+            self._drop(self._conn)
+            self._set_unavailable(exc)
+            return
         except Exception as exc:  # the next commit reports it to its batches
             log.warning("renewing the lease failed: %s", exc)
+            return
+        self._set_available()
 
     async def _read(self, job: Job) -> None:
         sql, args, as_messages, max_bytes = job[1]
@@ -533,18 +635,34 @@ class PostgresStore:
         try:
             if self.fenced is not None:
                 raise self.fenced
-            conn = await self._connection()
-            try:
-                rows = await conn.fetch(sql, *args)
-            except self._lost as exc:  # a read changes nothing: ask again once
-                conn = await self._replace(conn, exc)
-                rows = await conn.fetch(sql, *args)
+            attempt = 0
+            while True:  # a read changes nothing: ask again until the database is back
+                try:
+                    conn = await self._connection()
+                    rows = await conn.fetch(sql, *args)
+                    break
+                except self._away as exc:
+                    self._drop(self._conn)
+                    if self._closing:
+                        raise
+                    self._set_unavailable(exc)
+                    await asyncio.sleep(_retry_delay(attempt))
+                    attempt += 1
             result = read_messages(rows, max_bytes) if as_messages else [tuple(r) for r in rows]
         except Exception as exc:
             log.error("read failed: %s", exc)
             result = exc
         assert self._post is not None
         self._post(job[2], result)
+
+
+#: Seconds between tries while the database is away: doubling up to the last.
+RETRY_FIRST = 0.05
+RETRY_MAX = 1.0
+
+
+def _retry_delay(attempt: int) -> float:
+    return min(RETRY_MAX, RETRY_FIRST * 2.0 ** min(attempt, 16))
 
 
 def _ignore(result: object) -> None:
