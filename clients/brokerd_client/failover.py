@@ -35,7 +35,7 @@ T = TypeVar("T")
 FAILOVER_TIMEOUT = 30.0
 #: First and largest pause between rounds over the nodes, in seconds.
 BACKOFF_FIRST = 0.1
-BACKOFF_MAX = 1.0
+BACKOFF_MAX = 0.5
 
 
 def backoff(attempt: int, rng: Callable[[], float] = random.random) -> float:

@@ -35,7 +35,7 @@ LEASE = 4.0
 #: Seconds between renewals while the writer is idle.
 RENEW = 1.0
 #: Seconds between a standby's tries to take the lease.
-POLL = 0.25
+POLL = 0.1
 
 MIGRATION = """
 CREATE TABLE brokerd_leader (
