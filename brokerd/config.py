@@ -40,6 +40,9 @@ class Config:
     #: ``postgresql://`` URL (docs/postgresql.md). Never in the repr: it may
     #: hold a password.
     store: str | None = field(default=None, repr=False)
+    #: ``host:port`` clients are sent to while this node is active (a
+    #: standby's Redirect, docs/ha.md); default the listen address.
+    advertise: str | None = None
     durability: str = "full"
     token: str | None = field(default=None, repr=False)
     #: File holding the token (read at load time into ``token``).
@@ -101,6 +104,13 @@ class Config:
                 raise ConfigError(
                     "--store postgresql://... keeps the queues in PostgreSQL; data_dir "
                     "':memory:' cannot go with it (data_dir holds the control socket)"
+                )
+        if self.advertise is not None:
+            host, colon, port = self.advertise.rpartition(":")
+            if not colon or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise ConfigError(
+                    f"advertise must be host:port (an IPv6 host in brackets), got "
+                    f"{self.advertise!r}"
                 )
         if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
             raise ConfigError(f"log_level {self.log_level!r} is not a logging level")
@@ -198,6 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="postgresql://user@host:5432/database keeps the queues in PostgreSQL "
         "(default: SQLite in --data-dir); give the password in PGPASSWORD or ~/.pgpass, "
         "not here: other local users can read command lines",
+    )
+    p.add_argument(
+        "--advertise",
+        help="with --store: host:port where clients reach this node when it is the active "
+        "one; standby nodes redirect clients there (default: the listen address)",
     )
     p.add_argument(
         "--durability",

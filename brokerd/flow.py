@@ -17,6 +17,9 @@ reasons, each a bit in ``Session.holds``; it is read again once none is left:
   consume keep being read, so their acks keep flowing.
 * ``DISK``: the free-disk alarm is raised (:mod:`brokerd.diskfree`): every
   connection that has published is held until free space returns.
+* ``STORE``: the database is away (PostgreSQL restarting or failing over):
+  the store keeps its pending commits and retries them, and every connection
+  that has published is held until it is back, so nothing piles up behind it.
 
 A session's share is charged once per read (the growth of the tick's batch),
 never per message, and released by the batch's commit callback. Time held by
@@ -36,6 +39,7 @@ log = logging.getLogger("brokerd.flow")
 OWN = 1
 BACKLOG = 2
 DISK = 4
+STORE = 8
 
 #: Uncommitted publish bytes one connection may have before it stops being
 #: read. It is checked after each socket read (up to 256 KB), so a connection
@@ -81,6 +85,10 @@ class FlowControl:
         #: Sessions that have published (held while the disk alarm is raised).
         self.publishers: set[Reader] = set()
         self.disk_alarm = False
+        #: The store cannot reach its database (``STORE``).
+        self.store_alarm = False
+        #: Times the store alarm was raised.
+        self.store_outages = 0
         broker.commit_listeners.append(self._after_commit)
 
     def after_read(self, session: Reader) -> None:
@@ -95,6 +103,8 @@ class FlowControl:
         self.publishers.add(session)
         if self.disk_alarm:
             session.hold(DISK)
+        if self.store_alarm:
+            session.hold(STORE)
 
     def settled(self, session: Reader) -> None:
         """A batch holding part of ``session``'s publishes committed (or failed)."""
@@ -114,6 +124,19 @@ class FlowControl:
                 session.hold(DISK)
             else:
                 session.release(DISK)
+
+    def set_store_alarm(self, raised: bool) -> None:
+        """The database went away (True) or came back (False)."""
+        if raised == self.store_alarm:
+            return
+        self.store_alarm = raised
+        if raised:
+            self.store_outages += 1
+        for session in list(self.publishers):
+            if raised:
+                session.hold(STORE)
+            else:
+                session.release(STORE)
 
     def _after_commit(self) -> None:
         if self.backlogged and self.broker.uncommitted_bytes < self.max_uncommitted * RESUME_SHARE:

@@ -27,6 +27,7 @@ from prometheus_client.core import (
 from .broker import Broker
 from .config import Config
 from .diskfree import DiskMonitor
+from .flow import FlowControl
 from .queues import Connection
 from .stats import Buckets
 from .storage import SqliteStore, Store
@@ -94,6 +95,12 @@ class Observed(Protocol):
 
     @property
     def started_at(self) -> float: ...
+
+    @property
+    def standby_redirect(self) -> str | None: ...
+
+    @property
+    def flow(self) -> FlowControl: ...
 
 
 def _histogram(name: str, doc: str, buckets: Buckets) -> HistogramMetricFamily:
@@ -316,6 +323,23 @@ class BrokerCollector:
             "brokerd_process_resident_memory_bytes",
             "Resident memory of the broker process.",
             value=rss_bytes(),
+        )
+        flow = server.flow
+        yield GaugeMetricFamily(
+            "brokerd_store_unavailable",
+            "1 while the database (PostgreSQL) is away and publishers are held.",
+            value=int(flow.store_alarm),
+        )
+        yield CounterMetricFamily(
+            "brokerd_store_outages",
+            "Times the database (PostgreSQL) went away.",
+            value=flow.store_outages,
+        )
+        yield GaugeMetricFamily(
+            "brokerd_node_active",
+            "1 while this node serves clients; 0 while it stands by for another node "
+            "holding the database's lease (docs/ha.md).",
+            value=int(server.standby_redirect is None),
         )
         yield GaugeMetricFamily(
             "brokerd_uptime_seconds",

@@ -32,6 +32,7 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import cast
 
 import brokerd_protocol as bp
 from brokerd_protocol import ErrorCode
@@ -83,7 +84,11 @@ class BrokerServer:
             self.store = MemoryStore(schedule=self._call_soon)
         elif config.store is not None:
             self.store = PostgresStore(
-                config.store, durability=config.durability, lock_dir=Path(config.data_dir)
+                config.store,
+                durability=config.durability,
+                lock_dir=Path(config.data_dir),
+                address=config.advertise,
+                standby=True,
             )
         else:
             self.store = SqliteStore(
@@ -144,6 +149,10 @@ class BrokerServer:
         self._stopped = asyncio.Event()
         #: Stopped because another node took the database over (exit status 3).
         self.fenced = False
+        #: While this node stands by (another holds the database's lease):
+        #: the active node's address every Hello is redirected to ("" when
+        #: unknown); None once this node is active (docs/ha.md).
+        self.standby_redirect: str | None = None
         self._stepping_down: asyncio.Future[None] | None = None
         #: Every request frame's handler, shared by all sessions (``Host.handlers``).
         self.handlers: dict[type[bp.Frame], Handler] = dict(CORE_HANDLERS)
@@ -158,10 +167,15 @@ class BrokerServer:
 
     async def start(self) -> None:
         self._loop = loop = asyncio.get_running_loop()
+        store = self.store
+        standby = isinstance(store, PostgresStore) and not store.active
+        if standby and not await self._stand_by(cast(PostgresStore, store)):
+            return
         started = time.monotonic()
         recovered = await loop.run_in_executor(None, self.store.recover, self.clock.now())
         if isinstance(self.store, PostgresStore):
             self.store.on_fenced = self._fenced
+            self.store.on_unavailable = self.flow.set_store_alarm
         if isinstance(self.store, SqliteStore | PostgresStore):
             self.store.start(loop.call_soon_threadsafe)
         for hook in self.startup_hooks:
@@ -185,6 +199,7 @@ class BrokerServer:
         # first one must not pay for making it (nor stall the loop).
         await loop.run_in_executor(None, passwords.dummy_hash)
         self.broker.restore(recovered)
+        self.standby_redirect = None
         if self.disk is not None:
             self.disk.check(self.clock.now())
         log.info(
@@ -197,8 +212,33 @@ class BrokerServer:
         # accept, before the TLS handshake; that handshake is bounded by the
         # same timeout, so a peer that never sends a ClientHello is dropped
         # like one that never sends a Hello.
+        if self._server is None:
+            await self._listen()
+        if isinstance(store, PostgresStore):
+            store.advertise(self._advertised())
+        if self.control_path is not None:
+            self._control = await loop.create_unix_server(
+                self._new_local_session, sock=bind_control_socket(self.control_path)
+            )
+            log.info("control socket (brokerctl): %s", self.control_path)
+        assert self.port is not None
+        if self.config.port_file:
+            _write_port_file(self.config.port_file, self.port)
+        if self.config.metrics_port and self.metrics is None:
+            self.metrics = await start_metrics(self)
+        self._timer = loop.call_later(TICK, self._tick)
+        log.info(
+            "brokerd listening on %s:%d, %s (data: %s)",
+            self.config.host,
+            self.port,
+            describe(self.tls.files) if self.tls is not None else "plain TCP",
+            self.config.store_shown,
+        )
+
+    async def _listen(self) -> None:
         tls = self.tls
-        self._server = await loop.create_server(
+        assert self._loop is not None
+        self._server = await self._loop.create_server(
             self._new_session,
             self.config.host,
             self.config.port,
@@ -209,23 +249,59 @@ class BrokerServer:
         )
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
-        if self.control_path is not None:
-            self._control = await loop.create_unix_server(
-                self._new_local_session, sock=bind_control_socket(self.control_path)
-            )
-            log.info("control socket (brokerctl): %s", self.control_path)
+
+    def _advertised(self) -> str:
+        """Where clients reach this node: ``--advertise``, else the listen address."""
+        if self.config.advertise is not None:
+            return self.config.advertise
+        host = self.config.host
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
+    async def _stand_by(self, store: PostgresStore) -> bool:
+        """Another node holds the database's lease: listen, redirect every
+        Hello to it, and wait for its lease to run out; then take it (a new
+        epoch) and go on starting as the active node. False if stopped first."""
+        assert self._loop is not None
+        self.standby_redirect = store.holder_address or ""
+        await self._listen()
+        store.address = self._advertised()
         if self.config.port_file:
-            _write_port_file(self.config.port_file, self.port)
+            _write_port_file(self.config.port_file, self.port or 0)
         if self.config.metrics_port:
             self.metrics = await start_metrics(self)
-        self._timer = loop.call_later(TICK, self._tick)
+        self._timer = self._loop.call_later(TICK, self._standby_tick)
         log.info(
-            "brokerd listening on %s:%d, %s (data: %s)",
+            "standby on %s:%d: another node holds the database's lease; redirecting clients to %s",
             self.config.host,
             self.port,
-            describe(self.tls.files) if self.tls is not None else "plain TCP",
-            self.config.store_shown,
+            self.standby_redirect or "(unknown)",
         )
+        active = await self._loop.run_in_executor(None, store.take_over)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not active or self._stopped.is_set():
+            return False
+        # Hellos are still redirected (to no address: "try again") until
+        # the queues are loaded.
+        self.standby_redirect = ""
+        log.warning(
+            "took the database's lease (epoch %d): this node is active now; loading the queues",
+            store.epoch,
+        )
+        return True
+
+    def _standby_tick(self) -> None:
+        """A standby's timer: follow the holder's address, drop slow handshakes."""
+        assert self._loop is not None
+        store = self.store
+        if isinstance(store, PostgresStore) and self.standby_redirect is not None:
+            address = store.holder_address or ""
+            if address != self.standby_redirect:
+                log.info("standby: the active node is at %s", address or "(unknown)")
+                self.standby_redirect = address
+        self._check_handshakes(time.monotonic())
+        self._timer = self._loop.call_later(0.25, self._standby_tick)
 
     def _fenced(self, error: Exception) -> None:
         """Another node took the database over: this one writes nothing more
@@ -259,6 +335,8 @@ class BrokerServer:
         if self.metrics is not None:
             self.metrics.close()
         self.broker.stopping = True
+        if isinstance(self.store, PostgresStore) and not self.store.active:
+            self.store.stop_waiting()
         for session in list(self.sessions):
             session.fail(ErrorCode.SHUTTING_DOWN, "broker is shutting down")
         if self._timer is not None:

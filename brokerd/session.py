@@ -96,6 +96,11 @@ class Host(Protocol):
         """Every request frame's handler: the core's and the extensions'."""
         ...
 
+    @property
+    def standby_redirect(self) -> str | None:
+        """The active node's address while this node stands by, else None."""
+        ...
+
     def admit(self, session: Session) -> None: ...
 
     def authenticate(self, session: Session) -> bool: ...
@@ -530,6 +535,12 @@ class Session(asyncio.Protocol):
     def _on_hello(self, frame: bp.Frame) -> None:
         if not isinstance(frame, bp.Hello):
             self.fail(ErrorCode.NOT_AUTHENTICATED, "the first frame must be Hello")
+            return
+        redirect = self.host.standby_redirect
+        if redirect is not None:
+            # A standby node: the client belongs on the active one (SPEC §6.1).
+            self.send(bp.Redirect(redirect, "this brokerd node is a standby"))
+            self.close_after_flush()
             return
         if not set(frame.versions) & set(bp.SUPPORTED_VERSIONS):
             self.fail(

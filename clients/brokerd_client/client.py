@@ -59,6 +59,7 @@ from brokerd_protocol import (
 from .connection import FLUSH_THRESHOLD, Connection, PublishBatch
 from .consumer import Consumer
 from .errors import BrokerError, InvalidArgument, MessageTooLarge, ProtocolViolation
+from .failover import FAILOVER_TIMEOUT, connect_any
 from .message import Message, PublishOptions, QueueInfo, build_props, check_body
 from .tls import client_context
 from .url import BrokerURL, parse_url
@@ -88,8 +89,15 @@ async def connect(
     cafile: str | None = None,
     certfile: str | None = None,
     keyfile: str | None = None,
+    failover_timeout: float | None = None,
 ) -> AsyncClient:
     """Open a connection to brokerd and return a ready :class:`AsyncClient`.
+
+    A failover URL (``brokerd://h1:5673,h2:5673``, nodes sharing one
+    database, docs/ha.md) is tried node by node, following a standby's
+    redirect to the active node, with backoff and jitter between rounds, for
+    up to ``failover_timeout`` seconds (default 30 for a failover URL; 0, one
+    round, for a single node, which still follows one redirect).
 
     ``token`` overrides one given in the URL (keeps secrets out of URLs);
     so do ``user`` and ``password`` (a user of the broker, docs/security.md).
@@ -115,7 +123,15 @@ async def connect(
             user=user if user is not None else parsed.user,
             password=password if password is not None else parsed.password,
         )
-    return await _open(parsed, token, heartbeat, client_name, timeout, max_inflight, None, context)
+
+    async def open_node(node: BrokerURL) -> AsyncClient:
+        return await _open(
+            node, token, heartbeat, client_name, timeout, max_inflight, None, context
+        )
+
+    if failover_timeout is None:
+        failover_timeout = FAILOVER_TIMEOUT if parsed.alternates else 0.0
+    return await connect_any(parsed.candidates(), open_node, failover_timeout)
 
 
 async def connect_unix(

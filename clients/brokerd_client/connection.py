@@ -58,6 +58,7 @@ from brokerd_protocol import (
     ProtocolError,
     Publish,
     PublishError,
+    Redirect,
     Reject,
     Settled,
     Welcome,
@@ -72,6 +73,7 @@ from .errors import (
     LeaseLost,
     MessageTooLarge,
     ProtocolViolation,
+    Redirected,
     TLSError,
     error_from_code,
 )
@@ -315,6 +317,7 @@ class Connection(asyncio.Protocol):
             ConsumerCancelled: self._on_consumer_cancelled,
             Close: self._on_close,
             Welcome: self._on_welcome,
+            Redirect: self._on_redirect,
         }
 
     # --- lifecycle -----------------------------------------------------------
@@ -826,6 +829,19 @@ class Connection(asyncio.Protocol):
         if frame.heartbeat > 0:
             self._hb_handle = self._loop.call_later(frame.heartbeat / 2, self._heartbeat_tick)
         self._welcome.set_result(frame)
+
+    def _on_redirect(self, frame: Redirect) -> None:
+        """A standby node's answer to our Hello (SPEC §6.1): ``open`` fails
+        with ``Redirected`` and ``connect`` goes where it points."""
+        if self._welcome.done():
+            raise ProtocolError("a Redirect frame after Welcome")
+        where = frame.address or "(not known yet)"
+        self._fatal(
+            Redirected(
+                f"brokerd at {self._where} is a standby node; the active node is at {where}",
+                frame.address,
+            )
+        )
 
     # --- heartbeats ----------------------------------------------------------
 

@@ -36,6 +36,7 @@ __all__ = [
     "PreconditionFailed",
     "ProtocolViolation",
     "QueueFull",
+    "Redirected",
     "ResourceLimitExceeded",
     "ServerShuttingDown",
     "StorageFailed",
@@ -103,6 +104,16 @@ class TLSError(ConnectionLost):
     """The TLS layer failed: the broker's certificate was not trusted, had
     expired or named another host, the broker refused our certificate, or
     one side spoke TLS and the other did not. The message says which."""
+
+
+class Redirected(ConnectionLost):
+    """A standby brokerd node answered: the active node is at ``address``
+    (``host:port``; empty while the standby does not know). ``connect``
+    follows it by itself (docs/ha.md)."""
+
+    def __init__(self, message: str, address: str) -> None:
+        super().__init__(message)
+        self.address = address
 
 
 class ServerShuttingDown(ConnectionLost):

@@ -1,5 +1,5 @@
-"""Parse ``brokerd://[token@]host[:port]``, ``brokerd://user:password@host[:port]``
-and ``brokerds://`` (TLS) connection URLs.
+"""Parse ``brokerd://[token@]host[:port][,host[:port]...]``,
+``brokerd://user:password@host[:port]`` and ``brokerds://`` (TLS) connection URLs.
 
 A URL is how an operator hands credentials and an address to an application
 (an environment variable, a settings file), so a bad one must fail at startup
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import unquote
 
 __all__ = ["DEFAULT_PORT", "SCHEME", "TLS_SCHEME", "BrokerURL", "parse_url"]
@@ -38,6 +38,21 @@ class BrokerURL:
     tls: bool = False
     user: str | None = None
     password: str | None = None
+    #: Further ``(host, port)`` nodes of a failover URL
+    #: (``brokerd://h1:5673,h2:5673``), tried after ``host`` (docs/ha.md).
+    alternates: tuple[tuple[str, int], ...] = ()
+
+    def candidates(self) -> list[BrokerURL]:
+        """One single-host URL per node, in the order given."""
+        nodes = [(self.host, self.port), *self.alternates]
+        return [replace(self, host=h, port=p, alternates=()) for h, p in nodes]
+
+    def moved_to(self, address: str) -> BrokerURL:
+        """This URL pointed at ``address`` (``host:port``, a standby's Redirect)."""
+        host, port = _split_host_port(address, address)
+        if port is None:
+            raise ValueError(f"invalid node address {address!r}: expected host:port")
+        return replace(self, host=host, port=_parse_port(port, address), alternates=())
 
     @property
     def scheme(self) -> str:
@@ -45,8 +60,11 @@ class BrokerURL:
 
     def __str__(self) -> str:
         """The URL without its token, safe to log."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}"
+        nodes = ",".join(
+            f"[{h}]:{p}" if ":" in h else f"{h}:{p}"
+            for h, p in ((self.host, self.port), *self.alternates)
+        )
+        return f"{self.scheme}://{nodes}"
 
     def __repr__(self) -> str:
         # Never print the secret, even in tracebacks and debug logs.
@@ -68,7 +86,9 @@ def parse_url(url: str) -> BrokerURL:
     the ``@``, a colon after a non-empty name means a user and its password;
     otherwise it is the broker's token (``brokerd://:token@host`` too). Each
     part may be percent-encoded (``%40`` for ``@``, ``%3A`` for ``:``). A
-    trailing ``/`` is allowed.
+    failover URL lists several nodes sharing one database,
+    ``brokerd://h1:5673,h2:5673,h3:5673``: clients try them in turn and follow
+    a standby's redirect (docs/ha.md). A trailing ``/`` is allowed.
     """
     if not isinstance(url, str):
         raise TypeError(f"broker URL must be a str, not {type(url).__name__}")
@@ -105,8 +125,13 @@ def parse_url(url: str) -> BrokerURL:
 
     if not netloc:
         raise ValueError(f"invalid broker URL {shown!r}: missing host")
-    host, port_text = _split_host_port(netloc, shown)
-    port = DEFAULT_PORT if port_text is None else _parse_port(port_text, shown)
+    nodes: list[tuple[str, int]] = []
+    for node in netloc.split(","):  # a failover URL lists several nodes
+        if not node:
+            raise ValueError(f"invalid broker URL {shown!r}: empty host in the list of nodes")
+        host, port_text = _split_host_port(node, shown)
+        nodes.append((host, DEFAULT_PORT if port_text is None else _parse_port(port_text, shown)))
+    (host, port), *alternates = nodes
     return BrokerURL(
         host=host,
         port=port,
@@ -114,6 +139,7 @@ def parse_url(url: str) -> BrokerURL:
         tls=scheme.lower() == TLS_SCHEME,
         user=user,
         password=password,
+        alternates=tuple(alternates),
     )
 
 

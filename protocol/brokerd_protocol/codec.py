@@ -276,6 +276,7 @@ FRAME_TYPES: tuple[type[f.Frame], ...] = (
     f.Close,
     f.Error,
     f.Ok,
+    f.Redirect,
     f.DeclareExchange,
     f.DeleteExchange,
     f.DeclareQueue,

@@ -83,6 +83,17 @@ class Ok(Frame):
     value: Any = None
 
 
+@dataclass(frozen=True, slots=True)
+class Redirect(Frame):
+    """A standby node's answer to Hello: the active node is at ``address``
+    (``host:port``; empty when the standby does not know it yet). The server
+    closes the connection after it."""
+
+    TYPE: ClassVar[int] = 7
+    address: str
+    message: str = ""
+
+
 # --- topology --------------------------------------------------------------
 
 

@@ -73,6 +73,7 @@ from brokerd_protocol import (  # noqa: E402
     PublishError,
     PurgeQueue,
     QueueStats,
+    Redirect,
     Reject,
     SetPermissions,
     Settled,
@@ -188,6 +189,8 @@ CASES: list[tuple[str, Frame]] = [
     ("error_auth_failed", Error(req=0, code=ErrorCode.AUTH_FAILED, message="bad token")),
     ("error_not_found", Error(req=42, code=ErrorCode.NOT_FOUND, message="no queue 'jobs'")),
     ("ok_nil", Ok(req=1)),
+    ("redirect", Redirect(address="10.0.0.2:5673", message="standby; the active node is there")),
+    ("redirect_unknown", Redirect(address="")),
     ("ok_consumer_id", Ok(req=2, value=7)),
     ("ok_purged_count", Ok(req=3, value=1250)),
     (

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from brokerproc import BrokerProcess
+from hakit import wait_active
 from pgcluster import Cluster, database_for
 
 import brokerd_client
@@ -40,7 +41,8 @@ async def test_a_node_paused_past_its_lease_commits_nothing_and_steps_down(
         await _publish(first.url, 0, 50)
         stale = await brokerd_client.connect(first.url)
         os.kill(first.pid, signal.SIGSTOP)
-        second.start()  # waits for the paused node's lease to run out, then takes over
+        second.start()  # stands by until the paused node's lease runs out, then takes over
+        await wait_active(second)
         await _publish(second.url, 50, 50)
         os.kill(first.pid, signal.SIGCONT)
         outcome: object

@@ -266,12 +266,12 @@ def test_a_read_on_a_connection_found_dead_is_asked_again_on_a_new_one(
     assert dead.terminated
 
 
-def test_a_connection_lost_inside_a_commit_fails_it_and_applies_nothing_of_it(
+def test_a_connection_lost_inside_a_commit_keeps_the_group_and_commits_it_once(
     url: str, started: tuple[PostgresStore, Loop], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The database going away mid-transaction: the batch is told the error
-    (publishers get STORAGE_FAILED, nothing is confirmed), none of its rows
-    stay, and the store serves the next commit on a new connection."""
+    """The database going away mid-transaction: that transaction applied
+    nothing, so the store keeps the group and commits it again on a new
+    connection (its publishers wait instead of failing); each row once."""
     from brokerd.storage.postgres import store as pg
 
     store, loop = started
@@ -285,13 +285,43 @@ def test_a_connection_lost_inside_a_commit_fails_it_and_applies_nothing_of_it(
             await conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
 
     monkeypatch.setattr(pg, "apply_batches", apply_then_lose_the_connection)
-    lost = Batch()
-    lost.insert(msg(1, seq=1))
-    assert loop.commit(store, lost) is not None
+    kept = Batch()
+    kept.insert(msg(1, seq=1))
+    assert loop.commit(store, kept) is None
     after = Batch()
     after.insert(msg(2, seq=2))
     assert loop.commit(store, after) is None
-    assert _ids(url) == [2]
+    assert _ids(url) == [1, 2]
+    assert store.outages == 1 and store.unavailable_since is None
+
+
+def test_a_commit_whose_answer_was_lost_is_not_applied_twice(
+    url: str, started: tuple[PostgresStore, Loop], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection breaks after the COMMIT went through but before its
+    answer came: the group's number in the lease row says it committed, so
+    it is reported done and not inserted again (which would fail)."""
+    from brokerd.storage.postgres import store as pg
+
+    store, loop = started
+    apply = pg.apply_batches
+    cut = [True]
+
+    async def commit_then_lose_the_connection(conn: Any, batches: list[Batch]) -> None:
+        await apply(conn, batches)
+        if cut:
+            cut.clear()
+            await conn.execute("COMMIT")
+            await conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+    monkeypatch.setattr(pg, "apply_batches", commit_then_lose_the_connection)
+    once = Batch()
+    once.insert(msg(1, seq=1))
+    assert loop.commit(store, once) is None
+    after = Batch()
+    after.insert(msg(2, seq=2))
+    assert loop.commit(store, after) is None
+    assert _ids(url) == [1, 2]
 
 
 def test_recovery_is_fenced_too(url: str) -> None:

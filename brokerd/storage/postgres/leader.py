@@ -20,8 +20,9 @@ epoch: a number that grows by one at every change of holder.
   every ``RENEW`` seconds, so a live node keeps it and a dead node's lease
   runs out after ``LEASE`` seconds.
 
-Standby nodes that wait for the lease and redirect clients are a later step;
-today a node that cannot take the lease refuses to start.
+* **Standing by.** A node that finds the lease held polls it every ``POLL``
+  seconds, reading the holder's advertised address (its clients are
+  redirected there), and takes it once it has run out.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from typing import Any
 LEASE = 4.0
 #: Seconds between renewals while the writer is idle.
 RENEW = 1.0
+#: Seconds between a standby's tries to take the lease.
+POLL = 0.1
 
 MIGRATION = """
 CREATE TABLE brokerd_leader (
@@ -43,6 +46,12 @@ CREATE TABLE brokerd_leader (
     expires_at timestamptz NOT NULL
 );
 """
+#: Migration 3: the number of the holder's last committed group, so a group
+#: whose COMMIT lost its connection can be told committed or not
+#: (``committed_group``).
+MIGRATION_GROUP = """
+ALTER TABLE brokerd_leader ADD COLUMN last_group bigint NOT NULL DEFAULT 0;
+"""
 
 TAKE_SQL = (
     "INSERT INTO brokerd_leader (epoch, node, address, expires_at) "
@@ -52,6 +61,7 @@ TAKE_SQL = (
     "WHERE brokerd_leader.expires_at < clock_timestamp() OR brokerd_leader.node = excluded.node "
     "RETURNING epoch"
 )
+ADDRESS_SQL = "UPDATE brokerd_leader SET address = $1 WHERE epoch = $2"
 HOLDER_SQL = (
     "SELECT node, address, epoch, "
     "extract(epoch FROM expires_at - clock_timestamp())::float8 FROM brokerd_leader"
@@ -78,6 +88,22 @@ def fence_sql(epoch: int, lease: float = LEASE) -> str:
         f"UPDATE brokerd_leader SET expires_at = clock_timestamp() + interval "
         f"'{float(lease)} seconds' WHERE epoch = {int(epoch)}"
     )
+
+
+def fence_group_sql(epoch: int, group: int, lease: float = LEASE) -> str:
+    """``fence_sql`` that also records ``group`` as this holder's last one:
+    it commits with the group or not at all."""
+    return (
+        f"UPDATE brokerd_leader SET expires_at = clock_timestamp() + interval "
+        f"'{float(lease)} seconds', last_group = {int(group)} WHERE epoch = {int(epoch)}"
+    )
+
+
+async def committed_group(conn: Any, epoch: int) -> int | None:
+    """The number of the last group committed under ``epoch`` (None: another
+    node holds the lease now)."""
+    value = await conn.fetchval("SELECT last_group FROM brokerd_leader WHERE epoch = $1", epoch)
+    return None if value is None else int(value)
 
 
 def still_ours(status: str) -> bool:

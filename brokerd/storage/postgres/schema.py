@@ -12,7 +12,8 @@ meaning a newer one changed.
 Migrations are append-only: a released one is never edited. Migration 1 is
 the schema of the SQLite store (``storage/sql.py``) in PostgreSQL types: the
 same tables, columns and indexes, so ``Op`` and ``Query`` map one to one.
-Migration 2 adds the leadership lease row (``leader.py``).
+Migration 2 adds the leadership lease row (``leader.py``); migration 3 its
+``last_group`` column (a group's commit marker, ``store.py``).
 """
 
 from __future__ import annotations
@@ -114,8 +115,9 @@ CREATE TABLE permissions (
 """
 
 #: Migration n is ``MIGRATIONS[n - 1]``; the schema this code writes is the last.
-#: 2: the leadership lease row (``leader.py``).
-MIGRATIONS: tuple[str, ...] = (MIGRATION_1, leader.MIGRATION, MIGRATION_3)
+#: 2: the leadership lease row (``leader.py``); 3: users and permissions;
+#: 4: the lease row's commit marker (``leader.py``, ``store.py``).
+MIGRATIONS: tuple[str, ...] = (MIGRATION_1, leader.MIGRATION, MIGRATION_3, leader.MIGRATION_GROUP)
 CURRENT_VERSION = len(MIGRATIONS)
 
 

@@ -35,6 +35,7 @@ every later job fail with ``Fenced``, and ``on_fenced`` tells the broker once.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import threading
 import time
@@ -91,11 +92,14 @@ class PostgresStore:
         lock_dir: Path | None = None,
         node: str | None = None,
         address: str | None = None,
+        standby: bool = False,
     ) -> None:
         """``lock_dir``: a directory this broker holds alone for its life
         (the data dir, home of the control socket). ``node``: this node's
         name in the leadership lease (default: kept in ``lock_dir``, or new
-        for each store); ``address``: where clients reach it."""
+        for each store); ``address``: where clients reach it. ``standby``:
+        when another node holds the lease, open as a standby (``active``
+        false; ``take_over`` waits for the lease) instead of refusing."""
         if durability not in ("full", "normal"):
             raise ValueError("durability must be 'full' or 'normal'")
         check_url(url)
@@ -122,6 +126,9 @@ class PostgresStore:
             asyncpg.exceptions.OperatorInterventionError,
             OSError,
         )
+        #: What says the database is away (a lost connection, or connecting
+        #: failed or timed out) rather than refusing the job itself.
+        self._away: tuple[type[BaseException], ...] = (*self._lost, TimeoutError)
         #: This node's name in the lease: the data dir's, so a restart of
         #: the same node takes its lease back at once.
         self.node = node or uuid.uuid4().hex
@@ -137,7 +144,15 @@ class PostgresStore:
         self._url = url
         self._connect_timeout = connect_timeout
         self._lease_wait = lease_wait
-        self._address = address
+        #: ``host:port`` clients reach this node at, kept in the lease row.
+        self.address = address
+        self._standby = standby
+        #: This node holds the lease and may write.
+        self.active = False
+        #: While standing by: the active node's advertised address, as last
+        #: read from the lease row (None: unknown).
+        self.holder_address: str | None = None
+        self._waiting: Any = None
         #: The fencing epoch this node writes under (``leader.py``).
         self.epoch = 0
         #: Another node took the lease: every later job fails with ``Fenced``.
@@ -146,6 +161,17 @@ class PostgresStore:
         self._renewed_at = time.monotonic()
         #: Called on the broker's loop, once, when this node is fenced.
         self.on_fenced: Callable[[leader.Fenced], None] | None = None
+        #: Called on the broker's loop with True when the database goes away
+        #: (commits wait and are retried) and False when it is back.
+        self.on_unavailable: Callable[[bool], None] | None = None
+        #: monotonic() since the database is away, or None.
+        self.unavailable_since: float | None = None
+        #: Times the database went away.
+        self.outages = 0
+        #: Group commits so far (each group's number, its commit marker).
+        self._groups = 0
+        #: close() was called: stop waiting for an absent database.
+        self._closing = False
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="brokerd-pg-writer", daemon=True
@@ -174,10 +200,10 @@ class PostgresStore:
             self._shutdown()
             raise
         log.info(
-            "store: PostgreSQL %s (node %s, epoch %d, schema version %d%s)",
+            "store: PostgreSQL %s (node %s, %s, schema version %d%s)",
             self.shown,
             self.node,
-            self.epoch,
+            f"epoch {self.epoch}" if self.active else "standing by",
             self.schema_versions[1],
             ""
             if self.schema_versions[0] == self.schema_versions[1]
@@ -208,9 +234,14 @@ class PostgresStore:
         versions = await migrate(self._conn)
         deadline = time.monotonic() + self._lease_wait
         while True:
-            epoch = await leader.take(self._conn, self.node, self._address)
+            epoch = await leader.take(self._conn, self.node, self.address)
             if epoch is not None:
                 self.epoch = epoch
+                self.active = True
+                return versions
+            if self._standby:
+                held = await leader.holder(self._conn)
+                self.holder_address = held[1] if held else None
                 return versions
             if time.monotonic() >= deadline:
                 held = await leader.holder(self._conn)
@@ -218,8 +249,7 @@ class PostgresStore:
                 raise StorageOpenError(
                     self.shown,
                     f"another brokerd ({who}) holds this database's lease",
-                    "stop that one first, or give this one its own database (standby nodes "
-                    "sharing one database are not supported yet)",
+                    "stop that one first, or start this one as a standby",
                 )
             await asyncio.sleep(0.1)
 
@@ -261,6 +291,52 @@ class PostgresStore:
             )
         return StorageOpenError(
             self.shown, f"{type(exc).__name__}: {exc}", "check the database and its log"
+        )
+
+    # --- standing by -----------------------------------------------------------
+
+    def take_over(self) -> bool:
+        """Block (off the broker's loop) until this standby holds the lease:
+        True once it does (a new epoch; ``recover`` next), False when
+        ``stop_waiting`` ended the wait. Meanwhile ``holder_address`` follows
+        the active node's advertised address."""
+        if self.active:
+            return True
+        self._waiting = asyncio.run_coroutine_threadsafe(self._wait_for_lease(), self._loop)
+        try:
+            return bool(self._waiting.result())
+        except concurrent.futures.CancelledError:
+            return False
+
+    def stop_waiting(self) -> None:
+        """End a ``take_over`` wait (the node is stopping)."""
+        if self._waiting is not None:
+            self._waiting.cancel()
+
+    async def _wait_for_lease(self) -> bool:
+        while True:
+            try:
+                conn = await self._connection()
+                epoch = await leader.take(conn, self.node, self.address)
+                if epoch is not None:
+                    self.epoch = epoch
+                    self._renewed_at = time.monotonic()
+                    self.active = True
+                    return True
+                held = await leader.holder(conn)
+                self.holder_address = held[1] if held else None
+            except self._lost as exc:
+                log.warning("standby: the database is unreachable (%s); trying again", exc)
+                if self._conn is not None:
+                    self._conn.terminate()
+                    self._conn = None
+            await asyncio.sleep(leader.POLL)
+
+    def advertise(self, address: str) -> None:
+        """Keep ``address`` in the lease row (once the listener is bound)."""
+        self.address = address
+        self._submit(
+            (_READ, (leader.ADDRESS_SQL, (address, self.epoch), False, None), _ignore, None)
         )
 
     # --- start-up -----------------------------------------------------------
@@ -315,6 +391,7 @@ class PostgresStore:
 
     def close(self) -> None:
         """Finish every queued job, then close the connection."""
+        self._closing = True
         if self._runner is not None:
             self._submit((_STOP, None, None, None))
             self._runner.result()
@@ -405,11 +482,54 @@ class PostgresStore:
         return await self._connection()
 
     async def _commit_group(self, group: list[Job], nbytes: int) -> None:
+        """Commit ``group`` in one transaction, and tell its batches.
+
+        While the database is away (restarting, failing over) the group is
+        kept and tried again, with backoff, until it commits: its publishers
+        wait (flow control holds them, ``on_unavailable``) rather than fail.
+        A COMMIT whose connection broke may have committed or not; the
+        group's number, written by the fencing statement inside the same
+        transaction, says which, so a group is never applied twice.
+        """
         started = time.perf_counter()
         sync = self.durability == "full" and any(batch.sync for _, batch, _, _ in group)
         dones = [done for _, _, done, _ in group]
         written = [w for _, _, _, w in group if w is not None]
+        batches = [batch for _, batch, _, _ in group]
         assert self._post is not None
+        self._groups += 1
+        number = self._groups
+        attempt = 0
+        while True:
+            try:
+                await self._try_commit(batches, sync, number)
+                break
+            except BaseException as exc:
+                if isinstance(exc, self._away) and not self._closing:
+                    self._set_unavailable(exc)
+                    await asyncio.sleep(_retry_delay(attempt))
+                    attempt += 1
+                    done = await self._committed(number)
+                    if done is None:
+                        continue  # still away, or not committed: try the group again
+                    if done:
+                        break
+                    exc = self._fence()
+                if exc is not self.fenced:
+                    log.critical("commit failed: %s", exc)
+                self._post(_finish, [], dones, exc)
+                if not isinstance(exc, Exception):
+                    raise
+                return
+        self._set_available()
+        self.commits += 1
+        if sync:
+            self.synced_commits += 1
+        self.committed_bytes += nbytes
+        self.commit_seconds.observe(time.perf_counter() - started)
+        self._post(_finish, written, dones, None)
+
+    async def _try_commit(self, batches: list[Batch], sync: bool, number: int) -> None:
         conn: Any = None
         try:
             if self.fenced is not None:
@@ -417,31 +537,69 @@ class PostgresStore:
             # One message: begin, and renew the lease if the epoch is still ours.
             begin = "BEGIN; " if sync else "BEGIN; SET LOCAL synchronous_commit = off; "
             renewing = time.monotonic()
-            conn, status = await self._begin(begin + leader.fence_sql(self.epoch))
+            conn, status = await self._begin(begin + leader.fence_group_sql(self.epoch, number))
             if not leader.still_ours(status):
                 raise self._fence()
             self._renewed_at = renewing
-            await apply_batches(conn, [batch for _, batch, _, _ in group])
+            await apply_batches(conn, batches)
             await conn.execute("COMMIT")
-        except BaseException as exc:  # every waiting publisher is told
-            if exc is not self.fenced:
-                log.critical("commit failed: %s", exc)
-            if conn is not None and not conn.is_closed():
+        except BaseException as exc:
+            if isinstance(exc, self._away):
+                self._drop(conn)
+            elif conn is not None and not conn.is_closed():
                 try:
                     await conn.execute("ROLLBACK")
                 except Exception as rollback_exc:
                     log.error("rollback failed: %s", rollback_exc)
-                    conn.terminate()
-            self._post(_finish, [], dones, exc)
-            if not isinstance(exc, Exception):
-                raise
+                    self._drop(conn)
+            raise
+
+    async def _committed(self, number: int) -> bool | None:
+        """After a group failed with the database away: True if it committed
+        all the same (its COMMIT went through before the connection broke),
+        False if another node took the lease meanwhile, None if it did not
+        commit or the database is still away."""
+        try:
+            conn = await self._connection()
+            last = await leader.committed_group(conn, self.epoch)
+        except self._away as exc:
+            self._drop(self._conn)
+            log.debug("the database is still away: %s", exc)
+            return None
+        if last is None:
+            return False
+        return True if last == number else None
+
+    def _drop(self, conn: Any) -> None:
+        """Forget a connection the database side broke; the next job reconnects."""
+        if conn is not None:
+            conn.terminate()
+        if self._conn is conn:
+            self._conn = None
+
+    def _set_unavailable(self, exc: BaseException) -> None:
+        if self.unavailable_since is not None:
             return
-        self.commits += 1
-        if sync:
-            self.synced_commits += 1
-        self.committed_bytes += nbytes
-        self.commit_seconds.observe(time.perf_counter() - started)
-        self._post(_finish, written, dones, None)
+        self.unavailable_since = time.monotonic()
+        self.outages += 1
+        log.error(
+            "PostgreSQL is unavailable (%s): holding publishers and retrying; nothing "
+            "accepted is dropped",
+            exc,
+        )
+        if self.on_unavailable is not None and self._post is not None:
+            self._post(self.on_unavailable, True)
+
+    def _set_available(self) -> None:
+        since = self.unavailable_since
+        if since is None:
+            return
+        self.unavailable_since = None
+        log.warning(
+            "PostgreSQL is back after %.1f s: resuming publishers", time.monotonic() - since
+        )
+        if self.on_unavailable is not None and self._post is not None:
+            self._post(self.on_unavailable, False)
 
     def _fence(self) -> leader.Fenced:
         """Another node holds a newer epoch: stop writing, and say so once."""
@@ -462,8 +620,14 @@ class PostgresStore:
             if not leader.still_ours(await conn.execute(leader.fence_sql(self.epoch))):
                 self._fence()
             self._renewed_at = renewing
+        except self._away as exc:
+            self._drop(self._conn)
+            self._set_unavailable(exc)
+            return
         except Exception as exc:  # the next commit reports it to its batches
             log.warning("renewing the lease failed: %s", exc)
+            return
+        self._set_available()
 
     async def _read(self, job: Job) -> None:
         sql, args, as_messages, max_bytes = job[1]
@@ -471,18 +635,38 @@ class PostgresStore:
         try:
             if self.fenced is not None:
                 raise self.fenced
-            conn = await self._connection()
-            try:
-                rows = await conn.fetch(sql, *args)
-            except self._lost as exc:  # a read changes nothing: ask again once
-                conn = await self._replace(conn, exc)
-                rows = await conn.fetch(sql, *args)
+            attempt = 0
+            while True:  # a read changes nothing: ask again until the database is back
+                try:
+                    conn = await self._connection()
+                    rows = await conn.fetch(sql, *args)
+                    break
+                except self._away as exc:
+                    self._drop(self._conn)
+                    if self._closing:
+                        raise
+                    self._set_unavailable(exc)
+                    await asyncio.sleep(_retry_delay(attempt))
+                    attempt += 1
             result = read_messages(rows, max_bytes) if as_messages else [tuple(r) for r in rows]
         except Exception as exc:
             log.error("read failed: %s", exc)
             result = exc
         assert self._post is not None
         self._post(job[2], result)
+
+
+#: Seconds between tries while the database is away: doubling up to the last.
+RETRY_FIRST = 0.05
+RETRY_MAX = 1.0
+
+
+def _retry_delay(attempt: int) -> float:
+    return min(RETRY_MAX, RETRY_FIRST * 2.0 ** min(attempt, 16))
+
+
+def _ignore(result: object) -> None:
+    """A job whose outcome nobody waits for (a failure is logged where it ran)."""
 
 
 def _finish(written: list[Written], dones: list[Done], error: BaseException | None) -> None:
