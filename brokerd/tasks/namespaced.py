@@ -43,6 +43,10 @@ class VhostClient:
         self.names = names
         self._reply = reply
 
+    def __getattr__(self, name: str) -> Any:
+        # Anything else (what ``alive`` checks, say) is the session's.
+        return getattr(self.session, name)
+
     def __hash__(self) -> int:
         return hash(self.session)
 
