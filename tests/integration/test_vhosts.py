@@ -215,3 +215,37 @@ def test_listing_frames_take_an_optional_trailing_vhost() -> None:
     # Old clients send no vhost field: they get every vhost they may see.
     assert bp.ListQueues(1).vhost is None
     assert bp.Hello([1]).vhost == "/"
+
+
+async def test_revocations_events_and_rate_limits_stay_in_their_vhost(
+    broker: BrokerProcess,
+) -> None:
+    await aok(broker, "add_vhost", "a")
+    await aok(broker, "add_vhost", "b")
+    a, b = await on(broker, "a"), await on(broker, "b")
+    try:
+        seen: dict[str, list[Any]] = {"a": [], "b": []}
+        snapshot = await b.subscribe(["revoke"], lambda e: seen["b"].append(e.data))
+        await a.subscribe(["revoke"], lambda e: seen["a"].append(e.data))
+        assert snapshot["revoked"] == []
+        await a.revoke(["t1"])
+        await a.rate_set("task.x", 5.0)
+        for c in (a, b):
+            await c.declare_queue("jobs")
+            await c.publish("", "jobs", b"x", message_id="t1")
+            await c.publish("", "jobs", b"y", message_id="t2")
+        # a's revocation drops a's t1 only.
+        got = await (await b.consume("jobs", prefetch=2)).next(timeout=BOUND)
+        assert got.message_id == "t1"
+        d = await (await a.consume("jobs")).next(timeout=BOUND)
+        assert d.message_id == "t2"
+        # The event reached a's subscriber, with a's id, and not b's.
+        assert {"task_id": "t1", "terminate": False} in seen["a"]
+        assert seen["b"] == []
+        assert (await b.subscribe(["revoke"], lambda e: None))["revoked"] == []
+        assert (await a.subscribe(["ratelimit"], lambda e: None))["rate_limits"] == {"task.x": 5.0}
+        assert (await b.subscribe(["ratelimit"], lambda e: None))["rate_limits"] == {}
+        assert await b.rate_acquire("task.x") == 0.0
+    finally:
+        await a.close()
+        await b.close()
