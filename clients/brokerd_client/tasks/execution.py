@@ -12,11 +12,12 @@ import asyncio
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-from . import states
+from . import hooks, states
 from .exceptions import Retry
 from .interrupt import Interruptible
 from .outcome import ExcInfo, Outcome
 from .request import Request, current_request
+from .signals import watch
 
 if TYPE_CHECKING:
     from .task import Task
@@ -53,18 +54,28 @@ def _on_error(task: Task[Any, Any], exc: BaseException) -> Outcome:
 
 
 def execute(task: Task[Any, Any], req: Request, args: list[Any], kwargs: dict[str, Any]) -> Outcome:
-    """Run a plain function task in this thread."""
+    """Run a plain function task in this thread (with its hooks and signals,
+    :mod:`.hooks`, when it has any)."""
     token = current_request.set(req)
     try:
-        try:
-            value = task.fn(task, *args, **kwargs) if task.bind else task.fn(*args, **kwargs)
-        except Retry as signal:
-            return _retry_outcome(signal)
-        except (Exception, SystemExit) as exc:
-            return _on_error(task, exc)
-        return Outcome(states.SUCCESS, value)
+        if task._hooked or watch.task_run:
+            hooks.before(task, req, args, kwargs)
+            outcome = _execute(task, args, kwargs)
+            hooks.after(task, req, args, kwargs, outcome)
+            return outcome
+        return _execute(task, args, kwargs)
     finally:
         current_request.reset(token)
+
+
+def _execute(task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any]) -> Outcome:
+    try:
+        value = task.fn(task, *args, **kwargs) if task.bind else task.fn(*args, **kwargs)
+    except Retry as signal:
+        return _retry_outcome(signal)
+    except (Exception, SystemExit) as exc:
+        return _on_error(task, exc)
+    return Outcome(states.SUCCESS, value)
 
 
 async def execute_async(
@@ -83,26 +94,40 @@ async def execute_async(
     """
     token = current_request.set(req)
     try:
-        coro: Coroutine[Any, Any, Any] = (
-            task.fn(task, *args, **kwargs) if task.bind else task.fn(*args, **kwargs)
-        )
-        try:
-            if interruptible is not None:
-                value = await interruptible.run(coro)
-            else:
-                value = await coro
-        except Retry as signal:
-            return _retry_outcome(signal)
-        except asyncio.CancelledError as exc:
-            current = asyncio.current_task()
-            if current is None or current.cancelling():
-                raise  # cancelled by the worker
-            # Raised by the task itself (e.g. it awaited a cancelled future):
-            # a failure, not a cancellation of the job.
-            return Outcome.failure(exc)
-        except (Exception, SystemExit, KeyboardInterrupt) as exc:
-            # KeyboardInterrupt from a task must not stop the worker's loop.
-            return _on_error(task, exc)
-        return Outcome(states.SUCCESS, value)
+        if task._hooked or watch.task_run:
+            await hooks.abefore(task, req, args, kwargs)
+            outcome = await _execute_async(task, args, kwargs, interruptible)
+            await hooks.aafter(task, req, args, kwargs, outcome)
+            return outcome
+        return await _execute_async(task, args, kwargs, interruptible)
     finally:
         current_request.reset(token)
+
+
+async def _execute_async(
+    task: Task[Any, Any],
+    args: list[Any],
+    kwargs: dict[str, Any],
+    interruptible: Interruptible | None,
+) -> Outcome:
+    coro: Coroutine[Any, Any, Any] = (
+        task.fn(task, *args, **kwargs) if task.bind else task.fn(*args, **kwargs)
+    )
+    try:
+        if interruptible is not None:
+            value = await interruptible.run(coro)
+        else:
+            value = await coro
+    except Retry as signal:
+        return _retry_outcome(signal)
+    except asyncio.CancelledError as exc:
+        current = asyncio.current_task()
+        if current is None or current.cancelling():
+            raise  # cancelled by the worker
+        # Raised by the task itself (e.g. it awaited a cancelled future):
+        # a failure, not a cancellation of the job.
+        return Outcome.failure(exc)
+    except (Exception, SystemExit, KeyboardInterrupt) as exc:
+        # KeyboardInterrupt from a task must not stop the worker's loop.
+        return _on_error(task, exc)
+    return Outcome(states.SUCCESS, value)
