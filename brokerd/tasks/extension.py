@@ -125,6 +125,7 @@ class TaskExtension:
             bp.ResultSet: self.results.set,
             bp.ResultGet: self.results.get,
             bp.ResultWait: self.results.wait,
+            bp.ResultWatch: self.results.watch,
             bp.Revoke: self.revocations.revoke,
             bp.Subscribe: self.topics.subscribe,
             bp.ScheduleSet: self.schedules.set,

@@ -63,6 +63,7 @@ from .frames import (
     ResultGet,
     ResultSet,
     ResultWait,
+    ResultWatch,
     Revoke,
     ScheduleDelete,
     ScheduleList,
@@ -73,6 +74,7 @@ from .frames import (
     Unbind,
     UpdateUser,
     Welcome,
+    result_digest,
 )
 from .limits import (
     DEFAULT_MAX_FRAME,
@@ -165,6 +167,7 @@ __all__ = [
     "ResultGet",
     "ResultSet",
     "ResultWait",
+    "ResultWatch",
     "Revoke",
     "ScheduleDelete",
     "ScheduleList",
@@ -180,4 +183,5 @@ __all__ = [
     "encode_deliver",
     "encode_payload",
     "register",
+    "result_digest",
 ]

@@ -10,14 +10,14 @@ the real state in the payload map's ``"state"`` key and ``meta`` in its
 waiting until SUCCESS, FAILURE or REVOKED, and a later STARTED/custom state
 never replaces a final one on the broker.
 
-How updates reach a waiter — no new frame: the final state is pushed by
-``ResultWait`` as before, and progress is read with ``ResultGet`` between
-``ResultWait`` slices of ``interval`` seconds (0.5 by default). A waiter thus
-sees the final state the moment it is stored and each progress state within
-``interval`` of its being stored; states replaced faster than that are
-skipped (the latest one is delivered). A push per update (a ``ResultWatch``
-frame) was judged not worth a new frame for progress bars; see
-docs/tasks.md.
+How updates reach a waiter: pushed by the broker with ``ResultWatch``
+(frame 54, SPEC §14.16). A ``ResultWait`` is answered by final states only,
+so following progress needs a request that any new result answers; the
+watch names the result the client last saw (a 16-byte digest) so an update
+stored between two watches is answered at once rather than lost. A state
+replaced before the waiter's next watch reached the broker is skipped (the
+newer one is delivered): a waiter always converges on the latest state and
+always gets the final one.
 """
 
 from __future__ import annotations
@@ -35,12 +35,9 @@ if TYPE_CHECKING:
     from .result import AsyncResult
     from .task import Task
 
-__all__ = ["DEFAULT_INTERVAL", "TaskProgress", "encode_state", "iter_updates"]
+__all__ = ["TaskProgress", "aiter_updates", "encode_state", "get_with_messages", "iter_updates"]
 
 log = logging.getLogger("brokerd_client.tasks")
-
-#: Seconds between two reads of a running task's state while following it.
-DEFAULT_INTERVAL = 0.5
 
 #: States the broker stores as they are.
 BROKER_STATES = frozenset(
@@ -156,62 +153,66 @@ def _message(result: AsyncResult, state: str, data: dict[str, Any]) -> dict[str,
     return {"task_id": result.id, "status": state, "result": _value_of(state, data)}
 
 
+#: Longest single ResultWatch (the broker's bound); longer waits chain them.
+_MAX_WATCH = 3600.0
+
+
+def _slice(deadline: float | None, timeout: float | None, task_id: str) -> float:
+    if deadline is None:
+        return _MAX_WATCH
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError(f"task {task_id} not ready after {timeout} s")
+    return max(0.001, min(left, _MAX_WATCH))
+
+
 def iter_updates(
-    result: AsyncResult, timeout: float | None, interval: float | None
+    result: AsyncResult, timeout: float | None
 ) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Yield ``(state, data)`` each time the task's state or meta changes, the
-    final state last (then stop); ``TimeoutError`` after ``timeout``."""
-    step = DEFAULT_INTERVAL if interval is None else max(0.01, float(interval))
+    """Yield ``(state, data)`` each time the task's stored result changes, the
+    final state last (then stop); ``TimeoutError`` after ``timeout``.
+
+    Each step is one ``ResultWatch`` naming the result last seen: the broker
+    answers as soon as another one is stored (at once if that already
+    happened), so nothing polls and no state that lasts is missed.
+    """
     client = result.app.clients.producer
     deadline = None if timeout is None else time.monotonic() + timeout
     last: tuple[str, bytes] | None = None
-    record = client.result_get([result.id]).get(result.id)
     while True:
-        if record is not None and record != last:
-            last = record
-            state, data = result._decode(record)
-            yield state, data
-            if result._final is not None:
-                return
-        left = step if deadline is None else min(step, deadline - time.monotonic())
-        if left <= 0:
-            raise TimeoutError(f"task {result.id} not ready after {timeout} s")
-        record = client.result_wait(result.id, max(0.001, left))
-        if record is None:
-            record = client.result_get([result.id]).get(result.id)
+        record = client.result_watch(result.id, _slice(deadline, timeout, result.id), last)
+        if record is None or record == last:
+            continue
+        last = record
+        state, data = result._decode(record)
+        yield state, data
+        if result._final is not None:
+            return
 
 
 async def aiter_updates(
     result: AsyncResult,
     timeout: float | None,  # noqa: ASYNC109 - Celery-style API
-    interval: float | None,
 ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
     """:func:`iter_updates` for async code."""
-    step = DEFAULT_INTERVAL if interval is None else max(0.01, float(interval))
     client = await result.app.clients.async_client()
     deadline = None if timeout is None else time.monotonic() + timeout
     last: tuple[str, bytes] | None = None
-    record = (await client.result_get([result.id])).get(result.id)
     while True:
-        if record is not None and record != last:
-            last = record
-            state, data = result._decode(record)
-            yield state, data
-            if result._final is not None:
-                return
-        left = step if deadline is None else min(step, deadline - time.monotonic())
-        if left <= 0:
-            raise TimeoutError(f"task {result.id} not ready after {timeout} s")
-        record = await client.result_wait(result.id, max(0.001, left))
-        if record is None:
-            record = (await client.result_get([result.id])).get(result.id)
+        record = await client.result_watch(result.id, _slice(deadline, timeout, result.id), last)
+        if record is None or record == last:
+            continue
+        last = record
+        state, data = result._decode(record)
+        yield state, data
+        if result._final is not None:
+            return
 
 
 def get_with_messages(
     result: AsyncResult,
     timeout: float | None,
     propagate: bool,
-    interval: float | None,
     on_message: Callable[[dict[str, Any]], Any],
 ) -> Any:
     """``result.get(on_message=...)``: call ``on_message`` with each state's
@@ -219,7 +220,7 @@ def get_with_messages(
     from .result import _final_value
 
     if result._final is None:
-        for state, data in iter_updates(result, timeout, interval):
+        for state, data in iter_updates(result, timeout):
             on_message(_message(result, state, data))
     else:
         on_message(_message(result, *result._final))

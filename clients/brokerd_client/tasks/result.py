@@ -224,15 +224,16 @@ class AsyncResult(_ResultBase):
         error if it failed or was revoked, unless ``propagate=False`` (then the
         exception is returned). ``on_message(meta)`` is called with each state
         the task reports (``update_state``) and the final one, ``meta`` being
-        ``{"task_id", "status", "result"}``; progress is read every
-        ``interval`` seconds (default 0.5), see :mod:`.progress`. Without
-        ``on_message``, ``interval`` is ignored: the broker pushes the answer.
+        ``{"task_id", "status", "result"}`` (see :mod:`.progress`).
+        ``interval`` is accepted for Celery compatibility and ignored: the
+        broker pushes every answer.
         """
+        del interval
         if on_message is not None:
             from .progress import get_with_messages
 
             self._check_not_on_worker_loop()
-            return get_with_messages(self, timeout, propagate, interval, on_message)
+            return get_with_messages(self, timeout, propagate, on_message)
         if self._final is None:
             self._check_not_on_worker_loop()
             client = self.app.clients.producer
@@ -261,14 +262,16 @@ class AsyncResult(_ResultBase):
         """Yield ``(state, info)`` each time the task reports a new state or
         meta (``update_state``), the final state last; ``info`` is what
         :attr:`info` would be. Does not raise for a failed task (its info is
-        the exception); ``TimeoutError`` after ``timeout`` seconds."""
+        the exception); ``TimeoutError`` after ``timeout`` seconds. Pushed by
+        the broker; ``interval`` is accepted and ignored, as in :meth:`get`."""
+        del interval
         from .progress import iter_updates
 
         self._check_not_on_worker_loop()
         if self._final is not None:
             yield self._final[0], _value_of(*self._final)
             return
-        for state, data in iter_updates(self, timeout, interval):
+        for state, data in iter_updates(self, timeout):
             yield state, _value_of(state, data)
 
     async def aiter_progress(
@@ -279,10 +282,11 @@ class AsyncResult(_ResultBase):
         """:meth:`iter_progress` for async code."""
         from .progress import aiter_updates
 
+        del interval
         if self._final is not None:
             yield self._final[0], _value_of(*self._final)
             return
-        async for state, data in aiter_updates(self, timeout, interval):
+        async for state, data in aiter_updates(self, timeout):
             yield state, _value_of(state, data)
 
     async def wait(self, timeout: float | None = None, propagate: bool = True) -> Any:  # noqa: ASYNC109 - Celery-style API
