@@ -53,29 +53,42 @@ def _on_error(task: Task[Any, Any], exc: BaseException) -> Outcome:
     return Outcome.failure(exc)
 
 
-def execute(task: Task[Any, Any], req: Request, args: list[Any], kwargs: dict[str, Any]) -> Outcome:
-    """Run a plain function task in this thread (with its hooks and signals,
-    :mod:`.hooks`, when it has any)."""
+def execute(
+    task: Task[Any, Any],
+    req: Request,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    *,
+    with_hooks: bool = True,
+) -> Outcome:
+    """Run a plain function task in this thread, with its hooks and the
+    task-run signals (:mod:`.hooks`) when it has any: one test when not."""
+    if with_hooks and (task._hooked or watch.task_run):
+        return _execute_hooked(task, req, args, kwargs)
     token = current_request.set(req)
     try:
-        if task._hooked or watch.task_run:
-            hooks.before(task, req, args, kwargs)
-            outcome = _execute(task, args, kwargs)
-            hooks.after(task, req, args, kwargs, outcome)
-            return outcome
-        return _execute(task, args, kwargs)
+        try:
+            value = task.fn(task, *args, **kwargs) if task.bind else task.fn(*args, **kwargs)
+        except Retry as signal:
+            return _retry_outcome(signal)
+        except (Exception, SystemExit) as exc:
+            return _on_error(task, exc)
+        return Outcome(states.SUCCESS, value)
     finally:
         current_request.reset(token)
 
 
-def _execute(task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any]) -> Outcome:
+def _execute_hooked(
+    task: Task[Any, Any], req: Request, args: list[Any], kwargs: dict[str, Any]
+) -> Outcome:
+    token = current_request.set(req)  # the hooks see self.request too
     try:
-        value = task.fn(task, *args, **kwargs) if task.bind else task.fn(*args, **kwargs)
-    except Retry as signal:
-        return _retry_outcome(signal)
-    except (Exception, SystemExit) as exc:
-        return _on_error(task, exc)
-    return Outcome(states.SUCCESS, value)
+        hooks.before(task, req, args, kwargs)
+        outcome = execute(task, req, args, kwargs, with_hooks=False)
+        hooks.after(task, req, args, kwargs, outcome)
+        return outcome
+    finally:
+        current_request.reset(token)
 
 
 async def execute_async(
@@ -84,50 +97,58 @@ async def execute_async(
     args: list[Any],
     kwargs: dict[str, Any],
     interruptible: Interruptible | None = None,
+    *,
+    with_hooks: bool = True,
 ) -> Outcome:
     """Run an ``async def`` task on the running loop.
 
     With ``interruptible`` the engine can raise an exception (the soft time
     limit) inside the task at its current ``await``. Cancellation (hard time
     limit, revoke with terminate) propagates as ``CancelledError``: the
-    caller knows why it cancelled and records that.
+    caller knows why it cancelled and records that. Hooks as for
+    :func:`execute` (an ``async def`` hook is awaited).
     """
+    if with_hooks and (task._hooked or watch.task_run):
+        return await _execute_async_hooked(task, req, args, kwargs, interruptible)
     token = current_request.set(req)
     try:
-        if task._hooked or watch.task_run:
-            await hooks.abefore(task, req, args, kwargs)
-            outcome = await _execute_async(task, args, kwargs, interruptible)
-            await hooks.aafter(task, req, args, kwargs, outcome)
-            return outcome
-        return await _execute_async(task, args, kwargs, interruptible)
+        coro: Coroutine[Any, Any, Any] = (
+            task.fn(task, *args, **kwargs) if task.bind else task.fn(*args, **kwargs)
+        )
+        try:
+            if interruptible is not None:
+                value = await interruptible.run(coro)
+            else:
+                value = await coro
+        except Retry as signal:
+            return _retry_outcome(signal)
+        except asyncio.CancelledError as exc:
+            current = asyncio.current_task()
+            if current is None or current.cancelling():
+                raise  # cancelled by the worker
+            # Raised by the task itself (e.g. it awaited a cancelled future):
+            # a failure, not a cancellation of the job.
+            return Outcome.failure(exc)
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:
+            # KeyboardInterrupt from a task must not stop the worker's loop.
+            return _on_error(task, exc)
+        return Outcome(states.SUCCESS, value)
     finally:
         current_request.reset(token)
 
 
-async def _execute_async(
+async def _execute_async_hooked(
     task: Task[Any, Any],
+    req: Request,
     args: list[Any],
     kwargs: dict[str, Any],
     interruptible: Interruptible | None,
 ) -> Outcome:
-    coro: Coroutine[Any, Any, Any] = (
-        task.fn(task, *args, **kwargs) if task.bind else task.fn(*args, **kwargs)
-    )
+    token = current_request.set(req)
     try:
-        if interruptible is not None:
-            value = await interruptible.run(coro)
-        else:
-            value = await coro
-    except Retry as signal:
-        return _retry_outcome(signal)
-    except asyncio.CancelledError as exc:
-        current = asyncio.current_task()
-        if current is None or current.cancelling():
-            raise  # cancelled by the worker
-        # Raised by the task itself (e.g. it awaited a cancelled future):
-        # a failure, not a cancellation of the job.
-        return Outcome.failure(exc)
-    except (Exception, SystemExit, KeyboardInterrupt) as exc:
-        # KeyboardInterrupt from a task must not stop the worker's loop.
-        return _on_error(task, exc)
-    return Outcome(states.SUCCESS, value)
+        await hooks.abefore(task, req, args, kwargs)
+        outcome = await execute_async(task, req, args, kwargs, interruptible, with_hooks=False)
+        await hooks.aafter(task, req, args, kwargs, outcome)
+        return outcome
+    finally:
+        current_request.reset(token)
