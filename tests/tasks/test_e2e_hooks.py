@@ -7,6 +7,9 @@ Every wait is bounded only to fail instead of hanging; nothing asserts speed.
 from __future__ import annotations
 
 import asyncio
+import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -269,3 +272,22 @@ def test_forget_deletes_the_result(hooks: ModuleType, start_hooks_worker: Start)
         return state
 
     assert asyncio.run(aforget()) == states.PENDING
+
+
+def test_the_docs_hooks_example_runs_as_written(tmp_path: Path) -> None:
+    """docs/tasks.md's ``hooks_demo.py`` block, run in a fresh interpreter."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "tasks.md").read_text()
+    blocks = [
+        b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "# hooks_demo.py" in b
+    ]
+    assert len(blocks) == 1
+    (tmp_path / "hooks_demo.py").write_text(blocks[0])
+    run = subprocess.run(
+        [sys.executable, "hooks_demo.py"],
+        check=False,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
