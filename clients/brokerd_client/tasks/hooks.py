@@ -120,11 +120,10 @@ def base_options(cls: type) -> dict[str, Any]:
         if klass is Task or not issubclass(klass, Task):
             continue
         for name, value in vars(klass).items():
+            # Not ``name`` (a base serves many tasks) nor ``bind`` (per function).
             if name in TASK_OPTIONS and name not in ("bind", "name") and not callable(value):
                 if isinstance(value, property | classmethod | staticmethod):
                     continue
-                found[name] = value
-            elif name == "name" and isinstance(value, str):
                 found[name] = value
     return found
 
