@@ -19,11 +19,11 @@ from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
 from ..client import AsyncClient
 from ..sync import Client
+from .bases import make_task
 from .clients import Clients, WorkerHook
 from .config import Settings
 from .control import Control
 from .exceptions import ConfigurationError
-from .hooks import make_task
 from .result import AsyncResult, default_app, set_default_app
 from .routing import Router
 from .sending import Sender

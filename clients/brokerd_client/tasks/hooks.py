@@ -32,17 +32,14 @@ import inspect
 import logging
 import traceback as _tb
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from . import signals, states
 from .exceptions import Retry
 from .outcome import Outcome
 from .request import Request
 
-if TYPE_CHECKING:
-    from .task import Task
-
-__all__ = ["HOOKS", "ExceptionInfo", "TaskHooks", "base_options", "make_task"]
+__all__ = ["HOOKS", "ExceptionInfo", "TaskHooks"]
 
 log = logging.getLogger("brokerd_client.tasks.hooks")
 
@@ -75,6 +72,8 @@ class TaskHooks:
 
     #: True on a class that overrides at least one hook (set per subclass).
     _hooked: ClassVar[bool] = False
+    #: The task's name (set by :class:`~brokerd_client.tasks.Task`).
+    name: str
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -109,37 +108,7 @@ class TaskHooks:
         SUCCESS, FAILURE or RETRY; ``retval`` the value or the exception."""
 
 
-def base_options(cls: type) -> dict[str, Any]:
-    """Task options given as class attributes of a ``base=`` class (Celery
-    allows ``class MyTask(Task): max_retries = 5``); the ``@app.task``
-    keywords win over them."""
-    from .task import TASK_OPTIONS, Task
-
-    found: dict[str, Any] = {}
-    for klass in reversed(cls.__mro__):
-        if klass is Task or not issubclass(klass, Task):
-            continue
-        for name, value in vars(klass).items():
-            # Not ``name`` (a base serves many tasks) nor ``bind`` (per function).
-            if name in TASK_OPTIONS and name not in ("bind", "name") and not callable(value):
-                if isinstance(value, property | classmethod | staticmethod):
-                    continue
-                found[name] = value
-    return found
-
-
-def make_task(app: Any, fn: Any, options: Mapping[str, Any], base: type | None) -> Task[Any, Any]:
-    """The task object for ``@app.task(base=...)`` (``base`` None: ``Task``)."""
-    from .task import Task
-
-    if base is None:
-        return Task(app, fn, options)
-    if not (isinstance(base, type) and issubclass(base, Task)):
-        raise TypeError(f"base= must be a subclass of brokerd_client.tasks.Task, got {base!r}")
-    return base(app, fn, {**base_options(base), **options})
-
-
-def _call(task: Task[Any, Any], hook: str, *args: Any) -> Any:
+def _call(task: TaskHooks, hook: str, *args: Any) -> Any:
     try:
         return getattr(task, hook)(*args)
     except Exception:
@@ -147,7 +116,7 @@ def _call(task: Task[Any, Any], hook: str, *args: Any) -> Any:
         return None
 
 
-async def _acall(task: Task[Any, Any], hook: str, *args: Any) -> None:
+async def _acall(task: TaskHooks, hook: str, *args: Any) -> None:
     value = _call(task, hook, *args)
     if inspect.isawaitable(value):
         try:
@@ -156,7 +125,7 @@ async def _acall(task: Task[Any, Any], hook: str, *args: Any) -> None:
             log.exception("%s.%s of task %s raised; ignored", type(task).__name__, hook, task.name)
 
 
-def before(task: Task[Any, Any], req: Request, args: list[Any], kwargs: dict[str, Any]) -> None:
+def before(task: TaskHooks, req: Request, args: list[Any], kwargs: dict[str, Any]) -> None:
     """``task_prerun`` then ``before_start`` (sync tasks)."""
     if signals.task_prerun.receivers:
         signals.task_prerun.send(task, task_id=req.id, task=task, args=args, kwargs=kwargs)
@@ -164,9 +133,7 @@ def before(task: Task[Any, Any], req: Request, args: list[Any], kwargs: dict[str
         _call(task, "before_start", req.id, args, kwargs)
 
 
-async def abefore(
-    task: Task[Any, Any], req: Request, args: list[Any], kwargs: dict[str, Any]
-) -> None:
+async def abefore(task: TaskHooks, req: Request, args: list[Any], kwargs: dict[str, Any]) -> None:
     """:func:`before` for ``async def`` tasks (an async hook is awaited)."""
     if signals.task_prerun.receivers:
         signals.task_prerun.send(task, task_id=req.id, task=task, args=args, kwargs=kwargs)
@@ -198,7 +165,7 @@ class _Ending:
 
 
 def _hook_call(
-    task: Task[Any, Any],
+    task: TaskHooks,
     req: Request,
     args: list[Any],
     kwargs: Mapping[str, Any],
@@ -214,7 +181,7 @@ def _hook_call(
 
 
 def _outcome_signal(
-    task: Task[Any, Any], req: Request, args: list[Any], kwargs: dict[str, Any], end: _Ending
+    task: TaskHooks, req: Request, args: list[Any], kwargs: dict[str, Any], end: _Ending
 ) -> None:
     if end.state == states.SUCCESS:
         if signals.task_success.receivers:
@@ -241,7 +208,7 @@ def _outcome_signal(
 
 
 def _postrun(
-    task: Task[Any, Any], req: Request, args: list[Any], kwargs: dict[str, Any], end: _Ending
+    task: TaskHooks, req: Request, args: list[Any], kwargs: dict[str, Any], end: _Ending
 ) -> None:
     if signals.task_postrun.receivers:
         signals.task_postrun.send(
@@ -256,7 +223,7 @@ def _postrun(
 
 
 def after(
-    task: Task[Any, Any],
+    task: TaskHooks,
     req: Request,
     args: list[Any],
     kwargs: dict[str, Any],
@@ -276,7 +243,7 @@ def after(
 
 
 async def aafter(
-    task: Task[Any, Any],
+    task: TaskHooks,
     req: Request,
     args: list[Any],
     kwargs: dict[str, Any],
@@ -296,7 +263,7 @@ async def aafter(
 
 
 def revoked(
-    task: Task[Any, Any] | None,
+    task: TaskHooks | None,
     request: Request | None,
     task_id: str,
     *,

@@ -10,7 +10,8 @@ the real state in the payload map's ``"state"`` key and ``meta`` in its
 waiting until SUCCESS, FAILURE or REVOKED, and a later STARTED/custom state
 never replaces a final one on the broker.
 
-How updates reach a waiter: pushed by the broker with ``ResultWatch``
+How updates reach a waiter (``AsyncResult.get(on_message=...)``,
+``iter_progress``, :mod:`.result`): pushed by the broker with ``ResultWatch``
 (frame 54, SPEC §14.16). A ``ResultWait`` is answered by final states only,
 so following progress needs a request that any new result answers; the
 watch names the result the client last saw (a 16-byte digest) so an update
@@ -23,19 +24,19 @@ always gets the final one.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import states
 from .outcome import ExcInfo
 from .serialization import _TAGS, dumps, encode_error, encode_result
 
 if TYPE_CHECKING:
-    from .result import AsyncResult
-    from .task import Task
+    from .clients import Clients
+    from .config import Settings
+    from .request import Request
 
-__all__ = ["TaskProgress", "aiter_updates", "encode_state", "get_with_messages", "iter_updates"]
+__all__ = ["TaskProgress", "encode_state"]
 
 log = logging.getLogger("brokerd_client.tasks")
 
@@ -66,6 +67,27 @@ def encode_state(state: str, meta: Any, serializer: str) -> tuple[str, bytes]:
     return states.STARTED, _TAGS[serializer] + dumps({"state": state, "result": meta}, serializer)
 
 
+class _App(Protocol):
+    @property
+    def conf(self) -> Settings: ...
+
+    @property
+    def clients(self) -> Clients: ...
+
+
+class _Task(Protocol):
+    """What ``update_state`` uses of its task (a protocol, so that this module
+    does not import :mod:`.task`, which builds on it)."""
+
+    name: str
+
+    @property
+    def app(self) -> _App: ...
+
+    @property
+    def request(self) -> Request: ...
+
+
 class TaskProgress:
     """``update_state`` of :class:`~brokerd_client.tasks.Task`."""
 
@@ -89,7 +111,7 @@ class TaskProgress:
         compatibility and ignored.
         """
         del kwargs
-        task: Task[Any, Any] = self  # type: ignore[assignment]
+        task: _Task = self  # type: ignore[assignment]
         target = self._progress_target(task_id, state, meta)
         if target is None:
             return
@@ -111,7 +133,7 @@ class TaskProgress:
     ) -> None:
         """:meth:`update_state` for async code: awaits the broker's commit."""
         del kwargs
-        task: Task[Any, Any] = self  # type: ignore[assignment]
+        task: _Task = self  # type: ignore[assignment]
         target = self._progress_target(task_id, state, meta)
         if target is None:
             return
@@ -122,7 +144,7 @@ class TaskProgress:
     def _progress_target(
         self, task_id: str | None, state: str | None, meta: Any = None
     ) -> tuple[str, str, bytes, float] | None:
-        task: Task[Any, Any] = self  # type: ignore[assignment]
+        task: _Task = self  # type: ignore[assignment]
         req = task.request
         if task_id is None:
             if req.is_eager:
@@ -141,88 +163,3 @@ def _log_failure(task_id: str) -> Callable[[Any], None]:
             log.warning("update_state of task %s not stored: %s", task_id, fut.exception())
 
     return done
-
-
-# --- following a result -----------------------------------------------------------
-
-
-def _message(result: AsyncResult, state: str, data: dict[str, Any]) -> dict[str, Any]:
-    """Celery's ``on_message`` argument: the task's meta as a map."""
-    from .result import _value_of
-
-    return {"task_id": result.id, "status": state, "result": _value_of(state, data)}
-
-
-#: Longest single ResultWatch (the broker's bound); longer waits chain them.
-_MAX_WATCH = 3600.0
-
-
-def _slice(deadline: float | None, timeout: float | None, task_id: str) -> float:
-    if deadline is None:
-        return _MAX_WATCH
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise TimeoutError(f"task {task_id} not ready after {timeout} s")
-    return max(0.001, min(left, _MAX_WATCH))
-
-
-def iter_updates(
-    result: AsyncResult, timeout: float | None
-) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Yield ``(state, data)`` each time the task's stored result changes, the
-    final state last (then stop); ``TimeoutError`` after ``timeout``.
-
-    Each step is one ``ResultWatch`` naming the result last seen: the broker
-    answers as soon as another one is stored (at once if that already
-    happened), so nothing polls and no state that lasts is missed.
-    """
-    client = result.app.clients.producer
-    deadline = None if timeout is None else time.monotonic() + timeout
-    last: tuple[str, bytes] | None = None
-    while True:
-        record = client.result_watch(result.id, _slice(deadline, timeout, result.id), last)
-        if record is None or record == last:
-            continue
-        last = record
-        state, data = result._decode(record)
-        yield state, data
-        if result._final is not None:
-            return
-
-
-async def aiter_updates(
-    result: AsyncResult,
-    timeout: float | None,  # noqa: ASYNC109 - Celery-style API
-) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-    """:func:`iter_updates` for async code."""
-    client = await result.app.clients.async_client()
-    deadline = None if timeout is None else time.monotonic() + timeout
-    last: tuple[str, bytes] | None = None
-    while True:
-        record = await client.result_watch(result.id, _slice(deadline, timeout, result.id), last)
-        if record is None or record == last:
-            continue
-        last = record
-        state, data = result._decode(record)
-        yield state, data
-        if result._final is not None:
-            return
-
-
-def get_with_messages(
-    result: AsyncResult,
-    timeout: float | None,
-    propagate: bool,
-    on_message: Callable[[dict[str, Any]], Any],
-) -> Any:
-    """``result.get(on_message=...)``: call ``on_message`` with each state's
-    meta (the final one included), then return like ``get``."""
-    from .result import _final_value
-
-    if result._final is None:
-        for state, data in iter_updates(result, timeout):
-            on_message(_message(result, state, data))
-    else:
-        on_message(_message(result, *result._final))
-    assert result._final is not None
-    return _final_value(result.id, *result._final, propagate)

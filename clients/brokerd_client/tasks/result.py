@@ -230,10 +230,14 @@ class AsyncResult(_ResultBase):
         """
         del interval
         if on_message is not None:
-            from .progress import get_with_messages
-
             self._check_not_on_worker_loop()
-            return get_with_messages(self, timeout, propagate, on_message)
+            if self._final is None:
+                for state, data in self._updates(timeout):
+                    on_message(self._message(state, data))
+            else:
+                on_message(self._message(*self._final))
+            assert self._final is not None
+            return _final_value(self.id, *self._final, propagate)
         if self._final is None:
             self._check_not_on_worker_loop()
             client = self.app.clients.producer
@@ -265,13 +269,11 @@ class AsyncResult(_ResultBase):
         the exception); ``TimeoutError`` after ``timeout`` seconds. Pushed by
         the broker; ``interval`` is accepted and ignored, as in :meth:`get`."""
         del interval
-        from .progress import iter_updates
-
         self._check_not_on_worker_loop()
         if self._final is not None:
             yield self._final[0], _value_of(*self._final)
             return
-        for state, data in iter_updates(self, timeout):
+        for state, data in self._updates(timeout):
             yield state, _value_of(state, data)
 
     async def aiter_progress(
@@ -280,14 +282,53 @@ class AsyncResult(_ResultBase):
         interval: float | None = None,
     ) -> AsyncIterator[tuple[str, Any]]:
         """:meth:`iter_progress` for async code."""
-        from .progress import aiter_updates
-
         del interval
         if self._final is not None:
             yield self._final[0], _value_of(*self._final)
             return
-        async for state, data in aiter_updates(self, timeout):
+        async for state, data in self._aupdates(timeout):
             yield state, _value_of(state, data)
+
+    # --- following (update_state progress, see .progress) -------------------------
+
+    def _message(self, state: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Celery's ``on_message`` argument: the task's meta as a map."""
+        return {"task_id": self.id, "status": state, "result": _value_of(state, data)}
+
+    def _updates(self, timeout: float | None) -> Iterator[tuple[str, dict[str, Any]]]:
+        """``(state, data)`` each time the stored result changes, the final one
+        last; ``TimeoutError`` after ``timeout``.
+
+        Each step is one ``ResultWatch`` naming the result last seen: the
+        broker answers as soon as another one is stored (at once if that
+        already happened), so nothing polls and no lasting state is missed.
+        """
+        client = self.app.clients.producer
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last: tuple[str, bytes] | None = None
+        while True:
+            record = client.result_watch(self.id, _watch_slice(deadline, timeout, self.id), last)
+            if record is None or record == last:
+                continue
+            last = record
+            yield self._decode(record)
+            if self._final is not None:
+                return
+
+    async def _aupdates(self, timeout: float | None) -> AsyncIterator[tuple[str, dict[str, Any]]]:  # noqa: ASYNC109
+        """:meth:`_updates` for async code."""
+        client = await self.app.clients.async_client()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last: tuple[str, bytes] | None = None
+        while True:
+            left = _watch_slice(deadline, timeout, self.id)
+            record = await client.result_watch(self.id, left, last)
+            if record is None or record == last:
+                continue
+            last = record
+            yield self._decode(record)
+            if self._final is not None:
+                return
 
     async def wait(self, timeout: float | None = None, propagate: bool = True) -> Any:  # noqa: ASYNC109 - Celery-style API
         """``get`` for async code: awaits the broker's push without blocking the loop."""
@@ -325,6 +366,16 @@ class AsyncResult(_ResultBase):
         client = await self.app.clients.async_client()
         await client.result_delete([self.id])
         self._final = None
+
+
+def _watch_slice(deadline: float | None, timeout: float | None, task_id: str) -> float:
+    """The next ResultWatch's timeout (the broker's bound is _MAX_WAIT)."""
+    if deadline is None:
+        return _MAX_WAIT
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError(f"task {task_id} not ready after {timeout} s")
+    return max(0.001, min(left, _MAX_WAIT))
 
 
 def _value_of(state: str, data: dict[str, Any]) -> Any:

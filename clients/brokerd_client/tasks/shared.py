@@ -25,20 +25,24 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
-from .hooks import make_task
-from .result import default_app
-
-if TYPE_CHECKING:
-    from .app import App
-    from .result import AsyncResult
-    from .task import Task
+from .bases import make_task
+from .result import AsyncResult, default_app
+from .task import Task, TaskApp
 
 __all__ = ["SharedTask", "bind_shared_tasks", "shared_task"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+class App(TaskApp, Protocol):
+    """What a shared task uses of an app (:class:`~brokerd_client.tasks.App`;
+    a protocol, so that this module does not import the app, which imports it)."""
+
+    def register(self, task: Task[Any, Any]) -> Task[Any, Any]: ...
+
 
 #: Every shared task defined in this process, in definition order.
 _shared: list[SharedTask[Any, Any]] = []
