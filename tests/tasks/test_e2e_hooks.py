@@ -220,10 +220,11 @@ def test_update_state_progress_is_seen_by_waiters_and_info(
     assert follower.state == states.SUCCESS and follower.result == "finished"
 
 
+@pytest.mark.parametrize("pool", ["threads", "processes"])
 def test_iter_progress_yields_each_state_then_the_final_one(
-    hooks: ModuleType, start_hooks_worker: Start, state_dir: Path
+    hooks: ModuleType, start_hooks_worker: Start, state_dir: Path, pool: str
 ) -> None:
-    start_hooks_worker()
+    start_hooks_worker("-P", pool, "-c", "1")
     r = hooks.progress.delay(1)
     updates = r.iter_progress(timeout=BOUND, interval=0.05)
     (state_dir / "gate-1").touch()

@@ -143,9 +143,9 @@ class Signal:
         exception it raised)]``. Never raises because of a receiver."""
         replies: list[tuple[Receiver, Any]] = []
         for receiver, wanted in self.receivers:
-            if not _matches(wanted, sender):
-                continue
             try:
+                if not _matches(wanted, sender):
+                    continue
                 value = receiver(signal=self, sender=sender, **named)
             except Exception as exc:
                 log.exception("signal %s: receiver %r raised", self.name, receiver)
