@@ -292,3 +292,37 @@ def test_the_docs_hooks_example_runs_as_written(tmp_path: Path) -> None:
         timeout=120,
     )
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_eager_retries_call_on_retry_and_async_hooks_of_sync_tasks_are_refused(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seen: list[str] = []
+
+    class Hooks(Task):  # type: ignore[type-arg]
+        def on_retry(self, exc: Any, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+            seen.append(f"on_retry {exc!r} {einfo.type.__name__}")
+
+        def after_return(self, status: str, *rest: Any) -> None:
+            seen.append(f"after_return {status}")
+
+        async def on_success(self, *args: Any) -> None:  # cannot run for a sync task
+            seen.append("async on_success")
+
+    app = App("eager_retry_hooks", task_always_eager=True)
+
+    @app.task(base=Hooks, bind=True, max_retries=2)
+    def twice(self: Task) -> int:  # type: ignore[type-arg]
+        if self.request.retries < 2:
+            raise self.retry(exc=OSError(f"try {self.request.retries}"), countdown=0)
+        return self.request.retries
+
+    assert twice.delay().get() == 2
+    assert seen == [
+        "on_retry OSError('try 0') Retry",
+        "after_return RETRY",
+        "on_retry OSError('try 1') Retry",
+        "after_return RETRY",
+        "after_return SUCCESS",
+    ]
+    assert "Hooks.on_success is async def but task" in caplog.text

@@ -116,6 +116,20 @@ def _call(task: TaskHooks, hook: str, *args: Any) -> Any:
         return None
 
 
+def _call_sync(task: TaskHooks, hook: str, *args: Any) -> None:
+    """A hook of a plain function task: an ``async def`` hook cannot be awaited here."""
+    value = _call(task, hook, *args)
+    if inspect.iscoroutine(value):
+        value.close()
+        log.warning(
+            "%s.%s is async def but task %s is not: it was not run (make the task async "
+            "def, or the hook a plain def)",
+            type(task).__name__,
+            hook,
+            task.name,
+        )
+
+
 async def _acall(task: TaskHooks, hook: str, *args: Any) -> None:
     value = _call(task, hook, *args)
     if inspect.isawaitable(value):
@@ -130,7 +144,7 @@ def before(task: TaskHooks, req: Request, args: list[Any], kwargs: dict[str, Any
     if signals.task_prerun.receivers:
         signals.task_prerun.send(task, task_id=req.id, task=task, args=args, kwargs=kwargs)
     if task._hooked:
-        _call(task, "before_start", req.id, args, kwargs)
+        _call_sync(task, "before_start", req.id, args, kwargs)
 
 
 async def abefore(task: TaskHooks, req: Request, args: list[Any], kwargs: dict[str, Any]) -> None:
@@ -235,10 +249,10 @@ def after(
     if hooked:
         call = _hook_call(task, req, args, kwargs, end)
         if call is not None:
-            _call(task, call[0], *call[1])
+            _call_sync(task, call[0], *call[1])
     _outcome_signal(task, req, args, kwargs, end)
     if hooked:
-        _call(task, "after_return", end.state, end.retval, req.id, args, kwargs, end.einfo)
+        _call_sync(task, "after_return", end.state, end.retval, req.id, args, kwargs, end.einfo)
     _postrun(task, req, args, kwargs, end)
 
 
