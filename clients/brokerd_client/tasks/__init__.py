@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from . import states
 from .app import App, current_app
+from .canvas import GroupResult, Signature, chain, chord, group, maybe_signature, signature
+from .canvasio import ChordError
 from .exceptions import (
     ConfigurationError,
     ContentDisallowed,
@@ -39,15 +41,17 @@ from .queues import Exchange, Queue
 from .request import Request
 from .result import AsyncResult, EagerResult
 from .schedules import crontab
-from .task import Signature, Task
+from .task import Task
 
 __all__ = [
     "App",
     "AsyncResult",
+    "ChordError",
     "ConfigurationError",
     "ContentDisallowed",
     "EagerResult",
     "Exchange",
+    "GroupResult",
     "InvalidTaskMessage",
     "MaxRetriesExceededError",
     "NotRegistered",
@@ -62,7 +66,12 @@ __all__ = [
     "TaskRevokedError",
     "TimeLimitExceeded",
     "WorkerLostError",
+    "chain",
+    "chord",
     "crontab",
     "current_app",
+    "group",
+    "maybe_signature",
+    "signature",
     "states",
 ]

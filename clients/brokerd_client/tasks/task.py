@@ -23,6 +23,7 @@ from .request import Request, current_request
 from .result import AsyncResult, ResultApp
 
 if TYPE_CHECKING:
+    from .canvas import Signature as CanvasSignature
     from .config import Settings
     from .result import EagerResult
     from .routing import Router
@@ -302,6 +303,10 @@ class Task(Generic[P, R]):
         ``task_id``, ``ignore_result``, ``time_limit``, ``soft_time_limit``,
         ``serializer``, ``compression``, ``headers``, and ``wait_confirm``
         (default True: return once the broker has durably stored it)."""
+        if "link" in options or "link_error" in options:
+            from .canvas import apply_with_links
+
+            return apply_with_links(self.app, self.name, args or (), kwargs or {}, options)  # type: ignore[no-any-return]
         return self.app.sender.send(self.name, args or (), kwargs or {}, options, self)
 
     async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult:
@@ -317,9 +322,34 @@ class Task(Generic[P, R]):
     ) -> AsyncResult:
         return await self.app.sender.asend(self.name, args or (), kwargs or {}, options, self)
 
-    def s(self, *args: Any, **kwargs: Any) -> Signature:
-        """A signature of this task with these arguments (for ``send_many``)."""
-        return Signature(self.name, args, kwargs)
+    def s(self, *args: Any, **kwargs: Any) -> CanvasSignature:
+        """A signature of this task with these arguments (for the canvas and
+        ``send_many``); partial: a chain passes the previous result first."""
+        from .canvas import Signature as CanvasSignature
+
+        return CanvasSignature(self.name, args, kwargs, {}, False, self.app)
+
+    def si(self, *args: Any, **kwargs: Any) -> CanvasSignature:
+        """An immutable signature: a chain does not pass it the previous result."""
+        from .canvas import Signature as CanvasSignature
+
+        return CanvasSignature(self.name, args, kwargs, {}, True, self.app)
+
+    def signature(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        immutable: bool = False,
+        **options: Any,
+    ) -> CanvasSignature:
+        """``task.signature(args, kwargs, **options)``, as in Celery."""
+        from .canvas import Signature as CanvasSignature
+
+        return CanvasSignature(
+            self.name, tuple(args or ()), dict(kwargs or {}), options, immutable, self.app
+        )
+
+    subtask = signature
 
     def delay_many(
         self, calls: Iterable[Sequence[Any] | tuple[Sequence[Any], Mapping[str, Any]]]

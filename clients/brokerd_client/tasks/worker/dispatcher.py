@@ -38,6 +38,7 @@ from ...client import AsyncClient
 from ...consumer import Delivery
 from ...errors import BrokerError, MessageTooLarge
 from .. import states
+from ..canvasio import CANVAS_HEADER
 from ..declare import declare_async
 from ..exceptions import (
     ContentDisallowed,
@@ -229,7 +230,7 @@ class Dispatcher:
             self.tasklog.received(job)
         if self.events.enabled:
             self.events.received(job)
-        if d.redelivered and not job.ignore_result:
+        if d.redelivered and (not job.ignore_result or CANVAS_HEADER in d.headers):
             # Its ack may have been lost after its final result was stored:
             # look before running it a second time.
             self._spawn(self._check_redelivered(job))
@@ -252,9 +253,10 @@ class Dispatcher:
     async def _check_redelivered(self, job: Job) -> None:
         """Ack unrun a redelivered task that already has a final result."""
         state = None
+        payload = b""
         try:
             found = await job.client.result_get([job.task_id])
-            state = found.get(job.task_id, (None,))[0]
+            state, payload = found.get(job.task_id, (None, b""))
         except Exception as exc:  # run it: at-least-once, as without the check
             log.warning("cannot look up the result of redelivered %r: %s", job, exc)
         d = job.delivery
@@ -275,6 +277,10 @@ class Dispatcher:
                 state,
             )
             job.finished = True
+            if CANVAS_HEADER in d.headers:  # what follows it may not have been sent
+                self.settling += 1
+                self._spawn(self.recorder.follow_up(job, state, payload, self.recorder.ack))
+                return
             self.held.pop(d.delivery_id, None)
             settle.ack(d)
         else:

@@ -1,0 +1,324 @@
+"""The wire and worker side of the canvas (chains, groups, chords, links).
+
+:mod:`.canvas` holds the objects users build; this module holds what
+travels and what a worker does with it. Both work on **frozen** canvas
+elements: plain dicts whose task ids were all chosen when the workflow was
+applied, so every later step is named before it is sent.
+
+Element shapes (``args`` lists, ``kwargs``/``options`` maps)::
+
+    {"task": name, "args": [...], "kwargs": {...}, "options": {...}, "immutable": bool}
+    {"subtask_type": "chain", "tasks": [element, ...]}
+    {"subtask_type": "group", "tasks": [element, ...], "options": {"group_id": id}}
+    {"subtask_type": "chord", "header": [element, ...], "body": element,
+     "options": {"group_id": id}}
+
+A task element's ``options`` are send options plus ``link``/``link_error``
+(lists of elements) and, on the last task of a chord header member,
+``chord`` = ``{"id": group id, "size": n, "body": element}``.
+
+The **canvas header** (``canvas``, a msgpack ``bin``; header values cannot
+be maps) of a task message carries what follows that task: ``chain`` (the
+remaining chain, next step first), ``link``, ``link_error`` and ``chord``.
+
+What a worker does once a task with a canvas header is final (its result
+is stored first, and the message is acked only after all of this):
+
+* SUCCESS: the next chain step is sent with the result as its first
+  argument (unless immutable), then each ``link`` the same way;
+* FAILURE or REVOKED: each ``link_error`` is sent with the failed task's id
+  as its first argument (unless immutable); every remaining chain step's
+  result is stored as the same failure, so ``chain.get()`` raises it;
+* a chord member then joins the chord's broker group (GroupJoin). The one
+  join the broker answers ``complete`` reads the header's results in order
+  and sends the body with their list as first argument, through GroupFire:
+  the body is published once. A failed member makes the body's result a
+  :class:`ChordError` instead; the body does not run.
+
+Every follow-up message is published **at most once** whatever happens to
+the task that sends it: each one goes out through GroupFire of a one-member
+broker group named after the message's own (frozen) task id, so a task
+redelivered after it sent its follow-ups (its worker was killed before the
+ack) sends nothing again, and a redelivered task whose result is already
+stored redoes only the follow-ups (see the dispatcher's redelivery check).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from .. import errors
+from ..message import Message
+from . import states
+from .declare import declare_async
+from .exceptions import TaskError
+from .producer import build_message
+from .serialization import DecodeError, decode_result, dumps, encode_error, loads
+
+if TYPE_CHECKING:
+    from ..client import AsyncClient
+    from .message import TaskMessage
+    from .task import TaskApp
+
+__all__ = [
+    "CANVAS_HEADER",
+    "CANVAS_OPTIONS",
+    "ChordError",
+    "build",
+    "chord_member_id",
+    "decode_canvas",
+    "encode_canvas",
+    "follow_up",
+    "result_ids",
+]
+
+log = logging.getLogger("brokerd_client.tasks.canvas")
+
+#: The message header that carries a task's canvas (msgpack ``bin``).
+CANVAS_HEADER: Final = "canvas"
+#: Options of a task element that are the canvas's, not ``apply_async``'s.
+CANVAS_OPTIONS: Final = frozenset({"link", "link_error", "chord"})
+#: A routing key no queue can have: GroupFire to it marks a group fired.
+_NOWHERE: Final = ""
+#: Longest group id a chord may have (its members are ``<id>:<index>``).
+MAX_GROUP_ID: Final = 240
+
+
+class ChordError(TaskError):
+    """A chord's header had a failed (or revoked, or lost) task: the body did
+    not run, and this is its result."""
+
+
+def encode_canvas(canvas: Mapping[str, Any]) -> bytes:
+    return dumps(dict(canvas), "msgpack")
+
+
+def decode_canvas(value: Any) -> dict[str, Any]:
+    """The canvas header's map; ``ValueError`` if it is not one."""
+    if type(value) is not bytes:
+        raise ValueError(f"the {CANVAS_HEADER!r} header must be bin, got {type(value).__name__}")
+    try:
+        data = loads(value, "msgpack")
+    except DecodeError as exc:
+        raise ValueError(f"the {CANVAS_HEADER!r} header does not decode: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"the {CANVAS_HEADER!r} header must be a map")
+    return data
+
+
+def chord_member_id(group_id: str, index: int) -> str:
+    """The result id of a chord's ``index``-th header member (its last task)."""
+    return f"{group_id}:{index}"
+
+
+def _kind(element: Mapping[str, Any]) -> str | None:
+    kind = element.get("subtask_type")
+    if kind not in (None, "chain", "group", "chord"):
+        raise ValueError(f"unknown canvas element type {kind!r}")
+    return kind
+
+
+def result_ids(element: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any] | None]]:
+    """Every task id in a frozen element, with its chord membership (or None)."""
+    kind = _kind(element)
+    if kind is None:
+        options = element.get("options") or {}
+        return [(str(options["task_id"]), options.get("chord"))]
+    out: list[tuple[str, Mapping[str, Any] | None]] = []
+    if kind == "chord":
+        for member in element["header"]:
+            out.extend(result_ids(member))
+        out.extend(result_ids(element["body"]))
+    else:
+        for member in element["tasks"]:
+            out.extend(result_ids(member))
+    return out
+
+
+def build(
+    app: TaskApp,
+    element: Mapping[str, Any],
+    partial: Sequence[Any] = (),
+    chain_rest: Sequence[Mapping[str, Any]] = (),
+) -> list[TaskMessage]:
+    """The task messages that start a frozen ``element``.
+
+    ``partial`` is prepended to the first task's arguments (to each header
+    or group member's), unless that task is immutable; ``chain_rest`` is
+    what follows the element in its chain.
+    """
+    kind = _kind(element)
+    if kind == "chain":
+        tasks = list(element["tasks"])
+        if not tasks:
+            return []
+        return build(app, tasks[0], partial, [*tasks[1:], *chain_rest])
+    if kind in ("group", "chord"):
+        if chain_rest:
+            raise ValueError("a group or chord must be the last element of a chain")
+        members = element["tasks"] if kind == "group" else element["header"]
+        return [tm for member in members for tm in build(app, member, partial)]
+    options = dict(element.get("options") or {})
+    canvas: dict[str, Any] = {}
+    if chain_rest:
+        canvas["chain"] = [dict(e) for e in chain_rest]
+    for key in CANVAS_OPTIONS:
+        value = options.pop(key, None)
+        if value:
+            canvas[key] = value
+    args = list(element.get("args") or ())
+    if partial and not element.get("immutable"):
+        args = [*partial, *args]
+    if canvas:
+        headers = dict(options.get("headers") or {})
+        headers[CANVAS_HEADER] = encode_canvas(canvas)
+        options["headers"] = headers
+    name = str(element["task"])
+    kwargs = dict(element.get("kwargs") or {})
+    return [build_message(app, app.router, name, args, kwargs, options, app.tasks.get(name))]
+
+
+# --- the worker side ----------------------------------------------------------------
+
+
+def _group_key(prefix: str, ident: str) -> str:
+    key = f"{prefix}:{ident}"
+    if len(key) <= 255:
+        return key
+    return f"{prefix}#{hashlib.sha256(ident.encode()).hexdigest()}"
+
+
+class _Context:
+    """What the follow-ups of one finished task use."""
+
+    def __init__(self, app: TaskApp, client: AsyncClient, member: str) -> None:
+        self.app = app
+        self.client = client
+        self.member = member
+        conf = app.conf
+        self.ttl = max(float(conf.result_expires or 0.0), 86_400.0)
+        self.result_ttl = conf.result_expires
+        self.rser = conf.result_serializer
+
+    async def declare(self, messages: Iterable[TaskMessage]) -> None:
+        hook = self.app.clients.worker
+        if hook is None:
+            return
+        topo = self.app.router.topology
+        for route in {tm.route for tm in messages}:
+            await declare_async(hook.client, topo, hook.declared, route)
+
+    async def publish_once(self, messages: list[TaskMessage]) -> None:
+        """Publish each message at most once, however often this runs."""
+        if not messages:
+            return
+        await self.declare(messages)
+        client = self.client
+        for tm in messages:
+            key = _group_key("canvas", tm.task_id)
+            await client.group_join(key, self.member, 1, ttl=self.ttl)
+            await client.group_fire(key, tm.message)
+
+    async def store(self, task_id: str, state: str, payload: bytes) -> None:
+        await self.client.result_set(task_id, state, payload, self.result_ttl)
+
+
+async def follow_up(
+    app: TaskApp,
+    client: AsyncClient,
+    task_id: str,
+    headers: Mapping[str, Any],
+    state: str,
+    payload: bytes,
+) -> None:
+    """Do what follows task ``task_id`` (final ``state``, result ``payload``)
+    per its canvas header; see the module docstring. Safe to run again."""
+    try:
+        canvas = decode_canvas(headers.get(CANVAS_HEADER))
+    except ValueError as exc:
+        log.error("task %s: %s; its canvas is dropped", task_id, exc)
+        return
+    ctx = _Context(app, client, task_id)
+    try:
+        messages: list[TaskMessage] = []
+        failed_rest: list[Mapping[str, Any]] = []
+        if state == states.SUCCESS:
+            value = decode_result(payload).get("result") if payload else None
+            chain = list(canvas.get("chain") or ())
+            if chain:
+                messages.extend(build(app, chain[0], (value,), chain[1:]))
+            for link in canvas.get("link") or ():
+                messages.extend(build(app, link, (value,)))
+        else:
+            for errback in canvas.get("link_error") or ():
+                messages.extend(build(app, errback, (task_id,)))
+            failed_rest = list(canvas.get("chain") or ())
+    except (KeyError, TypeError, ValueError, DecodeError) as exc:
+        log.error("task %s: its canvas cannot be followed (%s); dropped", task_id, exc)
+        return
+    await ctx.publish_once(messages)
+    joins: list[tuple[str, Mapping[str, Any]]] = []
+    for element in failed_rest:
+        for rid, chord in result_ids(element):
+            await ctx.store(rid, state, payload)
+            if chord:
+                joins.append((rid, chord))
+    chord = canvas.get("chord")
+    if chord:
+        joins.append((task_id, chord))
+    for member, info in joins:
+        await _join(ctx, member, info)
+
+
+async def _join(ctx: _Context, member: str, chord: Mapping[str, Any]) -> None:
+    """Join ``member`` to its chord; the completer sends the body, once."""
+    group_id, size, body = str(chord["id"]), int(chord["size"]), chord["body"]
+    key = _group_key("chord", group_id)
+    client = ctx.client
+    _, complete = await client.group_join(key, member, size, ttl=ctx.ttl)
+    if not complete:
+        return
+    ids = [chord_member_id(group_id, i) for i in range(size)]
+    found = await client.result_get(ids)
+    values: list[Any] = []
+    error: str | None = None
+    for rid in ids:
+        record = found.get(rid)
+        if record is None:
+            error = f"Dependency {rid} has no result"
+            break
+        rstate, rpayload = record
+        data = decode_result(rpayload) if rpayload else {}
+        if rstate != states.SUCCESS:
+            error = (
+                f"Dependency {rid} raised {data.get('exc_type', rstate)}: "
+                f"{data.get('exc_message', '')}"
+            )
+            break
+        values.append(data.get("result"))
+    if error is not None:
+        log.error("chord %s: %s; its body is not run", group_id, error)
+        failure = encode_error("ChordError", ChordError.__module__, error, "", ctx.rser)
+        for rid, outer in result_ids(body):
+            await ctx.store(rid, states.FAILURE, failure)
+            if outer:
+                await _join(ctx, rid, outer)
+        await _mark_fired(client, key)
+        return
+    messages = build(ctx.app, body, (values,))
+    await ctx.declare(messages)
+    if len(messages) == 1:
+        await client.group_fire(key, messages[0].message)
+        return
+    await ctx.publish_once(messages)
+    await _mark_fired(client, key)
+
+
+async def _mark_fired(client: AsyncClient, key: str) -> None:
+    try:
+        await client.group_fire(key, Message("", _NOWHERE, b""))
+    except errors.BrokerError as exc:
+        log.warning("chord group %r could not be marked done: %s", key, exc)
