@@ -45,6 +45,7 @@ stored redoes only the follow-ups (see the dispatcher's redelivery check).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
@@ -217,13 +218,17 @@ class _Context:
             return
         await self.declare(messages)
         client = self.client
+        # Pipelined: each join and fire is sent in this order on one connection,
+        # and the broker decides each frame as it arrives, so a fire always
+        # finds its group (the replies come after the commits).
+        steps: list[asyncio.Task[Any]] = []
         for tm in messages:
             key = _group_key("canvas", tm.task_id)
-            await client.group_join(key, self.member, 1, ttl=self.ttl)
-            await client.group_fire(key, tm.message)
-
-    async def store(self, task_id: str, state: str, payload: bytes) -> None:
-        await self.client.result_set(task_id, state, payload, self.result_ttl)
+            steps.append(
+                asyncio.ensure_future(client.group_join(key, self.member, 1, ttl=self.ttl))
+            )
+            steps.append(asyncio.ensure_future(client.group_fire(key, tm.message)))
+        await _settle_all(steps)
 
 
 async def follow_up(
@@ -261,11 +266,13 @@ async def follow_up(
         return
     await ctx.publish_once(messages)
     joins: list[tuple[str, Mapping[str, Any]]] = []
+    stores: list[asyncio.Future[Any]] = []
     for element in failed_rest:
         for rid, chord in result_ids(element):
-            await ctx.store(rid, state, payload)
+            stores.append(ctx.client.result_set(rid, state, payload, ctx.result_ttl))
             if chord:
                 joins.append((rid, chord))
+    await _settle_all(stores)
     chord = canvas.get("chord")
     if chord:
         joins.append((task_id, chord))
@@ -302,8 +309,14 @@ async def _join(ctx: _Context, member: str, chord: Mapping[str, Any]) -> None:
     if error is not None:
         log.error("chord %s: %s; its body is not run", group_id, error)
         failure = encode_error("ChordError", ChordError.__module__, error, "", ctx.rser)
-        for rid, outer in result_ids(body):
-            await ctx.store(rid, states.FAILURE, failure)
+        ids_of_body = result_ids(body)
+        await _settle_all(
+            [
+                client.result_set(rid, states.FAILURE, failure, ctx.result_ttl)
+                for rid, _ in ids_of_body
+            ]
+        )
+        for rid, outer in ids_of_body:
             if outer:
                 await _join(ctx, rid, outer)
         await _mark_fired(client, key)
@@ -315,6 +328,16 @@ async def _join(ctx: _Context, member: str, chord: Mapping[str, Any]) -> None:
         return
     await ctx.publish_once(messages)
     await _mark_fired(client, key)
+
+
+async def _settle_all(futures: Sequence[asyncio.Future[Any]]) -> None:
+    """Wait for all; then raise the first failure, if any."""
+    if not futures:
+        return
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
 
 
 async def _mark_fired(client: AsyncClient, key: str) -> None:

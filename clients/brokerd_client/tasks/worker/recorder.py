@@ -219,21 +219,38 @@ class Recorder:
     async def _store_then_follow(
         self, job: Job, state: str, payload: bytes, then: Callable[[Job], None]
     ) -> None:
-        """Store the result, send the canvas follow-ups, then settle (see :mod:`..canvasio`)."""
+        """Store the result, send the canvas follow-ups, then settle (see :mod:`..canvasio`).
+
+        The follow-ups do not wait for the ResultSet's Ok: they follow it on
+        the same connection, whose requests the broker commits in order, so
+        a chord member's result is stored before its join counts. The
+        message is settled only once both are confirmed.
+        """
         try:
             try:
-                await job.client.result_set(job.task_id, state, payload, self.result_ttl)
+                fut = job.client.result_set(job.task_id, state, payload, self.result_ttl)
             except MessageTooLarge as exc:
                 state, payload = self._too_large(job, state, payload, exc)
                 then = self.ack if self.acks_on_failure else self.reject
-                await job.client.result_set(job.task_id, state, payload, self.result_ttl)
-        except _WORTH_ANOTHER_RUN as exc:
+                fut = job.client.result_set(job.task_id, state, payload, self.result_ttl)
+        except BrokerError as exc:
             log.error("result of %r not stored (%s); returning its message", job, exc)
             self.give_back(job)
             return
-        except BrokerError as exc:
-            log.warning("result of %r not stored: %s", job, exc)
-        await self.follow_up(job, state, payload, then)
+
+        followed: list[Job] = []
+        await self.follow_up(job, state, payload, followed.append)
+        await asyncio.wait([fut])
+        error = None if fut.cancelled() else fut.exception()
+        if not followed:
+            return  # given back: it runs again
+        if isinstance(error, _WORTH_ANOTHER_RUN):
+            log.error("result of %r not stored (%s); returning its message", job, error)
+            self.give_back(job)
+            return
+        if error is not None:
+            log.warning("result of %r not stored: %s", job, error)
+        then(job)
 
     async def follow_up(
         self, job: Job, state: str, payload: bytes, then: Callable[[Job], None]
