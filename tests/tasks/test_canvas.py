@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -220,3 +222,12 @@ def test_eager_propagates_when_asked() -> None:
 def test_apply_runs_here_even_without_eager_mode() -> None:
     app, _ = make_app()
     assert (app.tasks["add"].s(1, 1) | app.tasks["mul"].s(4)).apply().get() == 8
+
+
+def test_the_docs_canvas_example_runs_as_written(capsys: pytest.CaptureFixture[str]) -> None:
+    doc = Path(__file__).resolve().parents[2] / "docs" / "tasks.md"
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.S)
+    [example] = [b for b in blocks if b.startswith("# canvas example\n")]
+    exec(compile(example, "docs/tasks.md#canvas", "exec"), {"__name__": "canvas_doc"})
+    out = capsys.readouterr().out
+    assert "chord failed: Dependency" in out and out.count("failed") == 2
