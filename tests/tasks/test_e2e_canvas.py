@@ -56,8 +56,11 @@ def start_worker(broker: Any, state_dir: Path, tmp_path: Path) -> Iterator[Start
             handle.kill()
 
 
-def test_a_chain_of_ten_passes_each_result_on(cv: ModuleType, start_worker: Start) -> None:
-    start_worker("-c", "2")
+@pytest.mark.parametrize("pool", ["asyncio", "processes"])
+def test_a_chain_of_ten_passes_each_result_on(
+    cv: ModuleType, start_worker: Start, pool: str
+) -> None:
+    start_worker("-c", "2", "-P", pool)
     result = chain(cv.add.s(1, 1), *[cv.inc.s() for _ in range(9)]).apply_async()
     assert result.get(timeout=BOUND) == 11
     # .parent leads back to the first task, each already stored.
