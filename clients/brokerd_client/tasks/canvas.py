@@ -171,12 +171,12 @@ class Signature(_BaseSignature, _Canvas):
 
     def link(self, callback: _Canvas) -> _Canvas:
         """Run ``callback`` with this task's result after it succeeds."""
-        self.options.setdefault("link", []).append(callback)
+        self.options["link"] = [*self._callbacks("link"), callback]
         return callback
 
     def link_error(self, errback: _Canvas) -> _Canvas:
         """Run ``errback`` with this task's id after it fails."""
-        self.options.setdefault("link_error", []).append(errback)
+        self.options["link_error"] = [*self._callbacks("link_error"), errback]
         return errback
 
     def clone(
@@ -235,7 +235,7 @@ class Signature(_BaseSignature, _Canvas):
         options["task_id"] = task_id
         for key in ("link", "link_error"):
             if key in options:
-                options[key] = [maybe_signature(c, self.app)._freeze()[0] for c in options[key]]
+                options[key] = [c._freeze()[0] for c in self._callbacks(key)]
         if chord_info is not None:
             options["chord"] = chord_info
         element = {
@@ -247,6 +247,14 @@ class Signature(_BaseSignature, _Canvas):
         }
         return element, AsyncResult(task_id, _app_of(self))
 
+    def _callbacks(self, key: str) -> list[_Canvas]:
+        """The ``link`` or ``link_error`` option as canvas objects (one or a list)."""
+        value = self.options.get(key)
+        if not value:
+            return []
+        items = value if isinstance(value, list | tuple) else [value]
+        return [maybe_signature(c, self.app) for c in items]
+
     def _eager(self, app: TaskApp, partial: Sequence[Any]) -> EagerResult:
         task = app.tasks.get(self.task)
         if task is None:
@@ -256,11 +264,11 @@ class Signature(_BaseSignature, _Canvas):
             args = [*partial, *args]
         result = apply_eagerly(task, args, dict(self.kwargs), self.options.get("task_id"))
         if result.successful():
-            for callback in self.options.get("link") or ():
-                maybe_signature(callback, app)._eager(app, (result.result,))
+            for callback in self._callbacks("link"):
+                callback._eager(app, (result.result,))
         else:
-            for errback in self.options.get("link_error") or ():
-                maybe_signature(errback, app)._eager(app, (result.id,))
+            for errback in self._callbacks("link_error"):
+                errback._eager(app, (result.id,))
         return result
 
 
@@ -674,22 +682,3 @@ class GroupResult:
 
     def delete(self) -> None:
         self.app.clients.producer.result_delete([self.id])
-
-
-def apply_with_links(
-    app: TaskApp,
-    name: str,
-    args: Sequence[Any],
-    kwargs: Mapping[str, Any],
-    options: Mapping[str, Any],
-) -> Any:
-    """``task.apply_async(..., link=, link_error=)``: a signature with links, applied."""
-    opts = dict(options)
-    sig = Signature(name, tuple(args), dict(kwargs), {}, False, app)
-    for key in ("link", "link_error"):
-        value = opts.pop(key, None)
-        if value is None:
-            continue
-        callbacks = value if isinstance(value, list | tuple) else [value]
-        sig.options[key] = [maybe_signature(c, app) for c in callbacks]
-    return sig.apply_async(**opts)

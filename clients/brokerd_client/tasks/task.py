@@ -23,7 +23,6 @@ from .request import Request, current_request
 from .result import AsyncResult, ResultApp
 
 if TYPE_CHECKING:
-    from .canvas import Signature as CanvasSignature
     from .config import Settings
     from .result import EagerResult
     from .routing import Router
@@ -155,6 +154,18 @@ class TaskApp(ResultApp, Protocol):
     def sender(self) -> TaskSender: ...
 
     def gen_task_name(self, fn: Callable[..., Any]) -> str: ...
+
+    def signature(
+        self,
+        name: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        immutable: bool = False,
+        **options: Any,
+    ) -> Any:
+        """A canvas signature (:class:`~brokerd_client.tasks.Signature`): the
+        app makes it, so this module needs no import of the canvas."""
+        ...
 
 
 class Task(Generic[P, R]):
@@ -303,10 +314,9 @@ class Task(Generic[P, R]):
         ``task_id``, ``ignore_result``, ``time_limit``, ``soft_time_limit``,
         ``serializer``, ``compression``, ``headers``, and ``wait_confirm``
         (default True: return once the broker has durably stored it)."""
-        if "link" in options or "link_error" in options:
-            from .canvas import apply_with_links
-
-            return apply_with_links(self.app, self.name, args or (), kwargs or {}, options)  # type: ignore[no-any-return]
+        if "link" in options or "link_error" in options:  # the canvas sends it
+            sig = self.app.signature(self.name, tuple(args or ()), dict(kwargs or {}))
+            return sig.apply_async(**options)  # type: ignore[no-any-return]
         return self.app.sender.send(self.name, args or (), kwargs or {}, options, self)
 
     async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult:
@@ -322,18 +332,15 @@ class Task(Generic[P, R]):
     ) -> AsyncResult:
         return await self.app.sender.asend(self.name, args or (), kwargs or {}, options, self)
 
-    def s(self, *args: Any, **kwargs: Any) -> CanvasSignature:
-        """A signature of this task with these arguments (for the canvas and
-        ``send_many``); partial: a chain passes the previous result first."""
-        from .canvas import Signature as CanvasSignature
+    def s(self, *args: Any, **kwargs: Any) -> Any:
+        """A :class:`~brokerd_client.tasks.Signature` of this task with these
+        arguments, for the canvas (partial: a chain passes the previous result
+        first) and ``send_many``."""
+        return self.app.signature(self.name, args, kwargs)
 
-        return CanvasSignature(self.name, args, kwargs, {}, False, self.app)
-
-    def si(self, *args: Any, **kwargs: Any) -> CanvasSignature:
+    def si(self, *args: Any, **kwargs: Any) -> Any:
         """An immutable signature: a chain does not pass it the previous result."""
-        from .canvas import Signature as CanvasSignature
-
-        return CanvasSignature(self.name, args, kwargs, {}, True, self.app)
+        return self.app.signature(self.name, args, kwargs, immutable=True)
 
     def signature(
         self,
@@ -341,12 +348,10 @@ class Task(Generic[P, R]):
         kwargs: Mapping[str, Any] | None = None,
         immutable: bool = False,
         **options: Any,
-    ) -> CanvasSignature:
+    ) -> Any:
         """``task.signature(args, kwargs, **options)``, as in Celery."""
-        from .canvas import Signature as CanvasSignature
-
-        return CanvasSignature(
-            self.name, tuple(args or ()), dict(kwargs or {}), options, immutable, self.app
+        return self.app.signature(
+            self.name, tuple(args or ()), dict(kwargs or {}), immutable=immutable, **options
         )
 
     subtask = signature
