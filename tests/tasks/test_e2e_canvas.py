@@ -13,7 +13,14 @@ from typing import Any
 import pytest
 from taskhelpers import APPS, BOUND, events, wait_events
 
-from brokerd_client.tasks import ChordError, GroupResult, chain, chord, group
+from brokerd_client.tasks import (
+    ChordError,
+    GroupResult,
+    TaskRevokedError,
+    chain,
+    chord,
+    group,
+)
 from brokerd_client.tasks.testing import WorkerHandle
 
 Start = Callable[..., WorkerHandle]
@@ -166,6 +173,18 @@ def test_a_failed_chain_step_fails_the_rest(cv: ModuleType, start_worker: Start)
     with pytest.raises(ValueError, match="bad 2"):
         res.get(timeout=BOUND)
     assert res.parent.failed()
+
+
+def test_a_chain_step_that_expires_before_it_runs_revokes_the_rest(
+    cv: ModuleType, start_worker: Start
+) -> None:
+    start_worker()
+    # The broker holds the second step longer than it may live.
+    late = cv.inc.s().set(countdown=1.5, expires=0.5)
+    res = chain(cv.add.s(1, 1), late, cv.inc.s()).apply_async()
+    with pytest.raises(TaskRevokedError):
+        res.get(timeout=BOUND)
+    assert res.parent.state == "REVOKED" and res.parent.parent.get(timeout=BOUND) == 2
 
 
 def test_nesting_chain_in_group_group_in_chain_and_chord_in_chain(

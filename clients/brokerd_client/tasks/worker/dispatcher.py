@@ -38,7 +38,7 @@ from ...client import AsyncClient
 from ...consumer import Delivery
 from ...errors import BrokerError, MessageTooLarge
 from .. import states
-from ..canvasio import CANVAS_HEADER
+from ..canvasio import CANVAS_HEADER, follow_up
 from ..declare import declare_async
 from ..exceptions import (
     ContentDisallowed,
@@ -68,6 +68,7 @@ from .threads import ThreadRunner
 if TYPE_CHECKING:
     from ..app import App
     from ..declare import Declared
+    from ..task import Task
 
 __all__ = ["Dispatcher"]
 
@@ -210,7 +211,11 @@ class Dispatcher:
             self.stats.revoked += 1
             if self.events.enabled:
                 self.events.revoked(task_id, terminated=False, expired=True)
-            self.recorder.record(client, task_id, Outcome.revoked("expired before it could run"))
+            outcome = Outcome.revoked("expired before it could run")
+            if CANVAS_HEADER in d.headers:  # what follows it learns it was revoked
+                self._spawn(self._revoked_canvas(d, client, task, task_id, outcome))
+                return
+            self.recorder.record(client, task_id, outcome)
             settle.ack(d)
             return
         if meta.eta is not None and meta.eta - time.time() > ETA_SLACK:
@@ -285,6 +290,26 @@ class Dispatcher:
             settle.ack(d)
         else:
             self._admit(job)
+
+    async def _revoked_canvas(
+        self,
+        d: Delivery,
+        client: AsyncClient,
+        task: Task[Any, Any],
+        task_id: str,
+        outcome: Outcome,
+    ) -> None:
+        """Store REVOKED for a canvas task that will not run, then do what
+        follows a revoked task (errbacks, the rest of its chain, its chord)."""
+        payload = self.recorder.error_payload(outcome.exc)
+        try:
+            await client.result_set(task_id, states.REVOKED, payload, self.recorder.result_ttl)
+            await follow_up(task.app, client, task_id, d.headers, states.REVOKED, payload)
+        except Exception as exc:  # given back: the next delivery tries again
+            log.warning("the canvas of revoked task %s was not followed: %s", task_id, exc)
+            settle.nack(d, requeue=True)
+            return
+        settle.ack(d)
 
     def _refuse(self, d: Delivery, client: AsyncClient, task_id: str, exc: Exception) -> None:
         log.error("rejecting task %s: %s", task_id, exc)
