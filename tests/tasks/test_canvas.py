@@ -231,3 +231,31 @@ def test_the_docs_canvas_example_runs_as_written(capsys: pytest.CaptureFixture[s
     exec(compile(example, "docs/tasks.md#canvas", "exec"), {"__name__": "canvas_doc"})
     out = capsys.readouterr().out
     assert "chord failed: Dependency" in out and out.count("failed") == 2
+
+
+def test_apply_options_go_to_every_first_or_last_task() -> None:
+    app, _ = make_app()
+    add, mul, tsum = app.tasks["add"], app.tasks["mul"], app.tasks["tsum"]
+    flow = chain(add.s(1, 1), mul.s(2), add.s(3))
+    target = (
+        flow._with_options({"queue": "q"}, "all")
+        ._with_options({"countdown": 5}, "first")
+        ._with_options({"link": mul.s(7)}, "last")
+    )
+    element, result = target._freeze(None, "the-end")
+    first, middle, last = element["tasks"]
+    assert [t["options"].get("queue") for t in element["tasks"]] == ["q", "q", "q"]
+    assert first["options"]["countdown"] == 5 and "countdown" not in middle["options"]
+    assert [c["task"] for c in last["options"]["link"]] == ["mul"]
+    assert "link" not in first["options"]
+    assert result.id == "the-end" == last["options"]["task_id"]
+    # A chord's last task is its body's; a group's id can be chosen.
+    c = chord([add.s(1, 1)], tsum.s())._with_options({"link": mul.s(2)}, "last")
+    assert "link" in c.to_dict()["body"]["options"]
+    assert "link" not in c.to_dict()["header"][0]["options"]
+    assert group(add.s(1, 1))._freeze(None, "gid")[1].id == "gid"
+    s = add.s(1)
+    s.set(immutable=True, priority=3)
+    assert s.immutable and s.options == {"priority": 3}
+    s.link(mul.s(2))
+    assert len(s._with_options({"link": tsum.s()})._callbacks("link")) == 2

@@ -117,13 +117,30 @@ class _Canvas:
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> Any:
-        """Send it. ``args`` are partial arguments for the first task(s);
-        ``options`` are send options for every task (``queue``, ...)."""
-        target = self._with_options(options)._partial(args, kwargs)
+        """Send it. ``args`` are partial arguments for the first task(s).
+
+        ``options`` are send options for every task (``queue``, ``priority``,
+        ...), except: ``countdown``/``eta`` delay only the first task(s);
+        ``link``/``link_error`` are attached to the last task(s) (a chord's
+        body); ``task_id`` names the result returned (the last task, the
+        body, or the group's id).
+        """
+        opts = dict(options)
+        last: dict[str, Any] = {k: opts.pop(k) for k in ("link", "link_error") if k in opts}
+        first: dict[str, Any] = {k: opts.pop(k) for k in ("countdown", "eta") if k in opts}
+        task_id = opts.pop("task_id", None)
+        target = (
+            self._with_options(opts, "all")
+            ._with_options(first, "first")
+            ._with_options(last, "last")
+            ._partial(args, kwargs)
+        )
         app = _app_of(target)
         if app.conf.task_always_eager:
+            if task_id is not None and not isinstance(target, group):
+                target = target._with_options({"task_id": task_id}, "last")
             return target._eager(app, ())
-        element, result = target._freeze()
+        element, result = target._freeze(None, task_id)
         _send(app, build(app, element))
         return result
 
@@ -137,7 +154,9 @@ class _Canvas:
         target = self._partial(args, kwargs)
         return target._eager(_app_of(target), ())
 
-    def _with_options(self, options: Mapping[str, Any]) -> _Canvas:
+    def _with_options(self, options: Mapping[str, Any], where: str = "all") -> _Canvas:
+        """A copy with ``options`` set on ``where``: every task, the ``first``
+        task(s) to run, or the ``last`` (whose results the canvas returns)."""
         return self
 
     def _eager(self, app: TaskApp, partial: Sequence[Any]) -> Any:
@@ -165,7 +184,10 @@ class Signature(_BaseSignature, _Canvas):
         task_id = self.options.get("task_id")
         return None if task_id is None else str(task_id)
 
-    def set(self, **options: Any) -> Signature:
+    def set(self, immutable: bool | None = None, **options: Any) -> Signature:
+        """Set send options (in place, as in Celery); ``immutable`` too."""
+        if immutable is not None:
+            object.__setattr__(self, "immutable", bool(immutable))  # in place, as Celery's set()
         self.options.update(options)
         return self
 
@@ -224,8 +246,17 @@ class Signature(_BaseSignature, _Canvas):
             return self
         return self.clone(args, kwargs)
 
-    def _with_options(self, options: Mapping[str, Any]) -> Signature:
-        return replace(self, options={**self.options, **options}) if options else self
+    def _with_options(self, options: Mapping[str, Any], where: str = "all") -> Signature:
+        if not options:
+            return self
+        merged = {**self.options, **options}
+        for key in ("link", "link_error"):  # callbacks add up
+            if key in options and key in self.options:
+                merged[key] = [
+                    *self._callbacks(key),
+                    *replace(self, options=dict(options))._callbacks(key),
+                ]
+        return replace(self, options=merged)
 
     def _freeze(
         self, chord_info: dict[str, Any] | None = None, last_id: str | None = None
@@ -372,10 +403,17 @@ class chain(_Canvas):
         first = self.tasks[0]._partial(args, kwargs)
         return chain(first, *self.tasks[1:], app=self.app, **self.options)
 
-    def _with_options(self, options: Mapping[str, Any]) -> chain:
-        if not options:
+    def _with_options(self, options: Mapping[str, Any], where: str = "all") -> chain:
+        if not options or not self.tasks:
             return self
-        return chain(*(t._with_options(options) for t in self.tasks), app=self.app)
+        tasks = list(self.tasks)
+        if where == "first":
+            tasks[0] = tasks[0]._with_options(options, where)
+        elif where == "last":
+            tasks[-1] = tasks[-1]._with_options(options, where)
+        else:
+            tasks = [t._with_options(options, where) for t in tasks]
+        return chain(*tasks, app=self.app, **self.options)
 
     def _freeze(
         self, chord_info: dict[str, Any] | None = None, last_id: str | None = None
@@ -430,20 +468,22 @@ class group(_Canvas):
             return self
         return group([t._partial(args, kwargs) for t in self.tasks], app=self.app, **self.options)
 
-    def _with_options(self, options: Mapping[str, Any]) -> group:
+    def _with_options(self, options: Mapping[str, Any], where: str = "all") -> group:
         if not options:
             return self
-        return group([t._with_options(options) for t in self.tasks], app=self.app, **self.options)
+        return group(
+            [t._with_options(options, where) for t in self.tasks], app=self.app, **self.options
+        )
 
     def _freeze(
         self, chord_info: dict[str, Any] | None = None, last_id: str | None = None
     ) -> tuple[dict[str, Any], GroupResult]:
-        if chord_info is not None or last_id is not None:
+        if chord_info is not None:
             raise TypeError(
                 "a group directly inside a chord header is not supported: put its tasks in "
                 "the header itself"
             )
-        group_id = str(self.options.get("group_id") or _new_id())
+        group_id = str(last_id or self.options.get("group_id") or _new_id())
         elements, results = [], []
         for t in self.tasks:
             element, result = t._freeze()
@@ -498,12 +538,15 @@ class chord(_Canvas):
             [t._partial(args, kwargs) for t in self.tasks], self.body, app=self.app, **self.options
         )
 
-    def _with_options(self, options: Mapping[str, Any]) -> chord:
+    def _with_options(self, options: Mapping[str, Any], where: str = "all") -> chord:
         if not options:
             return self
+        body = self._need_body()
         return chord(
-            [t._with_options(options) for t in self.tasks],
-            self._need_body()._with_options(options),
+            self.tasks
+            if where == "last"
+            else [t._with_options(options, where) for t in self.tasks],
+            body if where == "first" else body._with_options(options, where),
             app=self.app,
             **self.options,
         )
