@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from brokerd_client.errors import InvalidArgument, NotFound
 from brokerd_client.tasks import (
     App,
     ChordError,
@@ -27,8 +28,9 @@ from brokerd_client.tasks.canvasio import (
     chord_member_id,
     decode_canvas,
     encode_canvas,
+    follow_up,
 )
-from brokerd_client.tasks.serialization import decode_body
+from brokerd_client.tasks.serialization import decode_body, encode_result
 
 
 def make_app(eager: bool = False) -> tuple[App, dict[str, Any]]:
@@ -259,3 +261,41 @@ def test_apply_options_go_to_every_first_or_last_task() -> None:
     assert s.immutable and s.options == {"priority": 3}
     s.link(mul.s(2))
     assert len(s._with_options({"link": tsum.s()})._callbacks("link")) == 2
+
+
+class _FullBroker:
+    """A client whose broker holds no more groups (GroupJoin refused)."""
+
+    def __init__(self) -> None:
+        self.published: list[Any] = []
+        self.joins: list[tuple[str, str, float]] = []
+
+    async def group_join(self, key: str, member: str, size: int, *, ttl: float) -> Any:
+        self.joins.append((key, member, ttl))
+        raise InvalidArgument("at most 1000000 groups")
+
+    async def group_fire(self, key: str, message: Any) -> bool:
+        raise NotFound(f"no group {key!r}")
+
+    async def publish_many(self, messages: list[Any]) -> list[bool]:
+        self.published.extend(messages)
+        return [True] * len(messages)
+
+    def result_set(self, *args: Any) -> Any:
+        raise AssertionError("nothing to store on success")
+
+
+async def test_a_follow_up_is_still_sent_when_the_broker_holds_no_more_groups() -> None:
+    app, _ = make_app()
+    app.conf.result_expires = 60.0
+    add, mul = app.tasks["add"], app.tasks["mul"]
+    element = chain(add.s(1, 1), mul.s(2)).to_dict()
+    [first] = build(app, element)
+    client = _FullBroker()
+    payload = encode_result(2, "json")
+    await follow_up(app, client, first.task_id, first.message.headers, "SUCCESS", payload)  # type: ignore[arg-type]
+    [sent] = client.published
+    assert sent.message_id == element["tasks"][1]["options"]["task_id"]
+    assert decode_body(sent.body, "json", None) == ([2, 2], {})
+    # The guard is kept no longer than results are.
+    assert [ttl for _, _, ttl in client.joins] == [60.0]

@@ -84,6 +84,10 @@ CANVAS_HEADER: Final = "canvas"
 CANVAS_OPTIONS: Final = frozenset({"link", "link_error", "chord"})
 #: A routing key no queue can have: GroupFire to it marks a group fired.
 _NOWHERE: Final = ""
+#: Seconds the broker remembers that a follow-up was sent (at most
+#: ``result_expires``): a task redelivered later than that sends it again.
+#: Each follow-up holds one broker group that long (SPEC §14.12 allows 1,000,000).
+DEDUP_TTL: Final = 3600.0
 #: Longest group id a chord may have (its members are ``<id>:<index>``).
 MAX_GROUP_ID: Final = 240
 
@@ -201,6 +205,7 @@ class _Context:
         self.member = member
         conf = app.conf
         self.ttl = max(float(conf.result_expires or 0.0), 86_400.0)
+        self.dedup_ttl = max(1.0, min(float(conf.result_expires or DEDUP_TTL), DEDUP_TTL))
         self.result_ttl = conf.result_expires
         self.rser = conf.result_serializer
 
@@ -221,14 +226,33 @@ class _Context:
         # Pipelined: each join and fire is sent in this order on one connection,
         # and the broker decides each frame as it arrives, so a fire always
         # finds its group (the replies come after the commits).
-        steps: list[asyncio.Task[Any]] = []
+        steps: list[asyncio.Future[Any]] = []
         for tm in messages:
             key = _group_key("canvas", tm.task_id)
             steps.append(
-                asyncio.ensure_future(client.group_join(key, self.member, 1, ttl=self.ttl))
+                asyncio.ensure_future(client.group_join(key, self.member, 1, ttl=self.dedup_ttl))
             )
             steps.append(asyncio.ensure_future(client.group_fire(key, tm.message)))
-        await _settle_all(steps)
+        results = await asyncio.gather(*steps, return_exceptions=True)
+        plain: list[TaskMessage] = []
+        for tm, joined, fired in zip(messages, results[::2], results[1::2], strict=True):
+            if isinstance(joined, errors.InvalidArgument) and isinstance(fired, errors.NotFound):
+                # The broker holds as many groups as it may: send it at least
+                # once rather than not at all.
+                log.warning(
+                    "task %s: the broker refused a group for follow-up %s (%s); sending it "
+                    "without the at-most-once guard",
+                    self.member,
+                    tm.task_id,
+                    joined,
+                )
+                plain.append(tm)
+                continue
+            for outcome in (joined, fired):
+                if isinstance(outcome, BaseException):
+                    raise outcome
+        if plain:
+            await client.publish_many([tm.message for tm in plain])
 
 
 async def follow_up(
