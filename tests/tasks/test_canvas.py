@@ -209,6 +209,9 @@ def test_eager_failures_links_and_errbacks() -> None:
     assert bad.failed() and seen["errbacks"] == [bad.id]
     res = chain(add.s(1, 1), boom.s(), add.s(1)).apply_async()
     assert res.failed() and isinstance(res.result, ValueError)
+    failing = chain(boom.s(), add.s(1), add.s(2))
+    with_errback = failing.apply_async(link_error=app.tasks["errback"].s())
+    assert seen["errbacks"][-1] == with_errback.parent.parent.id  # the first task failed
     c = chord([add.s(1, 1), boom.s()], tsum.s()).apply_async()
     assert c.failed() and isinstance(c.result, ChordError)
     assert all(r[0] != "tsum" for r in seen["records"])  # the body never ran
@@ -256,6 +259,12 @@ def test_apply_options_go_to_every_first_or_last_task() -> None:
     assert "link" in c.to_dict()["body"]["options"]
     assert "link" not in c.to_dict()["header"][0]["options"]
     assert group(add.s(1, 1))._freeze(None, "gid")[1].id == "gid"
+    linked = chain(add.s(1, 1), mul.s(2))
+    linked.link(tsum.s())
+    linked.link_error(add.s(0))
+    first, last = linked.to_dict()["tasks"]
+    assert "link" not in first["options"] and len(last["options"]["link"]) == 1
+    assert len(first["options"]["link_error"]) == len(last["options"]["link_error"]) == 1
     s = add.s(1)
     s.set(immutable=True, priority=3)
     assert s.immutable and s.options == {"priority": 3}

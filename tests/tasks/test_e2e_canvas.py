@@ -167,12 +167,21 @@ def test_link_and_link_error(cv: ModuleType, start_worker: Start, state_dir: Pat
     assert rec["value"] == 5 and rec["tag"] == "ok"
 
 
-def test_a_failed_chain_step_fails_the_rest(cv: ModuleType, start_worker: Start) -> None:
+def test_a_failed_chain_step_fails_the_rest_and_calls_the_chains_errback(
+    cv: ModuleType, start_worker: Start, state_dir: Path
+) -> None:
     start_worker()
-    res = chain(cv.add.s(1, 1), cv.fail.s(), cv.inc.s(), cv.inc.s()).apply_async()
+    flow = chain(cv.add.s(1, 1), cv.fail.s(), cv.inc.s(), cv.inc.s())
+    res = flow.apply_async(link_error=cv.errback.s("chain"))
     with pytest.raises(ValueError, match="bad 2"):
         res.get(timeout=BOUND)
     assert res.parent.failed()
+    [err] = wait_events(state_dir, "errback", 1)
+    assert err["task_id"] == res.parent.parent.id and err["tag"] == "chain"
+    # The failed step's own follow-ups and the rest are done before its ack:
+    # a later chain finishing means no other errback is on its way.
+    chain(cv.add.s(0, 0), cv.inc.s()).apply_async().get(timeout=BOUND)
+    assert len(events(state_dir, "errback")) == 1
 
 
 def test_a_chain_step_that_expires_before_it_runs_revokes_the_rest(

@@ -120,13 +120,13 @@ class _Canvas:
         """Send it. ``args`` are partial arguments for the first task(s).
 
         ``options`` are send options for every task (``queue``, ``priority``,
-        ...), except: ``countdown``/``eta`` delay only the first task(s);
-        ``link``/``link_error`` are attached to the last task(s) (a chord's
+        ``link_error``, ...), except: ``countdown``/``eta`` delay only the
+        first task(s); ``link`` is attached to the last task(s) (a chord's
         body); ``task_id`` names the result returned (the last task, the
         body, or the group's id).
         """
         opts = dict(options)
-        last: dict[str, Any] = {k: opts.pop(k) for k in ("link", "link_error") if k in opts}
+        last: dict[str, Any] = {k: opts.pop(k) for k in ("link",) if k in opts}
         first: dict[str, Any] = {k: opts.pop(k) for k in ("countdown", "eta") if k in opts}
         task_id = opts.pop("task_id", None)
         target = (
@@ -153,6 +153,20 @@ class _Canvas:
         """Run it here and now, as eager mode does."""
         target = self._partial(args, kwargs)
         return target._eager(_app_of(target), ())
+
+    def link(self, callback: Any) -> Any:
+        """Run ``callback`` with the result after the last task(s) succeed."""
+        self._set_from(self._with_options({"link": [callback]}, "last"))
+        return callback
+
+    def link_error(self, errback: Any) -> Any:
+        """Run ``errback`` with a task's id after any of its tasks fails."""
+        self._set_from(self._with_options({"link_error": [errback]}, "all"))
+        return errback
+
+    def _set_from(self, other: _Canvas) -> None:
+        """Take ``other``'s parts (``link``/``link_error`` change a canvas in place)."""
+        self.__dict__.update(other.__dict__)
 
     def _with_options(self, options: Mapping[str, Any], where: str = "all") -> _Canvas:
         """A copy with ``options`` set on ``where``: every task, the ``first``
@@ -191,12 +205,12 @@ class Signature(_BaseSignature, _Canvas):
         self.options.update(options)
         return self
 
-    def link(self, callback: _Canvas) -> _Canvas:
+    def link(self, callback: Any) -> Any:
         """Run ``callback`` with this task's result after it succeeds."""
         self.options["link"] = [*self._callbacks("link"), callback]
         return callback
 
-    def link_error(self, errback: _Canvas) -> _Canvas:
+    def link_error(self, errback: Any) -> Any:
         """Run ``errback`` with this task's id after it fails."""
         self.options["link_error"] = [*self._callbacks("link_error"), errback]
         return errback
