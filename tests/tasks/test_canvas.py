@@ -308,3 +308,13 @@ async def test_a_follow_up_is_still_sent_when_the_broker_holds_no_more_groups() 
     assert decode_body(sent.body, "json", None) == ([2, 2], {})
     # The guard is kept no longer than results are.
     assert [ttl for _, _, ttl in client.joins] == [60.0]
+
+
+def test_a_chord_with_an_empty_header_sends_its_body_with_an_empty_list() -> None:
+    app, seen = make_app()
+    tsum = app.tasks["tsum"]
+    [tm] = build(app, chord([], tsum.s()).to_dict())
+    assert tm.message.headers["task"] == "tsum"
+    assert decode_body(tm.message.body, "json", None) == ([[]], {})
+    app.conf.task_always_eager = True
+    assert chord([], tsum.s()).delay().get() == 0 and seen["records"] == [("tsum", [])]

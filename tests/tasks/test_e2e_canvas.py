@@ -210,3 +210,14 @@ def test_nesting_chain_in_group_group_in_chain_and_chord_in_chain(
     # A chain as a chord header member: its last task is the member.
     nested = chord([chain(cv.add.s(1, 1), cv.mul.s(5)), cv.inc.s(1)], cv.tsum.s())
     assert nested.delay().get(timeout=BOUND) == 10 + 2
+
+
+async def test_async_code_applies_and_waits_without_blocking(
+    cv: ModuleType, start_worker: Start
+) -> None:
+    start_worker("-c", "2")
+    res = await chain(cv.add.s(1, 1), cv.inc.s()).aapply_async()
+    assert await res.wait(timeout=BOUND) == 3
+    g = await group(cv.inc.s(i) for i in range(3)).adelay()
+    assert await g.wait(timeout=BOUND) == [1, 2, 3]
+    await cv.app.aclose()

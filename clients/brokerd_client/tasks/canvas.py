@@ -40,7 +40,7 @@ from .canvasio import (
     build,
     chord_member_id,
 )
-from .declare import declare_sync
+from .declare import declare_async, declare_sync
 from .eager import apply_eagerly
 from .exceptions import NotRegistered
 from .result import AsyncResult, EagerResult, default_app
@@ -125,6 +125,49 @@ class _Canvas:
         body); ``task_id`` names the result returned (the last task, the
         body, or the group's id).
         """
+        target, task_id = self._prepared(args, kwargs, options)
+        app = _app_of(target)
+        if app.conf.task_always_eager:
+            return target._eager(app, ())
+        element, result = target._freeze(None, task_id)
+        _send(app, build(app, element))
+        return result
+
+    async def aapply_async(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        """:meth:`apply_async` for async code: the confirms are awaited, not
+        blocked on."""
+        target, task_id = self._prepared(args, kwargs, options)
+        app = _app_of(target)
+        if app.conf.task_always_eager:
+            return target._eager(app, ())
+        element, result = target._freeze(None, task_id)
+        messages = build(app, element)
+        hook = app.clients.worker_on_this_loop()
+        if hook is not None:
+            hook.publish(messages)
+            return result
+        client, declared = await app.clients.on_this_loop()
+        for route in {tm.route for tm in messages}:
+            await declare_async(client, app.router.topology, declared, route)
+        await client.publish_many([tm.message for tm in messages])
+        return result
+
+    async def adelay(self, *args: Any, **kwargs: Any) -> Any:
+        return await self.aapply_async(args, kwargs)
+
+    def _prepared(
+        self,
+        args: Sequence[Any] | None,
+        kwargs: Mapping[str, Any] | None,
+        options: Mapping[str, Any],
+    ) -> tuple[_Canvas, str | None]:
+        """This canvas with ``options`` placed (see :meth:`apply_async`) and
+        ``args`` applied, and the id asked for its result."""
         opts = dict(options)
         last: dict[str, Any] = {k: opts.pop(k) for k in ("link",) if k in opts}
         first: dict[str, Any] = {k: opts.pop(k) for k in ("countdown", "eta") if k in opts}
@@ -135,14 +178,9 @@ class _Canvas:
             ._with_options(last, "last")
             ._partial(args, kwargs)
         )
-        app = _app_of(target)
-        if app.conf.task_always_eager:
-            if task_id is not None and not isinstance(target, group):
-                target = target._with_options({"task_id": task_id}, "last")
-            return target._eager(app, ())
-        element, result = target._freeze(None, task_id)
-        _send(app, build(app, element))
-        return result
+        if task_id is not None and isinstance(target, Signature):  # (eager runs)
+            target = target._with_options({"task_id": task_id}, "last")
+        return target, task_id
 
     def delay(self, *args: Any, **kwargs: Any) -> Any:
         return self.apply_async(args, kwargs)
@@ -587,17 +625,6 @@ class chord(_Canvas):
         }
         _set_parent(body_result, GroupResult(group_id, results, app=_app_of(self)))
         return element, body_result
-
-    def apply_async(
-        self,
-        args: Sequence[Any] | None = None,
-        kwargs: Mapping[str, Any] | None = None,
-        **options: Any,
-    ) -> Any:
-        body = self._need_body()
-        if not self.tasks:  # nothing to wait for: the body runs with []
-            return body._partial([[]], None).apply_async(**options)
-        return super().apply_async(args, kwargs, **options)
 
     def _eager(self, app: TaskApp, partial: Sequence[Any]) -> Any:
         body = self._need_body()

@@ -161,6 +161,8 @@ def build(
         if not tasks:
             return []
         return build(app, tasks[0], partial, [*tasks[1:], *chain_rest])
+    if kind == "chord" and not element["header"]:  # nothing to wait for
+        return build(app, element["body"], ([],), chain_rest)
     if kind in ("group", "chord"):
         if chain_rest:
             raise ValueError("a group or chord must be the last element of a chain")
