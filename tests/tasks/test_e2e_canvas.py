@@ -117,6 +117,12 @@ def test_a_failing_header_task_fails_the_chord_and_the_body_never_runs(
     res = chord([cv.inc.s(1), cv.fail.s("x"), cv.inc.s(2)], cv.tsum.s()).apply_async()
     with pytest.raises(ChordError, match="ValueError"):
         res.get(timeout=BOUND)
+    # A chain member failing before its last task: that task's result is the
+    # failure, and it joins the chord on the chain's behalf.
+    member = chain(cv.fail.s("y"), cv.inc.s())
+    res = chord([member, cv.inc.s(2)], cv.tsum.s()).apply_async()
+    with pytest.raises(ChordError, match="bad y"):
+        res.get(timeout=BOUND)
     assert events(state_dir, "tsum") == []
 
 
