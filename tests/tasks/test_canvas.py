@@ -318,3 +318,22 @@ def test_a_chord_with_an_empty_header_sends_its_body_with_an_empty_list() -> Non
     assert decode_body(tm.message.body, "json", None) == ([[]], {})
     app.conf.task_always_eager = True
     assert chord([], tsum.s()).delay().get() == 0 and seen["records"] == [("tsum", [])]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "not bin",
+        b"\xc1",  # not msgpack
+        encode_canvas({"chain": [{"subtask_type": "spiral"}]}),
+        encode_canvas({"chain": [{"args": []}]}),  # no task name
+        encode_canvas({"link": "x"}),
+    ],
+)
+async def test_a_hostile_canvas_header_is_dropped_not_followed(header: Any) -> None:
+    app, _ = make_app()
+    client = _FullBroker()
+    payload = encode_result(1, "json")
+    headers = {"task": "add", CANVAS_HEADER: header}
+    await follow_up(app, client, "t", headers, "SUCCESS", payload)  # type: ignore[arg-type]
+    assert client.published == [] and client.joins == []

@@ -120,6 +120,8 @@ def chord_member_id(group_id: str, index: int) -> str:
 
 
 def _kind(element: Mapping[str, Any]) -> str | None:
+    if not isinstance(element, Mapping):
+        raise ValueError(f"a canvas element must be a map, got {type(element).__name__}")
     kind = element.get("subtask_type")
     if kind not in (None, "chain", "group", "chord"):
         raise ValueError(f"unknown canvas element type {kind!r}")
@@ -275,7 +277,7 @@ async def follow_up(
     ctx = _Context(app, client, task_id)
     try:
         messages: list[TaskMessage] = []
-        failed_rest: list[Mapping[str, Any]] = []
+        failed: list[tuple[str, Mapping[str, Any] | None]] = []
         if state == states.SUCCESS:
             value = decode_result(payload).get("result") if payload else None
             chain = list(canvas.get("chain") or ())
@@ -286,20 +288,22 @@ async def follow_up(
         else:
             for errback in canvas.get("link_error") or ():
                 messages.extend(build(app, errback, (task_id,)))
-            failed_rest = list(canvas.get("chain") or ())
-    except (KeyError, TypeError, ValueError, DecodeError) as exc:
+            for element in canvas.get("chain") or ():
+                failed.extend(result_ids(element))
+        chord = canvas.get("chord")
+        if chord is not None and not isinstance(chord, Mapping):
+            raise ValueError("'chord' must be a map")
+    except (KeyError, TypeError, ValueError, AttributeError, DecodeError) as exc:
         log.error("task %s: its canvas cannot be followed (%s); dropped", task_id, exc)
         return
     await ctx.publish_once(messages)
     joins: list[tuple[str, Mapping[str, Any]]] = []
     stores: list[asyncio.Future[Any]] = []
-    for element in failed_rest:
-        for rid, chord in result_ids(element):
-            stores.append(ctx.client.result_set(rid, state, payload, ctx.result_ttl))
-            if chord:
-                joins.append((rid, chord))
+    for rid, member_of in failed:
+        stores.append(ctx.client.result_set(rid, state, payload, ctx.result_ttl))
+        if member_of:
+            joins.append((rid, member_of))
     await _settle_all(stores)
-    chord = canvas.get("chord")
     if chord:
         joins.append((task_id, chord))
     for member, info in joins:
