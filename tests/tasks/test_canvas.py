@@ -337,3 +337,28 @@ async def test_a_hostile_canvas_header_is_dropped_not_followed(header: Any) -> N
     headers = {"task": "add", CANVAS_HEADER: header}
     await follow_up(app, client, "t", headers, "SUCCESS", payload)  # type: ignore[arg-type]
     assert client.published == [] and client.joins == []
+
+
+def test_applying_a_frozen_canvas_sends_the_ids_freeze_returned(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import brokerd_client.tasks.canvas as canvas_module
+
+    sent: list[Any] = []
+    monkeypatch.setattr(canvas_module, "_send", lambda app, messages: sent.extend(messages))
+    app, _ = make_app()
+    add, mul, tsum = app.tasks["add"], app.tasks["mul"], app.tasks["tsum"]
+    flow = chain(add.s(1, 1), mul.s(2))
+    frozen = flow.freeze()
+    applied = flow.apply_async()
+    assert applied.id == frozen.id and sent[-1].task_id == frozen.parent.id
+    c = chord([add.s(1, 1), add.s(2, 2)], tsum.s())
+    body = c.freeze()
+    assert c.delay().id == body.id and [tm.task_id for tm in sent[-2:]] == [
+        r.id for r in body.parent
+    ]
+    s = add.s(1, 2)
+    assert s.freeze().id == s.delay().id == sent[-1].task_id
+    # Changing it after freeze() sends it afresh.
+    flow.link(tsum.s())
+    assert flow.apply_async().id != frozen.id

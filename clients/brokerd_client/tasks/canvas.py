@@ -99,8 +99,14 @@ class _Canvas:
         raise NotImplementedError
 
     def freeze(self) -> Any:
-        """The result this canvas will have, ids chosen now (nothing is sent)."""
-        return self._freeze()[1]
+        """The result this canvas will have, ids chosen now (nothing is sent).
+
+        A later ``apply_async()``/``delay()`` without arguments or options
+        sends exactly what was frozen, so the result's ids hold.
+        """
+        frozen = self._freeze()
+        self.__dict__["_frozen"] = frozen
+        return frozen[1]
 
     def to_dict(self) -> dict[str, Any]:
         """The frozen wire form (fresh task ids each call)."""
@@ -129,9 +135,17 @@ class _Canvas:
         app = _app_of(target)
         if app.conf.task_always_eager:
             return target._eager(app, ())
-        element, result = target._freeze(None, task_id)
+        element, result = self._frozen_or(target, task_id)
         _send(app, build(app, element))
         return result
+
+    def _frozen_or(self, target: _Canvas, task_id: str | None) -> tuple[dict[str, Any], Any]:
+        """What :meth:`freeze` chose, if it was called and ``target`` is this
+        canvas unchanged; else ``target`` frozen now."""
+        frozen = getattr(self, "__dict__", {}).get("_frozen")
+        if frozen is not None and target is self and task_id is None:
+            return frozen  # type: ignore[no-any-return]
+        return target._freeze(None, task_id)
 
     async def aapply_async(
         self,
@@ -145,7 +159,7 @@ class _Canvas:
         app = _app_of(target)
         if app.conf.task_always_eager:
             return target._eager(app, ())
-        element, result = target._freeze(None, task_id)
+        element, result = self._frozen_or(target, task_id)
         messages = build(app, element)
         hook = app.clients.worker_on_this_loop()
         if hook is not None:
@@ -205,6 +219,7 @@ class _Canvas:
     def _set_from(self, other: _Canvas) -> None:
         """Take ``other``'s parts (``link``/``link_error`` change a canvas in place)."""
         self.__dict__.update(other.__dict__)
+        self.__dict__.pop("_frozen", None)  # what freeze() chose no longer holds
 
     def _with_options(self, options: Mapping[str, Any], where: str = "all") -> _Canvas:
         """A copy with ``options`` set on ``where``: every task, the ``first``
@@ -292,6 +307,12 @@ class Signature(_BaseSignature, _Canvas):
             raise NotRegistered(self.task)
         sig = self.clone(args, kwargs)
         return task(*sig.args, **sig.kwargs)
+
+    def freeze(self) -> AsyncResult:
+        """Choose this signature's task id now (in place, as Celery does) and
+        return its result; applying it later keeps that id."""
+        self.options.setdefault("task_id", _new_id())
+        return self._freeze()[1]
 
     def _partial(self, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None) -> Signature:
         if not args and not kwargs:
