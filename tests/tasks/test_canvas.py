@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from brokerd_client.errors import InvalidArgument, NotFound
+from brokerd_client.errors import InvalidArgument, MessageTooLarge, NotFound
 from brokerd_client.tasks import (
     App,
     ChordError,
@@ -30,7 +31,12 @@ from brokerd_client.tasks.canvasio import (
     encode_canvas,
     follow_up,
 )
-from brokerd_client.tasks.serialization import decode_body, encode_result
+from brokerd_client.tasks.serialization import (
+    decode_body,
+    decode_result,
+    encode_error,
+    encode_result,
+)
 
 
 def make_app(eager: bool = False) -> tuple[App, dict[str, Any]]:
@@ -362,3 +368,59 @@ def test_applying_a_frozen_canvas_sends_the_ids_freeze_returned(
     # Changing it after freeze() sends it afresh.
     flow.link(tsum.s())
     assert flow.apply_async().id != frozen.id
+
+
+class _Completer:
+    """A client for the task that completes a chord whose body cannot be sent."""
+
+    def __init__(self, results: dict[str, tuple[str, bytes]]) -> None:
+        self.results = results
+        self.stored: dict[str, tuple[str, bytes]] = {}
+        self.fired: list[tuple[str, Any]] = []
+
+    async def group_join(self, key: str, member: str, size: int, *, ttl: float) -> Any:
+        return size, True
+
+    async def result_get(self, ids: list[str]) -> dict[str, tuple[str, bytes]]:
+        return {i: self.results[i] for i in ids if i in self.results}
+
+    async def group_fire(self, key: str, message: Any) -> bool:
+        self.fired.append((key, message))
+        if message.routing_key:  # the body itself, not the "done" mark
+            raise MessageTooLarge("too large", size=10, limit=1)
+        return True
+
+    def result_set(self, task_id: str, state: str, payload: bytes, ttl: float) -> Any:
+        self.stored[task_id] = (state, payload)
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+
+async def test_a_chord_body_that_cannot_be_sent_fails_the_chord() -> None:
+    app, _ = make_app()
+    add, tsum = app.tasks["add"], app.tasks["tsum"]
+    element = chord([add.s(1, 1), add.s(2, 2)], tsum.s(), group_id="g").to_dict()
+    body_id = element["body"]["options"]["task_id"]
+    ok = encode_result(2, "json")
+    client = _Completer({"g:0": ("SUCCESS", ok), "g:1": ("SUCCESS", ok)})
+    [_, last] = build(app, element)
+    await follow_up(app, client, "g:1", last.message.headers, "SUCCESS", ok)  # type: ignore[arg-type]
+    state, payload = client.stored[body_id]
+    assert state == "FAILURE"
+    error = decode_result(payload)
+    assert error["exc_type"] == "ChordError" and "Callback error" in error["exc_message"]
+    assert [m.routing_key for _, m in client.fired][-1] == ""  # then marked done
+    # A failed header task: the body's result names it; nothing is fired but the mark.
+    client = _Completer(
+        {
+            "g:0": ("SUCCESS", ok),
+            "g:1": ("FAILURE", encode_error("KeyError", "builtins", "k", "", "json")),
+        }
+    )
+    await follow_up(app, client, "g:1", last.message.headers, "FAILURE", b"")  # type: ignore[arg-type]
+    assert (
+        "Dependency g:1 raised KeyError: k"
+        in decode_result(client.stored[body_id][1])["exc_message"]
+    )
+    assert [m.routing_key for _, m in client.fired] == [""]

@@ -57,7 +57,14 @@ from . import states
 from .declare import declare_async
 from .exceptions import TaskError
 from .producer import build_message
-from .serialization import DecodeError, decode_result, dumps, encode_error, loads
+from .serialization import (
+    DecodeError,
+    EncodeError,
+    decode_result,
+    dumps,
+    encode_error,
+    loads,
+)
 
 if TYPE_CHECKING:
     from ..client import AsyncClient
@@ -336,27 +343,49 @@ async def _join(ctx: _Context, member: str, chord: Mapping[str, Any]) -> None:
             )
             break
         values.append(data.get("result"))
-    if error is not None:
-        log.error("chord %s: %s; its body is not run", group_id, error)
-        failure = encode_error("ChordError", ChordError.__module__, error, "", ctx.rser)
-        ids_of_body = result_ids(body)
-        await _settle_all(
-            [
-                client.result_set(rid, states.FAILURE, failure, ctx.result_ttl)
-                for rid, _ in ids_of_body
-            ]
-        )
-        for rid, outer in ids_of_body:
-            if outer:
-                await _join(ctx, rid, outer)
-        await _mark_fired(client, key)
-        return
-    messages = build(ctx.app, body, (values,))
-    await ctx.declare(messages)
-    if len(messages) == 1:
-        await client.group_fire(key, messages[0].message)
-        return
-    await ctx.publish_once(messages)
+    if error is None:
+        try:
+            messages = build(ctx.app, body, (values,))
+            await ctx.declare(messages)
+            if len(messages) == 1:
+                await client.group_fire(key, messages[0].message)
+                return
+            await ctx.publish_once(messages)
+        except _NEVER_SENDABLE as exc:
+            # Sending it again would be refused again: the chord fails.
+            error = f"Callback error: {type(exc).__name__}: {exc}"
+        else:
+            await _mark_fired(client, key)
+            return
+    await _fail_body(ctx, key, group_id, body, error)
+
+
+#: Errors sending a chord's body that another try would meet again.
+_NEVER_SENDABLE = (
+    EncodeError,
+    errors.MessageTooLarge,
+    errors.InvalidArgument,
+    errors.Unroutable,
+    errors.NotFound,
+    errors.AccessRefused,
+    errors.PreconditionFailed,
+)
+
+
+async def _fail_body(
+    ctx: _Context, key: str, group_id: str, body: Mapping[str, Any], error: str
+) -> None:
+    """The chord failed: its body's results are a ChordError; mark it done."""
+    client = ctx.client
+    log.error("chord %s: %s; its body is not run", group_id, error)
+    failure = encode_error("ChordError", ChordError.__module__, error, "", ctx.rser)
+    ids_of_body = result_ids(body)
+    await _settle_all(
+        [client.result_set(rid, states.FAILURE, failure, ctx.result_ttl) for rid, _ in ids_of_body]
+    )
+    for rid, outer in ids_of_body:
+        if outer:
+            await _join(ctx, rid, outer)
     await _mark_fired(client, key)
 
 
