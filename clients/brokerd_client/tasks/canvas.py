@@ -246,6 +246,10 @@ class Signature(_BaseSignature, _Canvas):
     def name(self) -> str:
         return self.task
 
+    def __repr__(self) -> str:
+        parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
+        return f"{'%' if self.immutable else ''}{self.task}({', '.join(parts)})"
+
     @property
     def id(self) -> str | None:
         task_id = self.options.get("task_id")
