@@ -110,6 +110,19 @@ def test_a_chord_of_fifty_sums_its_header(
     assert run["values"] == list(range(1, 51))  # in header order
 
 
+def test_a_chord_across_two_workers_reads_every_header_result(
+    cv: ModuleType, start_worker: Start, state_dir: Path
+) -> None:
+    # Header tasks finish on two connections: whichever completes the chord
+    # must see the other worker's results (each stored before its join).
+    start_worker("-c", "4")
+    start_worker("-c", "4")
+    for _ in range(3):
+        res = chord((cv.inc.s(i) for i in range(60)), cv.tsum.s()).apply_async()
+        assert res.get(timeout=BOUND) == sum(range(1, 61))
+    assert len(events(state_dir, "tsum")) == 3
+
+
 def test_a_failing_header_task_fails_the_chord_and_the_body_never_runs(
     cv: ModuleType, start_worker: Start, state_dir: Path
 ) -> None:
