@@ -204,6 +204,8 @@ def test_eager_chain_group_and_chord() -> None:
     assert nested.get() == 0 + 2 + 4
     in_group = group(chain(add.s(i, 1), mul.s(2)) for i in range(3)).apply_async()
     assert in_group.get() == [2, 4, 6]
+    outer = chord([chord([add.s(1, 1), add.s(2, 2)], tsum.s()), add.s(5, 5)], tsum.s())
+    assert outer.delay().get() == 6 + 10
 
 
 def test_eager_failures_links_and_errbacks() -> None:

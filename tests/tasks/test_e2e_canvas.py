@@ -229,6 +229,10 @@ def test_nesting_chain_in_group_group_in_chain_and_chord_in_chain(
     # A chain as a chord header member: its last task is the member.
     nested = chord([chain(cv.add.s(1, 1), cv.mul.s(5)), cv.inc.s(1)], cv.tsum.s())
     assert nested.delay().get(timeout=BOUND) == 10 + 2
+    # A chord as a chord header member: its body's result is the member.
+    inner = chord([cv.inc.s(1), cv.inc.s(2)], cv.tsum.s())
+    outer = chord([inner, cv.inc.s(10)], cv.tsum.s())
+    assert outer.delay().get(timeout=BOUND) == (2 + 3) + 11
 
 
 async def test_async_code_applies_and_waits_without_blocking(
