@@ -43,6 +43,8 @@ log = logging.getLogger("brokerd.management")
 MAX_PEEK = 1000
 #: Seconds a redrive keeps moving messages as the backlog pages in.
 REDRIVE_BUDGET = 2.0
+#: Sent by the page's scripts (no Basic challenge for them).
+PAGE_HEADER = "x-brokerd-page"
 #: RabbitMQ's name of the default exchange in paths.
 DEFAULT_EXCHANGE = "amq.default"
 STATIC_TYPES = {
@@ -193,7 +195,14 @@ class API:
             from .openapi import document
 
             return Response.json(document())
-        principal = await self.gate.principal(request)
+        try:
+            principal = await self.gate.principal(request)
+        except HTTPError as exc:
+            if exc.status == 401 and PAGE_HEADER in request.headers:
+                # The page's own calls: no Basic challenge, or the browser
+                # would pop its login dialog over the page's form.
+                exc.headers = ()
+            raise
         if method in ("GET", "HEAD"):
             return await self.get(principal, request, route)
         if method in ("POST", "PUT", "DELETE"):
