@@ -12,10 +12,11 @@ import errno
 import logging
 import os
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 from ..auth import Verifier
 from ..config import ConfigError, is_loopback
+from ..tasks.extension import TaskExtension
 from .api import API, Host, StatusSource
 from .auth import Gate
 from .http import HTTPServer
@@ -45,7 +46,7 @@ class Server(Host, Protocol):
 
 
 class Management:
-    def __init__(self, server: Server, status: StatusSource, tasks: Any | None) -> None:
+    def __init__(self, server: Server, status: StatusSource, tasks: TaskExtension | None) -> None:
         self.server = server
         self.rates = Rates()
         self.gate = Gate(server.users, server.verifier, server.config.token)
@@ -100,7 +101,7 @@ def _write_port(path: str, port: int) -> None:
     os.replace(tmp, path)
 
 
-def install(server: Server, status: StatusSource, tasks: Any | None = None) -> Management:
+def install(server: Server, status: StatusSource, tasks: TaskExtension | None = None) -> Management:
     """Wire the management plane into ``server`` (``brokerd.cli.build_server``)."""
     mgmt = Management(server, status, tasks)
     server.tick_hooks.append(mgmt.tick)

@@ -33,6 +33,8 @@ from ..diskfree import DiskMonitor
 from ..errors import BrokerError
 from ..flow import FlowControl
 from ..queues import PRIORITIES, Connection, Consumer, Delivery, QueueState
+from ..tasks.extension import TaskExtension
+from . import taskviews
 from .auth import SESSION_COOKIE, SESSION_IDLE, Gate, Principal
 from .http import HTTPError, Request, Response
 from .rates import Rates
@@ -161,7 +163,7 @@ class API:
         gate: Gate,
         rates: Rates,
         status: StatusSource,
-        tasks: Any | None = None,
+        tasks: TaskExtension | None = None,
     ) -> None:
         self.host = host
         self.gate = gate
@@ -305,7 +307,7 @@ class API:
             return Response.json(self.run_schedule(route[1]))
         if head == "tasks" and n == 3 and route[2] == "revoke" and method == "POST":
             self.gate.check_change(p, DEFAULT_VHOST, WRITE, "task", route[1])
-            return Response.json(self.revoke(route[1], _object(request)))
+            return Response.json(await self.revoke(route[1], _object(request)))
         raise HTTPError(404 if head else 405, "no such endpoint (see /api/openapi.json)")
 
     # --- helpers ------------------------------------------------------------------------
@@ -582,20 +584,14 @@ class API:
         return Response.json({"status": "ok"})
 
     def schedules(self) -> list[dict[str, Any]]:
-        if self.tasks is None:
-            return []
-        entries = self.tasks.schedules.entries
-        return [_json_safe(entries[name].listing()) for name in sorted(entries)]
+        return [] if self.tasks is None else taskviews.schedules(self.tasks)
 
     def recent_tasks(self, request: Request) -> list[dict[str, Any]]:
         if self.tasks is None:
             return []
-        recent = getattr(self.tasks.results, "recent", None)
-        if recent is None:
-            return []
         limit = _int(dict(request.query), "limit", 100, 1, 1000)
         assert limit is not None
-        return [_json_safe(r) for r in recent(limit)]
+        return taskviews.recent(self.tasks, limit)
 
     # --- changes ------------------------------------------------------------------------
 
@@ -732,19 +728,22 @@ class API:
     def run_schedule(self, name: str) -> dict[str, Any]:
         if self.tasks is None:
             raise HTTPError(404, "the task layer is not installed")
-        run_now = getattr(self.tasks.schedules, "run_now", None)
-        if run_now is None:
-            raise HTTPError(501, "running a schedule now is not supported yet")
-        return {"ran": bool(self._call(run_now, name))}
+        self._call(self.tasks.schedules.run_now, name)
+        return {"ran": name}
 
-    def revoke(self, task_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def revoke(self, task_id: str, body: dict[str, Any]) -> dict[str, Any]:
         if self.tasks is None:
             raise HTTPError(404, "the task layer is not installed")
-        revoke_now = getattr(self.tasks.revocations, "revoke_by_admin", None)
-        if revoke_now is None:
-            raise HTTPError(501, "revoking from the management API is not supported yet")
-        terminate = bool(body.get("terminate", False))
-        self._call(revoke_now, task_id, terminate)
+        terminate = body.get("terminate", False)
+        ttl = body.get("ttl", 86_400.0)
+        if not isinstance(terminate, bool):
+            raise HTTPError(400, "terminate must be a boolean")
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float):
+            raise HTTPError(400, "ttl must be a number of seconds")
+        try:
+            await taskviews.revoke(self.tasks, task_id, terminate, float(ttl))
+        except BrokerError as exc:
+            raise _broker_error(exc) from None
         return {"revoked": task_id}
 
     # --- page and login -----------------------------------------------------------------

@@ -432,3 +432,57 @@ async def test_default_port_taken_leaves_the_broker_running() -> None:
         await second.stop()
     finally:
         await first.stop()
+
+
+async def test_schedules_list_and_run_now(mgmt: Any) -> None:
+    _server, root, port = mgmt
+    await root.declare_queue("app.beat")
+    await root.call(
+        lambda req: bp.ScheduleSet(req, "app.nightly", "every 3600", "", "app.beat", b"tick")
+    )
+    listed = await get_json(port, "/api/schedules")
+    assert [(s["name"], s["spec"]) for s in listed] == [("app.nightly", "every 3600")]
+    next_run = listed[0]["next_run"]
+    status, _, body = await call(port, "POST", "/api/schedules/app.nightly/run")
+    assert status == 200, body
+    for _ in range(100):
+        if (await root.queue_stats("app.beat")).ready == 1:
+            break
+        await asyncio.sleep(0.02)
+    assert (await root.queue_stats("app.beat")).ready == 1
+    assert (await get_json(port, "/api/schedules"))[0]["next_run"] == next_run
+    status, _, _ = await call(port, "POST", "/api/schedules/app.nightly/run", user=MONITOR)
+    assert status == 403
+    status, _, _ = await call(port, "POST", "/api/schedules/missing/run")
+    assert status == 404
+
+
+async def test_recent_task_results_show_tracebacks_and_revoke_records_revoked(mgmt: Any) -> None:
+    _server, root, port = mgmt
+    failure = b"j" + json.dumps(
+        {"exc_type": "ValueError", "exc_module": "builtins", "exc_message": "bad input",
+         "traceback": "Traceback (most recent call last):\n  ...\nValueError: bad input"}
+    ).encode()  # fmt: skip
+    await root.call(lambda req: bp.ResultSet(req, "t-fail", "FAILURE", failure))
+    await root.call(lambda req: bp.ResultSet(req, "t-ok", "SUCCESS", b'j{"result": 42}'))
+    tasks = await get_json(port, "/api/tasks")
+    by_id = {t["task_id"]: t for t in tasks}
+    assert by_id["t-fail"]["state"] == "FAILURE"
+    assert by_id["t-fail"]["exc_type"] == "ValueError"
+    assert "ValueError: bad input" in by_id["t-fail"]["traceback"]
+    assert by_id["t-ok"] == {"task_id": "t-ok", "state": "SUCCESS", "result": "42"}
+    assert tasks[0]["task_id"] == "t-ok"  # newest first
+    status, _, body = await call(port, "POST", "/api/tasks/t-new/revoke", {"terminate": True})
+    assert status == 200 and json.loads(body) == {"revoked": "t-new"}
+    got = await root.call(lambda req: bp.ResultGet(req, ["t-new"]))
+    assert got["t-new"][0] == "REVOKED"
+    status, _, _ = await call(port, "POST", "/api/tasks/t-x/revoke", {}, user=MONITOR)
+    assert status == 403
+
+
+async def test_the_page_gets_no_basic_challenge(mgmt: Any) -> None:
+    _server, _root, port = mgmt
+    status, headers, _ = await call(
+        port, "GET", "/api/whoami", user=None, headers={"X-Brokerd-Page": "1"}
+    )
+    assert status == 401 and "www-authenticate" not in headers
