@@ -229,12 +229,16 @@ class BrokerServer:
             )
             log.info("control socket (brokerctl): %s", self.control_path)
         assert self.port is not None
-        if self.config.port_file:
-            _write_port_file(self.config.port_file, self.port)
+        # The metrics endpoint listens before the port file appears: whoever
+        # waits for that file may ask this node for its metrics port at once.
         if self.config.metrics_port and self.metrics is None:
             self.metrics = await start_metrics(self)
+        # Extensions' listeners (the management API, which writes its own
+        # port file) too, so the port file means everything listens.
         for listening in self.listening_hooks:
             await listening()
+        if self.config.port_file:
+            _write_port_file(self.config.port_file, self.port)
         self._timer = loop.call_later(TICK, self._tick)
         log.info(
             "brokerd listening on %s:%d, %s (data: %s)",
@@ -274,10 +278,10 @@ class BrokerServer:
         self.standby_redirect = store.holder_address or ""
         await self._listen()
         store.address = self._advertised()
-        if self.config.port_file:
-            _write_port_file(self.config.port_file, self.port or 0)
         if self.config.metrics_port:
             self.metrics = await start_metrics(self)
+        if self.config.port_file:
+            _write_port_file(self.config.port_file, self.port or 0)
         self._timer = self._loop.call_later(TICK, self._standby_tick)
         log.info(
             "standby on %s:%d: another node holds the database's lease; redirecting clients to %s",
