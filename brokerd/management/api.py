@@ -222,10 +222,12 @@ class API:
             vhost = self._vhost(p, route[1]) if n >= 2 else None
             if n == 3:
                 return Response.json(self.queue_json(self._queue(route[2])))
-            return Response.json(self.queues(p, vhost))
+            return Response.json(shape(self.queues(p, vhost), request.query))
         if head == "exchanges" and n <= 3:
             vhost = self._vhost(p, route[1]) if n >= 2 else None
             rows = self.exchanges(p, vhost)
+            if n < 3:
+                return Response.json(shape(rows, request.query))
             if n == 3:
                 name = "" if route[2] == DEFAULT_EXCHANGE else route[2]
                 for row in rows:
@@ -237,7 +239,7 @@ class API:
             vhost = self._vhost(p, route[1]) if n == 2 else None
             return Response.json(self.bindings(p, vhost))
         if n == 1 and head == "connections":
-            return Response.json(self.connections(p))
+            return Response.json(shape(self.connections(p), request.query))
         if head == "consumers" and n <= 2:
             if n == 2:
                 self._vhost(p, route[1])
@@ -785,6 +787,71 @@ def _static_names() -> frozenset[str]:
             f.name for f in root.iterdir() if f.is_file() and not f.name.startswith(".")
         )
     return _STATIC
+
+
+#: Largest page (RabbitMQ's limit too).
+MAX_PAGE_SIZE = 500
+
+
+def _path(row: dict[str, Any], dotted: str) -> Any:
+    value: Any = row
+    for part in dotted.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _project(row: dict[str, Any], columns: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for dotted in columns:
+        parts = dotted.split(".")
+        value = _path(row, dotted)
+        target = out
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = value
+    return out
+
+
+def shape(rows: list[dict[str, Any]], query: dict[str, str]) -> Any:
+    """RabbitMQ's list parameters: ``name`` (substring filter), ``sort`` (a
+    field, dotted for nested ones) and ``sort_reverse``, ``columns`` (the
+    fields to return, comma-separated), and ``page``/``page_size``, with which
+    the answer is a page object (``items``, ``page_count``, ...)."""
+    total = len(rows)
+    name = query.get("name")
+    if name:
+        rows = [r for r in rows if name in str(r.get("name", ""))]
+    key = query.get("sort")
+    if key:
+
+        def sort_key(row: dict[str, Any]) -> tuple[int, Any]:
+            v = _path(row, key)
+            if isinstance(v, bool) or not isinstance(v, int | float | str):
+                return (0, 0)
+            return (1, v) if isinstance(v, int | float) else (2, v)
+
+        rows = sorted(rows, key=sort_key, reverse=query.get("sort_reverse") == "true")
+    columns = [c for c in query.get("columns", "").split(",") if c]
+    if "page" not in query:
+        return [_project(r, columns) for r in rows] if columns else rows
+    page = _int(query, "page", 1, 1, 1 << 31)
+    size = _int(query, "page_size", 100, 1, MAX_PAGE_SIZE)
+    assert page is not None and size is not None
+    filtered = len(rows)
+    items = rows[(page - 1) * size : page * size]
+    if columns:
+        items = [_project(r, columns) for r in items]
+    return {
+        "items": items,
+        "page": page,
+        "page_size": size,
+        "page_count": max(1, -(-filtered // size)),
+        "item_count": len(items),
+        "filtered_count": filtered,
+        "total_count": total,
+    }
 
 
 def _conn(session: Any) -> Connection:

@@ -486,3 +486,28 @@ async def test_the_page_gets_no_basic_challenge(mgmt: Any) -> None:
         port, "GET", "/api/whoami", user=None, headers={"X-Brokerd-Page": "1"}
     )
     assert status == 401 and "www-authenticate" not in headers
+
+
+async def test_lists_filter_sort_page_and_pick_columns(mgmt: Any) -> None:
+    _server, root, port = mgmt
+    for name, n in (("app.a", 3), ("app.b", 1), ("app.c", 2), ("other", 5)):
+        await root.declare_queue(name)
+        for _ in range(n):
+            await root.publish("", name, b"x")
+    page = await get_json(
+        port,
+        "/api/queues?page=1&page_size=2&name=app.&sort=messages_ready&sort_reverse=true"
+        "&columns=name,messages_ready,message_stats.publish_details.rate",
+    )
+    assert page["filtered_count"] == 3 and page["total_count"] == 4
+    assert page["page_count"] == 2 and page["item_count"] == 2
+    assert page["items"] == [
+        {"name": "app.a", "messages_ready": 3, "message_stats": {"publish_details": {"rate": 0.0}}},
+        {"name": "app.c", "messages_ready": 2, "message_stats": {"publish_details": {"rate": 0.0}}},
+    ]
+    second = await get_json(port, "/api/queues?page=2&page_size=2&name=app.&sort=messages_ready")
+    assert [q["name"] for q in second["items"]] == ["app.a"]  # ascending: b, c | a
+    plain = await get_json(port, "/api/queues?sort=name&columns=name")
+    assert plain == [{"name": n} for n in ("app.a", "app.b", "app.c", "other")]
+    status, _, _ = await call(port, "GET", "/api/queues?page=0")
+    assert status == 400

@@ -3,6 +3,9 @@
 "use strict";
 
 const POLL_MS = 2000;
+const PAGE_SIZE = 100;
+const QUEUE_COLUMNS = ["name", "messages_ready", "messages_unacknowledged", "messages_delayed", "consumers",
+  "oldest_ready_age", "message_stats.publish_details.rate", "message_stats.deliver_get_details.rate"].join(",");
 const state = { csrf: null, me: null, view: "overview", queue: null, sort: "name", asc: true, timer: null };
 
 function $(id) { return document.getElementById(id); }
@@ -171,32 +174,32 @@ const RENDER = {
   },
 
   async queues() {
-    const rows = await api("GET", "/api/queues");
-    for (const r of rows) {
-      r.publish_rate = rate(r.message_stats, "publish");
-      r.deliver_rate = rate(r.message_stats, "deliver_get");
-    }
-    const filter = $("queue-filter").value.trim();
-    const shown = rows.filter((r) => !filter || r.name.includes(filter));
-    const key = state.sort;
-    shown.sort((a, b) => {
-      const x = a[key] === null ? -1 : a[key], y = b[key] === null ? -1 : b[key];
-      return (x < y ? -1 : x > y ? 1 : 0) * (state.asc ? 1 : -1);
+    // Filtered, sorted and paged by the broker: the page fetches only the
+    // rows and columns it shows, however many queues there are.
+    const params = new URLSearchParams({
+      page: "1", page_size: String(PAGE_SIZE), sort: state.sort, sort_reverse: String(!state.asc),
+      columns: QUEUE_COLUMNS,
     });
+    const filter = $("queue-filter").value.trim();
+    if (filter) params.set("name", filter);
+    const r = await api("GET", "/api/queues?" + params.toString());
+    $("queues-count").textContent = r.filtered_count > r.item_count
+      ? "showing " + r.item_count + " of " + r.filtered_count + " (filter or sort to see others)"
+      : r.filtered_count + " queue(s)";
     for (const th of document.querySelectorAll("#queues-table th")) {
-      th.classList.toggle("sorted", th.dataset.sort === key);
-      th.classList.toggle("asc", th.dataset.sort === key && state.asc);
+      th.classList.toggle("sorted", th.dataset.sort === state.sort);
+      th.classList.toggle("asc", th.dataset.sort === state.sort && state.asc);
     }
-    fill("queues-table", shown, (r, tr) => {
-      tr.dataset.queue = r.name;
-      const link = el("a", r.name);
-      link.href = "#/queue/" + encodeURIComponent(r.name);
+    fill("queues-table", r.items, (q, tr) => {
+      tr.dataset.queue = q.name;
+      const link = el("a", q.name);
+      link.href = "#/queue/" + encodeURIComponent(q.name);
       const name = el("td");
       name.appendChild(link);
-      const ready = num(r.messages_ready);
+      const ready = num(q.messages_ready);
       ready.classList.add("ready");
-      return [name, ready, num(r.messages_unacknowledged), num(r.messages_delayed), num(r.consumers),
-        num(r.publish_rate), num(r.deliver_rate), num(r.oldest_ready_age)];
+      return [name, ready, num(q.messages_unacknowledged), num(q.messages_delayed), num(q.consumers),
+        num(rate(q.message_stats, "publish")), num(rate(q.message_stats, "deliver_get")), num(q.oldest_ready_age)];
     });
   },
 
