@@ -17,6 +17,7 @@ from typing import Protocol
 from ..auth import Verifier
 from ..config import ConfigError, is_loopback
 from ..tasks.extension import TaskExtension
+from ..throttle import AuthThrottle
 from .api import API, Host, StatusSource
 from .auth import Gate
 from .http import HTTPServer
@@ -36,6 +37,9 @@ class Server(Host, Protocol):
     def verifier(self) -> Verifier: ...
 
     @property
+    def auth_throttle(self) -> AuthThrottle: ...
+
+    @property
     def tick_hooks(self) -> list[Callable[[float], None]]: ...
 
     @property
@@ -49,7 +53,9 @@ class Management:
     def __init__(self, server: Server, status: StatusSource, tasks: TaskExtension | None) -> None:
         self.server = server
         self.rates = Rates()
-        self.gate = Gate(server.users, server.verifier, server.config.token)
+        self.gate = Gate(
+            server.users, server.verifier, server.config.token, throttle=server.auth_throttle
+        )
         self.api = API(server, self.gate, self.rates, status, tasks)
         self.http: HTTPServer | None = None
 

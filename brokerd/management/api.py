@@ -182,6 +182,9 @@ class API:
             segments = request.segments
         except UnicodeDecodeError:
             raise HTTPError(400, "the path is not UTF-8") from None
+        self.gate.check_host(request, self.host.config.http_host)
+        if request.method not in ("GET", "HEAD"):
+            self.gate.check_origin(request)
         if not segments or segments[0] != "api":
             return self.static(request, segments)
         route = segments[1:]
@@ -758,7 +761,7 @@ class API:
             raise HTTPError(400, "username and password must be strings")
         if self.gate.open:
             return Response.json({"name": "", "tags": ["administrator"], "open": True})
-        token, session = await self.gate.login(name, password)
+        token, session = await self.gate.login(name, password, request.peer_host)
         resp = Response.json({"name": session.user, "csrf_token": session.csrf})
         resp.headers.append(("Set-Cookie", _cookie(token, int(SESSION_IDLE))))
         return resp

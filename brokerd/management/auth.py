@@ -30,6 +30,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import ipaddress
 import secrets
 import time
 from collections import OrderedDict
@@ -39,6 +40,7 @@ from dataclasses import dataclass, field
 from ..auth.access import Access
 from ..auth.users import ADMINISTRATOR, MANAGEMENT, MONITORING, User, Users
 from ..auth.verifier import Verifier
+from ..throttle import AuthThrottle
 from .http import HTTPError, Request
 
 #: Tags that may use the management plane at all.
@@ -93,11 +95,15 @@ class Gate:
         verifier: Verifier,
         token: str | None,
         *,
+        throttle: AuthThrottle | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.users = users
         self.verifier = verifier
         self.token = token
+        #: The broker port's failed-authentication throttle: guesses over
+        #: HTTP and over the broker port count against the same address.
+        self.throttle = throttle if throttle is not None else AuthThrottle(clock)
         self.clock = clock
         self.sessions: OrderedDict[str, Session] = OrderedDict()
         #: (user, keyed hash of the password) -> (stored hash, checked at).
@@ -117,25 +123,37 @@ class Gate:
         header = request.headers.get("authorization")
         if header is not None:
             name, password = _basic(header)
-            return await self._check_basic(name, password)
+            return await self._check_basic(name, password, request.peer_host)
         token = request.cookie(SESSION_COOKIE)
         if token is not None:
             return self._from_session(token)
         raise unauthorized()
 
-    async def _check_basic(self, name: str, password: str) -> Principal:
+    async def _check_basic(self, name: str, password: str, host: str) -> Principal:
         if not self.users.defined:
             assert self.token is not None
+            await self._throttled(host)
             if hmac.compare_digest(password.encode(), self.token.encode()):
+                self.throttle.succeeded(host)
                 return Principal(name or "token", frozenset({ADMINISTRATOR}), None)
+            self.throttle.failed(host)
             raise unauthorized("wrong user name or password")
-        user = await self.check_password(name, password)
+        user = await self.check_password(name, password, host)
         if user is None:
             raise unauthorized("wrong user name or password")
         return self._tagged(user)
 
-    async def check_password(self, name: str, password: str) -> User | None:
-        """The user if ``password`` is theirs (scrypt off the loop, cached)."""
+    async def _throttled(self, host: str) -> None:
+        """Wait for ``host``'s turn after its failed attempts (at most the
+        throttle's cap, 5 s), as the broker port makes a Hello wait."""
+        wait = self.throttle.wait(host)
+        if wait > 0:
+            self.throttle.deferred()
+            await asyncio.sleep(wait)
+
+    async def check_password(self, name: str, password: str, host: str) -> User | None:
+        """The user if ``password`` is theirs (scrypt off the loop, cached;
+        failures throttled per address)."""
         key = (name, hmac.digest(self._key, password.encode(), hashlib.sha256))
         now = self.clock()
         cached = self._basic.get(key)
@@ -144,6 +162,7 @@ class Gate:
             stored, at = cached
             if now - at < BASIC_CACHE_SECONDS and hmac.compare_digest(stored, user.password_hash):
                 return user
+        await self._throttled(host)
         future: asyncio.Future[User | None] = asyncio.get_running_loop().create_future()
 
         def done(result: User | None) -> None:
@@ -152,7 +171,10 @@ class Gate:
 
         self.verifier.check(name, password, done)
         checked = await future
-        if checked is not None:
+        if checked is None:
+            self.throttle.failed(host)
+        else:
+            self.throttle.succeeded(host)
             self._basic[key] = (checked.password_hash, now)
             self._basic.move_to_end(key)
             while len(self._basic) > MAX_BASIC_CACHE:
@@ -187,11 +209,11 @@ class Gate:
 
     # --- page sessions ----------------------------------------------------------------
 
-    async def login(self, name: str, password: str) -> tuple[str, Session]:
+    async def login(self, name: str, password: str, host: str) -> tuple[str, Session]:
         """A new session for a user with a management tag, or 401."""
         if not self.users.defined:
             raise HTTPError(400, "this broker has no users: the page needs no login")
-        user = await self.check_password(name, password)
+        user = await self.check_password(name, password, host)
         if user is None:
             raise unauthorized("wrong user name or password")
         self._tagged(user)
@@ -206,6 +228,44 @@ class Gate:
         token = request.cookie(SESSION_COOKIE)
         if token is not None:
             self.sessions.pop(token, None)
+
+    @staticmethod
+    def check_origin(request: Request) -> None:
+        """A mutating request a browser sends from another site is refused
+        whatever its credentials (a cross-site form or ``fetch`` in no-cors
+        mode would otherwise reach a broker without users). Browsers say
+        where a request comes from in ``Sec-Fetch-Site`` and ``Origin``;
+        scripts send neither and pass."""
+        site = request.headers.get("sec-fetch-site")
+        if site is not None and site not in ("same-origin", "none"):
+            raise forbidden(f"cross-site request refused (Sec-Fetch-Site: {site})")
+        origin = request.headers.get("origin")
+        if origin is not None:
+            host = request.headers.get("host", "")
+            if origin.split("://", 1)[-1] != host:
+                raise forbidden(f"cross-origin request refused (Origin: {origin})")
+
+    def check_host(self, request: Request, allowed: str) -> None:
+        """Without users anyone reaching the port is an administrator, so
+        only requests addressed to a loopback name or an IP literal are
+        answered: a DNS-rebinding page (its own name pointed at 127.0.0.1)
+        is refused."""
+        if not self.open:
+            return
+        host = request.headers.get("host")
+        if host is None:
+            return  # HTTP/1.0 scripts; browsers always send Host
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        name = name.strip("[]").lower()
+        if name in ("localhost", allowed.lower()) or name.endswith(".localhost"):
+            return
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            raise forbidden(
+                f"Host {host!r} refused: without users the management API answers only "
+                "requests to localhost or an IP address (DNS rebinding)"
+            ) from None
 
     @staticmethod
     def check_csrf(principal: Principal, request: Request) -> None:

@@ -93,6 +93,11 @@ class Request:
     peer: str = ""
 
     @property
+    def peer_host(self) -> str:
+        """The peer's address without its port."""
+        return self.peer.rpartition(":")[0] or self.peer
+
+    @property
     def segments(self) -> list[str]:
         """The path split on ``/`` first, then each part unescaped."""
         parts = self.raw_path.split("/")[1:]

@@ -511,3 +511,40 @@ async def test_lists_filter_sort_page_and_pick_columns(mgmt: Any) -> None:
     assert plain == [{"name": n} for n in ("app.a", "app.b", "app.c", "other")]
     status, _, _ = await call(port, "GET", "/api/queues?page=0")
     assert status == 400
+
+
+async def test_cross_site_browser_requests_are_refused_even_when_open() -> None:
+    async with running(users=False) as (_server, root, port):
+        await root.declare_queue("q")
+        await root.publish("", "q", b"x")
+        for headers in (
+            {"Sec-Fetch-Site": "cross-site"},
+            {"Origin": "http://evil.example", "Host": f"127.0.0.1:{port}"},
+        ):
+            status, _, body = await call(
+                port, "DELETE", "/api/queues/%2F/q/contents", user=None, headers=headers
+            )
+            assert status == 403, body
+        # A DNS-rebinding page: its own name, resolved to 127.0.0.1.
+        status, _, _ = await call(
+            port, "GET", "/api/queues", user=None, headers={"Host": f"evil.example:{port}"}
+        )
+        assert status == 403
+        assert (await root.queue_stats("q")).ready == 1
+        # The page itself (same origin) and scripts (no Origin) pass.
+        same = {"Origin": f"http://localhost:{port}", "Host": f"localhost:{port}",
+                "Sec-Fetch-Site": "same-origin"}  # fmt: skip
+        status, _, _ = await call(
+            port, "DELETE", "/api/queues/%2F/q/contents", user=None, headers=same
+        )
+        assert status == 204
+
+
+async def test_failed_logins_are_throttled_per_address(mgmt: Any) -> None:
+    server, _root, port = mgmt
+    for _ in range(3):
+        status, _, _ = await call(port, "GET", "/api/overview", user=(ADMIN[0], "wrong"))
+        assert status == 401
+    # The broker port's throttle counts them: this address must now wait.
+    assert server.auth_throttle.wait("127.0.0.1") > 0
+    assert server.auth_throttle.failures_total >= 3
