@@ -45,6 +45,8 @@ log = logging.getLogger("brokerd.management")
 MAX_PEEK = 1000
 #: Seconds a redrive keeps moving messages as the backlog pages in.
 REDRIVE_BUDGET = 2.0
+#: Seconds a publish over HTTP waits for its commit before answering 503.
+PUBLISH_TIMEOUT = 30.0
 #: Sent by the page's scripts (no Basic challenge for them).
 PAGE_HEADER = "x-brokerd-page"
 #: RabbitMQ's name of the default exchange in paths.
@@ -673,7 +675,10 @@ class API:
                 raw["ttl"] = int(str(props["expiration"])) / 1000
             except ValueError:
                 raise HTTPError(400, "expiration must be milliseconds") from None
-        broker = self.host.broker
+        host = self.host
+        if host.flow.store_alarm or (host.disk is not None and host.disk.alarm):
+            raise HTTPError(503, "publishers are held (a disk or database alarm): try later")
+        broker = host.broker
         routed = bool(self._call(broker.route, exchange, key))
         seq = next(self._seq)
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -684,9 +689,14 @@ class API:
             self._publisher.waiting.pop(seq, None)
             raise _broker_error(exc) from None
         try:
-            await fut
+            await asyncio.wait_for(fut, PUBLISH_TIMEOUT)
         except BrokerError as exc:
             raise HTTPError(503, exc.message) from None
+        except TimeoutError:
+            self._publisher.waiting.pop(seq, None)
+            raise HTTPError(
+                503, "the publish was not confirmed in time: it may or may not be stored"
+            ) from None
         return {"routed": routed}
 
     async def redrive(

@@ -36,6 +36,8 @@ MAX_HEADERS = 100
 HEAD_TIMEOUT = 10.0
 IDLE_TIMEOUT = 60.0
 BODY_TIMEOUT = 30.0
+#: Open HTTP connections at once; more are answered 503 and closed.
+MAX_CONNECTIONS = 256
 
 REASONS = {
     200: "OK",
@@ -234,6 +236,10 @@ class HTTPServer:
             w.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._writers) >= MAX_CONNECTIONS:
+            await self._send(writer, Response.error(503, "too many management connections"))
+            writer.close()
+            return
         self._writers.add(writer)
         peername = writer.get_extra_info("peername")
         peer = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else str(peername)

@@ -216,6 +216,11 @@ async def test_alarm_check_is_503_with_an_alarm(mgmt: Any) -> None:
         status, _, body = await call(port, "GET", "/api/health/checks/alarms")
         assert status == 503 and json.loads(body)["status"] == "failed"
         assert "store" in json.loads(body)["alarms"]
+        status, _, body = await call(
+            port, "POST", "/api/exchanges/%2F/amq.default/publish",
+            {"routing_key": "q", "payload": "x"},
+        )  # fmt: skip
+        assert status == 503 and b"held" in body
     finally:
         server.flow.set_store_alarm(False)
 
