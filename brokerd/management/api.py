@@ -36,6 +36,7 @@ from ..queues import PRIORITIES, Connection, Consumer, Delivery, QueueState
 from ..tasks.extension import TaskExtension
 from . import taskviews
 from .auth import SESSION_COOKIE, SESSION_IDLE, Gate, Principal
+from .events import EventWatcher
 from .http import HTTPError, Request, Response
 from .rates import Rates
 
@@ -176,6 +177,7 @@ class API:
         self._conn = Connection(self._publisher)
         self._seq = itertools.count(1)
         self.node = f"brokerd@{host.config.server_name}"
+        self.events = EventWatcher(host.broker)
 
     # --- dispatch -----------------------------------------------------------------------
 
@@ -279,6 +281,9 @@ class API:
             return Response.json(self.schedules())
         if n == 1 and head == "tasks":
             return Response.json(self.recent_tasks(request))
+        if n == 1 and head == "workers":
+            self.events.watch()
+            return Response.json(self.events.worker_rows())
         raise HTTPError(404, "no such endpoint (see /api/openapi.json)")
 
     async def change(self, p: Principal, request: Request, route: list[str]) -> Response:
@@ -594,11 +599,20 @@ class API:
         return [] if self.tasks is None else taskviews.schedules(self.tasks)
 
     def recent_tasks(self, request: Request) -> list[dict[str, Any]]:
-        if self.tasks is None:
-            return []
+        """Tasks from the workers' events (most recently changed first), then
+        final results from the results store's memory not seen in events."""
         limit = _int(dict(request.query), "limit", 100, 1, 1000)
         assert limit is not None
-        return taskviews.recent(self.tasks, limit)
+        self.events.watch()
+        rows = self.events.task_rows(limit)
+        for row in rows:
+            row["task_id"] = row["uuid"]
+        if self.tasks is not None and len(rows) < limit:
+            seen = {row["task_id"] for row in rows}
+            for row in taskviews.recent(self.tasks, limit):
+                if row["task_id"] not in seen and len(rows) < limit:
+                    rows.append(row)
+        return rows
 
     # --- changes ------------------------------------------------------------------------
 

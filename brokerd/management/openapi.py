@@ -73,7 +73,8 @@ ENDPOINTS: tuple[tuple[str, str, str, dict[str, Any] | None, tuple[int, ...]], .
     ),
     ("get", "/api/schedules", "Task schedules", None, (200, 401)),
     ("post", "/api/schedules/{name}/run", "Run a schedule now", None, (200, 401, 403, 404, 501)),
-    ("get", "/api/tasks", "Recent task results", None, (200, 401)),
+    ("get", "/api/tasks", "Recent tasks (workers' events, then stored results)", None, (200, 401)),
+    ("get", "/api/workers", "Workers seen in their events (-E)", None, (200, 401)),
     ("post", "/api/tasks/{id}/revoke", "Revoke a task", {"type": "object"}, (200, 401, 403, 501)),
     ("get", "/api/openapi.json", "This document", None, (200,)),
 )

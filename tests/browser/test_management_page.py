@@ -8,9 +8,12 @@ failure) with ``BROKERD_BROWSER_TESTS=1``, as CI runs them.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
 import shutil
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -151,3 +154,30 @@ async def test_monitoring_user_is_refused_a_purge(browser: Any) -> None:
         await page.click("#purge")
         await expect(page.locator("#notice")).to_contain_text("refused", timeout=WAIT_MS)
         assert (await root.queue_stats("orders")).ready == 1
+
+
+async def test_workers_and_finished_tasks_are_shown(browser: Any) -> None:
+    async with running() as (server, root, url):
+        page = await browser.new_page()
+        await log_in(page, url, ADMIN)
+        await page.goto(url + "#/tasks")
+        # The screen's first poll attaches the broker to the workers' events.
+        await expect(page.locator("#workers-table")).to_be_visible(timeout=WAIT_MS)
+        for _ in range(200):
+            if "brokerd.management.events" in server.broker.queues:
+                break
+            await asyncio.sleep(0.05)
+        now = time.time()
+        for key, event in (
+            ("worker.heartbeat", {"type": "worker-heartbeat", "hostname": "w1@box", "pid": 7,
+                                  "freq": 2.0, "active": 0, "processed": 1, "timestamp": now}),
+            ("task.succeeded", {"type": "task-succeeded", "hostname": "w1@box", "uuid": "t-42",
+                                "result": "5", "runtime": 0.01, "timestamp": now}),
+        ):  # fmt: skip
+            await root.publish("brokerd.events", key, json.dumps(event).encode())
+        await expect(page.locator("#workers-table tbody")).to_contain_text(
+            "w1@box", timeout=WAIT_MS
+        )
+        await expect(page.locator("#workers-table tbody")).to_contain_text("online")
+        await expect(page.locator("#tasks-table tbody")).to_contain_text("t-42", timeout=WAIT_MS)
+        await expect(page.locator("#tasks-table tbody")).to_contain_text("SUCCESS")

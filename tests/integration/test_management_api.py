@@ -553,3 +553,40 @@ async def test_failed_logins_are_throttled_per_address(mgmt: Any) -> None:
     # The broker port's throttle counts them: this address must now wait.
     assert server.auth_throttle.wait("127.0.0.1") > 0
     assert server.auth_throttle.failures_total >= 3
+
+
+async def test_workers_and_task_progress_from_worker_events(mgmt: Any) -> None:
+    _server, root, port = mgmt
+    assert await get_json(port, "/api/workers") == []  # attaches to the events
+    now = time.time()
+    events = [
+        ("worker.heartbeat", {"type": "worker-heartbeat", "hostname": "w1@box", "pid": 42,
+                              "freq": 2.0, "active": 1, "processed": 7, "timestamp": now}),
+        ("task.received", {"type": "task-received", "hostname": "w1@box", "uuid": "u1",
+                           "name": "app.add", "args": "(1, 2)", "timestamp": now}),
+        ("task.failed", {"type": "task-failed", "hostname": "w1@box", "uuid": "u1",
+                         "exception": "ValueError('x')", "traceback": "Traceback ...",
+                         "runtime": 0.5, "timestamp": now}),
+        ("worker.heartbeat", {"type": "worker-heartbeat", "hostname": "w0@old",
+                              "freq": 2.0, "timestamp": now - 60}),
+    ]  # fmt: skip
+    for key, event in events:
+        assert await root.publish("brokerd.events", key, json.dumps(event).encode())
+    workers: list[dict[str, Any]] = []
+    for _ in range(200):
+        workers = await get_json(port, "/api/workers")
+        if len(workers) == 2:
+            break
+        await asyncio.sleep(0.02)
+    by_host = {w["hostname"]: w for w in workers}
+    assert by_host["w1@box"]["online"] is True and by_host["w1@box"]["pid"] == 42
+    assert by_host["w1@box"]["active"] == 1 and by_host["w1@box"]["processed"] == 7
+    assert by_host["w0@old"]["online"] is False
+    tasks = await get_json(port, "/api/tasks")
+    (task,) = [t for t in tasks if t["task_id"] == "u1"]
+    assert task["state"] == "FAILURE" and task["name"] == "app.add"
+    assert task["traceback"] == "Traceback ..." and task["hostname"] == "w1@box"
+    assert task["args"] == "(1, 2)" and task["runtime"] == 0.5
+    # Consumed and acked: nothing piles up in the events queue.
+    queue = await get_json(port, "/api/queues/%2F/brokerd.management.events")
+    assert queue["messages"] == 0

@@ -149,6 +149,7 @@ function fill(tableId, rows, cells) {
   }
 }
 
+function when(t) { return typeof t === "number" ? new Date(t * 1000).toLocaleString() : "–"; }
 function num(v) { return el("td", v === null || v === undefined ? "–" : v, "num"); }
 function rate(stats, name) { return stats && stats[name + "_details"] ? stats[name + "_details"].rate : 0; }
 
@@ -244,9 +245,32 @@ const RENDER = {
   },
 
   async tasks() {
-    const [s, t] = await Promise.all([api("GET", "/api/schedules"), api("GET", "/api/tasks")]);
-    fill("schedules-table", s, (r) => [r.name, JSON.stringify(r)]);
-    fill("tasks-table", t, (r) => [r.task_id || r.id || "", r.state || r.status || "", JSON.stringify(r)]);
+    const [w, s, t] = await Promise.all([api("GET", "/api/workers"), api("GET", "/api/schedules"), api("GET", "/api/tasks")]);
+    fill("workers-table", w, (r) => [r.hostname, r.online ? "online" : "offline", num(r.pid), num(r.active),
+      num(r.processed), (r.loadavg || []).join(" "), when(r.last_heartbeat)]);
+    fill("schedules-table", s, (r) => {
+      const run = el("button", "Run now");
+      run.type = "button";
+      run.addEventListener("click", () => act("run " + r.name, async () => {
+        await api("POST", "/api/schedules/" + encodeURIComponent(r.name) + "/run");
+        return "ran " + r.name;
+      }));
+      const cell = el("td");
+      cell.appendChild(run);
+      return [r.name, r.spec, (r.exchange || "(default)") + " → " + r.routing_key, when(r.next_run), when(r.last_run), cell];
+    });
+    fill("tasks-table", t, (r) => {
+      const detail = el("td");
+      if (r.traceback) {
+        const d = document.createElement("details");
+        d.appendChild(el("summary", r.exception || r.exc_type + ": " + r.exc_message));
+        d.appendChild(el("pre", r.traceback));
+        detail.appendChild(d);
+      } else {
+        detail.textContent = r.result === undefined ? "" : String(r.result);
+      }
+      return [r.task_id, r.name || "", r.state || "", r.hostname || "", num(r.runtime), detail];
+    });
   },
 };
 
