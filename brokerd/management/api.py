@@ -36,6 +36,7 @@ from ..queues import PRIORITIES, Connection, Consumer, Delivery, QueueState
 from ..tasks.extension import TaskExtension
 from . import taskviews
 from .auth import SESSION_COOKIE, SESSION_IDLE, Gate, Principal
+from .events import QUEUE as EVENTS_QUEUE
 from .events import EventWatcher
 from .http import HTTPError, Request, Response
 from .rates import Rates
@@ -271,6 +272,11 @@ class API:
         if n == 1 and head == "permissions":
             gate.check_admin(p)
             return Response.json(self.permissions())
+        if head == "definitions" and n <= 2:
+            gate.check_admin(p)
+            if n == 2:
+                self._vhost(p, route[1])
+            return Response.json(self.definitions(with_users=n == 1))
         if n == 1 and head == "whoami":
             return Response.json(self.whoami(p))
         if route == ["health", "checks", "alarms"]:
@@ -314,6 +320,11 @@ class API:
             name = "" if route[2] == DEFAULT_EXCHANGE else route[2]
             self.gate.check_change(p, vhost, WRITE, "exchange", route[2])
             return Response.json(await self.publish(name, _object(request)))
+        if head == "definitions" and n <= 2 and method == "POST":
+            self.gate.check_admin(p)
+            if n == 2:
+                self._vhost(p, route[1])
+            return await self.import_definitions(_object(request))
         if head == "schedules" and n == 3 and route[2] == "run" and method == "POST":
             self.gate.check_change(p, DEFAULT_VHOST, WRITE, "schedule", route[1])
             return Response.json(self.run_schedule(route[1]))
@@ -613,6 +624,140 @@ class API:
                 if row["task_id"] not in seen and len(rows) < limit:
                     rows.append(row)
         return rows
+
+    def definitions(self, with_users: bool) -> dict[str, Any]:
+        """RabbitMQ's definitions export: the topology (and, broker-wide,
+        users with their password hashes and permissions)."""
+        broker = self.host.broker
+        queues = []
+        for name in sorted(broker.queues):
+            if name == EVENTS_QUEUE:
+                continue
+            q = broker.queues[name]
+            options = {k: v for k, v in q.options.to_wire().items() if v is not None}
+            queues.append(
+                {
+                    "name": name,
+                    "vhost": DEFAULT_VHOST,
+                    "durable": q.durable,
+                    "auto_delete": bool(options.get("auto_delete")),
+                    "arguments": options,
+                }
+            )
+        exchanges = [
+            {
+                **row,
+                "vhost": DEFAULT_VHOST,
+                "auto_delete": False,
+                "internal": False,
+                "arguments": {},
+            }
+            for _, row in sorted(listing.exchange_rows(broker.exchanges))
+            if row["name"]
+        ]
+        out: dict[str, Any] = {
+            "product_name": "brokerd",
+            "product_version": self.status.status_map()["version"],
+            "queues": queues,
+            "exchanges": exchanges,
+            "bindings": [
+                {k: v for k, v in b.items() if k != "properties_key"}
+                for b in self.bindings_all()
+                if b["destination"] != EVENTS_QUEUE
+            ],
+        }
+        if with_users:
+            users = self.host.users
+            out["vhosts"] = [{"name": DEFAULT_VHOST}]
+            out["users"] = [
+                {
+                    "name": u.name,
+                    "password_hash": u.password_hash,
+                    "hashing_algorithm": "brokerd_scrypt",
+                    "tags": sorted(u.tags),
+                }
+                for u in sorted(users.users.values(), key=lambda u: u.name)
+            ]
+            out["permissions"] = self.permissions()
+        return out
+
+    def bindings_all(self) -> list[dict[str, Any]]:
+        rows = listing.binding_rows(self.host.broker.exchanges)
+        rows.sort(key=lambda r: tuple(r[0]))
+        return [
+            {
+                "source": row["exchange"],
+                "vhost": DEFAULT_VHOST,
+                "destination": row["queue"],
+                "destination_type": "queue",
+                "routing_key": row["routing_key"],
+                "arguments": {},
+                "properties_key": row["routing_key"],
+            }
+            for _, row in rows
+        ]
+
+    async def import_definitions(self, body: dict[str, Any]) -> Response:
+        """Declare the exchanges, queues and bindings of a definitions
+        document, in that order, each as its declare frame would (an existing
+        one must match). Users and permissions are not imported (brokerctl
+        does that, with the live-session rules). Every item is tried; the
+        answer lists those refused (400), the others stay applied. Answers
+        once the changes are durable."""
+        broker = self.host.broker
+        errors: list[str] = []
+
+        def items(key: str) -> list[dict[str, Any]]:
+            value = body.get(key, [])
+            if not isinstance(value, list) or not all(isinstance(x, dict) for x in value):
+                raise HTTPError(400, f"{key} must be a list of objects")
+            return [x for x in value if x.get("vhost", DEFAULT_VHOST) == DEFAULT_VHOST]
+
+        exchanges, queues, bindings = items("exchanges"), items("queues"), items("bindings")
+        for ex in exchanges:
+            try:
+                broker.declare_exchange(
+                    str(ex.get("name", "")), str(ex.get("type", "")), bool(ex.get("durable", True))
+                )
+            except BrokerError as exc:
+                errors.append(f"exchange {ex.get('name')!r}: {exc.message}")
+        for q in queues:
+            arguments = q.get("arguments") or {}
+            if not isinstance(arguments, dict):
+                errors.append(f"queue {q.get('name')!r}: arguments must be an object")
+                continue
+            options = {k: v for k, v in arguments.items() if v is not None}
+            try:
+                broker.declare_queue(str(q.get("name", "")), bool(q.get("durable", True)), options)
+            except BrokerError as exc:
+                errors.append(f"queue {q.get('name')!r}: {exc.message}")
+        for b in bindings:
+            if b.get("destination_type", "queue") != "queue":
+                errors.append(f"binding to {b.get('destination')!r}: only queues are destinations")
+                continue
+            try:
+                broker.bind(
+                    str(b.get("destination", "")),
+                    str(b.get("source", "")),
+                    str(b.get("routing_key", "")),
+                )
+            except BrokerError as exc:
+                errors.append(
+                    f"binding {b.get('source')!r} -> {b.get('destination')!r}: {exc.message}"
+                )
+        future: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+
+        def committed(error: BaseException | None) -> None:
+            if not future.done():
+                future.set_result(error)
+
+        broker.batch.after_commit(committed)
+        error = await future
+        if error is not None:
+            raise HTTPError(503, f"storing the definitions failed: {error}")
+        if errors:
+            return Response.json({"error": "bad_request", "reason": "; ".join(errors)}, 400)
+        return Response(204)
 
     # --- changes ------------------------------------------------------------------------
 
