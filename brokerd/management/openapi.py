@@ -100,10 +100,10 @@ ENDPOINTS: tuple[tuple[str, str, str, dict[str, Any] | None, tuple[int, ...]], .
         (200, 401, 503),
     ),
     ("get", "/api/schedules", "Task schedules", None, (200, 401)),
-    ("post", "/api/schedules/{name}/run", "Run a schedule now", None, (200, 401, 403, 404, 501)),
+    ("post", "/api/schedules/{name}/run", "Run a schedule now", None, (200, 401, 403, 404)),
     ("get", "/api/tasks", "Recent tasks (workers' events, then stored results)", None, (200, 401)),
     ("get", "/api/workers", "Workers seen in their events (-E)", None, (200, 401)),
-    ("post", "/api/tasks/{id}/revoke", "Revoke a task", {"type": "object"}, (200, 401, 403, 501)),
+    ("post", "/api/tasks/{id}/revoke", "Revoke a task", {"type": "object"}, (200, 401, 403, 404)),
     ("get", "/api/openapi.json", "This document", None, (200,)),
 )
 
@@ -129,7 +129,8 @@ def document() -> dict[str, Any]:
                 "required": False,
                 "content": {"application/json": {"schema": body}},
             }
-        for status in answers:
+        # Any request may be malformed (400), or refused as cross-site (403).
+        for status in sorted({*answers, 400, *((403,) if path != "/api/openapi.json" else ())}):
             content = {"application/json": {"schema": _ERROR if status >= 400 else {}}}
             op["responses"][str(status)] = (
                 {"description": "No Content"}
