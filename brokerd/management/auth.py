@@ -4,8 +4,9 @@ Three modes, decided by the broker's own credentials:
 
 * **open**: no users and no token, bound to loopback (the broker port takes
   anyone there too): every request acts as an administrator.
-* **token**: no users but a token: HTTP Basic with the token as password
-  (any user name) acts as an administrator.
+* **token**: HTTP Basic with the broker's token as password (any user
+  name) acts as an administrator, with users or without, as the token does
+  on the broker port.
 * **users**: HTTP Basic with a broker user's name and password, or the page's
   session cookie. A user without a management tag is refused (401, as
   RabbitMQ answers "Not management user").
@@ -130,12 +131,14 @@ class Gate:
         raise unauthorized()
 
     async def _check_basic(self, name: str, password: str, host: str) -> Principal:
-        if not self.users.defined:
-            assert self.token is not None
+        # The token is the broker's built-in administrator, with users or
+        # without (as on the broker port); any user name goes with it.
+        if self.token is not None and hmac.compare_digest(password.encode(), self.token.encode()):
             await self._throttled(host)
-            if hmac.compare_digest(password.encode(), self.token.encode()):
-                self.throttle.succeeded(host)
-                return Principal(name or "token", frozenset({ADMINISTRATOR}), None)
+            self.throttle.succeeded(host)
+            return Principal(name or "token", frozenset({ADMINISTRATOR}), None)
+        if not self.users.defined:
+            await self._throttled(host)
             self.throttle.failed(host)
             raise unauthorized("wrong user name or password")
         user = await self.check_password(name, password, host)

@@ -624,3 +624,22 @@ async def test_definitions_export_and_import_round_trip(mgmt: Any) -> None:
         status, _, body = await call(port2, "POST", "/api/definitions", clash, user=None)
         assert status == 400 and b"app.ex" in body
         assert (await root2.queue_stats("app.new")).ready == 0
+
+
+async def test_the_token_is_an_administrator_with_or_without_users() -> None:
+    config = Config(
+        host="127.0.0.1", port=0, data_dir=":memory:", metrics_port=0, http_port=0, token="tok"
+    )
+    server = build_server(config.validate())
+    await server.start()
+    try:
+        port = server.management.port
+        assert port
+        status, _, _ = await call(port, "GET", "/api/overview", user=None)
+        assert status == 401
+        status, _, _ = await call(port, "GET", "/api/overview", user=("any", "wrong"))
+        assert status == 401
+        status, _, body = await call(port, "GET", "/api/users", user=("any", "tok"))
+        assert status == 200 and json.loads(body) == []
+    finally:
+        await server.stop()
