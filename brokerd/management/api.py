@@ -34,6 +34,7 @@ from ..errors import BrokerError
 from ..flow import FlowControl
 from ..queues import PRIORITIES, Connection, Consumer, Delivery, QueueState
 from ..tasks.extension import TaskExtension
+from ..vhosts import Names, Registry, split
 from . import taskviews
 from .auth import SESSION_COOKIE, SESSION_IDLE, Gate, Principal
 from .events import QUEUE as EVENTS_QUEUE
@@ -80,6 +81,9 @@ class Host(Protocol):
 
     @property
     def users(self) -> Users: ...
+
+    @property
+    def vhosts(self) -> Registry: ...
 
     @property
     def disk(self) -> DiskMonitor | None: ...
@@ -228,8 +232,8 @@ class API:
             return Response.json(self.overview(p))
         if head == "queues" and n <= 3:
             vhost = self._vhost(p, route[1]) if n >= 2 else None
-            if n == 3:
-                return Response.json(self.queue_json(self._queue(route[2])))
+            if vhost is not None and n == 3:
+                return Response.json(self.queue_json(vhost, self._queue(vhost, route[2])))
             return Response.json(shape(self.queues(p, vhost), request.query))
         if head == "exchanges" and n <= 3:
             vhost = self._vhost(p, route[1]) if n >= 2 else None
@@ -249,9 +253,8 @@ class API:
         if n == 1 and head == "connections":
             return Response.json(shape(self.connections(p), request.query))
         if head == "consumers" and n <= 2:
-            if n == 2:
-                self._vhost(p, route[1])
-            return Response.json(self.consumers(p))
+            vhost = self._vhost(p, route[1]) if n == 2 else None
+            return Response.json(self.consumers(p, vhost))
         if n == 1 and head == "users":
             gate.check_admin(p)
             return Response.json(self.users())
@@ -274,9 +277,8 @@ class API:
             return Response.json(self.permissions())
         if head == "definitions" and n <= 2:
             gate.check_admin(p)
-            if n == 2:
-                self._vhost(p, route[1])
-            return Response.json(self.definitions(with_users=n == 1))
+            vhost = self._vhost(p, route[1]) if n == 2 else None
+            return Response.json(self.definitions(vhost))
         if n == 1 and head == "whoami":
             return Response.json(self.whoami(p))
         if route == ["health", "checks", "alarms"]:
@@ -284,9 +286,9 @@ class API:
         if route == ["rates"]:
             return Response.json(self.rates.history())
         if n == 1 and head == "schedules":
-            return Response.json(self.schedules())
+            return Response.json(self.schedules(p))
         if n == 1 and head == "tasks":
-            return Response.json(self.recent_tasks(request))
+            return Response.json(self.recent_tasks(p, request))
         if n == 1 and head == "workers":
             self.events.watch()
             return Response.json(self.events.worker_rows())
@@ -299,52 +301,61 @@ class API:
         if head == "queues" and n == 4 and route[3] == "contents" and method == "DELETE":
             vhost = self._vhost(p, route[1])
             self.gate.check_change(p, vhost, READ, "queue", route[2])
-            self._queue(route[2])
-            self._call(self.host.broker.purge_queue, route[2])
+            q = self._queue(vhost, route[2])
+            self._call(self.host.broker.purge_queue, q.name)
             return Response(204)
         if head == "queues" and n == 4 and route[3] == "get" and method == "POST":
             vhost = self._vhost(p, route[1])
             self.gate.check_change(p, vhost, READ, "queue", route[2])
-            return Response.json(self.peek(self._queue(route[2]), _object(request)))
+            return Response.json(self.peek(vhost, self._queue(vhost, route[2]), _object(request)))
         if head == "queues" and n == 4 and route[3] == "redrive" and method == "POST":
             vhost = self._vhost(p, route[1])
             return Response.json(await self.redrive(p, vhost, route[2], _object(request)))
         if head == "queues" and n == 3 and method == "DELETE":
             vhost = self._vhost(p, route[1])
             self.gate.check_change(p, vhost, CONFIGURE, "queue", route[2])
-            self._queue(route[2])
-            self._call(self.host.broker.delete_queue, route[2])
+            q = self._queue(vhost, route[2])
+            self._call(self.host.broker.delete_queue, q.name)
             return Response(204)
         if head == "exchanges" and n == 4 and route[3] == "publish" and method == "POST":
             vhost = self._vhost(p, route[1])
             name = "" if route[2] == DEFAULT_EXCHANGE else route[2]
             self.gate.check_change(p, vhost, WRITE, "exchange", route[2])
-            return Response.json(await self.publish(name, _object(request)))
+            return Response.json(await self.publish(vhost, name, _object(request)))
         if head == "definitions" and n <= 2 and method == "POST":
             self.gate.check_admin(p)
-            if n == 2:
-                self._vhost(p, route[1])
-            return await self.import_definitions(_object(request))
-        if head == "schedules" and n == 3 and route[2] == "run" and method == "POST":
-            self.gate.check_change(p, DEFAULT_VHOST, WRITE, "schedule", route[1])
-            return Response.json(self.run_schedule(route[1]))
-        if head == "tasks" and n == 3 and route[2] == "revoke" and method == "POST":
-            self.gate.check_change(p, DEFAULT_VHOST, WRITE, "task", route[1])
-            return Response.json(await self.revoke(route[1], _object(request)))
+            only = self._vhost(p, route[1]) if n == 2 else None
+            return await self.import_definitions(_object(request), only)
+        if head == "schedules" and n == 4 and route[3] == "run" and method == "POST":
+            vhost = self._vhost(p, route[1])
+            self.gate.check_change(p, vhost, WRITE, "schedule", route[2])
+            return Response.json(self.run_schedule(vhost, route[2]))
+        if head == "tasks" and n == 4 and route[3] == "revoke" and method == "POST":
+            vhost = self._vhost(p, route[1])
+            self.gate.check_change(p, vhost, WRITE, "task", route[2])
+            return Response.json(await self.revoke(vhost, route[2], _object(request)))
         raise HTTPError(404 if head else 405, "no such endpoint (see /api/openapi.json)")
 
     # --- helpers ------------------------------------------------------------------------
 
     def _vhost(self, p: Principal, vhost: str) -> str:
-        if vhost != DEFAULT_VHOST:
+        if not self.host.vhosts.exists(vhost):
             raise HTTPError(404, f"no vhost '{vhost}'")
         self.gate.check_read(p, vhost)
         return vhost
 
-    def _queue(self, name: str) -> QueueState:
-        q = self.host.broker.queues.get(name)
+    @staticmethod
+    def _internal(vhost: str, name: str) -> str:
+        """``name`` of ``vhost`` as the core knows it (400 if it cannot be one)."""
+        try:
+            return Names.of(vhost).inn(name)
+        except BrokerError as exc:
+            raise HTTPError(400, exc.message) from None
+
+    def _queue(self, vhost: str, name: str) -> QueueState:
+        q = self.host.broker.queues.get(self._internal(vhost, name))
         if q is None:
-            raise HTTPError(404, f"no queue '{name}' in vhost '{DEFAULT_VHOST}'")
+            raise HTTPError(404, f"no queue '{name}' in vhost '{vhost}'")
         return q
 
     @staticmethod
@@ -405,21 +416,32 @@ class API:
                     oldest[key] = d.started
         return {k: max(0.0, round(now - v, 3)) for k, v in oldest.items()}
 
+    def _readable(self, p: Principal) -> Callable[[str], bool]:
+        """Whether ``p`` may read a vhost (answers cached for one request)."""
+        cache: dict[str, bool] = {}
+
+        def readable(vhost: str) -> bool:
+            verdict = cache.get(vhost)
+            if verdict is None:
+                verdict = cache[vhost] = self.gate.can_read(p, vhost)
+            return verdict
+
+        return readable
+
     def queues(self, p: Principal, vhost: str | None) -> list[dict[str, Any]]:
-        if not self.gate.can_read(p, DEFAULT_VHOST):
-            return []
         broker = self.host.broker
         now = broker.clock.now()
         leases = self._lease_ages(now)
-        rows = listing.queue_rows(broker.queues, now)
-        rows.sort(key=lambda r: r[0])
+        readable = self._readable(p)
+        rows = [r for r in listing.queue_rows(broker.queues, now, vhost) if readable(r[1]["vhost"])]
+        rows.sort(key=lambda r: (r[1]["vhost"], r[1]["name"]))
         queues = broker.queues
         return [self._queue_row(row, queues[key], leases) for key, row in rows]
 
-    def queue_json(self, q: QueueState) -> dict[str, Any]:
+    def queue_json(self, vhost: str, q: QueueState) -> dict[str, Any]:
         broker = self.host.broker
         now = broker.clock.now()
-        rows = listing.queue_rows({q.name: q}, now)
+        rows = listing.queue_rows({q.name: q}, now, vhost)
         return self._queue_row(rows[0][1], q, self._lease_ages(now))
 
     def _queue_row(
@@ -430,7 +452,7 @@ class API:
         leased = row["leased"]
         return {
             "name": row["name"],
-            "vhost": DEFAULT_VHOST,
+            "vhost": row["vhost"],
             "type": "classic",
             "state": "running",
             "node": self.node,
@@ -450,43 +472,29 @@ class API:
         }
 
     def exchanges(self, p: Principal, vhost: str | None) -> list[dict[str, Any]]:
-        if not self.gate.can_read(p, DEFAULT_VHOST):
-            return []
-        out = []
-        for _, row in sorted(listing.exchange_rows(self.host.broker.exchanges)):
-            out.append(
-                {
-                    "name": row["name"] or DEFAULT_EXCHANGE,
-                    "vhost": DEFAULT_VHOST,
-                    "type": row["type"],
-                    "durable": row["durable"],
-                    "auto_delete": False,
-                    "internal": False,
-                    "arguments": {},
-                }
-            )
-        return out
-
-    def bindings(self, p: Principal, vhost: str | None) -> list[dict[str, Any]]:
-        if not self.gate.can_read(p, DEFAULT_VHOST):
-            return []
-        rows = listing.binding_rows(self.host.broker.exchanges)
-        rows.sort(key=lambda r: tuple(r[0]))
+        readable = self._readable(p)
+        rows = listing.exchange_rows(self.host.broker.exchanges, vhost, self.host.vhosts.all())
+        rows.sort(key=lambda r: (r[1]["vhost"], r[1]["name"]))
         return [
             {
-                "source": row["exchange"],
-                "vhost": DEFAULT_VHOST,
-                "destination": row["queue"],
-                "destination_type": "queue",
-                "routing_key": row["routing_key"],
+                "name": row["name"] or DEFAULT_EXCHANGE,
+                "vhost": row["vhost"],
+                "type": row["type"],
+                "durable": row["durable"],
+                "auto_delete": False,
+                "internal": False,
                 "arguments": {},
-                "properties_key": row["routing_key"],
             }
             for _, row in rows
+            if readable(row["vhost"])
         ]
 
-    def _sessions(self, p: Principal) -> list[dict[str, Any]]:
-        rows = listing.connection_rows(self.host.sessions, _conn)
+    def bindings(self, p: Principal, vhost: str | None) -> list[dict[str, Any]]:
+        readable = self._readable(p)
+        return [b for b in self.bindings_all(vhost) if readable(b["vhost"])]
+
+    def _sessions(self, p: Principal, vhost: str | None = None) -> list[dict[str, Any]]:
+        rows = listing.connection_rows(self.host.sessions, _conn, vhost)
         rows.sort(key=lambda r: r[0])
         visible = p.is_admin or "monitoring" in p.tags
         return [row for _, row in rows if visible or row["user"] == p.name]
@@ -500,7 +508,7 @@ class API:
                     "name": f"{row['peer']} ({row['id']})",
                     "id": row["id"],
                     "node": self.node,
-                    "vhost": DEFAULT_VHOST,
+                    "vhost": row["vhost"],
                     "user": row["user"] or "",
                     "protocol": "brokerd",
                     "type": "network" if row["transport"] == "tcp" else "direct",
@@ -518,9 +526,9 @@ class API:
             )
         return out
 
-    def consumers(self, p: Principal) -> list[dict[str, Any]]:
-        visible = {row["id"]: row for row in self._sessions(p)}
-        rows = listing.consumer_rows(self.host.sessions, _conn)
+    def consumers(self, p: Principal, vhost: str | None) -> list[dict[str, Any]]:
+        visible = {row["id"]: row for row in self._sessions(p, vhost)}
+        rows = listing.consumer_rows(self.host.sessions, _conn, vhost)
         rows.sort(key=lambda r: tuple(r[0]))
         out = []
         for _, row in rows:
@@ -530,7 +538,7 @@ class API:
             out.append(
                 {
                     "consumer_tag": str(row["consumer"]),
-                    "queue": {"name": row["queue"], "vhost": DEFAULT_VHOST},
+                    "queue": {"name": row["queue"], "vhost": row["vhost"]},
                     "channel_details": {
                         "connection_name": f"{conn['peer']} ({conn['id']})",
                         "peer_host": conn["peer"],
@@ -554,16 +562,22 @@ class API:
         ]
 
     def vhosts(self) -> list[dict[str, Any]]:
-        counts = self.status.status_map()["counts"]
+        counts = {v: [0, 0] for v in self.host.vhosts.all()}
+        for internal, q in self.host.broker.queues.items():
+            c = counts.get(split(internal)[0])
+            if c is not None:
+                c[0] += q.ready_count
+                c[1] += q.leased
         return [
             {
-                "name": DEFAULT_VHOST,
-                "description": "the default vhost",
+                "name": v,
+                "description": "the default vhost" if v == DEFAULT_VHOST else "",
                 "tracing": False,
-                "messages": counts["ready"] + counts["leased"],
-                "messages_ready": counts["ready"],
-                "messages_unacknowledged": counts["leased"],
+                "messages": ready + leased,
+                "messages_ready": ready,
+                "messages_unacknowledged": leased,
             }
+            for v, (ready, leased) in counts.items()
         ]
 
     def permissions(self) -> list[dict[str, Any]]:
@@ -606,53 +620,71 @@ class API:
             )
         return Response.json({"status": "ok"})
 
-    def schedules(self) -> list[dict[str, Any]]:
-        return [] if self.tasks is None else taskviews.schedules(self.tasks)
+    def schedules(self, p: Principal) -> list[dict[str, Any]]:
+        if self.tasks is None:
+            return []
+        readable = self._readable(p)
+        out = []
+        for row in taskviews.schedules(self.tasks):
+            vhost, name = split(row["name"])
+            if readable(vhost):
+                names = Names.of(vhost)
+                exchange, key = names.route_out(row["exchange"], row["routing_key"])
+                out.append(
+                    {**row, "vhost": vhost, "name": name, "exchange": exchange, "routing_key": key}
+                )
+        return out
 
-    def recent_tasks(self, request: Request) -> list[dict[str, Any]]:
+    def recent_tasks(self, p: Principal, request: Request) -> list[dict[str, Any]]:
         """Tasks from the workers' events (most recently changed first), then
         final results from the results store's memory not seen in events."""
         limit = _int(dict(request.query), "limit", 100, 1, 1000)
         assert limit is not None
+        readable = self._readable(p)
         self.events.watch()
-        rows = self.events.task_rows(limit)
-        for row in rows:
-            row["task_id"] = row["uuid"]
+        rows: list[dict[str, Any]] = []
+        if readable(DEFAULT_VHOST):
+            rows = self.events.task_rows(limit)
+            for row in rows:
+                row["task_id"] = row["uuid"]
+                row["vhost"] = DEFAULT_VHOST
         if self.tasks is not None and len(rows) < limit:
-            seen = {row["task_id"] for row in rows}
-            for row in taskviews.recent(self.tasks, limit):
-                if row["task_id"] not in seen and len(rows) < limit:
-                    rows.append(row)
+            seen = {(row["vhost"], row["task_id"]) for row in rows}
+            for row in taskviews.recent(self.tasks, 10 * limit):
+                vhost, task_id = split(row["task_id"])
+                if readable(vhost) and (vhost, task_id) not in seen:
+                    rows.append({**row, "task_id": task_id, "vhost": vhost})
+                    if len(rows) >= limit:
+                        break
         return rows
 
-    def definitions(self, with_users: bool) -> dict[str, Any]:
-        """RabbitMQ's definitions export: the topology (and, broker-wide,
-        users with their password hashes and permissions)."""
+    def definitions(self, vhost: str | None) -> dict[str, Any]:
+        """RabbitMQ's definitions export: the topology of ``vhost`` (or of
+        every vhost, with the vhosts, users with their password hashes and
+        the permissions)."""
         broker = self.host.broker
+        now = broker.clock.now()
         queues = []
-        for name in sorted(broker.queues):
-            if name == EVENTS_QUEUE:
+        rows = listing.queue_rows(broker.queues, now, vhost)
+        rows.sort(key=lambda r: (r[1]["vhost"], r[1]["name"]))
+        for internal, row in rows:
+            if internal == EVENTS_QUEUE:
                 continue
-            q = broker.queues[name]
-            options = {k: v for k, v in q.options.to_wire().items() if v is not None}
+            options = {k: v for k, v in row["options"].items() if v is not None}
             queues.append(
                 {
-                    "name": name,
-                    "vhost": DEFAULT_VHOST,
-                    "durable": q.durable,
+                    "name": row["name"],
+                    "vhost": row["vhost"],
+                    "durable": row["durable"],
                     "auto_delete": bool(options.get("auto_delete")),
                     "arguments": options,
                 }
             )
+        ex_rows = listing.exchange_rows(broker.exchanges, vhost, self.host.vhosts.all())
+        ex_rows.sort(key=lambda r: (r[1]["vhost"], r[1]["name"]))
         exchanges = [
-            {
-                **row,
-                "vhost": DEFAULT_VHOST,
-                "auto_delete": False,
-                "internal": False,
-                "arguments": {},
-            }
-            for _, row in sorted(listing.exchange_rows(broker.exchanges))
+            {**row, "auto_delete": False, "internal": False, "arguments": {}}
+            for _, row in ex_rows
             if row["name"]
         ]
         out: dict[str, Any] = {
@@ -662,13 +694,13 @@ class API:
             "exchanges": exchanges,
             "bindings": [
                 {k: v for k, v in b.items() if k != "properties_key"}
-                for b in self.bindings_all()
-                if b["destination"] != EVENTS_QUEUE
+                for b in self.bindings_all(vhost)
+                if not (b["vhost"] == DEFAULT_VHOST and b["destination"] == EVENTS_QUEUE)
             ],
         }
-        if with_users:
+        if vhost is None:
             users = self.host.users
-            out["vhosts"] = [{"name": DEFAULT_VHOST}]
+            out["vhosts"] = [{"name": v} for v in self.host.vhosts.all()]
             out["users"] = [
                 {
                     "name": u.name,
@@ -681,13 +713,15 @@ class API:
             out["permissions"] = self.permissions()
         return out
 
-    def bindings_all(self) -> list[dict[str, Any]]:
-        rows = listing.binding_rows(self.host.broker.exchanges)
-        rows.sort(key=lambda r: tuple(r[0]))
+    def bindings_all(self, vhost: str | None = None) -> list[dict[str, Any]]:
+        rows = listing.binding_rows(self.host.broker.exchanges, vhost)
+        rows.sort(
+            key=lambda r: (r[1]["vhost"], r[1]["exchange"], r[1]["queue"], r[1]["routing_key"])
+        )
         return [
             {
                 "source": row["exchange"],
-                "vhost": DEFAULT_VHOST,
+                "vhost": row["vhost"],
                 "destination": row["queue"],
                 "destination_type": "queue",
                 "routing_key": row["routing_key"],
@@ -697,48 +731,63 @@ class API:
             for _, row in rows
         ]
 
-    async def import_definitions(self, body: dict[str, Any]) -> Response:
+    async def import_definitions(self, body: dict[str, Any], only: str | None) -> Response:
         """Declare the exchanges, queues and bindings of a definitions
         document, in that order, each as its declare frame would (an existing
-        one must match). Users and permissions are not imported (brokerctl
-        does that, with the live-session rules). Every item is tried; the
-        answer lists those refused (400), the others stay applied. Answers
-        once the changes are durable."""
+        one must match), in the vhost each names (``only``: the path's vhost,
+        for all of them). Vhosts, users and permissions are not imported
+        (brokerctl does that). Every item is tried; the answer lists those
+        refused (400), the others stay applied. Answers once durable."""
         broker = self.host.broker
+        registry = self.host.vhosts
         errors: list[str] = []
 
-        def items(key: str) -> list[dict[str, Any]]:
+        def items(key: str) -> list[tuple[Names, dict[str, Any]]]:
             value = body.get(key, [])
             if not isinstance(value, list) or not all(isinstance(x, dict) for x in value):
                 raise HTTPError(400, f"{key} must be a list of objects")
-            return [x for x in value if x.get("vhost", DEFAULT_VHOST) == DEFAULT_VHOST]
+            out = []
+            for x in value:
+                vhost = only if only is not None else str(x.get("vhost", DEFAULT_VHOST))
+                if not registry.exists(vhost):
+                    errors.append(f"{key[:-1]} {x.get('name')!r}: no vhost {vhost!r}")
+                    continue
+                out.append((Names.of(vhost), x))
+            return out
 
         exchanges, queues, bindings = items("exchanges"), items("queues"), items("bindings")
-        for ex in exchanges:
+        for names, ex in exchanges:
             try:
                 broker.declare_exchange(
-                    str(ex.get("name", "")), str(ex.get("type", "")), bool(ex.get("durable", True))
+                    names.exchange_in(str(ex.get("name", ""))),
+                    str(ex.get("type", "")),
+                    bool(ex.get("durable", True)),
                 )
             except BrokerError as exc:
                 errors.append(f"exchange {ex.get('name')!r}: {exc.message}")
-        for q in queues:
+        for names, q in queues:
             arguments = q.get("arguments") or {}
             if not isinstance(arguments, dict):
                 errors.append(f"queue {q.get('name')!r}: arguments must be an object")
                 continue
             options = {k: v for k, v in arguments.items() if v is not None}
             try:
-                broker.declare_queue(str(q.get("name", "")), bool(q.get("durable", True)), options)
+                dlq = options.get("dead_letter_queue")
+                if isinstance(dlq, str) and dlq:
+                    options["dead_letter_queue"] = names.inn(dlq)
+                broker.declare_queue(
+                    names.inn(str(q.get("name", ""))), bool(q.get("durable", True)), options
+                )
             except BrokerError as exc:
                 errors.append(f"queue {q.get('name')!r}: {exc.message}")
-        for b in bindings:
+        for names, b in bindings:
             if b.get("destination_type", "queue") != "queue":
                 errors.append(f"binding to {b.get('destination')!r}: only queues are destinations")
                 continue
             try:
                 broker.bind(
-                    str(b.get("destination", "")),
-                    str(b.get("source", "")),
+                    names.inn(str(b.get("destination", ""))),
+                    names.exchange_in(str(b.get("source", ""))),
                     str(b.get("routing_key", "")),
                 )
             except BrokerError as exc:
@@ -761,7 +810,7 @@ class API:
 
     # --- changes ------------------------------------------------------------------------
 
-    def peek(self, q: QueueState, body: dict[str, Any]) -> list[dict[str, Any]]:
+    def peek(self, vhost: str, q: QueueState, body: dict[str, Any]) -> list[dict[str, Any]]:
         """RabbitMQ's "get messages", as a peek: the first ``count`` ready
         messages in delivery order, left in the queue (only the
         ``*_requeue_true`` ackmodes: consuming over HTTP is not offered)."""
@@ -778,6 +827,7 @@ class API:
         if encoding not in ("auto", "base64"):
             raise HTTPError(400, "encoding must be auto or base64")
         truncate = _int(body, "truncate", None, 0, 1 << 30)
+        names = Names.of(vhost)
         out: list[dict[str, Any]] = []
         remaining = q.ready_count
         for prio in PRIORITIES:
@@ -786,15 +836,20 @@ class API:
                     break
                 payload, used = _payload(m.body, encoding, truncate)
                 remaining -= 1
+                exchange, key = names.route_out(m.exchange, m.routing_key)
+                headers = dict(m.headers or {})
+                dead = headers.get("x-death-queue")
+                if isinstance(dead, str):
+                    headers["x-death-queue"] = names.out(dead)
                 out.append(
                     {
                         "payload_bytes": len(m.body),
                         "redelivered": m.attempts > 0,
-                        "exchange": m.exchange,
-                        "routing_key": m.routing_key,
+                        "exchange": exchange,
+                        "routing_key": key,
                         "message_count": max(0, remaining),
                         "properties": {
-                            "headers": _json_safe(m.headers or {}),
+                            "headers": _json_safe(headers),
                             "message_id": m.message_id,
                             "priority": m.priority,
                             "timestamp": m.timestamp // 1000,
@@ -806,7 +861,7 @@ class API:
                 )
         return out
 
-    async def publish(self, exchange: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def publish(self, vhost: str, exchange: str, body: dict[str, Any]) -> dict[str, Any]:
         key = body.get("routing_key", "")
         payload = body.get("payload", "")
         encoding = body.get("payload_encoding", "string")
@@ -838,6 +893,10 @@ class API:
         if host.flow.store_alarm or (host.disk is not None and host.disk.alarm):
             raise HTTPError(503, "publishers are held (a disk or database alarm): try later")
         broker = host.broker
+        try:
+            exchange, key = Names.of(vhost).route_in(exchange, key)
+        except BrokerError as exc:
+            raise HTTPError(400, exc.message) from None
         routed = bool(self._call(broker.route, exchange, key))
         seq = next(self._seq)
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -861,24 +920,26 @@ class API:
     async def redrive(
         self, p: Principal, vhost: str, name: str, body: dict[str, Any]
     ) -> dict[str, Any]:
-        q = self._queue(name)
+        q = self._queue(vhost, name)
         count = _int(body, "count", None, 1, 1 << 40)
         to = body.get("to")
         if to is not None and (not isinstance(to, str) or not to):
             raise HTTPError(400, "to must be a queue name")
         self.gate.check_change(p, vhost, READ, "queue", name)
+        target: str | None = None
         if to is not None:
-            self._queue(to)
+            target = self._queue(vhost, to).name
             self.gate.check_change(p, vhost, WRITE, "queue", to)
         elif not p.is_admin:
             # Sources come from each message's header: check every one moved.
             for source in self._sources(q):
-                self.gate.check_change(p, vhost, WRITE, "queue", source)
+                self.gate.check_change(p, vhost, WRITE, "queue", split(source)[1])
         broker = self.host.broker
         moved = 0
         deadline = time.monotonic() + REDRIVE_BUDGET
         while True:
-            step = self._call(broker.redrive, name, None if count is None else count - moved, to)
+            left = None if count is None else count - moved
+            step = self._call(broker.redrive, q.name, left, target)
             moved += step
             if count is not None and moved >= count:
                 break
@@ -899,13 +960,18 @@ class API:
                     out.add(source)
         return out
 
-    def run_schedule(self, name: str) -> dict[str, Any]:
+    def run_schedule(self, vhost: str, name: str) -> dict[str, Any]:
         if self.tasks is None:
             raise HTTPError(404, "the task layer is not installed")
-        self._call(self.tasks.schedules.run_now, name)
+        try:
+            self.tasks.schedules.run_now(self._internal(vhost, name))
+        except BrokerError as exc:
+            if exc.code == ErrorCode.NOT_FOUND:
+                raise HTTPError(404, f"no schedule '{name}' in vhost '{vhost}'") from None
+            raise _broker_error(exc) from None
         return {"ran": name}
 
-    async def revoke(self, task_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def revoke(self, vhost: str, task_id: str, body: dict[str, Any]) -> dict[str, Any]:
         if self.tasks is None:
             raise HTTPError(404, "the task layer is not installed")
         terminate = body.get("terminate", False)
@@ -915,7 +981,8 @@ class API:
         if isinstance(ttl, bool) or not isinstance(ttl, int | float):
             raise HTTPError(400, "ttl must be a number of seconds")
         try:
-            await taskviews.revoke(self.tasks, task_id, terminate, float(ttl))
+            internal = self._internal(vhost, task_id)
+            await taskviews.revoke(self.tasks, internal, terminate, float(ttl))
         except BrokerError as exc:
             raise _broker_error(exc) from None
         return {"revoked": task_id}

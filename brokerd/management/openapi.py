@@ -100,10 +100,16 @@ ENDPOINTS: tuple[tuple[str, str, str, dict[str, Any] | None, tuple[int, ...]], .
         (200, 401, 503),
     ),
     ("get", "/api/schedules", "Task schedules", None, (200, 401)),
-    ("post", "/api/schedules/{name}/run", "Run a schedule now", None, (200, 401, 403, 404)),
+    ("post", "/api/schedules/{vhost}/{name}/run", "Run a schedule now", None, (200, 401, 403, 404)),
     ("get", "/api/tasks", "Recent tasks (workers' events, then stored results)", None, (200, 401)),
     ("get", "/api/workers", "Workers seen in their events (-E)", None, (200, 401)),
-    ("post", "/api/tasks/{id}/revoke", "Revoke a task", {"type": "object"}, (200, 401, 403, 404)),
+    (
+        "post",
+        "/api/tasks/{vhost}/{id}/revoke",
+        "Revoke a task",
+        {"type": "object"},
+        (200, 401, 403, 404),
+    ),
     ("get", "/api/openapi.json", "This document", None, (200,)),
 )
 

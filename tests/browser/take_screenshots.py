@@ -26,7 +26,7 @@ from brokerd.config import Config
 SCREENS = (
     ("overview", "#/overview"),
     ("queues", "#/queues"),
-    ("queue", "#/queue/orders.dead"),
+    ("queue", "#/queue/%2F/orders.dead"),
     ("exchanges", "#/exchanges"),
     ("connections", "#/connections"),
     ("users", "#/users"),

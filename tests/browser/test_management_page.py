@@ -135,7 +135,7 @@ async def test_redrive_from_the_page(browser: Any) -> None:
         await consumer.cancel()
         page = await browser.new_page()
         await log_in(page, url, ADMIN)
-        await page.goto(url + "#/queue/dead")
+        await page.goto(url + "#/queue/%2F/dead")
         await expect(page.locator("#queue-ready b")).to_have_text("1", timeout=WAIT_MS)
         await page.click("#redrive")
         await expect(page.locator("#notice")).to_contain_text("moved 1", timeout=WAIT_MS)

@@ -448,7 +448,7 @@ async def test_schedules_list_and_run_now(mgmt: Any) -> None:
     listed = await get_json(port, "/api/schedules")
     assert [(s["name"], s["spec"]) for s in listed] == [("app.nightly", "every 3600")]
     next_run = listed[0]["next_run"]
-    status, _, body = await call(port, "POST", "/api/schedules/app.nightly/run")
+    status, _, body = await call(port, "POST", "/api/schedules/%2F/app.nightly/run")
     assert status == 200, body
     for _ in range(100):
         if (await root.queue_stats("app.beat")).ready == 1:
@@ -456,9 +456,9 @@ async def test_schedules_list_and_run_now(mgmt: Any) -> None:
         await asyncio.sleep(0.02)
     assert (await root.queue_stats("app.beat")).ready == 1
     assert (await get_json(port, "/api/schedules"))[0]["next_run"] == next_run
-    status, _, _ = await call(port, "POST", "/api/schedules/app.nightly/run", user=MONITOR)
+    status, _, _ = await call(port, "POST", "/api/schedules/%2F/app.nightly/run", user=MONITOR)
     assert status == 403
-    status, _, _ = await call(port, "POST", "/api/schedules/missing/run")
+    status, _, _ = await call(port, "POST", "/api/schedules/%2F/missing/run")
     assert status == 404
 
 
@@ -475,13 +475,13 @@ async def test_recent_task_results_show_tracebacks_and_revoke_records_revoked(mg
     assert by_id["t-fail"]["state"] == "FAILURE"
     assert by_id["t-fail"]["exc_type"] == "ValueError"
     assert "ValueError: bad input" in by_id["t-fail"]["traceback"]
-    assert by_id["t-ok"] == {"task_id": "t-ok", "state": "SUCCESS", "result": "42"}
+    assert by_id["t-ok"] == {"task_id": "t-ok", "vhost": "/", "state": "SUCCESS", "result": "42"}
     assert tasks[0]["task_id"] == "t-ok"  # newest first
-    status, _, body = await call(port, "POST", "/api/tasks/t-new/revoke", {"terminate": True})
+    status, _, body = await call(port, "POST", "/api/tasks/%2F/t-new/revoke", {"terminate": True})
     assert status == 200 and json.loads(body) == {"revoked": "t-new"}
     got = await root.call(lambda req: bp.ResultGet(req, ["t-new"]))
     assert got["t-new"][0] == "REVOKED"
-    status, _, _ = await call(port, "POST", "/api/tasks/t-x/revoke", {}, user=MONITOR)
+    status, _, _ = await call(port, "POST", "/api/tasks/%2F/t-x/revoke", {}, user=MONITOR)
     assert status == 403
 
 
@@ -643,3 +643,82 @@ async def test_the_token_is_an_administrator_with_or_without_users() -> None:
         assert status == 200 and json.loads(body) == []
     finally:
         await server.stop()
+
+
+async def test_vhosts_are_separate_in_every_endpoint(mgmt: Any) -> None:
+    server, root, port = mgmt
+    await root.call(lambda req: bp.AddVhost(req, "orders"))
+    await root.call(lambda req: bp.SetPermissions(req, "admin", "orders", ".*", ".*", ".*"))
+    await root.call(lambda req: bp.SetPermissions(req, "manager", "orders", ".*", ".*", ".*"))
+    other = await brokerd_client.connect(
+        f"brokerd://{ADMIN[0]}:{ADMIN[1]}@127.0.0.1:{server.port}/orders", timeout=BOUND
+    )
+    try:
+        await root.declare_queue("app.jobs")
+        await other.declare_queue("jobs.dlq")
+        await other.declare_queue("jobs", dead_letter_queue="jobs.dlq")
+        await other.declare_exchange("events", "topic")
+        await other.bind("jobs", "events", "job.#")
+        await other.publish("", "jobs", b"in orders")
+        everything = await get_json(port, "/api/queues?columns=vhost,name,messages_ready")
+        assert everything == [
+            {"vhost": "/", "name": "app.jobs", "messages_ready": 0},
+            {"vhost": "orders", "name": "jobs", "messages_ready": 1},
+            {"vhost": "orders", "name": "jobs.dlq", "messages_ready": 0},
+        ]
+        assert [q["name"] for q in await get_json(port, "/api/queues/orders")] == [
+            "jobs",
+            "jobs.dlq",
+        ]
+        jobs = await get_json(port, "/api/queues/orders/jobs")
+        assert jobs["vhost"] == "orders" and jobs["dead_letter_queue"] == "jobs.dlq"
+        status, _, _ = await call(port, "GET", "/api/queues/%2F/jobs")
+        assert status == 404
+        assert {(e["vhost"], e["name"]) for e in await get_json(port, "/api/exchanges")} >= {
+            ("/", "amq.default"),
+            ("orders", "amq.default"),
+            ("orders", "events"),
+        }
+        (binding,) = await get_json(port, "/api/bindings/orders")
+        assert (binding["source"], binding["destination"]) == ("events", "jobs")
+        assert {v["name"]: v["messages_ready"] for v in await get_json(port, "/api/vhosts")} == {
+            "/": 0,
+            "orders": 1,
+        }
+        # Publish through the vhost's default exchange and its own exchange.
+        status, _, body = await call(
+            port, "POST", "/api/exchanges/orders/amq.default/publish",
+            {"routing_key": "jobs", "payload": "by http"},
+        )  # fmt: skip
+        assert json.loads(body) == {"routed": True}
+        status, _, body = await call(
+            port, "POST", "/api/exchanges/orders/events/publish",
+            {"routing_key": "job.new", "payload": "routed"},
+        )  # fmt: skip
+        assert json.loads(body) == {"routed": True}
+        peeked = json.loads(
+            (await call(port, "POST", "/api/queues/orders/jobs/get", {"count": 3}))[2]
+        )
+        assert [(m["payload"], m["exchange"], m["routing_key"]) for m in peeked] == [
+            ("in orders", "", "jobs"),
+            ("by http", "", "jobs"),
+            ("routed", "events", "job.new"),
+        ]
+        # The monitoring user (no permissions anywhere) reads all; a management
+        # user only its vhosts; nobody changes the wrong vhost's queue by name.
+        assert len(await get_json(port, "/api/queues", user=MONITOR)) == 3
+        status, _, _ = await call(port, "DELETE", "/api/queues/orders/jobs/contents")
+        assert status == 204
+        assert (await other.queue_stats("jobs")).ready == 0
+        exported = await get_json(port, "/api/definitions/orders")
+        assert {q["name"] for q in exported["queues"]} == {"jobs", "jobs.dlq"}
+        assert (
+            next(q for q in exported["queues"] if q["name"] == "jobs")["arguments"][
+                "dead_letter_queue"
+            ]
+            == "jobs.dlq"
+        )
+        status, _, _ = await call(port, "GET", "/api/queues/nowhere")
+        assert status == 404
+    finally:
+        await other.close()

@@ -4,9 +4,9 @@
 
 const POLL_MS = 2000;
 const PAGE_SIZE = 100;
-const QUEUE_COLUMNS = ["name", "messages_ready", "messages_unacknowledged", "messages_delayed", "consumers",
+const QUEUE_COLUMNS = ["vhost", "name", "messages_ready", "messages_unacknowledged", "messages_delayed", "consumers",
   "oldest_ready_age", "message_stats.publish_details.rate", "message_stats.deliver_get_details.rate"].join(",");
-const state = { csrf: null, me: null, view: "overview", queue: null, sort: "name", asc: true, timer: null };
+const state = { csrf: null, me: null, view: "overview", vhost: "/", queue: null, sort: "name", asc: true, timer: null };
 
 function $(id) { return document.getElementById(id); }
 
@@ -43,7 +43,7 @@ async function api(method, path, body) {
   return data;
 }
 
-const q = (name) => "/api/queues/%2F/" + encodeURIComponent(name);
+const q = (name) => "/api/queues/" + encodeURIComponent(state.vhost) + "/" + encodeURIComponent(name);
 
 // --- login ------------------------------------------------------------------------
 
@@ -103,7 +103,9 @@ function route() {
   const hash = location.hash.replace(/^#\/?/, "");
   const [view, ...rest] = hash.split("/");
   state.view = ["overview", "queues", "queue", "exchanges", "connections", "users", "tasks"].includes(view) ? view : "overview";
-  state.queue = state.view === "queue" ? decodeURIComponent(rest.join("/")) : null;
+  // #/queue/<vhost>/<name>, each part percent-encoded.
+  state.vhost = state.view === "queue" && rest.length >= 2 ? decodeURIComponent(rest[0]) : "/";
+  state.queue = state.view === "queue" ? decodeURIComponent(rest.slice(rest.length >= 2 ? 1 : 0).join("/")) : null;
   for (const s of document.querySelectorAll(".view")) s.hidden = s.id !== "view-" + state.view;
   for (const a of document.querySelectorAll("nav a")) {
     a.classList.toggle("active", a.dataset.view === state.view || (state.view === "queue" && a.dataset.view === "queues"));
@@ -193,20 +195,21 @@ const RENDER = {
     }
     fill("queues-table", r.items, (q, tr) => {
       tr.dataset.queue = q.name;
+      tr.dataset.vhost = q.vhost;
       const link = el("a", q.name);
-      link.href = "#/queue/" + encodeURIComponent(q.name);
+      link.href = "#/queue/" + encodeURIComponent(q.vhost) + "/" + encodeURIComponent(q.name);
       const name = el("td");
       name.appendChild(link);
       const ready = num(q.messages_ready);
       ready.classList.add("ready");
-      return [name, ready, num(q.messages_unacknowledged), num(q.messages_delayed), num(q.consumers),
+      return [q.vhost, name, ready, num(q.messages_unacknowledged), num(q.messages_delayed), num(q.consumers),
         num(rate(q.message_stats, "publish")), num(rate(q.message_stats, "deliver_get")), num(q.oldest_ready_age)];
     });
   },
 
   async queue() {
     const r = await api("GET", q(state.queue));
-    $("queue-name").textContent = r.name;
+    $("queue-name").textContent = r.name + (r.vhost === "/" ? "" : " (vhost " + r.vhost + ")");
     const stats = $("queue-stats");
     stats.textContent = "";
     card(stats, "ready", r.messages_ready);
@@ -223,13 +226,13 @@ const RENDER = {
 
   async exchanges() {
     const [ex, b] = await Promise.all([api("GET", "/api/exchanges"), api("GET", "/api/bindings")]);
-    fill("exchanges-table", ex, (r) => [r.name, r.type, r.durable ? "yes" : "no"]);
-    fill("bindings-table", b, (r) => [r.source, r.destination, r.routing_key]);
+    fill("exchanges-table", ex, (r) => [r.vhost, r.name, r.type, r.durable ? "yes" : "no"]);
+    fill("bindings-table", b, (r) => [r.vhost, r.source, r.destination, r.routing_key]);
   },
 
   async connections() {
     const [c, cons] = await Promise.all([api("GET", "/api/connections"), api("GET", "/api/consumers")]);
-    fill("connections-table", c, (r) => [r.name, r.user, r.client_properties.connection_name, num(r.consumers), num(r.unsettled), num(r.recv_oct), num(r.send_oct)]);
+    fill("connections-table", c, (r) => [r.name, r.vhost, r.user, r.client_properties.connection_name, num(r.consumers), num(r.unsettled), num(r.recv_oct), num(r.send_oct)]);
     fill("consumers-table", cons, (r) => [r.channel_details.connection_name, r.consumer_tag, r.queue.name, num(r.prefetch_count), num(r.unsettled)]);
   },
 
@@ -252,12 +255,12 @@ const RENDER = {
       const run = el("button", "Run now");
       run.type = "button";
       run.addEventListener("click", () => act("run " + r.name, async () => {
-        await api("POST", "/api/schedules/" + encodeURIComponent(r.name) + "/run");
+        await api("POST", "/api/schedules/" + encodeURIComponent(r.vhost) + "/" + encodeURIComponent(r.name) + "/run");
         return "ran " + r.name;
       }));
       const cell = el("td");
       cell.appendChild(run);
-      return [r.name, r.spec, (r.exchange || "(default)") + " → " + r.routing_key, when(r.next_run), when(r.last_run), cell];
+      return [r.vhost, r.name, r.spec, (r.exchange || "(default)") + " → " + r.routing_key, when(r.next_run), when(r.last_run), cell];
     });
     fill("tasks-table", t, (r) => {
       const detail = el("td");
@@ -269,7 +272,7 @@ const RENDER = {
       } else {
         detail.textContent = r.result === undefined ? "" : String(r.result);
       }
-      return [r.task_id, r.name || "", r.state || "", r.hostname || "", num(r.runtime), detail];
+      return [r.vhost || "/", r.task_id, r.name || "", r.state || "", r.hostname || "", num(r.runtime), detail];
     });
   },
 };
@@ -292,7 +295,7 @@ function wireQueueActions() {
     act("purge", async () => { await api("DELETE", q(state.queue) + "/contents"); return "purged " + state.queue; });
   });
   $("publish").addEventListener("click", () => act("publish", async () => {
-    const r = await api("POST", "/api/exchanges/%2F/amq.default/publish",
+    const r = await api("POST", "/api/exchanges/" + encodeURIComponent(state.vhost) + "/amq.default/publish",
       { routing_key: state.queue, payload: $("publish-payload").value, payload_encoding: "string", properties: {} });
     return r.routed ? "published to " + state.queue : "not routed";
   }));
