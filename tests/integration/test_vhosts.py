@@ -12,6 +12,7 @@ import asyncio
 import io
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -249,3 +250,57 @@ async def test_revocations_events_and_rate_limits_stay_in_their_vhost(
     finally:
         await a.close()
         await b.close()
+
+
+async def test_definitions_round_trip_to_a_new_broker(
+    broker: BrokerProcess, broker_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await aok(broker, "add_vhost", "orders")
+    c = await on(broker, "orders")
+    try:
+        await c.declare_exchange("ev", "topic")
+        await c.declare_queue("dead")
+        await c.declare_queue("jobs", dead_letter_queue="dead", max_length=5)
+        await c.bind("jobs", "ev", "a.#")
+        await c.schedule_set("tick", "every 60", "ev", "a.b", b"\x00body", headers={"h": b"\x01"})
+        await c.publish("", "jobs", b"not a definition")
+    finally:
+        await c.close()
+    # Users last: from then on the broker takes only users over TCP.
+    monkeypatch.setattr(sys, "stdin", io.StringIO("pw-app-1\n"))
+    await aok(broker, "add_user", "app")
+    await aok(broker, "set_user_tags", "app", "monitoring")
+    await aok(broker, "set_permissions", "-p", "orders", "app", "^o", ".*", ".*")
+    exported = tmp_path / "defs.json"
+    out = await aok(broker, "export_definitions", str(exported))
+    assert "Exported definitions" in out
+    assert exported.stat().st_mode & 0o777 == 0o600  # it holds password hashes
+    defs = json.loads(exported.read_text())
+    assert {"name": "orders"} in defs["vhosts"]
+    (user,) = defs["users"]
+    assert user["name"] == "app" and user["password_hash"].startswith("scrypt$")
+    assert "pw-app-1" not in exported.read_text()
+    queues = {(q["vhost"], q["name"]): q for q in defs["queues"]}
+    assert queues["orders", "jobs"]["arguments"]["dead_letter_queue"] == "dead"
+
+    other = broker_factory().start()
+    assert "Imported definitions" in await aok(other, "import_definitions", str(exported))
+    again = await aok(other, "import_definitions", str(exported))  # idempotent
+    assert "1 users_kept" in again
+    # The user logs in with its old password, on its vhost, with its rights.
+    c = await on(other, "orders", user="app", password="pw-app-1")
+    try:
+        with pytest.raises(AccessRefused):
+            await c.declare_queue("x")  # configure is "^o" only
+        assert (await c.queue_stats("jobs")).ready == 0  # messages are not definitions
+        [schedule] = await c.schedule_list()
+        assert (schedule["name"], schedule["exchange"], schedule["routing_key"]) == (
+            "tick",
+            "ev",
+            "a.b",
+        )
+    finally:
+        await c.close()
+    again_defs = tmp_path / "again.json"
+    await aok(other, "export_definitions", str(again_defs))
+    assert json.loads(again_defs.read_text()) == defs
