@@ -304,3 +304,27 @@ async def test_definitions_round_trip_to_a_new_broker(
     again_defs = tmp_path / "again.json"
     await aok(other, "export_definitions", str(again_defs))
     assert json.loads(again_defs.read_text()) == defs
+
+
+async def test_dead_letters_stay_in_their_vhost_and_name_its_queue(broker: BrokerProcess) -> None:
+    await aok(broker, "add_vhost", "a")
+    a, root = await on(broker, "a"), await on(broker, "/")
+    try:
+        for c in (a, root):
+            await c.declare_queue("dead")
+        await a.declare_queue("work", dead_letter_queue="dead")
+        await a.publish("", "work", b"x")
+        d = await (await a.consume("work")).next(timeout=BOUND)
+        await d.reject("bad")
+        dead = await (await a.consume("dead")).next(timeout=BOUND)
+        assert dead.body == b"x"
+        assert dead.headers["x-death-queue"] == "work"
+        assert (await root.queue_stats("dead")).ready == 0
+        listed = await arows(broker, "list_queues", "-p", "a", "name", "options")
+        assert {r["name"]: r["options"].get("dead_letter_queue") for r in listed} == {
+            "dead": None,
+            "work": "dead",
+        }
+    finally:
+        await a.close()
+        await root.close()
