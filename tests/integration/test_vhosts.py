@@ -106,6 +106,9 @@ async def test_same_names_in_two_vhosts_never_meet(broker: BrokerProcess) -> Non
         for c in (a, b, root):
             await c.close()
 
+    # Without -p or columns, rows of several vhosts show their vhost first.
+    table = (await aok(broker, "list_queues")).splitlines()
+    assert table[0].split()[:2] == ["vhost", "name"]
     queues = await arows(broker, "list_queues", "vhost", "name")
     assert sorted((r["vhost"], r["name"]) for r in queues) == [
         ("/", "jobs"),

@@ -236,8 +236,19 @@ def build(
         listing = LISTINGS[command]
         columns = list_columns(command, args)
 
+        chosen = bool(args)
+
         async def run_list(client: AsyncClient) -> Result:
-            return Result("rows", await fetch_all(client, listing, vhost), columns)
+            rows = await fetch_all(client, listing, vhost)
+            shown = columns
+            # Rows of several vhosts (no -p): the default columns say whose.
+            if (
+                not chosen
+                and "vhost" in listing.columns
+                and len({r.get("vhost") for r in rows}) > 1
+            ):
+                shown = ("vhost", *columns)
+            return Result("rows", rows, shown)
 
         return run_list
     if command == "status":
