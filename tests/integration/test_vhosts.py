@@ -331,3 +331,34 @@ async def test_dead_letters_stay_in_their_vhost_and_name_its_queue(broker: Broke
     finally:
         await a.close()
         await root.close()
+
+
+async def test_a_monitoring_user_sees_only_its_own_vhost(
+    broker: BrokerProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await aok(broker, "add_vhost", "a")
+    root, a = await on(broker, "/"), await on(broker, "a")
+    await root.declare_queue("root.q")
+    await a.declare_queue("a.q")
+    await root.close()
+    await a.close()
+    monkeypatch.setattr(sys, "stdin", io.StringIO("pw-mon-1\n"))
+    await aok(broker, "add_user", "mon")
+    await aok(broker, "set_user_tags", "mon", "monitoring")
+    await aok(broker, "set_permissions", "-p", "a", "mon", "", "", ".*")
+    mon = await on(broker, "a", user="mon", password="pw-mon-1")
+    try:
+        status = await mon.call(bp.AdminStatus)
+        assert status["counts"]["queues"] == 1
+        page = await mon.call(bp.ListQueues)
+        assert [(q["vhost"], q["name"]) for q in page["items"]] == [("a", "a.q")]
+        vhosts = await mon.call(bp.ListVhosts)
+        assert [v["name"] for v in vhosts["items"]] == ["a"]
+        with pytest.raises(AccessRefused, match="this connection is on vhost 'a'"):
+            await mon.call(lambda r: bp.ListQueues(r, vhost="/"))
+        with pytest.raises(AccessRefused):
+            await mon.call(lambda r: bp.AddVhost(r, "b"))
+    finally:
+        await mon.close()
+    # The control socket sees every vhost.
+    assert {r["name"] for r in await arows(broker, "list_vhosts")} == {"/", "a"}
