@@ -177,7 +177,11 @@ async def test_delete_vhost_removes_its_data_and_closes_its_connections(
     assert code != 0 and "cannot be deleted" in err
 
 
-async def test_vhosts_and_their_data_survive_a_restart(broker: BrokerProcess) -> None:
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+async def test_vhosts_and_their_data_survive_a_restart(
+    store: str, request: pytest.FixtureRequest
+) -> None:
+    broker: BrokerProcess = request.getfixturevalue("broker" if store == "sqlite" else "pg_broker")
     await aok(broker, "add_vhost", "a")
     c = await on(broker, "a")
     await c.declare_queue("jobs")
