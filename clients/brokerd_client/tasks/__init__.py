@@ -19,7 +19,7 @@ See docs/tasks.md for the full guide and a line-by-line port from Celery.
 
 from __future__ import annotations
 
-from . import states
+from . import signals, states
 from .app import App, current_app
 from .exceptions import (
     ConfigurationError,
@@ -35,10 +35,12 @@ from .exceptions import (
     TimeLimitExceeded,
     WorkerLostError,
 )
+from .hooks import ExceptionInfo
 from .queues import Exchange, Queue
 from .request import Request
 from .result import AsyncResult, EagerResult
 from .schedules import crontab
+from .shared import shared_task
 from .task import Signature, Task
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "ConfigurationError",
     "ContentDisallowed",
     "EagerResult",
+    "ExceptionInfo",
     "Exchange",
     "InvalidTaskMessage",
     "MaxRetriesExceededError",
@@ -64,5 +67,7 @@ __all__ = [
     "WorkerLostError",
     "crontab",
     "current_app",
+    "shared_task",
+    "signals",
     "states",
 ]
