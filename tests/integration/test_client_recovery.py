@@ -66,6 +66,7 @@ async def test_publisher_and_consumer_carry_on_across_kill9_without_reconnect_co
         async with asyncio.timeout(BOUND * 3):
             while len(received) < 500:
                 await asyncio.sleep(0.01)
+                assert not any(t.done() for t in tasks), [t.exception() for t in tasks if t.done()]
             await _bounce(node)
             seen = len(received)
             while len(received) < seen + 500:
