@@ -579,9 +579,19 @@ class AsyncClient:
     # --- task layer (results, revocation, schedules; SPEC §14) ---------------
 
     def result_set(
-        self, task_id: str, state: str, payload: bytes = b"", ttl: float = 86_400.0
+        self,
+        task_id: str,
+        state: str,
+        payload: bytes = b"",
+        ttl: float = 86_400.0,
+        *,
+        keep_final: bool = False,
     ) -> asyncio.Future[Any]:
         """Store a task's ``state`` and opaque ``payload`` for ``ttl`` seconds.
+
+        ``keep_final``: store it only if the task has no final state stored
+        (SPEC §14.2; the worker sets it for the final state of a redelivered
+        run, so the first run's result wins).
 
         Returns the future of the broker's Ok (await it to know the state is
         committed). A plain method, not a coroutine, so a worker recording
@@ -590,7 +600,7 @@ class AsyncClient:
         ttl_f = float(ttl)
 
         def make(req: int) -> Frame:
-            return ResultSet(req, task_id, state, payload, ttl_f)
+            return ResultSet(req, task_id, state, payload, ttl_f, keep_final)
 
         if self._recovery is None:
             return self._conn.request(make)

@@ -328,10 +328,16 @@ class Client:
         return asyncio.run_coroutine_threadsafe(coro, loop)
 
     def result_set(
-        self, task_id: str, state: str, payload: bytes = b"", ttl: float = 86_400.0
+        self,
+        task_id: str,
+        state: str,
+        payload: bytes = b"",
+        ttl: float = 86_400.0,
+        *,
+        keep_final: bool = False,
     ) -> None:
         async def op(c: AsyncClient) -> None:
-            await c.result_set(task_id, state, payload, ttl)
+            await c.result_set(task_id, state, payload, ttl, keep_final=keep_final)
 
         self._run(op)
 
