@@ -730,24 +730,37 @@ class AsyncClient:
             lambda req, ids: Revoke(req, ids, terminate, float(ttl)),
             list(task_ids),
             MAX_REVOKE_IDS,
+            retry=True,
         )
 
     async def _requests(
-        self, make: Callable[[int, list[str]], Frame], ids: list[str], cap: int
+        self,
+        make: Callable[[int, list[str]], Frame],
+        ids: list[str],
+        cap: int,
+        *,
+        retry: bool = False,
     ) -> list[Any]:
         """One request per ``cap`` ids (at least one), pipelined; their Ok
-        values in order, or the first error once all have answered."""
+        values in order, or the first error once all have answered. With
+        ``retry``, all are sent again once on a recovered connection if it
+        was lost meanwhile (as :meth:`_request`)."""
         chunks = [ids[i : i + cap] for i in range(0, len(ids), cap)] or [[]]
-        if self._recovery is not None and self._conn.is_closed:
-            await self._recovery.current(self._conn)
-        futs = [
-            self._conn.request(functools.partial(_chunk_frame, make, chunk)) for chunk in chunks
-        ]
-        values = await asyncio.gather(*futs, return_exceptions=True)
-        for value in values:
-            if isinstance(value, BaseException):
-                raise value
-        return values
+        recovery = self._recovery
+        while True:
+            conn = self._conn
+            if recovery is not None and conn.is_closed:
+                conn = await recovery.current(conn)
+            futs = [conn.request(functools.partial(_chunk_frame, make, chunk)) for chunk in chunks]
+            values = await asyncio.gather(*futs, return_exceptions=True)
+            lost = any(isinstance(v, ConnectionLost) for v in values) and conn.is_closed
+            if lost and retry and recovery is not None:
+                retry = False
+                continue
+            for value in values:
+                if isinstance(value, BaseException):
+                    raise value
+            return values
 
     async def subscribe(self, topics: Iterable[str], handler: Callable[[Event], None]) -> Any:
         """Receive ``Event`` frames for ``topics`` in ``handler`` (on the loop,
