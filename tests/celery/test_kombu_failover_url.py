@@ -59,16 +59,21 @@ class _Info:
         self.port = port
         self.userid = kw.get("userid")
         self.password = kw.get("password")
+        self.virtual_host = kw.get("vhost", "/")
 
 
 @pytest.mark.parametrize(
     ("info", "expected"),
     [
-        (_Info("brokerd://h1"), ([("h1", 5673)], None, None, None)),
-        (_Info("brokerd://tok@h1:1,h2:2//"), ([("h1", 1), ("h2", 2)], None, "tok", None)),
-        (_Info("brokerd://:tok@h1/vhost"), ([("h1", 5673)], None, "tok", None)),
-        (_Info("brokerds://u:p%40w@[::1]:7,h2"), ([("::1", 7), ("h2", 5673)], "u", None, "p@w")),
-        (_Info("h1", 9, userid="u", password="p"), ([("h1", 9)], "u", None, "p")),
+        (_Info("brokerd://h1"), ([("h1", 5673)], None, None, None, "/")),
+        (_Info("brokerd://h1/"), ([("h1", 5673)], None, None, None, "/")),
+        (_Info("brokerd://tok@h1:1,h2:2//"), ([("h1", 1), ("h2", 2)], None, "tok", None, "/")),
+        (_Info("brokerd://:tok@h1/v%2F1"), ([("h1", 5673)], None, "tok", None, "v/1")),
+        (
+            _Info("brokerds://u:p%40w@[::1]:7,h2/va"),
+            ([("::1", 7), ("h2", 5673)], "u", None, "p@w", "va"),
+        ),
+        (_Info("h1", 9, userid="u", password="p", vhost="vb"), ([("h1", 9)], "u", None, "p", "vb")),
     ],
 )
 def test_what_the_transport_reads_from_kombus_parameters(

@@ -15,7 +15,8 @@ How kombu's AMQP model maps onto brokerd (protocol/SPEC.md):
   (:mod:`.wire`); ``brokerd://user:password@host`` logs in as a user of the
   broker (docs/security.md), and a lone secret is the broker's token
   (``brokerd://token@host`` or ``brokerd://:token@host``). kombu's
-  ``virtual_host`` is ignored for now. The token is moved out of the user
+  ``virtual_host`` (the URL's path, ``%2F`` or none for ``"/"``) is the
+  broker's vhost (docs/vhosts.md). The token is moved out of the user
   name as the transport is created, so kombu's ``as_uri()`` (Celery's
   banner and error logs) masks it.
 * **Channels** are local objects sharing the connection: each holds its
@@ -906,7 +907,7 @@ class Transport(base.Transport):
         goes to kombu, whose own retry (Celery's ``broker_connection_retry``,
         a producer's ``retry_policy``) calls this again."""
         conninfo: Any = self.client
-        nodes, user, token, password = _target(conninfo)
+        nodes, user, token, password, vhost = _target(conninfo)
         options = dict(conninfo.transport_options or {})
         timeout = options.get("failover_timeout")
         if timeout is None:
@@ -923,6 +924,7 @@ class Transport(base.Transport):
                 user=user,
                 password=password if user is not None else None,
                 client_name=f"kombu {socket.gethostname()} pid {os.getpid()}",
+                vhost=vhost,
                 heartbeat=float(conninfo.heartbeat or 0.0),
                 connect_timeout=conninfo.connect_timeout,
                 ssl_context=context,
@@ -1005,21 +1007,28 @@ class Transport(base.Transport):
                 return
 
 
-def _target(conninfo: Any) -> tuple[list[tuple[str, int]], str | None, str | None, str | None]:
-    """The nodes (``(host, port)``), user, token and password of kombu's
-    connection parameters: the URL itself in ``conninfo.hostname``
-    (``can_parse_url``), or separate ``hostname``, ``port``, ``userid`` and
-    ``password`` given without a URL. A vhost path or query is ignored, as
-    kombu's own parsing of a brokerd URL always did."""
+def _target(
+    conninfo: Any,
+) -> tuple[list[tuple[str, int]], str | None, str | None, str | None, str]:
+    """The nodes (``(host, port)``), user, token, password and vhost of
+    kombu's connection parameters: the URL itself in ``conninfo.hostname``
+    (``can_parse_url``), or separate ``hostname``, ``port``, ``userid``,
+    ``password`` and ``virtual_host`` given without a URL. The URL's path is
+    the vhost as kombu reads it (``/name``; ``//`` is ``/``; none: ``/``); a
+    query is ignored."""
     raw = conninfo.hostname or "127.0.0.1"
     userid = conninfo.userid
     password = conninfo.password
+    vhost = conninfo.virtual_host or "/"
     if callable(password):
         password = password()
     if "://" in raw:
-        netloc = raw.partition("://")[2]
-        for stop in "/?#":
-            netloc = netloc.partition(stop)[0]
+        rest = raw.partition("://")[2]
+        for stop in "?#":
+            rest = rest.partition(stop)[0]
+        netloc, slash, path = rest.partition("/")
+        if slash and path:
+            vhost = unquote(path)
         if "@" in netloc:
             userinfo, _, netloc = netloc.rpartition("@")
             name, colon, secret = userinfo.partition(":")
@@ -1036,8 +1045,8 @@ def _target(conninfo: Any) -> tuple[list[tuple[str, int]], str | None, str | Non
     nodes = [(n.host, n.port) for n in parsed.candidates()]
     # ``user:password@`` is a user of the broker; a lone secret is its token.
     if userid and password:
-        return nodes, userid, None, password
-    return nodes, None, password or userid or None, None
+        return nodes, userid, None, password, vhost
+    return nodes, None, password or userid or None, None, vhost
 
 
 def _open_any(
