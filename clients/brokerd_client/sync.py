@@ -11,7 +11,11 @@ socket writes) instead of serialising behind a lock.
 The connection is opened lazily on first use and reopened on the next call
 after it was lost, because web processes live long and brokers restart. A
 call that fails because the connection dropped still raises
-``ConnectionLost``: only the caller knows whether retrying is safe.
+``ConnectionLost``: only the caller knows whether retrying is safe. With a
+failover URL (``brokerd://h1,h2``) the async client underneath recovers by
+itself (:mod:`brokerd_client.recovery`): calls wait for the standby instead,
+unconfirmed publishes are sent again, and only requests that are not safe
+to send twice raise ``ConnectionLost``.
 """
 
 from __future__ import annotations
