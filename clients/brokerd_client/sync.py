@@ -60,7 +60,8 @@ class Client:
     ``timeout`` bounds every call (seconds; ``None`` waits forever) and raises
     ``TimeoutError`` when exceeded. Other keywords are those of
     :func:`brokerd_client.connect` (TLS: ``brokerds://`` URLs and
-    ``ssl_context``/``cafile``/``certfile``/``keyfile``).
+    ``ssl_context``/``cafile``/``certfile``/``keyfile``; ``recover``, on by
+    default for a failover URL).
     """
 
     def __init__(
@@ -80,6 +81,7 @@ class Client:
         cafile: str | None = None,
         certfile: str | None = None,
         keyfile: str | None = None,
+        recover: bool | None = None,
     ) -> None:
         # Parse now so a bad URL (or TLS file) fails where the client is configured.
         self.url = url if isinstance(url, BrokerURL) else parse_url(url)
@@ -93,6 +95,7 @@ class Client:
             "client_name": client_name,
             "timeout": connect_timeout,
             "max_inflight": max_inflight,
+            "recover": recover,
             # One context for every reconnect.
             "ssl_context": client_context(
                 self.url, ssl_context=ssl_context, cafile=cafile, certfile=certfile, keyfile=keyfile
