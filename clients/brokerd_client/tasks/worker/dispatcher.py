@@ -466,7 +466,7 @@ class Dispatcher:
     def revoke(self, task_id: str, terminate: bool) -> None:
         """A revocation pushed by the broker (or learnt at subscribe time)."""
         self.revoked.add(task_id)
-        for job in list(self.held.values()):
+        for job in [*self.held.values(), *self._orphaned]:
             if job.task_id != task_id or job.finished:
                 continue
             if not job.started:
@@ -660,7 +660,7 @@ class Dispatcher:
 
     def stop_all(self) -> None:
         """Cold shutdown: stop every running task without recording anything."""
-        for job in list(self.held.values()):
+        for job in [*self.held.values(), *self._orphaned]:
             if job.started and not job.finished and job.aio_task is not None:
                 job.aio_task.cancel()
         if self.processes is not None:
