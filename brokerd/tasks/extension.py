@@ -1,6 +1,6 @@
 """The task layer's server side as one extension of the broker's server.
 
-It adds the frames 40-51, 56 and 57 to every session, a tick hook (schedules, ResultWait
+It adds the frames 40-51, 54, 56 and 57 to every session, a tick hook (schedules, ResultWait
 timeouts, expiry), the broker's delivery filter (revocations) and a start-up
 hook that loads revocations and schedules before the first connection is
 accepted. All of it runs on the event loop like the core: handlers are plain
@@ -134,6 +134,7 @@ class TaskExtension:
             bp.ResultSet: self.results.set,
             bp.ResultGet: self.results.get,
             bp.ResultWait: self.results.wait,
+            bp.ResultWatch: self.results.watch,
             bp.Revoke: self.revocations.revoke,
             bp.Subscribe: self.topics.subscribe,
             bp.ScheduleSet: self.schedules.set,

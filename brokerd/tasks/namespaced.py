@@ -164,6 +164,7 @@ FRAME_MAPS: dict[type[bp.Frame], FrameMap] = {
     bp.ResultSet: _task_id,
     bp.ResultGet: _result_get,
     bp.ResultWait: _task_id,
+    bp.ResultWatch: _task_id,
     bp.ResultDelete: _task_ids,
     bp.Revoke: _task_ids,
     bp.Subscribe: _subscribe,

@@ -47,6 +47,7 @@ from brokerd_protocol import (
     ResultGet,
     ResultSet,
     ResultWait,
+    ResultWatch,
     Revoke,
     ScheduleDelete,
     ScheduleList,
@@ -54,6 +55,7 @@ from brokerd_protocol import (
     Subscribe,
     Unbind,
     encode_payload,
+    result_digest,
 )
 
 from .connection import FLUSH_THRESHOLD, Connection, PublishBatch
@@ -656,6 +658,27 @@ class AsyncClient:
             return None
         if not isinstance(value, list | tuple) or len(value) != 2:
             raise ProtocolViolation(f"ResultWait answered with {value!r}")
+        return value[0], value[1]
+
+    async def result_watch(
+        self,
+        task_id: str,
+        timeout: float,  # noqa: ASYNC109 - the broker's wait bound, sent on the wire
+        known: tuple[str, bytes] | None = None,
+    ) -> tuple[str, bytes] | None:
+        """Wait until ``task_id``'s stored result is final or differs from
+        ``known`` (the ``(state, payload)`` last seen; None: nothing seen),
+        whatever its state; ``(state, payload)``, or ``None`` after
+        ``timeout`` seconds. Pushed by the broker (SPEC §14.16): how progress
+        states are followed without polling."""
+        digest = result_digest(*known) if known is not None else b""
+        value = await self._conn.request(
+            lambda req: ResultWatch(req, task_id, float(timeout), digest)
+        )
+        if value is None:
+            return None
+        if not isinstance(value, list | tuple) or len(value) != 2:
+            raise ProtocolViolation(f"ResultWatch answered with {value!r}")
         return value[0], value[1]
 
     async def result_delete(self, task_ids: Iterable[str]) -> int:

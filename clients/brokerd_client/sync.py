@@ -359,6 +359,12 @@ class Client:
         # The call itself must outlive the broker-side wait.
         return self._run(lambda c: c.result_wait(task_id, timeout), timeout + 30.0)
 
+    def result_watch(
+        self, task_id: str, timeout: float, known: tuple[str, bytes] | None = None
+    ) -> tuple[str, bytes] | None:
+        """Block until the result is final or not ``known`` (``AsyncClient.result_watch``)."""
+        return self._run(lambda c: c.result_watch(task_id, timeout, known), timeout + 30.0)
+
     def result_delete(self, task_ids: Iterable[str]) -> int:
         """Forget results; the number there were (see ``AsyncClient.result_delete``)."""
         ids = list(task_ids)

@@ -66,6 +66,7 @@ from .frames import (
     ResultGet,
     ResultSet,
     ResultWait,
+    ResultWatch,
     Revoke,
     ScheduleDelete,
     ScheduleList,
@@ -76,6 +77,7 @@ from .frames import (
     Unbind,
     UpdateUser,
     Welcome,
+    result_digest,
 )
 from .limits import (
     DEFAULT_MAX_FRAME,
@@ -171,6 +173,7 @@ __all__ = [
     "ResultGet",
     "ResultSet",
     "ResultWait",
+    "ResultWatch",
     "Revoke",
     "ScheduleDelete",
     "ScheduleList",
@@ -186,4 +189,5 @@ __all__ = [
     "encode_deliver",
     "encode_payload",
     "register",
+    "result_digest",
 ]

@@ -309,6 +309,7 @@ FRAME_TYPES: tuple[type[f.Frame], ...] = (
     f.ResultDelete,
     f.GroupJoin,
     f.GroupFire,
+    f.ResultWatch,
     f.RateAcquire,
     f.RateSet,
     f.AdminStatus,

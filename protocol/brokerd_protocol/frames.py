@@ -8,6 +8,7 @@ table instead of a hand-written function per type.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -440,6 +441,27 @@ class GroupFire(Frame):
     routing_key: str
     body: bytes
     props: dict[str, Any] = field(default_factory=dict)
+
+
+def result_digest(state: str, payload: bytes) -> bytes:
+    """The 16-byte digest naming one stored result in ``ResultWatch.known``
+    (SPEC §14.16): BLAKE2b-128 of the state's UTF-8, a zero byte, the payload."""
+    return hashlib.blake2b(state.encode() + b"\0" + payload, digest_size=16).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class ResultWatch(Frame):
+    """Answered with Ok(req, [state, payload]) as soon as the task's stored
+    result is not the one the client knows (``known``: the 16-byte digest of
+    SPEC §14.16, empty for none), whatever its state, or at once if it is
+    final; Ok(req, None) after ``timeout`` seconds. How a client follows a
+    task's progress (custom states) without polling."""
+
+    TYPE: ClassVar[int] = 54
+    req: int
+    task_id: str
+    timeout: float
+    known: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,8 +19,10 @@ See docs/tasks.md for the full guide and a line-by-line port from Celery.
 
 from __future__ import annotations
 
-from . import states
+from . import signals, states
 from .app import App, current_app
+from .canvas import GroupResult, Signature, chain, chord, group, maybe_signature, signature
+from .canvasio import ChordError
 from .exceptions import (
     ConfigurationError,
     ContentDisallowed,
@@ -35,19 +37,24 @@ from .exceptions import (
     TimeLimitExceeded,
     WorkerLostError,
 )
+from .hooks import ExceptionInfo
 from .queues import Exchange, Queue
 from .request import Request
 from .result import AsyncResult, EagerResult
 from .schedules import crontab
-from .task import Signature, Task
+from .shared import shared_task
+from .task import Task
 
 __all__ = [
     "App",
     "AsyncResult",
+    "ChordError",
     "ConfigurationError",
     "ContentDisallowed",
     "EagerResult",
+    "ExceptionInfo",
     "Exchange",
+    "GroupResult",
     "InvalidTaskMessage",
     "MaxRetriesExceededError",
     "NotRegistered",
@@ -62,7 +69,14 @@ __all__ = [
     "TaskRevokedError",
     "TimeLimitExceeded",
     "WorkerLostError",
+    "chain",
+    "chord",
     "crontab",
     "current_app",
+    "group",
+    "maybe_signature",
+    "shared_task",
+    "signals",
+    "signature",
     "states",
 ]
