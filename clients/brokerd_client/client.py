@@ -672,8 +672,8 @@ class AsyncClient:
         ``timeout`` seconds. Pushed by the broker (SPEC §14.16): how progress
         states are followed without polling."""
         digest = result_digest(*known) if known is not None else b""
-        value = await self._conn.request(
-            lambda req: ResultWatch(req, task_id, float(timeout), digest)
+        value = await self._request(
+            lambda req: ResultWatch(req, task_id, float(timeout), digest), retry=True
         )
         if value is None:
             return None
