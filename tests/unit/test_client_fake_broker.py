@@ -1285,3 +1285,43 @@ async def test_without_recovery_a_lost_connection_fails_the_consumer(fake: FakeB
             with pytest.raises(ConnectionLost):
                 await consumer.next()
         assert len(fake.sessions) == 1
+
+
+async def test_recovery_declares_again_only_what_was_not_deleted(fake: FakeBroker) -> None:
+    async with await connect(fake, recover=True) as client:
+        await client.declare_exchange("ex", "topic")
+        await client.declare_exchange("gone-ex", "fanout")
+        await client.declare_queue("q")
+        await client.declare_queue("gone-q")
+        await client.bind("q", "ex", "a.#")
+        await client.bind("gone-q", "ex", "b.#")  # goes with its queue
+        await client.bind("q", "gone-ex", "")  # goes with its exchange
+        await client.bind("q", "ex", "c.#")
+        await client.unbind("q", "ex", "c.#")
+        await client.delete_queue("gone-q")
+        await client.delete_exchange("gone-ex")
+        fake.session.drop()
+        await client.queue_stats("q")  # waits for the recovered connection
+        second = fake.sessions[1].frames
+        assert [(type(f).__name__, getattr(f, "name", None)) for f in second[1:-1]] == [
+            ("DeclareExchange", "ex"),
+            ("DeclareQueue", "q"),
+            ("Bind", None),
+        ]
+        assert (second[3].queue, second[3].exchange, second[3].routing_key) == ("q", "ex", "a.#")
+
+
+async def test_recovery_remembers_a_bounded_number_of_declarations(
+    fake: FakeBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from brokerd_client import recovery
+
+    monkeypatch.setattr(recovery, "MAX_REMEMBERED", 2)
+    async with await connect(fake, recover=True) as client:
+        for name in ("a", "b", "c"):
+            await client.declare_queue(name)
+        await client.declare_queue("a")  # already remembered: still fine
+        fake.session.drop()
+        await client.queue_stats("a")
+        names = [f.name for f in fake.sessions[1].frames if isinstance(f, DeclareQueue)]
+        assert names == ["a", "b"]
