@@ -52,6 +52,8 @@ REDRIVE_BUDGET = 2.0
 PUBLISH_TIMEOUT = 30.0
 #: Sent by the page's scripts (no Basic challenge for them).
 PAGE_HEADER = "x-brokerd-page"
+#: What POST /api/schedules/{vhost}/{name}/{action} does.
+SCHEDULE_ACTIONS = ("run", "pause", "resume")
 #: RabbitMQ's name of the default exchange in paths.
 DEFAULT_EXCHANGE = "amq.default"
 STATIC_TYPES = {
@@ -326,10 +328,10 @@ class API:
             self.gate.check_admin(p)
             only = self._vhost(p, route[1]) if n == 2 else None
             return await self.import_definitions(_object(request), only)
-        if head == "schedules" and n == 4 and route[3] == "run" and method == "POST":
+        if head == "schedules" and n == 4 and route[3] in SCHEDULE_ACTIONS and method == "POST":
             vhost = self._vhost(p, route[1])
             self.gate.check_change(p, vhost, WRITE, "schedule", route[2])
-            return Response.json(self.run_schedule(vhost, route[2]))
+            return Response.json(await self.schedule_action(vhost, route[2], route[3]))
         if head == "tasks" and n == 4 and route[3] == "revoke" and method == "POST":
             vhost = self._vhost(p, route[1])
             self.gate.check_change(p, vhost, WRITE, "task", route[2])
@@ -960,16 +962,23 @@ class API:
                     out.add(source)
         return out
 
-    def run_schedule(self, vhost: str, name: str) -> dict[str, Any]:
+    async def schedule_action(self, vhost: str, name: str, action: str) -> dict[str, Any]:
+        """Run a schedule now, or pause or resume it; answers once stored."""
         if self.tasks is None:
             raise HTTPError(404, "the task layer is not installed")
+        schedules = self.tasks.schedules
+        act = {"run": schedules.run_now, "pause": schedules.pause, "resume": schedules.resume}
         try:
-            self.tasks.schedules.run_now(self._internal(vhost, name))
+            act[action](self._internal(vhost, name))
         except BrokerError as exc:
             if exc.code == ErrorCode.NOT_FOUND:
                 raise HTTPError(404, f"no schedule '{name}' in vhost '{vhost}'") from None
             raise _broker_error(exc) from None
-        return {"ran": name}
+        try:
+            await taskviews.committed(self.tasks)
+        except RuntimeError as exc:
+            raise HTTPError(503, str(exc)) from None
+        return {"schedule": name, "done": action}
 
     async def revoke(self, vhost: str, task_id: str, body: dict[str, Any]) -> dict[str, Any]:
         if self.tasks is None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from typing import Any
 
 import msgpack
@@ -59,8 +60,18 @@ def recent(tasks: TaskExtension, limit: int) -> list[dict[str, Any]]:
 
 
 def schedules(tasks: TaskExtension) -> list[dict[str, Any]]:
+    """Every schedule; a paused one (its next run infinite) has ``paused``
+    and no ``next_run`` (JSON has no infinity)."""
     entries = tasks.schedules.entries
-    return [entries[name].listing() for name in sorted(entries)]
+    out = []
+    for name in sorted(entries):
+        row = entries[name].listing()
+        paused = math.isinf(row["next_run"])
+        row["paused"] = paused
+        if paused:
+            row["next_run"] = None
+        out.append(row)
+    return out
 
 
 class _Nobody:
@@ -75,6 +86,20 @@ class _Nobody:
 
     def send(self, frame: bp.Frame) -> None:  # pragma: no cover
         pass
+
+
+async def committed(tasks: TaskExtension) -> None:
+    """Return once the broker's current batch is durable (or raise)."""
+    future: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+
+    def done(error: BaseException | None) -> None:
+        if not future.done():
+            future.set_result(error)
+
+    tasks.broker.batch.after_commit(done)
+    error = await future
+    if error is not None:
+        raise RuntimeError(f"storing the change failed: {error}")
 
 
 async def revoke(tasks: TaskExtension, task_id: str, terminate: bool, ttl: float) -> None:

@@ -10,6 +10,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -722,3 +723,47 @@ async def test_vhosts_are_separate_in_every_endpoint(mgmt: Any) -> None:
         assert status == 404
     finally:
         await other.close()
+
+
+async def test_a_paused_schedule_stays_paused_across_a_restart_and_resumes(
+    tmp_path: Path,
+) -> None:
+    config = Config(
+        host="127.0.0.1", port=0, data_dir=str(tmp_path), metrics_port=0, http_port=0
+    ).validate()
+    server = build_server(config)
+    await server.start()
+    try:
+        port = server.management.port
+        assert port
+        root = await brokerd_client.connect(f"brokerd://127.0.0.1:{server.port}", timeout=BOUND)
+        await root.declare_queue("beat")
+        await root.call(lambda req: bp.ScheduleSet(req, "nightly", "every 3600", "", "beat", b"t"))
+        await root.close()
+        status, _, _ = await call(port, "POST", "/api/schedules/%2F/nightly/pause", user=None)
+        assert status == 200
+        (row,) = await get_json(port, "/api/schedules", user=None)
+        assert row["paused"] is True and row["next_run"] is None
+    finally:
+        await server.stop()
+    again = build_server(config)
+    await again.start()
+    try:
+        port = again.management.port
+        assert port
+        (row,) = await get_json(port, "/api/schedules", user=None)
+        assert row["paused"] is True
+        # A worker declaring it again, unchanged, leaves it paused.
+        root = await brokerd_client.connect(f"brokerd://127.0.0.1:{again.port}", timeout=BOUND)
+        await root.call(lambda req: bp.ScheduleSet(req, "nightly", "every 3600", "", "beat", b"t"))
+        await root.close()
+        assert (await get_json(port, "/api/schedules", user=None))[0]["paused"] is True
+        before = time.time()
+        status, _, _ = await call(port, "POST", "/api/schedules/%2F/nightly/resume", user=None)
+        assert status == 200
+        (row,) = await get_json(port, "/api/schedules", user=None)
+        assert row["paused"] is False and row["next_run"] >= before + 3600 - 1
+        status, _, _ = await call(port, "POST", "/api/schedules/%2F/other/pause", user=None)
+        assert status == 404
+    finally:
+        await again.stop()

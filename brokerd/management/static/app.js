@@ -252,15 +252,20 @@ const RENDER = {
     fill("workers-table", w, (r) => [r.hostname, r.online ? "online" : "offline", num(r.pid), num(r.active),
       num(r.processed), (r.loadavg || []).join(" "), when(r.last_heartbeat)]);
     fill("schedules-table", s, (r) => {
-      const run = el("button", "Run now");
-      run.type = "button";
-      run.addEventListener("click", () => act("run " + r.name, async () => {
-        await api("POST", "/api/schedules/" + encodeURIComponent(r.vhost) + "/" + encodeURIComponent(r.name) + "/run");
-        return "ran " + r.name;
-      }));
       const cell = el("td");
-      cell.appendChild(run);
-      return [r.vhost, r.name, r.spec, (r.exchange || "(default)") + " → " + r.routing_key, when(r.next_run), when(r.last_run), cell];
+      const path = "/api/schedules/" + encodeURIComponent(r.vhost) + "/" + encodeURIComponent(r.name) + "/";
+      for (const [label, action] of [["Run now", "run"], r.paused ? ["Resume", "resume"] : ["Pause", "pause"]]) {
+        const b = el("button", label);
+        b.type = "button";
+        b.dataset.action = action;
+        b.addEventListener("click", () => act(action + " " + r.name, async () => {
+          await api("POST", path + action);
+          return action + ": " + r.name;
+        }));
+        cell.appendChild(b);
+      }
+      return [r.vhost, r.name, r.spec, (r.exchange || "(default)") + " → " + r.routing_key,
+        r.paused ? "paused" : when(r.next_run), when(r.last_run), cell];
     });
     fill("tasks-table", t, (r) => {
       const detail = el("td");
