@@ -651,13 +651,14 @@ class API:
                 row["task_id"] = row["uuid"]
                 row["vhost"] = DEFAULT_VHOST
         if self.tasks is not None and len(rows) < limit:
-            seen = {(row["vhost"], row["task_id"]) for row in rows}
-            for row in taskviews.recent(self.tasks, 10 * limit):
+            seen = {row["task_id"] for row in rows}  # of "/": bare ids
+
+            def keep(internal: str) -> bool:
+                return internal not in seen and readable(split(internal)[0])
+
+            for row in taskviews.recent(self.tasks, limit - len(rows), keep):
                 vhost, task_id = split(row["task_id"])
-                if readable(vhost) and (vhost, task_id) not in seen:
-                    rows.append({**row, "task_id": task_id, "vhost": vhost})
-                    if len(rows) >= limit:
-                        break
+                rows.append({**row, "task_id": task_id, "vhost": vhost})
         return rows
 
     def definitions(self, vhost: str | None) -> dict[str, Any]:
