@@ -168,6 +168,10 @@ const RENDER = {
     card(totals, "consumers", o.object_totals.consumers);
     card(totals, "publish/s", rate(o.message_stats, "publish"));
     card(totals, "deliver/s", rate(o.message_stats, "deliver_get"));
+    const mib = (n) => (n / 1048576).toFixed(1) + " MiB";
+    card(totals, "message memory of " + mib(o.memory.message_limit), mib(o.memory.message_bytes));
+    card(totals, "broker RSS", mib(o.memory.rss_bytes));
+    if (o.disk_free !== null) card(totals, "disk free (limit " + mib(o.disk_free_limit) + ")", mib(o.disk_free));
     const alarms = $("alarms");
     alarms.textContent = "";
     for (const [name, on] of Object.entries(o.alarms)) {
