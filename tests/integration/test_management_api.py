@@ -767,3 +767,10 @@ async def test_a_paused_schedule_stays_paused_across_a_restart_and_resumes(
         assert status == 404
     finally:
         await again.stop()
+
+
+async def test_a_browser_on_the_broker_port_is_pointed_at_the_management_page(mgmt: Any) -> None:
+    server, _root, port = mgmt
+    status, _, body = await raw(server.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == 400
+    assert f"the management page is at http://127.0.0.1:{port}/".encode() in body
