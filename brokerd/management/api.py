@@ -184,7 +184,8 @@ class API:
         self._conn = Connection(self._publisher)
         self._seq = itertools.count(1)
         self.node = f"brokerd@{host.config.server_name}"
-        self.events = EventWatcher(host.broker)
+        #: One watcher of the workers' events per vhost, made on first use.
+        self.watchers: dict[str, EventWatcher] = {}
 
     # --- dispatch -----------------------------------------------------------------------
 
@@ -292,8 +293,10 @@ class API:
         if n == 1 and head == "tasks":
             return Response.json(self.recent_tasks(p, request))
         if n == 1 and head == "workers":
-            self.events.watch()
-            return Response.json(self.events.worker_rows())
+            rows = []
+            for watcher in self._watch(p):
+                rows.extend(watcher.worker_rows())
+            return Response.json(rows)
         raise HTTPError(404, "no such endpoint (see /api/openapi.json)")
 
     async def change(self, p: Principal, request: Request, route: list[str]) -> Response:
@@ -417,6 +420,21 @@ class API:
                 if started is None or d.started < started:
                     oldest[key] = d.started
         return {k: max(0.0, round(now - v, 3)) for k, v in oldest.items()}
+
+    def _watch(self, p: Principal) -> list[EventWatcher]:
+        """The event watchers of the vhosts ``p`` may read, attached (made on
+        first use, so only a watched broker has the events queues)."""
+        out = []
+        registry = self.host.vhosts
+        for vhost in [v for v in registry.all() if self.gate.can_read(p, v)]:
+            watcher = self.watchers.get(vhost)
+            if watcher is None:
+                watcher = self.watchers[vhost] = EventWatcher(self.host.broker, vhost=vhost)
+            watcher.watch()
+            out.append(watcher)
+        for gone in [v for v in self.watchers if not registry.exists(v)]:
+            del self.watchers[gone]
+        return out
 
     def _readable(self, p: Principal) -> Callable[[str], bool]:
         """Whether ``p`` may read a vhost (answers cached for one request)."""
@@ -643,15 +661,15 @@ class API:
         limit = _int(dict(request.query), "limit", 100, 1, 1000)
         assert limit is not None
         readable = self._readable(p)
-        self.events.watch()
         rows: list[dict[str, Any]] = []
-        if readable(DEFAULT_VHOST):
-            rows = self.events.task_rows(limit)
-            for row in rows:
-                row["task_id"] = row["uuid"]
-                row["vhost"] = DEFAULT_VHOST
+        for watcher in self._watch(p):
+            rows.extend(watcher.task_rows(limit))
+        rows.sort(key=lambda row: row.get("timestamp", 0), reverse=True)
+        del rows[limit:]
+        for row in rows:
+            row["task_id"] = row["uuid"]
         if self.tasks is not None and len(rows) < limit:
-            seen = {row["task_id"] for row in rows}  # of "/": bare ids
+            seen = {Names.of(row["vhost"]).inn(row["task_id"]) for row in rows}
 
             def keep(internal: str) -> bool:
                 return internal not in seen and readable(split(internal)[0])
@@ -670,8 +688,8 @@ class API:
         queues = []
         rows = listing.queue_rows(broker.queues, now, vhost)
         rows.sort(key=lambda r: (r[1]["vhost"], r[1]["name"]))
-        for internal, row in rows:
-            if internal == EVENTS_QUEUE:
+        for _, row in rows:
+            if row["name"] == EVENTS_QUEUE:
                 continue
             options = {k: v for k, v in row["options"].items() if v is not None}
             queues.append(
@@ -698,7 +716,7 @@ class API:
             "bindings": [
                 {k: v for k, v in b.items() if k != "properties_key"}
                 for b in self.bindings_all(vhost)
-                if not (b["vhost"] == DEFAULT_VHOST and b["destination"] == EVENTS_QUEUE)
+                if b["destination"] != EVENTS_QUEUE
             ],
         }
         if vhost is None:

@@ -774,3 +774,28 @@ async def test_a_browser_on_the_broker_port_is_pointed_at_the_management_page(mg
     status, _, body = await raw(server.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert status == 400
     assert f"the management page is at http://127.0.0.1:{port}/".encode() in body
+
+
+async def test_workers_of_another_vhost_are_shown_with_their_vhost(mgmt: Any) -> None:
+    server, root, port = mgmt
+    await root.call(lambda req: bp.AddVhost(req, "jobs"))
+    await root.call(lambda req: bp.SetPermissions(req, "admin", "jobs", ".*", ".*", ".*"))
+    assert await get_json(port, "/api/workers") == []  # watches every vhost
+    other = await brokerd_client.connect(
+        f"brokerd://{ADMIN[0]}:{ADMIN[1]}@127.0.0.1:{server.port}/jobs", timeout=BOUND
+    )
+    try:
+        beat = {"type": "worker-heartbeat", "hostname": "w@jobs", "freq": 2.0,
+                "timestamp": time.time()}  # fmt: skip
+        assert await other.publish("brokerd.events", "worker.heartbeat", json.dumps(beat).encode())
+        for _ in range(200):
+            workers = await get_json(port, "/api/workers")
+            if workers:
+                break
+            await asyncio.sleep(0.02)
+        assert [(w["vhost"], w["hostname"]) for w in workers] == [("jobs", "w@jobs")]
+        # The events queues are the management plane's: not in definitions.
+        exported = await get_json(port, "/api/definitions")
+        assert all(q["name"] != "brokerd.management.events" for q in exported["queues"])
+    finally:
+        await other.close()
