@@ -799,3 +799,26 @@ async def test_workers_of_another_vhost_are_shown_with_their_vhost(mgmt: Any) ->
         assert all(q["name"] != "brokerd.management.events" for q in exported["queues"])
     finally:
         await other.close()
+
+
+async def test_expect_100_continue_is_answered_before_the_body(mgmt: Any) -> None:
+    _server, root, port = mgmt
+    await root.declare_queue("app.big")
+    payload = json.dumps({"routing_key": "app.big", "payload": "x" * 5000}).encode()
+    auth = _auth(ADMIN)["Authorization"]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(
+            b"POST /api/exchanges/%2F/amq.default/publish HTTP/1.1\r\nHost: x\r\n"
+            + f"Authorization: {auth}\r\nContent-Length: {len(payload)}\r\n".encode()
+            + b"Expect: 100-continue\r\n\r\n"
+        )
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), BOUND)
+        assert interim.startswith(b"HTTP/1.1 100 ")
+        writer.write(payload)
+        status, _, body = await asyncio.wait_for(_read_response(reader), BOUND)
+        assert status == 200 and json.loads(body) == {"routed": True}
+    finally:
+        writer.close()
+    status, _, _ = await raw(port, b"GET / HTTP/1.1\r\nExpect: magic\r\n\r\n")
+    assert status == 417
