@@ -19,6 +19,7 @@ import brokerd_client
 import brokerd_protocol as bp
 from brokerd.cli import build_server
 from brokerd.config import Config
+from brokerd.management.api import shape
 from brokerd.management.http import MAX_BODY, MAX_HEAD
 from brokerd.server import BrokerServer
 from brokerd_client import AsyncClient
@@ -822,3 +823,41 @@ async def test_expect_100_continue_is_answered_before_the_body(mgmt: Any) -> Non
         writer.close()
     status, _, _ = await raw(port, b"GET / HTTP/1.1\r\nExpect: magic\r\n\r\n")
     assert status == 417
+
+
+async def test_the_pages_fast_queue_listing_answers_as_the_general_one(
+    mgmt: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, root, _port = mgmt
+    await root.call(lambda req: bp.AddVhost(req, "b"))
+    await root.call(lambda req: bp.SetPermissions(req, "admin", "b", ".*", ".*", ".*"))
+    other = await brokerd_client.connect(
+        f"brokerd://{ADMIN[0]}:{ADMIN[1]}@127.0.0.1:{server.port}/b", timeout=BOUND
+    )
+    try:
+        for i in (3, 1, 2, 11):
+            await root.declare_queue(f"q{i}")
+            await root.publish("", f"q{i}", b"x" * i)
+        for i in (2, 5):
+            await other.declare_queue(f"q{i}")
+        api = server.management.api
+        me = await api.gate._check_basic(*ADMIN, "127.0.0.1")  # an administrator
+        now = server.broker.clock.now()
+        monkeypatch.setattr(server.broker.clock, "now", lambda: now)  # ages stand still
+        queries: list[dict[str, str]] = [
+            {"page": "1"},
+            {"page": "1", "page_size": "2", "sort": "name"},
+            {"page": "2", "page_size": "2", "sort": "name", "sort_reverse": "true"},
+            {"page": "1", "sort": "name", "sort_reverse": "true", "name": "q1"},
+            {"page": "1", "page_size": "3", "columns": "vhost,name,messages_ready"},
+            {"page": "9", "page_size": "3"},
+        ]
+        for query in queries:
+            for vhost in (None, "/", "b"):
+                fast = api.queue_page(me, vhost, query)
+                assert fast is not None
+                assert fast == shape(api.queues(me, vhost), query), (query, vhost)
+        assert api.queue_page(me, None, {"page": "1", "sort": "messages_ready"}) is None
+        assert api.queue_page(me, None, {"sort": "name"}) is None
+    finally:
+        await other.close()
