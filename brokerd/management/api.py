@@ -40,6 +40,7 @@ from .auth import SESSION_COOKIE, SESSION_IDLE, Gate, Principal
 from .events import QUEUE as EVENTS_QUEUE
 from .events import EventWatcher
 from .http import HTTPError, Request, Response
+from .lists import MAX_PAGE_SIZE, int_param, project, shape, stable_reverse_by_name
 from .rates import Rates
 
 log = logging.getLogger("brokerd.management")
@@ -126,17 +127,6 @@ def _broker_error(exc: BrokerError) -> HTTPError:
     if exc.code == ErrorCode.ACCESS_REFUSED:
         return HTTPError(403, exc.message)
     return HTTPError(400, exc.message)
-
-
-def _int(body: dict[str, Any], name: str, default: int | None, low: int, high: int) -> int | None:
-    value = body.get(name, default)
-    if value is None:
-        return None
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise HTTPError(400, f"{name} must be an integer within {low}..{high}")
-    return value
 
 
 def _object(request: Request) -> dict[str, Any]:
@@ -470,8 +460,8 @@ class API:
         None for any other request (``shape`` answers it)."""
         if "page" not in query or query.get("sort", "name") != "name":
             return None
-        page = _int(query, "page", 1, 1, 1 << 31)
-        size = _int(query, "page_size", 100, 1, MAX_PAGE_SIZE)
+        page = int_param(query, "page", 1, 1, 1 << 31)
+        size = int_param(query, "page_size", 100, 1, MAX_PAGE_SIZE)
         assert page is not None and size is not None
         broker = self.host.broker
         readable = self._readable(p)
@@ -489,7 +479,7 @@ class API:
             named.sort(key=lambda e: (e[0], e[1]), reverse=query.get("sort_reverse") == "true")
             if query.get("sort_reverse") == "true":
                 # sorted(..., reverse=True) keeps equal names in input order.
-                named = _stable_reverse_by_name(named)
+                named = stable_reverse_by_name(named)
         else:
             named.sort(key=lambda e: (e[1], e[0]))
         chosen = named[(page - 1) * size : page * size]
@@ -502,7 +492,7 @@ class API:
             items.append(self._queue_row(row[1], queues[internal], leases))
         columns = [c for c in query.get("columns", "").split(",") if c]
         if columns:
-            items = [_project(r, columns) for r in items]
+            items = [project(r, columns) for r in items]
         return {
             "items": items,
             "page": page,
@@ -713,7 +703,7 @@ class API:
     def recent_tasks(self, p: Principal, request: Request) -> list[dict[str, Any]]:
         """Tasks from the workers' events (most recently changed first), then
         final results from the results store's memory not seen in events."""
-        limit = _int(dict(request.query), "limit", 100, 1, 1000)
+        limit = int_param(dict(request.query), "limit", 100, 1, 1000)
         assert limit is not None
         readable = self._readable(p)
         rows: list[dict[str, Any]] = []
@@ -890,7 +880,7 @@ class API:
         """RabbitMQ's "get messages", as a peek: the first ``count`` ready
         messages in delivery order, left in the queue (only the
         ``*_requeue_true`` ackmodes: consuming over HTTP is not offered)."""
-        count = _int(body, "count", 1, 1, MAX_PEEK)
+        count = int_param(body, "count", 1, 1, MAX_PEEK)
         assert count is not None
         ackmode = body.get("ackmode", "ack_requeue_true")
         if ackmode not in ("ack_requeue_true", "reject_requeue_true"):
@@ -902,7 +892,7 @@ class API:
         encoding = body.get("encoding", "auto")
         if encoding not in ("auto", "base64"):
             raise HTTPError(400, "encoding must be auto or base64")
-        truncate = _int(body, "truncate", None, 0, 1 << 30)
+        truncate = int_param(body, "truncate", None, 0, 1 << 30)
         names = Names.of(vhost)
         out: list[dict[str, Any]] = []
         remaining = q.ready_count
@@ -997,7 +987,7 @@ class API:
         self, p: Principal, vhost: str, name: str, body: dict[str, Any]
     ) -> dict[str, Any]:
         q = self._queue(vhost, name)
-        count = _int(body, "count", None, 1, 1 << 40)
+        count = int_param(body, "count", None, 1, 1 << 40)
         to = body.get("to")
         if to is not None and (not isinstance(to, str) or not to):
             raise HTTPError(400, "to must be a queue name")
@@ -1109,87 +1099,6 @@ def _static_names() -> frozenset[str]:
             f.name for f in root.iterdir() if f.is_file() and not f.name.startswith(".")
         )
     return _STATIC
-
-
-#: Largest page (RabbitMQ's limit too).
-MAX_PAGE_SIZE = 500
-
-
-def _path(row: dict[str, Any], dotted: str) -> Any:
-    value: Any = row
-    for part in dotted.split("."):
-        if not isinstance(value, dict):
-            return None
-        value = value.get(part)
-    return value
-
-
-def _project(row: dict[str, Any], columns: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for dotted in columns:
-        parts = dotted.split(".")
-        value = _path(row, dotted)
-        target = out
-        for part in parts[:-1]:
-            target = target.setdefault(part, {})
-        target[parts[-1]] = value
-    return out
-
-
-def shape(rows: list[dict[str, Any]], query: dict[str, str]) -> Any:
-    """RabbitMQ's list parameters: ``name`` (substring filter), ``sort`` (a
-    field, dotted for nested ones) and ``sort_reverse``, ``columns`` (the
-    fields to return, comma-separated), and ``page``/``page_size``, with which
-    the answer is a page object (``items``, ``page_count``, ...)."""
-    total = len(rows)
-    name = query.get("name")
-    if name:
-        rows = [r for r in rows if name in str(r.get("name", ""))]
-    key = query.get("sort")
-    if key:
-
-        def sort_key(row: dict[str, Any]) -> tuple[int, Any]:
-            v = _path(row, key)
-            if isinstance(v, bool) or not isinstance(v, int | float | str):
-                return (0, 0)
-            return (1, v) if isinstance(v, int | float) else (2, v)
-
-        rows = sorted(rows, key=sort_key, reverse=query.get("sort_reverse") == "true")
-    columns = [c for c in query.get("columns", "").split(",") if c]
-    if "page" not in query:
-        return [_project(r, columns) for r in rows] if columns else rows
-    page = _int(query, "page", 1, 1, 1 << 31)
-    size = _int(query, "page_size", 100, 1, MAX_PAGE_SIZE)
-    assert page is not None and size is not None
-    filtered = len(rows)
-    items = rows[(page - 1) * size : page * size]
-    if columns:
-        items = [_project(r, columns) for r in items]
-    return {
-        "items": items,
-        "page": page,
-        "page_size": size,
-        "page_count": max(1, -(-filtered // size)),
-        "item_count": len(items),
-        "filtered_count": filtered,
-        "total_count": total,
-    }
-
-
-def _stable_reverse_by_name(
-    named: list[tuple[str, str, str]],
-) -> list[tuple[str, str, str]]:
-    """Names descending, equal names in ascending vhost order (what a stable
-    ``sorted(reverse=True)`` of rows in (vhost, name) order gives)."""
-    out: list[tuple[str, str, str]] = []
-    i = 0
-    while i < len(named):
-        j = i
-        while j < len(named) and named[j][0] == named[i][0]:
-            j += 1
-        out.extend(sorted(named[i:j], key=lambda e: e[1]))
-        i = j
-    return out
 
 
 def _conn(session: Any) -> Connection:

@@ -19,8 +19,8 @@ import brokerd_client
 import brokerd_protocol as bp
 from brokerd.cli import build_server
 from brokerd.config import Config
-from brokerd.management.api import shape
 from brokerd.management.http import MAX_BODY, MAX_HEAD
+from brokerd.management.lists import shape
 from brokerd.server import BrokerServer
 from brokerd_client import AsyncClient
 

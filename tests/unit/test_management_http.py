@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from brokerd.auth import Users, Verifier
-from brokerd.management.api import shape
 from brokerd.management.auth import Gate
 from brokerd.management.events import MAX_TASKS, EventWatcher
 from brokerd.management.http import (
@@ -18,6 +17,7 @@ from brokerd.management.http import (
     encode_response,
     parse_head,
 )
+from brokerd.management.lists import shape
 from brokerd.management.openapi import document
 from brokerd.management.rates import Rates
 from brokerd.options import QueueOptions
