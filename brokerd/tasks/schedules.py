@@ -253,7 +253,12 @@ class Schedules:
         batch.after_commit(committed)
 
     def list(self, client: Client, f: bp.ScheduleList) -> None:
-        client.reply_ok(f.req, [self.entries[n].listing() for n in sorted(self.entries)])
+        rows = [self.entries[n].listing() for n in sorted(self.entries)]
+        if f.full:
+            for row in rows:
+                entry = self.entries[row["name"]]
+                row["body"], row["props"] = entry.body, entry.props
+        client.reply_ok(f.req, rows)
 
     # --- firing -----------------------------------------------------------------------
 
