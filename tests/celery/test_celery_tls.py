@@ -72,3 +72,45 @@ def test_celery_broker_use_ssl_turns_tls_on_for_a_brokerd_url(tls_broker: Any, p
         app.close()
     with brokerd_client.Client(url(tls_broker), cafile=str(pki.ca_file)) as client:
         assert client.queue_stats("tls-celery").ready == 1
+
+
+def _backend_app(broker: Any, **conf: Any) -> Celery:
+    app = Celery("tlsresults", set_as_current=False)
+    app.conf.result_backend = url(broker)
+    app.conf.update(conf)
+    return app
+
+
+def test_the_result_backend_speaks_tls_with_brokerd_backend_use_ssl(
+    tls_broker: Any, pki: Pki
+) -> None:
+    app = _backend_app(tls_broker, brokerd_backend_use_ssl={"ssl_ca_certs": str(pki.ca_file)})
+    try:
+        app.backend.store_result("tls-task-1", 42, "SUCCESS")
+        assert app.AsyncResult("tls-task-1").get(timeout=10) == 42
+    finally:
+        app.close()
+
+
+def test_the_result_backend_falls_back_to_broker_use_ssl_for_a_brokerd_broker(
+    tls_broker: Any, pki: Pki
+) -> None:
+    app = _backend_app(
+        tls_broker,
+        broker_url=url(tls_broker),
+        broker_use_ssl={"ssl_ca_certs": str(pki.ca_file)},
+    )
+    try:
+        app.backend.store_result("tls-task-2", "ok", "SUCCESS")
+        assert app.AsyncResult("tls-task-2").result == "ok"
+    finally:
+        app.close()
+
+
+def test_the_result_backend_refuses_a_broker_it_cannot_verify(tls_broker: Any) -> None:
+    app = _backend_app(tls_broker)
+    try:
+        with pytest.raises(TLSError):
+            app.backend.store_result("tls-task-3", 1, "SUCCESS")
+    finally:
+        app.close()

@@ -40,6 +40,7 @@ from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import result_from_tuple
 
 from ..sync import Client
+from ..tls import from_celery
 from ..url import BrokerURL, parse_url
 from . import chords, payload
 
@@ -70,6 +71,7 @@ class BrokerdBackend(BaseBackend):  # type: ignore[misc]  # Celery is untyped
                 f"{self.serializer!r}: set result_serializer = 'json' (or 'msgpack')"
             )
         self.broker_url: BrokerURL = parse_url(url or "brokerd://localhost:5673")
+        self.ssl_context = from_celery(self.broker_url, _use_ssl(app.conf))
         self.ttl = _ttl(self.expires)
         self._client: Client | None = None
         self._client_lock = threading.Lock()
@@ -85,7 +87,10 @@ class BrokerdBackend(BaseBackend):  # type: ignore[misc]  # Celery is untyped
                 client = self._client
                 if client is None:
                     client = self._client = Client(
-                        self.broker_url, client_name="celery-backend", timeout=60.0
+                        self.broker_url,
+                        client_name="celery-backend",
+                        timeout=60.0,
+                        ssl_context=self.ssl_context,
                     )
         return client
 
@@ -266,6 +271,20 @@ class BrokerdBackend(BaseBackend):  # type: ignore[misc]  # Celery is untyped
 
     def on_chord_part_return(self, request: Any, state: str, result: Any, **kwargs: Any) -> None:
         chords.on_chord_part_return(self, request, state, result)
+
+
+def _use_ssl(conf: Any) -> Any:
+    """The backend's TLS setting: ``brokerd_backend_use_ssl`` (the form of
+    ``broker_use_ssl``), else ``broker_use_ssl`` when the broker is brokerd
+    too (one CA for both, as most deployments have), else none (TLS then
+    only for ``brokerds://``, verified against the system's CAs)."""
+    own = conf.get("brokerd_backend_use_ssl")
+    if own is not None:
+        return own
+    broker = str(conf.get("broker_url") or "")
+    if broker.startswith(("brokerd://", "brokerds://")):
+        return conf.get("broker_use_ssl")
+    return None
 
 
 def _ttl(expires: Any) -> float:
