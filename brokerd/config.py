@@ -82,6 +82,9 @@ class Config:
     tls_key: str | None = None
     #: PEM CA certificates: clients must present a certificate one of them signed (mTLS).
     tls_ca: str | None = None
+    #: A client certificate's CN names the user it logs in as, with no
+    #: password (needs tls_ca; applies once users exist).
+    tls_cert_login: bool = False
 
     @property
     def in_memory(self) -> bool:
@@ -150,6 +153,11 @@ class Config:
             raise ConfigError("tls_cert and tls_key go together: give both, or neither")
         if self.tls_ca is not None and self.tls_cert is None:
             raise ConfigError("tls_ca (client certificates) needs tls_cert and tls_key")
+        if self.tls_cert_login and self.tls_ca is None:
+            raise ConfigError(
+                "tls_cert_login (the certificate's CN as the user) needs tls_ca: "
+                "only a certificate the broker verified may name a user"
+            )
         # The broker port may bind elsewhere with users instead of a token; the
         # users are in the store, so the server checks that once it is open.
         if self.token is None and not is_loopback(self.metrics_host):
@@ -294,6 +302,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tls-ca",
         help="PEM CA certificates: clients must present a certificate signed by one (mTLS)",
+    )
+    p.add_argument(
+        "--tls-cert-login",
+        action="store_true",
+        default=None,
+        help="with --tls-ca and users: a client that gives no user name logs in as the "
+        "user its certificate's CN names, without a password",
     )
     return p
 

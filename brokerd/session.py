@@ -46,6 +46,7 @@ from .foreign import MORE, SNIFF_BYTES, Foreign, Next, Refusal, sniff
 from .queues import Consumer, Delivery
 from .storage.base import Batch
 from .throttle import AuthThrottle
+from .tls import certificate_user
 from .vhosts import DEFAULT_NAMES, DEFAULT_VHOST, Names, Registry
 
 log = logging.getLogger("brokerd.session")
@@ -180,6 +181,8 @@ class Session(asyncio.Protocol):
         self.user: str | None = None
         #: Its rights (None: everything); see the class docstring.
         self.access: Access | None = None
+        #: The CN of its verified client certificate, with --tls-cert-login.
+        self.cert_user: str | None = None
         #: A Hello whose password is being checked (off the loop).
         self._verifying = False
         #: Wall-clock time of the connect (epoch seconds), for admins.
@@ -251,6 +254,8 @@ class Session(asyncio.Protocol):
                 "this broker requires a TLS client certificate signed by its --tls-ca; "
                 "connect with certfile= and keyfile=",
             )
+        elif self.config.tls_cert_login:
+            self.cert_user = certificate_user(transport.get_extra_info("peercert"))
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
@@ -570,6 +575,8 @@ class Session(asyncio.Protocol):
         self.names = Names.of(frame.vhost)
         if self.local and frame.user is None:
             self._welcome(frame)
+        elif self.config.tls_cert_login and frame.user is None and self.host.users.defined:
+            self._certificate_login(frame)
         elif frame.user is not None or self.config.token is not None:
             self._check_credentials(frame)
         elif self.host.users.defined:
@@ -658,6 +665,31 @@ class Session(asyncio.Protocol):
             return
         if not self.local:
             throttle.succeeded(self.peer_host)
+        self.user = user.name
+        self.set_access(self.host.users)
+        self._welcome(frame)
+
+    def _certificate_login(self, frame: bp.Hello) -> None:
+        """--tls-cert-login: the verified client certificate's CN is the
+        user, with no password (RabbitMQ's EXTERNAL mechanism). A CN that
+        names no user is a failed login like a wrong password."""
+        user = self.host.users.get(self.cert_user) if self.cert_user is not None else None
+        if user is None:
+            delay = self.host.auth_throttle.failed(self.peer_host)
+            log.warning(
+                "certificate login failed from %s: CN %r is not a user (client %r); "
+                "next attempt from this address waits %.3g s",
+                self.peer_name,
+                (self.cert_user or "")[:64],
+                frame.client_name[:64],
+                delay,
+            )
+            self.fail(
+                ErrorCode.AUTH_FAILED,
+                "the client certificate's common name (CN) is not a user of this broker",
+            )
+            return
+        self.host.auth_throttle.succeeded(self.peer_host)
         self.user = user.name
         self.set_access(self.host.users)
         self._welcome(frame)

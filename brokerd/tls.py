@@ -194,6 +194,20 @@ class ServerTLS:
         return True
 
 
+def certificate_user(peercert: object) -> str | None:
+    """The common name (CN) of a verified client certificate: the user a
+    ``--tls-cert-login`` broker logs it in as (RabbitMQ's EXTERNAL
+    mechanism). None if the certificate has no CN. ``peercert`` is what
+    ``SSLObject.getpeercert()`` returns: subject as RDNs of (key, value)."""
+    if not isinstance(peercert, dict):
+        return None
+    for rdn in peercert.get("subject", ()):
+        for pair in rdn:
+            if len(pair) == 2 and pair[0] == "commonName" and isinstance(pair[1], str):
+                return pair[1]
+    return None
+
+
 def describe(files: TLSFiles) -> str:
     """How the listener is secured, for the start-up line."""
     mtls = f", client certificates from CA {Path(files.ca).name}" if files.ca else ""

@@ -57,8 +57,8 @@ class Pki:
         )
         return self._write(leaf, f"{self.name}-{stem}")
 
-    def client(self, stem: str = "client") -> CertFiles:
-        leaf = self.ca.issue_cert("client.example", common_name="worker-1")
+    def client(self, stem: str = "client", common_name: str = "worker-1") -> CertFiles:
+        leaf = self.ca.issue_cert("client.example", common_name=common_name)
         return self._write(leaf, f"{self.name}-{stem}")
 
 

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from tlskit import CertFiles, Pki, expired
 
 import brokerd_client
+import brokerd_protocol as bp
 from brokerd_client import ConnectionLost, TLSError
 
 BOUND = 20.0
@@ -204,6 +205,58 @@ async def test_mtls_admits_a_client_with_a_certificate_from_the_ca(
         await round_trip(client, "mtls", b"with a client certificate")
     finally:
         await client.close()
+
+
+async def _mtls_connect(broker: Any, pki: Pki, files: CertFiles) -> brokerd_client.AsyncClient:
+    return await brokerd_client.connect(
+        tls_url(broker),
+        cafile=str(pki.ca_file),
+        certfile=str(files.cert),
+        keyfile=str(files.key),
+        timeout=BOUND,
+    )
+
+
+async def test_certificate_login_takes_the_cn_as_the_user_without_a_password(
+    broker_factory: Any, pki: Pki
+) -> None:
+    broker = broker_factory(
+        *pki.server().flags(), "--tls-ca", str(pki.ca_file), "--tls-cert-login"
+    ).start()
+    worker = pki.client("worker", common_name="worker-1")
+    # No users yet: loopback stays open, as without certificate login.
+    async with await _mtls_connect(broker, pki, worker) as root:
+        await root.call(lambda req: bp.AddUser(req, "worker-1", "unused-password", []))
+        await root.call(
+            lambda req: bp.SetPermissions(
+                req, "worker-1", "/", "^w\\.", "^w\\.|^amq\\.default$", "^w\\."
+            )
+        )
+        await root.call(lambda req: bp.AddUser(req, "admin", "pw", ["administrator"]))
+        await root.call(lambda req: bp.SetPermissions(req, "admin", "/", ".*", ".*", ".*"))
+    async with await _mtls_connect(broker, pki, worker) as client:
+        await round_trip(client, "w.jobs", b"as worker-1")
+        with pytest.raises(brokerd_client.AccessRefused, match="worker-1"):
+            await client.declare_queue("other.jobs")
+    stranger = pki.client("stranger", common_name="nobody")
+    with pytest.raises(brokerd_client.AuthenticationError, match="common name"):
+        await _mtls_connect(broker, pki, stranger)
+    # A user name and password in the URL still log in as that user.
+    async with await brokerd_client.connect(
+        f"brokerds://admin:pw@127.0.0.1:{broker.port}",
+        cafile=str(pki.ca_file),
+        certfile=str(stranger.cert),
+        keyfile=str(stranger.key),
+        timeout=BOUND,
+    ) as admin:
+        await admin.declare_queue("other.jobs")
+
+
+def test_certificate_login_needs_a_client_ca(broker_factory: Any, pki: Pki) -> None:
+    from brokerd.config import Config, ConfigError
+
+    with pytest.raises(ConfigError, match="needs tls_ca"):
+        Config(tls_cert="c", tls_key="k", tls_cert_login=True).validate()
 
 
 async def test_the_token_is_still_checked_over_tls(broker_factory: Any, pki: Pki) -> None:
