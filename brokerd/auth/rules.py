@@ -165,4 +165,7 @@ RULES: dict[type[bp.Frame], Rule] = {
     bp.SetPermissions: ADMIN,
     bp.ClearPermissions: ADMIN,
     bp.ListPermissions: ADMIN,
+    bp.AddVhost: ADMIN,
+    bp.DeleteVhost: ADMIN,
+    bp.ListVhosts: MONITOR,
 }

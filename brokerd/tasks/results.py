@@ -549,3 +549,9 @@ class Results:
         old = self._cache.pop(task_id, None)
         if old is not None:
             self._cache_bytes -= len(old.payload)
+
+    def forget_prefix(self, prefix: str) -> None:
+        """Drop the cached results of ids starting with ``prefix`` (a vhost
+        deleted; its rows go with the same batch)."""
+        for task_id in [t for t in self._cache if t.startswith(prefix)]:
+            self._forget(task_id)

@@ -327,6 +327,9 @@ FRAME_TYPES: tuple[type[f.Frame], ...] = (
     f.SetPermissions,
     f.ClearPermissions,
     f.ListPermissions,
+    f.AddVhost,
+    f.DeleteVhost,
+    f.ListVhosts,
 )
 
 _SPECS: dict[int, _FrameSpec] = {}

@@ -29,7 +29,8 @@ class Frame:
 @dataclass(frozen=True, slots=True)
 class Hello(Frame):
     """First frame a client sends: the versions it speaks and its credentials
-    (the broker's shared ``token``, or a ``user`` and its ``password``)."""
+    (the broker's shared ``token``, or a ``user`` and its ``password``), and
+    the ``vhost`` the connection works in (SPEC §6.6)."""
 
     TYPE: ClassVar[int] = 1
     versions: list[int]
@@ -38,6 +39,7 @@ class Hello(Frame):
     heartbeat: float = 30.0
     user: str | None = None
     password: str | None = None
+    vhost: str = "/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -515,6 +517,8 @@ class ListQueues(Frame):
     req: int
     cursor: Any = None
     limit: int = 1000
+    #: Only this vhost's rows (nil: every vhost the connection may see).
+    vhost: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -523,6 +527,8 @@ class ListExchanges(Frame):
     req: int
     cursor: Any = None
     limit: int = 1000
+    #: Only this vhost's rows (nil: every vhost the connection may see).
+    vhost: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -531,6 +537,8 @@ class ListBindings(Frame):
     req: int
     cursor: Any = None
     limit: int = 1000
+    #: Only this vhost's rows (nil: every vhost the connection may see).
+    vhost: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -539,6 +547,8 @@ class ListConnections(Frame):
     req: int
     cursor: Any = None
     limit: int = 1000
+    #: Only this vhost's rows (nil: every vhost the connection may see).
+    vhost: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -547,6 +557,8 @@ class ListConsumers(Frame):
     req: int
     cursor: Any = None
     limit: int = 1000
+    #: Only this vhost's rows (nil: every vhost the connection may see).
+    vhost: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -640,5 +652,36 @@ class ListPermissions(Frame):
     req: int
     vhost: str | None = None
     user: str | None = None
+    cursor: Any = None
+    limit: int = 1000
+
+
+# --- vhosts (SPEC §17.7, codes 75-77) --------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AddVhost(Frame):
+    """Create vhost ``name``; PRECONDITION_FAILED if it exists."""
+
+    TYPE: ClassVar[int] = 75
+    req: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteVhost(Frame):
+    """Delete vhost ``name`` and everything in it; its connections are closed."""
+
+    TYPE: ClassVar[int] = 76
+    req: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListVhosts(Frame):
+    """A page of ``{name, queues, messages}`` rows keyed by name."""
+
+    TYPE: ClassVar[int] = 77
+    req: int
     cursor: Any = None
     limit: int = 1000

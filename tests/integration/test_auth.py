@@ -131,6 +131,9 @@ ADMIN_FRAMES: dict[type[bp.Frame], Make] = {
     bp.ListPermissions: lambda r: bp.ListPermissions(r, vhost="/"),
     bp.ClearPermissions: lambda r: bp.ClearPermissions(r, "temp", "/"),
     bp.DeleteUser: lambda r: bp.DeleteUser(r, "temp"),
+    bp.AddVhost: lambda r: bp.AddVhost(r, "temp"),
+    bp.ListVhosts: bp.ListVhosts,
+    bp.DeleteVhost: lambda r: bp.DeleteVhost(r, "temp"),
     bp.AdminStop: bp.AdminStop,  # last: it stops the broker
 }
 
