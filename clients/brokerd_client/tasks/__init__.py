@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from . import signals, states
 from .app import App, current_app
+from .canvas import GroupResult, Signature, chain, chord, group, maybe_signature, signature
+from .canvasio import ChordError
 from .exceptions import (
     ConfigurationError,
     ContentDisallowed,
@@ -41,16 +43,18 @@ from .request import Request
 from .result import AsyncResult, EagerResult
 from .schedules import crontab
 from .shared import shared_task
-from .task import Signature, Task
+from .task import Task
 
 __all__ = [
     "App",
     "AsyncResult",
+    "ChordError",
     "ConfigurationError",
     "ContentDisallowed",
     "EagerResult",
     "ExceptionInfo",
     "Exchange",
+    "GroupResult",
     "InvalidTaskMessage",
     "MaxRetriesExceededError",
     "NotRegistered",
@@ -65,9 +69,14 @@ __all__ = [
     "TaskRevokedError",
     "TimeLimitExceeded",
     "WorkerLostError",
+    "chain",
+    "chord",
     "crontab",
     "current_app",
+    "group",
+    "maybe_signature",
     "shared_task",
     "signals",
+    "signature",
     "states",
 ]

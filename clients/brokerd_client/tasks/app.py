@@ -20,6 +20,7 @@ from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 from ..client import AsyncClient
 from ..sync import Client
 from .bases import make_task
+from .canvas import Signature as CanvasSignature
 from .clients import Clients, WorkerHook
 from .config import Settings
 from .control import Control
@@ -206,9 +207,11 @@ class App:
         name: str,
         args: Sequence[Any] = (),
         kwargs: Mapping[str, Any] | None = None,
+        immutable: bool = False,
         **options: Any,
-    ) -> Signature:
-        return Signature(name, tuple(args), dict(kwargs or {}), options)
+    ) -> CanvasSignature:
+        """A signature of task ``name`` (it need not be registered here)."""
+        return CanvasSignature(name, tuple(args), dict(kwargs or {}), options, immutable, self)
 
     # --- sending (app.sender) ------------------------------------------------------------
 

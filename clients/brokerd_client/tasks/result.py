@@ -112,6 +112,8 @@ class _ResultBase:
     """What :class:`AsyncResult` and :class:`EagerResult` share."""
 
     id: str
+    #: The result before this one in a chain (or a chord's header), if any.
+    parent: Any = None
 
     @property
     def task_id(self) -> str:

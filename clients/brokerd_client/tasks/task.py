@@ -157,6 +157,18 @@ class TaskApp(ResultApp, Protocol):
 
     def gen_task_name(self, fn: Callable[..., Any]) -> str: ...
 
+    def signature(
+        self,
+        name: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        immutable: bool = False,
+        **options: Any,
+    ) -> Any:
+        """A canvas signature (:class:`~brokerd_client.tasks.Signature`): the
+        app makes it, so this module needs no import of the canvas."""
+        ...
+
 
 class Task(TaskHooks, TaskProgress, Generic[P, R]):
     """A registered task. Made by ``@app.task``; see the module docstring.
@@ -306,6 +318,9 @@ class Task(TaskHooks, TaskProgress, Generic[P, R]):
         ``task_id``, ``ignore_result``, ``time_limit``, ``soft_time_limit``,
         ``serializer``, ``compression``, ``headers``, and ``wait_confirm``
         (default True: return once the broker has durably stored it)."""
+        if "link" in options or "link_error" in options:  # the canvas sends it
+            sig = self.app.signature(self.name, tuple(args or ()), dict(kwargs or {}))
+            return sig.apply_async(**options)  # type: ignore[no-any-return]
         return self.app.sender.send(self.name, args or (), kwargs or {}, options, self)
 
     async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult:
@@ -321,9 +336,29 @@ class Task(TaskHooks, TaskProgress, Generic[P, R]):
     ) -> AsyncResult:
         return await self.app.sender.asend(self.name, args or (), kwargs or {}, options, self)
 
-    def s(self, *args: Any, **kwargs: Any) -> Signature:
-        """A signature of this task with these arguments (for ``send_many``)."""
-        return Signature(self.name, args, kwargs)
+    def s(self, *args: Any, **kwargs: Any) -> Any:
+        """A :class:`~brokerd_client.tasks.Signature` of this task with these
+        arguments, for the canvas (partial: a chain passes the previous result
+        first) and ``send_many``."""
+        return self.app.signature(self.name, args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> Any:
+        """An immutable signature: a chain does not pass it the previous result."""
+        return self.app.signature(self.name, args, kwargs, immutable=True)
+
+    def signature(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        immutable: bool = False,
+        **options: Any,
+    ) -> Any:
+        """``task.signature(args, kwargs, **options)``, as in Celery."""
+        return self.app.signature(
+            self.name, tuple(args or ()), dict(kwargs or {}), immutable=immutable, **options
+        )
+
+    subtask = signature
 
     def delay_many(
         self, calls: Iterable[Sequence[Any] | tuple[Sequence[Any], Mapping[str, Any]]]

@@ -38,6 +38,7 @@ from ...client import AsyncClient
 from ...consumer import Delivery
 from ...errors import BrokerError, MessageTooLarge
 from .. import states
+from ..canvasio import CANVAS_HEADER, follow_up
 from ..declare import declare_async
 from ..exceptions import (
     ContentDisallowed,
@@ -69,6 +70,7 @@ from .threads import ThreadRunner
 if TYPE_CHECKING:
     from ..app import App
     from ..declare import Declared
+    from ..task import Task
 
 __all__ = ["Dispatcher"]
 
@@ -215,7 +217,11 @@ class Dispatcher:
                 self.events.revoked(task_id, terminated=False, expired=True)
             if task_revoked.receivers:
                 revoked_signal(task, None, task_id, terminated=False, expired=True)
-            self.recorder.record(client, task_id, Outcome.revoked("expired before it could run"))
+            outcome = Outcome.revoked("expired before it could run")
+            if CANVAS_HEADER in d.headers:  # what follows it learns it was revoked
+                self._spawn(self._revoked_canvas(d, client, task, task_id, outcome))
+                return
+            self.recorder.record(client, task_id, outcome)
             settle.ack(d)
             return
         if meta.eta is not None and meta.eta - time.time() > ETA_SLACK:
@@ -235,7 +241,7 @@ class Dispatcher:
             self.tasklog.received(job)
         if self.events.enabled:
             self.events.received(job)
-        if d.redelivered and not job.ignore_result:
+        if d.redelivered and (not job.ignore_result or CANVAS_HEADER in d.headers):
             # Its ack may have been lost after its final result was stored:
             # look before running it a second time.
             self._spawn(self._check_redelivered(job))
@@ -258,9 +264,10 @@ class Dispatcher:
     async def _check_redelivered(self, job: Job) -> None:
         """Ack unrun a redelivered task that already has a final result."""
         state = None
+        payload = b""
         try:
             found = await job.client.result_get([job.task_id])
-            state = found.get(job.task_id, (None,))[0]
+            state, payload = found.get(job.task_id, (None, b""))
         except Exception as exc:  # run it: at-least-once, as without the check
             log.warning("cannot look up the result of redelivered %r: %s", job, exc)
         d = job.delivery
@@ -281,10 +288,34 @@ class Dispatcher:
                 state,
             )
             job.finished = True
+            if CANVAS_HEADER in d.headers:  # what follows it may not have been sent
+                self.settling += 1
+                self._spawn(self.recorder.follow_up(job, state, payload, self.recorder.ack))
+                return
             self.held.pop(d.delivery_id, None)
             settle.ack(d)
         else:
             self._admit(job)
+
+    async def _revoked_canvas(
+        self,
+        d: Delivery,
+        client: AsyncClient,
+        task: Task[Any, Any],
+        task_id: str,
+        outcome: Outcome,
+    ) -> None:
+        """Store REVOKED for a canvas task that will not run, then do what
+        follows a revoked task (errbacks, the rest of its chain, its chord)."""
+        payload = self.recorder.error_payload(outcome.exc)
+        try:
+            await client.result_set(task_id, states.REVOKED, payload, self.recorder.result_ttl)
+            await follow_up(task.app, client, task_id, d.headers, states.REVOKED, payload)
+        except Exception as exc:  # given back: the next delivery tries again
+            log.warning("the canvas of revoked task %s was not followed: %s", task_id, exc)
+            settle.nack(d, requeue=True)
+            return
+        settle.ack(d)
 
     def _refuse(self, d: Delivery, client: AsyncClient, task_id: str, exc: Exception) -> None:
         log.error("rejecting task %s: %s", task_id, exc)

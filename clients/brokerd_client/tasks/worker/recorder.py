@@ -35,6 +35,7 @@ from ...errors import (
     StorageFailed,
 )
 from .. import states
+from ..canvasio import CANVAS_HEADER, follow_up
 from ..message import CELERY_V2, retry_headers
 from ..outcome import ExcInfo, Outcome
 from ..serialization import (
@@ -136,7 +137,7 @@ class Recorder:
             self.stats.succeeded += 1
             if self.tasklog.info:
                 self.tasklog.succeeded(job, time.perf_counter() - job.started_at, _value(outcome))
-            if job.ignore_result:
+            if job.ignore_result and CANVAS_HEADER not in job.delivery.headers:
                 self.ack(job)
                 return
             payload = outcome.payload
@@ -166,7 +167,11 @@ class Recorder:
                 self.give_back(job)
                 return
             settle_how = self.ack if self.acks_on_failure else self.reject
-            if job.ignore_result and not self.store_errors_if_ignored:
+            if (
+                job.ignore_result
+                and not self.store_errors_if_ignored
+                and CANVAS_HEADER not in job.delivery.headers
+            ):
                 settle_how(job)
                 return
             self._store_then_ack(job, states.FAILURE, self.error_payload(info), settle_how)
@@ -191,7 +196,13 @@ class Recorder:
         the ack can never become durable before the result. Not waiting keeps
         the prefetch window moving: with results stored, throughput would
         otherwise be ``concurrency / commit latency``.
+
+        A task of a canvas (a chain step, a chord member, a task with links)
+        waits for its result, then sends what follows it, then is settled.
         """
+        if CANVAS_HEADER in job.delivery.headers:
+            self._spawn(self._store_then_follow(job, state, payload, then or self.ack))
+            return
         try:
             try:
                 fut = job.client.result_set(job.task_id, state, payload, self.result_ttl)
@@ -204,6 +215,58 @@ class Recorder:
         else:
             self._track_result(fut, job.task_id, state)
         (then or self.ack)(job)
+
+    async def _store_then_follow(
+        self, job: Job, state: str, payload: bytes, then: Callable[[Job], None]
+    ) -> None:
+        """Store the result, send the canvas follow-ups, then settle (see :mod:`..canvasio`).
+
+        The follow-ups do not wait for the ResultSet's Ok: they follow it on
+        the same connection, whose requests the broker commits in order, so
+        a chord member's result is stored before its join counts. The
+        message is settled only once both are confirmed.
+        """
+        try:
+            try:
+                fut = job.client.result_set(job.task_id, state, payload, self.result_ttl)
+            except MessageTooLarge as exc:
+                state, payload = self._too_large(job, state, payload, exc)
+                then = self.ack if self.acks_on_failure else self.reject
+                fut = job.client.result_set(job.task_id, state, payload, self.result_ttl)
+        except BrokerError as exc:
+            log.error("result of %r not stored (%s); returning its message", job, exc)
+            self.give_back(job)
+            return
+
+        followed: list[Job] = []
+        await self.follow_up(job, state, payload, followed.append)
+        await asyncio.wait([fut])
+        error = None if fut.cancelled() else fut.exception()
+        if not followed:
+            return  # given back: it runs again
+        if isinstance(error, _WORTH_ANOTHER_RUN):
+            log.error("result of %r not stored (%s); returning its message", job, error)
+            self.give_back(job)
+            return
+        if error is not None:
+            log.warning("result of %r not stored: %s", job, error)
+        then(job)
+
+    async def follow_up(
+        self, job: Job, state: str, payload: bytes, then: Callable[[Job], None]
+    ) -> None:
+        """Send what follows ``job`` in its canvas (its result is stored), then settle."""
+        try:
+            await follow_up(
+                job.task.app, job.client, job.task_id, job.delivery.headers, state, payload
+            )
+        except _WORTH_ANOTHER_RUN as exc:
+            log.error("the canvas of %r was not followed (%s); returning its message", job, exc)
+            self.give_back(job)
+            return
+        except Exception:
+            log.exception("the canvas of %r cannot be followed; dropped", job)
+        then(job)
 
     def _too_large(
         self, job: Job, state: str, payload: bytes, exc: MessageTooLarge
