@@ -37,6 +37,10 @@ def test_the_token_of_a_failover_url_is_used_and_never_shown(broker_factory: Any
         good.connect()
         assert "s3cret-token" not in good.as_uri()
         assert "127.0.0.1" in good.as_uri()
+        info = good.info()  # what Celery's inspect stats shows, less the password
+        assert "s3cret-token" not in str(info["hostname"])
+        assert info["port"] == int(url.split(":")[2].split(",", maxsplit=1)[0])
+        assert "s3cret-token@" in good.as_uri(include_password=True)
     with (
         Connection(url.replace("s3cret-token", "wrong")) as bad,
         pytest.raises(AuthenticationError),

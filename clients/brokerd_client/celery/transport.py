@@ -100,7 +100,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from typing import Any, NamedTuple
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from kombu.exceptions import ChannelError as KombuChannelError
 from kombu.exceptions import ConnectionError as KombuConnectionError
@@ -874,6 +874,8 @@ class Transport(base.Transport):
 
     def __init__(self, client: Any, **kwargs: Any) -> None:
         super().__init__(client, **kwargs)  # type: ignore[no-untyped-call]
+        if client is not None:
+            _take_url(client)
         # ``brokerd://token@host`` puts the token in the user name, which
         # kombu prints in as_uri() (Celery's banner, its error logs). As the
         # password it is masked.
@@ -889,11 +891,23 @@ class Transport(base.Transport):
         return "1"
 
     def as_uri(self, uri: str, include_password: bool = False, mask: str = "**") -> str:
-        """The URL for kombu's ``as_uri()`` (Celery's banner, its logs): its
-        secret (token or user password) masked unless ``include_password``."""
-        if include_password or "://" not in uri:
-            return uri
-        return redact(uri).replace("***@", f"{mask}@")
+        """The URL for kombu's ``as_uri()`` (Celery's banner, its logs), from
+        the connection's parameters: its secret (token or user password)
+        masked unless ``include_password``."""
+        c: Any = self.client
+        scheme = "brokerds" if self.tls else "brokerd"
+        if "://" in uri:
+            where = uri.partition("://")[2]  # nodes and vhost; the secret was taken out
+        else:
+            vhost = c.virtual_host or "/"
+            host = f"[{uri}]" if ":" in uri and not uri.startswith("[") else uri
+            where = f"{host}:{c.port or DEFAULT_PORT}" + ("" if vhost == "/" else "/" + vhost)
+        password = c.password() if callable(c.password) else c.password
+        cred = ""
+        if password:
+            secret = quote(password, safe="") if include_password else mask
+            cred = (f"{quote(c.userid, safe='')}:" if c.userid else "") + secret + "@"
+        return f"{scheme}://{cred}{where}"
 
     @property
     def default_connection_params(self) -> dict[str, Any]:
@@ -1007,6 +1021,38 @@ class Transport(base.Transport):
                 return
 
 
+def _take_url(conninfo: Any) -> None:
+    """kombu left the URL as given in ``conninfo.hostname`` (``can_parse_url``):
+    move its secret to ``userid``/``password`` and its vhost to
+    ``virtual_host``, as kombu's own parsing would, so ``info()`` (Celery's
+    ``inspect stats``) never shows the secret. One node becomes ``hostname``
+    and ``port`` as before; a failover URL stays a URL, without its secret."""
+    raw = conninfo.hostname
+    if not isinstance(raw, str) or "://" not in raw:
+        return
+    scheme, _, rest = raw.partition("://")
+    for stop in "?#":
+        rest = rest.partition(stop)[0]
+    netloc, slash, path = rest.partition("/")
+    if "@" in netloc:
+        userinfo, _, netloc = netloc.rpartition("@")
+        name, colon, secret = userinfo.partition(":")
+        if conninfo.userid is None and conninfo.password is None:
+            conninfo.userid = unquote(name) or None
+            conninfo.password = unquote(secret) if colon else None
+    if slash and path:
+        conninfo.virtual_host = unquote(path)
+    try:
+        nodes = parse_url(f"brokerd://{netloc}").candidates()
+    except ValueError as exc:
+        raise ValueError(f"invalid broker URL {redact(raw)!r}: {exc}") from None
+    conninfo.port = nodes[0].port
+    if len(nodes) == 1:
+        conninfo.hostname = nodes[0].host  # as kombu has it: an IPv6 one without brackets
+    else:
+        conninfo.hostname = f"{scheme}://{netloc}" + (f"/{path}" if slash and path else "")
+
+
 def _target(
     conninfo: Any,
 ) -> tuple[list[tuple[str, int]], str | None, str | None, str | None, str]:
@@ -1037,7 +1083,9 @@ def _target(
                 password = unquote(secret) if colon else None
         hosts = netloc
     else:
-        hosts = raw if conninfo.port is None else f"{raw}:{conninfo.port}"
+        hosts = f"[{raw}]" if ":" in raw and not raw.startswith("[") else raw
+        if conninfo.port is not None:
+            hosts = f"{hosts}:{conninfo.port}"
     try:
         parsed = parse_url(f"brokerd://{hosts}")
     except ValueError as exc:
