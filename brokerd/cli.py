@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from .admin import install as install_admin
+from .admin.vhosts import install as install_vhost_admin
 from .auth.admin import install as install_user_admin
 from .clock import Clock
 from .config import Config, ConfigError, load_config
@@ -41,6 +42,7 @@ def build_server(
     install_tasks(server)
     install_admin(server)
     install_user_admin(server)
+    install_vhost_admin(server)
     return server
 
 

@@ -33,6 +33,7 @@ from .stats import Buckets
 from .storage import SqliteStore, Store
 from .storage.postgres import PostgresStore
 from .throttle import AuthThrottle
+from .vhosts import split
 
 log = logging.getLogger("brokerd.metrics")
 
@@ -172,28 +173,30 @@ class BrokerCollector:
         yield ended
 
         ready = GaugeMetricFamily(
-            "brokerd_queue_ready_messages", "Messages ready for delivery.", labels=["queue"]
+            "brokerd_queue_ready_messages",
+            "Messages ready for delivery.",
+            labels=["vhost", "queue"],
         )
         leased = GaugeMetricFamily(
             "brokerd_queue_leased_messages", "Messages delivered and not yet acked.",
-            labels=["queue"],
+            labels=["vhost", "queue"],
         )  # fmt: skip
         delayed = GaugeMetricFamily(
             "brokerd_queue_delayed_messages", "Messages waiting for their delay.",
-            labels=["queue"],
+            labels=["vhost", "queue"],
         )  # fmt: skip
         consumers = GaugeMetricFamily(
-            "brokerd_queue_consumers", "Consumers attached.", labels=["queue"]
+            "brokerd_queue_consumers", "Consumers attached.", labels=["vhost", "queue"]
         )
         oldest_ready = GaugeMetricFamily(
             "brokerd_queue_oldest_ready_age_seconds",
             "Age of the oldest ready message held in memory (0 when none).",
-            labels=["queue"],
+            labels=["vhost", "queue"],
         )
         oldest_lease = GaugeMetricFamily(
             "brokerd_queue_oldest_lease_age_seconds",
             "Time since the oldest live lease of the queue began (0 when none).",
-            labels=["queue"],
+            labels=["vhost", "queue"],
         )
         lease_start: dict[str, float] = {}
         for session in server.sessions:
@@ -202,7 +205,8 @@ class BrokerCollector:
                 if d.started < lease_start.get(qname, now):
                     lease_start[qname] = d.started
         for q in broker.queues.values():
-            labels = [q.name]
+            # A vhost's queue by the name its clients use (docs/vhosts.md).
+            labels = list(split(q.name))
             ready.add_metric(labels, q.ready_count)
             leased.add_metric(labels, q.leased)
             delayed.add_metric(labels, q.delayed)

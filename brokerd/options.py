@@ -14,6 +14,7 @@ from typing import Any
 from brokerd_protocol import MAX_PREFETCH, MAX_PRIORITY
 
 from .errors import invalid
+from .vhosts import MARK, split
 
 #: Longest lease or extension a client may ask for (one day).
 MAX_LEASE = 86_400.0
@@ -63,10 +64,16 @@ def check_delay(delay: float | None) -> float | None:
 
 
 def check_name(kind: str, name: str, *, allow_empty: bool = False) -> str:
-    if not name and not allow_empty:
+    """A name as stored: a vhost's internal name (``vhosts.py``) is checked
+    on its client part, which must not be empty, too long or hold a control
+    character."""
+    bare = split(name)[1] if name.startswith(MARK) else name
+    if not bare and not allow_empty:
         raise invalid(f"{kind} name must not be empty")
-    if len(name) > MAX_NAME:
+    if len(bare) > MAX_NAME:
         raise invalid(f"{kind} name longer than {MAX_NAME} characters")
+    if not bare.isprintable() and any(ord(c) < 32 or ord(c) == 127 for c in bare):
+        raise invalid(f"{kind} name must not contain control characters")
     return name
 
 

@@ -53,6 +53,7 @@ from .storage.errors import open_error
 from .storage.postgres import PostgresStore
 from .throttle import AuthThrottle
 from .tls import ServerTLS, TLSFiles, describe
+from .vhosts import Registry
 
 log = logging.getLogger("brokerd.server")
 
@@ -125,6 +126,8 @@ class BrokerServer:
         self.users = Users()
         #: Checks and makes password hashes off the loop.
         self.verifier = Verifier(self.users)
+        #: The vhosts that exist (loaded from the store at start).
+        self.vhosts = Registry()
         #: The broker port is on loopback only: without users or token it
         #: takes anyone (as before users existed); elsewhere it must not.
         self.loopback_only = is_loopback(config.host)
@@ -158,6 +161,8 @@ class BrokerServer:
         self.handlers: dict[type[bp.Frame], Handler] = dict(CORE_HANDLERS)
         #: Called with the wall-clock time on every timer tick.
         self.tick_hooks: list[Callable[[float], None]] = []
+        #: Called with a deleted vhost's prefix (the task layer's memory).
+        self.vhost_deleted_hooks: list[Callable[[str], None]] = []
         #: Awaited by start() once the store is open, before connections are accepted.
         self.startup_hooks: list[Callable[[], Awaitable[None]]] = []
         if self.disk is not None:
@@ -188,6 +193,7 @@ class BrokerServer:
                     raise open_error(self.store.path, cause) from exc
                 raise
         await load_users(self.users, self.store)
+        await self.vhosts.load(self.store)
         if not self.loopback_only and self.config.token is None and not self.users.defined:
             await loop.run_in_executor(None, self.store.close)
             raise ConfigError(

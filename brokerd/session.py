@@ -37,7 +37,7 @@ import brokerd_protocol as bp
 from brokerd_protocol import ErrorCode, ProtocolError
 
 from .auth import Access, Users, Verifier
-from .auth.users import DEFAULT_VHOST, User
+from .auth.users import ADMINISTRATOR, User
 from .broker import Broker
 from .config import Config
 from .errors import BrokerError
@@ -46,6 +46,7 @@ from .foreign import MORE, SNIFF_BYTES, Foreign, Next, Refusal, sniff
 from .queues import Consumer, Delivery
 from .storage.base import Batch
 from .throttle import AuthThrottle
+from .vhosts import DEFAULT_NAMES, DEFAULT_VHOST, Names, Registry
 
 log = logging.getLogger("brokerd.session")
 
@@ -85,6 +86,9 @@ class Host(Protocol):
 
     @property
     def verifier(self) -> Verifier: ...
+
+    @property
+    def vhosts(self) -> Registry: ...
 
     @property
     def loopback_only(self) -> bool:
@@ -168,8 +172,10 @@ class Session(asyncio.Protocol):
         self.id = 0
         #: What the client called itself in its Hello.
         self.client_name = ""
-        #: The vhost this connection works in (only "/" until vhosts exist).
+        #: The vhost this connection works in (its Hello's), and the mapping
+        #: of its names in and out (``vhosts.py``).
         self.vhost = DEFAULT_VHOST
+        self.names: Names = DEFAULT_NAMES
         #: The user it authenticated as (None: the token, or no credentials).
         self.user: str | None = None
         #: Its rights (None: everything); see the class docstring.
@@ -480,11 +486,16 @@ class Session(asyncio.Protocol):
         self.send(bp.Ok(req, value))
 
     def reply_error(self, req: int, exc: BrokerError) -> None:
-        self.send(bp.Error(req, int(exc.code), exc.message))
+        self.send(bp.Error(req, int(exc.code), self.names.text_out(exc.message)))
 
     def _failed(self, frame: bp.Frame | None, exc: Exception) -> None:
         """Apply the error rule (``failure_reply``) to a handler that raised."""
         reply = failure_reply(frame, exc, self.peer_name)
+        if self.names.prefix:
+            if type(reply) is bp.PublishError:
+                reply = bp.PublishError(reply.seq, reply.code, self.names.text_out(reply.message))
+            elif type(reply) is bp.Error:
+                reply = bp.Error(reply.req, reply.code, self.names.text_out(reply.message))
         if type(reply) is bp.Error and reply.req == 0:
             self.fail(ErrorCode(reply.code), reply.message)
         else:
@@ -503,14 +514,21 @@ class Session(asyncio.Protocol):
             props["priority"] = m.priority
         if m.attempts:
             props["redelivered"] = True
+        exchange, routing_key = m.exchange, m.routing_key
+        names = self.names
+        if names.prefix:  # a vhost's names, as its clients know them
+            exchange, routing_key = names.route_out(exchange, routing_key)
+            dead = m.headers.get("x-death-queue") if m.headers else None
+            if isinstance(dead, str):
+                props["headers"] = {**props["headers"], "x-death-queue": names.out(dead)}
         # ``write`` inlined: one call per delivery (the encoder), as when the
         # frame was packed here by hand.
         self._out.append(
             _encode_deliver(
                 consumer.id,
                 d.id,
-                m.exchange,
-                m.routing_key,
+                exchange,
+                routing_key,
                 m.body,
                 props,
                 m.attempts + 1,
@@ -525,10 +543,10 @@ class Session(asyncio.Protocol):
         self.send(bp.Confirm(_ranges(routed), unroutable))
 
     def send_publish_error(self, seq: int, code: ErrorCode, message: str) -> None:
-        self.send(bp.PublishError(seq, int(code), message))
+        self.send(bp.PublishError(seq, int(code), self.names.text_out(message)))
 
     def send_consumer_cancelled(self, consumer_id: int, reason: str) -> None:
-        self.send(bp.ConsumerCancelled(consumer_id, reason))
+        self.send(bp.ConsumerCancelled(consumer_id, self.names.text_out(reason)))
 
     # --- handshake --------------------------------------------------------------
 
@@ -548,6 +566,8 @@ class Session(asyncio.Protocol):
                 f"server speaks protocol versions {list(bp.SUPPORTED_VERSIONS)}",
             )
             return
+        self.vhost = frame.vhost
+        self.names = Names.of(frame.vhost)
         if self.local and frame.user is None:
             self._welcome(frame)
         elif frame.user is not None or self.config.token is not None:
@@ -682,6 +702,23 @@ class Session(asyncio.Protocol):
             )
 
     def _welcome(self, frame: bp.Hello) -> None:
+        # After the credentials: who may not log in does not learn which
+        # vhosts exist.
+        if not self.host.vhosts.exists(self.vhost):
+            self.fail(ErrorCode.NOT_FOUND, f"vhost {self.vhost!r} does not exist")
+            return
+        access = self.access
+        if (
+            access is not None
+            and ADMINISTRATOR not in access.tags
+            and self.host.users.permission(access.user, self.vhost) is None
+        ):
+            self.fail(
+                ErrorCode.ACCESS_REFUSED,
+                f"access to vhost {self.vhost!r} refused for user {access.user!r}: "
+                "it has no permissions there",
+            )
+            return
         if not self.host.authenticate(self):
             self.fail(ErrorCode.RESOURCE_LIMIT, "too many connections")
             return
@@ -708,7 +745,8 @@ class Session(asyncio.Protocol):
             return
         if self.access is not None:
             self.access.check_publish(f.exchange)
-        self.broker.publish(self.conn, f.seq, f.exchange, f.routing_key, f.body, f.props)
+        exchange, routing_key = self.names.route_in(f.exchange, f.routing_key)
+        self.broker.publish(self.conn, f.seq, exchange, routing_key, f.body, f.props)
 
     def _on_heartbeat(self, f: bp.Heartbeat) -> None:
         pass
@@ -718,36 +756,43 @@ class Session(asyncio.Protocol):
         self.close_after_flush()
 
     def _on_declare_exchange(self, f: bp.DeclareExchange) -> None:
-        self.broker.declare_exchange(f.name, f.type, f.durable)
+        self.broker.declare_exchange(self.names.inn(f.name), f.type, f.durable)
         self.reply_ok(f.req)
 
     def _on_delete_exchange(self, f: bp.DeleteExchange) -> None:
-        self.broker.delete_exchange(f.name)
+        self.broker.delete_exchange(self.names.inn(f.name))
         self.reply_ok(f.req)
 
     def _on_declare_queue(self, f: bp.DeclareQueue) -> None:
-        self.broker.declare_queue(f.name, f.durable, f.options)
+        names = self.names
+        options = f.options
+        dlq = options.get("dead_letter_queue") if isinstance(options, dict) else None
+        if isinstance(dlq, str) and dlq:
+            options = {**options, "dead_letter_queue": names.inn(dlq)}
+        self.broker.declare_queue(names.inn(f.name), f.durable, options)
         self.reply_ok(f.req)
 
     def _on_delete_queue(self, f: bp.DeleteQueue) -> None:
-        self.reply_ok(f.req, self.broker.delete_queue(f.name))
+        self.reply_ok(f.req, self.broker.delete_queue(self.names.inn(f.name)))
 
     def _on_purge_queue(self, f: bp.PurgeQueue) -> None:
-        self.reply_ok(f.req, self.broker.purge_queue(f.name))
+        self.reply_ok(f.req, self.broker.purge_queue(self.names.inn(f.name)))
 
     def _on_bind(self, f: bp.Bind) -> None:
-        self.broker.bind(f.queue, f.exchange, f.routing_key)
+        names = self.names
+        self.broker.bind(names.inn(f.queue), names.exchange_in(f.exchange), f.routing_key)
         self.reply_ok(f.req)
 
     def _on_unbind(self, f: bp.Unbind) -> None:
-        self.broker.unbind(f.queue, f.exchange, f.routing_key)
+        names = self.names
+        self.broker.unbind(names.inn(f.queue), names.exchange_in(f.exchange), f.routing_key)
         self.reply_ok(f.req)
 
     def _on_queue_stats(self, f: bp.QueueStats) -> None:
-        self.reply_ok(f.req, self.broker.queue_stats(f.name))
+        self.reply_ok(f.req, self.broker.queue_stats(self.names.inn(f.name)))
 
     def _on_consume(self, f: bp.Consume) -> None:
-        consumer = self.broker.add_consumer(self.conn, f.queue, f.prefetch, f.lease)
+        consumer = self.broker.add_consumer(self.conn, self.names.inn(f.queue), f.prefetch, f.lease)
         # The client learns the consumer's id before its first Deliver.
         self.reply_ok(f.req, consumer.id)
         self.broker.start_consumer(consumer)

@@ -26,12 +26,14 @@ from typing import Any, Protocol
 import brokerd_protocol as bp
 from brokerd_protocol import ErrorCode
 
+from ..auth.users import ADMINISTRATOR
 from ..broker import Broker
 from ..config import Config
 from ..diskfree import DiskMonitor
 from ..errors import BrokerError, not_found
 from ..metrics import rss_bytes
 from ..queues import Connection
+from ..vhosts import DEFAULT_VHOST, Registry
 from . import listing
 
 log = logging.getLogger("brokerd.admin")
@@ -72,6 +74,9 @@ class Host(Protocol):
 
     @property
     def disk(self) -> DiskMonitor | None: ...
+
+    @property
+    def vhosts(self) -> Registry: ...
 
     async def stop(self) -> None: ...
 
@@ -192,37 +197,55 @@ class AdminExtension:
         # are written: the stop closes this very connection.
         self._stopping = asyncio.get_running_loop().create_task(self.host.stop())
 
+    @staticmethod
+    def _vhost(session: AdminSession, asked: str | None) -> str | None:
+        """The vhost a listing shows: the one asked for, or every vhost for
+        an administrator (or the control socket, or the token); anyone else
+        sees only the vhost it is connected to."""
+        access = getattr(session, "access", None)
+        if access is None or ADMINISTRATOR in access.tags:
+            return asked
+        own: str = getattr(session, "vhost", DEFAULT_VHOST)
+        if asked is not None and asked != own:
+            raise BrokerError(
+                ErrorCode.ACCESS_REFUSED,
+                f"listing vhost {asked!r} refused: this connection is on vhost {own!r}",
+            )
+        return own
+
     def list_queues(self, session: AdminSession, f: bp.ListQueues) -> None:
         self._check(session, f)
-        rows = listing.queue_rows(self.host.broker.queues, self.host.broker.clock.now())
+        vhost = self._vhost(session, f.vhost)
+        rows = listing.queue_rows(self.host.broker.queues, self.host.broker.clock.now(), vhost)
         session.reply_ok(
             f.req, listing.page(rows, f.cursor, f.limit, self._budget(), listing.QUEUE_KEY)
         )
 
     def list_exchanges(self, session: AdminSession, f: bp.ListExchanges) -> None:
         self._check(session, f)
-        rows = listing.exchange_rows(self.host.broker.exchanges)
+        vhost = self._vhost(session, f.vhost)
+        rows = listing.exchange_rows(self.host.broker.exchanges, vhost, self.host.vhosts.all())
         session.reply_ok(
             f.req, listing.page(rows, f.cursor, f.limit, self._budget(), listing.EXCHANGE_KEY)
         )
 
     def list_bindings(self, session: AdminSession, f: bp.ListBindings) -> None:
         self._check(session, f)
-        rows = listing.binding_rows(self.host.broker.exchanges)
+        rows = listing.binding_rows(self.host.broker.exchanges, self._vhost(session, f.vhost))
         session.reply_ok(
             f.req, listing.page(rows, f.cursor, f.limit, self._budget(), listing.BINDING_KEY)
         )
 
     def list_connections(self, session: AdminSession, f: bp.ListConnections) -> None:
         self._check(session, f)
-        rows = listing.connection_rows(self.host.sessions, _conn)
+        rows = listing.connection_rows(self.host.sessions, _conn, self._vhost(session, f.vhost))
         session.reply_ok(
             f.req, listing.page(rows, f.cursor, f.limit, self._budget(), listing.CONNECTION_KEY)
         )
 
     def list_consumers(self, session: AdminSession, f: bp.ListConsumers) -> None:
         self._check(session, f)
-        rows = listing.consumer_rows(self.host.sessions, _conn)
+        rows = listing.consumer_rows(self.host.sessions, _conn, self._vhost(session, f.vhost))
         session.reply_ok(
             f.req, listing.page(rows, f.cursor, f.limit, self._budget(), listing.CONSUMER_KEY)
         )

@@ -28,6 +28,7 @@ from brokerd_protocol import MAX_LIST_LIMIT
 from ..errors import invalid
 from ..queues import PRIORITIES, QueueState
 from ..topology import Exchange
+from ..vhosts import Names, split
 
 #: A row's sort key as the wire carries it: a str, an int or a list of them.
 Key = Any
@@ -68,14 +69,33 @@ def oldest_ready_age(q: QueueState, now: float) -> float | None:
     return max(0.0, round(now - oldest / 1000, 3))
 
 
-def queue_rows(queues: Mapping[str, QueueState], now: float) -> list[Row]:
+def _visible(internal: str, vhost: str | None) -> tuple[str, str] | None:
+    """(vhost, client name) of an internal name, None if filtered out."""
+    v, name = split(internal)
+    if vhost is not None and v != vhost:
+        return None
+    return v, name
+
+
+def queue_rows(queues: Mapping[str, QueueState], now: float, vhost: str | None = None) -> list[Row]:
+    """Queues (of ``vhost``, or all): keyed by internal name, names as their
+    vhost's clients know them, with a ``vhost`` column."""
     rows: list[Row] = []
-    for name, q in queues.items():
+    for internal, q in queues.items():
+        seen = _visible(internal, vhost)
+        if seen is None:
+            continue
+        v, name = seen
         stats = q.stats()
+        options = q.options.to_wire()
+        dlq = options.get("dead_letter_queue")
+        if isinstance(dlq, str):
+            options["dead_letter_queue"] = split(dlq)[1]
         rows.append(
             (
-                name,
+                internal,
                 {
+                    "vhost": v,
                     "name": name,
                     "durable": q.durable,
                     "ready": stats["ready"],
@@ -83,38 +103,56 @@ def queue_rows(queues: Mapping[str, QueueState], now: float) -> list[Row]:
                     "delayed": stats["delayed"],
                     "consumers": stats["consumers"],
                     "oldest_ready_age": oldest_ready_age(q, now),
-                    "options": q.options.to_wire(),
+                    "options": options,
                 },
             )
         )
     return rows
 
 
-def exchange_rows(exchanges: Mapping[str, Exchange]) -> list[Row]:
-    """Every exchange, the default one (``""``, direct, durable) first."""
-    rows: list[Row] = [("", {"name": "", "type": "direct", "durable": True})]
-    for name, ex in exchanges.items():
-        rows.append((name, {"name": name, "type": ex.type, "durable": ex.durable}))
+def exchange_rows(
+    exchanges: Mapping[str, Exchange], vhost: str | None = None, vhosts: list[str] | None = None
+) -> list[Row]:
+    """Exchanges, each vhost's default one (``""``, direct, durable) first;
+    ``vhosts``: the vhosts listed (their default exchanges)."""
+    rows: list[Row] = []
+    for v in vhosts if vhosts is not None else ["/"]:
+        if vhost is None or v == vhost:
+            key = Names.of(v).prefix
+            rows.append((key, {"vhost": v, "name": "", "type": "direct", "durable": True}))
+    for internal, ex in exchanges.items():
+        seen = _visible(internal, vhost)
+        if seen is not None:
+            row = {"vhost": seen[0], "name": seen[1], "type": ex.type, "durable": ex.durable}
+            rows.append((internal, row))
     return rows
 
 
-def binding_rows(exchanges: Mapping[str, Exchange]) -> list[Row]:
+def binding_rows(exchanges: Mapping[str, Exchange], vhost: str | None = None) -> list[Row]:
     """Explicit bindings; the default exchange's implicit ones are not listed."""
     rows: list[Row] = []
-    for name, ex in exchanges.items():
+    for internal, ex in exchanges.items():
+        seen = _visible(internal, vhost)
+        if seen is None:
+            continue
+        v, name = seen
         for queue, key in ex.router.bindings():
-            rows.append(
-                ([name, queue, key], {"exchange": name, "queue": queue, "routing_key": key})
-            )
+            row = {"vhost": v, "exchange": name, "queue": split(queue)[1], "routing_key": key}
+            rows.append(([internal, queue, key], row))
     return rows
 
 
-def connection_rows(sessions: Iterable[Listed], consumers: Callable[[Listed], Any]) -> list[Row]:
+def connection_rows(
+    sessions: Iterable[Listed], consumers: Callable[[Listed], Any], vhost: str | None = None
+) -> list[Row]:
     """Welcomed connections. ``consumers(s)`` is the core's ``Connection`` of
     session ``s`` (its consumers and deliveries)."""
     rows: list[Row] = []
     for s in sessions:
         if not s.authenticated:
+            continue
+        v = getattr(s, "vhost", "/")
+        if vhost is not None and v != vhost:
             continue
         conn = consumers(s)
         rows.append(
@@ -125,6 +163,7 @@ def connection_rows(sessions: Iterable[Listed], consumers: Callable[[Listed], An
                     "peer": s.peer_name,
                     "transport": "unix" if s.local else "tcp",
                     "client_name": s.client_name,
+                    "vhost": v,
                     # The user it logged in as (None: the token, the control
                     # socket, or a broker without users).
                     "user": getattr(s, "user", None),
@@ -139,10 +178,15 @@ def connection_rows(sessions: Iterable[Listed], consumers: Callable[[Listed], An
     return rows
 
 
-def consumer_rows(sessions: Iterable[Listed], consumers: Callable[[Listed], Any]) -> list[Row]:
+def consumer_rows(
+    sessions: Iterable[Listed], consumers: Callable[[Listed], Any], vhost: str | None = None
+) -> list[Row]:
     rows: list[Row] = []
     for s in sessions:
         if not s.authenticated:
+            continue
+        v = getattr(s, "vhost", "/")
+        if vhost is not None and v != vhost:
             continue
         for c in consumers(s).consumers.values():
             rows.append(
@@ -151,7 +195,8 @@ def consumer_rows(sessions: Iterable[Listed], consumers: Callable[[Listed], Any]
                     {
                         "connection": s.id,
                         "consumer": c.id,
-                        "queue": c.queue.name,
+                        "vhost": v,
+                        "queue": split(c.queue.name)[1],
                         "prefetch": c.prefetch,
                         "unsettled": c.unacked,
                         "lease": c.lease,

@@ -136,6 +136,7 @@ RULES: dict[type[bp.Frame], Rule] = {
     bp.ResultSet: on(WRITE, RESULTS),
     bp.ResultGet: on(READ, RESULTS),
     bp.ResultWait: on(READ, RESULTS),
+    bp.ResultWatch: on(READ, RESULTS),
     bp.ResultDelete: on(WRITE, RESULTS),
     bp.Revoke: on(WRITE, REVOCATIONS),
     bp.Subscribe: on(READ, EVENTS),
@@ -164,4 +165,7 @@ RULES: dict[type[bp.Frame], Rule] = {
     bp.SetPermissions: ADMIN,
     bp.ClearPermissions: ADMIN,
     bp.ListPermissions: ADMIN,
+    bp.AddVhost: ADMIN,
+    bp.DeleteVhost: ADMIN,
+    bp.ListVhosts: MONITOR,
 }

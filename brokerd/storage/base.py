@@ -80,6 +80,8 @@ class Query(IntEnum):
     USERS = 20
     #: () -> (username, vhost, configure, write, read) of every permission.
     PERMISSIONS = 21
+    #: () -> (name,) of every vhost but the default "/" (which always exists).
+    VHOSTS = 22
 
 
 @dataclass(slots=True)

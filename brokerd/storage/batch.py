@@ -106,6 +106,12 @@ class Op(IntEnum):
     PUT_PERMISSION = 42
     #: (username, vhost).
     DELETE_PERMISSION = 43
+    #: (name,): insert a vhost (brokerd/vhosts.py), if not there.
+    PUT_VHOST = 44
+    #: (name, prefix): the vhost, its permissions, and the results,
+    #: revocations, schedules and groups whose ids start with ``prefix`` (its
+    #: queues and exchanges are deleted one by one, as DeleteQueue does).
+    DELETE_VHOST = 45
 
 
 @dataclass(slots=True)
@@ -341,6 +347,12 @@ class Batch:
 
     def delete_permission(self, user: str, vhost: str) -> None:
         self._step(Op.DELETE_PERMISSION, (user, vhost))
+
+    def put_vhost(self, name: str) -> None:
+        self._step(Op.PUT_VHOST, (name,))
+
+    def delete_vhost(self, name: str, prefix: str) -> None:
+        self._step(Op.DELETE_VHOST, (name, prefix))
 
     def put_group(
         self,

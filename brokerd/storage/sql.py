@@ -90,7 +90,7 @@ CREATE TABLE IF NOT EXISTS group_members (
 #: from 1) is ``MIGRATIONS[n - 1]``, and the database's ``user_version`` is the
 #: last one applied. ``SCHEMA`` is version 0, created with ``IF NOT EXISTS``
 #: so a database of any version may run it.
-#: 1: users and their permissions (brokerd/auth).
+#: 1: users and their permissions (brokerd/auth); 2: vhosts (brokerd/vhosts.py).
 MIGRATIONS: tuple[str, ...] = (
     """
 CREATE TABLE IF NOT EXISTS users (
@@ -105,6 +105,11 @@ CREATE TABLE IF NOT EXISTS permissions (
     write TEXT NOT NULL,
     read TEXT NOT NULL,
     PRIMARY KEY (username, vhost)
+);
+""",
+    """
+CREATE TABLE IF NOT EXISTS vhosts (
+    name TEXT PRIMARY KEY
 );
 """,
 )
@@ -223,6 +228,17 @@ OP_SQL: dict[Op, tuple[str, ...]] = {
         "VALUES (?, ?, ?, ?, ?)",
     ),
     Op.DELETE_PERMISSION: ("DELETE FROM permissions WHERE username = ? AND vhost = ?",),
+    Op.PUT_VHOST: ("INSERT OR IGNORE INTO vhosts (name) VALUES (?)",),
+    # ``substr`` rather than LIKE: a prefix holds no wildcard to escape.
+    Op.DELETE_VHOST: (
+        "DELETE FROM vhosts WHERE name = ?1 AND ?2 IS NOT NULL",
+        "DELETE FROM permissions WHERE vhost = ?1 AND ?2 IS NOT NULL",
+        "DELETE FROM results WHERE substr(task_id, 1, length(?2)) = ?2 AND ?1 IS NOT NULL",
+        "DELETE FROM revoked WHERE substr(task_id, 1, length(?2)) = ?2 AND ?1 IS NOT NULL",
+        "DELETE FROM schedules WHERE substr(name, 1, length(?2)) = ?2 AND ?1 IS NOT NULL",
+        "DELETE FROM group_members WHERE substr(group_id, 1, length(?2)) = ?2 AND ?1 IS NOT NULL",
+        "DELETE FROM groups WHERE substr(group_id, 1, length(?2)) = ?2 AND ?1 IS NOT NULL",
+    ),
 }
 
 _QUERY_SQL: dict[Query, str] = {
@@ -235,6 +251,7 @@ _QUERY_SQL: dict[Query, str] = {
     Query.GROUP_MEMBERS: "SELECT group_id, member_id FROM group_members",
     Query.USERS: "SELECT name, password_hash, tags FROM users",
     Query.PERMISSIONS: "SELECT username, vhost, configure, write, read FROM permissions",
+    Query.VHOSTS: "SELECT name FROM vhosts ORDER BY name",
 }
 
 

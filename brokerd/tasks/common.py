@@ -10,6 +10,7 @@ import brokerd_protocol as bp
 from brokerd_protocol import ErrorCode
 
 from ..errors import BrokerError, invalid
+from ..vhosts import prefix_of
 
 #: States a task result may be set to; the final ones wake ResultWait.
 FINAL_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
@@ -42,7 +43,7 @@ def internal(message: str) -> BrokerError:
 def check_task_id(task_id: str) -> str:
     if not task_id:
         raise invalid("task id must not be empty")
-    if len(task_id) > MAX_TASK_ID:
+    if len(task_id) - len(prefix_of(task_id)) > MAX_TASK_ID:
         raise invalid(f"task id longer than {MAX_TASK_ID} characters")
     return task_id
 

@@ -1,6 +1,6 @@
 """The task layer's server side as one extension of the broker's server.
 
-It adds the frames 40-51, 56 and 57 to every session, a tick hook (schedules, ResultWait
+It adds the frames 40-51, 54, 56 and 57 to every session, a tick hook (schedules, ResultWait
 timeouts, expiry), the broker's delivery filter (revocations) and a start-up
 hook that loads revocations and schedules before the first connection is
 accepted. All of it runs on the event loop like the core: handlers are plain
@@ -26,7 +26,7 @@ from brokerd_protocol import DEFAULT_MAX_FRAME
 from ..broker import Broker
 from ..config import Config
 from ..storage.base import Query, Row, Store
-from . import groups, ratelimits, results, revocations, schedules
+from . import groups, namespaced, ratelimits, results, revocations, schedules
 from .common import Alive, Client
 from .topics import Topics
 
@@ -62,6 +62,11 @@ class Host(Protocol):
 
     @property
     def startup_hooks(self) -> list[Callable[[], Awaitable[None]]]: ...
+
+    @property
+    def vhost_deleted_hooks(self) -> list[Callable[[str], None]]:
+        """Called with a deleted vhost's prefix."""
+        ...
 
     def add_extension(self, handlers: Mapping[type[bp.Frame], Handler]) -> None: ...
 
@@ -120,11 +125,16 @@ class TaskExtension:
     # --- frames -------------------------------------------------------------------
 
     def handlers(self) -> dict[type[bp.Frame], Handler]:
-        """The task-layer frame handlers, shared by every connection."""
+        """The task-layer frame handlers, shared by every connection, each
+        behind its vhost mapping (``namespaced.py``)."""
+        return {t: namespaced.wrap(t, h) for t, h in self._handlers().items()}
+
+    def _handlers(self) -> dict[type[bp.Frame], Handler]:
         return {
             bp.ResultSet: self.results.set,
             bp.ResultGet: self.results.get,
             bp.ResultWait: self.results.wait,
+            bp.ResultWatch: self.results.watch,
             bp.Revoke: self.revocations.revoke,
             bp.Subscribe: self.topics.subscribe,
             bp.ScheduleSet: self.schedules.set,
@@ -136,6 +146,20 @@ class TaskExtension:
             bp.RateAcquire: self.rate_limits.acquire,
             bp.RateSet: self.rate_limits.set,
         }
+
+    def forget_vhost(self, prefix: str) -> None:
+        """Drop what is held in memory under a deleted vhost's ``prefix``;
+        the store's rows go with ``Batch.delete_vhost``."""
+        for name in [n for n in self.schedules.entries if n.startswith(prefix)]:
+            del self.schedules.entries[name]
+        for task_id in [t for t in self.revocations.revoked if t.startswith(prefix)]:
+            del self.revocations.revoked[task_id]
+        for group_id in [g for g in self.groups.groups if g.startswith(prefix)]:
+            self.groups.drop(group_id)
+        for table in (self.rate_limits.limits, self.rate_limits.next_free):
+            for name in [n for n in table if n.startswith(prefix)]:
+                del table[name]
+        self.results.forget_prefix(prefix)
 
     # --- time -----------------------------------------------------------------------
 
@@ -176,6 +200,7 @@ def install(server: Host) -> TaskExtension:
         max_frame=server.config.max_frame,
     )
     server.add_extension(ext.handlers())
+    server.vhost_deleted_hooks.append(ext.forget_vhost)
     server.tick_hooks.append(ext.tick)
     server.startup_hooks.append(ext.start)
     return ext

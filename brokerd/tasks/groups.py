@@ -230,6 +230,10 @@ class Groups:
             group_id, group.size, group.joined, group.completer, group.fired, group.expires_at
         )
 
+    def drop(self, group_id: str) -> None:
+        """Forget a group held in memory (its rows are the caller's)."""
+        self._drop(group_id)
+
     def _drop(self, group_id: str) -> None:
         group = self.groups.pop(group_id)
         self.members -= len(group.members)

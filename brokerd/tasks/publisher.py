@@ -20,6 +20,7 @@ from ..broker import Broker
 from ..errors import invalid
 from ..options import check_name
 from ..queues import Connection, Consumer, Delivery
+from ..vhosts import prefix_of
 
 log = logging.getLogger("brokerd.tasks.publisher")
 
@@ -50,7 +51,8 @@ class _BrokerPeer:
 def check_target(exchange: str, routing_key: str) -> None:
     """INVALID_ARGUMENT unless ``exchange`` and ``routing_key`` may be published to."""
     check_name("exchange", exchange, allow_empty=True)
-    if len(routing_key) > MAX_ROUTING_KEY:
+    # A vhost's queue name as a default-exchange key: its client part counts.
+    if len(routing_key) - len(prefix_of(routing_key)) > MAX_ROUTING_KEY:
         raise invalid(f"routing key longer than {MAX_ROUTING_KEY} characters")
 
 

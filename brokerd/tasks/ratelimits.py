@@ -28,6 +28,7 @@ import brokerd_protocol as bp
 
 from ..broker import Broker
 from ..errors import invalid
+from ..vhosts import prefix_of
 from .common import Client
 from .topics import Topics
 
@@ -42,7 +43,7 @@ MAX_NAMES = 100_000
 def check_name(name: str) -> str:
     if not name:
         raise invalid("rate limit name must not be empty")
-    if len(name) > MAX_NAME:
+    if len(name) - len(prefix_of(name)) > MAX_NAME:
         raise invalid(f"rate limit name longer than {MAX_NAME} characters")
     return name
 

@@ -1,4 +1,4 @@
-"""Task results: ResultSet, ResultGet and ResultWait.
+"""Task results: ResultSet, ResultGet, ResultWait and ResultWatch.
 
 Results are stored rows written through the broker's batch (``put_result``,
 ``revoke_result``), so a ResultSet rides the same group commit as the
@@ -56,6 +56,8 @@ from .common import (
 
 log = logging.getLogger("brokerd.tasks.results")
 
+#: Size of a ResultWatch ``known`` digest.
+DIGEST_SIZE = 16
 #: Longest ResultWait, in seconds.
 MAX_WAIT = 3600.0
 #: Outstanding ResultWait requests one connection may hold.
@@ -80,14 +82,25 @@ class Result(NamedTuple):
 
 
 class Waiter:
-    __slots__ = ("client", "deadline", "done", "req", "task_id")
+    """A ResultWait (``known`` None: woken by a final state only) or a
+    ResultWatch (woken by any stored result whose digest is not ``known``)."""
 
-    def __init__(self, client: Client, req: int, task_id: str, deadline: float) -> None:
+    __slots__ = ("client", "deadline", "done", "known", "req", "task_id")
+
+    def __init__(
+        self,
+        client: Client,
+        req: int,
+        task_id: str,
+        deadline: float,
+        known: bytes | None = None,
+    ) -> None:
         self.client = client
         self.req = req
         self.task_id = task_id
         self.deadline = deadline
         self.done = False
+        self.known = known
 
 
 def _entry_size(task_id: str, result: Result) -> int:
@@ -153,6 +166,11 @@ class Results:
             if result.state in FINAL_STATES:
                 self._remember(task_id, result)
                 self._wake(task_id, result)
+            elif (
+                task_id in self._waiters and self._cached(task_id, self.broker.clock.now()) is None
+            ):
+                # (A cached final result was not replaced: §14.1.)
+                self._wake_watchers(task_id, result)
 
         batch.after_commit(committed)
 
@@ -225,9 +243,14 @@ class Results:
         else:
             client.reply_ok(req, [result.state, result.payload])
 
-    def wait(self, client: Client, f: bp.ResultWait) -> None:
+    def wait(self, client: Client, f: bp.ResultWait | bp.ResultWatch) -> None:
         task_id = check_task_id(f.task_id)
         timeout = check_range("timeout", f.timeout, 0.0, MAX_WAIT, open_low=True)
+        known: bytes | None = None
+        if isinstance(f, bp.ResultWatch):
+            known = f.known
+            if len(known) not in (0, DIGEST_SIZE):
+                raise invalid(f"known must be empty or {DIGEST_SIZE} bytes, got {len(known)}")
         now = self.broker.clock.now()
         cached = self._cached(task_id, now) if task_id not in self._pending else None
         if cached is not None:
@@ -235,14 +258,21 @@ class Results:
             return
         count = self._waits_per_client.get(client, 0)
         if count >= MAX_WAITS_PER_CLIENT:
-            raise invalid(f"more than {MAX_WAITS_PER_CLIENT} ResultWait requests outstanding")
+            raise invalid(
+                f"more than {MAX_WAITS_PER_CLIENT} ResultWait/ResultWatch requests outstanding"
+            )
         self._waits_per_client[client] = count + 1
-        waiter = Waiter(client, f.req, task_id, now + timeout)
+        waiter = Waiter(client, f.req, task_id, now + timeout, known)
         self._waiters.setdefault(task_id, []).append(waiter)
         heapq.heappush(self._deadlines, (waiter.deadline, next(self._order), waiter))
         if task_id not in self._lookups:
             # Registered first, then looked up: see the module docstring.
             self._lookup([task_id])
+
+    #: ResultWatch: answered like ResultWait, and also by a non-final result
+    #: other than the one the client knows (SPEC §14.16). Watchers share
+    #: ResultWait's registry, limits, deadlines and lookups.
+    watch = wait
 
     def delete(self, client: Client, f: bp.ResultDelete) -> None:
         """Forget results; Ok(req, how many unexpired ones there were) after the commit.
@@ -427,12 +457,40 @@ class Results:
                             self._reply_error(w.client, w.req, error)
                 return
             for task_id, state, payload, expires_at in rows:
+                result = Result(state, bytes(payload), expires_at)
                 if state in FINAL_STATES:
-                    result = Result(state, bytes(payload), expires_at)
                     self._remember(task_id, result)
                     self._wake(task_id, result)
+                elif task_id in self._waiters:
+                    self._wake_watchers(task_id, result)
 
         self._select(task_ids, self.broker.clock.now(), done)
+
+    def _wake_watchers(self, task_id: str, result: Result) -> None:
+        """Answer the ResultWatch requests that do not know this (non-final) result."""
+        waiters = self._waiters.get(task_id)
+        if not waiters:
+            return
+        digest: bytes | None = None
+        keep: list[Waiter] = []
+        for w in waiters:
+            if w.done:
+                continue
+            if w.known is None:
+                keep.append(w)
+                continue
+            if digest is None:
+                digest = bp.result_digest(result.state, result.payload)
+            if w.known == digest:
+                keep.append(w)
+                continue
+            self._finish(w)
+            if self.alive(w.client):
+                self._reply_result(w.client, w.req, task_id, result)
+        if keep:
+            self._waiters[task_id] = keep
+        else:
+            del self._waiters[task_id]
 
     def _wake(self, task_id: str, result: Result) -> None:
         waiters = self._waiters.pop(task_id, None)
@@ -491,3 +549,9 @@ class Results:
         old = self._cache.pop(task_id, None)
         if old is not None:
             self._cache_bytes -= len(old.payload)
+
+    def forget_prefix(self, prefix: str) -> None:
+        """Drop the cached results of ids starting with ``prefix`` (a vhost
+        deleted; its rows go with the same batch)."""
+        for task_id in [t for t in self._cache if t.startswith(prefix)]:
+            self._forget(task_id)

@@ -23,6 +23,7 @@ from ..broker import Broker
 from ..errors import invalid
 from ..message import Message
 from ..storage.base import Query, Row
+from ..vhosts import MARK, prefix_of
 from .common import Alive, Client, check_task_id, check_ttl, internal
 from .results import Results
 from .topics import Topics
@@ -67,6 +68,8 @@ class Revocations:
         task_id = m.message_id
         if task_id is None:
             return None
+        if m.queue.startswith(MARK):  # a vhost's task ids are stored under its prefix
+            task_id = prefix_of(m.queue) + task_id
         until = revoked.get(task_id)
         if until is None or until <= self.broker.clock.now():
             return None

@@ -47,6 +47,7 @@ from brokerd_protocol import (
     ResultGet,
     ResultSet,
     ResultWait,
+    ResultWatch,
     Revoke,
     ScheduleDelete,
     ScheduleList,
@@ -54,6 +55,7 @@ from brokerd_protocol import (
     Subscribe,
     Unbind,
     encode_payload,
+    result_digest,
 )
 
 from .connection import FLUSH_THRESHOLD, Connection, PublishBatch
@@ -81,6 +83,7 @@ async def connect(
     token: str | None = None,
     user: str | None = None,
     password: str | None = None,
+    vhost: str | None = None,
     heartbeat: float = 30.0,
     client_name: str | None = None,
     timeout: float | None = 10.0,  # noqa: ASYNC109 - a connect timeout is public API
@@ -100,7 +103,8 @@ async def connect(
     round, for a single node, which still follows one redirect).
 
     ``token`` overrides one given in the URL (keeps secrets out of URLs);
-    so do ``user`` and ``password`` (a user of the broker, docs/security.md).
+    so do ``user`` and ``password`` (a user of the broker, docs/security.md)
+    and ``vhost`` (the URL's path; default ``"/"``, docs/vhosts.md).
     ``heartbeat`` is the interval in seconds we ask for (0 disables; the
     broker has the final say). ``timeout`` bounds the TCP connect plus the
     handshakes. ``max_inflight`` caps unconfirmed publishes on this
@@ -123,6 +127,8 @@ async def connect(
             user=user if user is not None else parsed.user,
             password=password if password is not None else parsed.password,
         )
+    if vhost is not None:
+        parsed = replace(parsed, vhost=vhost)
 
     async def open_node(node: BrokerURL) -> AsyncClient:
         return await _open(
@@ -142,6 +148,7 @@ async def connect_unix(
     timeout: float | None = 10.0,  # noqa: ASYNC109 - a connect timeout is public API
     user: str | None = None,
     password: str | None = None,
+    vhost: str = "/",
 ) -> AsyncClient:
     """Connect to a broker's control socket (``<data-dir>/brokerd.sock``).
 
@@ -151,7 +158,7 @@ async def connect_unix(
     ``password`` the broker checks them and the connection has that user's
     rights only (brokerctl's ``authenticate_user``).
     """
-    url = BrokerURL(host="localhost", user=user, password=password)
+    url = BrokerURL(host="localhost", user=user, password=password, vhost=vhost)
     return await _open(url, None, heartbeat, client_name, timeout, 10_000, path, None)
 
 
@@ -174,6 +181,7 @@ async def _open(
         heartbeat=float(heartbeat),
         user=parsed.user,
         password=parsed.password,
+        vhost=parsed.vhost,
     )
     size = len(encode_payload(hello))
     if size > MAX_HELLO_FRAME:
@@ -506,6 +514,27 @@ class AsyncClient:
             return None
         if not isinstance(value, list | tuple) or len(value) != 2:
             raise ProtocolViolation(f"ResultWait answered with {value!r}")
+        return value[0], value[1]
+
+    async def result_watch(
+        self,
+        task_id: str,
+        timeout: float,  # noqa: ASYNC109 - the broker's wait bound, sent on the wire
+        known: tuple[str, bytes] | None = None,
+    ) -> tuple[str, bytes] | None:
+        """Wait until ``task_id``'s stored result is final or differs from
+        ``known`` (the ``(state, payload)`` last seen; None: nothing seen),
+        whatever its state; ``(state, payload)``, or ``None`` after
+        ``timeout`` seconds. Pushed by the broker (SPEC §14.16): how progress
+        states are followed without polling."""
+        digest = result_digest(*known) if known is not None else b""
+        value = await self._conn.request(
+            lambda req: ResultWatch(req, task_id, float(timeout), digest)
+        )
+        if value is None:
+            return None
+        if not isinstance(value, list | tuple) or len(value) != 2:
+            raise ProtocolViolation(f"ResultWatch answered with {value!r}")
         return value[0], value[1]
 
     async def result_delete(self, task_ids: Iterable[str]) -> int:

@@ -66,6 +66,7 @@ class Client:
         token: str | None = None,
         user: str | None = None,
         password: str | None = None,
+        vhost: str | None = None,
         heartbeat: float = 30.0,
         client_name: str | None = None,
         connect_timeout: float | None = 10.0,
@@ -83,6 +84,7 @@ class Client:
             "token": token,
             "user": user,
             "password": password,
+            "vhost": vhost,
             "heartbeat": heartbeat,
             "client_name": client_name,
             "timeout": connect_timeout,
@@ -343,6 +345,12 @@ class Client:
         """Block until a final state or ``timeout`` seconds (then ``None``)."""
         # The call itself must outlive the broker-side wait.
         return self._run(lambda c: c.result_wait(task_id, timeout), timeout + 30.0)
+
+    def result_watch(
+        self, task_id: str, timeout: float, known: tuple[str, bytes] | None = None
+    ) -> tuple[str, bytes] | None:
+        """Block until the result is final or not ``known`` (``AsyncClient.result_watch``)."""
+        return self._run(lambda c: c.result_watch(task_id, timeout, known), timeout + 30.0)
 
     def result_delete(self, task_ids: Iterable[str]) -> int:
         """Forget results; the number there were (see ``AsyncClient.result_delete``)."""

@@ -1,12 +1,13 @@
-"""Parse ``brokerd://[token@]host[:port][,host[:port]...]``,
-``brokerd://user:password@host[:port]`` and ``brokerds://`` (TLS) connection URLs.
+"""Parse ``brokerd://[token@]host[:port][,host[:port]...][/vhost]``,
+``brokerd://user:password@host[:port][/vhost]`` and ``brokerds://`` (TLS) connection URLs.
 
 A URL is how an operator hands credentials and an address to an application
 (an environment variable, a settings file), so a bad one must fail at startup
 with a message that names the problem, not later as a confusing socket error.
-That is why this parser is strict: anything it does not understand (a path, a
-query, a stray character in the port) is a ``ValueError``, never silently
-ignored.
+That is why this parser is strict: anything it does not understand (a path of
+more than one segment, a query, a stray character in the port) is a
+``ValueError``, never silently ignored. The path is the vhost (docs/vhosts.md):
+none or empty is ``"/"``, which is also written ``%2F``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, replace
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 __all__ = ["DEFAULT_PORT", "SCHEME", "TLS_SCHEME", "BrokerURL", "parse_url"]
 
@@ -22,6 +23,8 @@ SCHEME = "brokerd"
 #: The same protocol inside TLS (SPEC §1.1), on the same default port.
 TLS_SCHEME = "brokerds"
 DEFAULT_PORT = 5673
+#: The vhost of a URL without a path.
+DEFAULT_VHOST = "/"
 
 # RFC 1123 host names: dot-separated labels of letters, digits and hyphens.
 _HOSTNAME = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?$")
@@ -41,6 +44,8 @@ class BrokerURL:
     #: Further ``(host, port)`` nodes of a failover URL
     #: (``brokerd://h1:5673,h2:5673``), tried after ``host`` (docs/ha.md).
     alternates: tuple[tuple[str, int], ...] = ()
+    #: The vhost the connection works in (the URL's path; ``"/"`` without one).
+    vhost: str = DEFAULT_VHOST
 
     def candidates(self) -> list[BrokerURL]:
         """One single-host URL per node, in the order given."""
@@ -64,7 +69,8 @@ class BrokerURL:
             f"[{h}]:{p}" if ":" in h else f"{h}:{p}"
             for h, p in ((self.host, self.port), *self.alternates)
         )
-        return f"{self.scheme}://{nodes}"
+        path = "" if self.vhost == DEFAULT_VHOST else "/" + quote(self.vhost, safe="")
+        return f"{self.scheme}://{nodes}{path}"
 
     def __repr__(self) -> str:
         # Never print the secret, even in tracebacks and debug logs.
@@ -72,7 +78,7 @@ class BrokerURL:
         password = "'***'" if self.password is not None else "None"
         return (
             f"BrokerURL(host={self.host!r}, port={self.port}, token={token}, tls={self.tls}, "
-            f"user={self.user!r}, password={password})"
+            f"user={self.user!r}, password={password}, vhost={self.vhost!r})"
         )
 
 
@@ -88,7 +94,9 @@ def parse_url(url: str) -> BrokerURL:
     part may be percent-encoded (``%40`` for ``@``, ``%3A`` for ``:``). A
     failover URL lists several nodes sharing one database,
     ``brokerd://h1:5673,h2:5673,h3:5673``: clients try them in turn and follow
-    a standby's redirect (docs/ha.md). A trailing ``/`` is allowed.
+    a standby's redirect (docs/ha.md). The path names the vhost,
+    percent-encoded (``brokerd://h/orders``; ``brokerd://h``, ``brokerd://h/``
+    and ``brokerd://h/%2F`` are all the default vhost ``"/"``).
     """
     if not isinstance(url, str):
         raise TypeError(f"broker URL must be a str, not {type(url).__name__}")
@@ -103,9 +111,20 @@ def parse_url(url: str) -> BrokerURL:
         )
     if "?" in rest or "#" in rest:
         raise ValueError(f"invalid broker URL {shown!r}: query strings and fragments are not used")
-    netloc, slash, path = rest.partition("/")
-    if slash and path:
-        raise ValueError(f"invalid broker URL {shown!r}: unexpected path '/{path}'")
+    netloc, _, path = rest.partition("/")
+    vhost = DEFAULT_VHOST
+    if path:
+        if "/" in path:
+            raise ValueError(
+                f"invalid broker URL {shown!r}: the path is one vhost name; write a '/' in "
+                "it as %2F"
+            )
+        vhost = unquote(path)
+        if any(ord(c) < 32 or ord(c) == 127 for c in vhost) or len(vhost) > 255:
+            raise ValueError(
+                f"invalid broker URL {shown!r}: a vhost has 1 to 255 characters, "
+                "no control characters"
+            )
 
     token: str | None = None
     user: str | None = None
@@ -140,6 +159,7 @@ def parse_url(url: str) -> BrokerURL:
         user=user,
         password=password,
         alternates=tuple(alternates),
+        vhost=vhost,
     )
 
 

@@ -309,6 +309,7 @@ FRAME_TYPES: tuple[type[f.Frame], ...] = (
     f.ResultDelete,
     f.GroupJoin,
     f.GroupFire,
+    f.ResultWatch,
     f.RateAcquire,
     f.RateSet,
     f.AdminStatus,
@@ -326,6 +327,9 @@ FRAME_TYPES: tuple[type[f.Frame], ...] = (
     f.SetPermissions,
     f.ClearPermissions,
     f.ListPermissions,
+    f.AddVhost,
+    f.DeleteVhost,
+    f.ListVhosts,
 )
 
 _SPECS: dict[int, _FrameSpec] = {}

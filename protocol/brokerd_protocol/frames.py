@@ -8,6 +8,7 @@ table instead of a hand-written function per type.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -28,7 +29,8 @@ class Frame:
 @dataclass(frozen=True, slots=True)
 class Hello(Frame):
     """First frame a client sends: the versions it speaks and its credentials
-    (the broker's shared ``token``, or a ``user`` and its ``password``)."""
+    (the broker's shared ``token``, or a ``user`` and its ``password``), and
+    the ``vhost`` the connection works in (SPEC §6.6)."""
 
     TYPE: ClassVar[int] = 1
     versions: list[int]
@@ -37,6 +39,7 @@ class Hello(Frame):
     heartbeat: float = 30.0
     user: str | None = None
     password: str | None = None
+    vhost: str = "/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -437,6 +440,27 @@ class GroupFire(Frame):
     props: dict[str, Any] = field(default_factory=dict)
 
 
+def result_digest(state: str, payload: bytes) -> bytes:
+    """The 16-byte digest naming one stored result in ``ResultWatch.known``
+    (SPEC §14.16): BLAKE2b-128 of the state's UTF-8, a zero byte, the payload."""
+    return hashlib.blake2b(state.encode() + b"\0" + payload, digest_size=16).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class ResultWatch(Frame):
+    """Answered with Ok(req, [state, payload]) as soon as the task's stored
+    result is not the one the client knows (``known``: the 16-byte digest of
+    SPEC §14.16, empty for none), whatever its state, or at once if it is
+    final; Ok(req, None) after ``timeout`` seconds. How a client follows a
+    task's progress (custom states) without polling."""
+
+    TYPE: ClassVar[int] = 54
+    req: int
+    task_id: str
+    timeout: float
+    known: bytes = b""
+
+
 @dataclass(frozen=True, slots=True)
 class RateAcquire(Frame):
     """Take the next slot of the rate limit ``name`` (a task name).
@@ -493,6 +517,8 @@ class ListQueues(Frame):
     req: int
     cursor: Any = None
     limit: int = 1000
+    #: Only this vhost's rows (nil: every vhost the connection may see).
+    vhost: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -501,6 +527,8 @@ class ListExchanges(Frame):
     req: int
     cursor: Any = None
     limit: int = 1000
+    #: Only this vhost's rows (nil: every vhost the connection may see).
+    vhost: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -509,6 +537,8 @@ class ListBindings(Frame):
     req: int
     cursor: Any = None
     limit: int = 1000
+    #: Only this vhost's rows (nil: every vhost the connection may see).
+    vhost: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -517,6 +547,8 @@ class ListConnections(Frame):
     req: int
     cursor: Any = None
     limit: int = 1000
+    #: Only this vhost's rows (nil: every vhost the connection may see).
+    vhost: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -525,6 +557,8 @@ class ListConsumers(Frame):
     req: int
     cursor: Any = None
     limit: int = 1000
+    #: Only this vhost's rows (nil: every vhost the connection may see).
+    vhost: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -618,5 +652,36 @@ class ListPermissions(Frame):
     req: int
     vhost: str | None = None
     user: str | None = None
+    cursor: Any = None
+    limit: int = 1000
+
+
+# --- vhosts (SPEC §17.7, codes 75-77) --------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AddVhost(Frame):
+    """Create vhost ``name``; PRECONDITION_FAILED if it exists."""
+
+    TYPE: ClassVar[int] = 75
+    req: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteVhost(Frame):
+    """Delete vhost ``name`` and everything in it; its connections are closed."""
+
+    TYPE: ClassVar[int] = 76
+    req: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListVhosts(Frame):
+    """A page of ``{name, queues, messages}`` rows keyed by name."""
+
+    TYPE: ClassVar[int] = 77
+    req: int
     cursor: Any = None
     limit: int = 1000

@@ -35,6 +35,7 @@ from brokerd_protocol import (  # noqa: E402
     FRAME_TYPES,
     Ack,
     AddUser,
+    AddVhost,
     AdminStatus,
     AdminStop,
     Bind,
@@ -51,6 +52,7 @@ from brokerd_protocol import (  # noqa: E402
     DeleteExchange,
     DeleteQueue,
     DeleteUser,
+    DeleteVhost,
     Deliver,
     Error,
     ErrorCode,
@@ -66,6 +68,7 @@ from brokerd_protocol import (  # noqa: E402
     ListPermissions,
     ListQueues,
     ListUsers,
+    ListVhosts,
     Nack,
     Ok,
     ProtocolError,
@@ -181,6 +184,11 @@ CASES: list[tuple[str, Frame]] = [
         "hello_user_password",
         # A sample credential for the vector, not a real secret.
         Hello(versions=[1], client_name="app", user="app", password="pw"),  # noqa: S106
+    ),
+    (
+        "hello_vhost",
+        # A sample credential for the vector, not a real secret.
+        Hello(versions=[1], client_name="app", user="app", password="pw", vhost="orders"),  # noqa: S106
     ),
     ("welcome", Welcome(version=1, server_name="brokerd", heartbeat=30.0, max_frame=16777216)),
     ("heartbeat", Heartbeat()),
@@ -358,6 +366,10 @@ CASES: list[tuple[str, Frame]] = [
     ("clear_permissions", ClearPermissions(req=75, user="app", vhost="/")),
     ("list_permissions_vhost", ListPermissions(req=76, vhost="/")),
     ("list_permissions_user", ListPermissions(req=77, user="app", cursor=["app", "/"])),
+    ("add_vhost", AddVhost(req=78, name="orders")),
+    ("delete_vhost", DeleteVhost(req=79, name="orders")),
+    ("list_vhosts", ListVhosts(req=80)),
+    ("list_queues_vhost", ListQueues(req=81, vhost="orders")),
     (
         "ok_list_page",
         Ok(req=62, value={"items": [{"name": "jobs", "ready": 3}], "next": None}),
@@ -373,7 +385,7 @@ def _raw(*parts: bytes) -> bytes:
 DECODE_ONLY: list[tuple[str, bytes, Frame, str]] = [
     (
         "hello_extra_trailing_fields",
-        pack([1, [1], None, "", 30.0, None, None, "a field from a later revision", 7]),
+        pack([1, [1], None, "", 30.0, None, None, "/", "a field from a later revision", 7]),
         Hello(versions=[1]),
         "fields after the last known one are ignored",
     ),

@@ -25,7 +25,9 @@ from brokerd_client.tasks.testing import BrokerProcess
 #: returns as soon as they are in).
 REPLY_TIMEOUT = 20.0
 
-_QUEUE_LINE = re.compile(r'^brokerd_queue_consumers\{queue="((?:[^"\\]|\\.)*)"\} (\S+)$')
+_QUEUE_LINE = re.compile(
+    r'^brokerd_queue_consumers\{queue="((?:[^"\\]|\\.)*)",vhost="(?:[^"\\]|\\.)*"\} (\S+)$'
+)
 
 
 def free_port() -> int:

@@ -294,3 +294,26 @@ def test_a_user_and_password_log_in_with_that_users_rights(
     with Connection(url.replace("app-pw", "wrong")) as bad, pytest.raises(AuthenticationError):
         bad.connection  # noqa: B018
         bad.transport.establish_connection()
+
+
+def test_the_url_path_is_the_vhost_kombu_passes_as_virtual_host(broker: Any) -> None:
+    import brokerd_client
+
+    for name in ("va", "vb"):
+        code, _, err = run(["--data-dir", str(broker.data_dir), "add_vhost", name], env={})
+        assert code == 0, err
+    queue = Queue("celery", Exchange("celery", "direct"), routing_key="celery")
+    with Connection(broker.url + "/va") as a, Connection(broker.url + "/vb") as b:
+        for c in (a, b):
+            with c.channel() as channel:
+                queue(channel).declare()
+        with Producer(a) as producer:
+            producer.publish({"to": "va"}, exchange=queue.exchange, routing_key="celery")
+        with brokerd_client.Client(broker.url + "/va") as native:
+            wait_for(lambda: native.queue_stats("celery").ready == 1, "the message in va")
+        with brokerd_client.Client(broker.url + "/vb") as native:
+            assert native.queue_stats("celery").ready == 0
+        with brokerd_client.Client(broker.url) as native, pytest.raises(NotFound):
+            native.queue_stats("celery")
+        got = drain(a, [queue], 1)
+        assert [m.payload for m in got] == [{"to": "va"}]

@@ -93,6 +93,7 @@ MATRIX: dict[type[bp.Frame], tuple[Make, Make | None]] = {
     bp.ResultSet: (lambda r: bp.ResultSet(r, "t1", "SUCCESS", b"1"), None),
     bp.ResultGet: (lambda r: bp.ResultGet(r, ["t1"]), None),
     bp.ResultWait: (lambda r: bp.ResultWait(r, "t1", 0.0), None),
+    bp.ResultWatch: (lambda r: bp.ResultWatch(r, "t1", 0.0), None),
     bp.ResultDelete: (lambda r: bp.ResultDelete(r, ["t1"]), None),
     bp.Revoke: (lambda r: bp.Revoke(r, ["t2"]), None),
     bp.Subscribe: (lambda r: bp.Subscribe(r, ["task.*"]), None),
@@ -130,6 +131,9 @@ ADMIN_FRAMES: dict[type[bp.Frame], Make] = {
     bp.ListPermissions: lambda r: bp.ListPermissions(r, vhost="/"),
     bp.ClearPermissions: lambda r: bp.ClearPermissions(r, "temp", "/"),
     bp.DeleteUser: lambda r: bp.DeleteUser(r, "temp"),
+    bp.AddVhost: lambda r: bp.AddVhost(r, "temp"),
+    bp.ListVhosts: bp.ListVhosts,
+    bp.DeleteVhost: lambda r: bp.DeleteVhost(r, "temp"),
     bp.AdminStop: bp.AdminStop,  # last: it stops the broker
 }
 

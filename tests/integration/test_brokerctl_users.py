@@ -109,6 +109,10 @@ def test_admin_over_url_as_an_administrator(
     secret.write_text("boss-pw\n")
     args = ["--url", url, "--user", "boss", "--password-file", str(secret), "list_users"]
     code, _, err = run(args, env={})
+    # No tag and no permissions on "/": refused at Hello (SPEC §6.1).
+    assert code == 65 and "access to vhost '/' refused" in err
+    ok(broker, "set_permissions", "boss", ".*", ".*", ".*")
+    code, _, err = run(args, env={})
     assert code == 65 and "needs the tag administrator" in err
     ok(broker, "set_user_tags", "boss", "administrator")
     code, out, err = run(args, env={})

@@ -80,11 +80,11 @@ METRICS = {
 
 
 def ready(queue: str) -> str:
-    return f'brokerd_queue_ready_messages{{queue="{queue}"}}'
+    return f'brokerd_queue_ready_messages{{queue="{queue}",vhost="/"}}'
 
 
 def leased(queue: str) -> str:
-    return f'brokerd_queue_leased_messages{{queue="{queue}"}}'
+    return f'brokerd_queue_leased_messages{{queue="{queue}",vhost="/"}}'
 
 
 async def test_healthz_and_metrics_follow_the_traffic(broker_factory: Any) -> None:

@@ -10,6 +10,7 @@ from corekit import Env
 
 from brokerd.admin import listing
 from brokerd.errors import BrokerError
+from brokerd.vhosts import Names
 from brokerd_protocol import MAX_LIST_LIMIT, ErrorCode
 
 
@@ -96,7 +97,7 @@ def test_binding_rows_page_by_exchange_queue_and_key() -> None:
     rest = listing.page(
         listing.binding_rows(b.exchanges), page["next"], 2, 10_000, listing.BINDING_KEY
     )
-    assert rest["items"] == [{"exchange": "ev", "queue": "b", "routing_key": "x.#"}]
+    assert rest["items"] == [{"vhost": "/", "exchange": "ev", "queue": "b", "routing_key": "x.#"}]
 
 
 def test_queue_rows_count_ready_leased_delayed_and_consumers() -> None:
@@ -141,6 +142,28 @@ def test_the_default_exchange_is_listed_first() -> None:
     env.broker.declare_exchange("ev", "fanout", False)
     got = [r for _, r in listing.exchange_rows(env.broker.exchanges)]
     assert got == [
-        {"name": "", "type": "direct", "durable": True},
-        {"name": "ev", "type": "fanout", "durable": False},
+        {"vhost": "/", "name": "", "type": "direct", "durable": True},
+        {"vhost": "/", "name": "ev", "type": "fanout", "durable": False},
     ]
+
+
+def test_rows_of_a_vhost_carry_client_names_and_filter_by_vhost() -> None:
+    env = Env()
+    b = env.broker
+    inner = Names.of("orders")
+    b.declare_queue("jobs", True, {})
+    b.declare_queue(inner.inn("jobs"), True, {"dead_letter_queue": inner.inn("dead")})
+    b.declare_exchange(inner.inn("ev"), "topic", True)
+    b.bind(inner.inn("jobs"), inner.inn("ev"), "a.*")
+    queues = [r for _, r in listing.queue_rows(b.queues, 0.0)]
+    assert sorted((r["vhost"], r["name"]) for r in queues) == [("/", "jobs"), ("orders", "jobs")]
+    only = [r for _, r in listing.queue_rows(b.queues, 0.0, "orders")]
+    assert [(r["vhost"], r["name"]) for r in only] == [("orders", "jobs")]
+    assert only[0]["options"]["dead_letter_queue"] == "dead"
+    exchanges = [r for _, r in listing.exchange_rows(b.exchanges, "orders", ["/", "orders"])]
+    assert [(r["vhost"], r["name"]) for r in exchanges] == [("orders", ""), ("orders", "ev")]
+    bindings = [r for _, r in listing.binding_rows(b.exchanges, "orders")]
+    assert bindings == [
+        {"vhost": "orders", "exchange": "ev", "queue": "jobs", "routing_key": "a.*"}
+    ]
+    assert listing.binding_rows(b.exchanges, "/") == []

@@ -51,7 +51,8 @@ def test_good_urls_parse_to_their_parts(url: str, expected: BrokerURL) -> None:
         ("brokerd://[::1", "unclosed '['"),
         ("brokerd://[nothex]:1", "is not an IPv6 address"),
         ("brokerd://[::1]x", "unexpected 'x'"),
-        ("brokerd://host/vhost", "unexpected path"),
+        ("brokerd://host/a/b", "write a '/' in it as %2F"),
+        ("brokerd://host/a%00b", "no control characters"),
         ("brokerd://host?heartbeat=1", "query strings"),
         ("brokerd://bad_host!", "not a valid host name"),
     ],
@@ -86,3 +87,23 @@ def test_errors_and_repr_never_show_the_password() -> None:
 def test_non_string_url_is_a_type_error() -> None:
     with pytest.raises(TypeError):
         parse_url(b"brokerd://host")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("url", "vhost"),
+    [
+        ("brokerd://host", "/"),
+        ("brokerd://host/", "/"),
+        ("brokerd://host:5673/%2F", "/"),
+        ("brokerd://u:p@host:5673/orders", "orders"),
+        ("brokerd://host/a%2Fb", "a/b"),
+        ("brokerd://h1:1,h2:2/orders", "orders"),
+    ],
+)
+def test_the_path_is_the_vhost(url: str, vhost: str) -> None:
+    parsed = parse_url(url)
+    assert parsed.vhost == vhost
+    # Every node of a failover URL, and a redirect, keep it.
+    assert {c.vhost for c in parsed.candidates()} == {vhost}
+    assert parsed.moved_to("other:9").vhost == vhost
+    assert parse_url(str(parsed)).vhost == vhost

@@ -126,6 +126,7 @@ def test_opening_creates_every_table_once_for_core_and_task_layer(tmp_path: Path
         "group_members",
         "users",
         "permissions",
+        "vhosts",
     }
 
 

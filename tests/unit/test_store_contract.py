@@ -621,6 +621,8 @@ def test_every_operation_kind_is_covered_here() -> None:
         Op.DELETE_USER,
         Op.PUT_PERMISSION,
         Op.DELETE_PERMISSION,
+        Op.PUT_VHOST,
+        Op.DELETE_VHOST,
     }
     assert covered == set(Op)
     assert {
@@ -632,6 +634,7 @@ def test_every_operation_kind_is_covered_here() -> None:
         Query.GROUP_MEMBERS,
         Query.USERS,
         Query.PERMISSIONS,
+        Query.VHOSTS,
     } == set(Query)
 
 
@@ -891,6 +894,37 @@ def test_users_and_permissions_are_put_replaced_and_deleted_together(h: Harness)
         ("ops", "scrypt$h2", "administrator,management"),
     ]
     assert h.read(Query.PERMISSIONS) == [("app", "/", "^app", "^app", "^app")]
+
+
+def test_delete_vhost_drops_its_rows_under_its_prefix_and_nothing_else(h: Harness) -> None:
+    p = "\x1fv\x1fa\x1f"  # vhost "a"; "ab" shares no prefix with it
+    other = "\x1fv\x1fab\x1f"
+    b = Batch()
+    for v in ("a", "ab", "b"):
+        b.put_vhost(v)
+    b.put_vhost("a")  # twice: kept once
+    h.commit(b)
+    b = Batch()
+    b.put_user("app", "scrypt$h", "")
+    b.put_permission("app", "a", ".*", ".*", ".*")
+    b.put_permission("app", "/", ".*", ".*", ".*")
+    for prefix in (p, other, ""):
+        b.put_result(prefix + "t", "SUCCESS", b"1", T0 + 100, T0)
+        b.put_revocation(prefix + "t", T0 + 100)
+        b.put_schedule(prefix + "s", "every 1", "", prefix + "q", b"x", b"\x80", None, T0 + 1)
+        b.put_group(prefix + "g", 2, 1, None, False, T0 + 100)
+        b.put_group_member(prefix + "g", "m")
+    h.commit(b)
+    b = Batch()
+    b.delete_vhost("a", p)
+    h.commit(b)
+    assert h.read(Query.VHOSTS) == [("ab",), ("b",)]
+    assert h.read(Query.PERMISSIONS) == [("app", "/", ".*", ".*", ".*")]
+    assert set(_results(h, p + "t", other + "t", "t")) == {other + "t", "t"}
+    assert sorted(r[0] for r in h.read(Query.REVOCATIONS)) == sorted([other + "t", "t"])
+    assert sorted(r[0] for r in h.read(Query.SCHEDULES)) == sorted([other + "s", "s"])
+    assert sorted(r[0] for r in h.read(Query.GROUPS)) == sorted([other + "g", "g"])
+    assert sorted(r[0] for r in h.read(Query.GROUP_MEMBERS)) == sorted([other + "g", "g"])
 
 
 def test_delete_result_forgets_a_result_whatever_its_state(h: Harness) -> None:

@@ -145,6 +145,16 @@ OP_SQL: dict[Op, tuple[str, ...]] = {
         "configure = excluded.configure, write = excluded.write, read = excluded.read",
     ),
     Op.DELETE_PERMISSION: ("DELETE FROM permissions WHERE username = $1 AND vhost = $2",),
+    Op.PUT_VHOST: ("INSERT INTO vhosts (name) VALUES ($1) ON CONFLICT DO NOTHING",),
+    Op.DELETE_VHOST: (
+        "DELETE FROM vhosts WHERE name = $1 AND $2::text IS NOT NULL",
+        "DELETE FROM permissions WHERE vhost = $1 AND $2::text IS NOT NULL",
+        "DELETE FROM results WHERE left(task_id, length($2)) = $2 AND $1::text IS NOT NULL",
+        "DELETE FROM revoked WHERE left(task_id, length($2)) = $2 AND $1::text IS NOT NULL",
+        "DELETE FROM schedules WHERE left(name, length($2)) = $2 AND $1::text IS NOT NULL",
+        "DELETE FROM group_members WHERE left(group_id, length($2)) = $2 AND $1::text IS NOT NULL",
+        "DELETE FROM groups WHERE left(group_id, length($2)) = $2 AND $1::text IS NOT NULL",
+    ),
 }
 
 _QUERY_SQL: dict[Query, str] = {
@@ -161,6 +171,7 @@ _QUERY_SQL: dict[Query, str] = {
     Query.GROUP_MEMBERS: "SELECT group_id, member_id FROM group_members",
     Query.USERS: "SELECT name, password_hash, tags FROM users",
     Query.PERMISSIONS: "SELECT username, vhost, configure, write, read FROM permissions",
+    Query.VHOSTS: "SELECT name FROM vhosts ORDER BY name",
 }
 
 

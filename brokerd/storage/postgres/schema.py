@@ -114,10 +114,23 @@ CREATE TABLE permissions (
 );
 """
 
+#: 5: vhosts (brokerd/vhosts.py).
+MIGRATION_5 = """
+CREATE TABLE vhosts (
+    name text PRIMARY KEY
+);
+"""
+
 #: Migration n is ``MIGRATIONS[n - 1]``; the schema this code writes is the last.
 #: 2: the leadership lease row (``leader.py``); 3: users and permissions;
-#: 4: the lease row's commit marker (``leader.py``, ``store.py``).
-MIGRATIONS: tuple[str, ...] = (MIGRATION_1, leader.MIGRATION, MIGRATION_3, leader.MIGRATION_GROUP)
+#: 4: the lease row's commit marker (``leader.py``, ``store.py``); 5: vhosts.
+MIGRATIONS: tuple[str, ...] = (
+    MIGRATION_1,
+    leader.MIGRATION,
+    MIGRATION_3,
+    leader.MIGRATION_GROUP,
+    MIGRATION_5,
+)
 CURRENT_VERSION = len(MIGRATIONS)
 
 

@@ -15,7 +15,8 @@ How kombu's AMQP model maps onto brokerd (protocol/SPEC.md):
   (:mod:`.wire`); ``brokerd://user:password@host`` logs in as a user of the
   broker (docs/security.md), and a lone secret is the broker's token
   (``brokerd://token@host`` or ``brokerd://:token@host``). kombu's
-  ``virtual_host`` is ignored for now. The token is moved out of the user
+  ``virtual_host`` (the URL's path, ``%2F`` or none for ``"/"``) is the
+  broker's vhost (docs/vhosts.md). The token is moved out of the user
   name as the transport is created, so kombu's ``as_uri()`` (Celery's
   banner and error logs) masks it.
 * **Channels** are local objects sharing the connection: each holds its
@@ -905,6 +906,7 @@ class Transport(base.Transport):
             user=user,
             password=password if user is not None else None,
             client_name=f"kombu {socket.gethostname()} pid {os.getpid()}",
+            vhost=conninfo.virtual_host or "/",
             heartbeat=float(conninfo.heartbeat or 0.0),
             connect_timeout=conninfo.connect_timeout,
             ssl_context=context,

@@ -177,6 +177,7 @@ class WireConnection:
         client_name: str = "",
         user: str | None = None,
         password: str | None = None,
+        vhost: str = "/",
         heartbeat: float = 0.0,
         connect_timeout: float | None = 5.0,
         ssl_context: ssl.SSLContext | None = None,
@@ -200,7 +201,15 @@ class WireConnection:
             else:
                 stream = _tls_handshake(sock, ssl_context, host, where, connect_timeout)
             hello = encode(
-                Hello(list(SUPPORTED_VERSIONS), token, client_name, heartbeat, user, password)
+                Hello(
+                    list(SUPPORTED_VERSIONS),
+                    token,
+                    client_name,
+                    heartbeat,
+                    user,
+                    password,
+                    vhost,
+                )
             )
             if len(hello) - HEADER_SIZE > MAX_HELLO_FRAME:
                 raise ValueError("the credentials and client name do not fit in a Hello frame")

@@ -18,11 +18,13 @@ from typing import Any
 
 from brokerd_protocol import (
     AddUser,
+    AddVhost,
     AdminStatus,
     AdminStop,
     ClearPermissions,
     CloseConnection,
     DeleteUser,
+    DeleteVhost,
     Frame,
     ListBindings,
     ListConnections,
@@ -31,6 +33,7 @@ from brokerd_protocol import (
     ListPermissions,
     ListQueues,
     ListUsers,
+    ListVhosts,
     SetPermissions,
     UpdateUser,
 )
@@ -46,9 +49,11 @@ PAGE = 1000
 class Listing:
     """One ``list_*`` command: its frame, its columns and the default ones."""
 
-    frame: Callable[[int, Any, int], Frame]
+    frame: Callable[..., Frame]
     columns: tuple[str, ...]
     default: tuple[str, ...]
+    #: The frame takes a vhost filter (``-p``; nil lists every vhost).
+    per_vhost: bool = True
 
 
 LISTINGS: dict[str, Listing] = {
@@ -56,21 +61,23 @@ LISTINGS: dict[str, Listing] = {
         ListQueues,
         (
             "name", "durable", "ready", "leased", "delayed", "consumers",
-            "oldest_ready_age", "options",
+            "oldest_ready_age", "options", "vhost",
         ),
         ("name", "durable", "ready", "leased", "delayed", "consumers", "oldest_ready_age"),
     ),
     "list_exchanges": Listing(
-        ListExchanges, ("name", "type", "durable"), ("name", "type", "durable")
+        ListExchanges, ("name", "type", "durable", "vhost"), ("name", "type", "durable")
     ),
     "list_bindings": Listing(
-        ListBindings, ("exchange", "queue", "routing_key"), ("exchange", "queue", "routing_key")
+        ListBindings,
+        ("exchange", "queue", "routing_key", "vhost"),
+        ("exchange", "queue", "routing_key"),
     ),
     "list_connections": Listing(
         ListConnections,
         (
             "id", "peer", "transport", "client_name", "connected_at", "consumers",
-            "unsettled", "bytes_in", "bytes_out", "user",
+            "unsettled", "bytes_in", "bytes_out", "user", "vhost",
         ),
         (
             "id", "peer", "transport", "client_name", "connected_at", "consumers",
@@ -79,16 +86,21 @@ LISTINGS: dict[str, Listing] = {
     ),
     "list_consumers": Listing(
         ListConsumers,
-        ("connection", "consumer", "queue", "prefetch", "unsettled", "lease"),
+        ("connection", "consumer", "queue", "prefetch", "unsettled", "lease", "vhost"),
         ("connection", "consumer", "queue", "prefetch", "unsettled", "lease"),
     ),
-    "list_users": Listing(ListUsers, ("name", "tags"), ("name", "tags")),
+    "list_users": Listing(ListUsers, ("name", "tags"), ("name", "tags"), per_vhost=False),
+    "list_vhosts": Listing(
+        ListVhosts, ("name", "queues", "messages"), ("name",), per_vhost=False
+    ),
 }  # fmt: skip
 
 #: Columns of list_permissions and list_user_permissions (rabbitmqctl's).
 PERMISSION_COLUMNS = ("user", "vhost", "configure", "write", "read")
 #: Commands that take a password, read from stdin or a prompt (never argv).
 PASSWORD_COMMANDS = frozenset({"add_user", "change_password", "authenticate_user"})
+#: Commands that act on one queue of ``-p``'s vhost, over a connection made there.
+QUEUE_COMMANDS = frozenset({"purge_queue", "delete_queue"})
 
 
 def list_columns(command: str, args: list[str]) -> tuple[str, ...]:
@@ -102,18 +114,22 @@ def list_columns(command: str, args: list[str]) -> tuple[str, ...]:
     return tuple(args) or spec.default
 
 
-async def fetch_all(client: AsyncClient, listing: Listing) -> list[dict[str, Any]]:
+async def fetch_all(
+    client: AsyncClient, listing: Listing, vhost: str | None = None
+) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     cursor: Any = None
     while True:
-        reply = await client.call(functools.partial(_page_request, listing, cursor))
+        reply = await client.call(functools.partial(_page_request, listing, vhost, cursor))
         rows.extend(reply["items"])
         cursor = reply["next"]
         if cursor is None:
             return rows
 
 
-def _page_request(listing: Listing, cursor: Any, req: int) -> Frame:
+def _page_request(listing: Listing, vhost: str | None, cursor: Any, req: int) -> Frame:
+    if listing.per_vhost:
+        return listing.frame(req, cursor, PAGE, vhost)
     return listing.frame(req, cursor, PAGE)
 
 
@@ -147,18 +163,20 @@ ARITY: dict[str, tuple[int, int | None]] = {
     "clear_permissions": (1, 1),
     "list_permissions": (0, 0),
     "list_user_permissions": (1, 1),
+    "add_vhost": (1, 1),
+    "delete_vhost": (1, 1),
 }
 
 USAGE_LINES = {
     "status": "status",
     "stop": "stop",
-    "list_queues": "list_queues [column ...]",
-    "list_exchanges": "list_exchanges [column ...]",
-    "list_bindings": "list_bindings [column ...]",
-    "list_connections": "list_connections [column ...]",
-    "list_consumers": "list_consumers [column ...]",
-    "purge_queue": "purge_queue NAME",
-    "delete_queue": "delete_queue NAME",
+    "list_queues": "list_queues [-p VHOST] [column ...]",
+    "list_exchanges": "list_exchanges [-p VHOST] [column ...]",
+    "list_bindings": "list_bindings [-p VHOST] [column ...]",
+    "list_connections": "list_connections [-p VHOST] [column ...]",
+    "list_consumers": "list_consumers [-p VHOST] [column ...]",
+    "purge_queue": "purge_queue [-p VHOST] NAME",
+    "delete_queue": "delete_queue [-p VHOST] NAME",
     "close_connection": "close_connection ID REASON",
     "add_user": "add_user USER  (password on stdin or at the prompt)",
     "delete_user": "delete_user USER",
@@ -170,6 +188,9 @@ USAGE_LINES = {
     "clear_permissions": "clear_permissions [-p VHOST] USER",
     "list_permissions": "list_permissions [-p VHOST]",
     "list_user_permissions": "list_user_permissions USER",
+    "add_vhost": "add_vhost VHOST",
+    "delete_vhost": "delete_vhost VHOST",
+    "list_vhosts": "list_vhosts [column ...]",
 }
 
 NOT_IN_ARGV = (
@@ -184,13 +205,14 @@ def build(
     args: list[str],
     *,
     socket: Path | None,
-    vhost: str = "/",
+    vhost: str | None = None,
     password: str | None = None,
 ) -> Command:
     """Check ``command`` and its arguments (before connecting) and return it.
 
     ``password`` is what the password commands set or check, read by the
-    caller from stdin or a prompt; ``vhost`` is ``-p``'s."""
+    caller from stdin or a prompt; ``vhost`` is ``-p``'s (None: not given;
+    the permission commands then mean ``"/"``, the lists every vhost)."""
     if command not in ARITY:
         raise usage(f"unknown command {command!r}; the commands are {', '.join(ARITY)}")
     low, high = ARITY[command]
@@ -198,15 +220,18 @@ def build(
         raise usage(f"usage: brokerctl {USAGE_LINES[command]}")
     if command in PASSWORD_COMMANDS and len(args) > 1:
         raise usage(NOT_IN_ARGV.format(command=command))
-    users = _user_command(command, args, vhost, password or "")
+    users = _user_command(command, args, vhost or "/", password or "")
     if users is not None:
         return users
+    vhosts = _vhost_command(command, args)
+    if vhosts is not None:
+        return vhosts
     if command in LISTINGS:
         listing = LISTINGS[command]
         columns = list_columns(command, args)
 
         async def run_list(client: AsyncClient) -> Result:
-            return Result("rows", await fetch_all(client, listing), columns)
+            return Result("rows", await fetch_all(client, listing, vhost), columns)
 
         return run_list
     if command == "status":
@@ -375,6 +400,27 @@ def _user_command(command: str, args: list[str], vhost: str, password: str) -> C
                     return Result("rows", rows, columns)
 
         return run_list_permissions
+    return None
+
+
+def _vhost_command(command: str, args: list[str]) -> Command | None:
+    """add_vhost and delete_vhost (SPEC §17.7); None for any other."""
+    if command == "add_vhost":
+        name = args[0]
+
+        async def run_add(client: AsyncClient) -> Result:
+            await client.call(lambda req: AddVhost(req, name))
+            return _message({"vhost": name, "added": True}, f'Adding vhost "{name}" ...')
+
+        return run_add
+    if command == "delete_vhost":
+        name = args[0]
+
+        async def run_delete(client: AsyncClient) -> Result:
+            await client.call(lambda req: DeleteVhost(req, name))
+            return _message({"vhost": name, "deleted": True}, f'Deleting vhost "{name}" ...')
+
+        return run_delete
     return None
 
 

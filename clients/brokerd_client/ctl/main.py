@@ -16,13 +16,14 @@ from typing import NoReturn
 
 from ..client import AsyncClient, connect, connect_unix
 from ..errors import (
+    AccessRefused,
     AuthenticationError,
     BrokerError,
     ConnectionLost,
     InternalError,
 )
 from . import output
-from .commands import PASSWORD_COMMANDS, USAGE_LINES, Result, build
+from .commands import PASSWORD_COMMANDS, QUEUE_COMMANDS, USAGE_LINES, Result, build
 from .exits import DATAERR, OK, SOFTWARE, TEMPFAIL, UNAVAILABLE, CtlError, usage
 from .target import Target, check_socket, reachable, read_password, resolve
 
@@ -71,8 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-p",
         "--vhost",
-        default="/",
-        help="the vhost of set_permissions, clear_permissions, list_permissions (default /)",
+        default=None,
+        help="the vhost: of set_permissions, clear_permissions, list_permissions (default /), "
+        "purge_queue and delete_queue (default /); the list commands show only its rows "
+        "(default: every vhost)",
     )
     p.add_argument("--formatter", choices=["table", "json"], default="table", help="output format")
     p.add_argument("-t", "--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
@@ -87,14 +90,20 @@ async def _connect(
     *,
     user: str | None = None,
     password: str | None = None,
+    vhost: str = "/",
 ) -> AsyncClient:
-    """Connect to ``target``; with ``user``, as that user rather than with
-    the target's own credentials (``authenticate_user``)."""
+    """Connect to ``target`` on ``vhost``; with ``user``, as that user rather
+    than with the target's own credentials (``authenticate_user``)."""
     if target.socket is not None:
         check_socket(target.socket)
         with reachable(target.socket) as name:
             return await connect_unix(
-                name, client_name=CLIENT_NAME, timeout=timeout, user=user, password=password
+                name,
+                client_name=CLIENT_NAME,
+                timeout=timeout,
+                user=user,
+                password=password,
+                vhost=vhost,
             )
     assert target.url is not None
     if user is None:
@@ -109,6 +118,7 @@ async def _connect(
         password=password,
         client_name=CLIENT_NAME,
         timeout=timeout,
+        vhost=vhost,
     )
 
 
@@ -116,10 +126,16 @@ async def _authenticate(target: Target, args: argparse.Namespace, password: str)
     """``authenticate_user``: a connection of its own, as the user."""
     name = args.args[0]
     try:
-        client = await _connect(target, args.timeout, user=name, password=password)
+        client = await _connect(
+            target, args.timeout, user=name, password=password, vhost=args.vhost or "/"
+        )
+    except AccessRefused:
+        # Refused the vhost, checked after the password: the password is right.
+        client = None
     except AuthenticationError as exc:
         raise CtlError(f'user "{name}" could not authenticate: {exc}', DATAERR) from None
-    await client.close()
+    if client is not None:
+        await client.close()
     result = Result("message", {"user": name, "authenticated": True}, text="Success")
     return output.render(result, args.formatter)
 
@@ -130,7 +146,9 @@ async def _run(target: Target, args: argparse.Namespace, password: str | None) -
     command = build(
         args.command, args.args, socket=target.socket, vhost=args.vhost, password=password
     )
-    client = await _connect(target, args.timeout)
+    # The queue commands act in ``-p``'s vhost: the connection is made there.
+    on = (args.vhost or "/") if args.command in QUEUE_COMMANDS else "/"
+    client = await _connect(target, args.timeout, vhost=on)
     try:
         async with asyncio.timeout(args.timeout):
             result = await command(client)

@@ -19,7 +19,7 @@ See docs/tasks.md for the full guide and a line-by-line port from Celery.
 
 from __future__ import annotations
 
-from . import states
+from . import signals, states
 from .app import App, current_app
 from .canvas import GroupResult, Signature, chain, chord, group, maybe_signature, signature
 from .canvasio import ChordError
@@ -37,10 +37,12 @@ from .exceptions import (
     TimeLimitExceeded,
     WorkerLostError,
 )
+from .hooks import ExceptionInfo
 from .queues import Exchange, Queue
 from .request import Request
 from .result import AsyncResult, EagerResult
 from .schedules import crontab
+from .shared import shared_task
 from .task import Task
 
 __all__ = [
@@ -50,6 +52,7 @@ __all__ = [
     "ConfigurationError",
     "ContentDisallowed",
     "EagerResult",
+    "ExceptionInfo",
     "Exchange",
     "GroupResult",
     "InvalidTaskMessage",
@@ -72,6 +75,8 @@ __all__ = [
     "current_app",
     "group",
     "maybe_signature",
+    "shared_task",
+    "signals",
     "signature",
     "states",
 ]

@@ -19,6 +19,7 @@ from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
 from ..client import AsyncClient
 from ..sync import Client
+from .bases import make_task
 from .canvas import Signature as CanvasSignature
 from .clients import Clients, WorkerHook
 from .config import Settings
@@ -27,6 +28,7 @@ from .exceptions import ConfigurationError
 from .result import AsyncResult, default_app, set_default_app
 from .routing import Router
 from .sending import Sender
+from .shared import bind_shared_tasks
 from .task import Signature, Task
 
 __all__ = ["App", "WorkerHook", "current_app"]
@@ -77,6 +79,7 @@ class App:
         self.control = Control(self.clients)
         self.sender = Sender(self)
         set_default_app(self)
+        bind_shared_tasks(self)
 
     def __repr__(self) -> str:
         return f"<App {self.main or '__main__'} tasks={len(self.tasks)}>"
@@ -174,9 +177,10 @@ class App:
             raise TypeError("@app.task takes one function, or keyword options only")
         fn = args[0] if args else None
         options["bind"] = bind
+        base = options.pop("base", None)
 
         def register(func: Callable[..., Any]) -> Task[Any, Any]:
-            return self.register(Task(self, func, options))
+            return self.register(make_task(self, func, options, base))
 
         if fn is not None:
             if not callable(fn):
@@ -270,3 +274,8 @@ class App:
     async def aclose(self) -> None:
         """Close this loop's async client."""
         await self.clients.aclose()
+
+
+#: ``app.Task``: the task base class, as in Celery (``class MyTask(app.Task)``,
+#: ``@app.task(base=app.Task)``); the same class as ``brokerd_client.tasks.Task``.
+setattr(App, "Task", Task)  # noqa: B010 - not in the class body: it would shadow the type

@@ -12,11 +12,12 @@ import asyncio
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-from . import states
+from . import hooks, states
 from .exceptions import Retry
 from .interrupt import Interruptible
 from .outcome import ExcInfo, Outcome
 from .request import Request, current_request
+from .signals import watch
 
 if TYPE_CHECKING:
     from .task import Task
@@ -52,8 +53,18 @@ def _on_error(task: Task[Any, Any], exc: BaseException) -> Outcome:
     return Outcome.failure(exc)
 
 
-def execute(task: Task[Any, Any], req: Request, args: list[Any], kwargs: dict[str, Any]) -> Outcome:
-    """Run a plain function task in this thread."""
+def execute(
+    task: Task[Any, Any],
+    req: Request,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    *,
+    with_hooks: bool = True,
+) -> Outcome:
+    """Run a plain function task in this thread, with its hooks and the
+    task-run signals (:mod:`.hooks`) when it has any: one test when not."""
+    if with_hooks and (task._hooked or watch.task_run):
+        return _execute_hooked(task, req, args, kwargs)
     token = current_request.set(req)
     try:
         try:
@@ -67,20 +78,38 @@ def execute(task: Task[Any, Any], req: Request, args: list[Any], kwargs: dict[st
         current_request.reset(token)
 
 
+def _execute_hooked(
+    task: Task[Any, Any], req: Request, args: list[Any], kwargs: dict[str, Any]
+) -> Outcome:
+    token = current_request.set(req)  # the hooks see self.request too
+    try:
+        hooks.before(task, req, args, kwargs)
+        outcome = execute(task, req, args, kwargs, with_hooks=False)
+        hooks.after(task, req, args, kwargs, outcome)
+        return outcome
+    finally:
+        current_request.reset(token)
+
+
 async def execute_async(
     task: Task[Any, Any],
     req: Request,
     args: list[Any],
     kwargs: dict[str, Any],
     interruptible: Interruptible | None = None,
+    *,
+    with_hooks: bool = True,
 ) -> Outcome:
     """Run an ``async def`` task on the running loop.
 
     With ``interruptible`` the engine can raise an exception (the soft time
     limit) inside the task at its current ``await``. Cancellation (hard time
     limit, revoke with terminate) propagates as ``CancelledError``: the
-    caller knows why it cancelled and records that.
+    caller knows why it cancelled and records that. Hooks as for
+    :func:`execute` (an ``async def`` hook is awaited).
     """
+    if with_hooks and (task._hooked or watch.task_run):
+        return await _execute_async_hooked(task, req, args, kwargs, interruptible)
     token = current_request.set(req)
     try:
         coro: Coroutine[Any, Any, Any] = (
@@ -104,5 +133,22 @@ async def execute_async(
             # KeyboardInterrupt from a task must not stop the worker's loop.
             return _on_error(task, exc)
         return Outcome(states.SUCCESS, value)
+    finally:
+        current_request.reset(token)
+
+
+async def _execute_async_hooked(
+    task: Task[Any, Any],
+    req: Request,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    interruptible: Interruptible | None,
+) -> Outcome:
+    token = current_request.set(req)
+    try:
+        await hooks.abefore(task, req, args, kwargs)
+        outcome = await execute_async(task, req, args, kwargs, interruptible, with_hooks=False)
+        await hooks.aafter(task, req, args, kwargs, outcome)
+        return outcome
     finally:
         current_request.reset(token)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import builtins
 import sys
 import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import states
@@ -169,6 +170,8 @@ class AsyncResult(_ResultBase):
             return states.PENDING, {}
         state, payload = record
         data = decode_result(payload)
+        if state == states.STARTED and isinstance(data.get("state"), str):
+            state = data["state"]  # a custom state (update_state), see .progress
         if state in states.READY_STATES:
             self._final = (state, data)
         return state, data
@@ -188,12 +191,14 @@ class AsyncResult(_ResultBase):
 
     @property
     def state(self) -> str:
-        """PENDING, STARTED, RETRY, SUCCESS, FAILURE or REVOKED (asks the broker)."""
+        """PENDING, STARTED, RETRY, SUCCESS, FAILURE or REVOKED, or a custom
+        state set with ``update_state`` (asks the broker)."""
         return self._fetch()[0]
 
     @property
     def result(self) -> Any:
-        """The return value, or the exception for FAILURE/RETRY/REVOKED, or None."""
+        """The return value, or the exception for FAILURE/RETRY/REVOKED, or
+        the ``meta`` of a custom state, or None."""
         return _value_of(*self._fetch())
 
     info = result
@@ -213,21 +218,30 @@ class AsyncResult(_ResultBase):
         timeout: float | None = None,
         propagate: bool = True,
         interval: float | None = None,
+        on_message: Callable[[dict[str, Any]], Any] | None = None,
     ) -> Any:
         """Block until the task is final and return its value.
 
         Raises ``TimeoutError`` after ``timeout`` seconds; re-raises the task's
         error if it failed or was revoked, unless ``propagate=False`` (then the
-        exception is returned). ``interval`` is accepted for Celery
-        compatibility and ignored: the broker pushes the answer.
+        exception is returned). ``on_message(meta)`` is called with each state
+        the task reports (``update_state``) and the final one, ``meta`` being
+        ``{"task_id", "status", "result"}`` (see :mod:`.progress`).
+        ``interval`` is accepted for Celery compatibility and ignored: the
+        broker pushes every answer.
         """
         del interval
+        if on_message is not None:
+            self._check_not_on_worker_loop()
+            if self._final is None:
+                for state, data in self._updates(timeout):
+                    on_message(self._message(state, data))
+            else:
+                on_message(self._message(*self._final))
+            assert self._final is not None
+            return _final_value(self.id, *self._final, propagate)
         if self._final is None:
-            if self.app.clients.worker_on_this_loop() is not None:
-                raise RuntimeError(
-                    "result.get() would block the worker's event loop (and the task it "
-                    "waits for may need this worker): use 'await result.wait()' in async tasks"
-                )
+            self._check_not_on_worker_loop()
             client = self.app.clients.producer
             deadline = None if timeout is None else time.monotonic() + timeout
             while True:
@@ -240,6 +254,83 @@ class AsyncResult(_ResultBase):
                     break
         assert self._final is not None
         return _final_value(self.id, *self._final, propagate)
+
+    def _check_not_on_worker_loop(self) -> None:
+        if self.app.clients.worker_on_this_loop() is not None:
+            raise RuntimeError(
+                "result.get() would block the worker's event loop (and the task it "
+                "waits for may need this worker): use 'await result.wait()' in async tasks"
+            )
+
+    def iter_progress(
+        self, timeout: float | None = None, interval: float | None = None
+    ) -> Iterator[tuple[str, Any]]:
+        """Yield ``(state, info)`` each time the task reports a new state or
+        meta (``update_state``), the final state last; ``info`` is what
+        :attr:`info` would be. Does not raise for a failed task (its info is
+        the exception); ``TimeoutError`` after ``timeout`` seconds. Pushed by
+        the broker; ``interval`` is accepted and ignored, as in :meth:`get`."""
+        del interval
+        self._check_not_on_worker_loop()
+        if self._final is not None:
+            yield self._final[0], _value_of(*self._final)
+            return
+        for state, data in self._updates(timeout):
+            yield state, _value_of(state, data)
+
+    async def aiter_progress(
+        self,
+        timeout: float | None = None,  # noqa: ASYNC109 - Celery-style API
+        interval: float | None = None,
+    ) -> AsyncIterator[tuple[str, Any]]:
+        """:meth:`iter_progress` for async code."""
+        del interval
+        if self._final is not None:
+            yield self._final[0], _value_of(*self._final)
+            return
+        async for state, data in self._aupdates(timeout):
+            yield state, _value_of(state, data)
+
+    # --- following (update_state progress, see .progress) -------------------------
+
+    def _message(self, state: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Celery's ``on_message`` argument: the task's meta as a map."""
+        return {"task_id": self.id, "status": state, "result": _value_of(state, data)}
+
+    def _updates(self, timeout: float | None) -> Iterator[tuple[str, dict[str, Any]]]:
+        """``(state, data)`` each time the stored result changes, the final one
+        last; ``TimeoutError`` after ``timeout``.
+
+        Each step is one ``ResultWatch`` naming the result last seen: the
+        broker answers as soon as another one is stored (at once if that
+        already happened), so nothing polls and no lasting state is missed.
+        """
+        client = self.app.clients.producer
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last: tuple[str, bytes] | None = None
+        while True:
+            record = client.result_watch(self.id, _watch_slice(deadline, timeout, self.id), last)
+            if record is None or record == last:
+                continue
+            last = record
+            yield self._decode(record)
+            if self._final is not None:
+                return
+
+    async def _aupdates(self, timeout: float | None) -> AsyncIterator[tuple[str, dict[str, Any]]]:  # noqa: ASYNC109
+        """:meth:`_updates` for async code."""
+        client = await self.app.clients.async_client()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last: tuple[str, bytes] | None = None
+        while True:
+            left = _watch_slice(deadline, timeout, self.id)
+            record = await client.result_watch(self.id, left, last)
+            if record is None or record == last:
+                continue
+            last = record
+            yield self._decode(record)
+            if self._final is not None:
+                return
 
     async def wait(self, timeout: float | None = None, propagate: bool = True) -> Any:  # noqa: ASYNC109 - Celery-style API
         """``get`` for async code: awaits the broker's push without blocking the loop."""
@@ -265,13 +356,35 @@ class AsyncResult(_ResultBase):
         self.app.control.revoke(self.id, terminate=terminate)
         self._final = None
 
+    def forget(self) -> None:
+        """Delete this task's result from the broker (``ResultDelete``): its
+        state reads PENDING again. A waiter keeps waiting for a final state
+        stored later; a task still running stores its result anew."""
+        self.app.clients.producer.result_delete([self.id])
+        self._final = None
+
+    async def aforget(self) -> None:
+        """:meth:`forget` for async code."""
+        client = await self.app.clients.async_client()
+        await client.result_delete([self.id])
+        self._final = None
+
+
+def _watch_slice(deadline: float | None, timeout: float | None, task_id: str) -> float:
+    """The next ResultWatch's timeout (the broker's bound is _MAX_WAIT)."""
+    if deadline is None:
+        return _MAX_WAIT
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError(f"task {task_id} not ready after {timeout} s")
+    return max(0.001, min(left, _MAX_WAIT))
+
 
 def _value_of(state: str, data: dict[str, Any]) -> Any:
-    if state == states.SUCCESS:
-        return data.get("result")
     if state in states.EXCEPTION_STATES:
         return _exception_of(state, data)
-    return None
+    # SUCCESS: the value; a custom state: its meta; PENDING/STARTED: None.
+    return data.get("result")
 
 
 def _exception_of(state: str, data: dict[str, Any]) -> BaseException:
@@ -330,9 +443,15 @@ class EagerResult(AsyncResult):
         return self._state
 
     def get(
-        self, timeout: float | None = None, propagate: bool = True, interval: float | None = None
+        self,
+        timeout: float | None = None,
+        propagate: bool = True,
+        interval: float | None = None,
+        on_message: Callable[[dict[str, Any]], Any] | None = None,
     ) -> Any:
         del timeout, interval
+        if on_message is not None:
+            on_message({"task_id": self.id, "status": self._state, "result": self.result})
         if self._exception is not None:
             if propagate:
                 raise self._exception
@@ -344,3 +463,21 @@ class EagerResult(AsyncResult):
 
     def revoke(self, terminate: bool = False) -> None:
         """Nothing to revoke: an eager task has already run."""
+
+    def forget(self) -> None:
+        """Nothing stored to forget: an eager result lives in this object."""
+
+    async def aforget(self) -> None:
+        """Nothing stored to forget."""
+
+    def iter_progress(
+        self, timeout: float | None = None, interval: float | None = None
+    ) -> Iterator[tuple[str, Any]]:
+        yield self._state, self.result
+
+    async def aiter_progress(
+        self,
+        timeout: float | None = None,  # noqa: ASYNC109 - Celery-style API
+        interval: float | None = None,
+    ) -> AsyncIterator[tuple[str, Any]]:
+        yield self._state, self.result

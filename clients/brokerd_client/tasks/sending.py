@@ -29,11 +29,38 @@ from .exceptions import NotRegistered
 from .message import TaskMessage
 from .producer import build_message
 from .result import AsyncResult, EagerResult
+from .signals import after_task_publish, before_task_publish
 from .task import Signature, Task, TaskApp
 
 __all__ = ["Sender"]
 
 log = logging.getLogger("brokerd_client.tasks")
+
+
+def _announce(built: list[TaskMessage], after: bool) -> None:
+    """Send ``before_task_publish`` (or ``after_task_publish``) for each
+    message; the caller checks ``receivers`` first, so this costs nothing
+    unless someone listens. ``headers`` is the message's own dict: a
+    ``before_task_publish`` receiver may add headers and they are sent."""
+    for tm in built:
+        m = tm.message
+        headers = m.headers if m.headers is not None else {}
+        name = headers.get("task")
+        if after:
+            after_task_publish.send(
+                name, body=m.body, exchange=m.exchange, routing_key=m.routing_key, headers=headers
+            )
+        else:
+            before_task_publish.send(
+                name,
+                body=m.body,
+                exchange=m.exchange,
+                routing_key=m.routing_key,
+                headers=headers,
+                properties={"message_id": m.message_id, "priority": m.priority},
+                declare=[],
+                retry_policy=None,
+            )
 
 
 def _log_unconfirmed(name: str, task_id: str) -> Callable[[concurrent.futures.Future[bool]], None]:
@@ -86,18 +113,22 @@ class Sender:
                 self._eager_task(name, task), list(args), dict(kwargs), options.get("task_id")
             )
         tm = build_message(app, app.router, name, args, kwargs, options, task)
+        if before_task_publish.receivers:
+            _announce([tm], after=False)
         clients = app.clients
         hook = clients.worker_on_this_loop()
         if hook is not None:
             hook.publish([tm])
-            return AsyncResult(tm.task_id, app)
-        client = clients.producer
-        declare_sync(client, app.router.topology, clients.producer_declared, tm.route)
-        if options.get("wait_confirm", True):
-            client.publish_message(tm.message)
         else:
-            sent = client.publish_message_nowait(tm.message)
-            sent.add_done_callback(_log_unconfirmed(name, tm.task_id))
+            client = clients.producer
+            declare_sync(client, app.router.topology, clients.producer_declared, tm.route)
+            if options.get("wait_confirm", True):
+                client.publish_message(tm.message)
+            else:
+                sent = client.publish_message_nowait(tm.message)
+                sent.add_done_callback(_log_unconfirmed(name, tm.task_id))
+        if after_task_publish.receivers:
+            _announce([tm], after=True)
         return AsyncResult(tm.task_id, app)
 
     async def asend(
@@ -115,9 +146,13 @@ class Sender:
                 self._eager_task(name, task), list(args), dict(kwargs), options.get("task_id")
             )
         tm = build_message(app, app.router, name, args, kwargs, options, task)
+        if before_task_publish.receivers:
+            _announce([tm], after=False)
         client, declared = await app.clients.on_this_loop()
         await declare_async(client, app.router.topology, declared, tm.route)
         await client.publish_many([tm.message])
+        if after_task_publish.receivers:
+            _announce([tm], after=True)
         return AsyncResult(tm.task_id, app)
 
     def send_many(
@@ -129,23 +164,31 @@ class Sender:
         if app.conf.task_always_eager:
             return [self.send(s.task, s.args, s.kwargs, s.options, None) for s in sigs]
         built = self._build_many(sigs)
+        if before_task_publish.receivers:
+            _announce(built, after=False)
         clients = app.clients
         hook = clients.worker_on_this_loop()
         if hook is not None:
             hook.publish(built)
-            return [AsyncResult(tm.task_id, app) for tm in built]
-        client = clients.producer
-        for route in {tm.route for tm in built}:
-            declare_sync(client, app.router.topology, clients.producer_declared, route)
-        client.publish_many([tm.message for tm in built], timeout=timeout)
+        else:
+            client = clients.producer
+            for route in {tm.route for tm in built}:
+                declare_sync(client, app.router.topology, clients.producer_declared, route)
+            client.publish_many([tm.message for tm in built], timeout=timeout)
+        if after_task_publish.receivers:
+            _announce(built, after=True)
         return [AsyncResult(tm.task_id, app) for tm in built]
 
     async def asend_many(self, signatures: Iterable[Signature]) -> list[AsyncResult]:
         """:meth:`send_many` for async code."""
         app = self.app
         built = self._build_many(list(signatures))
+        if before_task_publish.receivers:
+            _announce(built, after=False)
         client, declared = await app.clients.on_this_loop()
         for route in {tm.route for tm in built}:
             await declare_async(client, app.router.topology, declared, route)
         await client.publish_many(tm.message for tm in built)
+        if after_task_publish.receivers:
+            _announce(built, after=True)
         return [AsyncResult(tm.task_id, app) for tm in built]

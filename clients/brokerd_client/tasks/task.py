@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar
 from ..checks import positive
 from .backoff import backoff_delay
 from .exceptions import MaxRetriesExceededError, Retry
+from .hooks import TaskHooks
+from .progress import TaskProgress
 from .ratelimit import parse_rate
 from .request import Request, current_request
 from .result import AsyncResult, ResultApp
@@ -168,8 +170,10 @@ class TaskApp(ResultApp, Protocol):
         ...
 
 
-class Task(Generic[P, R]):
-    """A registered task. Made by ``@app.task``; see the module docstring."""
+class Task(TaskHooks, TaskProgress, Generic[P, R]):
+    """A registered task. Made by ``@app.task``; see the module docstring.
+
+    Subclass it (``base=``) to override the hooks of :mod:`.hooks`."""
 
     def __init__(self, app: TaskApp, fn: Callable[..., Any], options: Mapping[str, Any]) -> None:
         unknown = set(options) - TASK_OPTIONS

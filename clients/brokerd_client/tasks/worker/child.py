@@ -138,6 +138,10 @@ def main(argv: list[str] | None = None) -> None:
     except BaseException as exc:
         sock.sendall(pack({"t": "fatal", "error": f"{type(exc).__name__}: {exc}"}))
         raise SystemExit(1) from exc
+    from ..signals import worker_process_init
+
+    if worker_process_init.receivers:
+        worker_process_init.send(None)
     sock.sendall(pack({"t": "ready", "pid": os.getpid(), "tasks": sorted(app.tasks)}))
     while True:
         try:

@@ -49,11 +49,13 @@ from ..exceptions import (
     TimeLimitExceeded,
 )
 from ..execution import execute_async
+from ..hooks import revoked as revoked_signal
 from ..interrupt import Interruptible
 from ..message import CELERY_V2, MAX_TIME_LIMIT, TaskMessage, parse
 from ..outcome import Outcome
 from ..request import Request
 from ..serialization import CONTENT_TYPES, DecodeError, decode_body
+from ..signals import task_revoked
 from . import settle
 from .events import EventSender
 from .job import Job
@@ -187,6 +189,8 @@ class Dispatcher:
             self.stats.revoked += 1
             if self.events.enabled:
                 self.events.revoked(task_id, terminated=False, expired=False)
+            if task_revoked.receivers:
+                revoked_signal(self.tasks.get(name), None, task_id, terminated=False, expired=False)
             settle.ack(d)
             return
         task = self.tasks.get(name)
@@ -211,6 +215,8 @@ class Dispatcher:
             self.stats.revoked += 1
             if self.events.enabled:
                 self.events.revoked(task_id, terminated=False, expired=True)
+            if task_revoked.receivers:
+                revoked_signal(task, None, task_id, terminated=False, expired=True)
             outcome = Outcome.revoked("expired before it could run")
             if CANVAS_HEADER in d.headers:  # what follows it learns it was revoked
                 self._spawn(self._revoked_canvas(d, client, task, task_id, outcome))
@@ -482,12 +488,18 @@ class Dispatcher:
                 self.stats.revoked += 1
                 if self.events.enabled:
                     self.events.revoked(job.task_id, terminated=False, expired=False)
+                if task_revoked.receivers:
+                    revoked_signal(job.task, None, job.task_id, terminated=False, expired=False)
                 self.held.pop(job.delivery.delivery_id, None)
                 settle.ack(job.delivery)
             elif terminate:
                 log.warning("terminating revoked task %r", job)
                 job.kill_reason = "revoked"
                 self._stop_job(job, TaskRevokedError)
+                if task_revoked.receivers:
+                    revoked_signal(
+                        job.task, job.request, job.task_id, terminated=True, expired=False
+                    )
                 self.finish(job, Outcome.revoked("terminated by revoke(terminate=True)"))
 
     def _lease_lost(self, d: Delivery) -> None:

@@ -37,6 +37,7 @@ from ..beat import register_schedules
 from ..declare import Declared, declare_queue_async
 from ..exceptions import ConfigurationError
 from ..message import TaskMessage
+from ..signals import worker_init, worker_ready, worker_shutdown
 from .banner import banner
 from .dispatcher import Dispatcher
 from .mailbox import Mailbox
@@ -152,6 +153,8 @@ class Worker:
         self._stop = loop.create_future()
         installed = self._install_signals()
         procs: ProcessPool | None = None
+        if worker_init.receivers:
+            worker_init.send(self)
         try:
             if self.pool == "processes":
                 assert self.app_spec is not None
@@ -184,6 +187,8 @@ class Worker:
                 return 2
             finally:
                 summary.cancel()
+                if worker_shutdown.receivers:
+                    worker_shutdown.send(self)
         finally:
             self.app.clients.worker = None
             for sig in installed:
@@ -275,6 +280,8 @@ class Worker:
         log.info("ready: consuming %s", ", ".join(self.queues))
         if first and self.ready_file:
             _write_ready_file(self.ready_file)
+        if first and worker_ready.receivers:
+            worker_ready.send(self)
         lost = self._lost
         try:
             await asyncio.wait([self._stop, lost], return_when=asyncio.FIRST_COMPLETED)
