@@ -294,6 +294,7 @@ class Broker:
         batch = self.batch
         arrivals = self._arrivals
         for q in targets:
+            q.published += 1
             ttl = props.ttl
             if q.options.message_ttl is not None:
                 ttl = q.options.message_ttl if ttl is None else min(ttl, q.options.message_ttl)
@@ -400,6 +401,7 @@ class Broker:
                 q.leased += 1
                 self.leases.add(d, d.deadline)
                 counters.delivered += 1
+                q.delivered += 1
                 counters.attempts.observe(m.attempts + 1)
                 if m.attempts:
                     counters.redelivered += 1
@@ -460,6 +462,7 @@ class Broker:
         taken = self._take(conn, ids, lost)
         batch = self.batch
         for d in taken:
+            d.queue.acked += 1
             if d.queue.durable and not d.queue.deleted:
                 batch.delete(d.message.id)
         self.counters.acked += len(taken)
@@ -605,6 +608,64 @@ class Broker:
             self._dispatch(target)
         else:
             self._maybe_page(target)
+
+    def redrive(self, name: str, count: int | None, to: str | None = None) -> int:
+        """Move up to ``count`` (None: all) ready messages of ``name``, a
+        dead-letter queue, back to the queue each one left (its
+        ``x-death-queue`` header, see ``death_headers``) or to ``to``.
+
+        Only messages in the ready window move in one call (the rest are on
+        disk and page in afterwards, so a caller repeats until done). A
+        message whose source is gone (or is this queue, or is full) stays,
+        in its order. Its headers are kept (the death history stays); its
+        attempts start over. Returns how many moved.
+        """
+        q = self.topology.queue(name)
+        fixed = self.topology.queue(to) if to is not None else None
+        kept: list[Message] = []
+        moved = 0
+        batch = self.batch
+        touched: dict[QueueState, None] = {}
+        while q.mem and (count is None or moved < count):
+            m = q.pop()
+            assert m is not None
+            target = fixed
+            if target is None:
+                source = m.headers.get("x-death-queue") if m.headers else None
+                target = self.queues.get(source) if isinstance(source, str) else None
+            limit = target.options.max_length if target is not None else None
+            if (
+                target is None
+                or target is q
+                or (limit is not None and target.ready_count >= limit)
+                or (not target.durable and self.memory.full())
+            ):
+                kept.append(m)
+                continue
+            m.queue = target.name
+            m.attempts = 0
+            m.ready_at = None
+            ttl = target.options.message_ttl
+            m.expires_at = None if ttl is None else self.clock.now() + ttl
+            m.seq = self._new_seq()
+            if q.durable and target.durable:
+                batch.update(m)
+            elif q.durable:
+                batch.delete(m.id)
+            elif target.durable:
+                batch.insert(m)
+            target.push(m)
+            touched[target] = None
+            moved += 1
+        for m in reversed(kept):
+            q.push_front(m)
+        for target in touched:
+            if target.consumers:
+                self._dispatch(target)
+            else:
+                self._maybe_page(target)
+        self._maybe_page(q)
+        return moved
 
     # --- connections ----------------------------------------------------------
 

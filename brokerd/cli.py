@@ -20,6 +20,7 @@ from .auth.admin import install as install_user_admin
 from .clock import Clock
 from .config import Config, ConfigError, load_config
 from .malloc import pin_mmap_threshold
+from .management import install as install_management
 from .server import BrokerServer
 from .storage import StorageOpenError
 from .tasks import install as install_tasks
@@ -39,10 +40,11 @@ def build_server(
     are for tests that drive time themselves.
     """
     server = BrokerServer(config, clock, auth_clock=auth_clock)
-    install_tasks(server)
-    install_admin(server)
+    tasks = install_tasks(server)
+    admin = install_admin(server)
     install_user_admin(server)
     install_vhost_admin(server)
+    server.management = install_management(server, admin, tasks)
     return server
 
 

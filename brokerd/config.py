@@ -50,6 +50,12 @@ class Config:
     log_level: str = "info"
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9673
+    #: The management HTTP API and page (brokerd/management): loopback unless
+    #: users are configured. ``http_port``: None = the default port 15673,
+    #: given up with a warning when taken; 0 = any free port (logged, and
+    #: written to ``<port_file>.http``); -1 = off; else exactly that port.
+    http_host: str = "127.0.0.1"
+    http_port: int | None = None
     #: Authenticated connections at once.
     max_connections: int = 10_000
     #: Connections still in the handshake at once; apart from max_connections.
@@ -93,6 +99,10 @@ class Config:
             raise ConfigError(f"port must be 0..65535, got {self.port}")
         if not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"metrics_port must be 0..65535 (0 = off), got {self.metrics_port}")
+        if self.http_port is not None and not -1 <= self.http_port <= 65535:
+            raise ConfigError(
+                f"http_port must be 0..65535 (0 = any free port, -1 = off), got {self.http_port}"
+            )
         if self.durability not in ("full", "normal"):
             raise ConfigError(f"durability must be 'full' or 'normal', got {self.durability!r}")
         if self.store is not None:
@@ -182,6 +192,14 @@ def _coerce(name: str, value: Any) -> Any:
             raise ConfigError(
                 f"{name} must be a size in bytes such as 134217728, 128MiB or 1GB, got {value!r}"
             ) from None
+    if name == "http_port":
+        text = str(value).strip().lower()
+        if text == "off":
+            return -1
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(f"http_port must be a port number or 'off', got {value!r}") from None
     try:
         if kind is bool:
             return str(value).lower() in ("1", "true", "yes", "on")
@@ -232,6 +250,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", help="debug, info, warning, error")
     p.add_argument("--metrics-host", help="address for /metrics and /healthz (default 127.0.0.1)")
     p.add_argument("--metrics-port", type=int, help="port for /metrics (default 9673; 0 = off)")
+    p.add_argument(
+        "--http-host",
+        help="address for the management API and page (default 127.0.0.1; another "
+        "address needs users: brokerctl add_user)",
+    )
+    p.add_argument(
+        "--http-port",
+        help="port for the management API and page (default 15673; 0 = any free port, "
+        "written to PORT_FILE.http; off = none)",
+    )
     p.add_argument("--max-connections", type=int, help="authenticated connections at once")
     p.add_argument(
         "--max-handshakes",

@@ -178,6 +178,11 @@ class QueueState:
         self.consumers: list[Consumer] = []
         self._rr = 0
         self.deleted = False
+        #: Messages published into, delivered from and acked in this queue
+        #: (monotonic; the management API's rates are their differences).
+        self.published = 0
+        self.delivered = 0
+        self.acked = 0
 
     # --- counts ---------------------------------------------------------------
 

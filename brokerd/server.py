@@ -32,7 +32,7 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import brokerd_protocol as bp
 from brokerd_protocol import ErrorCode
@@ -165,6 +165,13 @@ class BrokerServer:
         self.vhost_deleted_hooks: list[Callable[[str], None]] = []
         #: Awaited by start() once the store is open, before connections are accepted.
         self.startup_hooks: list[Callable[[], Awaitable[None]]] = []
+        #: Awaited by start() once the broker listens (state restored), e.g. the
+        #: management HTTP server; an error stops the start.
+        self.listening_hooks: list[Callable[[], Awaitable[None]]] = []
+        #: Called by stop() first (extensions close their own listeners).
+        self.stop_hooks: list[Callable[[], None]] = []
+        #: The management plane (``brokerd.management``), once installed.
+        self.management: Any = None
         if self.disk is not None:
             self.tick_hooks.append(self.disk.tick)
 
@@ -232,6 +239,10 @@ class BrokerServer:
         # waits for that file may ask this node for its metrics port at once.
         if self.config.metrics_port and self.metrics is None:
             self.metrics = await start_metrics(self)
+        # Extensions' listeners (the management API, which writes its own
+        # port file) too, so the port file means everything listens.
+        for listening in self.listening_hooks:
+            await listening()
         if self.config.port_file:
             _write_port_file(self.config.port_file, self.port)
         self._timer = loop.call_later(TICK, self._tick)
@@ -342,6 +353,8 @@ class BrokerServer:
             self._control.close()
         if self.metrics is not None:
             self.metrics.close()
+        for hook in self.stop_hooks:
+            hook()
         self.broker.stopping = True
         if isinstance(self.store, PostgresStore) and not self.store.active:
             self.store.stop_waiting()

@@ -33,7 +33,7 @@ from ..diskfree import DiskMonitor
 from ..errors import BrokerError, not_found
 from ..metrics import rss_bytes
 from ..queues import Connection
-from ..vhosts import DEFAULT_VHOST, Registry
+from ..vhosts import DEFAULT_VHOST, Registry, split
 from . import listing
 
 log = logging.getLogger("brokerd.admin")
@@ -136,17 +136,27 @@ class AdminExtension:
 
     def status(self, session: AdminSession, f: bp.AdminStatus) -> None:
         self._check(session, f)
-        session.reply_ok(f.req, self.status_map())
+        session.reply_ok(f.req, self.status_map(self._vhost(session, None)))
 
-    def status_map(self) -> dict[str, Any]:
+    def status_map(self, vhost: str | None = None) -> dict[str, Any]:
+        """The status; ``counts`` of ``vhost`` only when given (a monitoring
+        user's: it sees nothing of other vhosts)."""
         host = self.host
         broker = host.broker
         config = host.config
-        queues = broker.queues.values()
+        queues = [q for n, q in broker.queues.items() if vhost is None or split(n)[0] == vhost]
+        exchanges = [
+            ex for n, ex in broker.exchanges.items() if vhost is None or split(n)[0] == vhost
+        ]
         listeners = [{"protocol": "brokerd", "address": f"{config.host}:{host.port}"}]
         if host.control_path is not None:
             listeners.append({"protocol": "control", "address": str(host.control_path)})
-        sessions = [s for s in host.sessions if getattr(s, "authenticated", False)]
+        sessions = [
+            s
+            for s in host.sessions
+            if getattr(s, "authenticated", False)
+            and (vhost is None or getattr(s, "vhost", DEFAULT_VHOST) == vhost)
+        ]
         storage: dict[str, Any] = {"path": None, "bytes": 0}
         if config.store is not None:
             # PostgreSQL: where, not how big (the database's size is its server's).
@@ -164,9 +174,9 @@ class AdminExtension:
             "data_dir": ":memory:" if config.in_memory else str(Path(config.data_dir).absolute()),
             "listeners": listeners,
             "counts": {
-                "queues": len(broker.queues),
-                "exchanges": len(broker.exchanges),
-                "bindings": sum(len(ex.router) for ex in broker.exchanges.values()),
+                "queues": len(queues),
+                "exchanges": len(exchanges),
+                "bindings": sum(len(ex.router) for ex in exchanges),
                 "connections": len(sessions),
                 "consumers": sum(len(q.consumers) for q in queues),
                 "ready": sum(q.ready_count for q in queues),

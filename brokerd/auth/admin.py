@@ -27,7 +27,7 @@ from ..broker import Broker
 from ..config import Config
 from ..errors import BrokerError, invalid, not_found
 from .access import Access
-from .passwords import check_password
+from .passwords import check_hash, check_password
 from .users import (
     ADMINISTRATOR,
     Permission,
@@ -177,10 +177,19 @@ class UserAdmin:
     def add_user(self, session: UserSession, f: bp.AddUser) -> None:
         self._check(session, f)
         name = _checked(check_user_name, f.name)
-        password = _checked(check_password, f.password)
         tags = _checked(check_tags, f.tags)
         if self.users.get(name) is not None:
             raise BrokerError(ErrorCode.PRECONDITION_FAILED, f"user '{name}' already exists")
+        if f.password_hash is not None:
+            # Imported definitions: the hash as exported, stored as it is.
+            if f.password:
+                raise invalid("give a password or a password_hash, not both")
+            password_hash = _checked(check_hash, f.password_hash)
+            self.users.put(User(name, password_hash, tags), self.host.broker.batch)
+            log.info("user %r added (with its hash) by %s", name, session.peer_name)
+            self._after_commit(session, f.req, "user")
+            return
+        password = _checked(check_password, f.password)
 
         def store(password_hash: str) -> None:
             if self.users.get(name) is not None:  # added while we hashed
@@ -227,6 +236,9 @@ class UserAdmin:
         rows: list[listing.Row] = [
             (u.name, {"name": u.name, "tags": sorted(u.tags)}) for u in self.users.users.values()
         ]
+        if f.hashes:  # for export_definitions; administrators only, as every user frame
+            for _, row in rows:
+                row["password_hash"] = self.users.users[row["name"]].password_hash
         budget = self.host.config.max_frame // 2
         session.reply_ok(f.req, listing.page(rows, f.cursor, f.limit, budget, USER_KEY))
 

@@ -22,7 +22,16 @@ import os
 import secrets
 from functools import cache
 
-__all__ = ["N", "P", "R", "dummy_hash", "hash_password", "needs_rehash", "verify"]
+__all__ = [
+    "N",
+    "P",
+    "R",
+    "check_hash",
+    "dummy_hash",
+    "hash_password",
+    "needs_rehash",
+    "verify",
+]
 
 SCHEME = "scrypt"
 #: CPU/memory cost, block size and parallelism for new hashes (at least
@@ -109,3 +118,13 @@ def check_password(password: str) -> str:
     if len(password.encode()) > MAX_PASSWORD_BYTES:
         raise ValueError(f"a password is at most {MAX_PASSWORD_BYTES} bytes")
     return password
+
+
+def check_hash(stored: str) -> str:
+    """``stored`` if it is a hash ``hash_password`` could have made (imported
+    definitions), else ``ValueError``."""
+    if _parse(stored) is None:
+        raise ValueError(
+            "a password hash reads scrypt$<n>$<r>$<p>$<salt>$<key>, as list_users exports it"
+        )
+    return stored

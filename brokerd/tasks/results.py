@@ -424,6 +424,18 @@ class Results:
 
     # --- stats ----------------------------------------------------------------------
 
+    def recent(self, limit: int) -> list[tuple[str, str, bytes]]:
+        """Up to ``limit`` recent final results held in memory, newest first:
+        ``(task_id, state, payload)`` (the management API's task list; older
+        ones are on disk only and not listed)."""
+        out: list[tuple[str, str, bytes]] = []
+        for task_id in reversed(self._cache):
+            if len(out) >= limit:
+                break
+            result = self._cache[task_id]
+            out.append((task_id, result.state, result.payload))
+        return out
+
     @property
     def waiting(self) -> int:
         return sum(self._waits_per_client.values())

@@ -394,10 +394,13 @@ class ScheduleDelete(Frame):
 
 @dataclass(frozen=True, slots=True)
 class ScheduleList(Frame):
-    """Answered with Ok(req, [{name, spec, exchange, routing_key, next_run, last_run}])."""
+    """Answered with Ok(req, [{name, spec, exchange, routing_key, next_run, last_run}]);
+    with ``full`` each row also has the ``body`` and ``props`` it publishes
+    (brokerctl export_definitions)."""
 
     TYPE: ClassVar[int] = 48
     req: int
+    full: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -581,13 +584,17 @@ class CloseConnection(Frame):
 
 @dataclass(frozen=True, slots=True)
 class AddUser(Frame):
-    """Create user ``name`` with ``password`` and ``tags``; CONFLICT if it exists."""
+    """Create user ``name`` with ``password`` and ``tags``; PRECONDITION_FAILED
+    if it exists. With ``password_hash`` (a hash as ListUsers with ``hashes``
+    returns it, for brokerctl import_definitions) ``password`` must be empty
+    and the hash is stored as it is."""
 
     TYPE: ClassVar[int] = 68
     req: int
     name: str
     password: str
     tags: list[str] = field(default_factory=list)
+    password_hash: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -612,12 +619,14 @@ class UpdateUser(Frame):
 
 @dataclass(frozen=True, slots=True)
 class ListUsers(Frame):
-    """Answered with a page of ``{name, tags}`` rows (paged as §17.3)."""
+    """Answered with a page of ``{name, tags}`` rows (paged as §17.3); with
+    ``hashes`` each row also has the user's ``password_hash``."""
 
     TYPE: ClassVar[int] = 71
     req: int
     cursor: Any = None
     limit: int = 1000
+    hashes: bool = False
 
 
 @dataclass(frozen=True, slots=True)

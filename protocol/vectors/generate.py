@@ -370,6 +370,12 @@ CASES: list[tuple[str, Frame]] = [
     ("delete_vhost", DeleteVhost(req=79, name="orders")),
     ("list_vhosts", ListVhosts(req=80)),
     ("list_queues_vhost", ListQueues(req=81, vhost="orders")),
+    ("list_users_hashes", ListUsers(req=82, hashes=True)),
+    (
+        "add_user_hash",
+        # A made-up hash for the vector, not a real one.
+        AddUser(req=83, name="app", password="", password_hash="scrypt$16384$8$1$c2FsdA$a2V5"),  # noqa: S106
+    ),
     (
         "ok_list_page",
         Ok(req=62, value={"items": [{"name": "jobs", "ready": 3}], "next": None}),

@@ -352,3 +352,22 @@ def test_a_failed_header_task_fails_the_body_with_a_chord_error(
     assert isinstance(body.result, ChordError)
     assert "h1" in str(body.result)
     assert _body_messages(native) == []
+
+
+def test_the_url_path_puts_the_results_in_that_vhost(broker: Any) -> None:
+    from brokerd_client.ctl.main import run
+
+    code, _, err = run(["--data-dir", str(broker.data_dir), "add_vhost", "proj"], env={})
+    assert code == 0, err
+    app = Celery("t", broker=broker.url + "/proj", backend=broker.url + "/proj")
+    app.conf.result_serializer = "json"
+    try:
+        app.backend.store_result("same-id", {"answer": 1}, states.SUCCESS)
+        assert AsyncResult("same-id", app=app).get(timeout=BOUND) == {"answer": 1}
+        assert app.backend.as_uri().endswith("/proj")
+    finally:
+        app.backend.close()
+    with brokerd_client.Client(broker.url + "/proj") as there:
+        assert set(there.result_get(["same-id"])) == {"same-id"}
+    with brokerd_client.Client(broker.url) as root:
+        assert root.result_get(["same-id"]) == {}

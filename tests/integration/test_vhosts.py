@@ -12,6 +12,7 @@ import asyncio
 import io
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -105,6 +106,9 @@ async def test_same_names_in_two_vhosts_never_meet(broker: BrokerProcess) -> Non
         for c in (a, b, root):
             await c.close()
 
+    # Without -p or columns, rows of several vhosts show their vhost first.
+    table = (await aok(broker, "list_queues")).splitlines()
+    assert table[0].split()[:2] == ["vhost", "name"]
     queues = await arows(broker, "list_queues", "vhost", "name")
     assert sorted((r["vhost"], r["name"]) for r in queues) == [
         ("/", "jobs"),
@@ -173,7 +177,11 @@ async def test_delete_vhost_removes_its_data_and_closes_its_connections(
     assert code != 0 and "cannot be deleted" in err
 
 
-async def test_vhosts_and_their_data_survive_a_restart(broker: BrokerProcess) -> None:
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+async def test_vhosts_and_their_data_survive_a_restart(
+    store: str, request: pytest.FixtureRequest
+) -> None:
+    broker: BrokerProcess = request.getfixturevalue("broker" if store == "sqlite" else "pg_broker")
     await aok(broker, "add_vhost", "a")
     c = await on(broker, "a")
     await c.declare_queue("jobs")
@@ -249,3 +257,112 @@ async def test_revocations_events_and_rate_limits_stay_in_their_vhost(
     finally:
         await a.close()
         await b.close()
+
+
+async def test_definitions_round_trip_to_a_new_broker(
+    broker: BrokerProcess, broker_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await aok(broker, "add_vhost", "orders")
+    c = await on(broker, "orders")
+    try:
+        await c.declare_exchange("ev", "topic")
+        await c.declare_queue("dead")
+        await c.declare_queue("jobs", dead_letter_queue="dead", max_length=5)
+        await c.bind("jobs", "ev", "a.#")
+        await c.schedule_set("tick", "every 60", "ev", "a.b", b"\x00body", headers={"h": b"\x01"})
+        await c.publish("", "jobs", b"not a definition")
+    finally:
+        await c.close()
+    # Users last: from then on the broker takes only users over TCP.
+    monkeypatch.setattr(sys, "stdin", io.StringIO("pw-app-1\n"))
+    await aok(broker, "add_user", "app")
+    await aok(broker, "set_user_tags", "app", "monitoring")
+    await aok(broker, "set_permissions", "-p", "orders", "app", "^o", ".*", ".*")
+    exported = tmp_path / "defs.json"
+    out = await aok(broker, "export_definitions", str(exported))
+    assert "Exported definitions" in out
+    assert exported.stat().st_mode & 0o777 == 0o600  # it holds password hashes
+    defs = json.loads(exported.read_text())
+    assert {"name": "orders"} in defs["vhosts"]
+    (user,) = defs["users"]
+    assert user["name"] == "app" and user["password_hash"].startswith("scrypt$")
+    assert "pw-app-1" not in exported.read_text()
+    queues = {(q["vhost"], q["name"]): q for q in defs["queues"]}
+    assert queues["orders", "jobs"]["arguments"]["dead_letter_queue"] == "dead"
+
+    other = broker_factory().start()
+    assert "Imported definitions" in await aok(other, "import_definitions", str(exported))
+    again = await aok(other, "import_definitions", str(exported))  # idempotent
+    assert "1 users_kept" in again
+    # The user logs in with its old password, on its vhost, with its rights.
+    c = await on(other, "orders", user="app", password="pw-app-1")
+    try:
+        with pytest.raises(AccessRefused):
+            await c.declare_queue("x")  # configure is "^o" only
+        assert (await c.queue_stats("jobs")).ready == 0  # messages are not definitions
+        [schedule] = await c.schedule_list()
+        assert (schedule["name"], schedule["exchange"], schedule["routing_key"]) == (
+            "tick",
+            "ev",
+            "a.b",
+        )
+    finally:
+        await c.close()
+    again_defs = tmp_path / "again.json"
+    await aok(other, "export_definitions", str(again_defs))
+    assert json.loads(again_defs.read_text()) == defs
+
+
+async def test_dead_letters_stay_in_their_vhost_and_name_its_queue(broker: BrokerProcess) -> None:
+    await aok(broker, "add_vhost", "a")
+    a, root = await on(broker, "a"), await on(broker, "/")
+    try:
+        for c in (a, root):
+            await c.declare_queue("dead")
+        await a.declare_queue("work", dead_letter_queue="dead")
+        await a.publish("", "work", b"x")
+        d = await (await a.consume("work")).next(timeout=BOUND)
+        await d.reject("bad")
+        dead = await (await a.consume("dead")).next(timeout=BOUND)
+        assert dead.body == b"x"
+        assert dead.headers["x-death-queue"] == "work"
+        assert (await root.queue_stats("dead")).ready == 0
+        listed = await arows(broker, "list_queues", "-p", "a", "name", "options")
+        assert {r["name"]: r["options"].get("dead_letter_queue") for r in listed} == {
+            "dead": None,
+            "work": "dead",
+        }
+    finally:
+        await a.close()
+        await root.close()
+
+
+async def test_a_monitoring_user_sees_only_its_own_vhost(
+    broker: BrokerProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await aok(broker, "add_vhost", "a")
+    root, a = await on(broker, "/"), await on(broker, "a")
+    await root.declare_queue("root.q")
+    await a.declare_queue("a.q")
+    await root.close()
+    await a.close()
+    monkeypatch.setattr(sys, "stdin", io.StringIO("pw-mon-1\n"))
+    await aok(broker, "add_user", "mon")
+    await aok(broker, "set_user_tags", "mon", "monitoring")
+    await aok(broker, "set_permissions", "-p", "a", "mon", "", "", ".*")
+    mon = await on(broker, "a", user="mon", password="pw-mon-1")
+    try:
+        status = await mon.call(bp.AdminStatus)
+        assert status["counts"]["queues"] == 1
+        page = await mon.call(bp.ListQueues)
+        assert [(q["vhost"], q["name"]) for q in page["items"]] == [("a", "a.q")]
+        vhosts = await mon.call(bp.ListVhosts)
+        assert [v["name"] for v in vhosts["items"]] == ["a"]
+        with pytest.raises(AccessRefused, match="this connection is on vhost 'a'"):
+            await mon.call(lambda r: bp.ListQueues(r, vhost="/"))
+        with pytest.raises(AccessRefused):
+            await mon.call(lambda r: bp.AddVhost(r, "b"))
+    finally:
+        await mon.close()
+    # The control socket sees every vhost.
+    assert {r["name"] for r in await arows(broker, "list_vhosts")} == {"/", "a"}

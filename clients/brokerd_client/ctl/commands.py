@@ -101,6 +101,8 @@ PERMISSION_COLUMNS = ("user", "vhost", "configure", "write", "read")
 PASSWORD_COMMANDS = frozenset({"add_user", "change_password", "authenticate_user"})
 #: Commands that act on one queue of ``-p``'s vhost, over a connection made there.
 QUEUE_COMMANDS = frozenset({"purge_queue", "delete_queue"})
+#: Commands that open a connection per vhost (``definitions.py``), run by ``main``.
+DEFINITION_COMMANDS = frozenset({"export_definitions", "import_definitions"})
 
 
 def list_columns(command: str, args: list[str]) -> tuple[str, ...]:
@@ -165,6 +167,8 @@ ARITY: dict[str, tuple[int, int | None]] = {
     "list_user_permissions": (1, 1),
     "add_vhost": (1, 1),
     "delete_vhost": (1, 1),
+    "export_definitions": (1, 1),
+    "import_definitions": (1, 1),
 }
 
 USAGE_LINES = {
@@ -191,6 +195,8 @@ USAGE_LINES = {
     "add_vhost": "add_vhost VHOST",
     "delete_vhost": "delete_vhost VHOST",
     "list_vhosts": "list_vhosts [column ...]",
+    "export_definitions": "export_definitions FILE  ('-': stdout)",
+    "import_definitions": "import_definitions FILE  ('-': stdin)",
 }
 
 NOT_IN_ARGV = (
@@ -230,8 +236,19 @@ def build(
         listing = LISTINGS[command]
         columns = list_columns(command, args)
 
+        chosen = bool(args)
+
         async def run_list(client: AsyncClient) -> Result:
-            return Result("rows", await fetch_all(client, listing, vhost), columns)
+            rows = await fetch_all(client, listing, vhost)
+            shown = columns
+            # Rows of several vhosts (no -p): the default columns say whose.
+            if (
+                not chosen
+                and "vhost" in listing.columns
+                and len({r.get("vhost") for r in rows}) > 1
+            ):
+                shown = ("vhost", *columns)
+            return Result("rows", rows, shown)
 
         return run_list
     if command == "status":
@@ -317,9 +334,9 @@ def _message(value: dict[str, Any], text: str) -> Result:
 
 def _user_command(command: str, args: list[str], vhost: str, password: str) -> Command | None:
     """The user and permission commands (SPEC §17.6); None for any other."""
-    if command == "authenticate_user":
-        # Run by ``main`` on a connection of its own, as the user: nothing to
-        # ask of the administrator's connection.
+    if command == "authenticate_user" or command in DEFINITION_COMMANDS:
+        # Run by ``main`` on connections of their own (as the user; one per
+        # vhost): nothing to ask of the administrator's connection.
         async def run_nothing(client: AsyncClient) -> Result:
             raise CtlError("authenticate_user runs on its own connection", SOFTWARE)
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
-from typing import NoReturn
+from pathlib import Path
+from typing import Any, NoReturn
 
 from ..client import AsyncClient, connect, connect_unix
 from ..errors import (
@@ -22,8 +24,15 @@ from ..errors import (
     ConnectionLost,
     InternalError,
 )
-from . import output
-from .commands import PASSWORD_COMMANDS, QUEUE_COMMANDS, USAGE_LINES, Result, build
+from . import definitions, output
+from .commands import (
+    DEFINITION_COMMANDS,
+    PASSWORD_COMMANDS,
+    QUEUE_COMMANDS,
+    USAGE_LINES,
+    Result,
+    build,
+)
 from .exits import DATAERR, OK, SOFTWARE, TEMPFAIL, UNAVAILABLE, CtlError, usage
 from .target import Target, check_socket, reachable, read_password, resolve
 
@@ -140,9 +149,54 @@ async def _authenticate(target: Target, args: argparse.Namespace, password: str)
     return output.render(result, args.formatter)
 
 
+def _read_definitions(path: str) -> Any:
+    """The JSON document import_definitions reads ('-': stdin)."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        return json.loads(text)
+    except (OSError, ValueError) as exc:
+        raise CtlError(f"cannot read definitions from {path}: {exc}", DATAERR) from None
+
+
+async def _definitions(target: Target, args: argparse.Namespace) -> str:
+    """export_definitions and import_definitions: the admin connection, and
+    one more per vhost for what lives in vhosts (``definitions.py``)."""
+    path = args.args[0]
+    data: Any = getattr(args, "definitions", None)
+
+    async def connect(vhost: str) -> AsyncClient:
+        return await _connect(target, args.timeout, vhost=vhost)
+
+    client = await _connect(target, args.timeout)
+    try:
+        async with asyncio.timeout(args.timeout):
+            if args.command == "import_definitions":
+                counts = await definitions.import_(client, connect, data)
+                shown = ", ".join(f"{n} {kind}" for kind, n in counts.items())
+                result = Result("message", counts, text=f"Imported definitions: {shown}")
+                return output.render(result, args.formatter)
+            exported = await definitions.export(client, connect)
+    finally:
+        await client.close()
+    document = json.dumps(exported, indent=2)
+    if path == "-":
+        return document
+    # It holds password hashes: readable by its owner only, as the data dir.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(document + "\n")
+    summary = {kind: len(items) for kind, items in exported.items()}
+    text = f"Exported definitions to {path}: " + ", ".join(
+        f"{n} {kind}" for kind, n in summary.items()
+    )
+    return output.render(Result("message", {"file": path, **summary}, text=text), args.formatter)
+
+
 async def _run(target: Target, args: argparse.Namespace, password: str | None) -> str:
     if args.command == "authenticate_user":
         return await _authenticate(target, args, password or "")
+    if args.command in DEFINITION_COMMANDS:
+        return await _definitions(target, args)
     command = build(
         args.command, args.args, socket=target.socket, vhost=args.vhost, password=password
     )
@@ -197,6 +251,8 @@ def run(argv: list[str] | None = None, env: dict[str, str] | None = None) -> tup
         password = None
         if args.command in PASSWORD_COMMANDS:
             password = read_password(f"Password for {args.args[0]}: ")
+        if args.command == "import_definitions":
+            args.definitions = _read_definitions(args.args[0])
         text = asyncio.run(_run(target, args, password))
     except Exception as exc:
         failure = _failure(exc, target)

@@ -1,0 +1,1102 @@
+"""The management API's endpoints: RabbitMQ's paths and field names where it
+has the same thing, brokerd's own beyond (redrive, schedules, tasks).
+
+Every handler reads the loop's own state (a consistent snapshot, as the
+admin list frames: the rows come from ``brokerd.admin.listing``) and answers
+JSON. Changes go through the broker's own methods, into its batch, exactly
+as the same frames would. Who may do what is ``auth.Gate``'s.
+
+A vhost in a path is percent-escaped (``%2F`` is ``/``); until vhosts exist
+the broker has one, ``/``, and any other is 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import itertools
+import logging
+import time
+from collections.abc import Callable, Collection
+from importlib import resources
+from typing import Any, Protocol
+
+from brokerd_protocol import ErrorCode
+
+from ..admin import listing
+from ..auth.rules import CONFIGURE, READ, WRITE
+from ..auth.users import DEFAULT_VHOST, Users
+from ..broker import Broker
+from ..config import Config
+from ..diskfree import DiskMonitor
+from ..errors import BrokerError
+from ..flow import FlowControl
+from ..queues import PRIORITIES, Connection, Consumer, Delivery, QueueState
+from ..tasks.extension import TaskExtension
+from ..vhosts import Names, Registry, split
+from . import taskviews
+from .auth import SESSION_COOKIE, SESSION_IDLE, Gate, Principal
+from .events import QUEUE as EVENTS_QUEUE
+from .events import EventWatcher
+from .http import HTTPError, Request, Response
+from .rates import Rates
+
+log = logging.getLogger("brokerd.management")
+
+#: Messages one peek returns at most.
+MAX_PEEK = 1000
+#: Seconds a redrive keeps moving messages as the backlog pages in.
+REDRIVE_BUDGET = 2.0
+#: Seconds a publish over HTTP waits for its commit before answering 503.
+PUBLISH_TIMEOUT = 30.0
+#: Sent by the page's scripts (no Basic challenge for them).
+PAGE_HEADER = "x-brokerd-page"
+#: RabbitMQ's name of the default exchange in paths.
+DEFAULT_EXCHANGE = "amq.default"
+STATIC_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".txt": "text/plain; charset=utf-8",
+}
+
+
+class StatusSource(Protocol):
+    def status_map(self) -> dict[str, Any]: ...
+
+
+class Host(Protocol):
+    """What the management API reads of the server (``BrokerServer``)."""
+
+    @property
+    def broker(self) -> Broker: ...
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def sessions(self) -> Collection[Any]: ...
+
+    @property
+    def users(self) -> Users: ...
+
+    @property
+    def vhosts(self) -> Registry: ...
+
+    @property
+    def disk(self) -> DiskMonitor | None: ...
+
+    @property
+    def flow(self) -> FlowControl: ...
+
+
+class _HTTPPublisher:
+    """The core's ``Peer`` for publishes made over HTTP: confirms resolve futures."""
+
+    writable = True
+
+    def __init__(self) -> None:
+        self.waiting: dict[int, asyncio.Future[None]] = {}
+
+    def send_delivery(self, consumer: Consumer, delivery: Delivery) -> None:  # pragma: no cover
+        raise AssertionError("the HTTP publisher never consumes")
+
+    def send_confirms(self, routed: list[int], unroutable: list[int]) -> None:
+        for seq in itertools.chain(routed, unroutable):
+            fut = self.waiting.pop(seq, None)
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+
+    def send_publish_error(self, seq: int, code: ErrorCode, message: str) -> None:
+        fut = self.waiting.pop(seq, None)
+        if fut is not None and not fut.done():
+            fut.set_exception(BrokerError(code, message))
+
+    def send_consumer_cancelled(self, consumer_id: int, reason: str) -> None:  # pragma: no cover
+        pass
+
+
+def _broker_error(exc: BrokerError) -> HTTPError:
+    if exc.code == ErrorCode.NOT_FOUND:
+        return HTTPError(404, exc.message)
+    if exc.code == ErrorCode.ACCESS_REFUSED:
+        return HTTPError(403, exc.message)
+    return HTTPError(400, exc.message)
+
+
+def _int(body: dict[str, Any], name: str, default: int | None, low: int, high: int) -> int | None:
+    value = body.get(name, default)
+    if value is None:
+        return None
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise HTTPError(400, f"{name} must be an integer within {low}..{high}")
+    return value
+
+
+def _object(request: Request) -> dict[str, Any]:
+    body = request.json()
+    if not isinstance(body, dict):
+        raise HTTPError(400, "the body must be a JSON object")
+    return body
+
+
+def _payload(body: bytes, encoding: str, truncate: int | None) -> tuple[str, str]:
+    data = body[:truncate] if truncate is not None else body
+    if encoding == "auto":
+        try:
+            return data.decode("utf-8"), "string"
+        except UnicodeDecodeError:
+            pass
+    return base64.b64encode(data).decode("ascii"), "base64"
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+class API:
+    def __init__(
+        self,
+        host: Host,
+        gate: Gate,
+        rates: Rates,
+        status: StatusSource,
+        tasks: TaskExtension | None = None,
+    ) -> None:
+        self.host = host
+        self.gate = gate
+        self.rates = rates
+        self.status = status
+        self.tasks = tasks
+        self._publisher = _HTTPPublisher()
+        self._conn = Connection(self._publisher)
+        self._seq = itertools.count(1)
+        self.node = f"brokerd@{host.config.server_name}"
+        self.events = EventWatcher(host.broker)
+
+    # --- dispatch -----------------------------------------------------------------------
+
+    async def handle(self, request: Request) -> Response:
+        try:
+            segments = request.segments
+        except UnicodeDecodeError:
+            raise HTTPError(400, "the path is not UTF-8") from None
+        self.gate.check_host(request, self.host.config.http_host)
+        if request.method not in ("GET", "HEAD"):
+            self.gate.check_origin(request)
+        if not segments or segments[0] != "api":
+            return self.static(request, segments)
+        route = segments[1:]
+        method = request.method
+        if route == ["login"] and method == "POST":
+            return await self.login(request)
+        if route == ["logout"] and method == "POST":
+            self.gate.logout(request)
+            resp = Response(204)
+            resp.headers.append(("Set-Cookie", _cookie("", 0)))
+            return resp
+        if route == ["openapi.json"] and method in ("GET", "HEAD"):
+            from .openapi import document
+
+            return Response.json(document())
+        try:
+            principal = await self.gate.principal(request)
+        except HTTPError as exc:
+            if exc.status == 401 and PAGE_HEADER in request.headers:
+                # The page's own calls: no Basic challenge, or the browser
+                # would pop its login dialog over the page's form.
+                exc.headers = ()
+            raise
+        if method in ("GET", "HEAD"):
+            return await self.get(principal, request, route)
+        if method in ("POST", "PUT", "DELETE"):
+            self.gate.check_csrf(principal, request)
+            return await self.change(principal, request, route)
+        raise HTTPError(405, f"method {method} is not allowed here")
+
+    async def get(self, p: Principal, request: Request, route: list[str]) -> Response:
+        gate = self.gate
+        n = len(route)
+        head = route[0] if route else ""
+        if n == 1 and head == "overview":
+            return Response.json(self.overview(p))
+        if head == "queues" and n <= 3:
+            vhost = self._vhost(p, route[1]) if n >= 2 else None
+            if vhost is not None and n == 3:
+                return Response.json(self.queue_json(vhost, self._queue(vhost, route[2])))
+            return Response.json(shape(self.queues(p, vhost), request.query))
+        if head == "exchanges" and n <= 3:
+            vhost = self._vhost(p, route[1]) if n >= 2 else None
+            rows = self.exchanges(p, vhost)
+            if n < 3:
+                return Response.json(shape(rows, request.query))
+            if n == 3:
+                name = "" if route[2] == DEFAULT_EXCHANGE else route[2]
+                for row in rows:
+                    if row["name"] == (DEFAULT_EXCHANGE if name == "" else name):
+                        return Response.json(row)
+                raise HTTPError(404, f"no exchange '{route[2]}' in vhost '{vhost}'")
+            return Response.json(rows)
+        if head == "bindings" and n <= 2:
+            vhost = self._vhost(p, route[1]) if n == 2 else None
+            return Response.json(self.bindings(p, vhost))
+        if n == 1 and head == "connections":
+            return Response.json(shape(self.connections(p), request.query))
+        if head == "consumers" and n <= 2:
+            vhost = self._vhost(p, route[1]) if n == 2 else None
+            return Response.json(self.consumers(p, vhost))
+        if n == 1 and head == "users":
+            gate.check_admin(p)
+            return Response.json(self.users())
+        if n == 2 and head == "users":
+            gate.check_admin(p)
+            for row in self.users():
+                if row["name"] == route[1]:
+                    return Response.json(row)
+            raise HTTPError(404, f"no user '{route[1]}'")
+        if head == "vhosts" and n <= 2:
+            rows = [v for v in self.vhosts() if gate.can_read(p, v["name"])]
+            if n == 2:
+                for row in rows:
+                    if row["name"] == route[1]:
+                        return Response.json(row)
+                raise HTTPError(404, f"no vhost '{route[1]}'")
+            return Response.json(rows)
+        if n == 1 and head == "permissions":
+            gate.check_admin(p)
+            return Response.json(self.permissions())
+        if head == "definitions" and n <= 2:
+            gate.check_admin(p)
+            vhost = self._vhost(p, route[1]) if n == 2 else None
+            return Response.json(self.definitions(vhost))
+        if n == 1 and head == "whoami":
+            return Response.json(self.whoami(p))
+        if route == ["health", "checks", "alarms"]:
+            return self.alarms()
+        if route == ["rates"]:
+            return Response.json(self.rates.history())
+        if n == 1 and head == "schedules":
+            return Response.json(self.schedules(p))
+        if n == 1 and head == "tasks":
+            return Response.json(self.recent_tasks(p, request))
+        if n == 1 and head == "workers":
+            self.events.watch()
+            return Response.json(self.events.worker_rows())
+        raise HTTPError(404, "no such endpoint (see /api/openapi.json)")
+
+    async def change(self, p: Principal, request: Request, route: list[str]) -> Response:
+        n = len(route)
+        head = route[0] if route else ""
+        method = request.method
+        if head == "queues" and n == 4 and route[3] == "contents" and method == "DELETE":
+            vhost = self._vhost(p, route[1])
+            self.gate.check_change(p, vhost, READ, "queue", route[2])
+            q = self._queue(vhost, route[2])
+            self._call(self.host.broker.purge_queue, q.name)
+            return Response(204)
+        if head == "queues" and n == 4 and route[3] == "get" and method == "POST":
+            vhost = self._vhost(p, route[1])
+            self.gate.check_change(p, vhost, READ, "queue", route[2])
+            return Response.json(self.peek(vhost, self._queue(vhost, route[2]), _object(request)))
+        if head == "queues" and n == 4 and route[3] == "redrive" and method == "POST":
+            vhost = self._vhost(p, route[1])
+            return Response.json(await self.redrive(p, vhost, route[2], _object(request)))
+        if head == "queues" and n == 3 and method == "DELETE":
+            vhost = self._vhost(p, route[1])
+            self.gate.check_change(p, vhost, CONFIGURE, "queue", route[2])
+            q = self._queue(vhost, route[2])
+            self._call(self.host.broker.delete_queue, q.name)
+            return Response(204)
+        if head == "exchanges" and n == 4 and route[3] == "publish" and method == "POST":
+            vhost = self._vhost(p, route[1])
+            name = "" if route[2] == DEFAULT_EXCHANGE else route[2]
+            self.gate.check_change(p, vhost, WRITE, "exchange", route[2])
+            return Response.json(await self.publish(vhost, name, _object(request)))
+        if head == "definitions" and n <= 2 and method == "POST":
+            self.gate.check_admin(p)
+            only = self._vhost(p, route[1]) if n == 2 else None
+            return await self.import_definitions(_object(request), only)
+        if head == "schedules" and n == 4 and route[3] == "run" and method == "POST":
+            vhost = self._vhost(p, route[1])
+            self.gate.check_change(p, vhost, WRITE, "schedule", route[2])
+            return Response.json(self.run_schedule(vhost, route[2]))
+        if head == "tasks" and n == 4 and route[3] == "revoke" and method == "POST":
+            vhost = self._vhost(p, route[1])
+            self.gate.check_change(p, vhost, WRITE, "task", route[2])
+            return Response.json(await self.revoke(vhost, route[2], _object(request)))
+        raise HTTPError(404 if head else 405, "no such endpoint (see /api/openapi.json)")
+
+    # --- helpers ------------------------------------------------------------------------
+
+    def _vhost(self, p: Principal, vhost: str) -> str:
+        if not self.host.vhosts.exists(vhost):
+            raise HTTPError(404, f"no vhost '{vhost}'")
+        self.gate.check_read(p, vhost)
+        return vhost
+
+    @staticmethod
+    def _internal(vhost: str, name: str) -> str:
+        """``name`` of ``vhost`` as the core knows it (400 if it cannot be one)."""
+        try:
+            return Names.of(vhost).inn(name)
+        except BrokerError as exc:
+            raise HTTPError(400, exc.message) from None
+
+    def _queue(self, vhost: str, name: str) -> QueueState:
+        q = self.host.broker.queues.get(self._internal(vhost, name))
+        if q is None:
+            raise HTTPError(404, f"no queue '{name}' in vhost '{vhost}'")
+        return q
+
+    @staticmethod
+    def _call(fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except BrokerError as exc:
+            raise _broker_error(exc) from None
+
+    # --- reads --------------------------------------------------------------------------
+
+    def overview(self, p: Principal) -> dict[str, Any]:
+        status = self.status.status_map()
+        counts = status["counts"]
+        disk = self.host.disk
+        return {
+            "management_version": status["version"],
+            "product_name": "brokerd",
+            "product_version": status["version"],
+            "node": self.node,
+            "cluster_name": self.host.config.server_name,
+            "uptime": status["uptime"],
+            "object_totals": {
+                "queues": counts["queues"],
+                "exchanges": counts["exchanges"] + 1,
+                "connections": counts["connections"],
+                "channels": counts["connections"],
+                "consumers": counts["consumers"],
+            },
+            "queue_totals": {
+                "messages": counts["ready"] + counts["leased"],
+                "messages_ready": counts["ready"],
+                "messages_unacknowledged": counts["leased"],
+                "messages_delayed": counts["delayed"],
+            },
+            "message_stats": self.rates.overview_stats(self.host.broker.counters),
+            "listeners": status["listeners"],
+            "memory": status["memory"],
+            "storage": status["storage"],
+            "alarms": {**status["alarms"], "store": bool(self.host.flow.store_alarm)},
+            "disk_free": disk.free if disk is not None else None,
+            "disk_free_limit": disk.limit if disk is not None else None,
+            "user": p.name,
+        }
+
+    def _lease_ages(self, now: float) -> dict[int, float]:
+        """Queue identity -> seconds its oldest outstanding delivery has been
+        leased (one pass over the open deliveries)."""
+        oldest: dict[int, float] = {}
+        for s in self.host.sessions:
+            conn = getattr(s, "conn", None)
+            if conn is None:
+                continue
+            for d in conn.deliveries.values():
+                key = id(d.queue)
+                started = oldest.get(key)
+                if started is None or d.started < started:
+                    oldest[key] = d.started
+        return {k: max(0.0, round(now - v, 3)) for k, v in oldest.items()}
+
+    def _readable(self, p: Principal) -> Callable[[str], bool]:
+        """Whether ``p`` may read a vhost (answers cached for one request)."""
+        cache: dict[str, bool] = {}
+
+        def readable(vhost: str) -> bool:
+            verdict = cache.get(vhost)
+            if verdict is None:
+                verdict = cache[vhost] = self.gate.can_read(p, vhost)
+            return verdict
+
+        return readable
+
+    def queues(self, p: Principal, vhost: str | None) -> list[dict[str, Any]]:
+        broker = self.host.broker
+        now = broker.clock.now()
+        leases = self._lease_ages(now)
+        readable = self._readable(p)
+        rows = [r for r in listing.queue_rows(broker.queues, now, vhost) if readable(r[1]["vhost"])]
+        rows.sort(key=lambda r: (r[1]["vhost"], r[1]["name"]))
+        queues = broker.queues
+        return [self._queue_row(row, queues[key], leases) for key, row in rows]
+
+    def queue_json(self, vhost: str, q: QueueState) -> dict[str, Any]:
+        broker = self.host.broker
+        now = broker.clock.now()
+        rows = listing.queue_rows({q.name: q}, now, vhost)
+        return self._queue_row(rows[0][1], q, self._lease_ages(now))
+
+    def _queue_row(
+        self, row: dict[str, Any], q: QueueState, leases: dict[int, float]
+    ) -> dict[str, Any]:
+        options = dict(row["options"])
+        ready = row["ready"]
+        leased = row["leased"]
+        return {
+            "name": row["name"],
+            "vhost": row["vhost"],
+            "type": "classic",
+            "state": "running",
+            "node": self.node,
+            "durable": row["durable"],
+            "auto_delete": bool(options.get("auto_delete")),
+            "exclusive": False,
+            "arguments": options,
+            "messages_ready": ready,
+            "messages_unacknowledged": leased,
+            "messages": ready + leased,
+            "messages_delayed": row["delayed"],
+            "consumers": row["consumers"],
+            "oldest_ready_age": row["oldest_ready_age"],
+            "oldest_lease_age": leases.get(id(q)),
+            "dead_letter_queue": options.get("dead_letter_queue"),
+            "message_stats": self.rates.queue_stats(q),
+        }
+
+    def exchanges(self, p: Principal, vhost: str | None) -> list[dict[str, Any]]:
+        readable = self._readable(p)
+        rows = listing.exchange_rows(self.host.broker.exchanges, vhost, self.host.vhosts.all())
+        rows.sort(key=lambda r: (r[1]["vhost"], r[1]["name"]))
+        return [
+            {
+                "name": row["name"] or DEFAULT_EXCHANGE,
+                "vhost": row["vhost"],
+                "type": row["type"],
+                "durable": row["durable"],
+                "auto_delete": False,
+                "internal": False,
+                "arguments": {},
+            }
+            for _, row in rows
+            if readable(row["vhost"])
+        ]
+
+    def bindings(self, p: Principal, vhost: str | None) -> list[dict[str, Any]]:
+        readable = self._readable(p)
+        return [b for b in self.bindings_all(vhost) if readable(b["vhost"])]
+
+    def _sessions(self, p: Principal, vhost: str | None = None) -> list[dict[str, Any]]:
+        rows = listing.connection_rows(self.host.sessions, _conn, vhost)
+        rows.sort(key=lambda r: r[0])
+        visible = p.is_admin or "monitoring" in p.tags
+        return [row for _, row in rows if visible or row["user"] == p.name]
+
+    def connections(self, p: Principal) -> list[dict[str, Any]]:
+        out = []
+        for row in self._sessions(p):
+            peer_host, _, peer_port = str(row["peer"]).rpartition(":")
+            out.append(
+                {
+                    "name": f"{row['peer']} ({row['id']})",
+                    "id": row["id"],
+                    "node": self.node,
+                    "vhost": row["vhost"],
+                    "user": row["user"] or "",
+                    "protocol": "brokerd",
+                    "type": "network" if row["transport"] == "tcp" else "direct",
+                    "peer_host": peer_host or row["peer"],
+                    "peer_port": int(peer_port) if peer_port.isdigit() else None,
+                    "client_properties": {"connection_name": row["client_name"]},
+                    "connected_at": int(row["connected_at"] * 1000),
+                    "recv_oct": row["bytes_in"],
+                    "send_oct": row["bytes_out"],
+                    "channels": 1,
+                    "consumers": row["consumers"],
+                    "unsettled": row["unsettled"],
+                    "state": "running",
+                }
+            )
+        return out
+
+    def consumers(self, p: Principal, vhost: str | None) -> list[dict[str, Any]]:
+        visible = {row["id"]: row for row in self._sessions(p, vhost)}
+        rows = listing.consumer_rows(self.host.sessions, _conn, vhost)
+        rows.sort(key=lambda r: tuple(r[0]))
+        out = []
+        for _, row in rows:
+            conn = visible.get(row["connection"])
+            if conn is None:
+                continue
+            out.append(
+                {
+                    "consumer_tag": str(row["consumer"]),
+                    "queue": {"name": row["queue"], "vhost": row["vhost"]},
+                    "channel_details": {
+                        "connection_name": f"{conn['peer']} ({conn['id']})",
+                        "peer_host": conn["peer"],
+                        "user": conn["user"] or "",
+                        "node": self.node,
+                    },
+                    "ack_required": True,
+                    "active": True,
+                    "prefetch_count": row["prefetch"],
+                    "unsettled": row["unsettled"],
+                    "lease": row["lease"],
+                    "arguments": {},
+                }
+            )
+        return out
+
+    def users(self) -> list[dict[str, Any]]:
+        return [
+            {"name": u.name, "tags": sorted(u.tags), "hashing_algorithm": "scrypt"}
+            for u in sorted(self.host.users.users.values(), key=lambda u: u.name)
+        ]
+
+    def vhosts(self) -> list[dict[str, Any]]:
+        counts = {v: [0, 0] for v in self.host.vhosts.all()}
+        for internal, q in self.host.broker.queues.items():
+            c = counts.get(split(internal)[0])
+            if c is not None:
+                c[0] += q.ready_count
+                c[1] += q.leased
+        return [
+            {
+                "name": v,
+                "description": "the default vhost" if v == DEFAULT_VHOST else "",
+                "tracing": False,
+                "messages": ready + leased,
+                "messages_ready": ready,
+                "messages_unacknowledged": leased,
+            }
+            for v, (ready, leased) in counts.items()
+        ]
+
+    def permissions(self) -> list[dict[str, Any]]:
+        users = self.host.users
+        return [
+            {
+                "user": user,
+                "vhost": vhost,
+                "configure": perm.configure,
+                "write": perm.write,
+                "read": perm.read,
+            }
+            for (user, vhost), perm in sorted(users.permissions.items())
+        ]
+
+    def whoami(self, p: Principal) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": p.name,
+            "tags": sorted(p.tags),
+            "open": self.gate.open,
+            "can_change": p.is_admin or "management" in p.tags,
+        }
+        if p.via_cookie:
+            out["csrf_token"] = p.csrf
+        return out
+
+    def alarms(self) -> Response:
+        status = self.status.status_map()
+        alarms = [name for name, on in status["alarms"].items() if on]
+        if self.host.flow.store_alarm:
+            alarms.append("store")
+        if alarms:
+            return Response.json(
+                {
+                    "status": "failed",
+                    "reason": f"resource alarm(s) in effect: {', '.join(alarms)}",
+                    "alarms": alarms,
+                },
+                503,
+            )
+        return Response.json({"status": "ok"})
+
+    def schedules(self, p: Principal) -> list[dict[str, Any]]:
+        if self.tasks is None:
+            return []
+        readable = self._readable(p)
+        out = []
+        for row in taskviews.schedules(self.tasks):
+            vhost, name = split(row["name"])
+            if readable(vhost):
+                names = Names.of(vhost)
+                exchange, key = names.route_out(row["exchange"], row["routing_key"])
+                out.append(
+                    {**row, "vhost": vhost, "name": name, "exchange": exchange, "routing_key": key}
+                )
+        return out
+
+    def recent_tasks(self, p: Principal, request: Request) -> list[dict[str, Any]]:
+        """Tasks from the workers' events (most recently changed first), then
+        final results from the results store's memory not seen in events."""
+        limit = _int(dict(request.query), "limit", 100, 1, 1000)
+        assert limit is not None
+        readable = self._readable(p)
+        self.events.watch()
+        rows: list[dict[str, Any]] = []
+        if readable(DEFAULT_VHOST):
+            rows = self.events.task_rows(limit)
+            for row in rows:
+                row["task_id"] = row["uuid"]
+                row["vhost"] = DEFAULT_VHOST
+        if self.tasks is not None and len(rows) < limit:
+            seen = {(row["vhost"], row["task_id"]) for row in rows}
+            for row in taskviews.recent(self.tasks, 10 * limit):
+                vhost, task_id = split(row["task_id"])
+                if readable(vhost) and (vhost, task_id) not in seen:
+                    rows.append({**row, "task_id": task_id, "vhost": vhost})
+                    if len(rows) >= limit:
+                        break
+        return rows
+
+    def definitions(self, vhost: str | None) -> dict[str, Any]:
+        """RabbitMQ's definitions export: the topology of ``vhost`` (or of
+        every vhost, with the vhosts, users with their password hashes and
+        the permissions)."""
+        broker = self.host.broker
+        now = broker.clock.now()
+        queues = []
+        rows = listing.queue_rows(broker.queues, now, vhost)
+        rows.sort(key=lambda r: (r[1]["vhost"], r[1]["name"]))
+        for internal, row in rows:
+            if internal == EVENTS_QUEUE:
+                continue
+            options = {k: v for k, v in row["options"].items() if v is not None}
+            queues.append(
+                {
+                    "name": row["name"],
+                    "vhost": row["vhost"],
+                    "durable": row["durable"],
+                    "auto_delete": bool(options.get("auto_delete")),
+                    "arguments": options,
+                }
+            )
+        ex_rows = listing.exchange_rows(broker.exchanges, vhost, self.host.vhosts.all())
+        ex_rows.sort(key=lambda r: (r[1]["vhost"], r[1]["name"]))
+        exchanges = [
+            {**row, "auto_delete": False, "internal": False, "arguments": {}}
+            for _, row in ex_rows
+            if row["name"]
+        ]
+        out: dict[str, Any] = {
+            "product_name": "brokerd",
+            "product_version": self.status.status_map()["version"],
+            "queues": queues,
+            "exchanges": exchanges,
+            "bindings": [
+                {k: v for k, v in b.items() if k != "properties_key"}
+                for b in self.bindings_all(vhost)
+                if not (b["vhost"] == DEFAULT_VHOST and b["destination"] == EVENTS_QUEUE)
+            ],
+        }
+        if vhost is None:
+            users = self.host.users
+            out["vhosts"] = [{"name": v} for v in self.host.vhosts.all()]
+            out["users"] = [
+                {
+                    "name": u.name,
+                    "password_hash": u.password_hash,
+                    "hashing_algorithm": "brokerd_scrypt",
+                    "tags": sorted(u.tags),
+                }
+                for u in sorted(users.users.values(), key=lambda u: u.name)
+            ]
+            out["permissions"] = self.permissions()
+        return out
+
+    def bindings_all(self, vhost: str | None = None) -> list[dict[str, Any]]:
+        rows = listing.binding_rows(self.host.broker.exchanges, vhost)
+        rows.sort(
+            key=lambda r: (r[1]["vhost"], r[1]["exchange"], r[1]["queue"], r[1]["routing_key"])
+        )
+        return [
+            {
+                "source": row["exchange"],
+                "vhost": row["vhost"],
+                "destination": row["queue"],
+                "destination_type": "queue",
+                "routing_key": row["routing_key"],
+                "arguments": {},
+                "properties_key": row["routing_key"],
+            }
+            for _, row in rows
+        ]
+
+    async def import_definitions(self, body: dict[str, Any], only: str | None) -> Response:
+        """Declare the exchanges, queues and bindings of a definitions
+        document, in that order, each as its declare frame would (an existing
+        one must match), in the vhost each names (``only``: the path's vhost,
+        for all of them). Vhosts, users and permissions are not imported
+        (brokerctl does that). Every item is tried; the answer lists those
+        refused (400), the others stay applied. Answers once durable."""
+        broker = self.host.broker
+        registry = self.host.vhosts
+        errors: list[str] = []
+
+        def items(key: str) -> list[tuple[Names, dict[str, Any]]]:
+            value = body.get(key, [])
+            if not isinstance(value, list) or not all(isinstance(x, dict) for x in value):
+                raise HTTPError(400, f"{key} must be a list of objects")
+            out = []
+            for x in value:
+                vhost = only if only is not None else str(x.get("vhost", DEFAULT_VHOST))
+                if not registry.exists(vhost):
+                    errors.append(f"{key[:-1]} {x.get('name')!r}: no vhost {vhost!r}")
+                    continue
+                out.append((Names.of(vhost), x))
+            return out
+
+        exchanges, queues, bindings = items("exchanges"), items("queues"), items("bindings")
+        for names, ex in exchanges:
+            try:
+                broker.declare_exchange(
+                    names.exchange_in(str(ex.get("name", ""))),
+                    str(ex.get("type", "")),
+                    bool(ex.get("durable", True)),
+                )
+            except BrokerError as exc:
+                errors.append(f"exchange {ex.get('name')!r}: {exc.message}")
+        for names, q in queues:
+            arguments = q.get("arguments") or {}
+            if not isinstance(arguments, dict):
+                errors.append(f"queue {q.get('name')!r}: arguments must be an object")
+                continue
+            options = {k: v for k, v in arguments.items() if v is not None}
+            try:
+                dlq = options.get("dead_letter_queue")
+                if isinstance(dlq, str) and dlq:
+                    options["dead_letter_queue"] = names.inn(dlq)
+                broker.declare_queue(
+                    names.inn(str(q.get("name", ""))), bool(q.get("durable", True)), options
+                )
+            except BrokerError as exc:
+                errors.append(f"queue {q.get('name')!r}: {exc.message}")
+        for names, b in bindings:
+            if b.get("destination_type", "queue") != "queue":
+                errors.append(f"binding to {b.get('destination')!r}: only queues are destinations")
+                continue
+            try:
+                broker.bind(
+                    names.inn(str(b.get("destination", ""))),
+                    names.exchange_in(str(b.get("source", ""))),
+                    str(b.get("routing_key", "")),
+                )
+            except BrokerError as exc:
+                errors.append(
+                    f"binding {b.get('source')!r} -> {b.get('destination')!r}: {exc.message}"
+                )
+        future: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+
+        def committed(error: BaseException | None) -> None:
+            if not future.done():
+                future.set_result(error)
+
+        broker.batch.after_commit(committed)
+        error = await future
+        if error is not None:
+            raise HTTPError(503, f"storing the definitions failed: {error}")
+        if errors:
+            return Response.json({"error": "bad_request", "reason": "; ".join(errors)}, 400)
+        return Response(204)
+
+    # --- changes ------------------------------------------------------------------------
+
+    def peek(self, vhost: str, q: QueueState, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """RabbitMQ's "get messages", as a peek: the first ``count`` ready
+        messages in delivery order, left in the queue (only the
+        ``*_requeue_true`` ackmodes: consuming over HTTP is not offered)."""
+        count = _int(body, "count", 1, 1, MAX_PEEK)
+        assert count is not None
+        ackmode = body.get("ackmode", "ack_requeue_true")
+        if ackmode not in ("ack_requeue_true", "reject_requeue_true"):
+            raise HTTPError(
+                400,
+                "ackmode must be ack_requeue_true or reject_requeue_true: a get over HTTP "
+                "peeks and never removes messages",
+            )
+        encoding = body.get("encoding", "auto")
+        if encoding not in ("auto", "base64"):
+            raise HTTPError(400, "encoding must be auto or base64")
+        truncate = _int(body, "truncate", None, 0, 1 << 30)
+        names = Names.of(vhost)
+        out: list[dict[str, Any]] = []
+        remaining = q.ready_count
+        for prio in PRIORITIES:
+            for m in q.ready[prio]:
+                if len(out) >= count:
+                    break
+                payload, used = _payload(m.body, encoding, truncate)
+                remaining -= 1
+                exchange, key = names.route_out(m.exchange, m.routing_key)
+                headers = dict(m.headers or {})
+                dead = headers.get("x-death-queue")
+                if isinstance(dead, str):
+                    headers["x-death-queue"] = names.out(dead)
+                out.append(
+                    {
+                        "payload_bytes": len(m.body),
+                        "redelivered": m.attempts > 0,
+                        "exchange": exchange,
+                        "routing_key": key,
+                        "message_count": max(0, remaining),
+                        "properties": {
+                            "headers": _json_safe(headers),
+                            "message_id": m.message_id,
+                            "priority": m.priority,
+                            "timestamp": m.timestamp // 1000,
+                        },
+                        "payload": payload,
+                        "payload_encoding": used,
+                        "attempts": m.attempts,
+                    }
+                )
+        return out
+
+    async def publish(self, vhost: str, exchange: str, body: dict[str, Any]) -> dict[str, Any]:
+        key = body.get("routing_key", "")
+        payload = body.get("payload", "")
+        encoding = body.get("payload_encoding", "string")
+        props = body.get("properties", {}) or {}
+        if not isinstance(key, str) or not isinstance(payload, str):
+            raise HTTPError(400, "routing_key and payload must be strings")
+        if not isinstance(props, dict):
+            raise HTTPError(400, "properties must be an object")
+        if encoding == "string":
+            data = payload.encode("utf-8")
+        elif encoding == "base64":
+            try:
+                data = base64.b64decode(payload, validate=True)
+            except (binascii.Error, ValueError):
+                raise HTTPError(400, "payload is not valid base64") from None
+        else:
+            raise HTTPError(400, "payload_encoding must be string or base64")
+        raw: dict[str, Any] = {}
+        for name in ("headers", "priority", "message_id", "delay", "ttl"):
+            if props.get(name) is not None:
+                raw[name] = props[name]
+        if "expiration" in props and props["expiration"] not in (None, ""):
+            # RabbitMQ's per-message TTL: milliseconds, as a string.
+            try:
+                raw["ttl"] = int(str(props["expiration"])) / 1000
+            except ValueError:
+                raise HTTPError(400, "expiration must be milliseconds") from None
+        host = self.host
+        if host.flow.store_alarm or (host.disk is not None and host.disk.alarm):
+            raise HTTPError(503, "publishers are held (a disk or database alarm): try later")
+        broker = host.broker
+        try:
+            exchange, key = Names.of(vhost).route_in(exchange, key)
+        except BrokerError as exc:
+            raise HTTPError(400, exc.message) from None
+        routed = bool(self._call(broker.route, exchange, key))
+        seq = next(self._seq)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._publisher.waiting[seq] = fut
+        try:
+            broker.publish(self._conn, seq, exchange, key, data, raw)
+        except BrokerError as exc:
+            self._publisher.waiting.pop(seq, None)
+            raise _broker_error(exc) from None
+        try:
+            await asyncio.wait_for(fut, PUBLISH_TIMEOUT)
+        except BrokerError as exc:
+            raise HTTPError(503, exc.message) from None
+        except TimeoutError:
+            self._publisher.waiting.pop(seq, None)
+            raise HTTPError(
+                503, "the publish was not confirmed in time: it may or may not be stored"
+            ) from None
+        return {"routed": routed}
+
+    async def redrive(
+        self, p: Principal, vhost: str, name: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        q = self._queue(vhost, name)
+        count = _int(body, "count", None, 1, 1 << 40)
+        to = body.get("to")
+        if to is not None and (not isinstance(to, str) or not to):
+            raise HTTPError(400, "to must be a queue name")
+        self.gate.check_change(p, vhost, READ, "queue", name)
+        target: str | None = None
+        if to is not None:
+            target = self._queue(vhost, to).name
+            self.gate.check_change(p, vhost, WRITE, "queue", to)
+        elif not p.is_admin:
+            # Sources come from each message's header: check every one moved.
+            for source in self._sources(q):
+                self.gate.check_change(p, vhost, WRITE, "queue", split(source)[1])
+        broker = self.host.broker
+        moved = 0
+        deadline = time.monotonic() + REDRIVE_BUDGET
+        while True:
+            left = None if count is None else count - moved
+            step = self._call(broker.redrive, q.name, left, target)
+            moved += step
+            if count is not None and moved >= count:
+                break
+            if q.deleted or q.ready_count == 0 or time.monotonic() > deadline:
+                break
+            if step == 0 and q.mem:
+                break  # what is left has nowhere to go
+            await asyncio.sleep(0.02)  # the next page loads
+        return {"moved": moved, "remaining": q.ready_count}
+
+    @staticmethod
+    def _sources(q: QueueState) -> set[str]:
+        out: set[str] = set()
+        for dq in q.ready:
+            for m in dq:
+                source = m.headers.get("x-death-queue") if m.headers else None
+                if isinstance(source, str):
+                    out.add(source)
+        return out
+
+    def run_schedule(self, vhost: str, name: str) -> dict[str, Any]:
+        if self.tasks is None:
+            raise HTTPError(404, "the task layer is not installed")
+        try:
+            self.tasks.schedules.run_now(self._internal(vhost, name))
+        except BrokerError as exc:
+            if exc.code == ErrorCode.NOT_FOUND:
+                raise HTTPError(404, f"no schedule '{name}' in vhost '{vhost}'") from None
+            raise _broker_error(exc) from None
+        return {"ran": name}
+
+    async def revoke(self, vhost: str, task_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        if self.tasks is None:
+            raise HTTPError(404, "the task layer is not installed")
+        terminate = body.get("terminate", False)
+        ttl = body.get("ttl", 86_400.0)
+        if not isinstance(terminate, bool):
+            raise HTTPError(400, "terminate must be a boolean")
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float):
+            raise HTTPError(400, "ttl must be a number of seconds")
+        try:
+            internal = self._internal(vhost, task_id)
+            await taskviews.revoke(self.tasks, internal, terminate, float(ttl))
+        except BrokerError as exc:
+            raise _broker_error(exc) from None
+        return {"revoked": task_id}
+
+    # --- page and login -----------------------------------------------------------------
+
+    async def login(self, request: Request) -> Response:
+        body = _object(request)
+        name = body.get("username")
+        password = body.get("password")
+        if not isinstance(name, str) or not isinstance(password, str):
+            raise HTTPError(400, "username and password must be strings")
+        if self.gate.open:
+            return Response.json({"name": "", "tags": ["administrator"], "open": True})
+        token, session = await self.gate.login(name, password, request.peer_host)
+        resp = Response.json({"name": session.user, "csrf_token": session.csrf})
+        resp.headers.append(("Set-Cookie", _cookie(token, int(SESSION_IDLE))))
+        return resp
+
+    def static(self, request: Request, segments: list[str]) -> Response:
+        if request.method not in ("GET", "HEAD"):
+            raise HTTPError(405, "the page is read with GET")
+        name = "/".join(segments) or "index.html"
+        if name not in _static_names():
+            raise HTTPError(404, "not found")
+        data = resources.files(__package__).joinpath("static", name).read_bytes()
+        suffix = name[name.rfind(".") :]
+        return Response(200, data, STATIC_TYPES.get(suffix, "application/octet-stream"))
+
+
+_STATIC: frozenset[str] | None = None
+
+
+def _static_names() -> frozenset[str]:
+    """The page's files (a fixed list read once: no path from a request is
+    ever joined onto the file system)."""
+    global _STATIC
+    if _STATIC is None:
+        root = resources.files(__package__).joinpath("static")
+        _STATIC = frozenset(
+            f.name for f in root.iterdir() if f.is_file() and not f.name.startswith(".")
+        )
+    return _STATIC
+
+
+#: Largest page (RabbitMQ's limit too).
+MAX_PAGE_SIZE = 500
+
+
+def _path(row: dict[str, Any], dotted: str) -> Any:
+    value: Any = row
+    for part in dotted.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _project(row: dict[str, Any], columns: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for dotted in columns:
+        parts = dotted.split(".")
+        value = _path(row, dotted)
+        target = out
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = value
+    return out
+
+
+def shape(rows: list[dict[str, Any]], query: dict[str, str]) -> Any:
+    """RabbitMQ's list parameters: ``name`` (substring filter), ``sort`` (a
+    field, dotted for nested ones) and ``sort_reverse``, ``columns`` (the
+    fields to return, comma-separated), and ``page``/``page_size``, with which
+    the answer is a page object (``items``, ``page_count``, ...)."""
+    total = len(rows)
+    name = query.get("name")
+    if name:
+        rows = [r for r in rows if name in str(r.get("name", ""))]
+    key = query.get("sort")
+    if key:
+
+        def sort_key(row: dict[str, Any]) -> tuple[int, Any]:
+            v = _path(row, key)
+            if isinstance(v, bool) or not isinstance(v, int | float | str):
+                return (0, 0)
+            return (1, v) if isinstance(v, int | float) else (2, v)
+
+        rows = sorted(rows, key=sort_key, reverse=query.get("sort_reverse") == "true")
+    columns = [c for c in query.get("columns", "").split(",") if c]
+    if "page" not in query:
+        return [_project(r, columns) for r in rows] if columns else rows
+    page = _int(query, "page", 1, 1, 1 << 31)
+    size = _int(query, "page_size", 100, 1, MAX_PAGE_SIZE)
+    assert page is not None and size is not None
+    filtered = len(rows)
+    items = rows[(page - 1) * size : page * size]
+    if columns:
+        items = [_project(r, columns) for r in items]
+    return {
+        "items": items,
+        "page": page,
+        "page_size": size,
+        "page_count": max(1, -(-filtered // size)),
+        "item_count": len(items),
+        "filtered_count": filtered,
+        "total_count": total,
+    }
+
+
+def _conn(session: Any) -> Connection:
+    conn: Connection = session.conn
+    return conn
+
+
+def _cookie(token: str, max_age: int) -> str:
+    return f"{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}"

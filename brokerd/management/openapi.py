@@ -1,0 +1,159 @@
+"""The OpenAPI 3.1 document of the management API (``/api/openapi.json``),
+built from one table of the endpoints (the same table docs/management.md shows)."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+#: (method, path, summary, request body schema or None, answers)
+ENDPOINTS: tuple[tuple[str, str, str, dict[str, Any] | None, tuple[int, ...]], ...] = (
+    (
+        "post",
+        "/api/login",
+        "Log in (the page): sets the session cookie",
+        {"type": "object"},
+        (200, 400, 401),
+    ),
+    ("post", "/api/logout", "End the page's session", None, (204,)),
+    ("get", "/api/overview", "Totals, message rates, listeners, alarms", None, (200, 401)),
+    ("get", "/api/rates", "Overview rates of the last samples (the chart)", None, (200, 401)),
+    ("get", "/api/queues", "Every queue", None, (200, 401)),
+    ("get", "/api/queues/{vhost}", "The queues of a vhost", None, (200, 401, 403, 404)),
+    ("get", "/api/queues/{vhost}/{name}", "One queue", None, (200, 401, 403, 404)),
+    ("delete", "/api/queues/{vhost}/{name}", "Delete a queue", None, (204, 401, 403, 404)),
+    (
+        "delete",
+        "/api/queues/{vhost}/{name}/contents",
+        "Purge a queue's ready messages",
+        None,
+        (204, 401, 403, 404),
+    ),
+    (
+        "post",
+        "/api/queues/{vhost}/{name}/get",
+        "Peek at ready messages (not consumed)",
+        {"type": "object"},
+        (200, 400, 401, 403, 404),
+    ),
+    (
+        "post",
+        "/api/queues/{vhost}/{name}/redrive",
+        "Move a dead-letter queue's messages back to their source",
+        {"type": "object"},
+        (200, 400, 401, 403, 404),
+    ),
+    ("get", "/api/exchanges", "Every exchange", None, (200, 401)),
+    ("get", "/api/exchanges/{vhost}", "The exchanges of a vhost", None, (200, 401, 403, 404)),
+    ("get", "/api/exchanges/{vhost}/{name}", "One exchange", None, (200, 401, 403, 404)),
+    (
+        "post",
+        "/api/exchanges/{vhost}/{name}/publish",
+        "Publish one message",
+        {"type": "object"},
+        (200, 400, 401, 403, 404),
+    ),
+    ("get", "/api/bindings", "Every binding", None, (200, 401)),
+    ("get", "/api/bindings/{vhost}", "The bindings of a vhost", None, (200, 401, 403, 404)),
+    ("get", "/api/connections", "Open connections", None, (200, 401)),
+    ("get", "/api/consumers", "Consumers", None, (200, 401)),
+    ("get", "/api/consumers/{vhost}", "The consumers of a vhost", None, (200, 401, 403, 404)),
+    ("get", "/api/users", "Users and their tags (administrators)", None, (200, 401, 403)),
+    ("get", "/api/users/{name}", "One user (administrators)", None, (200, 401, 403, 404)),
+    ("get", "/api/vhosts", "Vhosts", None, (200, 401)),
+    ("get", "/api/vhosts/{name}", "One vhost", None, (200, 401, 404)),
+    ("get", "/api/permissions", "Permissions (administrators)", None, (200, 401, 403)),
+    (
+        "get",
+        "/api/definitions",
+        "Export queues, exchanges, bindings, users, permissions (administrators)",
+        None,
+        (200, 401, 403),
+    ),
+    (
+        "post",
+        "/api/definitions",
+        "Import queues, exchanges and bindings (administrators)",
+        {"type": "object"},
+        (204, 400, 401, 403),
+    ),
+    (
+        "get",
+        "/api/definitions/{vhost}",
+        "Export a vhost's queues, exchanges, bindings",
+        None,
+        (200, 401, 403, 404),
+    ),
+    (
+        "post",
+        "/api/definitions/{vhost}",
+        "Import into a vhost",
+        {"type": "object"},
+        (204, 400, 401, 403, 404),
+    ),
+    ("get", "/api/whoami", "The requester", None, (200, 401)),
+    (
+        "get",
+        "/api/health/checks/alarms",
+        "200 without alarms, 503 with them",
+        None,
+        (200, 401, 503),
+    ),
+    ("get", "/api/schedules", "Task schedules", None, (200, 401)),
+    ("post", "/api/schedules/{vhost}/{name}/run", "Run a schedule now", None, (200, 401, 403, 404)),
+    ("get", "/api/tasks", "Recent tasks (workers' events, then stored results)", None, (200, 401)),
+    ("get", "/api/workers", "Workers seen in their events (-E)", None, (200, 401)),
+    (
+        "post",
+        "/api/tasks/{vhost}/{id}/revoke",
+        "Revoke a task",
+        {"type": "object"},
+        (200, 401, 403, 404),
+    ),
+    ("get", "/api/openapi.json", "This document", None, (200,)),
+)
+
+_ERROR = {
+    "type": "object",
+    "properties": {"error": {"type": "string"}, "reason": {"type": "string"}},
+}
+
+
+@cache
+def document() -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for method, path, summary, body, answers in ENDPOINTS:
+        op: dict[str, Any] = {"summary": summary, "responses": {}}
+        params = [seg[1:-1] for seg in path.split("/") if seg.startswith("{")]
+        if params:
+            op["parameters"] = [
+                {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+                for p in params
+            ]
+        if body is not None:
+            op["requestBody"] = {
+                "required": False,
+                "content": {"application/json": {"schema": body}},
+            }
+        # Any request may be malformed (400), or refused as cross-site (403).
+        for status in sorted({*answers, 400, *((403,) if path != "/api/openapi.json" else ())}):
+            content = {"application/json": {"schema": _ERROR if status >= 400 else {}}}
+            op["responses"][str(status)] = (
+                {"description": "No Content"}
+                if status == 204
+                else {"description": "see docs/management.md", "content": content}
+            )
+        if path not in ("/api/login", "/api/openapi.json"):
+            op["security"] = [{"basic": []}, {"cookie": []}]
+        paths.setdefault(path, {})[method] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "brokerd management API", "version": "1"},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "basic": {"type": "http", "scheme": "basic"},
+                "cookie": {"type": "apiKey", "in": "cookie", "name": "brokerd_session"},
+            }
+        },
+    }

@@ -1,0 +1,724 @@
+"""The management HTTP API against a real broker (in this process, port 0 for
+both the broker and the API): every endpoint, RabbitMQ's field names, tag
+refusals, CSRF, bad requests that never break the server."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+import brokerd_client
+import brokerd_protocol as bp
+from brokerd.cli import build_server
+from brokerd.config import Config
+from brokerd.management.http import MAX_BODY, MAX_HEAD
+from brokerd.server import BrokerServer
+from brokerd_client import AsyncClient
+
+BOUND = 10.0
+ADMIN = ("admin", "admin-pw")
+MONITOR = ("watcher", "watcher-pw")
+MANAGER = ("manager", "manager-pw")
+NOTAG = ("plain", "plain-pw")
+
+Reply = tuple[int, dict[str, str], bytes]
+
+
+async def raw(port: int, data: bytes) -> Reply:
+    """Send ``data`` as is and read one response (the connection then closes)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await asyncio.wait_for(_read_response(reader), BOUND)
+    finally:
+        writer.close()
+
+
+async def _read_response(reader: asyncio.StreamReader) -> Reply:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if line:
+            name, _, value = line.partition(":")
+            headers.setdefault(name.lower(), value.strip())
+    body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return status, headers, body
+
+
+def _auth(user: tuple[str, str] | None) -> dict[str, str]:
+    if user is None:
+        return {}
+    token = base64.b64encode(f"{user[0]}:{user[1]}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+async def call(
+    port: int,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    user: tuple[str, str] | None = ADMIN,
+    headers: dict[str, str] | None = None,
+) -> Reply:
+    data = b"" if body is None else json.dumps(body).encode()
+    all_headers = {"Host": "localhost", "Content-Length": str(len(data)), **_auth(user)}
+    all_headers.update(headers or {})
+    head = f"{method} {path} HTTP/1.1\r\n" + "".join(
+        f"{k}: {v}\r\n" for k, v in all_headers.items()
+    )
+    return await raw(port, head.encode() + b"\r\n" + data)
+
+
+async def get_json(port: int, path: str, user: tuple[str, str] | None = ADMIN) -> Any:
+    status, _, body = await call(port, "GET", path, user=user)
+    assert status == 200, body
+    return json.loads(body)
+
+
+@contextlib.asynccontextmanager
+async def running(users: bool = True) -> AsyncIterator[tuple[BrokerServer, AsyncClient, int]]:
+    config = Config(host="127.0.0.1", port=0, data_dir=":memory:", metrics_port=0, http_port=0)
+    server = build_server(config.validate())
+    await server.start()
+    root = await brokerd_client.connect(f"brokerd://127.0.0.1:{server.port}", timeout=BOUND)
+    try:
+        if users:
+            await add_user(root, *ADMIN, ["administrator"], (".*", ".*", ".*"))
+            await add_user(root, *MONITOR, ["monitoring"], None)
+            await add_user(root, *MANAGER, ["management"], ("^app\\.", "^app\\.", "^app\\."))
+            await add_user(root, *NOTAG, [], (".*", ".*", ".*"))
+            await root.close()
+            root = await brokerd_client.connect(
+                f"brokerd://{ADMIN[0]}:{ADMIN[1]}@127.0.0.1:{server.port}", timeout=BOUND
+            )
+        port = server.management.port
+        assert port
+        yield server, root, port
+    finally:
+        await root.close()
+        await server.stop()
+
+
+async def add_user(
+    root: AsyncClient, name: str, password: str, tags: list[str], perms: tuple[str, str, str] | None
+) -> None:
+    await root.call(lambda req: bp.AddUser(req, name, password, tags))
+    if perms is not None:
+        await root.call(lambda req: bp.SetPermissions(req, name, "/", *perms))
+
+
+@pytest.fixture
+async def mgmt() -> AsyncIterator[tuple[BrokerServer, AsyncClient, int]]:
+    async with running() as triple:
+        yield triple
+
+
+async def test_queue_fields_follow_rabbitmq_and_counts_change(mgmt: Any) -> None:
+    _server, root, port = mgmt
+    await root.declare_queue("app.q")
+    for i in range(3):
+        await root.publish("", "app.q", b"m%d" % i)
+    q = await get_json(port, "/api/queues/%2F/app.q")
+    assert q["name"] == "app.q" and q["vhost"] == "/"
+    assert (q["messages_ready"], q["messages_unacknowledged"], q["messages"]) == (3, 0, 3)
+    assert q["messages_delayed"] == 0 and q["consumers"] == 0
+    assert q["oldest_ready_age"] is not None and q["oldest_lease_age"] is None
+    assert q["message_stats"]["publish"] == 3
+    assert "rate" in q["message_stats"]["publish_details"]
+
+    consumer = await root.consume("app.q", prefetch=1)
+    delivery = await asyncio.wait_for(consumer.__anext__(), BOUND)
+    q = await get_json(port, "/api/queues/%2F/app.q")
+    assert (q["messages_ready"], q["messages_unacknowledged"], q["consumers"]) == (2, 1, 1)
+    assert q["oldest_lease_age"] is not None
+    await delivery.ack()
+    listed = await get_json(port, "/api/queues")
+    assert [x["name"] for x in listed] == ["app.q"]
+    assert listed == await get_json(port, "/api/queues/%2F") or len(listed) == 1
+
+    consumers = await get_json(port, "/api/consumers")
+    assert consumers[0]["queue"] == {"name": "app.q", "vhost": "/"}
+    assert consumers[0]["prefetch_count"] == 1
+    connections = await get_json(port, "/api/connections")
+    assert any(c["user"] == "admin" for c in connections)
+    assert all({"name", "peer_host", "recv_oct", "send_oct"} <= c.keys() for c in connections)
+
+
+async def test_rates_are_differences_of_samples(mgmt: Any) -> None:
+    server, root, port = mgmt
+    await root.declare_queue("app.r")
+    rates = server.management.rates
+    # Samples "in the future", so the tick's own sampling stays away meanwhile.
+    t0 = time.time() + 10_000
+    rates.sample(t0, server.broker.counters, server.broker.queues)
+    for _ in range(10):
+        await root.publish("", "app.r", b"x")
+    rates.sample(t0 + 5, server.broker.counters, server.broker.queues)
+    q = await get_json(port, "/api/queues/%2F/app.r")
+    assert q["message_stats"]["publish_details"]["rate"] == 2.0
+    overview = await get_json(port, "/api/overview")
+    assert overview["message_stats"]["publish_details"]["rate"] == 2.0
+    history = await get_json(port, "/api/rates")
+    assert history[-1]["publish"] == 2.0
+
+
+async def test_overview_exchanges_bindings_vhosts_users_permissions_whoami(mgmt: Any) -> None:
+    _server, root, port = mgmt
+    await root.declare_exchange("app.ex", "topic")
+    await root.declare_queue("app.b")
+    await root.bind("app.b", "app.ex", "a.#")
+    overview = await get_json(port, "/api/overview")
+    assert overview["object_totals"]["queues"] == 1
+    assert overview["queue_totals"]["messages_ready"] == 0
+    assert overview["product_name"] == "brokerd"
+    exchanges = await get_json(port, "/api/exchanges")
+    names = {e["name"]: e["type"] for e in exchanges}
+    assert names["app.ex"] == "topic" and names["amq.default"] == "direct"
+    assert (await get_json(port, "/api/exchanges/%2F/app.ex"))["type"] == "topic"
+    bindings = await get_json(port, "/api/bindings")
+    assert {
+        "source": "app.ex",
+        "destination": "app.b",
+        "destination_type": "queue",
+        "routing_key": "a.#",
+    }.items() <= bindings[0].items()
+    assert await get_json(port, "/api/bindings/%2F") == bindings
+    assert [v["name"] for v in await get_json(port, "/api/vhosts")] == ["/"]
+    users = {u["name"]: u["tags"] for u in await get_json(port, "/api/users")}
+    assert users["watcher"] == ["monitoring"] and users["admin"] == ["administrator"]
+    assert "password_hash" not in json.dumps(await get_json(port, "/api/users"))
+    perms = await get_json(port, "/api/permissions")
+    assert {"user": "manager", "vhost": "/", "configure": "^app\\."}.items() <= next(
+        p for p in perms if p["user"] == "manager"
+    ).items()
+    me = await get_json(port, "/api/whoami", user=MONITOR)
+    assert me["name"] == "watcher" and me["tags"] == ["monitoring"]
+    assert (await get_json(port, "/api/health/checks/alarms"))["status"] == "ok"
+    doc = await get_json(port, "/api/openapi.json", user=None)
+    assert "/api/queues/{vhost}/{name}/get" in doc["paths"]
+
+
+async def test_alarm_check_is_503_with_an_alarm(mgmt: Any) -> None:
+    server, _, port = mgmt
+    server.flow.set_store_alarm(True)
+    try:
+        status, _, body = await call(port, "GET", "/api/health/checks/alarms")
+        assert status == 503 and json.loads(body)["status"] == "failed"
+        assert "store" in json.loads(body)["alarms"]
+        status, _, body = await call(
+            port, "POST", "/api/exchanges/%2F/amq.default/publish",
+            {"routing_key": "q", "payload": "x"},
+        )  # fmt: skip
+        assert status == 503 and b"held" in body
+    finally:
+        server.flow.set_store_alarm(False)
+
+
+async def test_peek_purge_publish(mgmt: Any) -> None:
+    _server, root, port = mgmt
+    await root.declare_queue("app.p")
+    status, _, body = await call(
+        port,
+        "POST",
+        "/api/exchanges/%2F/amq.default/publish",
+        {"routing_key": "app.p", "payload": "hello", "payload_encoding": "string",
+         "properties": {"headers": {"k": "v"}}},
+    )  # fmt: skip
+    assert status == 200 and json.loads(body) == {"routed": True}
+    status, _, body = await call(
+        port,
+        "POST",
+        "/api/exchanges/%2F/amq.default/publish",
+        {"routing_key": "nowhere", "payload": "AAEC", "payload_encoding": "base64"},
+    )
+    assert json.loads(body) == {"routed": False}
+    await root.publish("", "app.p", b"\xff\x00")
+    status, _, body = await call(
+        port, "POST", "/api/queues/%2F/app.p/get", {"count": 5, "ackmode": "ack_requeue_true",
+                                                      "encoding": "auto"}
+    )  # fmt: skip
+    assert status == 200
+    got = json.loads(body)
+    assert [m["payload"] for m in got] == ["hello", base64.b64encode(b"\xff\x00").decode()]
+    assert [m["payload_encoding"] for m in got] == ["string", "base64"]
+    assert got[0]["properties"]["headers"] == {"k": "v"} and got[0]["routing_key"] == "app.p"
+    # A peek consumes nothing.
+    assert (await get_json(port, "/api/queues/%2F/app.p"))["messages_ready"] == 2
+    status, _, _ = await call(
+        port, "POST", "/api/queues/%2F/app.p/get", {"count": 1, "ackmode": "ack_requeue_false"}
+    )
+    assert status == 400
+    status, _, _ = await call(port, "DELETE", "/api/queues/%2F/app.p/contents")
+    assert status == 204
+    assert (await get_json(port, "/api/queues/%2F/app.p"))["messages_ready"] == 0
+    assert (await root.queue_stats("app.p")).ready == 0
+
+
+async def test_redrive_moves_dead_letters_back_to_their_source(mgmt: Any) -> None:
+    _server, root, port = mgmt
+    await root.declare_queue("app.dlq")
+    await root.declare_queue("app.work", dead_letter_queue="app.dlq")
+    for i in range(5):
+        await root.publish("", "app.work", b"job%d" % i)
+    consumer = await root.consume("app.work", prefetch=5)
+    for _ in range(5):
+        d = await asyncio.wait_for(consumer.__anext__(), BOUND)
+        await d.reject("broken")
+    await consumer.cancel()
+    assert (await get_json(port, "/api/queues/%2F/app.dlq"))["messages_ready"] == 5
+    status, _, body = await call(port, "POST", "/api/queues/%2F/app.dlq/redrive", {"count": 2})
+    assert status == 200 and json.loads(body) == {"moved": 2, "remaining": 3}
+    status, _, body = await call(port, "POST", "/api/queues/%2F/app.dlq/redrive", {})
+    assert json.loads(body)["moved"] == 3
+    work = await get_json(port, "/api/queues/%2F/app.work")
+    assert work["messages_ready"] == 5
+    assert (await get_json(port, "/api/queues/%2F/app.dlq"))["messages_ready"] == 0
+    peeked = json.loads((await call(port, "POST", "/api/queues/%2F/app.work/get", {"count": 5}))[2])
+    assert [m["payload"] for m in peeked] == [f"job{i}" for i in range(5)]
+    # An explicit target.
+    await root.declare_queue("app.other")
+    await root.publish("", "app.dlq", b"plain")
+    status, _, body = await call(
+        port, "POST", "/api/queues/%2F/app.dlq/redrive", {"to": "app.other"}
+    )
+    assert json.loads(body)["moved"] == 1
+    assert (await root.queue_stats("app.other")).ready == 1
+
+
+async def test_tags_are_enforced(mgmt: Any) -> None:
+    _server, root, port = mgmt
+    await root.declare_queue("app.t")
+    await root.declare_queue("other.t")
+    await root.publish("", "app.t", b"x")
+    # Monitoring reads everything but changes nothing.
+    assert len(await get_json(port, "/api/queues", user=MONITOR)) == 2
+    status, _, _ = await call(port, "DELETE", "/api/queues/%2F/app.t/contents", user=MONITOR)
+    assert status == 403
+    status, _, _ = await call(port, "GET", "/api/users", user=MONITOR)
+    assert status == 403
+    # Management changes within its patterns only.
+    status, _, _ = await call(port, "DELETE", "/api/queues/%2F/other.t/contents", user=MANAGER)
+    assert status == 403
+    status, _, _ = await call(port, "DELETE", "/api/queues/%2F/app.t/contents", user=MANAGER)
+    assert status == 204
+    # No tag, unknown user, wrong password, nothing at all: 401 with a challenge.
+    for who in (NOTAG, ("nobody", "x"), (ADMIN[0], "wrong"), None):
+        status, headers, _body = await call(port, "GET", "/api/overview", user=who)
+        assert status == 401, who
+        assert headers["www-authenticate"].startswith("Basic")
+    _, _, unknown = await call(port, "GET", "/api/overview", user=("nobody", "x"))
+    _, _, wrong = await call(port, "GET", "/api/overview", user=(ADMIN[0], "wrong"))
+    assert unknown == wrong
+    assert (await root.queue_stats("other.t")).ready == 0
+
+
+async def test_cookie_sessions_need_the_csrf_token(mgmt: Any) -> None:
+    _server, root, port = mgmt
+    await root.declare_queue("app.c")
+    await root.publish("", "app.c", b"x")
+    status, headers, body = await call(
+        port, "POST", "/api/login", {"username": ADMIN[0], "password": ADMIN[1]}, user=None
+    )
+    assert status == 200
+    cookie = headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    token = cookie.split(";")[0]
+    csrf = json.loads(body)["csrf_token"]
+    session = {"Cookie": token}
+    me = json.loads((await call(port, "GET", "/api/whoami", user=None, headers=session))[2])
+    assert me["name"] == "admin" and me["csrf_token"] == csrf
+    status, _, _ = await call(
+        port, "DELETE", "/api/queues/%2F/app.c/contents", user=None, headers=session
+    )
+    assert status == 403
+    status, _, _ = await call(
+        port, "DELETE", "/api/queues/%2F/app.c/contents", user=None,
+        headers={**session, "X-CSRF-Token": "forged"},
+    )  # fmt: skip
+    assert status == 403
+    assert (await root.queue_stats("app.c")).ready == 1
+    status, _, _ = await call(
+        port, "DELETE", "/api/queues/%2F/app.c/contents", user=None,
+        headers={**session, "X-CSRF-Token": csrf},
+    )  # fmt: skip
+    assert status == 204
+    status, _, _ = await call(port, "POST", "/api/logout", user=None, headers=session)
+    assert status == 204
+    status, _, _ = await call(port, "GET", "/api/whoami", user=None, headers=session)
+    assert status == 401
+    status, _, _ = await call(
+        port, "POST", "/api/login", {"username": MONITOR[0], "password": "bad"}, user=None
+    )
+    assert status == 401
+
+
+async def test_bad_requests_get_4xx_and_the_server_keeps_serving(mgmt: Any) -> None:
+    _server, root, port = mgmt
+    status, _, _ = await call(port, "GET", "/api/nothing-here")
+    assert status == 404
+    status, _, _ = await call(port, "GET", "/api/queues/%2F/missing")
+    assert status == 404
+    status, _, _ = await call(port, "GET", "/api/queues/other-vhost")
+    assert status == 404
+    bad_json = b"POST /api/queues/%2F/x/get HTTP/1.1\r\nContent-Length: 3\r\n" + (
+        b"Authorization: " + _auth(ADMIN)["Authorization"].encode() + b"\r\n\r\n{{{"
+    )
+    await root.declare_queue("x")
+    assert (await raw(port, bad_json))[0] == 400
+    big = f"POST /api/login HTTP/1.1\r\nContent-Length: {MAX_BODY + 1}\r\n\r\n".encode()
+    assert (await raw(port, big))[0] == 413
+    huge_head = b"GET / HTTP/1.1\r\nX-Pad: " + b"a" * (MAX_HEAD + 10) + b"\r\n\r\n"
+    assert (await raw(port, huge_head))[0] == 431
+    assert (await raw(port, b"NOT HTTP AT ALL\r\n\r\n"))[0] == 400
+    assert (await raw(port, b"GET / HTTP/2.0\r\n\r\n"))[0] == 505
+    chunked = b"POST /api/login HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    assert (await raw(port, chunked))[0] == 501
+    assert (await raw(port, b"GET /api/%ff HTTP/1.1\r\n\r\n"))[0] in (400, 401)
+    status, _, _ = await call(port, "PATCH", "/api/queues")
+    assert status == 405
+    # A peer that goes away mid-request does no harm.
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /api/login HTTP/1.1\r\nContent-Length: 100\r\n\r\n{")
+    writer.close()
+    # Still serving, with the security headers.
+    status, headers, _ = await call(port, "GET", "/api/overview")
+    assert status == 200
+    assert headers["x-frame-options"] == "DENY"
+    assert headers["x-content-type-options"] == "nosniff"
+    assert "default-src 'self'" in headers["content-security-policy"]
+
+
+async def test_keep_alive_serves_several_requests_on_one_connection(mgmt: Any) -> None:
+    _server, _root, port = mgmt
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    auth = _auth(ADMIN)["Authorization"]
+    try:
+        for _ in range(3):
+            writer.write(f"GET /api/whoami HTTP/1.1\r\nAuthorization: {auth}\r\n\r\n".encode())
+            status, headers, body = await asyncio.wait_for(_read_response(reader), BOUND)
+            assert status == 200 and headers["connection"] == "keep-alive"
+            assert json.loads(body)["name"] == "admin"
+    finally:
+        writer.close()
+
+
+async def test_without_users_on_loopback_it_is_open_and_serves_the_page() -> None:
+    async with running(users=False) as (_server, root, port):
+        await root.declare_queue("q")
+        assert [q["name"] for q in await get_json(port, "/api/queues", user=None)] == ["q"]
+        status, headers, body = await call(port, "GET", "/", user=None)
+        assert status == 200 and headers["content-type"].startswith("text/html")
+        assert b"<title>" in body
+        status, _, _ = await call(port, "GET", "/../pyproject.toml", user=None)
+        assert status == 404
+
+
+async def test_default_port_taken_leaves_the_broker_running() -> None:
+    # Two brokers on the default management port: the second logs and goes on.
+    cfg = Config(host="127.0.0.1", port=0, data_dir=":memory:", metrics_port=0)
+    first = build_server(cfg)
+    second = build_server(cfg)
+    await first.start()
+    try:
+        await second.start()
+        assert second.port
+        assert first.management.port is None or second.management.port is None
+        await second.stop()
+    finally:
+        await first.stop()
+
+
+async def test_schedules_list_and_run_now(mgmt: Any) -> None:
+    _server, root, port = mgmt
+    await root.declare_queue("app.beat")
+    await root.call(
+        lambda req: bp.ScheduleSet(req, "app.nightly", "every 3600", "", "app.beat", b"tick")
+    )
+    listed = await get_json(port, "/api/schedules")
+    assert [(s["name"], s["spec"]) for s in listed] == [("app.nightly", "every 3600")]
+    next_run = listed[0]["next_run"]
+    status, _, body = await call(port, "POST", "/api/schedules/%2F/app.nightly/run")
+    assert status == 200, body
+    for _ in range(100):
+        if (await root.queue_stats("app.beat")).ready == 1:
+            break
+        await asyncio.sleep(0.02)
+    assert (await root.queue_stats("app.beat")).ready == 1
+    assert (await get_json(port, "/api/schedules"))[0]["next_run"] == next_run
+    status, _, _ = await call(port, "POST", "/api/schedules/%2F/app.nightly/run", user=MONITOR)
+    assert status == 403
+    status, _, _ = await call(port, "POST", "/api/schedules/%2F/missing/run")
+    assert status == 404
+
+
+async def test_recent_task_results_show_tracebacks_and_revoke_records_revoked(mgmt: Any) -> None:
+    _server, root, port = mgmt
+    failure = b"j" + json.dumps(
+        {"exc_type": "ValueError", "exc_module": "builtins", "exc_message": "bad input",
+         "traceback": "Traceback (most recent call last):\n  ...\nValueError: bad input"}
+    ).encode()  # fmt: skip
+    await root.call(lambda req: bp.ResultSet(req, "t-fail", "FAILURE", failure))
+    await root.call(lambda req: bp.ResultSet(req, "t-ok", "SUCCESS", b'j{"result": 42}'))
+    tasks = await get_json(port, "/api/tasks")
+    by_id = {t["task_id"]: t for t in tasks}
+    assert by_id["t-fail"]["state"] == "FAILURE"
+    assert by_id["t-fail"]["exc_type"] == "ValueError"
+    assert "ValueError: bad input" in by_id["t-fail"]["traceback"]
+    assert by_id["t-ok"] == {"task_id": "t-ok", "vhost": "/", "state": "SUCCESS", "result": "42"}
+    assert tasks[0]["task_id"] == "t-ok"  # newest first
+    status, _, body = await call(port, "POST", "/api/tasks/%2F/t-new/revoke", {"terminate": True})
+    assert status == 200 and json.loads(body) == {"revoked": "t-new"}
+    got = await root.call(lambda req: bp.ResultGet(req, ["t-new"]))
+    assert got["t-new"][0] == "REVOKED"
+    status, _, _ = await call(port, "POST", "/api/tasks/%2F/t-x/revoke", {}, user=MONITOR)
+    assert status == 403
+
+
+async def test_the_page_gets_no_basic_challenge(mgmt: Any) -> None:
+    _server, _root, port = mgmt
+    status, headers, _ = await call(
+        port, "GET", "/api/whoami", user=None, headers={"X-Brokerd-Page": "1"}
+    )
+    assert status == 401 and "www-authenticate" not in headers
+
+
+async def test_lists_filter_sort_page_and_pick_columns(mgmt: Any) -> None:
+    _server, root, port = mgmt
+    for name, n in (("app.a", 3), ("app.b", 1), ("app.c", 2), ("other", 5)):
+        await root.declare_queue(name)
+        for _ in range(n):
+            await root.publish("", name, b"x")
+    page = await get_json(
+        port,
+        "/api/queues?page=1&page_size=2&name=app.&sort=messages_ready&sort_reverse=true"
+        "&columns=name,messages_ready,message_stats.publish_details.rate",
+    )
+    assert page["filtered_count"] == 3 and page["total_count"] == 4
+    assert page["page_count"] == 2 and page["item_count"] == 2
+    assert page["items"] == [
+        {"name": "app.a", "messages_ready": 3, "message_stats": {"publish_details": {"rate": 0.0}}},
+        {"name": "app.c", "messages_ready": 2, "message_stats": {"publish_details": {"rate": 0.0}}},
+    ]
+    second = await get_json(port, "/api/queues?page=2&page_size=2&name=app.&sort=messages_ready")
+    assert [q["name"] for q in second["items"]] == ["app.a"]  # ascending: b, c | a
+    plain = await get_json(port, "/api/queues?sort=name&columns=name")
+    assert plain == [{"name": n} for n in ("app.a", "app.b", "app.c", "other")]
+    status, _, _ = await call(port, "GET", "/api/queues?page=0")
+    assert status == 400
+
+
+async def test_cross_site_browser_requests_are_refused_even_when_open() -> None:
+    async with running(users=False) as (_server, root, port):
+        await root.declare_queue("q")
+        await root.publish("", "q", b"x")
+        for headers in (
+            {"Sec-Fetch-Site": "cross-site"},
+            {"Origin": "http://evil.example", "Host": f"127.0.0.1:{port}"},
+        ):
+            status, _, body = await call(
+                port, "DELETE", "/api/queues/%2F/q/contents", user=None, headers=headers
+            )
+            assert status == 403, body
+        # A DNS-rebinding page: its own name, resolved to 127.0.0.1.
+        status, _, _ = await call(
+            port, "GET", "/api/queues", user=None, headers={"Host": f"evil.example:{port}"}
+        )
+        assert status == 403
+        assert (await root.queue_stats("q")).ready == 1
+        # The page itself (same origin) and scripts (no Origin) pass.
+        same = {"Origin": f"http://localhost:{port}", "Host": f"localhost:{port}",
+                "Sec-Fetch-Site": "same-origin"}  # fmt: skip
+        status, _, _ = await call(
+            port, "DELETE", "/api/queues/%2F/q/contents", user=None, headers=same
+        )
+        assert status == 204
+
+
+async def test_failed_logins_are_throttled_per_address(mgmt: Any) -> None:
+    server, _root, port = mgmt
+    for _ in range(3):
+        status, _, _ = await call(port, "GET", "/api/overview", user=(ADMIN[0], "wrong"))
+        assert status == 401
+    # The broker port's throttle counts them: this address must now wait.
+    assert server.auth_throttle.wait("127.0.0.1") > 0
+    assert server.auth_throttle.failures_total >= 3
+
+
+async def test_workers_and_task_progress_from_worker_events(mgmt: Any) -> None:
+    _server, root, port = mgmt
+    assert await get_json(port, "/api/workers") == []  # attaches to the events
+    now = time.time()
+    events = [
+        ("worker.heartbeat", {"type": "worker-heartbeat", "hostname": "w1@box", "pid": 42,
+                              "freq": 2.0, "active": 1, "processed": 7, "timestamp": now}),
+        ("task.received", {"type": "task-received", "hostname": "w1@box", "uuid": "u1",
+                           "name": "app.add", "args": "(1, 2)", "timestamp": now}),
+        ("task.failed", {"type": "task-failed", "hostname": "w1@box", "uuid": "u1",
+                         "exception": "ValueError('x')", "traceback": "Traceback ...",
+                         "runtime": 0.5, "timestamp": now}),
+        ("worker.heartbeat", {"type": "worker-heartbeat", "hostname": "w0@old",
+                              "freq": 2.0, "timestamp": now - 60}),
+    ]  # fmt: skip
+    for key, event in events:
+        assert await root.publish("brokerd.events", key, json.dumps(event).encode())
+    workers: list[dict[str, Any]] = []
+    for _ in range(200):
+        workers = await get_json(port, "/api/workers")
+        if len(workers) == 2:
+            break
+        await asyncio.sleep(0.02)
+    by_host = {w["hostname"]: w for w in workers}
+    assert by_host["w1@box"]["online"] is True and by_host["w1@box"]["pid"] == 42
+    assert by_host["w1@box"]["active"] == 1 and by_host["w1@box"]["processed"] == 7
+    assert by_host["w0@old"]["online"] is False
+    tasks = await get_json(port, "/api/tasks")
+    (task,) = [t for t in tasks if t["task_id"] == "u1"]
+    assert task["state"] == "FAILURE" and task["name"] == "app.add"
+    assert task["traceback"] == "Traceback ..." and task["hostname"] == "w1@box"
+    assert task["args"] == "(1, 2)" and task["runtime"] == 0.5
+    # Consumed and acked: nothing piles up in the events queue.
+    queue = await get_json(port, "/api/queues/%2F/brokerd.management.events")
+    assert queue["messages"] == 0
+
+
+async def test_definitions_export_and_import_round_trip(mgmt: Any) -> None:
+    _server, root, port = mgmt
+    await root.declare_exchange("app.ex", "topic")
+    await root.declare_queue("app.dlq")
+    await root.declare_queue("app.work", dead_letter_queue="app.dlq", max_deliveries=3)
+    await root.bind("app.work", "app.ex", "jobs.#")
+    exported = await get_json(port, "/api/definitions")
+    assert {u["name"] for u in exported["users"]} == {"admin", "watcher", "manager", "plain"}
+    work = next(q for q in exported["queues"] if q["name"] == "app.work")
+    assert work["arguments"]["dead_letter_queue"] == "app.dlq"
+    assert work["arguments"]["max_deliveries"] == 3
+    assert [e["name"] for e in exported["exchanges"]] == ["app.ex"]
+    assert exported["bindings"][0]["routing_key"] == "jobs.#"
+    status, _, _ = await call(port, "GET", "/api/definitions", user=MONITOR)
+    assert status == 403
+
+    async with running(users=False) as (_s2, root2, port2):
+        status, _, body = await call(port2, "POST", "/api/definitions", exported, user=None)
+        assert status == 204, body
+        copy = await get_json(port2, "/api/definitions/%2F", user=None)
+        for key in ("queues", "exchanges", "bindings"):
+            assert copy[key] == exported[key]
+        # Applied again: nothing changes. A mismatch is named, the rest applied.
+        status, _, _ = await call(port2, "POST", "/api/definitions", exported, user=None)
+        assert status == 204
+        clash = {
+            "exchanges": [{"name": "app.ex", "type": "fanout"}],
+            "queues": [{"name": "app.new", "durable": True, "arguments": {}}],
+        }
+        status, _, body = await call(port2, "POST", "/api/definitions", clash, user=None)
+        assert status == 400 and b"app.ex" in body
+        assert (await root2.queue_stats("app.new")).ready == 0
+
+
+async def test_the_token_is_an_administrator_with_or_without_users() -> None:
+    config = Config(
+        host="127.0.0.1", port=0, data_dir=":memory:", metrics_port=0, http_port=0, token="tok"
+    )
+    server = build_server(config.validate())
+    await server.start()
+    try:
+        port = server.management.port
+        assert port
+        status, _, _ = await call(port, "GET", "/api/overview", user=None)
+        assert status == 401
+        status, _, _ = await call(port, "GET", "/api/overview", user=("any", "wrong"))
+        assert status == 401
+        status, _, body = await call(port, "GET", "/api/users", user=("any", "tok"))
+        assert status == 200 and json.loads(body) == []
+    finally:
+        await server.stop()
+
+
+async def test_vhosts_are_separate_in_every_endpoint(mgmt: Any) -> None:
+    server, root, port = mgmt
+    await root.call(lambda req: bp.AddVhost(req, "orders"))
+    await root.call(lambda req: bp.SetPermissions(req, "admin", "orders", ".*", ".*", ".*"))
+    await root.call(lambda req: bp.SetPermissions(req, "manager", "orders", ".*", ".*", ".*"))
+    other = await brokerd_client.connect(
+        f"brokerd://{ADMIN[0]}:{ADMIN[1]}@127.0.0.1:{server.port}/orders", timeout=BOUND
+    )
+    try:
+        await root.declare_queue("app.jobs")
+        await other.declare_queue("jobs.dlq")
+        await other.declare_queue("jobs", dead_letter_queue="jobs.dlq")
+        await other.declare_exchange("events", "topic")
+        await other.bind("jobs", "events", "job.#")
+        await other.publish("", "jobs", b"in orders")
+        everything = await get_json(port, "/api/queues?columns=vhost,name,messages_ready")
+        assert everything == [
+            {"vhost": "/", "name": "app.jobs", "messages_ready": 0},
+            {"vhost": "orders", "name": "jobs", "messages_ready": 1},
+            {"vhost": "orders", "name": "jobs.dlq", "messages_ready": 0},
+        ]
+        assert [q["name"] for q in await get_json(port, "/api/queues/orders")] == [
+            "jobs",
+            "jobs.dlq",
+        ]
+        jobs = await get_json(port, "/api/queues/orders/jobs")
+        assert jobs["vhost"] == "orders" and jobs["dead_letter_queue"] == "jobs.dlq"
+        status, _, _ = await call(port, "GET", "/api/queues/%2F/jobs")
+        assert status == 404
+        assert {(e["vhost"], e["name"]) for e in await get_json(port, "/api/exchanges")} >= {
+            ("/", "amq.default"),
+            ("orders", "amq.default"),
+            ("orders", "events"),
+        }
+        (binding,) = await get_json(port, "/api/bindings/orders")
+        assert (binding["source"], binding["destination"]) == ("events", "jobs")
+        assert {v["name"]: v["messages_ready"] for v in await get_json(port, "/api/vhosts")} == {
+            "/": 0,
+            "orders": 1,
+        }
+        # Publish through the vhost's default exchange and its own exchange.
+        status, _, body = await call(
+            port, "POST", "/api/exchanges/orders/amq.default/publish",
+            {"routing_key": "jobs", "payload": "by http"},
+        )  # fmt: skip
+        assert json.loads(body) == {"routed": True}
+        status, _, body = await call(
+            port, "POST", "/api/exchanges/orders/events/publish",
+            {"routing_key": "job.new", "payload": "routed"},
+        )  # fmt: skip
+        assert json.loads(body) == {"routed": True}
+        peeked = json.loads(
+            (await call(port, "POST", "/api/queues/orders/jobs/get", {"count": 3}))[2]
+        )
+        assert [(m["payload"], m["exchange"], m["routing_key"]) for m in peeked] == [
+            ("in orders", "", "jobs"),
+            ("by http", "", "jobs"),
+            ("routed", "events", "job.new"),
+        ]
+        # The monitoring user (no permissions anywhere) reads all; a management
+        # user only its vhosts; nobody changes the wrong vhost's queue by name.
+        assert len(await get_json(port, "/api/queues", user=MONITOR)) == 3
+        status, _, _ = await call(port, "DELETE", "/api/queues/orders/jobs/contents")
+        assert status == 204
+        assert (await other.queue_stats("jobs")).ready == 0
+        exported = await get_json(port, "/api/definitions/orders")
+        assert {q["name"] for q in exported["queues"]} == {"jobs", "jobs.dlq"}
+        assert (
+            next(q for q in exported["queues"] if q["name"] == "jobs")["arguments"][
+                "dead_letter_queue"
+            ]
+            == "jobs.dlq"
+        )
+        status, _, _ = await call(port, "GET", "/api/queues/nowhere")
+        assert status == 404
+    finally:
+        await other.close()

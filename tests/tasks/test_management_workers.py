@@ -1,0 +1,63 @@
+"""The management API shows a real ``-E`` worker and its finished tasks (from
+the worker's events), against a brokerd child process with ``--http-port 0``."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from brokerd_client.tasks.testing import BrokerProcess
+
+BOUND = 20.0
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[BrokerProcess]:
+    """This module's broker serves the management API on a free port."""
+    proc = BrokerProcess(tmp_path / "data", "--http-port", "0").start()
+    try:
+        yield proc
+    finally:
+        proc.kill()
+
+
+def api(broker: BrokerProcess, path: str) -> Any:
+    port = int((broker.data_dir / "port.http").read_text())
+    # No users on this broker: the API is open on loopback.
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=BOUND) as resp:
+        return json.loads(resp.read())
+
+
+def test_a_worker_with_events_and_its_tasks_are_listed(
+    e2e: ModuleType, start_worker: Callable[..., Any], broker: BrokerProcess
+) -> None:
+    assert api(broker, "/api/workers") == []  # starts listening to the events
+    start_worker("-n", "seen@test", "-E")
+    ok = e2e.add.delay(2, 3)
+    bad = e2e.boom.delay("no")
+    assert ok.get(timeout=BOUND) == 5
+    with pytest.raises(ValueError):
+        bad.get(timeout=BOUND)
+    deadline = time.monotonic() + BOUND
+    while True:
+        workers = api(broker, "/api/workers")
+        tasks = {t["task_id"]: t for t in api(broker, "/api/tasks")}
+        done = tasks.get(ok.id, {}).get("state") == "SUCCESS"
+        failed = tasks.get(bad.id, {}).get("state") == "FAILURE"
+        if workers and done and failed:
+            break
+        assert time.monotonic() < deadline, (workers, tasks)
+        time.sleep(0.1)
+    (worker,) = workers
+    assert worker["hostname"] == "seen@test" and worker["online"] is True
+    assert isinstance(worker["pid"], int) and worker["last_heartbeat"] > 0
+    assert tasks[ok.id]["name"] == "e2e.add" and tasks[ok.id]["hostname"] == "seen@test"
+    assert "Traceback" in tasks[bad.id]["traceback"]
+    assert tasks[bad.id]["exception"] == "ValueError('no')"
