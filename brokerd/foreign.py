@@ -145,10 +145,16 @@ class Addresses:
     broker_url: str
     #: ``http://host:port`` of /metrics and /healthz, or None when that is off.
     metrics_url: str | None
+    #: ``http://host:port/`` of the management page, or None when that is off.
+    management_url: str | None = None
 
 
 def addresses(
-    local_host: str, local_port: int, metrics_host: str, metrics_port: int | None
+    local_host: str,
+    local_port: int,
+    metrics_host: str,
+    metrics_port: int | None,
+    management: tuple[str, int] | None = None,
 ) -> Addresses:
     """The URLs to point a foreign peer at.
 
@@ -160,7 +166,11 @@ def addresses(
     if metrics_port:
         m_host = local_host if metrics_host in _WILDCARDS else metrics_host
         metrics_url = f"http://{_url_host(m_host)}:{metrics_port}"
-    return Addresses(f"brokerd://{host}:{local_port}", metrics_url)
+    management_url = None
+    if management is not None:
+        h_host = local_host if management[0] in _WILDCARDS else management[0]
+        management_url = f"http://{_url_host(h_host)}:{management[1]}/"
+    return Addresses(f"brokerd://{host}:{local_port}", metrics_url, management_url)
 
 
 #: Listen addresses that name no host a peer could dial.
@@ -187,13 +197,19 @@ def advice(foreign: Foreign, where: Addresses) -> str:
             "(pip install 'brokerd[celery]')"
         )
     if foreign.protocol == "http":
+        page = (
+            f"; the management page is at {where.management_url}"
+            if where.management_url is not None
+            else ""
+        )
         if where.metrics_url is None:
             return (
-                "this is the message port; the metrics and health endpoint is off (--metrics-port)"
+                "this is the message port; the metrics and health endpoint is off "
+                f"(--metrics-port){page}"
             )
         return (
             f"this is the message port; metrics and health are at {where.metrics_url}/metrics "
-            f"and {where.metrics_url}/healthz"
+            f"and {where.metrics_url}/healthz{page}"
         )
     return (
         f"this port is not TLS; connect with {where.broker_url}, or start brokerd with "

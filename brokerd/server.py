@@ -435,8 +435,13 @@ class BrokerServer:
     def wrong_protocol(self, session: Session, foreign: Foreign) -> Refusal:
         self.wrong_protocols[foreign.protocol] += 1
         metrics_port = self.metrics.port if self.metrics is not None else None
+        management_port = self.management.port if self.management is not None else None
         where = addresses(
-            session.local_host, session.local_port, self.config.metrics_host, metrics_port
+            session.local_host,
+            session.local_port,
+            self.config.metrics_host,
+            metrics_port,
+            (self.config.http_host, management_port) if management_port else None,
         )
         suppressed = self.wrong_protocol_warnings.admit(session.peer_host)
         if suppressed is not None:

@@ -40,6 +40,7 @@ from .auth import SESSION_COOKIE, SESSION_IDLE, Gate, Principal
 from .events import QUEUE as EVENTS_QUEUE
 from .events import EventWatcher
 from .http import HTTPError, Request, Response
+from .lists import MAX_PAGE_SIZE, int_param, project, shape, stable_reverse_by_name
 from .rates import Rates
 
 log = logging.getLogger("brokerd.management")
@@ -52,6 +53,8 @@ REDRIVE_BUDGET = 2.0
 PUBLISH_TIMEOUT = 30.0
 #: Sent by the page's scripts (no Basic challenge for them).
 PAGE_HEADER = "x-brokerd-page"
+#: What POST /api/schedules/{vhost}/{name}/{action} does.
+SCHEDULE_ACTIONS = ("run", "pause", "resume")
 #: RabbitMQ's name of the default exchange in paths.
 DEFAULT_EXCHANGE = "amq.default"
 STATIC_TYPES = {
@@ -126,17 +129,6 @@ def _broker_error(exc: BrokerError) -> HTTPError:
     return HTTPError(400, exc.message)
 
 
-def _int(body: dict[str, Any], name: str, default: int | None, low: int, high: int) -> int | None:
-    value = body.get(name, default)
-    if value is None:
-        return None
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise HTTPError(400, f"{name} must be an integer within {low}..{high}")
-    return value
-
-
 def _object(request: Request) -> dict[str, Any]:
     body = request.json()
     if not isinstance(body, dict):
@@ -182,7 +174,8 @@ class API:
         self._conn = Connection(self._publisher)
         self._seq = itertools.count(1)
         self.node = f"brokerd@{host.config.server_name}"
-        self.events = EventWatcher(host.broker)
+        #: One watcher of the workers' events per vhost, made on first use.
+        self.watchers: dict[str, EventWatcher] = {}
 
     # --- dispatch -----------------------------------------------------------------------
 
@@ -234,6 +227,9 @@ class API:
             vhost = self._vhost(p, route[1]) if n >= 2 else None
             if vhost is not None and n == 3:
                 return Response.json(self.queue_json(vhost, self._queue(vhost, route[2])))
+            fast = self.queue_page(p, vhost, request.query)
+            if fast is not None:
+                return Response.json(fast)
             return Response.json(shape(self.queues(p, vhost), request.query))
         if head == "exchanges" and n <= 3:
             vhost = self._vhost(p, route[1]) if n >= 2 else None
@@ -290,8 +286,10 @@ class API:
         if n == 1 and head == "tasks":
             return Response.json(self.recent_tasks(p, request))
         if n == 1 and head == "workers":
-            self.events.watch()
-            return Response.json(self.events.worker_rows())
+            rows = []
+            for watcher in self._watch(p):
+                rows.extend(watcher.worker_rows())
+            return Response.json(rows)
         raise HTTPError(404, "no such endpoint (see /api/openapi.json)")
 
     async def change(self, p: Principal, request: Request, route: list[str]) -> Response:
@@ -326,10 +324,10 @@ class API:
             self.gate.check_admin(p)
             only = self._vhost(p, route[1]) if n == 2 else None
             return await self.import_definitions(_object(request), only)
-        if head == "schedules" and n == 4 and route[3] == "run" and method == "POST":
+        if head == "schedules" and n == 4 and route[3] in SCHEDULE_ACTIONS and method == "POST":
             vhost = self._vhost(p, route[1])
             self.gate.check_change(p, vhost, WRITE, "schedule", route[2])
-            return Response.json(self.run_schedule(vhost, route[2]))
+            return Response.json(await self.schedule_action(vhost, route[2], route[3]))
         if head == "tasks" and n == 4 and route[3] == "revoke" and method == "POST":
             vhost = self._vhost(p, route[1])
             self.gate.check_change(p, vhost, WRITE, "task", route[2])
@@ -416,6 +414,21 @@ class API:
                     oldest[key] = d.started
         return {k: max(0.0, round(now - v, 3)) for k, v in oldest.items()}
 
+    def _watch(self, p: Principal) -> list[EventWatcher]:
+        """The event watchers of the vhosts ``p`` may read, attached (made on
+        first use, so only a watched broker has the events queues)."""
+        out = []
+        registry = self.host.vhosts
+        for vhost in [v for v in registry.all() if self.gate.can_read(p, v)]:
+            watcher = self.watchers.get(vhost)
+            if watcher is None:
+                watcher = self.watchers[vhost] = EventWatcher(self.host.broker, vhost=vhost)
+            watcher.watch()
+            out.append(watcher)
+        for gone in [v for v in self.watchers if not registry.exists(v)]:
+            del self.watchers[gone]
+        return out
+
     def _readable(self, p: Principal) -> Callable[[str], bool]:
         """Whether ``p`` may read a vhost (answers cached for one request)."""
         cache: dict[str, bool] = {}
@@ -437,6 +450,58 @@ class API:
         rows.sort(key=lambda r: (r[1]["vhost"], r[1]["name"]))
         queues = broker.queues
         return [self._queue_row(row, queues[key], leases) for key, row in rows]
+
+    def queue_page(
+        self, p: Principal, vhost: str | None, query: dict[str, str]
+    ) -> dict[str, Any] | None:
+        """The page's own request, cheaply: one page sorted by name (or
+        unsorted), so only that page's rows are built; the rest is a sort of
+        the names. The same answer ``shape`` gives over every row (tested);
+        None for any other request (``shape`` answers it)."""
+        if "page" not in query or query.get("sort", "name") != "name":
+            return None
+        page = int_param(query, "page", 1, 1, 1 << 31)
+        size = int_param(query, "page_size", 100, 1, MAX_PAGE_SIZE)
+        assert page is not None and size is not None
+        broker = self.host.broker
+        readable = self._readable(p)
+        named = []
+        for internal in broker.queues:
+            v, name = split(internal)
+            if (vhost is None or v == vhost) and readable(v):
+                named.append((name, v, internal))
+        total = len(named)
+        wanted = query.get("name")
+        if wanted:
+            named = [e for e in named if wanted in e[0]]
+        if "sort" in query:
+            # ``shape``'s sort is stable over rows in (vhost, name) order.
+            named.sort(key=lambda e: (e[0], e[1]), reverse=query.get("sort_reverse") == "true")
+            if query.get("sort_reverse") == "true":
+                # sorted(..., reverse=True) keeps equal names in input order.
+                named = stable_reverse_by_name(named)
+        else:
+            named.sort(key=lambda e: (e[1], e[0]))
+        chosen = named[(page - 1) * size : page * size]
+        now = broker.clock.now()
+        leases = self._lease_ages(now)
+        queues = broker.queues
+        items = []
+        for _, v, internal in chosen:
+            (row,) = listing.queue_rows({internal: queues[internal]}, now, v)
+            items.append(self._queue_row(row[1], queues[internal], leases))
+        columns = [c for c in query.get("columns", "").split(",") if c]
+        if columns:
+            items = [project(r, columns) for r in items]
+        return {
+            "items": items,
+            "page": page,
+            "page_size": size,
+            "page_count": max(1, -(-len(named) // size)),
+            "item_count": len(items),
+            "filtered_count": len(named),
+            "total_count": total,
+        }
 
     def queue_json(self, vhost: str, q: QueueState) -> dict[str, Any]:
         broker = self.host.broker
@@ -638,24 +703,25 @@ class API:
     def recent_tasks(self, p: Principal, request: Request) -> list[dict[str, Any]]:
         """Tasks from the workers' events (most recently changed first), then
         final results from the results store's memory not seen in events."""
-        limit = _int(dict(request.query), "limit", 100, 1, 1000)
+        limit = int_param(dict(request.query), "limit", 100, 1, 1000)
         assert limit is not None
         readable = self._readable(p)
-        self.events.watch()
         rows: list[dict[str, Any]] = []
-        if readable(DEFAULT_VHOST):
-            rows = self.events.task_rows(limit)
-            for row in rows:
-                row["task_id"] = row["uuid"]
-                row["vhost"] = DEFAULT_VHOST
+        for watcher in self._watch(p):
+            rows.extend(watcher.task_rows(limit))
+        rows.sort(key=lambda row: row.get("timestamp", 0), reverse=True)
+        del rows[limit:]
+        for row in rows:
+            row["task_id"] = row["uuid"]
         if self.tasks is not None and len(rows) < limit:
-            seen = {(row["vhost"], row["task_id"]) for row in rows}
-            for row in taskviews.recent(self.tasks, 10 * limit):
+            seen = {Names.of(row["vhost"]).inn(row["task_id"]) for row in rows}
+
+            def keep(internal: str) -> bool:
+                return internal not in seen and readable(split(internal)[0])
+
+            for row in taskviews.recent(self.tasks, limit - len(rows), keep):
                 vhost, task_id = split(row["task_id"])
-                if readable(vhost) and (vhost, task_id) not in seen:
-                    rows.append({**row, "task_id": task_id, "vhost": vhost})
-                    if len(rows) >= limit:
-                        break
+                rows.append({**row, "task_id": task_id, "vhost": vhost})
         return rows
 
     def definitions(self, vhost: str | None) -> dict[str, Any]:
@@ -667,8 +733,8 @@ class API:
         queues = []
         rows = listing.queue_rows(broker.queues, now, vhost)
         rows.sort(key=lambda r: (r[1]["vhost"], r[1]["name"]))
-        for internal, row in rows:
-            if internal == EVENTS_QUEUE:
+        for _, row in rows:
+            if row["name"] == EVENTS_QUEUE:
                 continue
             options = {k: v for k, v in row["options"].items() if v is not None}
             queues.append(
@@ -695,7 +761,7 @@ class API:
             "bindings": [
                 {k: v for k, v in b.items() if k != "properties_key"}
                 for b in self.bindings_all(vhost)
-                if not (b["vhost"] == DEFAULT_VHOST and b["destination"] == EVENTS_QUEUE)
+                if b["destination"] != EVENTS_QUEUE
             ],
         }
         if vhost is None:
@@ -814,7 +880,7 @@ class API:
         """RabbitMQ's "get messages", as a peek: the first ``count`` ready
         messages in delivery order, left in the queue (only the
         ``*_requeue_true`` ackmodes: consuming over HTTP is not offered)."""
-        count = _int(body, "count", 1, 1, MAX_PEEK)
+        count = int_param(body, "count", 1, 1, MAX_PEEK)
         assert count is not None
         ackmode = body.get("ackmode", "ack_requeue_true")
         if ackmode not in ("ack_requeue_true", "reject_requeue_true"):
@@ -826,7 +892,7 @@ class API:
         encoding = body.get("encoding", "auto")
         if encoding not in ("auto", "base64"):
             raise HTTPError(400, "encoding must be auto or base64")
-        truncate = _int(body, "truncate", None, 0, 1 << 30)
+        truncate = int_param(body, "truncate", None, 0, 1 << 30)
         names = Names.of(vhost)
         out: list[dict[str, Any]] = []
         remaining = q.ready_count
@@ -921,7 +987,7 @@ class API:
         self, p: Principal, vhost: str, name: str, body: dict[str, Any]
     ) -> dict[str, Any]:
         q = self._queue(vhost, name)
-        count = _int(body, "count", None, 1, 1 << 40)
+        count = int_param(body, "count", None, 1, 1 << 40)
         to = body.get("to")
         if to is not None and (not isinstance(to, str) or not to):
             raise HTTPError(400, "to must be a queue name")
@@ -960,16 +1026,23 @@ class API:
                     out.add(source)
         return out
 
-    def run_schedule(self, vhost: str, name: str) -> dict[str, Any]:
+    async def schedule_action(self, vhost: str, name: str, action: str) -> dict[str, Any]:
+        """Run a schedule now, or pause or resume it; answers once stored."""
         if self.tasks is None:
             raise HTTPError(404, "the task layer is not installed")
+        schedules = self.tasks.schedules
+        act = {"run": schedules.run_now, "pause": schedules.pause, "resume": schedules.resume}
         try:
-            self.tasks.schedules.run_now(self._internal(vhost, name))
+            act[action](self._internal(vhost, name))
         except BrokerError as exc:
             if exc.code == ErrorCode.NOT_FOUND:
                 raise HTTPError(404, f"no schedule '{name}' in vhost '{vhost}'") from None
             raise _broker_error(exc) from None
-        return {"ran": name}
+        try:
+            await taskviews.committed(self.tasks)
+        except RuntimeError as exc:
+            raise HTTPError(503, str(exc)) from None
+        return {"schedule": name, "done": action}
 
     async def revoke(self, vhost: str, task_id: str, body: dict[str, Any]) -> dict[str, Any]:
         if self.tasks is None:
@@ -1026,71 +1099,6 @@ def _static_names() -> frozenset[str]:
             f.name for f in root.iterdir() if f.is_file() and not f.name.startswith(".")
         )
     return _STATIC
-
-
-#: Largest page (RabbitMQ's limit too).
-MAX_PAGE_SIZE = 500
-
-
-def _path(row: dict[str, Any], dotted: str) -> Any:
-    value: Any = row
-    for part in dotted.split("."):
-        if not isinstance(value, dict):
-            return None
-        value = value.get(part)
-    return value
-
-
-def _project(row: dict[str, Any], columns: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for dotted in columns:
-        parts = dotted.split(".")
-        value = _path(row, dotted)
-        target = out
-        for part in parts[:-1]:
-            target = target.setdefault(part, {})
-        target[parts[-1]] = value
-    return out
-
-
-def shape(rows: list[dict[str, Any]], query: dict[str, str]) -> Any:
-    """RabbitMQ's list parameters: ``name`` (substring filter), ``sort`` (a
-    field, dotted for nested ones) and ``sort_reverse``, ``columns`` (the
-    fields to return, comma-separated), and ``page``/``page_size``, with which
-    the answer is a page object (``items``, ``page_count``, ...)."""
-    total = len(rows)
-    name = query.get("name")
-    if name:
-        rows = [r for r in rows if name in str(r.get("name", ""))]
-    key = query.get("sort")
-    if key:
-
-        def sort_key(row: dict[str, Any]) -> tuple[int, Any]:
-            v = _path(row, key)
-            if isinstance(v, bool) or not isinstance(v, int | float | str):
-                return (0, 0)
-            return (1, v) if isinstance(v, int | float) else (2, v)
-
-        rows = sorted(rows, key=sort_key, reverse=query.get("sort_reverse") == "true")
-    columns = [c for c in query.get("columns", "").split(",") if c]
-    if "page" not in query:
-        return [_project(r, columns) for r in rows] if columns else rows
-    page = _int(query, "page", 1, 1, 1 << 31)
-    size = _int(query, "page_size", 100, 1, MAX_PAGE_SIZE)
-    assert page is not None and size is not None
-    filtered = len(rows)
-    items = rows[(page - 1) * size : page * size]
-    if columns:
-        items = [_project(r, columns) for r in items]
-    return {
-        "items": items,
-        "page": page,
-        "page_size": size,
-        "page_count": max(1, -(-filtered // size)),
-        "item_count": len(items),
-        "filtered_count": filtered,
-        "total_count": total,
-    }
 
 
 def _conn(session: Any) -> Connection:

@@ -1,7 +1,7 @@
 """Workers and task progress from the workers' events, as Flower shows them.
 
 A worker started with ``-E`` publishes Celery-shaped JSON events to the
-transient topic exchange ``brokerd.events`` (``worker.heartbeat``,
+transient topic exchange ``brokerd.events`` of its vhost (``worker.heartbeat``,
 ``task.succeeded``, ...; ``brokerd_client.tasks.worker.events``). The
 management plane reads them in-process: a transient queue of its own
 (``QUEUE``, bounded, oldest dropped first) bound with ``#``, consumed by this
@@ -32,6 +32,7 @@ from brokerd_protocol import ErrorCode
 from ..broker import Broker
 from ..errors import BrokerError
 from ..queues import Connection, Consumer, Delivery
+from ..vhosts import DEFAULT_VHOST, Names
 
 log = logging.getLogger("brokerd.management")
 
@@ -66,9 +67,16 @@ class EventWatcher:
 
     writable = True
 
-    def __init__(self, broker: Broker, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, broker: Broker, clock: Callable[[], float] = time.time, vhost: str = DEFAULT_VHOST
+    ) -> None:
         self.broker = broker
         self.clock = clock
+        #: The vhost whose workers this watches (each has its own exchange).
+        self.vhost = vhost
+        names = Names.of(vhost)
+        self.exchange = names.inn(EVENTS_EXCHANGE)
+        self.queue = names.inn(QUEUE)
         self.workers: dict[str, dict[str, Any]] = {}
         self.tasks: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.conn: Connection = broker.open(self)
@@ -83,15 +91,15 @@ class EventWatcher:
         """Declare the exchange, the queue and the binding, and consume."""
         broker = self.broker
         try:
-            broker.declare_exchange(EVENTS_EXCHANGE, "topic", False)
-            if QUEUE not in broker.queues:
+            broker.declare_exchange(self.exchange, "topic", False)
+            if self.queue not in broker.queues:
                 broker.declare_queue(
-                    QUEUE, False, {"max_length": QUEUE_LENGTH, "overflow": "drop_head"}
+                    self.queue, False, {"max_length": QUEUE_LENGTH, "overflow": "drop_head"}
                 )
-            broker.bind(QUEUE, EVENTS_EXCHANGE, "#")
-            consumer = broker.add_consumer(self.conn, QUEUE, 1000, 60.0)
+            broker.bind(self.queue, self.exchange, "#")
+            consumer = broker.add_consumer(self.conn, self.queue, 1000, 60.0)
         except BrokerError as exc:
-            log.warning("worker events are not shown: %s", exc.message)
+            log.warning("worker events of vhost %r are not shown: %s", self.vhost, exc.message)
             return False
         self.consumer = consumer
         broker.start_consumer(consumer)
@@ -192,6 +200,7 @@ class EventWatcher:
             freq = w.get("freq")
             freq = float(freq) if isinstance(freq, int | float) and freq > 0 else 2.0
             w["online"] = not w.pop("offline") and now - w["last_heartbeat"] <= 3 * freq
+            w["vhost"] = self.vhost
             rows.append(w)
         return rows
 
@@ -201,5 +210,5 @@ class EventWatcher:
         for uuid in reversed(self.tasks):
             if len(out) >= limit:
                 break
-            out.append(dict(self.tasks[uuid]))
+            out.append({**self.tasks[uuid], "vhost": self.vhost})
         return out

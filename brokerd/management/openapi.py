@@ -101,6 +101,20 @@ ENDPOINTS: tuple[tuple[str, str, str, dict[str, Any] | None, tuple[int, ...]], .
     ),
     ("get", "/api/schedules", "Task schedules", None, (200, 401)),
     ("post", "/api/schedules/{vhost}/{name}/run", "Run a schedule now", None, (200, 401, 403, 404)),
+    (
+        "post",
+        "/api/schedules/{vhost}/{name}/pause",
+        "Pause a schedule (stored)",
+        None,
+        (200, 401, 403, 404),
+    ),
+    (
+        "post",
+        "/api/schedules/{vhost}/{name}/resume",
+        "Resume a schedule from now",
+        None,
+        (200, 401, 403, 404),
+    ),
     ("get", "/api/tasks", "Recent tasks (workers' events, then stored results)", None, (200, 401)),
     ("get", "/api/workers", "Workers seen in their events (-E)", None, (200, 401)),
     (

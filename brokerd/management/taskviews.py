@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -22,13 +24,21 @@ import brokerd_protocol as bp
 from ..errors import BrokerError
 from ..tasks.extension import TaskExtension
 
+#: Results looked at per listing, at most (the cache holds up to 10,000).
+MAX_SCANNED = 10_000
 #: Characters of a result value shown (its repr, as JSON text).
 MAX_SHOWN = 2000
+
+
+#: Larger payloads are not decoded for display (their size is shown).
+MAX_DECODED = 64 * 1024
 
 
 def decode_payload(payload: bytes) -> dict[str, Any]:
     if not payload:
         return {}
+    if len(payload) > MAX_DECODED:
+        return {"payload_bytes": len(payload)}
     tag, data = payload[:1], payload[1:]
     try:
         if tag == b"j":
@@ -51,16 +61,33 @@ def decode_payload(payload: bytes) -> dict[str, Any]:
     return out
 
 
-def recent(tasks: TaskExtension, limit: int) -> list[dict[str, Any]]:
-    return [
-        {"task_id": task_id, "state": state, **decode_payload(payload)}
-        for task_id, state, payload in tasks.results.recent(limit)
-    ]
+def recent(
+    tasks: TaskExtension, limit: int, keep: Callable[[str], bool] = lambda _: True
+) -> list[dict[str, Any]]:
+    """Up to ``limit`` recent final results whose (internal) task id ``keep``
+    accepts, newest first; only those are decoded."""
+    out: list[dict[str, Any]] = []
+    for task_id, state, payload in tasks.results.recent(MAX_SCANNED):
+        if keep(task_id):
+            out.append({"task_id": task_id, "state": state, **decode_payload(payload)})
+            if len(out) >= limit:
+                break
+    return out
 
 
 def schedules(tasks: TaskExtension) -> list[dict[str, Any]]:
+    """Every schedule; a paused one (its next run infinite) has ``paused``
+    and no ``next_run`` (JSON has no infinity)."""
     entries = tasks.schedules.entries
-    return [entries[name].listing() for name in sorted(entries)]
+    out = []
+    for name in sorted(entries):
+        row = entries[name].listing()
+        paused = math.isinf(row["next_run"])
+        row["paused"] = paused
+        if paused:
+            row["next_run"] = None
+        out.append(row)
+    return out
 
 
 class _Nobody:
@@ -75,6 +102,20 @@ class _Nobody:
 
     def send(self, frame: bp.Frame) -> None:  # pragma: no cover
         pass
+
+
+async def committed(tasks: TaskExtension) -> None:
+    """Return once the broker's current batch is durable (or raise)."""
+    future: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+
+    def done(error: BaseException | None) -> None:
+        if not future.done():
+            future.set_result(error)
+
+    tasks.broker.batch.after_commit(done)
+    error = await future
+    if error is not None:
+        raise RuntimeError(f"storing the change failed: {error}")
 
 
 async def revoke(tasks: TaskExtension, task_id: str, terminate: bool, ttl: float) -> None:

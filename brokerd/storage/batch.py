@@ -68,6 +68,10 @@ class Op(IntEnum):
     PUT_GROUP = 10
     #: (group_id, member_id): insert; a member already recorded stays as is.
     PUT_GROUP_MEMBER = 11
+    #: (task_id, state, payload, expires_at, now): as ``PUT_RESULT``, except
+    #: that nothing replaces an unexpired final result (``keep_final``: a
+    #: redelivered run's result never replaces the first run's, SPEC §14.2).
+    PUT_RESULT_KEEP_FINAL = 12
 
     # Steps: applied one at a time, in order with the segments around them.
     #: (name, type): insert or replace.
@@ -292,6 +296,12 @@ class Batch:
     ) -> None:
         """Store a result; a non-final state never replaces an unexpired final one."""
         self._row(Op.PUT_RESULT, (task_id, state, payload, expires_at, now))
+
+    def put_result_keep_final(
+        self, task_id: str, state: str, payload: bytes, expires_at: float, now: float
+    ) -> None:
+        """Store a result unless an unexpired final one is stored."""
+        self._row(Op.PUT_RESULT_KEEP_FINAL, (task_id, state, payload, expires_at, now))
 
     def revoke_result(self, task_id: str, expires_at: float, now: float) -> None:
         """Record REVOKED unless the task already succeeded or failed."""

@@ -167,6 +167,12 @@ OP_SQL: dict[Op, tuple[str, ...]] = {
         f"WHERE excluded.state IN {_FINAL} OR results.state NOT IN {_FINAL} "
         "OR results.expires_at <= ?5",
     ),
+    Op.PUT_RESULT_KEEP_FINAL: (
+        "INSERT INTO results (task_id, state, payload, expires_at) VALUES (?1, ?2, ?3, ?4) "
+        "ON CONFLICT (task_id) DO UPDATE SET state = excluded.state, "
+        "payload = excluded.payload, expires_at = excluded.expires_at "
+        f"WHERE results.state NOT IN {_FINAL} OR results.expires_at <= ?5",
+    ),
     Op.REVOKE_RESULT: (
         "INSERT INTO results (task_id, state, payload, expires_at) "
         "VALUES (?1, 'REVOKED', x'', ?2) "

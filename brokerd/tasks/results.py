@@ -149,11 +149,19 @@ class Results:
         ttl = check_ttl(f.ttl)
         now = self.broker.clock.now()
         expires_at = now + ttl
-        batch = self.broker.batch
-        batch.put_result(task_id, f.state, f.payload, expires_at, now)
-        self._earliest = min(self._earliest, expires_at)
         result = Result(f.state, f.payload, expires_at)
         req = f.req
+        keep = f.keep_final and f.state in FINAL_STATES
+        if keep and task_id not in self._pending and self._cached(task_id, now) is not None:
+            # A final result is stored (the cache holds final ones only): it stays.
+            client.reply_ok(req)
+            return
+        batch = self.broker.batch
+        if keep:
+            batch.put_result_keep_final(task_id, f.state, f.payload, expires_at, now)
+        else:
+            batch.put_result(task_id, f.state, f.payload, expires_at, now)
+        self._earliest = min(self._earliest, expires_at)
         self._begin(task_id)
 
         def committed(error: BaseException | None) -> None:
@@ -163,7 +171,9 @@ class Results:
                 return
             if self.alive(client):
                 client.reply_ok(req)
-            if result.state in FINAL_STATES:
+            if keep:
+                self._kept_committed(task_id)
+            elif result.state in FINAL_STATES:
                 self._remember(task_id, result)
                 self._wake(task_id, result)
             elif (
@@ -356,6 +366,15 @@ class Results:
                 unknown.append(task_id)
         if unknown:
             self._lookup(unknown)
+
+    def _kept_committed(self, task_id: str) -> None:
+        """After a ``keep_final`` result committed: whether it was written
+        depends on the row it met, which only the cache or the disk knows. A
+        cached final result stayed; otherwise waiters get a fresh lookup."""
+        if self._cached(task_id, self.broker.clock.now()) is not None:
+            return
+        if task_id in self._waiters:
+            self._lookup([task_id])
 
     # --- time ---------------------------------------------------------------------
 

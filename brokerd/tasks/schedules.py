@@ -262,6 +262,30 @@ class Schedules:
 
     # --- firing -----------------------------------------------------------------------
 
+    def pause(self, name: str) -> None:
+        """Stop firing ``name`` until resumed: its next run is stored as
+        infinity, so the pause survives a restart, and an identical
+        re-declaration (a worker starting) leaves it paused."""
+        entry = self.entries.get(name)
+        if entry is None:
+            raise not_found(f"no schedule {name!r}")
+        if math.isinf(entry.next_run):
+            return
+        entry.next_run = math.inf
+        entry.store(self.broker.batch)
+
+    def resume(self, name: str) -> None:
+        """Fire ``name`` again from now on (the runs missed while paused are
+        skipped, not caught up)."""
+        entry = self.entries.get(name)
+        if entry is None:
+            raise not_found(f"no schedule {name!r}")
+        if not math.isinf(entry.next_run):
+            return
+        entry.next_run = entry.timing.first_run(self.broker.clock.now())
+        self._next_due = min(self._next_due, entry.next_run)
+        entry.store(self.broker.batch)
+
     def run_now(self, name: str) -> None:
         """Publish ``name``'s message once now (the management API's "run
         now"), leaving its next run where it is. Its message id says so

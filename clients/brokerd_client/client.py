@@ -60,9 +60,16 @@ from brokerd_protocol import (
 
 from .connection import FLUSH_THRESHOLD, Connection, PublishBatch
 from .consumer import Consumer
-from .errors import BrokerError, InvalidArgument, MessageTooLarge, ProtocolViolation
+from .errors import (
+    BrokerError,
+    ConnectionLost,
+    InvalidArgument,
+    MessageTooLarge,
+    ProtocolViolation,
+)
 from .failover import FAILOVER_TIMEOUT, connect_any
 from .message import Message, PublishOptions, QueueInfo, build_props, check_body
+from .recovery import Recovery
 from .tls import client_context
 from .url import BrokerURL, parse_url
 
@@ -93,6 +100,7 @@ async def connect(
     certfile: str | None = None,
     keyfile: str | None = None,
     failover_timeout: float | None = None,
+    recover: bool | None = None,
 ) -> AsyncClient:
     """Open a connection to brokerd and return a ready :class:`AsyncClient`.
 
@@ -101,6 +109,15 @@ async def connect(
     redirect to the active node, with backoff and jitter between rounds, for
     up to ``failover_timeout`` seconds (default 30 for a failover URL; 0, one
     round, for a single node, which still follows one redirect).
+
+    ``recover``: when the connection is lost, reconnect through the URL
+    (again for up to ``failover_timeout``, default 30 s), declare again what
+    this client declared, consume again, and republish the publishes not
+    yet confirmed, so application code sees no ``ConnectionLost``
+    (:mod:`brokerd_client.recovery`, docs/ha.md). The default, ``None``,
+    turns it on for a failover URL (several nodes) and off for a single
+    node, where a lost connection is raised as before; ``True`` turns it on
+    for a single node too (a broker restarted in place).
 
     ``token`` overrides one given in the URL (keeps secrets out of URLs);
     so do ``user`` and ``password`` (a user of the broker, docs/security.md)
@@ -130,14 +147,24 @@ async def connect(
     if vhost is not None:
         parsed = replace(parsed, vhost=vhost)
 
-    async def open_node(node: BrokerURL) -> AsyncClient:
-        return await _open(
+    async def open_node(node: BrokerURL) -> Connection:
+        return await _open_conn(
             node, token, heartbeat, client_name, timeout, max_inflight, None, context
         )
 
     if failover_timeout is None:
         failover_timeout = FAILOVER_TIMEOUT if parsed.alternates else 0.0
-    return await connect_any(parsed.candidates(), open_node, failover_timeout)
+    nodes = parsed.candidates()
+    conn = await connect_any(nodes, open_node, failover_timeout)
+    client = AsyncClient(conn, parsed)
+    if recover is None:
+        recover = bool(parsed.alternates)
+    if recover:
+        client._recovery = recovery = Recovery(
+            client, nodes, open_node, failover_timeout or FAILOVER_TIMEOUT
+        )
+        recovery.attach(conn)
+    return client
 
 
 async def connect_unix(
@@ -159,10 +186,11 @@ async def connect_unix(
     rights only (brokerctl's ``authenticate_user``).
     """
     url = BrokerURL(host="localhost", user=user, password=password, vhost=vhost)
-    return await _open(url, None, heartbeat, client_name, timeout, 10_000, path, None)
+    conn = await _open_conn(url, None, heartbeat, client_name, timeout, 10_000, path, None)
+    return AsyncClient(conn, url)
 
 
-async def _open(
+async def _open_conn(
     parsed: BrokerURL,
     token: str | None,
     heartbeat: float,
@@ -171,7 +199,7 @@ async def _open(
     max_inflight: int,
     unix_path: str | None,
     context: ssl.SSLContext | None,
-) -> AsyncClient:
+) -> Connection:
     if heartbeat < 0:
         raise ValueError("heartbeat must be >= 0 (0 disables heartbeats)")
     hello = Hello(
@@ -198,7 +226,7 @@ async def _open(
         unix_path=unix_path,
         ssl_context=context,
     )
-    return AsyncClient(conn, parsed)
+    return conn
 
 
 class AsyncClient:
@@ -209,6 +237,8 @@ class AsyncClient:
     def __init__(self, conn: Connection, url: BrokerURL) -> None:
         self._conn = conn
         self.url = url
+        #: Set by ``connect(..., recover=True)``: replaces a lost connection.
+        self._recovery: Recovery | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self.is_closed else "open"
@@ -220,8 +250,28 @@ class AsyncClient:
 
     async def wait_closed(self) -> BrokerError:
         """Wait until the connection has ended (the broker closed it, or it
-        was lost) and return why, as the error calls in flight failed with."""
-        return await self._conn.wait_lost()
+        was lost) and return why, as the error calls in flight failed with.
+        A client that recovers waits until it gives up (or is closed)."""
+        while True:
+            conn = self._conn
+            error = await conn.wait_lost()
+            recovery = self._recovery
+            if recovery is None:
+                return error
+            try:
+                await recovery.current(conn)
+            except BrokerError as exc:
+                return exc
+
+    @property
+    def recovering(self) -> bool:
+        """True while a lost connection is being replaced (``recover``)."""
+        return self._recovery is not None and self._recovery.recovering
+
+    @property
+    def recoveries(self) -> int:
+        """How many times a lost connection was replaced."""
+        return 0 if self._recovery is None else self._recovery.recoveries
 
     @property
     def heartbeat(self) -> float:
@@ -235,7 +285,11 @@ class AsyncClient:
 
     @property
     def is_closed(self) -> bool:
-        return self._conn.is_closed
+        """True once the client cannot be used any more; not while it
+        replaces a lost connection (``recover``)."""
+        if not self._conn.is_closed:
+            return False
+        return not self.recovering
 
     @property
     def inflight(self) -> int:
@@ -244,7 +298,48 @@ class AsyncClient:
 
     async def close(self) -> None:
         """Close the connection. Calls still in flight fail with ``ClientClosed``."""
+        if self._recovery is not None:
+            await self._recovery.close()
         await self._conn.close()
+
+    async def _ready(self, conn: Connection) -> Connection:
+        """Wait until a publisher may send (room in the window, the socket
+        drained), on ``conn`` or, while recovering, on the connection that
+        replaces it; the connection to publish on."""
+        while True:
+            try:
+                await conn.wait_ready()
+                return conn
+            except ConnectionLost:
+                if self._recovery is None:
+                    raise
+                conn = await self._recovery.current(conn)
+
+    async def _request(
+        self, make: Callable[[int], Frame], *, retry: bool, sink: Consumer | None = None
+    ) -> Any:
+        """Send ``make(req)``, and await its Ok value. While the client
+        recovers, the request waits and goes on the new connection. One in
+        flight when its connection is lost is sent again on the next if
+        ``retry`` (sending it twice does no harm), else raises
+        ``ConnectionLost`` (recovery.py says which are which)."""
+        conn = self._conn
+        recovery = self._recovery
+        if recovery is None:
+            return await conn.request(make, sink)
+        if conn.is_closed:
+            conn = await recovery.current(conn)
+        if sink is not None:
+            sink._resume(conn)
+        try:
+            return await conn.request(make, sink)
+        except ConnectionLost:
+            if not retry or not conn.is_closed:
+                raise
+        conn = await recovery.current(conn)
+        if sink is not None:
+            sink._resume(conn)
+        return await conn.request(make, sink)
 
     async def __aenter__(self) -> Self:
         return self
@@ -265,10 +360,20 @@ class AsyncClient:
         ``type`` is ``"direct"``, ``"topic"`` or ``"fanout"``; the broker
         validates it (``InvalidArgument``), so a newer broker's types work.
         """
-        await self._conn.request(lambda req: DeclareExchange(req, name, type, durable))
+
+        def make(req: int) -> Frame:
+            return DeclareExchange(req, name, type, durable)
+
+        await self._request(make, retry=True)
+        if self._recovery is not None:
+            self._recovery.remember(("x", name), make)
 
     async def delete_exchange(self, name: str) -> None:
-        await self._conn.request(lambda req: DeleteExchange(req, name))
+        await self._request(lambda req: DeleteExchange(req, name), retry=False)
+        if self._recovery is not None:
+            self._recovery.forget(
+                lambda k: (k[0] == "x" and k[1] == name) or (k[0] == "b" and k[2] == name)
+            )
 
     async def declare_queue(
         self,
@@ -308,31 +413,47 @@ class AsyncClient:
             options["auto_delete"] = True
         if expires is not None:
             options["expires"] = float(expires)
-        await self._conn.request(lambda req: DeclareQueue(req, name, durable, options))
+
+        def make(req: int) -> Frame:
+            return DeclareQueue(req, name, durable, options)
+
+        await self._request(make, retry=True)
+        if self._recovery is not None:
+            self._recovery.remember(("q", name), make)
 
     async def delete_queue(self, name: str) -> int:
         """Delete a queue and its messages; its consumers are cancelled.
 
         Returns the number of ready and delayed messages discarded with it.
         """
-        value = await self._conn.request(lambda req: DeleteQueue(req, name))
+        value = await self._request(lambda req: DeleteQueue(req, name), retry=False)
+        if self._recovery is not None:
+            self._recovery.forget(lambda k: k[0] in "qb" and k[1] == name)
         return value if type(value) is int else 0
 
     async def purge_queue(self, name: str) -> int:
         """Drop the queue's ready messages; return how many were dropped."""
-        value = await self._conn.request(lambda req: PurgeQueue(req, name))
+        value = await self._request(lambda req: PurgeQueue(req, name), retry=False)
         if type(value) is not int:
             raise ProtocolViolation(f"PurgeQueue answered with {value!r}, expected a count")
         return value
 
     async def bind(self, queue: str, exchange: str, routing_key: str) -> None:
-        await self._conn.request(lambda req: Bind(req, queue, exchange, routing_key))
+        def make(req: int) -> Frame:
+            return Bind(req, queue, exchange, routing_key)
+
+        await self._request(make, retry=True)
+        if self._recovery is not None:
+            self._recovery.remember(("b", queue, exchange, routing_key), make)
 
     async def unbind(self, queue: str, exchange: str, routing_key: str) -> None:
-        await self._conn.request(lambda req: Unbind(req, queue, exchange, routing_key))
+        await self._request(lambda req: Unbind(req, queue, exchange, routing_key), retry=True)
+        if self._recovery is not None:
+            key = ("b", queue, exchange, routing_key)
+            self._recovery.forget(lambda k: k == key)
 
     async def queue_stats(self, name: str) -> QueueInfo:
-        value = await self._conn.request(lambda req: QueueStats(req, name))
+        value = await self._request(lambda req: QueueStats(req, name), retry=True)
         try:
             return QueueInfo(
                 ready=_count(value["ready"]),
@@ -371,7 +492,7 @@ class AsyncClient:
         props = message.props()
         conn = self._conn
         if conn.must_wait():
-            await conn.wait_ready()
+            conn = await self._ready(conn)
         fut = conn.publish(message.exchange, message.routing_key, body, props)
         assert fut is not None
         return await fut
@@ -414,7 +535,7 @@ class AsyncClient:
                     )
                 body = check_body(body)
                 if conn.must_wait():
-                    await conn.wait_ready()
+                    conn = await self._ready(conn)
                 conn.publish(exchange, routing_key, body, props, batch)
                 if conn.wbuf_bytes >= FLUSH_THRESHOLD:
                     conn.flush()
@@ -448,8 +569,12 @@ class AsyncClient:
         For protocol extensions such as the task layer's result and schedule
         frames: they get request ids, correlation, typed errors and
         connection-loss handling from the same machinery as built-in requests.
+        While a recovering client replaces its connection the request waits
+        for the new one; one in flight when the connection was lost raises
+        ``ConnectionLost`` (what it was is not known here, so it is not sent
+        twice).
         """
-        return await self._conn.request(make)
+        return await self._request(make, retry=False)
 
     def set_frame_handler(
         self, frame_type: type[Frame], handler: Callable[[Any], None] | None
@@ -462,15 +587,32 @@ class AsyncClient:
     # --- task layer (results, revocation, schedules; SPEC §14) ---------------
 
     def result_set(
-        self, task_id: str, state: str, payload: bytes = b"", ttl: float = 86_400.0
+        self,
+        task_id: str,
+        state: str,
+        payload: bytes = b"",
+        ttl: float = 86_400.0,
+        *,
+        keep_final: bool = False,
     ) -> asyncio.Future[Any]:
         """Store a task's ``state`` and opaque ``payload`` for ``ttl`` seconds.
+
+        ``keep_final``: store it only if the task has no final state stored
+        (SPEC §14.2; the worker sets it for the final state of a redelivered
+        run, so the first run's result wins).
 
         Returns the future of the broker's Ok (await it to know the state is
         committed). A plain method, not a coroutine, so a worker recording
         thousands of results per second needs no coroutine per result.
         """
-        return self._conn.request(lambda req: ResultSet(req, task_id, state, payload, float(ttl)))
+        ttl_f = float(ttl)
+
+        def make(req: int) -> Frame:
+            return ResultSet(req, task_id, state, payload, ttl_f, keep_final)
+
+        if self._recovery is None:
+            return self._conn.request(make)
+        return asyncio.ensure_future(self._request(make, retry=True))
 
     async def result_get(self, task_ids: Iterable[str]) -> dict[str, tuple[str, bytes]]:
         """``{task_id: (state, payload)}`` for the ids the broker knows.
@@ -488,7 +630,7 @@ class AsyncClient:
 
     async def _result_get(self, ids: list[str], found: dict[str, tuple[str, bytes]]) -> None:
         try:
-            value = await self._conn.request(lambda req: ResultGet(req, ids))
+            value = await self._request(lambda req: ResultGet(req, ids), retry=True)
         except (InvalidArgument, MessageTooLarge):  # the reply, or the ids, too large
             if len(ids) < 2:
                 raise
@@ -509,7 +651,9 @@ class AsyncClient:
         """Wait until ``task_id`` reaches a final state; ``(state, payload)``,
         or ``None`` if ``timeout`` seconds pass first. The broker pushes the
         answer: nothing polls."""
-        value = await self._conn.request(lambda req: ResultWait(req, task_id, float(timeout)))
+        value = await self._request(
+            lambda req: ResultWait(req, task_id, float(timeout)), retry=True
+        )
         if value is None:
             return None
         if not isinstance(value, list | tuple) or len(value) != 2:
@@ -528,8 +672,8 @@ class AsyncClient:
         ``timeout`` seconds. Pushed by the broker (SPEC §14.16): how progress
         states are followed without polling."""
         digest = result_digest(*known) if known is not None else b""
-        value = await self._conn.request(
-            lambda req: ResultWatch(req, task_id, float(timeout), digest)
+        value = await self._request(
+            lambda req: ResultWatch(req, task_id, float(timeout), digest), retry=True
         )
         if value is None:
             return None
@@ -557,8 +701,8 @@ class AsyncClient:
         Returns ``(joined, complete)``: the distinct members so far, and
         whether this member is the one that completed the group (true again
         for its later joins until the group is fired, SPEC §14)."""
-        value = await self._conn.request(
-            lambda req: GroupJoin(req, group_id, member_id, size, float(ttl))
+        value = await self._request(
+            lambda req: GroupJoin(req, group_id, member_id, size, float(ttl)), retry=True
         )
         if (
             not isinstance(value, list | tuple)
@@ -576,8 +720,11 @@ class AsyncClient:
         publish raises as :meth:`publish` would and leaves the group unfired."""
         body = check_body(message.body)
         props = message.props()
-        value = await self._conn.request(
-            lambda req: GroupFire(req, group_id, message.exchange, message.routing_key, body, props)
+        value = await self._request(
+            lambda req: GroupFire(
+                req, group_id, message.exchange, message.routing_key, body, props
+            ),
+            retry=True,
         )
         if type(value) is not bool:
             raise ProtocolViolation(f"GroupFire answered with {value!r}")
@@ -588,7 +735,7 @@ class AsyncClient:
         every client: the seconds to wait before using it (0.0: now).
         ``rate`` is this caller's own limit per second (0: none); a limit
         set with ``rate_set`` wins over it (SPEC §14.14)."""
-        value = await self._conn.request(lambda req: RateAcquire(req, name, float(rate)))
+        value = await self._request(lambda req: RateAcquire(req, name, float(rate)), retry=False)
         if type(value) is not float and type(value) is not int:
             raise ProtocolViolation(f"RateAcquire answered with {value!r}")
         return float(value)
@@ -597,7 +744,7 @@ class AsyncClient:
         """Set (per second) or clear (None) the broker's own rate limit for
         ``name``; subscribed workers hear of it (SPEC §14.15)."""
         limit = None if rate is None else float(rate)
-        await self._conn.request(lambda req: RateSet(req, name, limit))
+        await self._request(lambda req: RateSet(req, name, limit), retry=True)
 
     async def revoke(
         self, task_ids: Iterable[str], *, terminate: bool = False, ttl: float = 86_400.0
@@ -612,22 +759,37 @@ class AsyncClient:
             lambda req, ids: Revoke(req, ids, terminate, float(ttl)),
             list(task_ids),
             MAX_REVOKE_IDS,
+            retry=True,
         )
 
     async def _requests(
-        self, make: Callable[[int, list[str]], Frame], ids: list[str], cap: int
+        self,
+        make: Callable[[int, list[str]], Frame],
+        ids: list[str],
+        cap: int,
+        *,
+        retry: bool = False,
     ) -> list[Any]:
         """One request per ``cap`` ids (at least one), pipelined; their Ok
-        values in order, or the first error once all have answered."""
+        values in order, or the first error once all have answered. With
+        ``retry``, all are sent again once on a recovered connection if it
+        was lost meanwhile (as :meth:`_request`)."""
         chunks = [ids[i : i + cap] for i in range(0, len(ids), cap)] or [[]]
-        futs = [
-            self._conn.request(functools.partial(_chunk_frame, make, chunk)) for chunk in chunks
-        ]
-        values = await asyncio.gather(*futs, return_exceptions=True)
-        for value in values:
-            if isinstance(value, BaseException):
-                raise value
-        return values
+        recovery = self._recovery
+        while True:
+            conn = self._conn
+            if recovery is not None and conn.is_closed:
+                conn = await recovery.current(conn)
+            futs = [conn.request(functools.partial(_chunk_frame, make, chunk)) for chunk in chunks]
+            values = await asyncio.gather(*futs, return_exceptions=True)
+            lost = any(isinstance(v, ConnectionLost) for v in values) and conn.is_closed
+            if lost and retry and recovery is not None:
+                retry = False
+                continue
+            for value in values:
+                if isinstance(value, BaseException):
+                    raise value
+            return values
 
     async def subscribe(self, topics: Iterable[str], handler: Callable[[Event], None]) -> Any:
         """Receive ``Event`` frames for ``topics`` in ``handler`` (on the loop,
@@ -636,8 +798,13 @@ class AsyncClient:
         names = list(topics)
         if len(names) > MAX_SUBSCRIBE_TOPICS:
             raise ValueError(f"at most {MAX_SUBSCRIBE_TOPICS} topics per subscribe")
+        if self._recovery is not None and self._conn.is_closed:
+            await self._recovery.current(self._conn)
         self._conn.set_frame_handler(Event, handler)
-        return await self._conn.request(lambda req: Subscribe(req, names))
+        value = await self._request(lambda req: Subscribe(req, names), retry=True)
+        if self._recovery is not None:
+            self._recovery.subscribed(names)
+        return value
 
     async def schedule_set(
         self,
@@ -656,16 +823,17 @@ class AsyncClient:
         dow"`` (UTC). Re-declaring an identical schedule changes nothing."""
         props = build_props(headers=headers, priority=priority, ttl=ttl)
         body = check_body(body)
-        return await self._conn.request(
-            lambda req: ScheduleSet(req, name, spec, exchange, routing_key, body, props)
+        return await self._request(
+            lambda req: ScheduleSet(req, name, spec, exchange, routing_key, body, props),
+            retry=True,
         )
 
     async def schedule_delete(self, name: str) -> None:
-        await self._conn.request(lambda req: ScheduleDelete(req, name))
+        await self._request(lambda req: ScheduleDelete(req, name), retry=False)
 
     async def schedule_list(self) -> list[dict[str, Any]]:
         """Every schedule: ``name, spec, exchange, routing_key, next_run, last_run``."""
-        value = await self._conn.request(ScheduleList)
+        value = await self._request(ScheduleList, retry=True)
         if not isinstance(value, list):
             raise ProtocolViolation(f"ScheduleList answered with {value!r}")
         return value
@@ -685,8 +853,8 @@ class AsyncClient:
             raise ValueError(f"lease must be > 0 seconds, got {lease!r}")
         consumer = Consumer(self._conn, queue, prefetch, lease)
         lease_f = None if lease is None else float(lease)
-        consumer_id = await self._conn.request(
-            lambda req: Consume(req, queue, prefetch, lease_f), consumer
+        consumer_id = await self._request(
+            lambda req: Consume(req, queue, prefetch, lease_f), retry=True, sink=consumer
         )
         consumer.consumer_id = consumer_id
         return consumer

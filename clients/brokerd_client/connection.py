@@ -171,6 +171,18 @@ class PublishBatch:
         if self._sealed and not self._remaining and not self.done.done():
             self.done.set_result(None)
 
+    def take(self, seq: int) -> int | None:
+        """Forget ``seq``, and return its message's index (republishing)."""
+        return self._index.pop(seq, None)
+
+    def pending(self) -> list[int]:
+        """The seqs still waiting for an outcome."""
+        return list(self._index)
+
+    def put(self, seq: int, index: int) -> None:
+        """The message at ``index`` now waits for ``seq`` (republished)."""
+        self._index[seq] = index
+
     def seal(self) -> None:
         self._sealed = True
         if not self._remaining and not self.done.done():
@@ -296,6 +308,13 @@ class Connection(asyncio.Protocol):
         self._confirms: dict[int, _ConfirmWaiter] = {}
         self.max_inflight = max_inflight
         self._room_waiters: list[asyncio.Future[None]] = []
+        #: The encoded Publish of each unconfirmed seq, kept only for a client
+        #: that recovers (:meth:`keep_publishes`): republished after a failover.
+        self._frames: dict[int, bytes] | None = None
+        #: Called from ``_fail`` (before anything is failed) when the
+        #: connection is lost; a recovering client takes over what it can
+        #: (:meth:`hand_over`).
+        self.on_lost: Callable[[Connection, BrokerError], None] | None = None
 
         # Settles being collected this tick, and settle frames awaiting Settled.
         self._settle_open: dict[_SettleKey, _SettleBatch] = {}
@@ -640,6 +659,9 @@ class Connection(asyncio.Protocol):
             raise self._too_large("message (with its headers)", len(data) - HEADER_SIZE)
         self._seq = seq
         self._write(data)
+        frames = self._frames
+        if frames is not None:
+            frames[seq] = data
         if batch is None:
             fut: asyncio.Future[bool] = self._loop.create_future()
             self._confirms[seq] = fut
@@ -663,8 +685,12 @@ class Connection(asyncio.Protocol):
 
         Returns a future that fails with ``LeaseLost`` if the broker reports
         the lease lost, or None when ``wait`` is false (fire-and-forget).
+        On a connection that was lost while its client recovers (``on_lost``
+        set) the settle is a no-op: the delivery's message returns to its
+        queue by itself, so its future resolves at once.
         """
-        self._check_open()
+        if self._error is not None:
+            return self._settle_gone(delivery_id, wait)
         key = (kind, requeue, number)
         batch = self._settle_open.get(key)
         if batch is None:
@@ -684,7 +710,10 @@ class Connection(asyncio.Protocol):
         """Reject one delivery with a ``reason`` the broker keeps in the
         dead-lettered message's ``x-death-detail`` header (cut to
         ``MAX_REJECT_REASON`` characters, as the broker would)."""
-        self._check_open()
+        if self._error is not None:
+            gone = self._settle_gone(delivery_id, True)
+            assert gone is not None
+            return gone
         if self._settle_open:  # settles issued before this one stay ahead of it
             self._seal_settles()
         batch = _ReasonedReject(reason[:MAX_REJECT_REASON])
@@ -692,6 +721,23 @@ class Connection(asyncio.Protocol):
         batch.ids.append(delivery_id)
         batch.futs.append(fut)
         self._send_settle(batch)
+        return fut
+
+    def _settle_gone(self, delivery_id: int, wait: bool) -> asyncio.Future[None] | None:
+        """A settle of a delivery of this lost connection: its error, or,
+        while the client recovers, a no-op (the message comes back anyway)."""
+        if self.on_lost is None:
+            assert self._error is not None
+            raise self._error
+        log.debug(
+            "settle of delivery %s ignored: its connection was lost and the message "
+            "returns to its queue",
+            delivery_id,
+        )
+        if not wait:
+            return None
+        fut: asyncio.Future[None] = self._loop.create_future()
+        fut.set_result(None)
         return fut
 
     def _seal_settles(self) -> None:
@@ -718,21 +764,28 @@ class Connection(asyncio.Protocol):
 
     def _on_confirm(self, frame: Confirm) -> None:
         confirms = self._confirms
+        frames = self._frames
         for seq in frame.unroutable:
             waiter = confirms.pop(seq, None)
             if waiter is not None:
+                if frames is not None:
+                    frames.pop(seq, None)
                 _resolve_publish(waiter, seq, False)
         for first, last in frame.ranges:
             # Clamp to what we actually sent so a bogus range cannot spin us.
             for seq in range(max(first, 1), min(last, self._seq) + 1):
                 waiter = confirms.pop(seq, None)
                 if waiter is not None:
+                    if frames is not None:
+                        frames.pop(seq, None)
                     _resolve_publish(waiter, seq, True)
         if self._room_waiters:
             self._wake_room()
 
     def _on_publish_error(self, frame: PublishError) -> None:
         waiter = self._confirms.pop(frame.seq, None)
+        if self._frames is not None:
+            self._frames.pop(frame.seq, None)
         exc = error_from_code(frame.code, frame.message)
         if waiter is not None:
             _resolve_publish(waiter, frame.seq, exc)
@@ -866,6 +919,61 @@ class Connection(asyncio.Protocol):
             self._write(encode(Heartbeat()))
         self._hb_handle = self._loop.call_later(interval / 2, self._heartbeat_tick)
 
+    # --- recovery (a client that reconnects by itself) ---------------------------
+
+    def keep_publishes(self) -> None:
+        """Keep each unconfirmed Publish's bytes so a recovering client can
+        send it again on its next connection (no copy: the bytes written)."""
+        if self._frames is None:
+            self._frames = {}
+
+    def hand_over(self) -> tuple[list[tuple[_ConfirmWaiter, bytes]], list[DeliverySink]]:
+        """Give a recovering client what survives this lost connection: the
+        unconfirmed publishes (waiter and frame, in seq order) and the
+        consumers, which the caller of ``_fail`` then no longer fails. Settles
+        in flight resolve as no-ops: their messages return to the queue."""
+        confirms, self._confirms = self._confirms, {}
+        frames, self._frames = self._frames or {}, {}
+        publishes = [(waiter, frames[seq]) for seq, waiter in sorted(confirms.items())]
+        consumers, self._consumers = list(self._consumers.values()), {}
+        for batch in (*self._settle_open.values(), *self._settling.values()):
+            batch.resolve([])
+        self._settle_open = {}
+        self._settling = {}
+        return publishes, consumers
+
+    def adopt_publishes(self, publishes: list[tuple[_ConfirmWaiter, bytes]]) -> None:
+        """Send again the unconfirmed publishes of a lost connection, with
+        this connection's seqs; their waiters resolve with the new confirms."""
+        if not publishes:
+            return
+        decoder = Decoder(HARD_MAX_FRAME)
+        moved: list[tuple[_ConfirmWaiter, int | None, Publish]] = []
+        for waiter, data in publishes:
+            decoder.feed(data)
+            frame = decoder.next_frame()
+            assert type(frame) is Publish
+            # A batch's old seqs may equal new ones: take them all out first.
+            index = waiter.take(frame.seq) if type(waiter) is PublishBatch else None
+            moved.append((waiter, index, frame))
+        frames = self._frames
+        for waiter, index, old in moved:
+            seq = self._seq + 1
+            data = encode(Publish(seq, old.exchange, old.routing_key, old.body, old.props))
+            self._seq = seq
+            self._write(data)
+            if frames is not None:
+                frames[seq] = data
+            self._confirms[seq] = waiter
+            if type(waiter) is PublishBatch and index is not None:
+                waiter.put(seq, index)
+
+    def extension_handlers(self) -> dict[type[Frame], Callable[[Any], None]]:
+        """Handlers of pushed extension frames set with ``set_frame_handler``."""
+        return {
+            k: v for k, v in self._handlers.items() if k not in _CORE_FRAMES and k is not Redirect
+        }
+
     # --- failure -------------------------------------------------------------
 
     def _fatal_from_broker(self, code: int, message: str) -> None:
@@ -899,6 +1007,10 @@ class Connection(asyncio.Protocol):
         if self._hb_handle is not None:
             self._hb_handle.cancel()
             self._hb_handle = None
+        # Publishers wait (must_wait) instead of writing to a dead connection.
+        self._paused = True
+        if self.on_lost is not None and not isinstance(exc, ClientClosed):
+            self.on_lost(self, exc)
         if not self._welcome.done():
             _set_exception_quietly(self._welcome, exc)
         pending, self._pending = self._pending, {}

@@ -17,7 +17,10 @@ How iteration ends, and why:
   :attr:`Consumer.cancel_reason` says why. Buffered deliveries are dropped;
   their queue is gone.
 * The connection is lost: iteration raises ``ConnectionLost``, because the
-  loop ending quietly would look like a normal shutdown.
+  loop ending quietly would look like a normal shutdown. A client that
+  recovers (``connect(..., recover=True)``, docs/ha.md) consumes again on its
+  next connection instead, and iteration goes on; deliveries of the lost
+  connection are settled as no-ops (their messages come again).
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ class Delivery:
     """
 
     __slots__ = (
+        "_conn",
         "_consumer",
         "_settled",
         "attempt",
@@ -76,6 +80,8 @@ class Delivery:
     def __init__(self, consumer: Consumer, frame: Deliver, now: float) -> None:
         props = frame.props
         self._consumer = consumer
+        #: The connection it came on: after a failover its settles are no-ops.
+        self._conn = consumer._conn
         self._settled = False
         self.delivery_id: int = frame.delivery
         self.body: bytes = frame.body
@@ -112,7 +118,7 @@ class Delivery:
         if self._settled:
             raise RuntimeError(f"delivery {self.delivery_id} was already settled; cannot {what}")
         self._settled = True
-        return self._consumer._conn
+        return self._conn
 
     # --- settling without waiting -----------------------------------------------
     #
@@ -155,7 +161,7 @@ class Delivery:
             raise ValueError(f"seconds must be > 0, got {seconds}")
         if self._settled:
             raise RuntimeError(f"delivery {self.delivery_id} was already settled; cannot extend")
-        fut = self._consumer._conn.settle(EXTEND, self.delivery_id, number=float(seconds))
+        fut = self._conn.settle(EXTEND, self.delivery_id, number=float(seconds))
         assert fut is not None
         return fut
 
@@ -197,7 +203,7 @@ class Delivery:
         redelivered elsewhere. Raises ``LeaseLost`` if it already expired."""
         await self.extend_nowait(seconds)
         self.lease = float(seconds)
-        self.lease_deadline = self._consumer._conn._loop.time() + seconds
+        self.lease_deadline = self._conn._loop.time() + seconds
 
 
 class Consumer:
@@ -267,6 +273,29 @@ class Consumer:
         self._error = exc
         self._buffer.clear()
         self._end()
+
+    # --- called by the client's recovery (recovery.py) --------------------------
+
+    def _drop_buffered(self) -> None:
+        """The connection was lost: deliveries not handed out yet come again."""
+        self._buffer.clear()
+
+    def _resume(self, conn: Connection) -> None:
+        """Consume again on ``conn``, the connection that replaced ours."""
+        self._buffer.clear()
+        self._conn = conn
+        self.consumer_id = None
+
+    async def _cancel_on(self, conn: Connection) -> None:
+        """Cancelled by the application while it was being resumed."""
+        consumer_id = self.consumer_id
+        if consumer_id is None or conn.is_closed:
+            return
+        try:
+            await conn.request(lambda req: Cancel(req, consumer_id))
+        finally:
+            conn.forget_consumer(consumer_id)
+            self._release_buffered()
 
     def _end(self) -> None:
         self._closed = True
@@ -341,5 +370,5 @@ class Consumer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if not self._conn.is_closed:
-            await self.cancel()
+        # Also while its connection is being replaced: it must not resume.
+        await self.cancel()

@@ -24,7 +24,7 @@ from typing import TypeVar
 from .errors import BrokerError, ConnectionLost, Redirected, TLSError
 from .url import BrokerURL
 
-__all__ = ["FAILOVER_TIMEOUT", "backoff", "connect_any"]
+__all__ = ["FAILOVER_TIMEOUT", "backoff", "connect_any", "retryable"]
 
 log = logging.getLogger("brokerd_client")
 
@@ -44,7 +44,7 @@ def backoff(attempt: int, rng: Callable[[], float] = random.random) -> float:
     return rng() * min(BACKOFF_MAX, BACKOFF_FIRST * 2.0 ** min(attempt, 16))
 
 
-def _retryable(exc: BrokerError) -> bool:
+def retryable(exc: BrokerError) -> bool:
     """A failure another node (or the same one, a moment later) may not have."""
     if not isinstance(exc, ConnectionLost) or isinstance(exc, TLSError):
         return False
@@ -71,7 +71,7 @@ async def connect_any(
             try:
                 return await open_node(node)
             except BrokerError as exc:
-                if not _retryable(exc):
+                if not retryable(exc):
                     raise
                 last = exc
                 if not isinstance(exc, Redirected) or not exc.address:
@@ -80,7 +80,7 @@ async def connect_any(
             try:
                 return await open_node(target)
             except BrokerError as exc:
-                if not _retryable(exc):
+                if not retryable(exc):
                     raise
                 last = exc
         assert last is not None

@@ -11,7 +11,11 @@ socket writes) instead of serialising behind a lock.
 The connection is opened lazily on first use and reopened on the next call
 after it was lost, because web processes live long and brokers restart. A
 call that fails because the connection dropped still raises
-``ConnectionLost``: only the caller knows whether retrying is safe.
+``ConnectionLost``: only the caller knows whether retrying is safe. With a
+failover URL (``brokerd://h1,h2``) the async client underneath recovers by
+itself (:mod:`brokerd_client.recovery`): calls wait for the standby instead,
+unconfirmed publishes are sent again, and only requests that are not safe
+to send twice raise ``ConnectionLost``.
 """
 
 from __future__ import annotations
@@ -56,7 +60,8 @@ class Client:
     ``timeout`` bounds every call (seconds; ``None`` waits forever) and raises
     ``TimeoutError`` when exceeded. Other keywords are those of
     :func:`brokerd_client.connect` (TLS: ``brokerds://`` URLs and
-    ``ssl_context``/``cafile``/``certfile``/``keyfile``).
+    ``ssl_context``/``cafile``/``certfile``/``keyfile``; ``recover``, on by
+    default for a failover URL).
     """
 
     def __init__(
@@ -76,6 +81,7 @@ class Client:
         cafile: str | None = None,
         certfile: str | None = None,
         keyfile: str | None = None,
+        recover: bool | None = None,
     ) -> None:
         # Parse now so a bad URL (or TLS file) fails where the client is configured.
         self.url = url if isinstance(url, BrokerURL) else parse_url(url)
@@ -89,6 +95,7 @@ class Client:
             "client_name": client_name,
             "timeout": connect_timeout,
             "max_inflight": max_inflight,
+            "recover": recover,
             # One context for every reconnect.
             "ssl_context": client_context(
                 self.url, ssl_context=ssl_context, cafile=cafile, certfile=certfile, keyfile=keyfile
@@ -330,10 +337,16 @@ class Client:
         return asyncio.run_coroutine_threadsafe(coro, loop)
 
     def result_set(
-        self, task_id: str, state: str, payload: bytes = b"", ttl: float = 86_400.0
+        self,
+        task_id: str,
+        state: str,
+        payload: bytes = b"",
+        ttl: float = 86_400.0,
+        *,
+        keep_final: bool = False,
     ) -> None:
         async def op(c: AsyncClient) -> None:
-            await c.result_set(task_id, state, payload, ttl)
+            await c.result_set(task_id, state, payload, ttl, keep_final=keep_final)
 
         self._run(op)
 

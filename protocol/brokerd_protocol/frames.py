@@ -306,7 +306,9 @@ class ConsumerCancelled(Frame):
 class ResultSet(Frame):
     """Store a task's state; ``payload`` is opaque to the broker (serialized by
     the SDK). ``ttl`` seconds until the broker forgets it. Answered with Ok
-    once committed; waiters on a final state are woken then."""
+    once committed; waiters on a final state are woken then. ``keep_final``:
+    store it only if no unexpired final state is stored (a redelivered run's
+    result never replaces the first run's)."""
 
     TYPE: ClassVar[int] = 40
     req: int
@@ -314,6 +316,7 @@ class ResultSet(Frame):
     state: str
     payload: bytes = b""
     ttl: float = 86_400.0
+    keep_final: bool = False
 
 
 @dataclass(frozen=True, slots=True)

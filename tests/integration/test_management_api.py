@@ -10,6 +10,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ import brokerd_protocol as bp
 from brokerd.cli import build_server
 from brokerd.config import Config
 from brokerd.management.http import MAX_BODY, MAX_HEAD
+from brokerd.management.lists import shape
 from brokerd.server import BrokerServer
 from brokerd_client import AsyncClient
 
@@ -720,5 +722,142 @@ async def test_vhosts_are_separate_in_every_endpoint(mgmt: Any) -> None:
         )
         status, _, _ = await call(port, "GET", "/api/queues/nowhere")
         assert status == 404
+    finally:
+        await other.close()
+
+
+async def test_a_paused_schedule_stays_paused_across_a_restart_and_resumes(
+    tmp_path: Path,
+) -> None:
+    config = Config(
+        host="127.0.0.1", port=0, data_dir=str(tmp_path), metrics_port=0, http_port=0
+    ).validate()
+    server = build_server(config)
+    await server.start()
+    try:
+        port = server.management.port
+        assert port
+        root = await brokerd_client.connect(f"brokerd://127.0.0.1:{server.port}", timeout=BOUND)
+        await root.declare_queue("beat")
+        await root.call(lambda req: bp.ScheduleSet(req, "nightly", "every 3600", "", "beat", b"t"))
+        await root.close()
+        status, _, _ = await call(port, "POST", "/api/schedules/%2F/nightly/pause", user=None)
+        assert status == 200
+        (row,) = await get_json(port, "/api/schedules", user=None)
+        assert row["paused"] is True and row["next_run"] is None
+    finally:
+        await server.stop()
+    again = build_server(config)
+    await again.start()
+    try:
+        port = again.management.port
+        assert port
+        (row,) = await get_json(port, "/api/schedules", user=None)
+        assert row["paused"] is True
+        # A worker declaring it again, unchanged, leaves it paused.
+        root = await brokerd_client.connect(f"brokerd://127.0.0.1:{again.port}", timeout=BOUND)
+        await root.call(lambda req: bp.ScheduleSet(req, "nightly", "every 3600", "", "beat", b"t"))
+        await root.close()
+        assert (await get_json(port, "/api/schedules", user=None))[0]["paused"] is True
+        before = time.time()
+        status, _, _ = await call(port, "POST", "/api/schedules/%2F/nightly/resume", user=None)
+        assert status == 200
+        (row,) = await get_json(port, "/api/schedules", user=None)
+        assert row["paused"] is False and row["next_run"] >= before + 3600 - 1
+        status, _, _ = await call(port, "POST", "/api/schedules/%2F/other/pause", user=None)
+        assert status == 404
+    finally:
+        await again.stop()
+
+
+async def test_a_browser_on_the_broker_port_is_pointed_at_the_management_page(mgmt: Any) -> None:
+    server, _root, port = mgmt
+    status, _, body = await raw(server.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == 400
+    assert f"the management page is at http://127.0.0.1:{port}/".encode() in body
+
+
+async def test_workers_of_another_vhost_are_shown_with_their_vhost(mgmt: Any) -> None:
+    server, root, port = mgmt
+    await root.call(lambda req: bp.AddVhost(req, "jobs"))
+    await root.call(lambda req: bp.SetPermissions(req, "admin", "jobs", ".*", ".*", ".*"))
+    assert await get_json(port, "/api/workers") == []  # watches every vhost
+    other = await brokerd_client.connect(
+        f"brokerd://{ADMIN[0]}:{ADMIN[1]}@127.0.0.1:{server.port}/jobs", timeout=BOUND
+    )
+    try:
+        beat = {"type": "worker-heartbeat", "hostname": "w@jobs", "freq": 2.0,
+                "timestamp": time.time()}  # fmt: skip
+        assert await other.publish("brokerd.events", "worker.heartbeat", json.dumps(beat).encode())
+        for _ in range(200):
+            workers = await get_json(port, "/api/workers")
+            if workers:
+                break
+            await asyncio.sleep(0.02)
+        assert [(w["vhost"], w["hostname"]) for w in workers] == [("jobs", "w@jobs")]
+        # The events queues are the management plane's: not in definitions.
+        exported = await get_json(port, "/api/definitions")
+        assert all(q["name"] != "brokerd.management.events" for q in exported["queues"])
+    finally:
+        await other.close()
+
+
+async def test_expect_100_continue_is_answered_before_the_body(mgmt: Any) -> None:
+    _server, root, port = mgmt
+    await root.declare_queue("app.big")
+    payload = json.dumps({"routing_key": "app.big", "payload": "x" * 5000}).encode()
+    auth = _auth(ADMIN)["Authorization"]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(
+            b"POST /api/exchanges/%2F/amq.default/publish HTTP/1.1\r\nHost: x\r\n"
+            + f"Authorization: {auth}\r\nContent-Length: {len(payload)}\r\n".encode()
+            + b"Expect: 100-continue\r\n\r\n"
+        )
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), BOUND)
+        assert interim.startswith(b"HTTP/1.1 100 ")
+        writer.write(payload)
+        status, _, body = await asyncio.wait_for(_read_response(reader), BOUND)
+        assert status == 200 and json.loads(body) == {"routed": True}
+    finally:
+        writer.close()
+    status, _, _ = await raw(port, b"GET / HTTP/1.1\r\nExpect: magic\r\n\r\n")
+    assert status == 417
+
+
+async def test_the_pages_fast_queue_listing_answers_as_the_general_one(
+    mgmt: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, root, _port = mgmt
+    await root.call(lambda req: bp.AddVhost(req, "b"))
+    await root.call(lambda req: bp.SetPermissions(req, "admin", "b", ".*", ".*", ".*"))
+    other = await brokerd_client.connect(
+        f"brokerd://{ADMIN[0]}:{ADMIN[1]}@127.0.0.1:{server.port}/b", timeout=BOUND
+    )
+    try:
+        for i in (3, 1, 2, 11):
+            await root.declare_queue(f"q{i}")
+            await root.publish("", f"q{i}", b"x" * i)
+        for i in (2, 5):
+            await other.declare_queue(f"q{i}")
+        api = server.management.api
+        me = await api.gate._check_basic(*ADMIN, "127.0.0.1")  # an administrator
+        now = server.broker.clock.now()
+        monkeypatch.setattr(server.broker.clock, "now", lambda: now)  # ages stand still
+        queries: list[dict[str, str]] = [
+            {"page": "1"},
+            {"page": "1", "page_size": "2", "sort": "name"},
+            {"page": "2", "page_size": "2", "sort": "name", "sort_reverse": "true"},
+            {"page": "1", "sort": "name", "sort_reverse": "true", "name": "q1"},
+            {"page": "1", "page_size": "3", "columns": "vhost,name,messages_ready"},
+            {"page": "9", "page_size": "3"},
+        ]
+        for query in queries:
+            for vhost in (None, "/", "b"):
+                fast = api.queue_page(me, vhost, query)
+                assert fast is not None
+                assert fast == shape(api.queues(me, vhost), query), (query, vhost)
+        assert api.queue_page(me, None, {"page": "1", "sort": "messages_ready"}) is None
+        assert api.queue_page(me, None, {"sort": "name"}) is None
     finally:
         await other.close()

@@ -1216,3 +1216,112 @@ async def test_a_hello_too_large_for_the_handshake_is_refused_before_connecting(
     with pytest.raises(ValueError, match="16384"):
         await connect(fake, client_name="x" * 20_000)
     assert fake.sessions == []
+
+
+# --- recovery (connect(..., recover=True); docs/ha.md) --------------------------
+
+
+def _drop_first(kind: type[Frame]) -> Callable[[FakeSession, Frame], bool]:
+    """On the first session, drop the connection when a ``kind`` frame arrives
+    (unanswered: the client cannot know whether it took effect)."""
+
+    def on_frame(session: FakeSession, frame: Frame) -> bool:
+        if isinstance(frame, kind) and session is session.broker.sessions[0]:
+            session.drop()
+            return True
+        return False
+
+    return on_frame
+
+
+async def test_recovery_sends_an_idempotent_request_again(fake: FakeBroker) -> None:
+    fake.on_frame = _drop_first(QueueStats)
+    async with await connect(fake, recover=True) as client:
+        await client.declare_queue("q")
+        info = await client.queue_stats("q")  # lost with the first connection, asked again
+        assert info.ready == 3
+        assert client.recoveries == 1
+        second = fake.sessions[1].frames
+        # Declared again before anything else, then the stats asked again.
+        assert [type(f) for f in second] == [Hello, DeclareQueue, QueueStats]
+
+
+async def test_recovery_fails_a_request_that_is_not_safe_to_send_twice(fake: FakeBroker) -> None:
+    fake.on_frame = _drop_first(PurgeQueue)
+    async with await connect(fake, recover=True) as client:
+        with pytest.raises(ConnectionLost):
+            await client.purge_queue("q")
+        assert await client.purge_queue("q") == 7  # the next one goes on the new connection
+        assert len(fake.of_type(PurgeQueue)) == 2
+        assert not client.is_closed
+
+
+async def test_recovery_gives_up_at_once_when_the_token_is_refused(fake: FakeBroker) -> None:
+    fake.token = "right"
+    client = await brokerd_client.connect(
+        f"brokerd://right@127.0.0.1:{fake.port}", timeout=BOUND, recover=True
+    )
+    try:
+        consumer = await client.consume("q")
+        fake.token = "changed"
+        fake.session.drop()
+        async with asyncio.timeout(BOUND):
+            # The refusal itself, raised where the lost connection would be.
+            with pytest.raises(AuthenticationError, match="invalid token"):
+                await consumer.next()
+            with pytest.raises(AuthenticationError):
+                await client.publish("", "q", b"x")
+        assert client.is_closed
+        assert len(fake.sessions) == 2  # one try, not retried
+    finally:
+        await client.close()
+
+
+async def test_without_recovery_a_lost_connection_fails_the_consumer(fake: FakeBroker) -> None:
+    async with await connect(fake) as client:
+        consumer = await client.consume("q")
+        fake.session.drop()
+        async with asyncio.timeout(BOUND):
+            with pytest.raises(ConnectionLost):
+                await consumer.next()
+        assert len(fake.sessions) == 1
+
+
+async def test_recovery_declares_again_only_what_was_not_deleted(fake: FakeBroker) -> None:
+    async with await connect(fake, recover=True) as client:
+        await client.declare_exchange("ex", "topic")
+        await client.declare_exchange("gone-ex", "fanout")
+        await client.declare_queue("q")
+        await client.declare_queue("gone-q")
+        await client.bind("q", "ex", "a.#")
+        await client.bind("gone-q", "ex", "b.#")  # goes with its queue
+        await client.bind("q", "gone-ex", "")  # goes with its exchange
+        await client.bind("q", "ex", "c.#")
+        await client.unbind("q", "ex", "c.#")
+        await client.delete_queue("gone-q")
+        await client.delete_exchange("gone-ex")
+        fake.session.drop()
+        await client.queue_stats("q")  # waits for the recovered connection
+        second = fake.sessions[1].frames
+        assert [(type(f).__name__, getattr(f, "name", None)) for f in second[1:-1]] == [
+            ("DeclareExchange", "ex"),
+            ("DeclareQueue", "q"),
+            ("Bind", None),
+        ]
+        assert (second[3].queue, second[3].exchange, second[3].routing_key) == ("q", "ex", "a.#")
+
+
+async def test_recovery_remembers_a_bounded_number_of_declarations(
+    fake: FakeBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from brokerd_client import recovery
+
+    monkeypatch.setattr(recovery, "MAX_REMEMBERED", 2)
+    async with await connect(fake, recover=True) as client:
+        for name in ("a", "b", "c"):
+            await client.declare_queue(name)
+        await client.declare_queue("a")  # already remembered: still fine
+        fake.session.drop()
+        await client.queue_stats("a")
+        names = [f.name for f in fake.sessions[1].frames if isinstance(f, DeclareQueue)]
+        assert names == ["a", "b"]

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from brokerd.management.api import shape
+from brokerd.auth import Users, Verifier
+from brokerd.management.auth import Gate
+from brokerd.management.events import MAX_TASKS, EventWatcher
 from brokerd.management.http import (
     MAX_BODY,
     HTTPError,
@@ -15,6 +17,7 @@ from brokerd.management.http import (
     encode_response,
     parse_head,
 )
+from brokerd.management.lists import shape
 from brokerd.management.openapi import document
 from brokerd.management.rates import Rates
 from brokerd.options import QueueOptions
@@ -116,3 +119,92 @@ def test_the_openapi_document_names_every_path_with_its_parameters() -> None:
     op = doc["paths"]["/api/queues/{vhost}/{name}/contents"]["delete"]
     assert [p["name"] for p in op["parameters"]] == ["vhost", "name"]
     assert "204" in op["responses"]
+
+
+def _watcher(now: list[float]) -> EventWatcher:
+    from corekit import Env
+
+    return EventWatcher(Env().broker, clock=lambda: now[0])
+
+
+def test_workers_go_offline_after_three_missed_heartbeats_or_on_worker_offline() -> None:
+    now = [1000.0]
+    w = _watcher(now)
+    w.apply({"type": "worker-online", "hostname": "a", "freq": 2.0, "pid": 1, "timestamp": 1000.0})
+    w.apply({"type": "worker-heartbeat", "hostname": "b", "freq": 2.0, "timestamp": 1000.0})
+    assert [(r["hostname"], r["online"]) for r in w.worker_rows()] == [("a", True), ("b", True)]
+    now[0] = 1007.0
+    w.apply({"type": "worker-heartbeat", "hostname": "a", "freq": 2.0, "timestamp": 1007.0})
+    assert {r["hostname"]: r["online"] for r in w.worker_rows()} == {"a": True, "b": False}
+    w.apply({"type": "worker-offline", "hostname": "a", "timestamp": 1007.5})
+    assert {r["hostname"]: r["online"] for r in w.worker_rows()} == {"a": False, "b": False}
+    assert w.worker_rows()[0]["pid"] == 1
+
+
+def test_task_events_make_one_row_per_task_bounded_and_malformed_ones_are_ignored() -> None:
+    w = _watcher([0.0])
+    for bad in (
+        {},
+        {"type": "task-started"},
+        {"type": 3, "hostname": "h"},
+        {"type": "x", "hostname": "h"},
+    ):
+        w.apply(bad)
+    w.apply(
+        {"type": "task-received", "hostname": "h", "uuid": "t", "name": "add", "timestamp": 1.0}
+    )
+    w.apply(
+        {"type": "task-failed", "hostname": "h", "uuid": "t", "traceback": "tb", "timestamp": 2.0}
+    )
+    (row,) = w.task_rows(10)
+    assert row["state"] == "FAILURE" and row["name"] == "add" and row["traceback"] == "tb"
+    assert (row["received"], row["failed"]) == (1.0, 2.0)
+    for i in range(MAX_TASKS + 5):
+        w.apply({"type": "task-succeeded", "hostname": "h", "uuid": f"u{i}", "timestamp": 3.0})
+    assert len(w.tasks) == MAX_TASKS
+    assert w.task_rows(1)[0]["uuid"] == f"u{MAX_TASKS + 4}"
+
+
+@pytest.mark.parametrize(
+    ("headers", "refused"),
+    [
+        ({}, False),
+        ({"sec-fetch-site": "same-origin", "origin": "http://h:1", "host": "h:1"}, False),
+        ({"sec-fetch-site": "none"}, False),
+        ({"sec-fetch-site": "cross-site"}, True),
+        ({"sec-fetch-site": "same-site"}, True),
+        ({"origin": "http://evil:1", "host": "h:1"}, True),
+    ],
+)
+def test_cross_site_mutations_are_refused(headers: dict[str, str], refused: bool) -> None:
+    request = Request("POST", "/api/x", {}, headers, b"")
+    if refused:
+        with pytest.raises(HTTPError) as info:
+            Gate.check_origin(request)
+        assert info.value.status == 403
+    else:
+        Gate.check_origin(request)
+
+
+@pytest.mark.parametrize(
+    ("host", "refused"),
+    [
+        ("localhost:15673", False),
+        ("127.0.0.1:15673", False),
+        ("[::1]:15673", False),
+        ("app.localhost", False),
+        ("10.0.0.5", False),
+        ("evil.example:15673", True),
+        ("127.0.0.1.evil.example", True),
+    ],
+)
+def test_without_users_only_loopback_names_and_addresses_are_answered(
+    host: str, refused: bool
+) -> None:
+    gate = Gate(Users(), Verifier(Users()), None)
+    request = Request("GET", "/api/overview", {}, {"host": host}, b"")
+    if refused:
+        with pytest.raises(HTTPError):
+            gate.check_host(request, "127.0.0.1")
+    else:
+        gate.check_host(request, "127.0.0.1")

@@ -598,6 +598,7 @@ def test_every_operation_kind_is_covered_here() -> None:
         Op.UPDATE_MESSAGE,
         Op.DELETE_MESSAGE,
         Op.PUT_RESULT,
+        Op.PUT_RESULT_KEEP_FINAL,
         Op.REVOKE_RESULT,
         Op.PUT_REVOCATION,
         Op.PUT_SCHEDULE,
@@ -785,6 +786,27 @@ def test_put_result_never_lets_a_non_final_state_replace_an_unexpired_final_one(
         "b": ("RETRY", b"", T0 + 300),
         "c": ("STARTED", b"s", T0 + 150),
         "d": ("SUCCESS", b"late", T0 + 100),
+    }
+
+
+def test_put_result_keep_final_never_replaces_an_unexpired_final_result(h: Harness) -> None:
+    b = Batch()
+    b.put_result("a", "SUCCESS", b"first", T0 + 100, T0)
+    b.put_result_keep_final("a", "SUCCESS", b"second", T0 + 200, T0)  # kept: a's first
+    b.put_result("b", "STARTED", b"", T0 + 100, T0)
+    b.put_result_keep_final("b", "FAILURE", b"f", T0 + 100, T0)  # replaces a non-final
+    b.put_result_keep_final("c", "SUCCESS", b"new", T0 + 100, T0)  # nothing there
+    b.put_result("d", "FAILURE", b"old", T0 + 10, T0)
+    b.put_result_keep_final("d", "SUCCESS", b"d2", T0 + 300, T0 + 20)  # d's had expired
+    b.put_result_keep_final("e", "SUCCESS", b"e1", T0 + 100, T0)
+    b.put_result("e", "FAILURE", b"e2", T0 + 100, T0)  # a plain final still replaces
+    h.commit(b)
+    assert _results(h, "a", "b", "c", "d", "e") == {
+        "a": ("SUCCESS", b"first", T0 + 100),
+        "b": ("FAILURE", b"f", T0 + 100),
+        "c": ("SUCCESS", b"new", T0 + 100),
+        "d": ("SUCCESS", b"d2", T0 + 300),
+        "e": ("FAILURE", b"e2", T0 + 100),
     }
 
 

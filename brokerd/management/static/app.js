@@ -168,6 +168,10 @@ const RENDER = {
     card(totals, "consumers", o.object_totals.consumers);
     card(totals, "publish/s", rate(o.message_stats, "publish"));
     card(totals, "deliver/s", rate(o.message_stats, "deliver_get"));
+    const mib = (n) => (n / 1048576).toFixed(1) + " MiB";
+    card(totals, "message memory of " + mib(o.memory.message_limit), mib(o.memory.message_bytes));
+    card(totals, "broker RSS", mib(o.memory.rss_bytes));
+    if (o.disk_free !== null) card(totals, "disk free (limit " + mib(o.disk_free_limit) + ")", mib(o.disk_free));
     const alarms = $("alarms");
     alarms.textContent = "";
     for (const [name, on] of Object.entries(o.alarms)) {
@@ -249,18 +253,23 @@ const RENDER = {
 
   async tasks() {
     const [w, s, t] = await Promise.all([api("GET", "/api/workers"), api("GET", "/api/schedules"), api("GET", "/api/tasks")]);
-    fill("workers-table", w, (r) => [r.hostname, r.online ? "online" : "offline", num(r.pid), num(r.active),
+    fill("workers-table", w, (r) => [r.vhost, r.hostname, r.online ? "online" : "offline", num(r.pid), num(r.active),
       num(r.processed), (r.loadavg || []).join(" "), when(r.last_heartbeat)]);
     fill("schedules-table", s, (r) => {
-      const run = el("button", "Run now");
-      run.type = "button";
-      run.addEventListener("click", () => act("run " + r.name, async () => {
-        await api("POST", "/api/schedules/" + encodeURIComponent(r.vhost) + "/" + encodeURIComponent(r.name) + "/run");
-        return "ran " + r.name;
-      }));
       const cell = el("td");
-      cell.appendChild(run);
-      return [r.vhost, r.name, r.spec, (r.exchange || "(default)") + " → " + r.routing_key, when(r.next_run), when(r.last_run), cell];
+      const path = "/api/schedules/" + encodeURIComponent(r.vhost) + "/" + encodeURIComponent(r.name) + "/";
+      for (const [label, action] of [["Run now", "run"], r.paused ? ["Resume", "resume"] : ["Pause", "pause"]]) {
+        const b = el("button", label);
+        b.type = "button";
+        b.dataset.action = action;
+        b.addEventListener("click", () => act(action + " " + r.name, async () => {
+          await api("POST", path + action);
+          return action + ": " + r.name;
+        }));
+        cell.appendChild(b);
+      }
+      return [r.vhost, r.name, r.spec, (r.exchange || "(default)") + " → " + r.routing_key,
+        r.paused ? "paused" : when(r.next_run), when(r.last_run), cell];
     });
     fill("tasks-table", t, (r) => {
       const detail = el("td");

@@ -67,6 +67,12 @@ OP_SQL: dict[Op, tuple[str, ...]] = {
         f"WHERE excluded.state IN {_FINAL} OR results.state NOT IN {_FINAL} "
         "OR results.expires_at <= $5",
     ),
+    Op.PUT_RESULT_KEEP_FINAL: (
+        "INSERT INTO results (task_id, state, payload, expires_at) VALUES ($1, $2, $3, $4) "
+        "ON CONFLICT (task_id) DO UPDATE SET state = excluded.state, "
+        "payload = excluded.payload, expires_at = excluded.expires_at "
+        f"WHERE results.state NOT IN {_FINAL} OR results.expires_at <= $5",
+    ),
     Op.REVOKE_RESULT: (
         "INSERT INTO results (task_id, state, payload, expires_at) "
         "VALUES ($1, 'REVOKED', '\\x'::bytea, $2) "
@@ -214,6 +220,7 @@ def _floats(rows: list[Row], kind: Op) -> list[Row]:
 _FLOAT_PARAMS: dict[Op, frozenset[int]] = {
     Op.UPDATE_MESSAGE: frozenset({2, 3}),
     Op.PUT_RESULT: frozenset({3, 4}),
+    Op.PUT_RESULT_KEEP_FINAL: frozenset({3, 4}),
     Op.REVOKE_RESULT: frozenset({1, 2}),
     Op.PUT_REVOCATION: frozenset({1}),
     Op.PUT_SCHEDULE: frozenset({6, 7}),

@@ -100,6 +100,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from typing import Any, NamedTuple
+from urllib.parse import quote, unquote
 
 from kombu.exceptions import ChannelError as KombuChannelError
 from kombu.exceptions import ConnectionError as KombuConnectionError
@@ -122,6 +123,7 @@ from brokerd_protocol import (
 
 from ..errors import (
     AuthenticationError,
+    BrokerError,
     ConnectionLost,
     HeartbeatTimeout,
     InternalError,
@@ -132,12 +134,14 @@ from ..errors import (
     PreconditionFailed,
     ProtocolViolation,
     QueueFull,
+    Redirected,
     ResourceLimitExceeded,
     StorageFailed,
     Unroutable,
 )
+from ..failover import FAILOVER_TIMEOUT, backoff, retryable
 from ..tls import from_celery
-from ..url import DEFAULT_PORT, BrokerURL
+from ..url import DEFAULT_PORT, BrokerURL, parse_url, redact
 from .envelope import ENVELOPE_HEADER, InvalidEnvelope, KombuMessage, from_delivery, to_message
 from .hubwake import HubBinding
 from .keeper import LeaseKeeper
@@ -870,47 +874,77 @@ class Transport(base.Transport):
 
     def __init__(self, client: Any, **kwargs: Any) -> None:
         super().__init__(client, **kwargs)  # type: ignore[no-untyped-call]
+        if client is not None:
+            _take_url(client)
         # ``brokerd://token@host`` puts the token in the user name, which
         # kombu prints in as_uri() (Celery's banner, its error logs). As the
         # password it is masked.
         if client is not None and client.userid and not client.password:
             client.password, client.userid = client.userid, None
 
+    #: kombu hands us the URL as given (``conninfo.hostname``) instead of
+    #: parsing it itself: its parser cannot read a failover URL's node list
+    #: (``brokerd://h1:5673,h2:5673/``); :func:`_target` reads it.
+    can_parse_url = True
+
     def driver_version(self) -> str:
         return "1"
+
+    def as_uri(self, uri: str, include_password: bool = False, mask: str = "**") -> str:
+        """The URL for kombu's ``as_uri()`` (Celery's banner, its logs), from
+        the connection's parameters: its secret (token or user password)
+        masked unless ``include_password``."""
+        c: Any = self.client
+        scheme = "brokerds" if self.tls else "brokerd"
+        if "://" in uri:
+            where = uri.partition("://")[2]  # nodes and vhost; the secret was taken out
+        else:
+            vhost = c.virtual_host or "/"
+            host = f"[{uri}]" if ":" in uri and not uri.startswith("[") else uri
+            where = f"{host}:{c.port or DEFAULT_PORT}" + ("" if vhost == "/" else "/" + vhost)
+        password = c.password() if callable(c.password) else c.password
+        cred = ""
+        if password:
+            secret = quote(password, safe="") if include_password else mask
+            cred = (f"{quote(c.userid, safe='')}:" if c.userid else "") + secret + "@"
+        return f"{scheme}://{cred}{where}"
 
     @property
     def default_connection_params(self) -> dict[str, Any]:
         return {"hostname": "127.0.0.1", "port": DEFAULT_PORT}
 
     def establish_connection(self) -> TransportConnection:
+        """Connect to the active node: a failover URL's nodes in turn, a
+        standby's redirect followed once, rounds with jittered backoff for up
+        to transport option ``failover_timeout`` seconds (default 30 with
+        several nodes, one round with one). Past that, the ``ConnectionLost``
+        goes to kombu, whose own retry (Celery's ``broker_connection_retry``,
+        a producer's ``retry_policy``) calls this again."""
         conninfo: Any = self.client
-        password = conninfo.password
-        if callable(password):
-            password = password()
-        # ``user:password@`` is a user of the broker; a lone secret is its token.
-        user: str | None = None
-        if conninfo.userid and password:
-            user, token = conninfo.userid, None
-        else:
-            token = password or conninfo.userid or None
+        nodes, user, token, password, vhost = _target(conninfo)
         options = dict(conninfo.transport_options or {})
-        host = conninfo.hostname or "127.0.0.1"
-        port = int(conninfo.port or DEFAULT_PORT)
+        timeout = options.get("failover_timeout")
+        if timeout is None:
+            timeout = FAILOVER_TIMEOUT if len(nodes) > 1 else 0.0
+        host, port = nodes[0]
         # TLS: brokerds://, or Celery's broker_use_ssl (kombu's ``ssl``).
         context = from_celery(BrokerURL(host, port, tls=self.tls), conninfo.ssl)
-        wire = WireConnection.open(
-            host,
-            port,
-            token=token,
-            user=user,
-            password=password if user is not None else None,
-            client_name=f"kombu {socket.gethostname()} pid {os.getpid()}",
-            vhost=conninfo.virtual_host or "/",
-            heartbeat=float(conninfo.heartbeat or 0.0),
-            connect_timeout=conninfo.connect_timeout,
-            ssl_context=context,
-        )
+
+        def open_node(host: str, port: int) -> WireConnection:
+            return WireConnection.open(
+                host,
+                port,
+                token=token,
+                user=user,
+                password=password if user is not None else None,
+                client_name=f"kombu {socket.gethostname()} pid {os.getpid()}",
+                vhost=vhost,
+                heartbeat=float(conninfo.heartbeat or 0.0),
+                connect_timeout=conninfo.connect_timeout,
+                ssl_context=context,
+            )
+
+        wire = _open_any(nodes, open_node, float(timeout))
         return TransportConnection(self, wire, options)
 
     def close_connection(self, connection: TransportConnection) -> None:
@@ -985,6 +1019,121 @@ class Transport(base.Transport):
                 raise TimeoutError("timed out")  # socket.timeout
             if connection.dispatch(1):
                 return
+
+
+def _take_url(conninfo: Any) -> None:
+    """kombu left the URL as given in ``conninfo.hostname`` (``can_parse_url``):
+    move its secret to ``userid``/``password`` and its vhost to
+    ``virtual_host``, as kombu's own parsing would, so ``info()`` (Celery's
+    ``inspect stats``) never shows the secret. One node becomes ``hostname``
+    and ``port`` as before; a failover URL stays a URL, without its secret."""
+    raw = conninfo.hostname
+    if not isinstance(raw, str) or "://" not in raw:
+        return
+    scheme, _, rest = raw.partition("://")
+    for stop in "?#":
+        rest = rest.partition(stop)[0]
+    netloc, slash, path = rest.partition("/")
+    if "@" in netloc:
+        userinfo, _, netloc = netloc.rpartition("@")
+        name, colon, secret = userinfo.partition(":")
+        if conninfo.userid is None and conninfo.password is None:
+            conninfo.userid = unquote(name) or None
+            conninfo.password = unquote(secret) if colon else None
+    if slash and path:
+        conninfo.virtual_host = unquote(path)
+    try:
+        nodes = parse_url(f"brokerd://{netloc}").candidates()
+    except ValueError as exc:
+        raise ValueError(f"invalid broker URL {redact(raw)!r}: {exc}") from None
+    conninfo.port = nodes[0].port
+    if len(nodes) == 1:
+        conninfo.hostname = nodes[0].host  # as kombu has it: an IPv6 one without brackets
+    else:
+        conninfo.hostname = f"{scheme}://{netloc}" + (f"/{path}" if slash and path else "")
+
+
+def _target(
+    conninfo: Any,
+) -> tuple[list[tuple[str, int]], str | None, str | None, str | None, str]:
+    """The nodes (``(host, port)``), user, token, password and vhost of
+    kombu's connection parameters: the URL itself in ``conninfo.hostname``
+    (``can_parse_url``), or separate ``hostname``, ``port``, ``userid``,
+    ``password`` and ``virtual_host`` given without a URL. The URL's path is
+    the vhost as kombu reads it (``/name``; ``//`` is ``/``; none: ``/``); a
+    query is ignored."""
+    raw = conninfo.hostname or "127.0.0.1"
+    userid = conninfo.userid
+    password = conninfo.password
+    vhost = conninfo.virtual_host or "/"
+    if callable(password):
+        password = password()
+    if "://" in raw:
+        rest = raw.partition("://")[2]
+        for stop in "?#":
+            rest = rest.partition(stop)[0]
+        netloc, slash, path = rest.partition("/")
+        if slash and path:
+            vhost = unquote(path)
+        if "@" in netloc:
+            userinfo, _, netloc = netloc.rpartition("@")
+            name, colon, secret = userinfo.partition(":")
+            if userid is None and password is None:
+                userid = unquote(name) or None
+                password = unquote(secret) if colon else None
+        hosts = netloc
+    else:
+        hosts = f"[{raw}]" if ":" in raw and not raw.startswith("[") else raw
+        if conninfo.port is not None:
+            hosts = f"{hosts}:{conninfo.port}"
+    try:
+        parsed = parse_url(f"brokerd://{hosts}")
+    except ValueError as exc:
+        raise ValueError(f"invalid broker URL {redact(raw)!r}: {exc}") from None
+    nodes = [(n.host, n.port) for n in parsed.candidates()]
+    # ``user:password@`` is a user of the broker; a lone secret is its token.
+    if userid and password:
+        return nodes, userid, None, password, vhost
+    return nodes, None, password or userid or None, None, vhost
+
+
+def _open_any(
+    nodes: list[tuple[str, int]],
+    open_node: Callable[[str, int], WireConnection],
+    timeout: float,
+) -> WireConnection:
+    """The first node (or the one a standby redirects to) that accepts us;
+    blocking twin of :func:`brokerd_client.failover.connect_any`."""
+    deadline = time.monotonic() + timeout
+    attempt = 0
+    while True:
+        last: BrokerError | None = None
+        for host, port in nodes:
+            try:
+                return open_node(host, port)
+            except BrokerError as exc:
+                if not retryable(exc):
+                    raise
+                last = exc
+                if not isinstance(exc, Redirected) or not exc.address:
+                    continue
+                try:
+                    target = BrokerURL(host, port).moved_to(exc.address)
+                except ValueError:
+                    continue
+            try:
+                return open_node(target.host, target.port)
+            except BrokerError as exc:
+                if not retryable(exc):
+                    raise
+                last = exc
+        assert last is not None
+        pause = backoff(attempt)
+        if time.monotonic() + pause >= deadline:
+            raise last
+        log.info("no active brokerd node yet (%s); trying again in %.2f s", last, pause)
+        time.sleep(pause)
+        attempt += 1
 
 
 class TLSTransport(Transport):

@@ -74,6 +74,7 @@ from brokerd_protocol import (
     ProtocolError,
     Publish,
     PublishError,
+    Redirect,
     Reject,
     Settled,
     Welcome,
@@ -88,6 +89,7 @@ from ..errors import (
     HeartbeatTimeout,
     MessageTooLarge,
     ProtocolViolation,
+    Redirected,
     TLSError,
     error_from_code,
 )
@@ -712,6 +714,12 @@ def _read_welcome(stream: Stream, decoder: Decoder, where: str, *, tls: bool) ->
             continue
         if type(frame) is Error:
             raise error_from_code(frame.code, frame.message)
+        if type(frame) is Redirect:  # a standby node (SPEC §6.1)
+            raise Redirected(
+                f"brokerd at {where} is a standby node; the active node is at "
+                f"{frame.address or '(not known yet)'}",
+                frame.address,
+            )
         if type(frame) is not Welcome:
             raise ProtocolViolation(f"expected Welcome, got {type(frame).__name__}")
         if frame.version not in SUPPORTED_VERSIONS:

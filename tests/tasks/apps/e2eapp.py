@@ -112,6 +112,19 @@ def sleep_sync(seconds: float, tag: str = "") -> float:
     return seconds
 
 
+@app.task(name="e2e.first_wins")
+def first_wins(first: float, again: float) -> str:
+    """Sleeps ``first`` s on its first run, ``again`` s on later ones (a
+    broker that crashed may deliver it again with the same attempt number)."""
+    state = os.environ.get("E2E_STATE_DIR")
+    earlier = (Path(state) / "first_wins.log") if state else None
+    run = 1 + (len(earlier.read_text().splitlines()) if earlier and earlier.exists() else 0)
+    mark("first_wins", run=run)
+    time.sleep(first if run == 1 else again)
+    mark("first_wins_done", run=run)
+    return f"run {run}"
+
+
 @app.task(name="e2e.asleep")
 async def sleep_async(seconds: float, tag: str = "") -> float:
     mark("asleep", tag=tag)

@@ -30,7 +30,7 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -121,6 +121,11 @@ class RevokedIds:
             self.add(task_id)
 
 
+#: Finished first runs of lost connections remembered, and for how long (s).
+FIRST_RUNS_KEPT = 10_000
+FIRST_RUNS_SECONDS = 3600.0
+
+
 class Dispatcher:
     """Runs the jobs of one worker process (see the module docstring)."""
 
@@ -155,6 +160,15 @@ class Dispatcher:
         self.stats = Stats()
         self.accepting = True
         self.client: AsyncClient | None = None
+        #: Jobs still running whose connection died (their leases went with
+        #: it, so their messages may be running again elsewhere), and how
+        #: many of them run each task id.
+        self._orphaned: set[Job] = set()
+        self.orphans: dict[str, int] = {}
+        #: Task ids of orphans that finished, and when (``FIRST_RUNS_KEPT``
+        #: of them for ``FIRST_RUNS_SECONDS``): a delivery of one of them
+        #: soon after is a second run of a task whose first run is done.
+        self._first_runs: OrderedDict[str, float] = OrderedDict()
         self.declared: Declared | None = None
         self.leases = LeaseKeeper(loop, self.held, self._lease_lost)
         self.threads = ThreadRunner(loop, concurrency, self.finish, conf.result_serializer)
@@ -165,7 +179,12 @@ class Dispatcher:
         self.rates = RateGate(app, loop, self._queue)
         self.events = EventSender(hostname, task_events, self.max_decompressed)
         self.recorder = Recorder(
-            conf, self.stats, self.tasklog, spawn=self._spawn, settled=self._done_settling
+            conf,
+            self.stats,
+            self.tasklog,
+            spawn=self._spawn,
+            settled=self._done_settling,
+            current_client=lambda: self.client,
         )
 
     # --- receiving ---------------------------------------------------------------
@@ -236,12 +255,17 @@ class Dispatcher:
         job.hard_limit = meta.time_limit if meta.time_limit is not None else hard
         job.soft_limit = meta.soft_time_limit if meta.soft_time_limit is not None else soft
         self.held[d.delivery_id] = job
+        # A redelivered run, or one of a task that ran (or still runs) here
+        # from a lost connection: its final state must not replace the first
+        # run's. (A broker that crashed delivers again with the same attempt.)
+        second = self._second_run(job.task_id)
+        job.keep_final = second or d.attempt > 1
         self.leases.track(job)
         if self.tasklog.info:
             self.tasklog.received(job)
         if self.events.enabled:
             self.events.received(job)
-        if d.redelivered and (not job.ignore_result or CANVAS_HEADER in d.headers):
+        if (d.redelivered or second) and (not job.ignore_result or CANVAS_HEADER in d.headers):
             # Its ack may have been lost after its final result was stored:
             # look before running it a second time.
             self._spawn(self._check_redelivered(job))
@@ -275,10 +299,10 @@ class Dispatcher:
             return  # revoked meanwhile, or returned
         if job.client.is_closed:  # the broker has taken it back
             job.finished = True
-            self.held.pop(d.delivery_id, None)
+            self._unhold(job)
         elif not self.accepting:
             job.finished = True
-            self.held.pop(d.delivery_id, None)
+            self._unhold(job)
             settle.nack(d, requeue=True)
         elif state in states.READY_STATES:
             log.warning(
@@ -292,7 +316,7 @@ class Dispatcher:
                 self.settling += 1
                 self._spawn(self.recorder.follow_up(job, state, payload, self.recorder.ack))
                 return
-            self.held.pop(d.delivery_id, None)
+            self._unhold(job)
             settle.ack(d)
         else:
             self._admit(job)
@@ -353,7 +377,7 @@ class Dispatcher:
         if not acks_late:
             # At-most-once, by request: the message is gone before the task runs.
             settle.ack(d)
-            self.held.pop(d.delivery_id, None)
+            self._unhold(job)
         if (task.track_started if task.track_started is not None else self.track_started) and (
             not job.ignore_result
         ):
@@ -372,7 +396,7 @@ class Dispatcher:
             except (DecodeError, InvalidTaskMessage) as exc:
                 job.finished = True
                 self.running -= 1
-                self.held.pop(d.delivery_id, None)
+                self._unhold(job)
                 self._refuse(d, job.client, job.task_id, exc)
                 self._start_waiting()
                 return
@@ -479,7 +503,7 @@ class Dispatcher:
     def revoke(self, task_id: str, terminate: bool) -> None:
         """A revocation pushed by the broker (or learnt at subscribe time)."""
         self.revoked.add(task_id)
-        for job in list(self.held.values()):
+        for job in [*self.held.values(), *self._orphaned]:
             if job.task_id != task_id or job.finished:
                 continue
             if not job.started:
@@ -490,7 +514,7 @@ class Dispatcher:
                     self.events.revoked(job.task_id, terminated=False, expired=False)
                 if task_revoked.receivers:
                     revoked_signal(job.task, None, job.task_id, terminated=False, expired=False)
-                self.held.pop(job.delivery.delivery_id, None)
+                self._unhold(job)
                 settle.ack(job.delivery)
             elif terminate:
                 log.warning("terminating revoked task %r", job)
@@ -531,8 +555,38 @@ class Dispatcher:
 
     # --- settling -------------------------------------------------------------------
 
+    def _unhold(self, job: Job) -> None:
+        """``job`` is no longer held (an orphan is no longer running)."""
+        held = self.held
+        delivery_id = job.delivery.delivery_id
+        if held.get(delivery_id) is job:
+            del held[delivery_id]
+        elif job in self._orphaned:
+            self._orphaned.discard(job)
+            left = self.orphans[job.task_id] - 1
+            if left:
+                self.orphans[job.task_id] = left
+            else:
+                del self.orphans[job.task_id]
+            first_runs = self._first_runs
+            first_runs[job.task_id] = self.loop.time()
+            first_runs.move_to_end(job.task_id)
+            if len(first_runs) > FIRST_RUNS_KEPT:
+                first_runs.popitem(last=False)
+
+    def _second_run(self, task_id: str) -> bool:
+        """Whether a delivery of ``task_id`` is a second run of a task this
+        worker ran (or runs) from a lost connection."""
+        if task_id in self.orphans:
+            return True
+        first_runs = self._first_runs
+        if not first_runs:
+            return False
+        since = first_runs.get(task_id)
+        return since is not None and self.loop.time() - since < FIRST_RUNS_SECONDS
+
     def _done_settling(self, job: Job) -> None:
-        self.held.pop(job.delivery.delivery_id, None)
+        self._unhold(job)
         self.settling -= 1
         if not self.running and not self.settling and self._idle_waiters:
             waiters, self._idle_waiters = self._idle_waiters, []
@@ -598,28 +652,42 @@ class Dispatcher:
             if job.finished:
                 continue
             job.finished = True
-            self.held.pop(job.delivery.delivery_id, None)
+            self._unhold(job)
             settle.nack(job.delivery, requeue=True)
             n += 1
         for job in self.rates.take_all():
             if job.finished:
                 continue
             job.finished = True
-            self.held.pop(job.delivery.delivery_id, None)
+            self._unhold(job)
             settle.nack(job.delivery, requeue=True)
             n += 1
         return n
 
     def forget_connection(self, client: AsyncClient) -> None:
-        """The connection ``client`` died: the broker has taken its deliveries back."""
+        """The connection ``client`` died: the broker has taken its deliveries back.
+
+        Jobs of it that still run go on (orphans): they are no longer held
+        (the next connection's delivery ids start again), their result is
+        stored through the next connection, and a delivery of the same task
+        id meanwhile is a second run whose final state must not replace the
+        first's (``keep_final``).
+        """
+        for job in [j for j in self.held.values() if j.client is client and j.started]:
+            if job.finished:
+                continue
+            del self.held[job.delivery.delivery_id]
+            job.keep_final = False  # the first run
+            self._orphaned.add(job)
+            self.orphans[job.task_id] = self.orphans.get(job.task_id, 0) + 1
         for job in [j for j in self.waiting if j.client is client]:
             job.finished = True
-            self.held.pop(job.delivery.delivery_id, None)
+            self._unhold(job)
         self.waiting = deque(j for j in self.waiting if not j.finished)
         for job in [j for j in self.rates.holding if j.client is client]:
             self.rates.holding.discard(job)
             job.finished = True
-            self.held.pop(job.delivery.delivery_id, None)
+            self._unhold(job)
 
     async def wait_idle(self, timeout: float | None) -> bool:  # noqa: ASYNC109 - a grace period
         """Wait until nothing runs or settles; False on timeout."""
@@ -635,7 +703,7 @@ class Dispatcher:
 
     def stop_all(self) -> None:
         """Cold shutdown: stop every running task without recording anything."""
-        for job in list(self.held.values()):
+        for job in [*self.held.values(), *self._orphaned]:
             if job.started and not job.finished and job.aio_task is not None:
                 job.aio_task.cancel()
         if self.processes is not None:

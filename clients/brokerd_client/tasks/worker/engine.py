@@ -213,6 +213,9 @@ class Worker:
                     timeout=self.app.conf.broker_connection_timeout,
                     client_name=f"brokerd-worker {self.hostname}",
                     ssl_context=self.app.clients.ssl_context(),
+                    # The worker reconnects itself (below): its deliveries,
+                    # leases and held jobs belong to one connection.
+                    recover=False,
                 )
             except ConnectionLost as exc:
                 if first and not self.app.conf.broker_connection_retry_on_startup:

@@ -35,6 +35,7 @@ class Job:
         "hard_limit",
         "ignore_result",
         "interruptible",
+        "keep_final",
         "kill_reason",
         "kwargs",
         "meta",
@@ -78,6 +79,8 @@ class Job:
         #: time.perf_counter() when it started (for "succeeded in ...s").
         self.started_at = 0.0
         self.finished = False
+        #: Store its final state only if none is stored (SPEC §14.2 keep_final).
+        self.keep_final = False
         #: Why the worker stopped it: "time_limit", "revoked", or None.
         self.kill_reason: str | None = None
         self.aio_task: asyncio.Task[Any] | None = None

@@ -13,7 +13,17 @@ order of effects is what makes the worker's guarantees hold:
   own message is acked;
 * a result, retry or task message larger than the broker's frame limit is
   refused by the client before it is sent (the connection and every other
-  task on it carry on) and the task is recorded as FAILURE, once.
+  task on it carry on) and the task is recorded as FAILURE, once;
+* a final result whose connection died (before it was sent, or before its
+  Ok came) is stored through the worker's next connection
+  (:meth:`Recorder._store_later`): after a failover the first run's result
+  is not dropped. Its message cannot be acked any more (it comes back, and
+  the worker acks it unrun once it finds the final result). The final state
+  of a *second* run (a redelivered message, or a task id this worker still
+  runs from a lost connection: ``Job.keep_final``) is sent with
+  ``keep_final`` (SPEC §14.2): it never replaces a final state already
+  stored, while the first run's replaces anything, so the first run's
+  result wins.
 """
 
 from __future__ import annotations
@@ -58,6 +68,9 @@ __all__ = ["Recorder"]
 
 log = logging.getLogger("brokerd_client.tasks.worker")
 
+#: Seconds a result whose connection died waits for the worker's next one.
+STORE_LATER_BOUND = 120.0
+
 #: Failures of a task's own sends that a later run may not meet (the broker or
 #: its disk or the connection had trouble): the task's message is given back so
 #: it runs again. Any other failure would repeat on every run: the task fails.
@@ -87,6 +100,7 @@ class Recorder:
         *,
         spawn: Callable[[Coroutine[Any, Any, None]], None],
         settled: Callable[[Job], None],
+        current_client: Callable[[], AsyncClient | None] = lambda: None,
     ) -> None:
         self.result_ttl = conf.result_expires
         self.rser = conf.result_serializer
@@ -97,6 +111,8 @@ class Recorder:
         self.tasklog = tasklog
         self._spawn = spawn
         self._settled = settled
+        #: The worker's connection now (a new one after a reconnect).
+        self._current_client = current_client
         #: ResultSets sent and not yet confirmed (a warm shutdown waits for them).
         self._unconfirmed: set[asyncio.Future[Any]] = set()
 
@@ -203,18 +219,65 @@ class Recorder:
         if CANVAS_HEADER in job.delivery.headers:
             self._spawn(self._store_then_follow(job, state, payload, then or self.ack))
             return
+        # A second run's final state never replaces one already stored.
+        keep = job.keep_final
         try:
             try:
-                fut = job.client.result_set(job.task_id, state, payload, self.result_ttl)
+                fut = job.client.result_set(
+                    job.task_id, state, payload, self.result_ttl, keep_final=keep
+                )
             except MessageTooLarge as exc:
                 state, payload = self._too_large(job, state, payload, exc)
                 then = self.ack if self.acks_on_failure else self.reject
-                fut = job.client.result_set(job.task_id, state, payload, self.result_ttl)
+                fut = job.client.result_set(
+                    job.task_id, state, payload, self.result_ttl, keep_final=keep
+                )
+        except ConnectionLost as exc:
+            log.warning("connection of %r lost (%s): storing its result on the next one", job, exc)
+            self._spawn(self._store_later(job.client, job.task_id, state, payload, keep))
         except BrokerError as exc:
             log.warning("result of %r not stored: %s", job, exc)
         else:
             self._track_result(fut, job.task_id, state)
+            fut.add_done_callback(
+                self._retry_if_lost(job.client, job.task_id, state, payload, keep)
+            )
         (then or self.ack)(job)
+
+    def _retry_if_lost(
+        self, client: AsyncClient, task_id: str, state: str, payload: bytes, keep: bool
+    ) -> Callable[[asyncio.Future[Any]], None]:
+        def done(fut: asyncio.Future[Any]) -> None:
+            if not fut.cancelled() and isinstance(fut.exception(), ConnectionLost):
+                self._spawn(self._store_later(client, task_id, state, payload, keep))
+
+        return done
+
+    async def _store_later(
+        self, dead: AsyncClient, task_id: str, state: str, payload: bytes, keep: bool
+    ) -> None:
+        """Store a final result whose connection died through the worker's
+        next connection, once it has one (for up to ``STORE_LATER_BOUND`` s).
+        Sending it twice is harmless: a final state replaces itself."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STORE_LATER_BOUND
+        while loop.time() < deadline:
+            client = self._current_client()
+            if client is not None and client is not dead and not client.is_closed:
+                try:
+                    await client.result_set(
+                        task_id, state, payload, self.result_ttl, keep_final=keep
+                    )
+                except ConnectionLost:
+                    dead = client
+                    continue
+                except BrokerError as exc:
+                    log.warning("state %s of task %s not stored: %s", state, task_id, exc)
+                    return
+                log.info("state %s of task %s stored on the new connection", state, task_id)
+                return
+            await asyncio.sleep(0.1)
+        log.warning("state %s of task %s not stored: no connection to the broker", state, task_id)
 
     async def _store_then_follow(
         self, job: Job, state: str, payload: bytes, then: Callable[[Job], None]
@@ -228,11 +291,15 @@ class Recorder:
         """
         try:
             try:
-                fut = job.client.result_set(job.task_id, state, payload, self.result_ttl)
+                fut = job.client.result_set(
+                    job.task_id, state, payload, self.result_ttl, keep_final=job.keep_final
+                )
             except MessageTooLarge as exc:
                 state, payload = self._too_large(job, state, payload, exc)
                 then = self.ack if self.acks_on_failure else self.reject
-                fut = job.client.result_set(job.task_id, state, payload, self.result_ttl)
+                fut = job.client.result_set(
+                    job.task_id, state, payload, self.result_ttl, keep_final=job.keep_final
+                )
         except BrokerError as exc:
             log.error("result of %r not stored (%s); returning its message", job, exc)
             self.give_back(job)
