@@ -591,23 +591,29 @@ class Broker:
             return
         self.counters.dead_lettered[reason] = self.counters.dead_lettered.get(reason, 0) + 1
         m.headers = death_headers(m.headers, reason, q.name, detail)
+        self._move(m, q, target, batch)
+        if target.consumers:
+            self._dispatch(target)
+        else:
+            self._maybe_page(target)
+
+    def _move(self, m: Message, source: QueueState, target: QueueState, batch: Batch) -> None:
+        """``m``, taken from ``source``, becomes a new ready message of
+        ``target`` (dead-lettering, redrive): its attempts start over, the
+        target's TTL applies, and its row follows the two queues' durability."""
         m.queue = target.name
         m.attempts = 0
         m.ready_at = None
         ttl = target.options.message_ttl
         m.expires_at = None if ttl is None else self.clock.now() + ttl
         m.seq = self._new_seq()
-        if q.durable and target.durable:
+        if source.durable and target.durable:
             batch.update(m)
-        elif q.durable:
+        elif source.durable:
             batch.delete(m.id)
         elif target.durable:
             batch.insert(m)
         target.push(m)
-        if target.consumers:
-            self._dispatch(target)
-        else:
-            self._maybe_page(target)
 
     def redrive(self, name: str, count: int | None, to: str | None = None) -> int:
         """Move up to ``count`` (None: all) ready messages of ``name``, a
@@ -642,19 +648,7 @@ class Broker:
             ):
                 kept.append(m)
                 continue
-            m.queue = target.name
-            m.attempts = 0
-            m.ready_at = None
-            ttl = target.options.message_ttl
-            m.expires_at = None if ttl is None else self.clock.now() + ttl
-            m.seq = self._new_seq()
-            if q.durable and target.durable:
-                batch.update(m)
-            elif q.durable:
-                batch.delete(m.id)
-            elif target.durable:
-                batch.insert(m)
-            target.push(m)
+            self._move(m, q, target, batch)
             touched[target] = None
             moved += 1
         for m in reversed(kept):
