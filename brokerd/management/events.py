@@ -55,7 +55,10 @@ STATES = {
     "task-revoked": "REVOKED",
     "task-rejected": "REJECTED",
 }
-WORKER_FIELDS = ("pid", "sw_ident", "sw_ver", "sw_sys", "active", "processed", "loadavg", "freq")
+WORKER_FIELDS = (
+    "pid", "sw_ident", "sw_ver", "sw_sys", "active", "processed", "loadavg", "freq",
+    "pool", "concurrency",
+)  # fmt: skip
 TASK_FIELDS = (
     "name", "args", "kwargs", "retries", "eta", "expires", "queue", "result",
     "runtime", "exception", "traceback", "root_id", "parent_id",
@@ -200,6 +203,9 @@ class EventWatcher:
             freq = w.get("freq")
             freq = float(freq) if isinstance(freq, int | float) and freq > 0 else 2.0
             w["online"] = not w.pop("offline") and now - w["last_heartbeat"] <= 3 * freq
+            # Celery's own worker events name no pool: null, as for an unknown.
+            w.setdefault("pool", None)
+            w.setdefault("concurrency", None)
             w["vhost"] = self.vhost
             rows.append(w)
         return rows

@@ -170,7 +170,8 @@ async def test_workers_and_finished_tasks_are_shown(browser: Any) -> None:
         now = time.time()
         for key, event in (
             ("worker.heartbeat", {"type": "worker-heartbeat", "hostname": "w1@box", "pid": 7,
-                                  "freq": 2.0, "active": 0, "processed": 1, "timestamp": now}),
+                                  "freq": 2.0, "active": 0, "processed": 1, "timestamp": now,
+                                  "pool": "threads", "concurrency": 3}),
             ("task.succeeded", {"type": "task-succeeded", "hostname": "w1@box", "uuid": "t-42",
                                 "result": "5", "runtime": 0.01, "timestamp": now}),
         ):  # fmt: skip
@@ -179,5 +180,6 @@ async def test_workers_and_finished_tasks_are_shown(browser: Any) -> None:
             "w1@box", timeout=WAIT_MS
         )
         await expect(page.locator("#workers-table tbody")).to_contain_text("online")
+        await expect(page.locator("#workers-table tbody")).to_contain_text("threads")
         await expect(page.locator("#tasks-table tbody")).to_contain_text("t-42", timeout=WAIT_MS)
         await expect(page.locator("#tasks-table tbody")).to_contain_text("SUCCESS")

@@ -563,7 +563,8 @@ async def test_workers_and_task_progress_from_worker_events(mgmt: Any) -> None:
     now = time.time()
     events = [
         ("worker.heartbeat", {"type": "worker-heartbeat", "hostname": "w1@box", "pid": 42,
-                              "freq": 2.0, "active": 1, "processed": 7, "timestamp": now}),
+                              "freq": 2.0, "active": 1, "processed": 7, "timestamp": now,
+                              "pool": "processes", "concurrency": 4}),
         ("task.received", {"type": "task-received", "hostname": "w1@box", "uuid": "u1",
                            "name": "app.add", "args": "(1, 2)", "timestamp": now}),
         ("task.failed", {"type": "task-failed", "hostname": "w1@box", "uuid": "u1",
@@ -583,7 +584,8 @@ async def test_workers_and_task_progress_from_worker_events(mgmt: Any) -> None:
     by_host = {w["hostname"]: w for w in workers}
     assert by_host["w1@box"]["online"] is True and by_host["w1@box"]["pid"] == 42
     assert by_host["w1@box"]["active"] == 1 and by_host["w1@box"]["processed"] == 7
-    assert by_host["w0@old"]["online"] is False
+    assert by_host["w1@box"]["pool"] == "processes" and by_host["w1@box"]["concurrency"] == 4
+    assert by_host["w0@old"]["online"] is False and by_host["w0@old"]["pool"] is None
     tasks = await get_json(port, "/api/tasks")
     (task,) = [t for t in tasks if t["task_id"] == "u1"]
     assert task["state"] == "FAILURE" and task["name"] == "app.add"

@@ -199,7 +199,7 @@ def test_with_dash_e_a_worker_sends_celerys_task_and_worker_events(
 ) -> None:
     with brokerd_client.Client(broker.url) as client:
         queue = _event_queue(client)
-        start_worker("-n", "loud@test", "-E")
+        start_worker("-n", "loud@test", "-E", "-c", "2")
         ok = e2e.add.delay(2, 3)
         bad = e2e.boom.delay("no")
         assert ok.get(timeout=BOUND) == 5
@@ -227,6 +227,10 @@ def test_with_dash_e_a_worker_sends_celerys_task_and_worker_events(
     assert failed["exception"] == "ValueError('no')" and "Traceback" in failed["traceback"]
     online = [e for e in seen if e["type"] in ("worker-online", "worker-heartbeat")]
     assert online and online[0]["hostname"] == "loud@test" and online[0]["freq"] == 2.0
+    # Beside Celery's fields: the pool's name and size (the default pool, -c 2).
+    assert online[0]["pool"] == "asyncio" and online[0]["concurrency"] == 2
+    assert online[0]["sw_ident"] == "brokerd-worker" and online[0]["pid"] > 0
+    assert {"active", "processed", "loadavg", "sw_ver", "sw_sys"} <= set(online[0])
 
 
 def test_pool_grow_starts_child_processes_and_shrink_retires_idle_ones(

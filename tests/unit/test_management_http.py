@@ -141,6 +141,20 @@ def test_workers_go_offline_after_three_missed_heartbeats_or_on_worker_offline()
     assert w.worker_rows()[0]["pid"] == 1
 
 
+def test_worker_rows_carry_pool_and_concurrency_the_latest_event_gave() -> None:
+    w = _watcher([1000.0])
+    base = {"hostname": "n", "freq": 2.0, "timestamp": 1000.0}
+    w.apply({**base, "type": "worker-online", "pool": "threads", "concurrency": 3})
+    w.apply({**base, "type": "worker-heartbeat", "pool": "threads", "concurrency": 5})
+    # A Celery worker's events name no pool: the row says null, not a guess.
+    w.apply({"type": "worker-heartbeat", "hostname": "celery@c", "freq": 2.0, "active": 1,
+             "timestamp": 1000.0})  # fmt: skip
+    rows = {r["hostname"]: r for r in w.worker_rows()}
+    assert (rows["n"]["pool"], rows["n"]["concurrency"]) == ("threads", 5)
+    assert (rows["celery@c"]["pool"], rows["celery@c"]["concurrency"]) == (None, None)
+    assert rows["celery@c"]["active"] == 1
+
+
 def test_task_events_make_one_row_per_task_bounded_and_malformed_ones_are_ignored() -> None:
     w = _watcher([0.0])
     for bad in (

@@ -253,7 +253,8 @@ const RENDER = {
 
   async tasks() {
     const [w, s, t] = await Promise.all([api("GET", "/api/workers"), api("GET", "/api/schedules"), api("GET", "/api/tasks")]);
-    fill("workers-table", w, (r) => [r.vhost, r.hostname, r.online ? "online" : "offline", num(r.pid), num(r.active),
+    fill("workers-table", w, (r) => [r.vhost, r.hostname, r.online ? "online" : "offline", r.pool || "–",
+      num(r.concurrency), num(r.pid), num(r.active),
       num(r.processed), (r.loadavg || []).join(" "), when(r.last_heartbeat)]);
     fill("schedules-table", s, (r) => {
       const cell = el("td");

@@ -467,6 +467,7 @@ class Dispatcher:
         if self.processes is not None:
             self.processes.resize(self.concurrency)
         self._start_waiting()
+        self.events.changed()
         return self.concurrency
 
     # --- limits, revocation, lost leases ---------------------------------------------

@@ -264,7 +264,7 @@ class Worker:
         self.consumers = {}
         self._lost = self.loop.create_future()
         await self.mailbox.start(client)
-        await dispatcher.events.start(client, self._counters)
+        await dispatcher.events.start(client, self._worker_fields)
         for name in self.queues:
             await self._start_consumer(client, name)
         if first and self.print_banner:
@@ -323,12 +323,17 @@ class Worker:
         if self.consumers.get(name) is consumer and not lost.done():
             lost.set_result(f"{name}: {consumer.cancel_reason}")
 
-    def _counters(self) -> tuple[int, int]:
-        """``(active, processed)`` for worker events."""
+    def _worker_fields(self) -> dict[str, Any]:
+        """What worker events report of this worker now (``WorkerFields``)."""
         dispatcher = self.dispatcher
         if dispatcher is None:
-            return 0, 0
-        return dispatcher.running, dispatcher.stats.succeeded + dispatcher.stats.failed
+            return {"active": 0, "processed": 0, "pool": self.pool, "concurrency": self.concurrency}
+        return {
+            "active": dispatcher.running,
+            "processed": dispatcher.stats.succeeded + dispatcher.stats.failed,
+            "pool": self.pool,
+            "concurrency": dispatcher.concurrency,
+        }
 
     # --- remote control (the mailbox calls these) ---------------------------------------
 
@@ -403,7 +408,7 @@ class Worker:
         if not self._cold:
             # Closing fails calls in flight: let the last results be confirmed.
             await dispatcher.recorder.wait_results(5.0)
-        await dispatcher.events.stop(self._counters)
+        await dispatcher.events.stop(self._worker_fields)
         await client.close()
 
     async def _wait_idle(self) -> bool:

@@ -6,8 +6,12 @@ the transient topic exchange ``brokerd.events``, with Celery's routing keys
 (``task.succeeded``, ``worker.heartbeat``) and field names (``type``,
 ``uuid``, ``hostname``, ``timestamp``, ``runtime``, ``result``,
 ``exception``, ``traceback``, ``freq``, ``active``, ``processed``...), so
-what reads Celery events reads these. ``brokerd-worker events`` prints them
-live; the management page reads them too.
+what reads Celery events reads these. Worker events also carry ``pool``
+(``asyncio``, ``threads`` or ``processes``; ``-P prefork`` is ``processes``)
+and ``concurrency`` (the pool's size now, so after ``pool_grow`` or
+``pool_shrink``), which Celery's do not; a resize sends a ``worker-heartbeat``
+at once. ``brokerd-worker events`` prints them live; the management page
+reads them too.
 
 Cost: nothing when off (one boolean per hook). When on, events of one loop
 turn go out together in one pipelined ``publish_many`` that nothing waits
@@ -25,6 +29,7 @@ import logging
 import os
 import platform
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ...errors import BrokerError
@@ -38,7 +43,7 @@ if TYPE_CHECKING:
     from ..outcome import Outcome
     from .job import Job
 
-__all__ = ["HEARTBEAT", "EventSender", "decoded_args"]
+__all__ = ["HEARTBEAT", "EventSender", "WorkerFields", "decoded_args"]
 
 log = logging.getLogger("brokerd_client.tasks.worker")
 
@@ -55,6 +60,14 @@ try:
     _SW_VER = _version("brokerd")
 except Exception:  # pragma: no cover - an uninstalled checkout
     _SW_VER = "0"
+
+
+#: What a worker event reports of the worker now: ``active``, ``processed``,
+#: ``pool`` and ``concurrency`` (the engine's, read at each worker event).
+WorkerFields = Callable[[], dict[str, Any]]
+
+#: Fixed for the process: read once.
+_SW_SYS = platform.system()
 
 
 def _short(value: Any) -> str:
@@ -94,41 +107,48 @@ class EventSender:
         self._flushing = False
         self._pending: set[asyncio.Task[Any]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
+        self._fields: WorkerFields | None = None
         self.sent = 0
 
     # --- lifecycle -----------------------------------------------------------------
 
-    async def start(self, client: AsyncClient, counters: Any) -> None:
+    async def start(self, client: AsyncClient, fields: WorkerFields) -> None:
         """Declare the exchange, say we are online, and start heartbeats."""
         if not self.enabled:
             return
         self.client = client
+        self._fields = fields
         await client.declare_exchange(EVENTS_EXCHANGE, "topic", durable=False)
-        self.worker_event("worker-online", counters)
+        self.worker_event("worker-online", fields)
         if self._heartbeat is None:
-            self._heartbeat = asyncio.get_running_loop().create_task(self._beat(counters))
+            self._heartbeat = asyncio.get_running_loop().create_task(self._beat(fields))
 
-    async def _beat(self, counters: Any) -> None:
+    async def _beat(self, fields: WorkerFields) -> None:
         while True:
             await asyncio.sleep(HEARTBEAT)
-            self.worker_event("worker-heartbeat", counters)
+            self.worker_event("worker-heartbeat", fields)
 
-    async def stop(self, counters: Any) -> None:
+    def changed(self) -> None:
+        """The pool was resized: a ``worker-heartbeat`` now, so monitors see
+        the new ``concurrency`` without waiting for the next beat."""
+        if self.enabled and self._fields is not None and self._heartbeat is not None:
+            self.worker_event("worker-heartbeat", self._fields)
+
+    async def stop(self, fields: WorkerFields) -> None:
         """Say we are going (worker-offline) and let the last events out."""
         if not self.enabled:
             return
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             self._heartbeat = None
-        self.worker_event("worker-offline", counters)
+        self.worker_event("worker-offline", fields)
         self._flush()
         if self._pending:
             await asyncio.wait(list(self._pending), timeout=2.0)
 
     # --- events ----------------------------------------------------------------------
 
-    def worker_event(self, kind: str, counters: Any) -> None:
-        active, processed = counters()
+    def worker_event(self, kind: str, fields: WorkerFields) -> None:
         loadavg = list(os.getloadavg()) if hasattr(os, "getloadavg") else []
         self._send(
             kind,
@@ -136,11 +156,10 @@ class EventSender:
                 "freq": HEARTBEAT,
                 "sw_ident": "brokerd-worker",
                 "sw_ver": _SW_VER,
-                "sw_sys": platform.system(),
-                "active": active,
-                "processed": processed,
+                "sw_sys": _SW_SYS,
                 "loadavg": loadavg,
                 "pid": os.getpid(),
+                **fields(),
             },
         )
 
