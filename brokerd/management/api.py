@@ -27,8 +27,8 @@ from brokerd_protocol import ErrorCode
 from ..admin import listing
 from ..admin.vhosts import VhostAdmin
 from ..auth.admin import UserAdmin
-from ..auth.rules import CONFIGURE, READ, WRITE
 from ..auth.passwords import check_hash
+from ..auth.rules import CONFIGURE, READ, WRITE
 from ..auth.users import DEFAULT_VHOST, Users, check_tags, check_user_name
 from ..broker import Broker
 from ..config import Config
@@ -948,11 +948,13 @@ class API:
                 await self._committed("permissions")
                 return Response(204)
             body = _object(request)
-            patterns = [body.get(k) for k in ("configure", "write", "read")]
-            if not all(isinstance(x, str) for x in patterns):
+            configure, write, read = (body.get(k) for k in ("configure", "write", "read"))
+            if not (
+                isinstance(configure, str) and isinstance(write, str) and isinstance(read, str)
+            ):
                 raise HTTPError(400, "configure, write and read must all be given, as strings")
             existed = users.permission(user, vhost) is not None
-            user_admin.put_permission(user, vhost, *patterns)
+            user_admin.put_permission(user, vhost, configure, write, read)
             await self._committed("permissions")
             return Response(204 if existed else 201)
         name = route[1]
