@@ -913,16 +913,21 @@ async def test_users_created_over_http_log_in_and_their_permissions_apply(mgmt: 
         await client.close()
     assert (await root.queue_stats("other.in")).ready == 0
     # An update: tags as a list, a new password (the old one stops working).
-    status, _, _ = await call(port, "PUT", "/api/users/carol", {"password": "new-pw", "tags": []})
+    status, _, _ = await call(
+        port, "PUT", "/api/users/carol", {"password": "new-pw", "tags": ["monitoring"]}
+    )
     assert status == 204
-    assert (await get_json(port, "/api/users/carol"))["tags"] == []
+    assert (await get_json(port, "/api/users/carol"))["tags"] == ["monitoring"]
     status, _, _ = await call(port, "GET", "/api/overview", user=("carol", "carol-pw"))
     assert status == 401
-    # An update with neither password keeps it; tags change.
-    status, _, _ = await call(port, "PUT", "/api/users/carol", {"tags": "monitoring"})
-    assert status == 204
     status, _, _ = await call(port, "GET", "/api/overview", user=("carol", "new-pw"))
     assert status == 200
+    # An update with neither password keeps it; the tags change.
+    stored = server.users.get("carol").password_hash
+    status, _, _ = await call(port, "PUT", "/api/users/carol", {"tags": ""})
+    assert status == 204
+    assert server.users.get("carol").password_hash == stored
+    assert (await get_json(port, "/api/users/carol"))["tags"] == []
 
 
 async def test_password_hash_is_stored_as_given(mgmt: Any) -> None:
