@@ -11,6 +11,11 @@ Ok waits for its commit. Passwords are hashed off the loop (``Verifier``);
 the frame that carried one is not kept. Open connections follow at once:
 new tags or permissions rebuild their ``Access``, a deleted user's
 connections are closed; a new password applies to later connections.
+
+The operations themselves (``put_user``, ``remove_user``, ``put_permission``,
+``remove_permission``, ``hash_password``) are plain methods: the frames call
+them, and so does the management API's ``PUT``/``DELETE /api/users`` and
+``/api/permissions`` (``brokerd.management.api``), each waiting for the commit.
 """
 
 from __future__ import annotations
