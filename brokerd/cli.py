@@ -42,8 +42,8 @@ def build_server(
     server = BrokerServer(config, clock, auth_clock=auth_clock)
     tasks = install_tasks(server)
     admin = install_admin(server)
-    install_user_admin(server)
-    install_vhost_admin(server)
+    server.user_admin = install_user_admin(server)
+    server.vhost_admin = install_vhost_admin(server)
     server.management = install_management(server, admin, tasks)
     return server
 

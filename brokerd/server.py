@@ -32,7 +32,7 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import brokerd_protocol as bp
 from brokerd_protocol import ErrorCode
@@ -54,6 +54,10 @@ from .storage.postgres import PostgresStore
 from .throttle import AuthThrottle
 from .tls import ServerTLS, TLSFiles, describe
 from .vhosts import Registry
+
+if TYPE_CHECKING:
+    from .admin.vhosts import VhostAdmin
+    from .auth.admin import UserAdmin
 
 log = logging.getLogger("brokerd.server")
 
@@ -172,6 +176,10 @@ class BrokerServer:
         self.stop_hooks: list[Callable[[], None]] = []
         #: The management plane (``brokerd.management``), once installed.
         self.management: Any = None
+        #: The user and vhost admin (``auth.admin``, ``admin.vhosts``), once
+        #: installed: the management API's user/permission/vhost changes use them.
+        self.user_admin: UserAdmin | None = None
+        self.vhost_admin: VhostAdmin | None = None
         if self.disk is not None:
             self.tick_hooks.append(self.disk.tick)
 

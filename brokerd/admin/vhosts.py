@@ -10,7 +10,8 @@ one by one as DeleteQueue and DeleteExchange do (their consumers cancelled,
 their rows deleted in the same batch), drops the task layer's memory of it
 (``vhost_deleted_hooks``) and, in the store, its permissions and the rows of
 results, revocations, schedules and groups under its prefix. The Ok waits
-for the commit.
+for the commit. ``add`` and ``remove`` are the operations themselves, also
+used by the management API's ``PUT``/``DELETE /api/vhosts/{name}``.
 """
 
 from __future__ import annotations
@@ -109,18 +110,19 @@ class VhostAdmin:
 
         self.host.broker.batch.after_commit(committed)
 
-    def add_vhost(self, session: VhostSession, f: bp.AddVhost) -> None:
-        self._check(session, f, administrator=True)
-        name = check_vhost(f.name)
+    # --- the operations themselves, for the frames and the management API -------------
+
+    def add(self, name: str) -> str:
+        """Create vhost ``name`` into the batch (``PRECONDITION_FAILED`` if it exists)."""
+        name = check_vhost(name)
         if self.host.vhosts.exists(name):
             raise BrokerError(ErrorCode.PRECONDITION_FAILED, f"vhost {name!r} already exists")
         self.host.vhosts.add(name, self.host.broker.batch)
-        log.info("vhost %r added by %s", name, session.peer_name)
-        self._after_commit(session, f.req, "vhost")
+        return name
 
-    def delete_vhost(self, session: VhostSession, f: bp.DeleteVhost) -> None:
-        self._check(session, f, administrator=True)
-        name = f.name
+    def remove(self, name: str, *, keep: object = None) -> None:
+        """Delete vhost ``name`` and everything in it; close its connections
+        (but ``keep``, the one asking). '/' is refused."""
         if name == DEFAULT_VHOST:
             raise BrokerError(ErrorCode.PRECONDITION_FAILED, "the vhost '/' cannot be deleted")
         if not self.host.vhosts.exists(name):
@@ -128,7 +130,7 @@ class VhostAdmin:
         host = self.host
         broker = host.broker
         for s in list(host.sessions):
-            if s is not session and getattr(s, "vhost", None) == name:
+            if s is not keep and getattr(s, "vhost", None) == name:
                 s.close_by_admin(f"vhost {name!r} was deleted")
         for queue in [q for q in broker.queues if split(q)[0] == name]:
             broker.delete_queue(queue)
@@ -141,6 +143,19 @@ class VhostAdmin:
         for hook in host.vhost_deleted_hooks:
             hook(prefix)
         host.vhosts.delete(name, broker.batch)
+
+    # --- the frames ---------------------------------------------------------------------
+
+    def add_vhost(self, session: VhostSession, f: bp.AddVhost) -> None:
+        self._check(session, f, administrator=True)
+        name = self.add(f.name)
+        log.info("vhost %r added by %s", name, session.peer_name)
+        self._after_commit(session, f.req, "vhost")
+
+    def delete_vhost(self, session: VhostSession, f: bp.DeleteVhost) -> None:
+        self._check(session, f, administrator=True)
+        name = f.name
+        self.remove(name, keep=session)
         log.info("vhost %r deleted by %s", name, session.peer_name)
         self._after_commit(session, f.req, "deletion")
 

@@ -11,12 +11,18 @@ Ok waits for its commit. Passwords are hashed off the loop (``Verifier``);
 the frame that carried one is not kept. Open connections follow at once:
 new tags or permissions rebuild their ``Access``, a deleted user's
 connections are closed; a new password applies to later connections.
+
+The operations themselves (``put_user``, ``remove_user``, ``put_permission``,
+``remove_permission``, ``hash_password``) are plain methods: the frames call
+them, and so does the management API's ``PUT``/``DELETE /api/users`` and
+``/api/permissions`` (``brokerd.management.api``), each waiting for the commit.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, Protocol
 
 import brokerd_protocol as bp
@@ -172,6 +178,67 @@ class UserAdmin:
 
         self.host.verifier.hash(password, done)
 
+    # --- the operations themselves, for the frames and the management API -------------
+    #
+    # Each checks, changes memory and the broker's batch, and makes open
+    # connections follow; the caller waits for the commit to answer.
+
+    async def hash_password(self, password: str) -> str:
+        """``password`` checked and hashed off the loop (``invalid`` if it cannot be one)."""
+        password = _checked(check_password, password)
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+        def done(result: str | BaseException) -> None:
+            if future.done():
+                return
+            if isinstance(result, BaseException):
+                future.set_exception(
+                    BrokerError(ErrorCode.INTERNAL, f"hashing the password failed: {result}")
+                )
+            else:
+                future.set_result(result)
+
+        self.host.verifier.hash(password, done)
+        return await future
+
+    def put_user(self, name: str, password_hash: str, tags: Iterable[str]) -> User:
+        """Create or replace user ``name`` (``password_hash`` as stored); its
+        open connections take the new tags at once."""
+        user = User(_checked(check_user_name, name), password_hash, _checked(check_tags, tags))
+        self.users.put(user, self.host.broker.batch)
+        self._refresh(user.name)
+        return user
+
+    def remove_user(self, name: str, *, keep: object = None) -> None:
+        """Delete user ``name`` (``not_found`` if none) with its permissions,
+        and close its connections (but ``keep``, the one asking)."""
+        self._existing(name)
+        self.users.delete(name, self.host.broker.batch)
+        for s in self._sessions_of(name):
+            if s is not keep:
+                s.close_by_admin(f"user '{name}' was deleted")
+
+    def put_permission(self, user: str, vhost: str, configure: str, write: str, read: str) -> None:
+        """Set ``user``'s patterns on ``vhost``; its open connections follow."""
+        self._existing(user)
+        if not vhost:
+            raise invalid("a vhost name must not be empty")
+        perm = Permission(
+            _checked(lambda p: check_pattern("configure", p), configure),
+            _checked(lambda p: check_pattern("write", p), write),
+            _checked(lambda p: check_pattern("read", p), read),
+        )
+        self.users.set_permission(user, vhost, perm, self.host.broker.batch)
+        self._refresh(user)
+
+    def remove_permission(self, user: str, vhost: str) -> None:
+        """Clear ``user``'s patterns on ``vhost`` (``not_found`` if none)."""
+        self._existing(user)
+        if self.users.permission(user, vhost) is None:
+            raise not_found(f"user '{user}' has no permissions on vhost '{vhost}'")
+        self.users.clear_permission(user, vhost, self.host.broker.batch)
+        self._refresh(user)
+
     # --- users ------------------------------------------------------------------------
 
     def add_user(self, session: UserSession, f: bp.AddUser) -> None:
@@ -184,8 +251,7 @@ class UserAdmin:
             # Imported definitions: the hash as exported, stored as it is.
             if f.password:
                 raise invalid("give a password or a password_hash, not both")
-            password_hash = _checked(check_hash, f.password_hash)
-            self.users.put(User(name, password_hash, tags), self.host.broker.batch)
+            self.put_user(name, _checked(check_hash, f.password_hash), tags)
             log.info("user %r added (with its hash) by %s", name, session.peer_name)
             self._after_commit(session, f.req, "user")
             return
@@ -194,7 +260,7 @@ class UserAdmin:
         def store(password_hash: str) -> None:
             if self.users.get(name) is not None:  # added while we hashed
                 raise BrokerError(ErrorCode.PRECONDITION_FAILED, f"user '{name}' already exists")
-            self.users.put(User(name, password_hash, tags), self.host.broker.batch)
+            self.put_user(name, password_hash, tags)
             log.info("user %r added by %s", name, session.peer_name)
             self._after_commit(session, f.req, "user")
 
@@ -202,21 +268,16 @@ class UserAdmin:
 
     def delete_user(self, session: UserSession, f: bp.DeleteUser) -> None:
         self._check(session, f)
-        self._existing(f.name)
-        self.users.delete(f.name, self.host.broker.batch)
+        self.remove_user(f.name, keep=session)
         log.info("user %r deleted by %s", f.name, session.peer_name)
         self._after_commit(session, f.req, "deletion")
-        for s in self._sessions_of(f.name):
-            if s is not session:
-                s.close_by_admin(f"user '{f.name}' was deleted")
 
     def update_user(self, session: UserSession, f: bp.UpdateUser) -> None:
         self._check(session, f)
         user = self._existing(f.name)
         tags = user.tags if f.tags is None else _checked(check_tags, f.tags)
         if f.password is None:
-            self.users.put(User(user.name, user.password_hash, tags), self.host.broker.batch)
-            self._refresh(user.name)
+            self.put_user(user.name, user.password_hash, tags)
             self._after_commit(session, f.req, "user")
             return
         password = _checked(check_password, f.password)
@@ -224,9 +285,8 @@ class UserAdmin:
         def store(password_hash: str) -> None:
             current = self._existing(f.name)  # deleted while we hashed?
             new_tags = current.tags if f.tags is None else tags
-            self.users.put(User(current.name, password_hash, new_tags), self.host.broker.batch)
+            self.put_user(current.name, password_hash, new_tags)
             log.info("password of user %r changed by %s", f.name, session.peer_name)
-            self._refresh(current.name)
             self._after_commit(session, f.req, "user")
 
         self._hashed(session, f.req, password, store)
@@ -246,25 +306,12 @@ class UserAdmin:
 
     def set_permissions(self, session: UserSession, f: bp.SetPermissions) -> None:
         self._check(session, f)
-        self._existing(f.user)
-        if not f.vhost:
-            raise invalid("a vhost name must not be empty")
-        perm = Permission(
-            _checked(lambda p: check_pattern("configure", p), f.configure),
-            _checked(lambda p: check_pattern("write", p), f.write),
-            _checked(lambda p: check_pattern("read", p), f.read),
-        )
-        self.users.set_permission(f.user, f.vhost, perm, self.host.broker.batch)
-        self._refresh(f.user)
+        self.put_permission(f.user, f.vhost, f.configure, f.write, f.read)
         self._after_commit(session, f.req, "permissions")
 
     def clear_permissions(self, session: UserSession, f: bp.ClearPermissions) -> None:
         self._check(session, f)
-        self._existing(f.user)
-        if self.users.permission(f.user, f.vhost) is None:
-            raise not_found(f"user '{f.user}' has no permissions on vhost '{f.vhost}'")
-        self.users.clear_permission(f.user, f.vhost, self.host.broker.batch)
-        self._refresh(f.user)
+        self.remove_permission(f.user, f.vhost)
         self._after_commit(session, f.req, "permissions")
 
     def list_permissions(self, session: UserSession, f: bp.ListPermissions) -> None:

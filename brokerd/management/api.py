@@ -25,8 +25,11 @@ from typing import Any, Protocol
 from brokerd_protocol import ErrorCode
 
 from ..admin import listing
+from ..admin.vhosts import VhostAdmin
+from ..auth.admin import UserAdmin
+from ..auth.passwords import check_hash
 from ..auth.rules import CONFIGURE, READ, WRITE
-from ..auth.users import DEFAULT_VHOST, Users
+from ..auth.users import DEFAULT_VHOST, Users, check_tags, check_user_name
 from ..broker import Broker
 from ..config import Config
 from ..diskfree import DiskMonitor
@@ -94,6 +97,12 @@ class Host(Protocol):
     @property
     def flow(self) -> FlowControl: ...
 
+    @property
+    def user_admin(self) -> UserAdmin | None: ...
+
+    @property
+    def vhost_admin(self) -> VhostAdmin | None: ...
+
 
 class _HTTPPublisher:
     """The core's ``Peer`` for publishes made over HTTP: confirms resolve futures."""
@@ -134,6 +143,22 @@ def _object(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise HTTPError(400, "the body must be a JSON object")
     return body
+
+
+def _checked(check: Callable[[Any], Any], value: Any) -> Any:
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise HTTPError(400, str(exc)) from None
+
+
+def _tags(value: Any) -> list[str]:
+    """RabbitMQ's tags: a comma-separated string or a list of strings."""
+    if isinstance(value, str):
+        return value.split(",")
+    if isinstance(value, list) and all(isinstance(t, str) for t in value):
+        return value
+    raise HTTPError(400, "tags must be a comma-separated string or a list of strings")
 
 
 def _payload(body: bytes, encoding: str, truncate: int | None) -> tuple[str, str]:
@@ -271,6 +296,12 @@ class API:
         if n == 1 and head == "permissions":
             gate.check_admin(p)
             return Response.json(self.permissions())
+        if n == 3 and head == "permissions":
+            gate.check_admin(p)
+            for row in self.permissions():
+                if (row["vhost"], row["user"]) == (route[1], route[2]):
+                    return Response.json(row)
+            raise HTTPError(404, f"user '{route[2]}' has no permissions on vhost '{route[1]}'")
         if head == "definitions" and n <= 2:
             gate.check_admin(p)
             vhost = self._vhost(p, route[1]) if n == 2 else None
@@ -332,6 +363,14 @@ class API:
             vhost = self._vhost(p, route[1])
             self.gate.check_change(p, vhost, WRITE, "task", route[2])
             return Response.json(await self.revoke(vhost, route[2], _object(request)))
+        if method in ("PUT", "DELETE") and (
+            (head in ("users", "vhosts") and n == 2) or (head == "permissions" and n == 3)
+        ):
+            self.gate.check_admin(p)
+            try:
+                return await self.change_access(request, route)
+            except BrokerError as exc:
+                raise _broker_error(exc) from None
         raise HTTPError(404 if head else 405, "no such endpoint (see /api/openapi.json)")
 
     # --- helpers ------------------------------------------------------------------------
@@ -860,21 +899,104 @@ class API:
                 errors.append(
                     f"binding {b.get('source')!r} -> {b.get('destination')!r}: {exc.message}"
                 )
+        await self._committed("definitions")
+        if errors:
+            return Response.json({"error": "bad_request", "reason": "; ".join(errors)}, 400)
+        return Response(204)
+
+    # --- changes ------------------------------------------------------------------------
+
+    async def _committed(self, what: str) -> None:
+        """Wait for the broker's batch (with the changes just made) to commit."""
         future: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
 
         def committed(error: BaseException | None) -> None:
             if not future.done():
                 future.set_result(error)
 
-        broker.batch.after_commit(committed)
+        self.host.broker.batch.after_commit(committed)
         error = await future
         if error is not None:
-            raise HTTPError(503, f"storing the definitions failed: {error}")
-        if errors:
-            return Response.json({"error": "bad_request", "reason": "; ".join(errors)}, 400)
-        return Response(204)
+            raise HTTPError(503, f"storing the {what} failed: {error}")
 
-    # --- changes ------------------------------------------------------------------------
+    def _admins(self) -> tuple[UserAdmin, VhostAdmin]:
+        users, vhosts = self.host.user_admin, self.host.vhost_admin
+        if users is None or vhosts is None:
+            raise HTTPError(501, "this broker was built without the user and vhost admin")
+        return users, vhosts
+
+    async def change_access(self, request: Request, route: list[str]) -> Response:
+        """PUT and DELETE of users, permissions and vhosts (administrators only,
+        checked by the caller), as the admin frames do them (``UserAdmin``,
+        ``VhostAdmin``). Answers once durable: 201 for a creation, else 204."""
+        user_admin, vhost_admin = self._admins()
+        users = self.host.users
+        head, method = route[0], request.method
+        if head == "users" and method == "PUT":
+            return await self.put_user(user_admin, route[1], _object(request))
+        if head == "users":
+            user_admin.remove_user(route[1])
+            log.info("user %r deleted over HTTP", route[1])
+            await self._committed("deletion")
+            return Response(204)
+        if head == "permissions":
+            vhost, user = route[1], route[2]
+            if not self.host.vhosts.exists(vhost):
+                raise HTTPError(404, f"no vhost '{vhost}'")
+            if method == "DELETE":
+                user_admin.remove_permission(user, vhost)
+                await self._committed("permissions")
+                return Response(204)
+            body = _object(request)
+            configure, write, read = (body.get(k) for k in ("configure", "write", "read"))
+            if not (
+                isinstance(configure, str) and isinstance(write, str) and isinstance(read, str)
+            ):
+                raise HTTPError(400, "configure, write and read must all be given, as strings")
+            existed = users.permission(user, vhost) is not None
+            user_admin.put_permission(user, vhost, configure, write, read)
+            await self._committed("permissions")
+            return Response(204 if existed else 201)
+        name = route[1]
+        if method == "DELETE":
+            vhost_admin.remove(name)
+            log.info("vhost %r deleted over HTTP", name)
+            await self._committed("deletion")
+            return Response(204)
+        if self.host.vhosts.exists(name):
+            return Response(204)  # idempotent, as RabbitMQ's
+        vhost_admin.add(name)
+        log.info("vhost %r added over HTTP", name)
+        await self._committed("vhost")
+        return Response(201)
+
+    async def put_user(self, admin: UserAdmin, name: str, body: dict[str, Any]) -> Response:
+        """Create or update ``name``: ``password`` (hashed off the loop) or
+        ``password_hash`` (as exported), ``tags``. An update without either
+        keeps the password, without ``tags`` keeps the tags."""
+        _checked(check_user_name, name)
+        password, password_hash = body.get("password"), body.get("password_hash")
+        if not all(x is None or isinstance(x, str) for x in (password, password_hash)):
+            raise HTTPError(400, "password and password_hash must be strings")
+        if password is not None and password_hash is not None:
+            raise HTTPError(400, "give a password or a password_hash, not both")
+        tags = _checked(check_tags, _tags(body["tags"])) if "tags" in body else None
+        if password is not None:
+            stored = await admin.hash_password(password)
+        elif password_hash is not None:
+            stored = _checked(check_hash, password_hash)
+        else:
+            existing = self.host.users.get(name)
+            if existing is None:
+                raise HTTPError(400, "a new user needs a password or a password_hash")
+            stored = existing.password_hash
+        current = self.host.users.get(name)  # as it is now, after the hashing
+        if tags is None:
+            tags = current.tags if current is not None else frozenset()
+        admin.put_user(name, stored, tags)
+        log.info("user %r %s over HTTP", name, "added" if current is None else "updated")
+        await self._committed("user")
+        return Response(201 if current is None else 204)
 
     def peek(self, vhost: str, q: QueueState, body: dict[str, Any]) -> list[dict[str, Any]]:
         """RabbitMQ's "get messages", as a peek: the first ``count`` ready

@@ -6,6 +6,20 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+_USER_BODY: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "password": {"type": "string"},
+        "password_hash": {"type": "string"},
+        "tags": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+    },
+}
+_PERMISSION_BODY: dict[str, Any] = {
+    "type": "object",
+    "properties": {k: {"type": "string"} for k in ("configure", "write", "read")},
+    "required": ["configure", "write", "read"],
+}
+
 #: (method, path, summary, request body schema or None, answers)
 ENDPOINTS: tuple[tuple[str, str, str, dict[str, Any] | None, tuple[int, ...]], ...] = (
     (
@@ -60,9 +74,58 @@ ENDPOINTS: tuple[tuple[str, str, str, dict[str, Any] | None, tuple[int, ...]], .
     ("get", "/api/consumers/{vhost}", "The consumers of a vhost", None, (200, 401, 403, 404)),
     ("get", "/api/users", "Users and their tags (administrators)", None, (200, 401, 403)),
     ("get", "/api/users/{name}", "One user (administrators)", None, (200, 401, 403, 404)),
+    (
+        "put",
+        "/api/users/{name}",
+        "Create (201) or update (204) a user (administrators)",
+        _USER_BODY,
+        (201, 204, 400, 401, 403),
+    ),
+    (
+        "delete",
+        "/api/users/{name}",
+        "Delete a user, closing its connections (administrators)",
+        None,
+        (204, 401, 403, 404),
+    ),
     ("get", "/api/vhosts", "Vhosts", None, (200, 401)),
     ("get", "/api/vhosts/{name}", "One vhost", None, (200, 401, 404)),
+    (
+        "put",
+        "/api/vhosts/{name}",
+        "Create a vhost: 201, or 204 if it exists (administrators)",
+        None,
+        (201, 204, 400, 401, 403),
+    ),
+    (
+        "delete",
+        "/api/vhosts/{name}",
+        "Delete a vhost and everything in it; '/' is refused (administrators)",
+        None,
+        (204, 400, 401, 403, 404),
+    ),
     ("get", "/api/permissions", "Permissions (administrators)", None, (200, 401, 403)),
+    (
+        "get",
+        "/api/permissions/{vhost}/{user}",
+        "A user's permissions on a vhost (administrators)",
+        None,
+        (200, 401, 403, 404),
+    ),
+    (
+        "put",
+        "/api/permissions/{vhost}/{user}",
+        "Set a user's permissions on a vhost: 201 new, 204 changed (administrators)",
+        _PERMISSION_BODY,
+        (201, 204, 400, 401, 403, 404),
+    ),
+    (
+        "delete",
+        "/api/permissions/{vhost}/{user}",
+        "Clear a user's permissions on a vhost (administrators)",
+        None,
+        (204, 401, 403, 404),
+    ),
     (
         "get",
         "/api/definitions",
@@ -153,8 +216,8 @@ def document() -> dict[str, Any]:
         for status in sorted({*answers, 400, *((403,) if path != "/api/openapi.json" else ())}):
             content = {"application/json": {"schema": _ERROR if status >= 400 else {}}}
             op["responses"][str(status)] = (
-                {"description": "No Content"}
-                if status == 204
+                {"description": "No Content" if status == 204 else "Created"}
+                if status in (201, 204)
                 else {"description": "see docs/management.md", "content": content}
             )
         if path not in ("/api/login", "/api/openapi.json"):

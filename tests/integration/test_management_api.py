@@ -863,3 +863,193 @@ async def test_the_pages_fast_queue_listing_answers_as_the_general_one(
         assert api.queue_page(me, None, {"sort": "name"}) is None
     finally:
         await other.close()
+
+
+async def test_users_created_over_http_log_in_and_their_permissions_apply(mgmt: Any) -> None:
+    server, root, port = mgmt
+    await root.declare_queue("app.in")
+    await root.declare_queue("other.in")
+    url = f"127.0.0.1:{server.port}"
+    # Tags as RabbitMQ's comma-separated string; 201 for a creation.
+    status, _, body = await call(
+        port, "PUT", "/api/users/carol", {"password": "carol-pw", "tags": "monitoring,management"}
+    )
+    assert status == 201, body
+    carol = await get_json(port, "/api/users/carol")
+    assert carol["tags"] == ["management", "monitoring"]
+    # No permissions yet: the login on the broker port is refused on "/".
+    with pytest.raises(brokerd_client.BrokerError):
+        await brokerd_client.connect(f"brokerd://carol:carol-pw@{url}", timeout=BOUND)
+    status, _, body = await call(
+        port, "PUT", "/api/permissions/%2F/carol", {"configure": "", "write": "^app\\.", "read": ""}
+    )
+    assert status == 201, body
+    assert await get_json(port, "/api/permissions/%2F/carol") == {
+        "user": "carol",
+        "vhost": "/",
+        "configure": "",
+        "write": "^app\\.",
+        "read": "",
+    }
+    client = await brokerd_client.connect(f"brokerd://carol:carol-pw@{url}", timeout=BOUND)
+    try:
+        with pytest.raises(brokerd_client.AccessRefused):
+            await client.publish("", "app.in", b"x")  # amq.default is not ^app\.
+        # Widen the write pattern: the open connection follows at once (204: an update).
+        status, _, _ = await call(
+            port, "PUT", "/api/permissions/%2F/carol", {"configure": "", "write": ".*", "read": ""}
+        )
+        assert status == 204
+        await client.publish("", "app.in", b"x")
+        assert (await root.queue_stats("app.in")).ready == 1
+        # Cleared: refused again; clearing again is 404.
+        status, _, _ = await call(port, "DELETE", "/api/permissions/%2F/carol")
+        assert status == 204
+        with pytest.raises(brokerd_client.AccessRefused):
+            await client.publish("", "other.in", b"x")
+        status, _, _ = await call(port, "DELETE", "/api/permissions/%2F/carol")
+        assert status == 404
+        status, _, _ = await call(port, "GET", "/api/permissions/%2F/carol")
+        assert status == 404
+    finally:
+        await client.close()
+    assert (await root.queue_stats("other.in")).ready == 0
+    # An update: tags as a list, a new password (the old one stops working).
+    status, _, _ = await call(
+        port, "PUT", "/api/users/carol", {"password": "new-pw", "tags": ["monitoring"]}
+    )
+    assert status == 204
+    assert (await get_json(port, "/api/users/carol"))["tags"] == ["monitoring"]
+    status, _, _ = await call(port, "GET", "/api/overview", user=("carol", "carol-pw"))
+    assert status == 401
+    status, _, _ = await call(port, "GET", "/api/overview", user=("carol", "new-pw"))
+    assert status == 200
+    # An update with neither password keeps it; the tags change.
+    stored = server.users.get("carol").password_hash
+    status, _, _ = await call(port, "PUT", "/api/users/carol", {"tags": ""})
+    assert status == 204
+    assert server.users.get("carol").password_hash == stored
+    assert (await get_json(port, "/api/users/carol"))["tags"] == []
+
+
+async def test_password_hash_is_stored_as_given(mgmt: Any) -> None:
+    server, _root, port = mgmt
+    from brokerd.auth.passwords import hash_password
+
+    stored = hash_password("hashed-pw")
+    status, _, body = await call(
+        port, "PUT", "/api/users/dave", {"password_hash": stored, "tags": ["monitoring"]}
+    )
+    assert status == 201, body
+    assert server.users.get("dave").password_hash == stored
+    assert (await get_json(port, "/api/overview", user=("dave", "hashed-pw")))["node"]
+
+
+async def test_deleting_a_user_over_http_closes_its_connections(mgmt: Any) -> None:
+    server, _root, port = mgmt
+    url = f"127.0.0.1:{server.port}"
+    status, _, _ = await call(port, "PUT", "/api/users/erin", {"password": "erin-pw", "tags": ""})
+    assert status == 201
+    status, _, _ = await call(
+        port, "PUT", "/api/permissions/%2F/erin", {"configure": ".*", "write": ".*", "read": ".*"}
+    )
+    assert status == 201
+    erin = await brokerd_client.connect(f"brokerd://erin:erin-pw@{url}", timeout=BOUND)
+    try:
+        status, _, _ = await call(port, "DELETE", "/api/users/erin")
+        assert status == 204
+        await asyncio.wait_for(erin.wait_closed(), BOUND)
+    finally:
+        await erin.close()
+    assert server.users.get("erin") is None
+    assert ("erin", "/") not in server.users.permissions
+    with pytest.raises(brokerd_client.AuthenticationError):
+        await brokerd_client.connect(f"brokerd://erin:erin-pw@{url}", timeout=BOUND)
+    status, _, _ = await call(port, "DELETE", "/api/users/erin")
+    assert status == 404
+
+
+async def test_vhosts_are_created_and_deleted_over_http(mgmt: Any) -> None:
+    server, _root, port = mgmt
+    status, _, _ = await call(port, "PUT", "/api/vhosts/billing")
+    assert status == 201
+    status, _, _ = await call(port, "PUT", "/api/vhosts/billing", {"description": "x"})
+    assert status == 204  # idempotent
+    assert "billing" in {v["name"] for v in await get_json(port, "/api/vhosts")}
+    status, _, _ = await call(
+        port,
+        "PUT",
+        "/api/permissions/billing/admin",
+        {"configure": ".*", "write": ".*", "read": ".*"},
+    )
+    assert status == 201
+    client = await brokerd_client.connect(
+        f"brokerd://{ADMIN[0]}:{ADMIN[1]}@127.0.0.1:{server.port}/billing", timeout=BOUND
+    )
+    try:
+        await client.declare_queue("invoices")
+        status, _, _ = await call(port, "DELETE", "/api/vhosts/billing")
+        assert status == 204
+        await asyncio.wait_for(client.wait_closed(), BOUND)
+    finally:
+        await client.close()
+    assert not server.vhosts.exists("billing")
+    assert ("admin", "billing") not in server.users.permissions
+    status, _, _ = await call(port, "GET", "/api/queues/billing/invoices")
+    assert status == 404
+    status, _, _ = await call(port, "DELETE", "/api/vhosts/billing")
+    assert status == 404
+    status, _, body = await call(port, "DELETE", "/api/vhosts/%2F")
+    assert status == 400 and b"cannot be deleted" in body
+    status, _, _ = await call(
+        port, "PUT", "/api/permissions/nowhere/admin", {"configure": "", "write": "", "read": ""}
+    )
+    assert status == 404
+
+
+async def test_only_administrators_change_users_permissions_and_vhosts(mgmt: Any) -> None:
+    server, _root, port = mgmt
+    attempts: list[tuple[str, str, Any]] = [
+        ("PUT", "/api/users/mallory", {"password": "m-pw", "tags": "administrator"}),
+        ("PUT", "/api/users/manager", {"password": "taken", "tags": "administrator"}),
+        ("DELETE", "/api/users/admin", None),
+        ("PUT", "/api/permissions/%2F/manager", {"configure": ".*", "write": ".*", "read": ".*"}),
+        ("DELETE", "/api/permissions/%2F/admin", None),
+        ("GET", "/api/permissions/%2F/admin", None),
+        ("PUT", "/api/vhosts/sneaky", None),
+        ("DELETE", "/api/vhosts/%2F", None),
+    ]
+    for who in (MONITOR, MANAGER):
+        for method, path, body in attempts:
+            status, _, _ = await call(port, method, path, body, user=who)
+            assert status == 403, (who, method, path, status)
+    assert server.users.get("mallory") is None
+    assert server.users.get("admin") is not None
+    assert server.users.permission("manager", "/").configure == "^app\\."
+    assert not server.vhosts.exists("sneaky")
+
+
+async def test_bad_user_and_permission_bodies_are_400(mgmt: Any) -> None:
+    server, _root, port = mgmt
+    bad: list[tuple[str, Any]] = [
+        ("/api/users/x", ["not", "an", "object"]),
+        ("/api/users/x", {"tags": "monitoring"}),  # a new user needs a password
+        ("/api/users/x", {"password": "p", "password_hash": "h", "tags": ""}),
+        ("/api/users/x", {"password": 5, "tags": ""}),
+        ("/api/users/x", {"password": "pw", "tags": "wizard"}),
+        ("/api/users/x", {"password": "pw", "tags": 7}),
+        ("/api/users/x", {"password_hash": "not-a-hash", "tags": ""}),
+        ("/api/users/x", {"password": "", "tags": ""}),
+        ("/api/permissions/%2F/admin", {"configure": ".*", "write": ".*"}),
+        ("/api/permissions/%2F/admin", {"configure": "(", "write": ".*", "read": ".*"}),
+    ]
+    for path, body in bad:
+        status, _, reply = await call(port, "PUT", path, body)
+        assert status == 400, (path, body, status, reply)
+        assert json.loads(reply)["reason"]
+    status, _, _ = await call(
+        port, "PUT", "/api/permissions/%2F/nobody", {"configure": "", "write": "", "read": ""}
+    )
+    assert status == 404
+    assert server.users.get("x") is None
+    assert server.users.permission("admin", "/").configure == ".*"
