@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -45,17 +46,20 @@ def e2e(broker: Any) -> Iterator[ModuleType]:
 
 
 @pytest.fixture
-def start_worker(
+def start_app_worker(
     broker: Any, state_dir: Path, tmp_path: Path
 ) -> Iterator[Callable[..., WorkerHandle]]:
-    """``start_worker("-c", "2", env={...})``: a ready worker running e2eapp."""
+    """``start_app_worker("canvasapp", "-c", "2", env={...})``: a ready worker
+    running one of the apps in ``apps/``; every one started is killed at the end."""
     from brokerd_client.tasks.testing import WorkerHandle
 
     started: list[WorkerHandle] = []
 
-    def start(*args: str, env: dict[str, str] | None = None, wait: bool = True) -> WorkerHandle:
+    def start(
+        app: str, *args: str, env: dict[str, str] | None = None, wait: bool = True
+    ) -> WorkerHandle:
         handle = WorkerHandle(
-            "e2eapp",
+            app,
             broker.url,
             "-l",
             "info",
@@ -72,3 +76,9 @@ def start_worker(
     finally:
         for handle in started:
             handle.kill()
+
+
+@pytest.fixture
+def start_worker(start_app_worker: Callable[..., WorkerHandle]) -> Callable[..., WorkerHandle]:
+    """``start_worker("-c", "2", env={...})``: a ready worker running e2eapp."""
+    return partial(start_app_worker, "e2eapp")

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from functools import partial
 from types import ModuleType
 from typing import Any
 
 import pytest
-from taskhelpers import APPS
 
 from brokerd_client.tasks.testing import WorkerHandle
 
@@ -27,29 +26,7 @@ def hooks(broker: Any) -> Iterator[ModuleType]:
 
 @pytest.fixture
 def start_hooks_worker(
-    broker: Any, state_dir: Path, tmp_path: Path
-) -> Iterator[Callable[..., WorkerHandle]]:
+    start_app_worker: Callable[..., WorkerHandle],
+) -> Callable[..., WorkerHandle]:
     """``start_hooks_worker("-c", "2", env={...})``: a ready worker running hooksapp."""
-    started: list[WorkerHandle] = []
-
-    def start(*args: str, env: dict[str, str] | None = None) -> WorkerHandle:
-        handle = WorkerHandle(
-            "hooksapp",
-            broker.url,
-            "-l",
-            "info",
-            "--without-banner",
-            "-Q",
-            "hooks",
-            *args,
-            workdir=tmp_path,
-            env={"PYTHONPATH": str(APPS), "E2E_STATE_DIR": str(state_dir), **(env or {})},
-        )
-        started.append(handle)
-        return handle.wait_ready()
-
-    try:
-        yield start
-    finally:
-        for handle in started:
-            handle.kill()
+    return partial(start_app_worker, "hooksapp", "-Q", "hooks")

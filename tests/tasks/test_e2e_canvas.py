@@ -6,12 +6,13 @@ Every wait is bounded only to fail instead of hanging; nothing asserts speed.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
-from taskhelpers import APPS, BOUND, events, wait_events
+from taskhelpers import BOUND, events, wait_events
 
 from brokerd_client.tasks import (
     ChordError,
@@ -39,28 +40,8 @@ def cv(broker: Any) -> Iterator[ModuleType]:
 
 
 @pytest.fixture
-def start_worker(broker: Any, state_dir: Path, tmp_path: Path) -> Iterator[Start]:
-    started: list[WorkerHandle] = []
-
-    def start(*args: str, env: dict[str, str] | None = None) -> WorkerHandle:
-        handle = WorkerHandle(
-            "canvasapp",
-            broker.url,
-            "-l",
-            "info",
-            "--without-banner",
-            *args,
-            workdir=tmp_path,
-            env={"PYTHONPATH": str(APPS), "E2E_STATE_DIR": str(state_dir), **(env or {})},
-        )
-        started.append(handle)
-        return handle.wait_ready()
-
-    try:
-        yield start
-    finally:
-        for handle in started:
-            handle.kill()
+def start_worker(start_app_worker: Start) -> Start:
+    return partial(start_app_worker, "canvasapp")
 
 
 @pytest.mark.parametrize("pool", ["asyncio", "processes"])
