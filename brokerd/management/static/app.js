@@ -153,6 +153,7 @@ function fill(tableId, rows, cells) {
 
 function when(t) { return typeof t === "number" ? new Date(t * 1000).toLocaleString() : "–"; }
 function num(v) { return el("td", v === null || v === undefined ? "–" : v, "num"); }
+function seconds(v) { return num(typeof v === "number" ? (v < 1 ? v.toPrecision(2) : v.toFixed(1)) : v); }
 function rate(stats, name) { return stats && stats[name + "_details"] ? stats[name + "_details"].rate : 0; }
 
 const RENDER = {
@@ -255,7 +256,7 @@ const RENDER = {
     const [w, s, t] = await Promise.all([api("GET", "/api/workers"), api("GET", "/api/schedules"), api("GET", "/api/tasks")]);
     fill("workers-table", w, (r) => [r.vhost, r.hostname, r.online ? "online" : "offline", r.pool || "–",
       num(r.concurrency), num(r.pid), num(r.active),
-      num(r.processed), (r.loadavg || []).join(" "), when(r.last_heartbeat)]);
+      num(r.processed), (r.loadavg || []).map((x) => Number(x).toFixed(2)).join(" "), when(r.last_heartbeat)]);
     fill("schedules-table", s, (r) => {
       const cell = el("td");
       const path = "/api/schedules/" + encodeURIComponent(r.vhost) + "/" + encodeURIComponent(r.name) + "/";
@@ -282,7 +283,7 @@ const RENDER = {
       } else {
         detail.textContent = r.result === undefined ? "" : String(r.result);
       }
-      return [r.vhost || "/", r.task_id, r.name || "", r.state || "", r.hostname || "", num(r.runtime), detail];
+      return [r.vhost || "/", r.task_id, r.name || "", r.state || "", r.hostname || "", seconds(r.runtime), detail];
     });
   },
 };
