@@ -246,11 +246,12 @@ class AsyncResult(_ResultBase):
         del interval
         if on_message is not None:
             self._check_not_on_worker_loop()
-            if self._kept() is None:
+            final = self._kept()
+            if final is None:
                 for state, data in self._updates(timeout):
                     on_message(self._message(state, data))
             else:
-                on_message(self._message(*self._final))
+                on_message(self._message(*final))
             assert self._final is not None
             return _final_value(self.id, *self._final, propagate)
         if self._kept() is None:
