@@ -1203,6 +1203,7 @@ class API:
         """Send a failed task's stored message again under its id (see ``retry``)."""
         if self.retries is None:
             raise HTTPError(404, "the task layer is not installed")
+        internal = self._internal(vhost, task_id)
         self._check_held()
         names = Names.of(vhost)
 
@@ -1223,7 +1224,7 @@ class API:
             return self._start_publish(exchange, key, message.body, message.props(task_id))
 
         try:
-            await self.retries.retry(names.inn(task_id), send, PUBLISH_TIMEOUT)
+            await self.retries.retry(internal, send, PUBLISH_TIMEOUT)
         except UnknownTask as exc:
             raise HTTPError(404, f"task '{task_id}' in vhost '{vhost}': {exc}") from None
         except NotRetriable as exc:
