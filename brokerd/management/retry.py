@@ -88,9 +88,7 @@ def _payload_map(payload: bytes) -> dict[str, Any] | None:
         if tag == b"j":
             obj = json.loads(data)
         elif tag == b"m":
-            obj = msgpack.unpackb(
-                data, raw=False, strict_map_key=True, max_buffer_size=max(len(data), 1)
-            )
+            obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
         else:
             return None
     except (ValueError, msgpack.UnpackException, RecursionError):
@@ -112,7 +110,7 @@ def stored_message(payload: bytes) -> StoredMessage:
         blob = base64.b64decode(raw, validate=True) if isinstance(raw, str) else raw
         if not isinstance(blob, bytes):
             raise ValueError("not bytes")
-        msg = msgpack.unpackb(blob, raw=False, strict_map_key=True, max_buffer_size=len(blob))
+        msg = msgpack.unpackb(blob, raw=False, strict_map_key=True)
     except (ValueError, binascii.Error, msgpack.UnpackException, RecursionError):
         raise NotRetriable("the stored task message cannot be read") from None
     if not isinstance(msg, dict):

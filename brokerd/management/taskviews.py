@@ -47,7 +47,9 @@ def decode_payload(payload: bytes) -> dict[str, Any]:
         if tag == b"j":
             obj = json.loads(data)
         elif tag == b"m":
-            obj = msgpack.unpackb(data, raw=False, strict_map_key=True, max_buffer_size=len(data))
+            # (unpackb takes no max_buffer_size: its input is all there is,
+            # and it bounds every length by the input's size.)
+            obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
         else:
             return {"payload_bytes": len(payload)}
     except (ValueError, msgpack.UnpackException, RecursionError):
