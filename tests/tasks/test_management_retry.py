@@ -8,7 +8,6 @@ tests/integration/test_management_retry.py)."""
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
