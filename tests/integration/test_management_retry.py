@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from test_management_api import ADMIN, MANAGER, MONITOR, NOTAG, call, mgmt
 
+import brokerd_client
 from brokerd_client import AsyncClient
 from brokerd_client.tasks.serialization import encode_error, pack_task_message
 
@@ -155,3 +156,35 @@ async def test_what_cannot_be_retried_is_refused_and_changes_nothing(mgmt: Any) 
     status, _, _ = await call(port, "POST", "/api/tasks/nowhere/t-1/retry")
     assert status == 404
     assert (await root.queue_stats("app.jobs")).ready == 0
+
+
+async def test_a_retry_in_another_vhost_stays_in_that_vhost(mgmt: Any) -> None:
+    server, root, port = mgmt
+    assert (await call(port, "PUT", "/api/vhosts/billing"))[0] == 201
+    perms = {"configure": ".*", "write": ".*", "read": ".*"}
+    assert (await call(port, "PUT", "/api/permissions/billing/admin", perms))[0] == 201
+    client = await brokerd_client.connect(
+        f"brokerd://{ADMIN[0]}:{ADMIN[1]}@127.0.0.1:{server.port}/billing", timeout=10
+    )
+    try:
+        await client.declare_exchange("tasks", "direct")
+        await client.declare_queue("jobs")
+        await client.bind("jobs", "tasks", "work")
+        await root.declare_queue("jobs")  # the same name in "/": must stay empty
+        await failed(client, "t-v", "tasks", "work")
+        status, _, _ = await call(port, "POST", retry_path("t-v"))
+        assert status == 404  # not a task of "/"
+        status, _, body = await call(port, "POST", "/api/tasks/billing/t-v/retry")
+        assert status == 200, body
+        consumer = await client.consume("jobs", prefetch=1)
+        delivery = await consumer.next(timeout=10)
+        assert (delivery.exchange, delivery.routing_key, delivery.message_id) == (
+            "tasks",
+            "work",
+            "t-v",
+        )
+        await delivery.ack()
+        assert await client.result_get(["t-v"]) == {}
+        assert (await root.queue_stats("jobs")).ready == 0
+    finally:
+        await client.close()
