@@ -1224,7 +1224,7 @@ class API:
             return self._start_publish(exchange, key, message.body, message.props(task_id))
 
         try:
-            await self.retries.retry(internal, send, PUBLISH_TIMEOUT)
+            sent = await self.retries.retry(internal, send, PUBLISH_TIMEOUT)
         except UnknownTask as exc:
             raise HTTPError(404, f"task '{task_id}' in vhost '{vhost}': {exc}") from None
         except NotRetriable as exc:
@@ -1235,7 +1235,8 @@ class API:
             raise HTTPError(503, NOT_CONFIRMED) from None
         except RuntimeError as exc:
             raise HTTPError(503, str(exc)) from None
-        return {"retried": task_id}
+        exchange = sent.exchange or DEFAULT_EXCHANGE
+        return {"retried": task_id, "exchange": exchange, "routing_key": sent.routing_key}
 
     # --- page and login -----------------------------------------------------------------
 

@@ -163,8 +163,9 @@ class Retries:
         task_id: str,
         send: Callable[[StoredMessage], asyncio.Future[None]],
         timeout: float,  # noqa: ASYNC109 - the publish's bound, as an HTTP publish's
-    ) -> None:
-        """Retry failed task ``task_id`` (internal id): see the module docstring.
+    ) -> StoredMessage:
+        """Retry failed task ``task_id`` (internal id): see the module docstring;
+        the message sent.
 
         ``send`` checks and starts the publish of the message (raising, with
         nothing stored, if it may not or cannot be published) and returns
@@ -202,5 +203,6 @@ class Retries:
                 raise RuntimeError(
                     f"the task was sent again but its failure was not removed: {outcome}"
                 )
+            return message
         finally:
             self._busy.discard(task_id)

@@ -3,7 +3,7 @@ port 0): the stored message is sent again as it was, the FAILURE is removed
 so the new run's states are stored from nothing, and every refusal (tags,
 permissions, CSRF, not failed, not retriable, routes nowhere, unknown)
 changes nothing. The end-to-end run with a real worker is in
-tests/tasks/test_management_retry.py."""
+tests/tasks/test_e2e_task_retry.py."""
 
 from __future__ import annotations
 
@@ -49,7 +49,10 @@ async def test_a_retry_sends_the_message_again_and_removes_the_failure(mgmt: Any
     await root.declare_queue("app.jobs")
     await failed(root, "t-1")
     status, _, body = await call(port, "POST", retry_path("t-1"))
-    assert (status, json.loads(body)) == (200, {"retried": "t-1"})
+    assert (status, json.loads(body)) == (
+        200,
+        {"retried": "t-1", "exchange": "amq.default", "routing_key": "app.jobs"},
+    )
 
     consumer = await root.consume("app.jobs", prefetch=1)
     delivery = await consumer.next(timeout=10)

@@ -311,8 +311,8 @@ function taskActions(r) {
     b.dataset.action = action;
     b.dataset.task = r.task_id;
     b.addEventListener("click", () => act(action + " " + r.task_id, async () => {
-      await api("POST", path + action, action === "revoke" ? {} : undefined);
-      return done + r.task_id;
+      const res = await api("POST", path + action, action === "revoke" ? {} : undefined);
+      return done + r.task_id + (res.exchange ? " (to " + res.exchange + ", key " + res.routing_key + ")" : "");
     }));
     cell.appendChild(b);
   }

@@ -61,7 +61,10 @@ def test_a_failed_task_retried_over_http_succeeds_and_its_old_handle_sees_it(
     assert tasks[result.id]["retriable"] is True
 
     status, body = request(broker, "POST", f"/api/tasks/%2F/{result.id}/retry")
-    assert (status, body) == (200, {"retried": result.id}), body
+    assert (status, body) == (
+        200,
+        {"retried": result.id, "exchange": "amq.default", "routing_key": "default"},
+    ), body
 
     assert result.get(timeout=BOUND) == "second run of a"
     assert result.state == "SUCCESS"
