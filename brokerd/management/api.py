@@ -45,6 +45,7 @@ from .events import EventWatcher
 from .http import HTTPError, Request, Response
 from .lists import MAX_PAGE_SIZE, int_param, project, shape, stable_reverse_by_name
 from .rates import Rates
+from .retry import NotRetriable, Retries, StoredMessage, UnknownTask
 
 log = logging.getLogger("brokerd.management")
 
@@ -54,6 +55,8 @@ MAX_PEEK = 1000
 REDRIVE_BUDGET = 2.0
 #: Seconds a publish over HTTP waits for its commit before answering 503.
 PUBLISH_TIMEOUT = 30.0
+#: Why an HTTP publish that timed out answers 503.
+NOT_CONFIRMED = "the publish was not confirmed in time: it may or may not be stored"
 #: Sent by the page's scripts (no Basic challenge for them).
 PAGE_HEADER = "x-brokerd-page"
 #: What POST /api/schedules/{vhost}/{name}/{action} does.
@@ -195,6 +198,7 @@ class API:
         self.rates = rates
         self.status = status
         self.tasks = tasks
+        self.retries = Retries(tasks) if tasks is not None else None
         self._publisher = _HTTPPublisher()
         self._conn = Connection(self._publisher)
         self._seq = itertools.count(1)
@@ -363,6 +367,10 @@ class API:
             vhost = self._vhost(p, route[1])
             self.gate.check_change(p, vhost, WRITE, "task", route[2])
             return Response.json(await self.revoke(vhost, route[2], _object(request)))
+        if head == "tasks" and n == 4 and route[3] == "retry" and method == "POST":
+            vhost = self._vhost(p, route[1])
+            self.gate.check_change(p, vhost, WRITE, "task", route[2])
+            return Response.json(await self.retry(p, vhost, route[2]))
         if method in ("PUT", "DELETE") and (
             (head in ("users", "vhosts") and n == 2) or (head == "permissions" and n == 3)
         ):
@@ -1077,33 +1085,42 @@ class API:
                 raw["ttl"] = int(str(props["expiration"])) / 1000
             except ValueError:
                 raise HTTPError(400, "expiration must be milliseconds") from None
-        host = self.host
-        if host.flow.store_alarm or (host.disk is not None and host.disk.alarm):
-            raise HTTPError(503, "publishers are held (a disk or database alarm): try later")
-        broker = host.broker
+        self._check_held()
         try:
             exchange, key = Names.of(vhost).route_in(exchange, key)
         except BrokerError as exc:
             raise HTTPError(400, exc.message) from None
-        routed = bool(self._call(broker.route, exchange, key))
-        seq = next(self._seq)
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._publisher.waiting[seq] = fut
-        try:
-            broker.publish(self._conn, seq, exchange, key, data, raw)
-        except BrokerError as exc:
-            self._publisher.waiting.pop(seq, None)
-            raise _broker_error(exc) from None
+        routed = bool(self._call(self.host.broker.route, exchange, key))
+        fut = self._start_publish(exchange, key, data, raw)
         try:
             await asyncio.wait_for(fut, PUBLISH_TIMEOUT)
         except BrokerError as exc:
             raise HTTPError(503, exc.message) from None
         except TimeoutError:
-            self._publisher.waiting.pop(seq, None)
-            raise HTTPError(
-                503, "the publish was not confirmed in time: it may or may not be stored"
-            ) from None
+            raise HTTPError(503, NOT_CONFIRMED) from None
         return {"routed": routed}
+
+    def _check_held(self) -> None:
+        host = self.host
+        if host.flow.store_alarm or (host.disk is not None and host.disk.alarm):
+            raise HTTPError(503, "publishers are held (a disk or database alarm): try later")
+
+    def _start_publish(
+        self, exchange: str, key: str, data: bytes, raw: dict[str, Any]
+    ) -> asyncio.Future[None]:
+        """Publish (internal names) as a confirming publisher; the future
+        resolves once it is durable (or fails). HTTPError if refused at once."""
+        seq = next(self._seq)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiting = self._publisher.waiting
+        waiting[seq] = fut
+        fut.add_done_callback(lambda _: waiting.pop(seq, None))
+        try:
+            self.host.broker.publish(self._conn, seq, exchange, key, data, raw)
+        except BrokerError as exc:
+            waiting.pop(seq, None)
+            raise _broker_error(exc) from None
+        return fut
 
     async def redrive(
         self, p: Principal, vhost: str, name: str, body: dict[str, Any]
@@ -1181,6 +1198,45 @@ class API:
         except BrokerError as exc:
             raise _broker_error(exc) from None
         return {"revoked": task_id}
+
+    async def retry(self, p: Principal, vhost: str, task_id: str) -> dict[str, Any]:
+        """Send a failed task's stored message again under its id (see ``retry``)."""
+        if self.retries is None:
+            raise HTTPError(404, "the task layer is not installed")
+        internal = self._internal(vhost, task_id)
+        self._check_held()
+        names = Names.of(vhost)
+
+        def send(message: StoredMessage) -> asyncio.Future[None]:
+            # As a publisher on the broker port: write on the exchange.
+            shown = message.exchange or DEFAULT_EXCHANGE
+            self.gate.check_change(p, vhost, WRITE, "exchange", shown)
+            try:
+                exchange, key = names.route_in(message.exchange, message.routing_key)
+                targets = self.host.broker.route(exchange, key)
+            except BrokerError as exc:
+                raise NotRetriable(f"its message cannot be routed now: {exc.message}") from None
+            if not targets:
+                raise NotRetriable(
+                    f"its message (exchange '{shown}', routing key '{message.routing_key}') "
+                    "routes to no queue now"
+                )
+            return self._start_publish(exchange, key, message.body, message.props(task_id))
+
+        try:
+            sent = await self.retries.retry(internal, send, PUBLISH_TIMEOUT)
+        except UnknownTask as exc:
+            raise HTTPError(404, f"task '{task_id}' in vhost '{vhost}': {exc}") from None
+        except NotRetriable as exc:
+            raise HTTPError(409, f"task '{task_id}' cannot be retried: {exc}") from None
+        except BrokerError as exc:
+            raise HTTPError(503, exc.message) from None
+        except TimeoutError:
+            raise HTTPError(503, NOT_CONFIRMED) from None
+        except RuntimeError as exc:
+            raise HTTPError(503, str(exc)) from None
+        exchange = sent.exchange or DEFAULT_EXCHANGE
+        return {"retried": task_id, "exchange": exchange, "routing_key": sent.routing_key}
 
     # --- page and login -----------------------------------------------------------------
 

@@ -187,6 +187,14 @@ ENDPOINTS: tuple[tuple[str, str, str, dict[str, Any] | None, tuple[int, ...]], .
         {"type": "object"},
         (200, 401, 403, 404),
     ),
+    (
+        "post",
+        "/api/tasks/{vhost}/{id}/retry",
+        "Retry a failed task: send its stored message again under the same id "
+        "(409 if it is not failed or its message was not stored)",
+        None,
+        (200, 400, 401, 403, 404, 409, 503),
+    ),
     ("get", "/api/openapi.json", "This document", None, (200,)),
 )
 

@@ -6,7 +6,9 @@ byte, ``j`` json or ``m`` msgpack, then a map ``{"result": ...}`` or
 ``{"exc_type", "exc_module", "exc_message", "traceback"}``. They are decoded
 here only to be shown: msgpack without object hooks and with its size limits,
 json as data; anything else is shown as its size. Results are at most
-``CACHE_MAX_PAYLOAD`` bytes (the only ones held in memory).
+``CACHE_MAX_PAYLOAD`` bytes (the only ones held in memory). A FAILURE shows
+``retriable``: whether its worker stored the task's message with it (see
+``retry``); one too large to decode here shows neither.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import brokerd_protocol as bp
 
 from ..errors import BrokerError
 from ..tasks.extension import TaskExtension
+from .retry import has_message
 
 #: Results looked at per listing, at most (the cache holds up to 10,000).
 MAX_SCANNED = 10_000
@@ -44,7 +47,9 @@ def decode_payload(payload: bytes) -> dict[str, Any]:
         if tag == b"j":
             obj = json.loads(data)
         elif tag == b"m":
-            obj = msgpack.unpackb(data, raw=False, strict_map_key=True, max_buffer_size=len(data))
+            # (unpackb takes no max_buffer_size: its input is all there is,
+            # and it bounds every length by the input's size.)
+            obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
         else:
             return {"payload_bytes": len(payload)}
     except (ValueError, msgpack.UnpackException, RecursionError):
@@ -58,6 +63,8 @@ def decode_payload(payload: bytes) -> dict[str, Any]:
     if "result" in obj:
         text = json.dumps(obj["result"], default=repr)
         out["result"] = text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN] + "…"
+    if "exc_type" in out:
+        out["retriable"] = has_message(obj)
     return out
 
 
@@ -69,7 +76,10 @@ def recent(
     out: list[dict[str, Any]] = []
     for task_id, state, payload in tasks.results.recent(MAX_SCANNED):
         if keep(task_id):
-            out.append({"task_id": task_id, "state": state, **decode_payload(payload)})
+            row = {"task_id": task_id, "state": state, **decode_payload(payload)}
+            if state != "FAILURE":
+                row.pop("retriable", None)
+            out.append(row)
             if len(out) >= limit:
                 break
     return out

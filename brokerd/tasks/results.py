@@ -25,7 +25,11 @@ result stored while ``max_frame`` was larger is refused rather than sent.
 A final state is never replaced by a non-final one (a redelivered task that
 reports STARTED after it already succeeded leaves SUCCESS in place, as Celery
 does); a final state replaces anything. Revoke records REVOKED only for tasks
-that have not already succeeded or failed.
+that have not already succeeded or failed. A retry from the management API
+does not bend that rule: it removes the FAILURE (as ResultDelete does) in
+the batch right behind the message it sends again, so the new run's states,
+STARTED included, are stored from nothing, and a waiter is answered by the
+new run's final state, not the old one.
 """
 
 from __future__ import annotations
@@ -299,6 +303,19 @@ class Results:
         if not task_ids:
             client.reply_ok(req, 0)
             return
+
+        def done(outcome: int | BaseException) -> None:
+            if isinstance(outcome, BaseException):
+                self._reply_error(client, req, internal(f"deleting results failed: {outcome}"))
+            elif self.alive(client):
+                client.reply_ok(req, outcome)
+
+        self.remove(task_ids, done)
+
+    def remove(self, task_ids: list[str], done: Callable[[int | BaseException], None]) -> None:
+        """ResultDelete's work (see :meth:`delete`) for any caller: ``done``
+        gets how many unexpired results there were, after the commit, or
+        the error."""
         for task_id in task_ids:
             self._forget(task_id)
         counted: list[int] = []
@@ -322,12 +339,31 @@ class Results:
                 # A lookup read before the deletes may have cached the old result.
                 self._forget(task_id)
             error = error or (failures[0] if failures else None)
-            if error is not None:
-                self._reply_error(client, req, internal(f"deleting results failed: {error}"))
-            elif self.alive(client):
-                client.reply_ok(req, counted[0] if counted else 0)
+            done(error if error is not None else (counted[0] if counted else 0))
 
         batch.after_commit(committed)
+
+    def read(self, task_id: str, done: Callable[[Result | BaseException | None], None]) -> None:
+        """The unexpired stored result of ``task_id`` (None: there is none),
+        for the broker's own readers (the management API), as consistent as
+        a ResultGet: from the cache, else from the store after every write
+        requested so far. ``done`` may run before this returns."""
+        now = self.broker.clock.now()
+        cached = self._cached(task_id, now) if task_id not in self._pending else None
+        if cached is not None:
+            done(cached)
+            return
+
+        def got(rows: list[Row] | BaseException) -> None:
+            if isinstance(rows, BaseException):
+                done(rows)
+                return
+            for _task_id, state, payload, expires_at in rows:
+                done(Result(state, bytes(payload), expires_at))
+                return
+            done(None)
+
+        self._select([task_id], now, got)
 
     # --- revocations ------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """The management page in headless Chromium (Playwright driving Debian's
 ``chromium``): log in, watch a queue's ready count follow a publish, purge it,
-publish and redrive from the page, and be refused as a monitoring user.
+publish and redrive from the page, be refused as a monitoring user, revoke a
+running task and retry a failed one (buttons a monitoring user does not get).
 
 Skipped, saying why, when Playwright or Chromium is missing; mandatory (a
 failure) with ``BROKERD_BROWSER_TESTS=1``, as CI runs them.
@@ -174,6 +175,8 @@ async def test_workers_and_finished_tasks_are_shown(browser: Any) -> None:
                                   "pool": "threads", "concurrency": 3}),
             ("task.succeeded", {"type": "task-succeeded", "hostname": "w1@box", "uuid": "t-42",
                                 "result": "5", "runtime": 0.01, "timestamp": now}),
+            ("task.started", {"type": "task-started", "hostname": "w1@box", "uuid": "t-43",
+                              "timestamp": now}),
         ):  # fmt: skip
             await root.publish("brokerd.events", key, json.dumps(event).encode())
         await expect(page.locator("#workers-table tbody")).to_contain_text(
@@ -183,3 +186,39 @@ async def test_workers_and_finished_tasks_are_shown(browser: Any) -> None:
         await expect(page.locator("#workers-table tbody")).to_contain_text("threads")
         await expect(page.locator("#tasks-table tbody")).to_contain_text("t-42", timeout=WAIT_MS)
         await expect(page.locator("#tasks-table tbody")).to_contain_text("SUCCESS")
+        # A running task can be revoked from its row; a finished one has no button.
+        await expect(page.locator('button[data-task="t-42"]')).to_have_count(0)
+        await page.click('button[data-action="revoke"][data-task="t-43"]')
+        await expect(page.locator("#notice")).to_contain_text("revoked: t-43", timeout=WAIT_MS)
+        assert (await root.result_get(["t-43"]))["t-43"][0] == "REVOKED"
+
+
+async def test_retry_a_failed_task_from_the_page_and_monitoring_users_see_no_button(
+    browser: Any,
+) -> None:
+    from brokerd_client.tasks.serialization import encode_error, pack_task_message
+
+    async with running() as (_server, root, url):
+        await root.declare_queue("jobs")
+        message = pack_task_message("", "jobs", {"task": "app.t", "id": "t-f"}, b"{}", 0)
+        error = ("ValueError", "builtins", "bad", "Traceback ...\nValueError: bad")
+        await root.result_set("t-f", "FAILURE", encode_error(*error, "json", message))
+        await root.result_set("t-bare", "FAILURE", encode_error(*error, "json"))
+        retry = 'button[data-action="retry"][data-task="t-f"]'
+
+        watcher = await browser.new_page()
+        await log_in(watcher, url, MONITOR)
+        await watcher.goto(url + "#/tasks")
+        await expect(watcher.locator("#tasks-table tbody")).to_contain_text("t-f", timeout=WAIT_MS)
+        await expect(watcher.locator("#tasks-table button")).to_have_count(0)
+
+        page = await browser.new_page()
+        await log_in(page, url, ADMIN)
+        await page.goto(url + "#/tasks")
+        await expect(page.locator("#tasks-table tbody")).to_contain_text("t-bare", timeout=WAIT_MS)
+        # Stored without its message: no button for it.
+        await expect(page.locator('button[data-task="t-bare"]')).to_have_count(0)
+        await page.click(retry)
+        await expect(page.locator("#notice")).to_contain_text("sent again: t-f", timeout=WAIT_MS)
+        assert (await root.queue_stats("jobs")).ready == 1
+        assert await root.result_get(["t-f"]) == {}

@@ -61,6 +61,17 @@ def fail(text: str) -> None:
     raise ValueError(text)
 
 
+@app.task(name="m.fails_once")
+def fails_once(tag: str) -> str:
+    """Fails its first run for ``tag``; later runs succeed."""
+    marker = Path(os.environ["MIXED_STATE_DIR"]) / f"fails_once.{tag}"
+    mark("fails_once", tag=tag)
+    if not marker.exists():
+        marker.touch()
+        raise RuntimeError(f"first run of {tag}")
+    return f"second run of {tag}"
+
+
 @app.task(name="m.flaky", bind=True, max_retries=3)
 def flaky(self: Any, until: int) -> int:
     mark("flaky", retries=self.request.retries)

@@ -283,10 +283,42 @@ const RENDER = {
       } else {
         detail.textContent = r.result === undefined ? "" : String(r.result);
       }
-      return [r.vhost || "/", r.task_id, r.name || "", r.state || "", r.hostname || "", seconds(r.runtime), detail];
+      return [r.vhost || "/", r.task_id, r.name || "", r.state || "", r.hostname || "", seconds(r.runtime), detail,
+        taskActions(r)];
     });
   },
 };
+
+// --- task actions: hidden from users who may only read --------------------------------
+
+const FINAL_STATES = ["SUCCESS", "FAILURE", "REVOKED"];
+
+function canChange() {
+  const me = state.me;
+  return Boolean(me && (me.open || me.tags.includes("administrator") || me.tags.includes("management")));
+}
+
+function taskActions(r) {
+  const cell = el("td");
+  if (!canChange()) return cell;
+  const path = "/api/tasks/" + encodeURIComponent(r.vhost || "/") + "/" + encodeURIComponent(r.task_id) + "/";
+  const actions = [];
+  // A failure stored without the task's message says retriable: false (see docs/management.md).
+  if (r.state === "FAILURE" && r.retriable !== false) actions.push(["Retry", "retry", "sent again: "]);
+  if (!FINAL_STATES.includes(r.state)) actions.push(["Revoke", "revoke", "revoked: "]);
+  for (const [label, action, done] of actions) {
+    const b = el("button", label);
+    b.type = "button";
+    b.dataset.action = action;
+    b.dataset.task = r.task_id;
+    b.addEventListener("click", () => act(action + " " + r.task_id, async () => {
+      const res = await api("POST", path + action, action === "revoke" ? {} : undefined);
+      return done + r.task_id + (res.exchange ? " (to " + res.exchange + ", key " + res.routing_key + ")" : "");
+    }));
+    cell.appendChild(b);
+  }
+  return cell;
+}
 
 // --- queue actions ----------------------------------------------------------------
 

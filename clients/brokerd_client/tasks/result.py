@@ -155,7 +155,9 @@ class AsyncResult(_ResultBase):
     """The result of a task sent to a worker; ``AsyncResult(task_id, app=app)``.
 
     ``state`` asks the broker each time until the task is final, then the
-    final record is kept (final states never change).
+    final record is kept (final states never change), except FAILURE, which
+    is asked for again: the management API may retry a failed task under the
+    same id, and this handle then sees the new run's outcome.
     """
 
     def __init__(self, id: str, app: ResultApp | None = None) -> None:
@@ -176,15 +178,26 @@ class AsyncResult(_ResultBase):
             self._final = (state, data)
         return state, data
 
+    def _kept(self) -> tuple[str, dict[str, Any]] | None:
+        """The final record this handle may answer from without asking: not
+        a FAILURE (a retry over the management API replaces it)."""
+        final = self._final
+        if final is not None and final[0] == states.FAILURE:
+            self._final = None
+            return None
+        return final
+
     def _fetch(self) -> tuple[str, dict[str, Any]]:
-        if self._final is not None:
-            return self._final
+        final = self._kept()
+        if final is not None:
+            return final
         found = self.app.clients.producer.result_get([self.id])
         return self._decode(found.get(self.id))
 
     async def _afetch(self) -> tuple[str, dict[str, Any]]:
-        if self._final is not None:
-            return self._final
+        final = self._kept()
+        if final is not None:
+            return final
         client = await self.app.clients.async_client()
         found = await client.result_get([self.id])
         return self._decode(found.get(self.id))
@@ -233,14 +246,15 @@ class AsyncResult(_ResultBase):
         del interval
         if on_message is not None:
             self._check_not_on_worker_loop()
-            if self._final is None:
+            final = self._kept()
+            if final is None:
                 for state, data in self._updates(timeout):
                     on_message(self._message(state, data))
             else:
-                on_message(self._message(*self._final))
+                on_message(self._message(*final))
             assert self._final is not None
             return _final_value(self.id, *self._final, propagate)
-        if self._final is None:
+        if self._kept() is None:
             self._check_not_on_worker_loop()
             client = self.app.clients.producer
             deadline = None if timeout is None else time.monotonic() + timeout
@@ -272,8 +286,9 @@ class AsyncResult(_ResultBase):
         the broker; ``interval`` is accepted and ignored, as in :meth:`get`."""
         del interval
         self._check_not_on_worker_loop()
-        if self._final is not None:
-            yield self._final[0], _value_of(*self._final)
+        final = self._kept()
+        if final is not None:
+            yield final[0], _value_of(*final)
             return
         for state, data in self._updates(timeout):
             yield state, _value_of(state, data)
@@ -285,8 +300,9 @@ class AsyncResult(_ResultBase):
     ) -> AsyncIterator[tuple[str, Any]]:
         """:meth:`iter_progress` for async code."""
         del interval
-        if self._final is not None:
-            yield self._final[0], _value_of(*self._final)
+        final = self._kept()
+        if final is not None:
+            yield final[0], _value_of(*final)
             return
         async for state, data in self._aupdates(timeout):
             yield state, _value_of(state, data)
@@ -334,7 +350,7 @@ class AsyncResult(_ResultBase):
 
     async def wait(self, timeout: float | None = None, propagate: bool = True) -> Any:  # noqa: ASYNC109 - Celery-style API
         """``get`` for async code: awaits the broker's push without blocking the loop."""
-        if self._final is None:
+        if self._kept() is None:
             client = await self.app.clients.async_client()
             deadline = None if timeout is None else time.monotonic() + timeout
             while True:

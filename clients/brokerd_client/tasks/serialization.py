@@ -8,7 +8,10 @@ accept *before* decoding anything.
 Result payload: one tag byte (``b"j"`` json, ``b"m"`` msgpack) followed by the
 serialized map ``{"result": value}`` or ``{"exc_type", "exc_module",
 "exc_message", "traceback"}``. The broker stores it opaque; the tag lets any
-reader decode it without knowing which app wrote it.
+reader decode it without knowing which app wrote it. A FAILURE written by a
+native worker may add ``"task_message"``: the task's message as delivered
+(:func:`pack_task_message`), which lets the management API send it again
+(retry). Readers that do not know the key ignore it.
 
 Bounds, so that no message can make a reader recurse or allocate without
 limit: a body or payload nests at most ``MAX_DEPTH`` containers deep (the
@@ -67,6 +70,7 @@ __all__ = [
     "encode_body",
     "encode_error",
     "encode_result",
+    "pack_task_message",
     "serializer_for_content_type",
 ]
 
@@ -372,17 +376,54 @@ def encode_result(value: Any, serializer: str) -> bytes:
 
 
 def encode_error(
-    exc_type: str, exc_module: str, exc_message: str, traceback: str, serializer: str
+    exc_type: str,
+    exc_module: str,
+    exc_message: str,
+    traceback: str,
+    serializer: str,
+    task_message: bytes | None = None,
 ) -> bytes:
-    """Payload of a FAILURE / RETRY / REVOKED state."""
-    return _TAGS[serializer] + dumps(
+    """Payload of a FAILURE / RETRY / REVOKED state; ``task_message`` (from
+    :func:`pack_task_message`) is stored under ``"task_message"``, as bin in
+    msgpack and as base64 text in json (which has no bytes)."""
+    data: dict[str, Any] = {
+        "exc_type": exc_type,
+        "exc_module": exc_module,
+        "exc_message": exc_message,
+        "traceback": traceback,
+    }
+    if task_message is not None:
+        if serializer == "json":
+            data["task_message"] = base64.b64encode(task_message).decode("ascii")
+        else:
+            data["task_message"] = task_message
+    return _TAGS[serializer] + dumps(data, serializer)
+
+
+def pack_task_message(
+    exchange: str,
+    routing_key: str,
+    headers: Mapping[str, Any],
+    body: bytes,
+    priority: int,
+) -> bytes:
+    """A task message as a worker received it, for the FAILURE that stores it.
+
+    msgpack, whatever the result serializer, because headers may hold bytes
+    that json cannot carry: the map ``{"exchange", "routing_key", "headers",
+    "body", "priority"}``. The broker's management plane reads it (without
+    object hooks) to send the message again; ``brokerd.management.retry``
+    is its one reader, and a test holds the two together.
+    """
+    return msgpack.packb(
         {
-            "exc_type": exc_type,
-            "exc_module": exc_module,
-            "exc_message": exc_message,
-            "traceback": traceback,
+            "exchange": exchange,
+            "routing_key": routing_key,
+            "headers": dict(headers),
+            "body": body,
+            "priority": priority,
         },
-        serializer,
+        use_bin_type=True,
     )
 
 

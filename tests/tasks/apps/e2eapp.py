@@ -104,6 +104,18 @@ def manual_retry(self: Any, tag: str) -> str:
     return f"done after {self.request.retries}"
 
 
+@app.task(name="e2e.fails_once")
+def fails_once(tag: str) -> str:
+    """Fails its first run for ``tag``, succeeds on any later one (a marker
+    file in the state directory remembers the first run across processes)."""
+    marker = Path(os.environ["E2E_STATE_DIR"]) / f"fails_once.{tag}"
+    mark("fails_once", tag=tag)
+    if not marker.exists():
+        marker.touch()
+        raise RuntimeError(f"first run of {tag}")
+    return f"second run of {tag}"
+
+
 @app.task(name="e2e.sleep")
 def sleep_sync(seconds: float, tag: str = "") -> float:
     mark("sleep", tag=tag)

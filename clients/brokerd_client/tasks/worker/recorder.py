@@ -24,6 +24,11 @@ order of effects is what makes the worker's guarantees hold:
   ``keep_final`` (SPEC §14.2): it never replaces a final state already
   stored, while the first run's replaces anything, so the first run's
   result wins.
+* a FAILURE stores the task's message as delivered beside the error
+  (``task_message``, see :func:`~..serialization.pack_task_message`), so
+  the management API can send it again; not when it would make the
+  ResultSet larger than the broker's frame limit, and not for a task of a
+  canvas (whose chord or chain already counted the failure).
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ from ..serialization import (
     encode_body,
     encode_error,
     encode_result,
+    pack_task_message,
 )
 from . import settle
 from .job import Job
@@ -67,6 +73,10 @@ if TYPE_CHECKING:
 __all__ = ["Recorder"]
 
 log = logging.getLogger("brokerd_client.tasks.worker")
+
+#: Bytes a ResultSet frame adds around its payload and task id, at most
+#: (the frame's array, type, request number, state, ttl and flag).
+_RESULT_SET_OVERHEAD = 64
 
 #: Seconds a result whose connection died waits for the worker's next one.
 STORE_LATER_BOUND = 120.0
@@ -190,12 +200,36 @@ class Recorder:
             ):
                 settle_how(job)
                 return
-            self._store_then_ack(job, states.FAILURE, self.error_payload(info), settle_how)
+            self._store_then_ack(job, states.FAILURE, self.failure_payload(job, info), settle_how)
 
     def error_payload(self, exc: ExcInfo | None) -> bytes:
         if exc is None:
             return b""
         return encode_error(exc.exc_type, exc.exc_module, exc.exc_message, exc.traceback, self.rser)
+
+    def failure_payload(self, job: Job, exc: ExcInfo | None) -> bytes:
+        """A FAILURE's payload with the task's message, when it may be sent
+        again and the ResultSet carrying it fits the broker's frame limit;
+        the bare error otherwise (the management API then says the task
+        cannot be retried)."""
+        plain = self.error_payload(exc)
+        d = job.delivery
+        if exc is None or CANVAS_HEADER in d.headers:
+            return plain
+        # The message alone would not fit: do not even build it.
+        room = job.client.max_frame - len(plain) - _RESULT_SET_OVERHEAD - 4 * len(job.task_id)
+        if len(d.body) >= room:
+            return plain
+        message = pack_task_message(d.exchange, d.routing_key, d.headers, d.body, d.priority)
+        try:
+            payload = encode_error(
+                exc.exc_type, exc.exc_module, exc.exc_message, exc.traceback, self.rser, message
+            )
+        except EncodeError:
+            return plain
+        if len(payload) > job.client.max_frame - _RESULT_SET_OVERHEAD - 4 * len(job.task_id):
+            return plain
+        return payload
 
     def _store_then_ack(
         self,
