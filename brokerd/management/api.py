@@ -153,11 +153,7 @@ def _checked(check: Callable[[Any], Any], value: Any) -> Any:
 
 def _tags(value: Any) -> list[str]:
     """RabbitMQ's tags: a comma-separated string or a list of strings."""
-    if isinstance(value, str):
-        return value.split(",")
-    if isinstance(value, list) and all(isinstance(t, str) for t in value):
-        return value
-    raise HTTPError(400, "tags must be a comma-separated string or a list of strings")
+    return list(_checked(definitions.tag_list, value))
 
 
 def _payload(body: bytes, encoding: str, truncate: int | None) -> tuple[str, str]:
@@ -354,7 +350,8 @@ class API:
         if head == "definitions" and n <= 2 and method == "POST":
             self.gate.check_admin(p)
             only = self._vhost(p, route[1]) if n == 2 else None
-            return await definitions.import_definitions(self.host, _object(request), only)
+            body = _object(request)
+            return await definitions.import_definitions(self.host, self._admins(), body, only)
         if head == "schedules" and n == 4 and route[3] in SCHEDULE_ACTIONS and method == "POST":
             vhost = self._vhost(p, route[1])
             self.gate.check_change(p, vhost, WRITE, "schedule", route[2])
