@@ -38,7 +38,7 @@ from ..flow import FlowControl
 from ..queues import PRIORITIES, Connection, Consumer, Delivery, QueueState
 from ..tasks.extension import TaskExtension
 from ..vhosts import Names, Registry, split
-from . import definitions, taskviews
+from . import definitions, nodes, taskviews
 from .auth import SESSION_COOKIE, SESSION_IDLE, Gate, Principal
 from .events import EventWatcher
 from .http import HTTPError, Request, Response
@@ -271,9 +271,31 @@ class API:
         if head == "consumers" and n <= 2:
             vhost = self._vhost(p, route[1]) if n == 2 else None
             return Response.json(self.consumers(p, vhost))
+        if head == "nodes" and n <= 2:
+            gate.check_monitor(p)
+            node = self.node_json()
+            if n == 2 and route[1] != self.node:
+                raise HTTPError(404, f"no node '{route[1]}' (this one is '{self.node}')")
+            return Response.json(node if n == 2 else [node])
+        if n == 1 and head == "channels":
+            return Response.json(shape(self.channels(p), request.query))
         if n == 1 and head == "users":
             gate.check_admin(p)
             return Response.json(self.users())
+        if route == ["users", "without-permissions"]:
+            gate.check_admin(p)
+            granted = {user for user, _ in self.host.users.permissions}
+            return Response.json([u for u in self.users() if u["name"] not in granted])
+        if n == 3 and head == "users" and route[2] == "permissions":
+            gate.check_admin(p)
+            if self.host.users.get(route[1]) is None:
+                raise HTTPError(404, f"no user '{route[1]}'")
+            return Response.json([r for r in self.permissions() if r["user"] == route[1]])
+        if n == 3 and head == "vhosts" and route[2] == "permissions":
+            gate.check_admin(p)
+            if not self.host.vhosts.exists(route[1]):
+                raise HTTPError(404, f"no vhost '{route[1]}'")
+            return Response.json([r for r in self.permissions() if r["vhost"] == route[1]])
         if n == 2 and head == "users":
             gate.check_admin(p)
             for row in self.users():
@@ -360,6 +382,9 @@ class API:
             vhost = self._vhost(p, route[1])
             self.gate.check_change(p, vhost, WRITE, "task", route[2])
             return Response.json(await self.revoke(vhost, route[2], _object(request)))
+        if route == ["users", "bulk-delete"] and method == "POST":
+            self.gate.check_admin(p)
+            return await self.bulk_delete(_object(request))
         if method in ("PUT", "DELETE") and (
             (head in ("users", "vhosts") and n == 2) or (head == "permissions" and n == 3)
         ):
@@ -628,6 +653,41 @@ class API:
             )
         return out
 
+    def channels(self, p: Principal) -> list[dict[str, Any]]:
+        """RabbitMQ's channels: brokerd has one per connection, so each
+        connection the requester may see is one channel, number 1. Its
+        ``prefetch_count`` is the largest of its consumers' (brokerd's
+        prefetch is per consumer; 0 without consumers)."""
+        prefetch: dict[int, int] = {}
+        for _, row in listing.consumer_rows(self.host.sessions, _conn):
+            conn_id = row["connection"]
+            prefetch[conn_id] = max(prefetch.get(conn_id, 0), row["prefetch"])
+        return [
+            {
+                "name": f"{conn['name']} (1)",
+                "number": 1,
+                "node": self.node,
+                "vhost": conn["vhost"],
+                "user": conn["user"],
+                "connection_details": {
+                    "name": conn["name"],
+                    "peer_host": conn["peer_host"],
+                    "peer_port": conn["peer_port"],
+                },
+                "consumer_count": conn["consumers"],
+                "prefetch_count": prefetch.get(conn["id"], 0),
+                "global_prefetch_count": 0,
+                "messages_unacknowledged": conn["unsettled"],
+                "messages_unconfirmed": 0,
+                "messages_uncommitted": 0,
+                "acks_uncommitted": 0,
+                "confirm": True,
+                "transactional": False,
+                "state": "running",
+            }
+            for conn in self.connections(p)
+        ]
+
     def consumers(self, p: Principal, vhost: str | None) -> list[dict[str, Any]]:
         visible = {row["id"]: row for row in self._sessions(p, vhost)}
         rows = listing.consumer_rows(self.host.sessions, _conn, vhost)
@@ -684,6 +744,18 @@ class API:
 
     def permissions(self) -> list[dict[str, Any]]:
         return definitions.permission_rows(self.host.users)
+
+    def node_json(self) -> dict[str, Any]:
+        host = self.host
+        return nodes.node_row(
+            self.node,
+            self.status.status_map(),
+            broker=host.broker,
+            config=host.config,
+            disk=host.disk,
+            flow=host.flow,
+            sockets=sum(1 for s in host.sessions if not getattr(s, "local", False)),
+        )
 
     def whoami(self, p: Principal) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -806,6 +878,22 @@ class API:
         log.info("vhost %r added over HTTP", name)
         await self._committed("vhost")
         return Response(201)
+
+    async def bulk_delete(self, body: dict[str, Any]) -> Response:
+        """RabbitMQ's ``POST /api/users/bulk-delete`` ``{"users": [...]}``:
+        delete each named user that exists (unknown names are skipped, as
+        RabbitMQ's), with its permissions and connections; 204 once stored."""
+        names = body.get("users")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise HTTPError(400, "users must be a list of user names")
+        user_admin, _ = self._admins()
+        deleted = [name for name in dict.fromkeys(names) if self.host.users.get(name) is not None]
+        for name in deleted:
+            user_admin.remove_user(name)
+        if deleted:
+            log.info("users %s deleted over HTTP", ", ".join(map(repr, deleted)))
+            await self._committed("deletion")
+        return Response(204)
 
     async def put_user(self, admin: UserAdmin, name: str, body: dict[str, Any]) -> Response:
         """Create or update ``name``: ``password`` (hashed off the loop) or
