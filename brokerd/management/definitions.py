@@ -33,6 +33,10 @@ log = logging.getLogger("brokerd.management")
 
 #: What brokerd's exported password hashes are (``auth/passwords.py``: scrypt).
 HASHING_ALGORITHM = "brokerd_scrypt"
+#: Users with a plaintext password one import hashes at most (scrypt costs
+#: tens of milliseconds and 16 MiB each: a request must not hold a hashing
+#: thread for minutes).
+MAX_PASSWORDS = 100
 
 
 class Host(Protocol):
@@ -187,6 +191,8 @@ class _Plan:
     queues: list[tuple[Names, str, bool, dict[str, Any]]] = field(default_factory=list)
     #: (vhost's names, source, destination, routing key)
     bindings: list[tuple[Names, str, str, str]] = field(default_factory=list)
+    #: The existing vhosts the items above go into.
+    into: set[str] = field(default_factory=set)
 
 
 def _objects(body: dict[str, Any], key: str) -> list[dict[str, Any]]:
@@ -231,11 +237,13 @@ def _plan(host: Host, body: dict[str, Any], only: str | None) -> tuple[_Plan, li
                 vhosts.add(name)
                 plan.vhosts.append(name)
 
-    def vhost_of(kind: str, item: dict[str, Any], label: str) -> str | None:
+    def vhost_of(item: dict[str, Any], label: str) -> str | None:
         vhost = only if only is not None else item.get("vhost", DEFAULT_VHOST)
         if not isinstance(vhost, str) or vhost not in vhosts:
-            errors.append(f"{kind} {label}: no vhost {vhost!r} (nor in the document's vhosts)")
+            errors.append(f"{label}: no vhost {vhost!r} (nor in the document's vhosts)")
             return None
+        if vhost not in plan.vhosts:
+            plan.into.add(vhost)
         return vhost
 
     # Users: replaced as RabbitMQ's import does; a hash only in brokerd's form.
@@ -276,12 +284,18 @@ def _plan(host: Host, body: dict[str, Any], only: str | None) -> tuple[_Plan, li
         seen.add(name)
         plan.users.append(_User(name, tags, password, password_hash))
     users |= seen
+    plaintext = sum(1 for u in plan.users if u.password is not None)
+    if plaintext > MAX_PASSWORDS:
+        errors.append(
+            f"{plaintext} users with a password: at most {MAX_PASSWORDS} per import (each is "
+            "hashed with scrypt, tens of milliseconds); give the others a password_hash"
+        )
 
     granted: set[tuple[str, str]] = set()
     for p in sections["permissions"]:
         user = p.get("user")
         label = f"permission of {user!r}"
-        vhost = vhost_of("permission", p, label)
+        vhost = vhost_of(p, label)
         if vhost is None:
             continue
         label = f"permission of {user!r} on {vhost!r}"
@@ -306,7 +320,7 @@ def _plan(host: Host, body: dict[str, Any], only: str | None) -> tuple[_Plan, li
     exchanges = {(v, n) for v, n in map(split, host.broker.exchanges)}
     for e in sections["exchanges"]:
         label = f"exchange {e.get('name')!r}"
-        vhost = vhost_of("exchange", e, label)
+        vhost = vhost_of(e, label)
         fields = _strings(e, "name", "type")
         if vhost is None:
             continue
@@ -328,7 +342,7 @@ def _plan(host: Host, body: dict[str, Any], only: str | None) -> tuple[_Plan, li
     queues = {(v, n) for v, n in map(split, host.broker.queues)}
     for q in sections["queues"]:
         label = f"queue {q.get('name')!r}"
-        vhost = vhost_of("queue", q, label)
+        vhost = vhost_of(q, label)
         if vhost is None:
             continue
         name, arguments = q.get("name"), q.get("arguments") or {}
@@ -350,7 +364,7 @@ def _plan(host: Host, body: dict[str, Any], only: str | None) -> tuple[_Plan, li
         plan.queues.append((names, name, bool(q.get("durable", True)), options))
     for b in sections["bindings"]:
         label = f"binding {b.get('source')!r} -> {b.get('destination')!r}"
-        vhost = vhost_of("binding", b, label)
+        vhost = vhost_of(b, label)
         if vhost is None:
             continue
         fields = _strings(b, "source", "destination")
@@ -394,6 +408,9 @@ async def import_definitions(
             except BrokerError as exc:
                 return _refused([f"user {u.name!r}: {exc.message}"], applied=False)
     # From here on, no await until everything is in the batch.
+    gone = sorted(v for v in plan.into if not host.vhosts.exists(v))
+    if gone:  # deleted while the passwords were hashed
+        return _refused([f"vhost {v!r} was deleted during the import" for v in gone], applied=False)
     broker = host.broker
     for vhost in plan.vhosts:
         if not host.vhosts.exists(vhost):  # added while passwords were hashed

@@ -134,7 +134,7 @@ async def test_one_bad_item_refuses_the_whole_document_naming_each(mgmt: Any) ->
         "policymaker",
         "permission of 'nobody'",
         "permission of 'ivy' on 'billing'",
-        "queue 'lost'",
+        "queue 'lost': no vhost 'nowhere'",
         "queue 'odd'",
         "x-queue-type",
         "binding 'missing' -> 'due'",
@@ -169,6 +169,17 @@ async def test_bad_items_are_400_and_change_nothing(mgmt: Any, bad: dict[str, An
     assert json.loads(body)["reason"]
     assert server.users.users == users_before
     assert "e" not in server.broker.exchanges
+
+
+async def test_too_many_plaintext_passwords_are_refused_before_any_is_hashed(
+    mgmt: Any,
+) -> None:
+    server, _root, port = mgmt
+    doc = {"users": [{"name": f"u{i}", "password": "pw", "tags": ""} for i in range(101)]}
+    status, _, body = await call(port, "POST", "/api/definitions", doc)
+    assert status == 400
+    assert "at most 100 per import" in json.loads(body)["reason"]
+    assert server.users.get("u0") is None
 
 
 async def test_an_existing_user_is_updated_and_keeps_its_password_without_one(
