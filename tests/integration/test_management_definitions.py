@@ -234,3 +234,38 @@ async def test_only_administrators_import_definitions(mgmt: Any) -> None:
     assert not server.vhosts.exists("billing")
     status, _, _ = await call(port, "POST", "/api/definitions", _document(), user=ADMIN)
     assert status == 204
+
+
+async def test_brokerctl_and_http_definitions_are_one_format(mgmt: Any) -> None:
+    """A brokerctl export imports over HTTP, and an HTTP export with brokerctl."""
+    from brokerd_client.ctl import definitions as ctl_definitions
+
+    server, root, port = mgmt
+    doc = _document()
+    all_of = {"configure": ".*", "write": ".*", "read": ".*"}
+    doc["permissions"].append({"user": "admin", "vhost": "billing", **all_of})
+    assert (await call(port, "POST", "/api/definitions", doc))[0] == 204
+
+    def connect_to(url: str) -> Any:
+        async def connect(vhost: str) -> brokerd_client.AsyncClient:
+            path = vhost.replace("/", "%2F")
+            return await brokerd_client.connect(f"{url}/{path}", timeout=BOUND)
+
+        return connect
+
+    admin_url = f"brokerd://{ADMIN[0]}:{ADMIN[1]}@127.0.0.1:{server.port}"
+    by_ctl = await ctl_definitions.export(root, connect_to(admin_url))
+    by_http = await get_json(port, "/api/definitions")
+    async with running(users=False) as (_s2, _root2, port2):
+        status, _, body = await call(port2, "POST", "/api/definitions", by_ctl, user=None)
+        assert status == 204, body
+        copy = await get_json(port2, "/api/definitions")
+        for key in ("vhosts", "users", "permissions", "exchanges", "queues", "bindings"):
+            assert copy[key] == by_http[key], key
+    async with running(users=False) as (server3, root3, _port3):
+        # Users come first: the per-vhost connections then log in as admin.
+        url3 = f"brokerd://{ADMIN[0]}:{ADMIN[1]}@127.0.0.1:{server3.port}"
+        counts = await ctl_definitions.import_(root3, connect_to(url3), by_http)
+        assert counts["users"] == 6 and counts["permissions"] == len(by_http["permissions"])
+        assert verify("jay-pw", server3.users.get("jay").password_hash)
+        assert server3.vhosts.exists("billing")
