@@ -1,11 +1,23 @@
 """RabbitMQ's definitions over HTTP: ``GET /api/definitions`` exports the
-broker's topology (and, broker-wide, its vhosts, users and permissions),
-``POST /api/definitions`` imports such a document.
+broker's topology (and, broker-wide, its vhosts, users with their password
+hashes and permissions), ``POST /api/definitions`` imports such a document.
 
-This module only maps documents to the broker's own operations: exchanges,
-queues and bindings are declared as their frames would declare them (the
-core's checks apply, an existing one must match). Nothing here decides who
-may ask (the API checks for an administrator first).
+This module only maps documents to the broker's own operations, never
+around them: vhosts, users and permissions through ``VhostAdmin`` and
+``UserAdmin`` (the operations the admin frames and ``PUT /api/users`` use,
+so open connections follow at once), exchanges, queues and bindings as
+their declare frames would (the core's checks apply, an existing one must
+match). Nothing here decides who may ask (the API checks for an
+administrator first).
+
+Invariants of an import:
+* Every item is checked before any is applied; a fault anywhere applies
+  nothing. Only what applying alone can find (a declaration that clashes
+  with an existing one) is reported after the rest is applied.
+* No await between the first change and the last: the whole document goes
+  into one store batch, and the answer waits for its commit.
+* A password is hashed and dropped; neither it nor anything derived from it
+  but the stored hash is kept, logged or exported.
 """
 
 from __future__ import annotations
