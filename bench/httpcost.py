@@ -84,13 +84,15 @@ def start_broker(tmp: str) -> tuple[subprocess.Popen[bytes], int, int]:
     return proc, int(port_file.read_text()), http_port
 
 
-async def load_and_measure(port: int, http_port: int, pid: int, queues: int, polls: int) -> None:
+async def load_and_measure(
+    port: int, http_port: int, pid: int, queues: int, polls: int, paths: list[str]
+) -> None:
     client = await brokerd_client.connect(f"brokerd://127.0.0.1:{port}")
     for i in range(queues):
         await client.declare_queue(f"q{i:05d}")
         await client.publish("", f"q{i:05d}", b"x" * 100)
     await client.close()
-    for path in PATHS:
+    for path in paths:
         per, size = await measure(http_port, pid, path, polls)
         print(
             f"{queues:>6} queues  {path[:40]:<40} {per * 1e3:8.3f} ms CPU per request  "
@@ -108,11 +110,11 @@ PATHS = (
 )
 
 
-def run(queues: int, polls: int) -> None:
+def run(queues: int, polls: int, paths: list[str]) -> None:
     with tempfile.TemporaryDirectory(prefix="httpcost-") as tmp:
         proc, port, http_port = start_broker(tmp)
         try:
-            asyncio.run(load_and_measure(port, http_port, proc.pid, queues, polls))
+            asyncio.run(load_and_measure(port, http_port, proc.pid, queues, polls, paths))
         finally:
             proc.terminate()
             proc.wait(30)
@@ -192,12 +194,13 @@ def main() -> None:
     p.add_argument("--w1", action="store_true", help="W1 with and without polling")
     p.add_argument("--count", type=int, default=50_000)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--paths", nargs="+", default=list(PATHS), help="GET paths to measure")
     args = p.parse_args()
     if args.w1:
         run_w1(args.count, args.rounds)
         return
     for n in args.queues:
-        run(n, args.polls)
+        run(n, args.polls, args.paths)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ their rows deleted in the same batch), drops the task layer's memory of it
 (``vhost_deleted_hooks``) and, in the store, its permissions and the rows of
 results, revocations, schedules and groups under its prefix. The Ok waits
 for the commit. ``add`` and ``remove`` are the operations themselves, also
-used by the management API's ``PUT``/``DELETE /api/vhosts/{name}``.
+used by the management API's ``PUT``/``DELETE /api/vhosts/{name}`` and
+its definitions import.
 """
 
 from __future__ import annotations

@@ -14,8 +14,10 @@ connections are closed; a new password applies to later connections.
 
 The operations themselves (``put_user``, ``remove_user``, ``put_permission``,
 ``remove_permission``, ``hash_password``) are plain methods: the frames call
-them, and so does the management API's ``PUT``/``DELETE /api/users`` and
-``/api/permissions`` (``brokerd.management.api``), each waiting for the commit.
+them, and so does the management API's ``PUT``/``DELETE /api/users``,
+``/api/permissions``, ``POST /api/users/bulk-delete`` (``brokerd.management.api``)
+and ``POST /api/definitions`` (``brokerd.management.definitions``), each
+waiting for the commit.
 """
 
 from __future__ import annotations

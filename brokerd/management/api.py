@@ -6,8 +6,8 @@ admin list frames: the rows come from ``brokerd.admin.listing``) and answers
 JSON. Changes go through the broker's own methods, into its batch, exactly
 as the same frames would. Who may do what is ``auth.Gate``'s.
 
-A vhost in a path is percent-escaped (``%2F`` is ``/``); until vhosts exist
-the broker has one, ``/``, and any other is 404.
+A vhost in a path is percent-escaped (``%2F`` is ``/``); one the broker does
+not have is 404; one the user may not read is refused by ``auth.Gate``.
 """
 
 from __future__ import annotations
@@ -38,9 +38,8 @@ from ..flow import FlowControl
 from ..queues import PRIORITIES, Connection, Consumer, Delivery, QueueState
 from ..tasks.extension import TaskExtension
 from ..vhosts import Names, Registry, split
-from . import taskviews
+from . import definitions, nodes, taskviews
 from .auth import SESSION_COOKIE, SESSION_IDLE, Gate, Principal
-from .events import QUEUE as EVENTS_QUEUE
 from .events import EventWatcher
 from .http import HTTPError, Request, Response
 from .lists import MAX_PAGE_SIZE, int_param, project, shape, stable_reverse_by_name
@@ -157,11 +156,7 @@ def _checked(check: Callable[[Any], Any], value: Any) -> Any:
 
 def _tags(value: Any) -> list[str]:
     """RabbitMQ's tags: a comma-separated string or a list of strings."""
-    if isinstance(value, str):
-        return value.split(",")
-    if isinstance(value, list) and all(isinstance(t, str) for t in value):
-        return value
-    raise HTTPError(400, "tags must be a comma-separated string or a list of strings")
+    return list(_checked(definitions.tag_list, value))
 
 
 def _payload(body: bytes, encoding: str, truncate: int | None) -> tuple[str, str]:
@@ -280,9 +275,31 @@ class API:
         if head == "consumers" and n <= 2:
             vhost = self._vhost(p, route[1]) if n == 2 else None
             return Response.json(self.consumers(p, vhost))
+        if head == "nodes" and n <= 2:
+            gate.check_monitor(p)
+            node = self.node_json()
+            if n == 2 and route[1] != self.node:
+                raise HTTPError(404, f"no node '{route[1]}' (this one is '{self.node}')")
+            return Response.json(node if n == 2 else [node])
+        if n == 1 and head == "channels":
+            return Response.json(shape(self.channels(p), request.query))
         if n == 1 and head == "users":
             gate.check_admin(p)
             return Response.json(self.users())
+        if route == ["users", "without-permissions"]:
+            gate.check_admin(p)
+            granted = {user for user, _ in self.host.users.permissions}
+            return Response.json([u for u in self.users() if u["name"] not in granted])
+        if n == 3 and head == "users" and route[2] == "permissions":
+            gate.check_admin(p)
+            if self.host.users.get(route[1]) is None:
+                raise HTTPError(404, f"no user '{route[1]}'")
+            return Response.json([r for r in self.permissions() if r["user"] == route[1]])
+        if n == 3 and head == "vhosts" and route[2] == "permissions":
+            gate.check_admin(p)
+            if not self.host.vhosts.exists(route[1]):
+                raise HTTPError(404, f"no vhost '{route[1]}'")
+            return Response.json([r for r in self.permissions() if r["vhost"] == route[1]])
         if n == 2 and head == "users":
             gate.check_admin(p)
             for row in self.users():
@@ -309,7 +326,8 @@ class API:
         if head == "definitions" and n <= 2:
             gate.check_admin(p)
             vhost = self._vhost(p, route[1]) if n == 2 else None
-            return Response.json(self.definitions(vhost))
+            version = self.status.status_map()["version"]
+            return Response.json(definitions.export(self.host, version, vhost))
         if n == 1 and head == "whoami":
             return Response.json(self.whoami(p))
         if route == ["health", "checks", "alarms"]:
@@ -358,7 +376,8 @@ class API:
         if head == "definitions" and n <= 2 and method == "POST":
             self.gate.check_admin(p)
             only = self._vhost(p, route[1]) if n == 2 else None
-            return await self.import_definitions(_object(request), only)
+            body = _object(request)
+            return await definitions.import_definitions(self.host, self._admins(), body, only)
         if head == "schedules" and n == 4 and route[3] in SCHEDULE_ACTIONS and method == "POST":
             vhost = self._vhost(p, route[1])
             self.gate.check_change(p, vhost, WRITE, "schedule", route[2])
@@ -371,6 +390,9 @@ class API:
             vhost = self._vhost(p, route[1])
             self.gate.check_change(p, vhost, WRITE, "task", route[2])
             return Response.json(await self.retry(p, vhost, route[2]))
+        if route == ["users", "bulk-delete"] and method == "POST":
+            self.gate.check_admin(p)
+            return await self.bulk_delete(_object(request))
         if method in ("PUT", "DELETE") and (
             (head in ("users", "vhosts") and n == 2) or (head == "permissions" and n == 3)
         ):
@@ -603,7 +625,8 @@ class API:
 
     def bindings(self, p: Principal, vhost: str | None) -> list[dict[str, Any]]:
         readable = self._readable(p)
-        return [b for b in self.bindings_all(vhost) if readable(b["vhost"])]
+        rows = definitions.binding_rows(self.host.broker, vhost)
+        return [b for b in rows if readable(b["vhost"])]
 
     def _sessions(self, p: Principal, vhost: str | None = None) -> list[dict[str, Any]]:
         rows = listing.connection_rows(self.host.sessions, _conn, vhost)
@@ -637,6 +660,41 @@ class API:
                 }
             )
         return out
+
+    def channels(self, p: Principal) -> list[dict[str, Any]]:
+        """RabbitMQ's channels: brokerd has one per connection, so each
+        connection the requester may see is one channel, number 1. Its
+        ``prefetch_count`` is the largest of its consumers' (brokerd's
+        prefetch is per consumer; 0 without consumers)."""
+        prefetch: dict[int, int] = {}
+        for _, row in listing.consumer_rows(self.host.sessions, _conn):
+            conn_id = row["connection"]
+            prefetch[conn_id] = max(prefetch.get(conn_id, 0), row["prefetch"])
+        return [
+            {
+                "name": f"{conn['name']} (1)",
+                "number": 1,
+                "node": self.node,
+                "vhost": conn["vhost"],
+                "user": conn["user"],
+                "connection_details": {
+                    "name": conn["name"],
+                    "peer_host": conn["peer_host"],
+                    "peer_port": conn["peer_port"],
+                },
+                "consumer_count": conn["consumers"],
+                "prefetch_count": prefetch.get(conn["id"], 0),
+                "global_prefetch_count": 0,
+                "messages_unacknowledged": conn["unsettled"],
+                "messages_unconfirmed": 0,
+                "messages_uncommitted": 0,
+                "acks_uncommitted": 0,
+                "confirm": True,
+                "transactional": False,
+                "state": "running",
+            }
+            for conn in self.connections(p)
+        ]
 
     def consumers(self, p: Principal, vhost: str | None) -> list[dict[str, Any]]:
         visible = {row["id"]: row for row in self._sessions(p, vhost)}
@@ -693,17 +751,19 @@ class API:
         ]
 
     def permissions(self) -> list[dict[str, Any]]:
-        users = self.host.users
-        return [
-            {
-                "user": user,
-                "vhost": vhost,
-                "configure": perm.configure,
-                "write": perm.write,
-                "read": perm.read,
-            }
-            for (user, vhost), perm in sorted(users.permissions.items())
-        ]
+        return definitions.permission_rows(self.host.users)
+
+    def node_json(self) -> dict[str, Any]:
+        host = self.host
+        return nodes.node_row(
+            self.node,
+            self.status.status_map(),
+            broker=host.broker,
+            config=host.config,
+            disk=host.disk,
+            flow=host.flow,
+            sockets=sum(1 for s in host.sessions if not getattr(s, "local", False)),
+        )
 
     def whoami(self, p: Principal) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -771,161 +831,10 @@ class API:
                 rows.append({**row, "task_id": task_id, "vhost": vhost})
         return rows
 
-    def definitions(self, vhost: str | None) -> dict[str, Any]:
-        """RabbitMQ's definitions export: the topology of ``vhost`` (or of
-        every vhost, with the vhosts, users with their password hashes and
-        the permissions)."""
-        broker = self.host.broker
-        now = broker.clock.now()
-        queues = []
-        rows = listing.queue_rows(broker.queues, now, vhost)
-        rows.sort(key=lambda r: (r[1]["vhost"], r[1]["name"]))
-        for _, row in rows:
-            if row["name"] == EVENTS_QUEUE:
-                continue
-            options = {k: v for k, v in row["options"].items() if v is not None}
-            queues.append(
-                {
-                    "name": row["name"],
-                    "vhost": row["vhost"],
-                    "durable": row["durable"],
-                    "auto_delete": bool(options.get("auto_delete")),
-                    "arguments": options,
-                }
-            )
-        ex_rows = listing.exchange_rows(broker.exchanges, vhost, self.host.vhosts.all())
-        ex_rows.sort(key=lambda r: (r[1]["vhost"], r[1]["name"]))
-        exchanges = [
-            {**row, "auto_delete": False, "internal": False, "arguments": {}}
-            for _, row in ex_rows
-            if row["name"]
-        ]
-        out: dict[str, Any] = {
-            "product_name": "brokerd",
-            "product_version": self.status.status_map()["version"],
-            "queues": queues,
-            "exchanges": exchanges,
-            "bindings": [
-                {k: v for k, v in b.items() if k != "properties_key"}
-                for b in self.bindings_all(vhost)
-                if b["destination"] != EVENTS_QUEUE
-            ],
-        }
-        if vhost is None:
-            users = self.host.users
-            out["vhosts"] = [{"name": v} for v in self.host.vhosts.all()]
-            out["users"] = [
-                {
-                    "name": u.name,
-                    "password_hash": u.password_hash,
-                    "hashing_algorithm": "brokerd_scrypt",
-                    "tags": sorted(u.tags),
-                }
-                for u in sorted(users.users.values(), key=lambda u: u.name)
-            ]
-            out["permissions"] = self.permissions()
-        return out
-
-    def bindings_all(self, vhost: str | None = None) -> list[dict[str, Any]]:
-        rows = listing.binding_rows(self.host.broker.exchanges, vhost)
-        rows.sort(
-            key=lambda r: (r[1]["vhost"], r[1]["exchange"], r[1]["queue"], r[1]["routing_key"])
-        )
-        return [
-            {
-                "source": row["exchange"],
-                "vhost": row["vhost"],
-                "destination": row["queue"],
-                "destination_type": "queue",
-                "routing_key": row["routing_key"],
-                "arguments": {},
-                "properties_key": row["routing_key"],
-            }
-            for _, row in rows
-        ]
-
-    async def import_definitions(self, body: dict[str, Any], only: str | None) -> Response:
-        """Declare the exchanges, queues and bindings of a definitions
-        document, in that order, each as its declare frame would (an existing
-        one must match), in the vhost each names (``only``: the path's vhost,
-        for all of them). Vhosts, users and permissions are not imported
-        (brokerctl does that). Every item is tried; the answer lists those
-        refused (400), the others stay applied. Answers once durable."""
-        broker = self.host.broker
-        registry = self.host.vhosts
-        errors: list[str] = []
-
-        def items(key: str) -> list[tuple[Names, dict[str, Any]]]:
-            value = body.get(key, [])
-            if not isinstance(value, list) or not all(isinstance(x, dict) for x in value):
-                raise HTTPError(400, f"{key} must be a list of objects")
-            out = []
-            for x in value:
-                vhost = only if only is not None else str(x.get("vhost", DEFAULT_VHOST))
-                if not registry.exists(vhost):
-                    errors.append(f"{key[:-1]} {x.get('name')!r}: no vhost {vhost!r}")
-                    continue
-                out.append((Names.of(vhost), x))
-            return out
-
-        exchanges, queues, bindings = items("exchanges"), items("queues"), items("bindings")
-        for names, ex in exchanges:
-            try:
-                broker.declare_exchange(
-                    names.exchange_in(str(ex.get("name", ""))),
-                    str(ex.get("type", "")),
-                    bool(ex.get("durable", True)),
-                )
-            except BrokerError as exc:
-                errors.append(f"exchange {ex.get('name')!r}: {exc.message}")
-        for names, q in queues:
-            arguments = q.get("arguments") or {}
-            if not isinstance(arguments, dict):
-                errors.append(f"queue {q.get('name')!r}: arguments must be an object")
-                continue
-            options = {k: v for k, v in arguments.items() if v is not None}
-            try:
-                dlq = options.get("dead_letter_queue")
-                if isinstance(dlq, str) and dlq:
-                    options["dead_letter_queue"] = names.inn(dlq)
-                broker.declare_queue(
-                    names.inn(str(q.get("name", ""))), bool(q.get("durable", True)), options
-                )
-            except BrokerError as exc:
-                errors.append(f"queue {q.get('name')!r}: {exc.message}")
-        for names, b in bindings:
-            if b.get("destination_type", "queue") != "queue":
-                errors.append(f"binding to {b.get('destination')!r}: only queues are destinations")
-                continue
-            try:
-                broker.bind(
-                    names.inn(str(b.get("destination", ""))),
-                    names.exchange_in(str(b.get("source", ""))),
-                    str(b.get("routing_key", "")),
-                )
-            except BrokerError as exc:
-                errors.append(
-                    f"binding {b.get('source')!r} -> {b.get('destination')!r}: {exc.message}"
-                )
-        await self._committed("definitions")
-        if errors:
-            return Response.json({"error": "bad_request", "reason": "; ".join(errors)}, 400)
-        return Response(204)
-
     # --- changes ------------------------------------------------------------------------
 
     async def _committed(self, what: str) -> None:
-        """Wait for the broker's batch (with the changes just made) to commit."""
-        future: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
-
-        def committed(error: BaseException | None) -> None:
-            if not future.done():
-                future.set_result(error)
-
-        self.host.broker.batch.after_commit(committed)
-        error = await future
-        if error is not None:
-            raise HTTPError(503, f"storing the {what} failed: {error}")
+        await definitions.committed(self.host.broker, what)
 
     def _admins(self) -> tuple[UserAdmin, VhostAdmin]:
         users, vhosts = self.host.user_admin, self.host.vhost_admin
@@ -977,6 +886,22 @@ class API:
         log.info("vhost %r added over HTTP", name)
         await self._committed("vhost")
         return Response(201)
+
+    async def bulk_delete(self, body: dict[str, Any]) -> Response:
+        """RabbitMQ's ``POST /api/users/bulk-delete`` ``{"users": [...]}``:
+        delete each named user that exists (unknown names are skipped, as
+        RabbitMQ's), with its permissions and connections; 204 once stored."""
+        names = body.get("users")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise HTTPError(400, "users must be a list of user names")
+        user_admin, _ = self._admins()
+        deleted = [name for name in dict.fromkeys(names) if self.host.users.get(name) is not None]
+        for name in deleted:
+            user_admin.remove_user(name)
+        if deleted:
+            log.info("users %s deleted over HTTP", ", ".join(map(repr, deleted)))
+            await self._committed("deletion")
+        return Response(204)
 
     async def put_user(self, admin: UserAdmin, name: str, body: dict[str, Any]) -> Response:
         """Create or update ``name``: ``password`` (hashed off the loop) or

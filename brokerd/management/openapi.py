@@ -20,6 +20,20 @@ _PERMISSION_BODY: dict[str, Any] = {
     "required": ["configure", "write", "read"],
 }
 
+_OBJECTS: dict[str, Any] = {"type": "array", "items": {"type": "object"}}
+_DEFINITIONS_BODY: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        key: _OBJECTS
+        for key in ("vhosts", "users", "permissions", "exchanges", "queues", "bindings")
+    },
+}
+_BULK_DELETE_BODY: dict[str, Any] = {
+    "type": "object",
+    "properties": {"users": {"type": "array", "items": {"type": "string"}}},
+    "required": ["users"],
+}
+
 #: (method, path, summary, request body schema or None, answers)
 ENDPOINTS: tuple[tuple[str, str, str, dict[str, Any] | None, tuple[int, ...]], ...] = (
     (
@@ -72,7 +86,37 @@ ENDPOINTS: tuple[tuple[str, str, str, dict[str, Any] | None, tuple[int, ...]], .
     ("get", "/api/connections", "Open connections", None, (200, 401)),
     ("get", "/api/consumers", "Consumers", None, (200, 401)),
     ("get", "/api/consumers/{vhost}", "The consumers of a vhost", None, (200, 401, 403, 404)),
+    (
+        "get",
+        "/api/nodes",
+        "This node: memory, disk, descriptors, sockets (monitoring)",
+        None,
+        (200, 401, 403),
+    ),
+    ("get", "/api/nodes/{name}", "One node (monitoring)", None, (200, 401, 403, 404)),
+    ("get", "/api/channels", "Channels: one per connection", None, (200, 401)),
     ("get", "/api/users", "Users and their tags (administrators)", None, (200, 401, 403)),
+    (
+        "get",
+        "/api/users/without-permissions",
+        "Users without permissions on any vhost (administrators)",
+        None,
+        (200, 401, 403),
+    ),
+    (
+        "post",
+        "/api/users/bulk-delete",
+        "Delete the users named (administrators)",
+        _BULK_DELETE_BODY,
+        (204, 400, 401, 403),
+    ),
+    (
+        "get",
+        "/api/users/{name}/permissions",
+        "A user's permissions on every vhost (administrators)",
+        None,
+        (200, 401, 403, 404),
+    ),
     ("get", "/api/users/{name}", "One user (administrators)", None, (200, 401, 403, 404)),
     (
         "put",
@@ -90,6 +134,13 @@ ENDPOINTS: tuple[tuple[str, str, str, dict[str, Any] | None, tuple[int, ...]], .
     ),
     ("get", "/api/vhosts", "Vhosts", None, (200, 401)),
     ("get", "/api/vhosts/{name}", "One vhost", None, (200, 401, 404)),
+    (
+        "get",
+        "/api/vhosts/{name}/permissions",
+        "The permissions on a vhost (administrators)",
+        None,
+        (200, 401, 403, 404),
+    ),
     (
         "put",
         "/api/vhosts/{name}",
@@ -129,29 +180,30 @@ ENDPOINTS: tuple[tuple[str, str, str, dict[str, Any] | None, tuple[int, ...]], .
     (
         "get",
         "/api/definitions",
-        "Export queues, exchanges, bindings, users, permissions (administrators)",
+        "Export vhosts, users (hashes), permissions, exchanges, queues, bindings (administrators)",
         None,
         (200, 401, 403),
     ),
     (
         "post",
         "/api/definitions",
-        "Import queues, exchanges and bindings (administrators)",
-        {"type": "object"},
+        "Import vhosts, users, permissions, exchanges, queues, bindings; checked before "
+        "anything is applied (administrators)",
+        _DEFINITIONS_BODY,
         (204, 400, 401, 403),
     ),
     (
         "get",
         "/api/definitions/{vhost}",
-        "Export a vhost's queues, exchanges, bindings",
+        "Export a vhost's queues, exchanges, bindings (administrators)",
         None,
         (200, 401, 403, 404),
     ),
     (
         "post",
         "/api/definitions/{vhost}",
-        "Import into a vhost",
-        {"type": "object"},
+        "Import users, permissions and topology into a vhost (administrators)",
+        _DEFINITIONS_BODY,
         (204, 400, 401, 403, 404),
     ),
     ("get", "/api/whoami", "The requester", None, (200, 401)),

@@ -612,21 +612,25 @@ async def test_definitions_export_and_import_round_trip(mgmt: Any) -> None:
     status, _, _ = await call(port, "GET", "/api/definitions", user=MONITOR)
     assert status == 403
 
-    async with running(users=False) as (_s2, root2, port2):
+    async with running(users=False) as (server2, root2, port2):
         status, _, body = await call(port2, "POST", "/api/definitions", exported, user=None)
         assert status == 204, body
-        copy = await get_json(port2, "/api/definitions/%2F", user=None)
-        for key in ("queues", "exchanges", "bindings"):
-            assert copy[key] == exported[key]
+        # The users came with their hashes: the broker now asks for them.
+        status, _, _ = await call(port2, "GET", "/api/definitions", user=None)
+        assert status == 401
+        copy = await get_json(port2, "/api/definitions", user=ADMIN)
+        for key in ("queues", "exchanges", "bindings", "users", "permissions", "vhosts"):
+            assert copy[key] == exported[key], key
+        assert server2.users.get("watcher").tags == frozenset({"monitoring"})
         # Applied again: nothing changes. A mismatch is named, the rest applied.
-        status, _, _ = await call(port2, "POST", "/api/definitions", exported, user=None)
+        status, _, _ = await call(port2, "POST", "/api/definitions", exported)
         assert status == 204
         clash = {
             "exchanges": [{"name": "app.ex", "type": "fanout"}],
             "queues": [{"name": "app.new", "durable": True, "arguments": {}}],
         }
-        status, _, body = await call(port2, "POST", "/api/definitions", clash, user=None)
-        assert status == 400 and b"app.ex" in body
+        status, _, body = await call(port2, "POST", "/api/definitions", clash)
+        assert status == 400 and b"app.ex" in body and b"the rest was applied" in body
         assert (await root2.queue_stats("app.new")).ready == 0
 
 
