@@ -272,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-handshakes",
         type=int,
-        help="connections still in the handshake at once (default 1024); when full, the "
+        help="connections still in the (TLS or brokerd) handshake at once (default 1024); "
+        "when full, the "
         "oldest is dropped",
     )
     p.add_argument(
