@@ -116,6 +116,8 @@ class BrokerServer:
             self.clock,
             on_dirty=self._schedule_flush,
             memory_limit=config.memory_limit,
+            max_unacked_bytes=config.max_unacked_bytes,
+            max_unacked_bytes_total=config.max_unacked_bytes_total,
         )
         self.flow = FlowControl(self.broker, config.max_uncommitted)
         self.disk: DiskMonitor | None = None
