@@ -188,7 +188,7 @@ class TLSAccept(asyncio.Protocol):
             app = await loop.start_tls(
                 raw, self, self.context, server_side=True, ssl_handshake_timeout=left
             )
-        except (OSError, ssl.SSLError, TimeoutError, ConnectionError, RuntimeError) as exc:
+        except Exception as exc:  # TLS refused, reset, timed out, or dropped by the pool
             self.host.leave_pool(self)
             if not self._dropped:
                 log.debug("TLS handshake with %s failed: %s", self.peer_name, exc)
