@@ -57,6 +57,7 @@ from .queues import Connection, Consumer, Delivery, PageRead, Peer, QueueState
 from .stats import Counters
 from .storage.base import Batch, Recovered, Store
 from .topology import Topology
+from .unacked import DEFAULT_PER_CONNECTION, DEFAULT_TOTAL, UnackedBytes
 
 log = logging.getLogger("brokerd.broker")
 
@@ -72,11 +73,15 @@ class Broker:
         *,
         on_dirty: Callable[[], None] | None = None,
         memory_limit: int = DEFAULT_MEMORY_LIMIT,
+        max_unacked_bytes: int = DEFAULT_PER_CONNECTION,
+        max_unacked_bytes_total: int = DEFAULT_TOTAL,
     ):
         self.store = store
         self.clock = clock
         #: Body bytes of ready and delayed messages held in memory (see memory.py).
         self.memory = MemoryBudget(memory_limit)
+        #: Body bytes of leased messages and their limits (see unacked.py).
+        self.unacked = UnackedBytes(max_unacked_bytes, max_unacked_bytes_total)
         self.topology = Topology(self.memory, self)
         self.exchanges = self.topology.exchanges
         self.queues = self.topology.queues
@@ -381,7 +386,13 @@ class Broker:
         if q.consumers and q.mem:
             now = self.clock.now()
             counters = self.counters
+            unacked = self.unacked
+            total_limit = unacked.limit
+            first = q.delivered
             while q.mem:
+                if unacked.held >= total_limit:
+                    unacked.hold_back(q, fed=q.delivered != first)
+                    break
                 c = q.next_consumer()
                 if c is None:
                     break
@@ -398,6 +409,9 @@ class Broker:
                 d = Delivery(did, m, c, q, now + c.lease)
                 conn.deliveries[did] = d
                 c.unacked += 1
+                size = len(m.body)
+                conn.leased_bytes += size
+                unacked.held += size
                 q.leased += 1
                 self.leases.add(d, d.deadline)
                 counters.delivered += 1
@@ -437,6 +451,7 @@ class Broker:
         taken: list[Delivery] = []
         deliveries = conn.deliveries
         leases = self.leases
+        freed = 0
         for did in ids:
             d = deliveries.pop(did, None)
             if d is None:
@@ -445,11 +460,27 @@ class Broker:
             leases.discard(d)
             d.consumer.unacked -= 1
             d.queue.leased -= 1
+            freed += len(d.message.body)
             taken.append(d)
+        if freed:
+            self.unacked.release(conn, freed)
         return taken
 
     def _redispatch(self, taken: list[Delivery]) -> None:
         seen: set[QueueState] = set()
+        unacked = self.unacked
+        # Those that waited for freed bytes first (unacked.py): queues held
+        # back by the total limit, then connections back under their own.
+        if unacked.starved:
+            while (q := unacked.next_starved()) is not None:
+                if not q.deleted:
+                    seen.add(q)
+                    self._dispatch(q)
+        if unacked.reopened:
+            for q in unacked.take_reopened():
+                if q not in seen and not q.deleted:
+                    seen.add(q)
+                    self._dispatch(q)
         for d in taken:
             q = d.queue
             if q not in seen:
@@ -664,7 +695,7 @@ class Broker:
     # --- connections ----------------------------------------------------------
 
     def open(self, peer: Peer) -> Connection:
-        return Connection(peer)
+        return Connection(peer, self.unacked.per_connection)
 
     def close(self, conn: Connection) -> None:
         """A connection ended: every delivery it held returns at once."""
@@ -711,6 +742,7 @@ class Broker:
         expired = self.leases.pop_due(now)
         if expired:
             touched: list[Delivery] = []
+            freed: dict[Connection, int] = {}
             for d in expired:
                 conn = d.consumer.conn
                 if conn.deliveries.pop(d.id, None) is None:
@@ -719,7 +751,10 @@ class Broker:
                 self.counters.leases_expired += 1
                 d.consumer.unacked -= 1
                 d.queue.leased -= 1
+                freed[conn] = freed.get(conn, 0) + len(d.message.body)
                 touched.append(d)
+            for conn, n in freed.items():
+                self.unacked.release(conn, n)
             self._return_all(touched, None)
             self._redispatch(touched)
         if self.delayed.due(now):

@@ -25,6 +25,7 @@ from brokerd_protocol import DEFAULT_MAX_FRAME, HARD_MAX_FRAME, MAX_TOKEN_BYTES
 from .memory import DEFAULT_MEMORY_LIMIT, MIN_MEMORY_LIMIT
 from .sizes import parse_size
 from .storage.postgres.url import StoreURLError, check_url, redact
+from .unacked import DEFAULT_PER_CONNECTION, DEFAULT_TOTAL
 
 
 class ConfigError(ValueError):
@@ -69,6 +70,11 @@ class Config:
     max_uncommitted: int = 64 * 1024 * 1024
     #: Body bytes of ready and delayed messages held in memory (see memory.py).
     memory_limit: int = DEFAULT_MEMORY_LIMIT
+    #: Body bytes of messages delivered to one connection and not yet settled
+    #: before its consumers get no more; and the same over all connections
+    #: (see unacked.py).
+    max_unacked_bytes: int = DEFAULT_PER_CONNECTION
+    max_unacked_bytes_total: int = DEFAULT_TOTAL
     #: Below this many free bytes on the data dir's disk, publishers are held
     #: (0 = off). About what the broker may still write once it stops reading:
     #: max_uncommitted, once in the WAL and once in the database.
@@ -135,6 +141,9 @@ class Config:
                 f"memory_limit must be at least {MIN_MEMORY_LIMIT // (1024 * 1024)} MiB, "
                 f"got {self.memory_limit} bytes"
             )
+        for name in ("max_unacked_bytes", "max_unacked_bytes_total"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1 byte")
         if self.max_connections < 1:
             raise ConfigError("max_connections must be at least 1")
         if self.max_handshakes < 1:
@@ -185,7 +194,9 @@ def is_loopback(host: str) -> bool:
 
 _NAMES = frozenset(f.name for f in fields(Config))
 #: Settings given as byte sizes with optional units (``128MiB``, ``1GB``).
-_SIZES = frozenset({"memory_limit", "min_free_disk"})
+_SIZES = frozenset(
+    {"memory_limit", "min_free_disk", "max_unacked_bytes", "max_unacked_bytes_total"}
+)
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -272,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-handshakes",
         type=int,
-        help="connections still in the handshake at once (default 1024); when full, the "
+        help="connections still in the (TLS or brokerd) handshake at once (default 1024); "
+        "when full, the "
         "oldest is dropped",
     )
     p.add_argument(
@@ -285,6 +297,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--memory-limit",
         help="body bytes of queued messages kept in memory, e.g. 128MiB (default); "
         "durable queues keep the rest on disk",
+    )
+    p.add_argument(
+        "--max-unacked-bytes",
+        help="body bytes of messages one connection may hold delivered and not yet acked, "
+        "whatever its consumers' prefetch, e.g. 64MiB (default); past it they get no more "
+        "until it acks",
+    )
+    p.add_argument(
+        "--max-unacked-bytes-total",
+        help="the same over all connections, e.g. 512MiB (default)",
     )
     p.add_argument("--heartbeat", type=float, help="heartbeat interval in seconds (0 = off)")
     p.add_argument("--port-file", help="write the bound port here once listening (for port 0)")

@@ -22,8 +22,9 @@ issued, settled when it returns). Invariants, with ``used`` the sum of those:
   memory whatever the budget says; they were delivered within it, and their
   number is bounded by prefetch.
 
-Not counted here, and bounded elsewhere: leased messages (each consumer's
-prefetch), accepted publishes not yet committed (``max_uncommitted``) and each
+Not counted here, and bounded elsewhere: leased messages (``unacked.py``:
+``max_unacked_bytes`` per connection and ``max_unacked_bytes_total``),
+accepted publishes not yet committed (``max_uncommitted``) and each
 connection's unsent output (``max_write_buffer``).
 """
 

@@ -323,6 +323,23 @@ class BrokerCollector:
             "The memory_limit setting.",
             value=broker.memory.limit,
         )
+        unacked = broker.unacked
+        yield GaugeMetricFamily(
+            "brokerd_unacked_bytes",
+            "Body bytes of messages delivered and not yet acked (leased), all connections; "
+            "counted against max_unacked_bytes_total.",
+            value=unacked.held,
+        )
+        yield GaugeMetricFamily(
+            "brokerd_unacked_bytes_limit",
+            "The max_unacked_bytes_total setting.",
+            value=unacked.limit,
+        )
+        yield GaugeMetricFamily(
+            "brokerd_connection_unacked_bytes_limit",
+            "The max_unacked_bytes setting (per connection).",
+            value=unacked.per_connection,
+        )
         yield GaugeMetricFamily(
             "brokerd_process_resident_memory_bytes",
             "Resident memory of the broker process.",

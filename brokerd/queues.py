@@ -42,6 +42,11 @@ LOW_WATER = 512
 
 PRIORITIES = range(MAX_PRIORITY, -1, -1)
 
+#: A connection's leased-bytes limit when none is given: ``Broker.open``
+#: always gives its ``--max-unacked-bytes`` (connections made elsewhere,
+#: such as the management API's publisher, never consume).
+NO_BYTE_LIMIT = 1 << 62
+
 
 class Peer(Protocol):
     """What the core needs from a connection (implemented by the session)."""
@@ -61,17 +66,26 @@ class Connection:
     """The core's per-connection state: its consumers and leased deliveries."""
 
     __slots__ = (
+        "byte_limit",
         "closed",
         "consumers",
         "deliveries",
+        "feed_turn",
+        "leased_bytes",
         "next_consumer",
         "next_delivery",
         "peer",
         "stalled",
     )
 
-    def __init__(self, peer: Peer) -> None:
+    def __init__(self, peer: Peer, byte_limit: int = NO_BYTE_LIMIT) -> None:
         self.peer = peer
+        #: Body bytes of its deliveries (``unacked.py``), and the most it may
+        #: hold before its consumers get no more.
+        self.leased_bytes = 0
+        self.byte_limit = byte_limit
+        #: Which consumer's queue is fed first when it falls back under that.
+        self.feed_turn = 0
         self.consumers: dict[int, Consumer] = {}
         self.deliveries: dict[int, Delivery] = {}
         self.next_consumer = 1
@@ -104,7 +118,13 @@ class Consumer:
 
     def has_credit(self) -> bool:
         conn = self.conn
-        return self.active and self.unacked < self.prefetch and conn.writable and not conn.stalled
+        return (
+            self.active
+            and self.unacked < self.prefetch
+            and conn.leased_bytes < conn.byte_limit
+            and conn.writable
+            and not conn.stalled
+        )
 
     def detach(self) -> None:
         """End the consumer: no more deliveries (those it holds stay leased)."""

@@ -32,7 +32,7 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import brokerd_protocol as bp
 from brokerd_protocol import ErrorCode
@@ -53,6 +53,7 @@ from .storage.errors import open_error
 from .storage.postgres import PostgresStore
 from .throttle import AuthThrottle
 from .tls import ServerTLS, TLSFiles, describe
+from .tlsaccept import TLSAccept
 from .vhosts import Registry
 
 if TYPE_CHECKING:
@@ -67,6 +68,17 @@ TICK = 0.02
 HANDSHAKE_DROPS = ("timeout", "evicted", "throttled")
 #: Foreign protocols recognised on the port (metric labels; ``foreign.sniff``).
 WRONG_PROTOCOLS = ("amqp", "http", "tls")
+
+
+class Handshaking(Protocol):
+    """A member of the handshake pool: a ``Session`` before its Welcome, or a
+    ``TLSAccept`` before its TLS handshake finished."""
+
+    connected_at: float
+
+    def fail(self, code: ErrorCode, message: str) -> None: ...
+
+    def handshake_expired(self, timeout: float) -> None: ...
 
 
 class BrokerServer:
@@ -104,6 +116,8 @@ class BrokerServer:
             self.clock,
             on_dirty=self._schedule_flush,
             memory_limit=config.memory_limit,
+            max_unacked_bytes=config.max_unacked_bytes,
+            max_unacked_bytes_total=config.max_unacked_bytes_total,
         )
         self.flow = FlowControl(self.broker, config.max_uncommitted)
         self.disk: DiskMonitor | None = None
@@ -117,8 +131,9 @@ class BrokerServer:
             )
         #: Every open connection.
         self.sessions: set[Session] = set()
-        #: Connections not welcomed yet, oldest first.
-        self.handshaking: dict[Session, None] = {}
+        #: Connections not welcomed yet (TLS handshakes included), in the
+        #: order they entered the pool.
+        self.handshaking: dict[Handshaking, None] = {}
         #: Connections welcomed and still open (limited by max_connections).
         self.authenticated = 0
         #: Connections dropped during their handshake, by reason.
@@ -229,10 +244,10 @@ class BrokerServer:
             len(recovered.exchanges),
             time.monotonic() - started,
         )
-        # With TLS the session is made (and its handshake deadline starts) at
-        # accept, before the TLS handshake; that handshake is bounded by the
-        # same timeout, so a peer that never sends a ClientHello is dropped
-        # like one that never sends a Hello.
+        # With TLS a connection enters the handshake pool (and its deadline
+        # starts) at accept, before the TLS handshake (``tlsaccept.py``), so a
+        # peer that never finishes TLS is counted and dropped like one that
+        # never sends a Hello.
         if self._server is None:
             await self._listen()
         if isinstance(store, PostgresStore):
@@ -265,14 +280,14 @@ class BrokerServer:
     async def _listen(self) -> None:
         tls = self.tls
         assert self._loop is not None
+        # TLS is started per connection (``tlsaccept.py``), not by the
+        # listener, so that unfinished TLS handshakes are in the pool.
         self._server = await self._loop.create_server(
-            self._new_session,
+            self._new_session if tls is None else self._new_tls_accept,
             self.config.host,
             self.config.port,
             reuse_address=True,
             backlog=1024,
-            ssl=tls.context if tls is not None else None,
-            ssl_handshake_timeout=self.config.handshake_timeout if tls is not None else None,
         )
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
@@ -368,6 +383,8 @@ class BrokerServer:
             self.store.stop_waiting()
         for session in list(self.sessions):
             session.fail(ErrorCode.SHUTTING_DOWN, "broker is shutting down")
+        for member in list(self.handshaking):  # TLS handshakes not finished
+            member.fail(ErrorCode.SHUTTING_DOWN, "broker is shutting down")
         if self._timer is not None:
             self._timer.cancel()
         self.broker.flush()
@@ -405,8 +422,19 @@ class BrokerServer:
     def _new_local_session(self) -> Session:
         return Session(self, local=True)
 
+    def _new_tls_accept(self) -> TLSAccept:
+        assert self.tls is not None
+        return TLSAccept(self, self.tls.context, self.config.handshake_timeout, self._new_session)
+
     def admit(self, session: Session) -> None:
-        """Take a new connection into the handshake pool.
+        """Take a new connection into the handshake pool (over TLS: once
+        its TLS handshake has finished; see ``enter_pool``)."""
+        self.sessions.add(session)
+        session.id = next(self._session_ids)
+        self.enter_pool(session)
+
+    def enter_pool(self, member: Handshaking) -> None:
+        """Count a connection against ``max_handshakes``.
 
         A full pool drops its oldest member rather than refusing the newcomer:
         a trickling attacker's connections are always the oldest, while an
@@ -415,8 +443,6 @@ class BrokerServer:
         trip to push it out. Refusing instead would let a pool kept full by
         reconnecting attackers lock every new client out.
         """
-        self.sessions.add(session)
-        session.id = next(self._session_ids)
         handshaking = self.handshaking
         if len(handshaking) >= self.config.max_handshakes:
             oldest = next(iter(handshaking))
@@ -426,7 +452,11 @@ class BrokerServer:
                 ErrorCode.RESOURCE_LIMIT,
                 "too many connections in the handshake; the oldest was dropped",
             )
-        handshaking[session] = None
+        handshaking[member] = None
+
+    def leave_pool(self, member: Handshaking) -> None:
+        """A TLS handshake ended (the session it made enters on its own)."""
+        self.handshaking.pop(member, None)
 
     def authenticate(self, session: Session) -> bool:
         """Move a connection that passed the handshake to the authenticated
@@ -499,19 +529,17 @@ class BrokerServer:
     def _check_handshakes(self, now: float) -> None:
         """Drop connections not welcomed within the timeout of their connect.
 
-        The pool is ordered by connect time, so only the expired head is
-        visited: bytes trickling in never extend the deadline.
+        Every member is visited (at most ``max_handshakes``, twice a
+        second): the pool is in entry order, and a session made after TLS
+        enters it later than connections accepted after its own accept,
+        whose time it keeps. Bytes trickling in never extend the deadline.
         """
         timeout = self.config.handshake_timeout
-        expired: list[Session] = []
-        for session in self.handshaking:
-            if now - session.connected_at <= timeout:
-                break
-            expired.append(session)
-        for session in expired:
-            del self.handshaking[session]
+        expired = [m for m in self.handshaking if now - m.connected_at > timeout]
+        for member in expired:
+            del self.handshaking[member]
             self.handshakes_dropped["timeout"] += 1
-            session.handshake_expired(timeout)
+            member.handshake_expired(timeout)
 
     def _check_heartbeats(self, now: float) -> None:
         for session in list(self.sessions):

@@ -63,9 +63,14 @@ class Query(IntEnum):
 
     #: () -> at most one row (earliest expires_at of any result, or None,).
     EARLIEST_RESULT_EXPIRY = 1
-    #: (task_ids, now) -> (task_id, state, payload, expires_at) of each of
-    #: ``task_ids`` stored with expires_at > now, in no particular order.
+    #: (task_ids, now, max_payload) -> (task_id, state, payload, expires_at,
+    #: size) of each of ``task_ids`` stored with expires_at > now, in no
+    #: particular order; ``payload`` is None (not read) when its ``size`` in
+    #: bytes is more than ``max_payload``.
     RESULTS = 2
+    #: (task_ids, now) -> (task_id, state, size) of the same rows, without
+    #: reading any payload: sizes are checked before payloads are read.
+    RESULT_SIZES = 7
     #: () -> (task_id, expires_at) of every revocation, by expires_at.
     REVOCATIONS = 3
     #: () -> (name, spec, exchange, routing_key, body, props, last_run,

@@ -263,11 +263,22 @@ _QUERY_SQL: dict[Query, str] = {
 
 def query_sql(query: Query, params: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]]:
     """The statement and its parameters for a ``Query`` read."""
+    # length() of a BLOB reads its size from the record header, not the
+    # bytes (nor the overflow pages holding them).
     if query is Query.RESULTS:
+        task_ids, now, max_payload = params
+        marks = ", ".join("?" * len(task_ids))
+        sql = (
+            "SELECT task_id, state, CASE WHEN length(payload) <= ? THEN payload END, "
+            f"expires_at, length(payload) FROM results WHERE task_id IN ({marks}) "
+            "AND expires_at > ?"
+        )
+        return sql, (max_payload, *task_ids, now)
+    if query is Query.RESULT_SIZES:
         task_ids, now = params
         marks = ", ".join("?" * len(task_ids))
         sql = (
-            "SELECT task_id, state, payload, expires_at FROM results "
+            "SELECT task_id, state, length(payload) FROM results "
             f"WHERE task_id IN ({marks}) AND expires_at > ?"
         )
         return sql, (*task_ids, now)

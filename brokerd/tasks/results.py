@@ -21,6 +21,13 @@ ResultGet whose results would not fit in one frame is refused with
 ``INVALID_ARGUMENT`` (the client asks again for fewer ids; one result always
 fits, since it arrived in a ResultSet no larger than ``max_frame``), and a
 result stored while ``max_frame`` was larger is refused rather than sent.
+Sizes are checked in the store before payloads are read: every read of
+results caps the payload it returns (a larger one comes back as its size
+only), and a ResultGet missing several ids in the cache reads their sizes
+first and reads payloads only if they fit one reply together. So no request
+makes the broker hold a payload it could not send (the one exception, a
+result replaced between the two reads by a larger one, still holds at most
+one reply's worth per id).
 
 A final state is never replaced by a non-final one (a redelivered task that
 reports STARTED after it already succeeded leaves SUCCESS in place, as Celery
@@ -110,7 +117,12 @@ class Waiter:
 def _entry_size(task_id: str, result: Result) -> int:
     """Bytes ``task_id: [state, payload]`` takes in a reply, at most (no encoding:
     a UTF-8 character is at most 4 bytes)."""
-    return 4 * len(task_id) + len(result.state) + len(result.payload) + _ENTRY_OVERHEAD
+    return _sized_entry(task_id, result.state, len(result.payload))
+
+
+def _sized_entry(task_id: str, state: str, size: int) -> int:
+    """``_entry_size`` of a result known by its payload's size only."""
+    return 4 * len(task_id) + len(state) + size + _ENTRY_OVERHEAD
 
 
 class Results:
@@ -206,20 +218,49 @@ class Results:
             return
         req = f.req
 
-        def done(rows: list[Row] | BaseException) -> None:
+        def loaded(rows: list[Row] | BaseException) -> None:
             nonlocal size
             if isinstance(rows, BaseException):
                 self._reply_error(client, req, internal(f"reading results failed: {rows}"))
                 return
-            for task_id, state, payload, expires_at in rows:
+            too_large: tuple[str, int] | None = None
+            for task_id, state, payload, expires_at, length in rows:
+                if payload is None:  # larger than any reply: not read
+                    too_large = (task_id, int(length))
+                    continue
                 result = Result(state, bytes(payload), expires_at)
                 found[task_id] = [result.state, result.payload]
                 size += _entry_size(task_id, result)
                 if state in FINAL_STATES:
                     self._remember(task_id, result)
-            self._reply_found(client, req, found, size)
+            if too_large is not None:
+                self._reply_error(client, req, self._too_large(*too_large))
+            else:
+                self._reply_found(client, req, found, size)
 
-        self._select(misses, now, done)
+        if len(misses) == 1:
+            self._select(misses, now, loaded)
+            return
+
+        def sized(rows: list[Row] | BaseException) -> None:
+            if isinstance(rows, BaseException):
+                self._reply_error(client, req, internal(f"reading results failed: {rows}"))
+                return
+            budget = self._budget
+            total = size
+            for task_id, state, length in rows:
+                entry = _sized_entry(task_id, state, int(length))
+                if entry + _REPLY_OVERHEAD > budget:
+                    self._reply_error(client, req, self._too_large(task_id, int(length)))
+                    return
+                total += entry
+            if total > budget:
+                self._reply_error(client, req, self._fewer(len(found) + len(rows), total))
+                return
+            self._select(misses, self.broker.clock.now(), loaded)
+
+        self.broker.flush()
+        self.broker.store.read(Query.RESULT_SIZES, (tuple(misses), now), sized)
 
     def _reply_found(
         self, client: Client, req: int, found: dict[str, list[object]], size: int
@@ -227,33 +268,43 @@ class Results:
         """Answer a ResultGet, or refuse it if the answer would be too large a frame."""
         if not self.alive(client):
             return
-        budget = self.max_frame + REPLY_ALLOWANCE
-        if size <= budget:
+        if size <= self._budget:
             client.reply_ok(req, found)
         elif len(found) == 1:
             ((task_id, (_, payload)),) = found.items()
             assert isinstance(payload, bytes)
-            client.reply_error(req, self._too_large(task_id, payload))
+            client.reply_error(req, self._too_large(task_id, len(payload)))
         else:
-            client.reply_error(
-                req,
-                invalid(
-                    f"the results of these {len(found)} tasks take about {size} bytes, more "
-                    f"than one reply may carry ({budget}); ask for fewer task ids at once"
-                ),
-            )
+            client.reply_error(req, self._fewer(len(found), size))
 
-    def _too_large(self, task_id: str, payload: bytes) -> BrokerError:
+    @property
+    def _budget(self) -> int:
+        """The largest reply frame (SPEC §2.1)."""
+        return self.max_frame + REPLY_ALLOWANCE
+
+    @property
+    def _max_payload(self) -> int:
+        """The largest payload a store read returns: any larger one could not
+        be sent even alone (the reply and entry framing take the rest)."""
+        return self._budget - _REPLY_OVERHEAD - _ENTRY_OVERHEAD
+
+    def _fewer(self, count: int, size: int) -> BrokerError:
         return invalid(
-            f"the result of task {task_id!r} is {len(payload)} bytes, more than a reply may "
-            f"carry ({self.max_frame + REPLY_ALLOWANCE} bytes); it was stored when the "
+            f"the results of these {count} tasks take about {size} bytes, more "
+            f"than one reply may carry ({self._budget}); ask for fewer task ids at once"
+        )
+
+    def _too_large(self, task_id: str, size: int) -> BrokerError:
+        return invalid(
+            f"the result of task {task_id!r} is {size} bytes, more than a reply may "
+            f"carry ({self._budget} bytes); it was stored when the "
             "broker's max_frame was larger"
         )
 
     def _reply_result(self, client: Client, req: int, task_id: str, result: Result) -> None:
         """Answer a ResultWait with ``[state, payload]`` if that fits in a reply."""
-        if _entry_size(task_id, result) + _REPLY_OVERHEAD > self.max_frame + REPLY_ALLOWANCE:
-            client.reply_error(req, self._too_large(task_id, result.payload))
+        if _entry_size(task_id, result) + _REPLY_OVERHEAD > self._budget:
+            client.reply_error(req, self._too_large(task_id, len(result.payload)))
         else:
             client.reply_ok(req, [result.state, result.payload])
 
@@ -327,7 +378,9 @@ class Results:
             else:
                 counted.append(len(rows))
 
-        self._select(task_ids, self.broker.clock.now(), read)
+        # Counted by their sizes' rows: no payload is read.
+        self.broker.flush()
+        self.broker.store.read(Query.RESULT_SIZES, (tuple(task_ids), self.broker.clock.now()), read)
         batch = self.broker.batch
         for task_id in task_ids:
             batch.delete_result(task_id)
@@ -506,7 +559,7 @@ class Results:
     ) -> None:
         # Everything requested so far must reach the store before this read.
         self.broker.flush()
-        self.broker.store.read(Query.RESULTS, (tuple(task_ids), now), done)
+        self.broker.store.read(Query.RESULTS, (tuple(task_ids), now, self._max_payload), done)
 
     def _lookup(self, task_ids: list[str]) -> None:
         """Read ``task_ids`` from disk and wake their waiters with final results."""
@@ -523,7 +576,10 @@ class Results:
                             self._finish(w)
                             self._reply_error(w.client, w.req, error)
                 return
-            for task_id, state, payload, expires_at in rows:
+            for task_id, state, payload, expires_at, length in rows:
+                if payload is None:  # larger than any reply: not read
+                    self._refuse_waiters(task_id, state in FINAL_STATES, int(length))
+                    continue
                 result = Result(state, bytes(payload), expires_at)
                 if state in FINAL_STATES:
                     self._remember(task_id, result)
@@ -554,6 +610,27 @@ class Results:
             self._finish(w)
             if self.alive(w.client):
                 self._reply_result(w.client, w.req, task_id, result)
+        if keep:
+            self._waiters[task_id] = keep
+        else:
+            del self._waiters[task_id]
+
+    def _refuse_waiters(self, task_id: str, final: bool, size: int) -> None:
+        """A stored result too large for any reply: the waiters it would have
+        answered (all for a final one, ResultWatch for another) get the error."""
+        waiters = self._waiters.get(task_id)
+        if not waiters:
+            return
+        error = self._too_large(task_id, size)
+        keep: list[Waiter] = []
+        for w in waiters:
+            if w.done:
+                continue
+            if not final and w.known is None:
+                keep.append(w)
+                continue
+            self._finish(w)
+            self._reply_error(w.client, w.req, error)
         if keep:
             self._waiters[task_id] = keep
         else:

@@ -453,3 +453,35 @@ def test_a_task_app_with_a_bad_broker_use_ssl_fails_when_configured(pki: Pki) ->
 
     with pytest.raises(ConfigurationError, match="unknown key 'ssl_ca_cert'"):
         App("bad", broker_use_ssl={"ssl_ca_cert": str(pki.ca_file)})
+
+
+async def test_unfinished_tls_handshakes_count_against_max_handshakes(
+    broker_factory: Any, pki: Pki
+) -> None:
+    # The deadline is far away: only the pool limit can close anything here.
+    broker = broker_factory(
+        *pki.server().flags(), "--max-handshakes", "2", "--handshake-timeout", "3600"
+    ).start()
+    # The oldest never sends a byte, the next sends half a ClientHello record.
+    silent = await asyncio.open_connection("127.0.0.1", broker.port)
+    partial = await asyncio.open_connection("127.0.0.1", broker.port)
+    partial[1].write(b"\x16\x03\x01\x02\x00\x01")
+    await partial[1].drain()
+    try:
+        # A third unfinished TLS handshake fills the pool past its limit: the
+        # broker drops the oldest, the silent one.
+        third = await asyncio.open_connection("127.0.0.1", broker.port)
+        try:
+            assert await asyncio.wait_for(silent[0].read(), BOUND) == b""
+            # An honest client still gets in (it pushes out the next oldest).
+            client = await brokerd_client.connect(
+                tls_url(broker), cafile=str(pki.ca_file), timeout=BOUND
+            )
+            await round_trip(client, "after-the-flood", b"ok")
+            await client.close()
+            assert await asyncio.wait_for(partial[0].read(), BOUND) == b""
+        finally:
+            third[1].close()
+    finally:
+        silent[1].close()
+        partial[1].close()

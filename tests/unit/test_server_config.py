@@ -105,3 +105,16 @@ def test_handshake_limits_have_defaults_and_are_validated() -> None:
         load(["--max-handshakes", "0"], env={})
     with pytest.raises(ConfigError, match="handshake_timeout"):
         load(["--handshake-timeout", "0"], env={})
+
+
+def test_unacked_byte_limits_take_sizes_and_are_validated() -> None:
+    config = load([], env={})
+    assert config.max_unacked_bytes == 64 * 1024 * 1024
+    assert config.max_unacked_bytes_total == 512 * 1024 * 1024
+    config = load(["--max-unacked-bytes", "8MiB"], env={"BROKERD_MAX_UNACKED_BYTES_TOTAL": "1GB"})
+    assert config.max_unacked_bytes == 8 * 1024 * 1024
+    assert config.max_unacked_bytes_total == 10**9
+    with pytest.raises(ConfigError, match="max_unacked_bytes"):
+        load(["--max-unacked-bytes", "0"], env={})
+    with pytest.raises(ConfigError, match="max_unacked_bytes_total"):
+        load(["--max-unacked-bytes-total", "lots"], env={})

@@ -333,7 +333,7 @@ def test_a_read_sees_the_commits_submitted_before_it_and_none_after(h: Harness) 
     h.store.commit(later, lambda e: events.append(("commit", 2, e)))
     h.store.load_ready("q", 0, 0, 10, lambda r: events.append(("ready", r)))
     h.store.load_delayed(EVERYTHING, 10, lambda r: events.append(("delayed", r)))
-    h.store.read(Query.RESULTS, (("t",), T0), lambda r: events.append(("results", r)))
+    h.store.read(Query.RESULTS, (("t",), T0, 1000), lambda r: events.append(("results", r)))
     h.loop.run_until(lambda: len(events) == 6)
     assert events[0] == ("commit", 1, None)
     assert events[1][0] == "ready" and [m.id for m in events[1][1]] == [1]
@@ -341,7 +341,7 @@ def test_a_read_sees_the_commits_submitted_before_it_and_none_after(h: Harness) 
     assert events[3][0] == "ready" and [m.id for m in events[3][1]] == [1, 2]
     assert events[4][0] == "delayed" and [m.id for m in events[4][1]] == [3]
     assert events[5][0] == "results" and [tuple(r) for r in events[5][1]] == [
-        ("t", "SUCCESS", b"42", T0 + 100)
+        ("t", "SUCCESS", b"42", T0 + 100, 2)
     ]
 
 
@@ -449,7 +449,7 @@ def test_a_failed_commit_applies_nothing_of_its_group_and_tells_every_batch(
     ready = h.ready_ids()
     assert (1 in ready) == (first_err is None) == (rec.queues != [])
     assert 2 not in ready and 5 not in ready and rec.exchanges == []
-    assert (3 in ready) == (last_err is None) == (h.read(Query.RESULTS, ("t",), T0) != [])
+    assert (3 in ready) == (last_err is None) == (h.read(Query.RESULTS, ("t",), T0, 1000) != [])
     # The store stays usable after a failed group.
     assert h.commit(batch(msg(2, seq=2))) is None
     assert 2 in h.ready_ids()
@@ -629,6 +629,7 @@ def test_every_operation_kind_is_covered_here() -> None:
     assert {
         Query.EARLIEST_RESULT_EXPIRY,
         Query.RESULTS,
+        Query.RESULT_SIZES,
         Query.REVOCATIONS,
         Query.SCHEDULES,
         Query.GROUPS,
@@ -764,7 +765,33 @@ def test_put_binding_is_idempotent_and_delete_binding_removes_exactly_one(h: Har
 
 
 def _results(h: Harness, *task_ids: str, now: float = T0) -> dict[str, tuple[Any, ...]]:
-    return {r[0]: (r[1], bytes(r[2]), r[3]) for r in h.read(Query.RESULTS, task_ids, now)}
+    return {r[0]: (r[1], bytes(r[2]), r[3]) for r in h.read(Query.RESULTS, task_ids, now, 1 << 30)}
+
+
+def test_results_are_read_without_payloads_larger_than_the_cap(h: Harness) -> None:
+    """ResultGet checks sizes before it holds payloads: a stored result
+    larger than the reader's cap comes back as its size only."""
+    b = Batch()
+    b.put_result("small", "SUCCESS", b"x" * 10, T0 + 100, T0)
+    b.put_result("big", "FAILURE", b"y" * 5000, T0 + 100, T0)
+    b.put_result("gone", "SUCCESS", b"z" * 5000, T0 - 1, T0 - 2)
+    h.commit(b)
+    ids = ("small", "big", "gone", "never")
+    assert sorted(h.read(Query.RESULTS, ids, T0, 100)) == [
+        ("big", "FAILURE", None, T0 + 100, 5000),
+        ("small", "SUCCESS", b"x" * 10, T0 + 100, 10),
+    ]
+    assert sorted(h.read(Query.RESULTS, ids, T0, 5000))[0] == (
+        "big",
+        "FAILURE",
+        b"y" * 5000,
+        T0 + 100,
+        5000,
+    )
+    assert sorted(h.read(Query.RESULT_SIZES, ids, T0)) == [
+        ("big", "FAILURE", 5000),
+        ("small", "SUCCESS", 10),
+    ]
 
 
 def test_put_result_never_lets_a_non_final_state_replace_an_unexpired_final_one(

@@ -169,6 +169,48 @@ def test_a_result_too_large_for_any_reply_is_an_error_not_an_oversized_frame(env
         assert "200000 bytes" in reply.message
 
 
+def test_results_larger_than_a_reply_are_refused_without_their_payloads_read(
+    env: TaskEnv,
+) -> None:
+    """Sizes are checked in the store: a reply that cannot carry what was
+    asked for is refused before any payload it could not carry is read."""
+    c = env.client()
+    c.ok(lambda r: bp.ResultSet(r, "huge", "SUCCESS", b"x" * 200_000))
+    for task_id in ("a", "b", "c"):
+        c.ok(lambda r, t=task_id: bp.ResultSet(r, t, "SUCCESS", b"y" * 40_000))
+    later = env.restart()
+    later.ext.results.max_frame = 1024
+    budget = 1024 + results_mod.REPLY_ALLOWANCE
+    read_sizes: list[int] = []
+    store_read = later.store.read
+
+    def spying_read(query: Any, params: Any, done: Any) -> None:
+        def seen(rows: Any) -> None:
+            if not isinstance(rows, BaseException):
+                read_sizes.append(sum(len(v) for row in rows for v in row if isinstance(v, bytes)))
+            done(rows)
+
+        store_read(query, params, seen)
+
+    later.store.read = spying_read  # type: ignore[method-assign]
+    c2 = later.client()
+    for make in (
+        lambda r: bp.ResultGet(r, ["huge"]),
+        lambda r: bp.ResultGet(r, ["a", "huge"]),
+        lambda r: bp.ResultWait(r, "huge", 5.0),
+        lambda r: bp.ResultWatch(r, "huge", 5.0, b""),
+    ):
+        reply = c2.call(make)
+        assert isinstance(reply, bp.Error) and reply.code == ErrorCode.INVALID_ARGUMENT
+        assert "200000 bytes" in reply.message
+    reply = c2.call(lambda r: bp.ResultGet(r, ["a", "b", "c"]))
+    assert isinstance(reply, bp.Error) and "ask for fewer" in reply.message
+    reply = c2.call(lambda r: bp.ResultGet(r, ["a"]))
+    assert isinstance(reply, bp.Ok) and reply.value == {"a": ["SUCCESS", b"y" * 40_000]}
+    assert c2.ok(lambda r: bp.ResultDelete(r, ["huge", "b"])) == 2
+    assert read_sizes and max(read_sizes) <= budget
+
+
 def test_result_set_is_answered_only_after_the_commit(env: TaskEnv) -> None:
     c = env.client()
     req = c.request(lambda r: bp.ResultSet(r, "t1", "SUCCESS", b"42"))

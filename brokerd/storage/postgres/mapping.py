@@ -165,8 +165,15 @@ OP_SQL: dict[Op, tuple[str, ...]] = {
 
 _QUERY_SQL: dict[Query, str] = {
     Query.EARLIEST_RESULT_EXPIRY: "SELECT MIN(expires_at) FROM results",
+    # octet_length() of a bytea reads the size from its (TOAST) header,
+    # without fetching or decompressing the value.
     Query.RESULTS: (
-        "SELECT task_id, state, payload, expires_at FROM results "
+        "SELECT task_id, state, CASE WHEN octet_length(payload) <= $3::bigint THEN payload END, "
+        "expires_at, octet_length(payload) FROM results "
+        "WHERE task_id = ANY($1::text[]) AND expires_at > $2"
+    ),
+    Query.RESULT_SIZES: (
+        "SELECT task_id, state, octet_length(payload) FROM results "
         "WHERE task_id = ANY($1::text[]) AND expires_at > $2"
     ),
     Query.REVOCATIONS: "SELECT task_id, expires_at FROM revoked ORDER BY expires_at",
@@ -184,6 +191,9 @@ _QUERY_SQL: dict[Query, str] = {
 def query_sql(query: Query, params: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]]:
     """The statement and its arguments for a ``Query`` read."""
     if query is Query.RESULTS:
+        task_ids, now, max_payload = params
+        return _QUERY_SQL[query], (list(task_ids), float(now), int(max_payload))
+    if query is Query.RESULT_SIZES:
         task_ids, now = params
         return _QUERY_SQL[query], (list(task_ids), float(now))
     return _QUERY_SQL[query], params
