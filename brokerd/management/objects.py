@@ -127,10 +127,11 @@ class Objects:
         it exists with others (nothing changes)."""
         names = Names.of(vhost)
         internal = _internal(names, name)
+        # The frame's rule, on the client's name as on the broker port (its
+        # resource is the name only: checked before the body is read).
+        self.gate.check_frame(p, vhost, bp.DeclareQueue(0, name))
         body = request.json_object()
         durable, options = _bad(lambda: declarations.queue_settings(body, names))
-        # The frame carries the client's names, as on the broker port.
-        self.gate.check_frame(p, vhost, bp.DeclareQueue(0, name, durable, options))
         broker = self.host.broker
         existed = internal in broker.queues
         try:
@@ -175,9 +176,9 @@ class Objects:
             raise HTTPError(400, "the default exchange always exists and cannot be declared")
         names = Names.of(vhost)
         internal = _internal(names, name)
+        self.gate.check_frame(p, vhost, bp.DeclareExchange(0, name))
         body = request.json_object()
         etype, durable = _bad(lambda: declarations.exchange_settings(body))
-        self.gate.check_frame(p, vhost, bp.DeclareExchange(0, name, etype, durable))
         broker = self.host.broker
         existed = internal in broker.exchanges
         try:

@@ -7,6 +7,7 @@ brokerd options."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -25,6 +26,8 @@ from test_management_api import (
 
 import brokerd_client
 import brokerd_protocol as bp
+from brokerd.cli import build_server
+from brokerd.config import Config
 
 __all__ = ["mgmt"]  # the fixture, shared with test_management_api
 
@@ -381,3 +384,47 @@ async def test_an_import_with_arguments_brokerd_does_not_offer_applies_nothing(m
     assert "'log'" in reason and "stream" in reason
     assert "'ae'" in reason and "alternate-exchange" in reason and "nothing was applied" in reason
     assert (await call(port, "GET", "/api/queues/%2F/orders"))[0] == 404
+
+
+async def test_what_http_declares_is_stored_and_what_it_deletes_stays_gone(tmp_path: Path) -> None:
+    config = Config(
+        host="127.0.0.1", port=0, data_dir=str(tmp_path), metrics_port=0, http_port=0
+    ).validate()
+    server = build_server(config)
+    await server.start()
+    try:
+        port = server.management.port
+        assert port
+        arguments = {
+            "x-message-ttl": 5000,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": "dlq",
+        }
+        for path, body in (
+            ("/api/queues/%2F/dlq", {}),
+            ("/api/queues/%2F/work", {"arguments": arguments}),
+            ("/api/queues/%2F/gone", {}),
+            ("/api/exchanges/%2F/jobs", {"type": "topic"}),
+        ):
+            assert (await call(port, "PUT", path, body, user=None))[0] == 201, path
+        pair = "/api/bindings/%2F/e/jobs/q/work"
+        assert (await call(port, "POST", pair, {"routing_key": "a.#"}, user=None))[0] == 201
+        assert (await call(port, "POST", pair, {"routing_key": "b.#"}, user=None))[0] == 201
+        assert (await call(port, "DELETE", pair + "/b.%2523", user=None))[0] == 204
+        assert (await call(port, "DELETE", "/api/queues/%2F/gone", user=None))[0] == 204
+    finally:
+        await server.stop()
+    again = build_server(config)
+    await again.start()
+    try:
+        port = again.management.port
+        assert port
+        names = [q["name"] for q in await get_json(port, "/api/queues/%2F", user=None)]
+        assert names == ["dlq", "work"]
+        work = await get_json(port, "/api/queues/%2F/work", user=None)
+        assert work["arguments"]["message_ttl"] == 5.0 and work["dead_letter_queue"] == "dlq"
+        rows = await get_json(port, pair, user=None)
+        assert [r["routing_key"] for r in rows] == ["a.#"]
+        assert (await get_json(port, "/api/exchanges/%2F/jobs", user=None))["type"] == "topic"
+    finally:
+        await again.stop()
