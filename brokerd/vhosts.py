@@ -153,9 +153,16 @@ class Names:
         return exchange, self.out(routing_key)
 
     def text_out(self, text: str) -> str:
-        """A message (an error's, a cancel reason) with internal names mapped out."""
+        """A message (an error's, a cancel reason) with internal names mapped
+        out, also where the message quotes a name with ``repr`` (which shows
+        the prefix's separators escaped)."""
         p = self.prefix
-        return text.replace(p, "") if p and p in text else text
+        if not p:
+            return text
+        if p in text:
+            text = text.replace(p, "")
+        escaped = repr(p)[1:-1]
+        return text.replace(escaped, "") if escaped in text else text
 
 
 #: The default vhost's mapping (bare names).

@@ -28,7 +28,7 @@ from ..admin import listing
 from ..admin.vhosts import VhostAdmin
 from ..auth.admin import UserAdmin
 from ..auth.passwords import check_hash
-from ..auth.rules import CONFIGURE, READ, WRITE
+from ..auth.rules import READ, WRITE
 from ..auth.users import DEFAULT_VHOST, Users, check_tags, check_user_name
 from ..broker import Broker
 from ..config import Config
@@ -43,6 +43,7 @@ from .auth import SESSION_COOKIE, SESSION_IDLE, Gate, Principal
 from .events import EventWatcher
 from .http import HTTPError, Request, Response
 from .lists import MAX_PAGE_SIZE, int_param, project, shape, stable_reverse_by_name
+from .objects import Objects
 from .rates import Rates
 from .retry import NotRetriable, Retries, StoredMessage, UnknownTask
 
@@ -141,10 +142,7 @@ def _broker_error(exc: BrokerError) -> HTTPError:
 
 
 def _object(request: Request) -> dict[str, Any]:
-    body = request.json()
-    if not isinstance(body, dict):
-        raise HTTPError(400, "the body must be a JSON object")
-    return body
+    return request.json_object()
 
 
 def _checked(check: Callable[[Any], Any], value: Any) -> Any:
@@ -200,6 +198,8 @@ class API:
         self.node = f"brokerd@{host.config.server_name}"
         #: One watcher of the workers' events per vhost, made on first use.
         self.watchers: dict[str, EventWatcher] = {}
+        #: Single queues, exchanges and bindings: declare, delete, list.
+        self.objects = Objects(host, gate, self._vhost)
 
     # --- dispatch -----------------------------------------------------------------------
 
@@ -343,6 +343,9 @@ class API:
             for watcher in self._watch(p):
                 rows.extend(watcher.worker_rows())
             return Response.json(rows)
+        answer = await self.objects.get(p, route)
+        if answer is not None:
+            return answer
         raise HTTPError(404, "no such endpoint (see /api/openapi.json)")
 
     async def change(self, p: Principal, request: Request, route: list[str]) -> Response:
@@ -362,12 +365,6 @@ class API:
         if head == "queues" and n == 4 and route[3] == "redrive" and method == "POST":
             vhost = self._vhost(p, route[1])
             return Response.json(await self.redrive(p, vhost, route[2], _object(request)))
-        if head == "queues" and n == 3 and method == "DELETE":
-            vhost = self._vhost(p, route[1])
-            self.gate.check_change(p, vhost, CONFIGURE, "queue", route[2])
-            q = self._queue(vhost, route[2])
-            self._call(self.host.broker.delete_queue, q.name)
-            return Response(204)
         if head == "exchanges" and n == 4 and route[3] == "publish" and method == "POST":
             vhost = self._vhost(p, route[1])
             name = "" if route[2] == DEFAULT_EXCHANGE else route[2]
@@ -390,6 +387,9 @@ class API:
             vhost = self._vhost(p, route[1])
             self.gate.check_change(p, vhost, WRITE, "task", route[2])
             return Response.json(await self.retry(p, vhost, route[2]))
+        answer = await self.objects.change(p, request, route)
+        if answer is not None:
+            return answer
         if route == ["users", "bulk-delete"] and method == "POST":
             self.gate.check_admin(p)
             return await self.bulk_delete(_object(request))

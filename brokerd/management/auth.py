@@ -38,7 +38,10 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import brokerd_protocol as bp
+
 from ..auth.access import Access
+from ..auth.rules import RULES
 from ..auth.users import ADMINISTRATOR, MANAGEMENT, MONITORING, User, Users
 from ..auth.verifier import Verifier
 from ..throttle import AuthThrottle
@@ -309,6 +312,13 @@ class Gate:
                 f"access to {kind} '{name}' in vhost '{vhost}' refused for user '{p.name}': "
                 f"{permission} permission needed"
             )
+
+    def check_frame(self, p: Principal, vhost: str, frame: bp.Frame) -> None:
+        """What ``frame`` needs on the broker port (its row of ``auth/rules.py``,
+        the table sessions check), asked of ``p`` as ``check_change`` does:
+        the HTTP endpoint that does what a frame does has the frame's rule."""
+        for need in RULES[type(frame)].needs:
+            self.check_change(p, vhost, need.permission, need.kind, need.resource(frame))
 
     @staticmethod
     def check_admin(p: Principal) -> None:

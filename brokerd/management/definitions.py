@@ -35,9 +35,9 @@ from ..auth.passwords import check_hash, check_password
 from ..auth.users import DEFAULT_VHOST, Users, check_pattern, check_tags, check_user_name
 from ..broker import Broker
 from ..errors import BrokerError, not_found
-from ..options import QueueOptions, check_name
-from ..routing import EXCHANGE_TYPES
+from ..options import check_name
 from ..vhosts import Names, Registry, check_vhost, split
+from . import declarations
 from .events import QUEUE as EVENTS_QUEUE
 from .http import HTTPError, Response
 
@@ -108,7 +108,7 @@ def binding_rows(broker: Broker, vhost: str | None = None) -> list[dict[str, Any
             "destination_type": "queue",
             "routing_key": row["routing_key"],
             "arguments": {},
-            "properties_key": row["routing_key"],
+            "properties_key": declarations.properties_key(row["routing_key"]),
         }
         for _, row in rows
     ]
@@ -333,47 +333,46 @@ def _plan(host: Host, body: dict[str, Any], only: str | None) -> tuple[_Plan, li
     for e in sections["exchanges"]:
         label = f"exchange {e.get('name')!r}"
         vhost = vhost_of(e, label)
-        fields = _strings(e, "name", "type")
         if vhost is None:
             continue
-        if fields is None or not fields[0]:
-            errors.append(f"{label}: name and type must be strings, the name not empty")
-            continue
-        name, etype = fields
-        if etype not in EXCHANGE_TYPES:
-            errors.append(f"{label}: its type must be one of {', '.join(sorted(EXCHANGE_TYPES))}")
+        name = e.get("name")
+        if not isinstance(name, str) or not name:
+            errors.append(f"{label}: the name must be a string, not empty")
             continue
         names = Names.of(vhost)
         try:
+            etype, durable = declarations.exchange_settings(e)
             check_name("exchange", names.exchange_in(name))
+        except ValueError as exc:
+            errors.append(f"{label}: {exc}")
+            continue
         except BrokerError as exc:
             errors.append(f"{label}: {exc.message}")
             continue
         exchanges.add((vhost, name))
-        plan.exchanges.append((names, name, etype, bool(e.get("durable", True))))
+        plan.exchanges.append((names, name, etype, durable))
     queues = {(v, n) for v, n in map(split, host.broker.queues)}
     for q in sections["queues"]:
         label = f"queue {q.get('name')!r}"
         vhost = vhost_of(q, label)
         if vhost is None:
             continue
-        name, arguments = q.get("name"), q.get("arguments") or {}
-        if not isinstance(name, str) or not isinstance(arguments, dict):
-            errors.append(f"{label}: the name must be a string and arguments an object")
+        name = q.get("name")
+        if not isinstance(name, str):
+            errors.append(f"{label}: the name must be a string")
             continue
         names = Names.of(vhost)
-        options = {k: v for k, v in arguments.items() if v is not None}
         try:
-            dlq = options.get("dead_letter_queue")
-            if isinstance(dlq, str) and dlq:
-                options["dead_letter_queue"] = names.inn(dlq)
             check_name("queue", names.inn(name))
-            QueueOptions.from_wire(options)
+            durable, options = declarations.queue_settings(q, names)
+        except ValueError as exc:
+            errors.append(f"{label}: {exc}")
+            continue
         except BrokerError as exc:
             errors.append(f"{label}: {exc.message}")
             continue
         queues.add((vhost, name))
-        plan.queues.append((names, name, bool(q.get("durable", True)), options))
+        plan.queues.append((names, name, durable, options))
     for b in sections["bindings"]:
         label = f"binding {b.get('source')!r} -> {b.get('destination')!r}"
         vhost = vhost_of(b, label)

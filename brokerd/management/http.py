@@ -116,6 +116,13 @@ class Request:
         except (ValueError, UnicodeDecodeError) as exc:
             raise HTTPError(400, f"the body is not JSON: {exc}") from None
 
+    def json_object(self) -> dict[str, Any]:
+        """The body as a JSON object (none is ``{}``); 400 for anything else."""
+        body = self.json()
+        if not isinstance(body, dict):
+            raise HTTPError(400, "the body must be a JSON object")
+        return body
+
     def cookie(self, name: str) -> str | None:
         raw = self.headers.get("cookie")
         if not raw:

@@ -28,6 +28,29 @@ _DEFINITIONS_BODY: dict[str, Any] = {
         for key in ("vhosts", "users", "permissions", "exchanges", "queues", "bindings")
     },
 }
+_QUEUE_BODY: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "durable": {"type": "boolean"},
+        "auto_delete": {"type": "boolean"},
+        "arguments": {"type": "object"},
+    },
+}
+_EXCHANGE_BODY: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "type": {"type": "string"},
+        "durable": {"type": "boolean"},
+        "auto_delete": {"type": "boolean"},
+        "internal": {"type": "boolean"},
+        "arguments": {"type": "object"},
+    },
+    "required": ["type"],
+}
+_BINDING_BODY: dict[str, Any] = {
+    "type": "object",
+    "properties": {"routing_key": {"type": "string"}, "arguments": {"type": "object"}},
+}
 _BULK_DELETE_BODY: dict[str, Any] = {
     "type": "object",
     "properties": {"users": {"type": "array", "items": {"type": "string"}}},
@@ -49,7 +72,28 @@ ENDPOINTS: tuple[tuple[str, str, str, dict[str, Any] | None, tuple[int, ...]], .
     ("get", "/api/queues", "Every queue", None, (200, 401)),
     ("get", "/api/queues/{vhost}", "The queues of a vhost", None, (200, 401, 403, 404)),
     ("get", "/api/queues/{vhost}/{name}", "One queue", None, (200, 401, 403, 404)),
-    ("delete", "/api/queues/{vhost}/{name}", "Delete a queue", None, (204, 401, 403, 404)),
+    (
+        "put",
+        "/api/queues/{vhost}/{name}",
+        "Declare a queue: 201 made, 204 exists as asked, 400 exists otherwise or an "
+        "argument brokerd does not offer",
+        _QUEUE_BODY,
+        (201, 204, 400, 401, 403, 404),
+    ),
+    (
+        "delete",
+        "/api/queues/{vhost}/{name}",
+        "Delete a queue (if-empty=true, if-unused=true: 400 unless so)",
+        None,
+        (204, 400, 401, 403, 404),
+    ),
+    (
+        "get",
+        "/api/queues/{vhost}/{name}/bindings",
+        "A queue's bindings, the default exchange's first",
+        None,
+        (200, 401, 403, 404),
+    ),
     (
         "delete",
         "/api/queues/{vhost}/{name}/contents",
@@ -75,6 +119,34 @@ ENDPOINTS: tuple[tuple[str, str, str, dict[str, Any] | None, tuple[int, ...]], .
     ("get", "/api/exchanges/{vhost}", "The exchanges of a vhost", None, (200, 401, 403, 404)),
     ("get", "/api/exchanges/{vhost}/{name}", "One exchange", None, (200, 401, 403, 404)),
     (
+        "put",
+        "/api/exchanges/{vhost}/{name}",
+        "Declare an exchange: 201 made, 204 exists as asked, 400 exists otherwise",
+        _EXCHANGE_BODY,
+        (201, 204, 400, 401, 403, 404),
+    ),
+    (
+        "delete",
+        "/api/exchanges/{vhost}/{name}",
+        "Delete an exchange and its bindings (if-unused=true: 400 while bound)",
+        None,
+        (204, 400, 401, 403, 404),
+    ),
+    (
+        "get",
+        "/api/exchanges/{vhost}/{name}/bindings/source",
+        "The bindings an exchange routes by",
+        None,
+        (200, 401, 403, 404),
+    ),
+    (
+        "get",
+        "/api/exchanges/{vhost}/{name}/bindings/destination",
+        "Bindings to an exchange: none (brokerd binds queues only)",
+        None,
+        (200, 401, 403, 404),
+    ),
+    (
         "post",
         "/api/exchanges/{vhost}/{name}/publish",
         "Publish one message",
@@ -83,6 +155,34 @@ ENDPOINTS: tuple[tuple[str, str, str, dict[str, Any] | None, tuple[int, ...]], .
     ),
     ("get", "/api/bindings", "Every binding", None, (200, 401)),
     ("get", "/api/bindings/{vhost}", "The bindings of a vhost", None, (200, 401, 403, 404)),
+    (
+        "get",
+        "/api/bindings/{vhost}/e/{exchange}/q/{queue}",
+        "The bindings of a queue to an exchange",
+        None,
+        (200, 401, 403, 404),
+    ),
+    (
+        "post",
+        "/api/bindings/{vhost}/e/{exchange}/q/{queue}",
+        "Bind a queue to an exchange: 201, Location names the binding's properties key",
+        _BINDING_BODY,
+        (201, 400, 401, 403, 404),
+    ),
+    (
+        "get",
+        "/api/bindings/{vhost}/e/{exchange}/q/{queue}/{props}",
+        "One binding, by its properties key",
+        None,
+        (200, 401, 403, 404),
+    ),
+    (
+        "delete",
+        "/api/bindings/{vhost}/e/{exchange}/q/{queue}/{props}",
+        "Unbind, by the binding's properties key",
+        None,
+        (204, 401, 403, 404),
+    ),
     ("get", "/api/connections", "Open connections", None, (200, 401)),
     ("get", "/api/consumers", "Consumers", None, (200, 401)),
     ("get", "/api/consumers/{vhost}", "The consumers of a vhost", None, (200, 401, 403, 404)),

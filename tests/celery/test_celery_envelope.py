@@ -158,6 +158,14 @@ def test_queue_arguments_map_onto_brokerd_options_in_seconds() -> None:
     assert options == expected
 
 
+def test_the_client_maps_arguments_as_the_broker_does() -> None:
+    """One mapping (brokerd_protocol.queueargs) for kombu and for RabbitMQ's
+    management API: quorum queues, overflow and delivery limits included."""
+    arguments = {"x-queue-type": "quorum", "x-overflow": "drop-head", "x-delivery-limit": 2}
+    options = queue_options(arguments, auto_delete=False, exclusive=False)
+    assert options == {"overflow": "drop_head", "max_deliveries": 3}
+
+
 def test_dead_lettering_through_the_default_exchange_names_the_dead_letter_queue() -> None:
     """RabbitMQ's way to dead-letter into one queue: the default exchange
     routes by queue name, so the routing key is brokerd's dead_letter_queue
@@ -176,8 +184,11 @@ def test_dead_lettering_through_the_default_exchange_names_the_dead_letter_queue
         {"x-dead-letter-routing-key": "q"},
         {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": ""},
         {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": 5},
-        {"x-queue-type": "quorum"},
+        {"x-queue-type": "stream"},
+        {"x-overflow": "reject-publish-dlx"},
+        {"x-single-active-consumer": True},
         {"x-message-ttl": -1},
+        {"lease": 30},
     ],
 )
 def test_unsupported_queue_arguments_are_refused_not_dropped(arguments: dict[str, Any]) -> None:

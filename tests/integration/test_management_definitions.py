@@ -121,7 +121,7 @@ async def test_one_bad_item_refuses_the_whole_document_naming_each(mgmt: Any) ->
         {"user": "ivy", "vhost": "billing", "configure": "(", "write": "", "read": ""}
     )
     doc["queues"].append({"name": "lost", "vhost": "nowhere", "arguments": {}})
-    doc["queues"].append({"name": "odd", "arguments": {"x-queue-type": "quorum"}})
+    doc["queues"].append({"name": "odd", "arguments": {"x-queue-type": "stream"}})
     doc["bindings"].append({"source": "missing", "destination": "due", "vhost": "billing"})
     status, _, body = await call(port, "POST", "/api/definitions", doc)
     assert status == 400, body
