@@ -81,13 +81,15 @@ class StoredMessage:
         }
 
 
-def _payload_map(payload: bytes) -> dict[str, Any] | None:
+def payload_map(payload: bytes) -> dict[str, Any] | None:
     """The map inside a result payload (no object hooks), or None."""
     tag, data = payload[:1], payload[1:]
     try:
         if tag == b"j":
             obj = json.loads(data)
         elif tag == b"m":
+            # (unpackb takes no max_buffer_size: its input is all there is,
+            # and it bounds every length by the input's size.)
             obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
         else:
             return None
@@ -98,7 +100,7 @@ def _payload_map(payload: bytes) -> dict[str, Any] | None:
 
 def stored_message(payload: bytes) -> StoredMessage:
     """The message a FAILURE's payload carries; :class:`NotRetriable` says why not."""
-    obj = _payload_map(payload)
+    obj = payload_map(payload)
     raw = obj.get(MESSAGE_KEY) if obj is not None else None
     if raw is None:
         raise NotRetriable(

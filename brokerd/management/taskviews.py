@@ -19,13 +19,11 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import msgpack
-
 import brokerd_protocol as bp
 
 from ..errors import BrokerError
 from ..tasks.extension import TaskExtension
-from .retry import has_message
+from .retry import has_message, payload_map
 
 #: Results looked at per listing, at most (the cache holds up to 10,000).
 MAX_SCANNED = 10_000
@@ -42,19 +40,8 @@ def decode_payload(payload: bytes) -> dict[str, Any]:
         return {}
     if len(payload) > MAX_DECODED:
         return {"payload_bytes": len(payload)}
-    tag, data = payload[:1], payload[1:]
-    try:
-        if tag == b"j":
-            obj = json.loads(data)
-        elif tag == b"m":
-            # (unpackb takes no max_buffer_size: its input is all there is,
-            # and it bounds every length by the input's size.)
-            obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
-        else:
-            return {"payload_bytes": len(payload)}
-    except (ValueError, msgpack.UnpackException, RecursionError):
-        return {"payload_bytes": len(payload)}
-    if not isinstance(obj, dict):
+    obj = payload_map(payload)
+    if obj is None:
         return {"payload_bytes": len(payload)}
     out: dict[str, Any] = {}
     for key in ("exc_type", "exc_module", "exc_message", "traceback"):
