@@ -65,7 +65,7 @@ from .base import (
     Written,
     read_messages,
 )
-from .checkpoint import BACKSTOP_PAGES, Checkpointer
+from .checkpoint import WRITER_PAGES, Checkpointer
 from .errors import (
     StorageOpenError,
     empty_database,
@@ -112,9 +112,10 @@ def open_database(path: Path, durability: str) -> sqlite3.Connection:
         # A bounded page cache keeps broker memory flat however deep queues grow.
         conn.execute("PRAGMA cache_size = -16384")
         # Checkpoints run on their own thread (``checkpoint.py``); the commit
-        # that crosses this many WAL pages checkpoints them itself, holding
-        # every commit queued behind it, only should that thread fall behind.
-        conn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
+        # that crosses this many WAL pages checkpoints what that thread has not
+        # copied yet (holding the commits queued behind it), so the log is
+        # reused from its start rather than growing under a busy writer.
+        conn.execute(f"PRAGMA wal_autocheckpoint = {WRITER_PAGES}")
         create_schema(conn)
         # A read-only file opens and reads fine; fail now, not at the first commit.
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])

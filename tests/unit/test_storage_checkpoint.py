@@ -72,14 +72,8 @@ def test_the_writer_asks_for_a_checkpoint_once_enough_bytes_were_committed(
         cp.close()
 
 
-def test_commits_never_checkpoint_the_log_themselves(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """With the checkpointer held, commits well past SQLite's default of 1000
-    log pages still leave the database file alone (nothing copied into it
-    inside a commit); once released, the checkpointer copies every frame."""
-    path = tmp_path / "data" / "brokerd.db"
-    store, posted = start(path)
+def hold(store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
+    """Make the checkpointer wait for ``release`` before each checkpoint."""
     checkpointing = threading.Event()
     release = threading.Event()
     run = store.checkpointer.checkpoint
@@ -90,32 +84,63 @@ def test_commits_never_checkpoint_the_log_themselves(
         run()
 
     monkeypatch.setattr(store.checkpointer, "checkpoint", held)
+    return checkpointing, release
+
+
+def test_the_checkpointer_copies_the_log_off_the_commit_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Commits below the writer's own threshold leave the database file
+    alone (nothing is copied into it inside a commit); the checkpointer,
+    asked by the writer, copies every frame of the log."""
+    path = tmp_path / "data" / "brokerd.db"
+    store, posted = start(path)
+    checkpointing, release = hold(store, monkeypatch)
     try:
         db_size = path.stat().st_size
-        for n in range(1, 61):  # ~6 MB of bodies: ~1500 pages of log
+        for n in range(1, 26):  # ~2.5 MB of bodies: ~640 pages of log
             commit(store, posted, big_batch(n))
-        wal = path.with_name(path.name + "-wal")
-        assert wal.stat().st_size > 1000 * 4096
         assert checkpointing.wait(30)  # asked for (by bytes), and held
         assert path.stat().st_size == db_size
-        release.set()  # the held checkpoint runs now, after all 60 commits
+        release.set()  # the held checkpoint runs now, after all 25 commits
         for _ in range(300):
             frames, copied = store.checkpointer.last
             if frames and frames == copied:
                 break
             threading.Event().wait(0.1)  # poll: the checkpoint runs on its thread
         frames, copied = store.checkpointer.last
-        assert frames > 1000 and copied == frames
-        assert path.stat().st_size > db_size + 5_000_000
+        assert frames > 500 and copied == frames
+        assert path.stat().st_size > db_size + 2_400_000
     finally:
         release.set()
         store.close()
     reopened = SqliteStore(path)
     try:
-        rec = reopened.recover(0.0)
-        assert rec.ready_counts == {("q", 0): 60}
+        assert reopened.recover(0.0).ready_counts == {("q", 0): 25}
     finally:
         reopened.close()
+
+
+def test_the_log_is_reused_however_far_behind_the_checkpointer_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the checkpointer stuck, the writer's own checkpoint at
+    ``WRITER_PAGES`` copies the log and it is reused from its start: ~15 MB
+    committed, the log file stays near 4 MB."""
+    path = tmp_path / "data" / "brokerd.db"
+    store, posted = start(path)
+    _, release = hold(store, monkeypatch)
+    wal = path.with_name(path.name + "-wal")
+    try:
+        largest = 0
+        for n in range(1, 151):
+            commit(store, posted, big_batch(n))
+            largest = max(largest, wal.stat().st_size)
+        assert largest < 2 * checkpoint_module.WRITER_PAGES * 4096
+        assert path.stat().st_size > 14_000_000
+    finally:
+        release.set()
+        store.close()
 
 
 def test_closing_the_store_stops_the_checkpointer(tmp_path: Path) -> None:
