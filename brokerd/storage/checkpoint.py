@@ -16,8 +16,9 @@ this thread runs well before that (``CHECKPOINT_COMMITS``, about 400 pages
 of one-message commits). Why both: the log is only reused from its start
 (instead of growing) after a checkpoint that copied *every* frame, and a
 checkpoint running beside a busy writer never catches up with the frames
-appended meanwhile. With this thread alone the log grew to the backstop
-(measured: 68 MB under pipelined publishing) and every fsync of a growing
+appended meanwhile. With this thread alone (the writer's own checkpoint
+moved to 16,000 pages) the log grew to that size (measured: 68 MB under
+pipelined publishing) and every fsync of a growing
 file had to commit the file system's journal. So under load this thread
 copies the bulk beside the writer and the writer's own checkpoint at 1000
 pages copies only the rest, after which the log is reused; a lone
@@ -29,7 +30,7 @@ Invariants:
   the database and syncs it before the log may be reused (SQLite's rules,
   the same as for the automatic checkpoint); confirms still wait for the
   fsync of the log (``walsync.py``).
-* The writer asks (``request``) at most once per ``CHECKPOINT_COMMITS``
+* The writer asks (``note``) at most once per ``CHECKPOINT_COMMITS``
   commits or ``CHECKPOINT_BYTES`` body bytes: no wake-up per commit. Requests
   made while a checkpoint runs are merged into the next one.
 * The writer's connection keeps its automatic checkpoint at
