@@ -65,6 +65,7 @@ from .base import (
     Written,
     read_messages,
 )
+from .checkpoint import WRITER_PAGES, Checkpointer
 from .errors import (
     StorageOpenError,
     empty_database,
@@ -110,10 +111,11 @@ def open_database(path: Path, durability: str) -> sqlite3.Connection:
         conn.execute("PRAGMA temp_store = MEMORY")
         # A bounded page cache keeps broker memory flat however deep queues grow.
         conn.execute("PRAGMA cache_size = -16384")
-        # The commit that crosses this many WAL pages also checkpoints them into
-        # the database, holding every commit queued behind it: 1000 pages (4 MiB,
-        # SQLite's default) keeps that stall near one ordinary commit.
-        conn.execute("PRAGMA wal_autocheckpoint = 1000")
+        # Checkpoints run on their own thread (``checkpoint.py``); the commit
+        # that crosses this many WAL pages checkpoints what that thread has not
+        # copied yet (holding the commits queued behind it), so the log is
+        # reused from its start rather than growing under a busy writer.
+        conn.execute(f"PRAGMA wal_autocheckpoint = {WRITER_PAGES}")
         create_schema(conn)
         # A read-only file opens and reads fine; fail now, not at the first commit.
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
@@ -217,6 +219,14 @@ class SqliteStore:
                 self._conn.close()
                 lock.release()
                 raise open_error(path, exc) from exc
+        try:
+            self.checkpointer = Checkpointer(path)
+        except sqlite3.Error as exc:
+            if self.wal is not None:
+                self.wal.close()
+            self._conn.close()
+            lock.release()
+            raise open_error(path, exc) from exc
         self._jobs: queue.SimpleQueue[Job] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         #: Committed groups waiting for the syncer (None: stop).
@@ -276,6 +286,7 @@ class SqliteStore:
                 target=self._sync_loop, name="brokerd-syncer", daemon=True
             )
             self._syncer.start()
+        self.checkpointer.start()
         self._thread = threading.Thread(target=self._run, name="brokerd-writer", daemon=True)
         self._thread.start()
 
@@ -317,6 +328,7 @@ class SqliteStore:
             self._to_sync.put(None)  # after every group the writer handed over
             self._syncer.join()
             self._syncer = None
+        self.checkpointer.close()
         if self.wal is not None:
             self.wal.close()
         self._conn.close()
@@ -380,6 +392,7 @@ class SqliteStore:
             return
         self.commits += 1
         self.committed_bytes += sum(batch.nbytes for _, batch, _, _ in group)
+        self.checkpointer.note(self.commits, self.committed_bytes)
         self._report(written=written, dones=dones, sync=sync, error=None, started=started)
 
     def _report(
