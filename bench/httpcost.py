@@ -115,8 +115,9 @@ PAGE_QUEUES = (
     f"/api/queues?page=1&page_size=100&sort=name&sort_reverse=false&columns={PAGE_COLUMNS}"
 )
 
-#: The full list, the page's own request (one page of its columns), the overview.
-PATHS = ("/api/queues", PAGE_QUEUES, "/api/overview")
+#: The full list, the page's own request (one page of its columns), the overview
+#: and the rates history (the overview screen's chart).
+PATHS = ("/api/queues", PAGE_QUEUES, "/api/overview", "/api/rates")
 
 #: One poll round: what the overview screen asks for (/api/overview and
 #: /api/rates) and what the queues screen asks for. The page polls one screen's
