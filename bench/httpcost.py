@@ -359,10 +359,10 @@ def main() -> None:
             raise SystemExit("--callgrind needs valgrind (callgrind_control) installed")
         rows = [run_callgrind(n, args.count, args.rounds, args.native_count) for n in args.queues]
         print(
-            "| queues | W1 msg/s (native) | poll rounds | quiet Ir/msg | polled Ir/msg | diff "
-            "| quiet spread | one round alone |"
+            "| queues | W1 msg/s natively (R) | poll rounds | quiet Ir/msg | polled Ir/msg "
+            "| difference | per second (1 round per R msgs) | quiet spread | one round alone |"
         )
-        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in rows:
             print(
                 f"| {r['queues']:,} | {r['rate']:,.0f} | {r['rounds']} | {r['quiet']:,.0f} | "
