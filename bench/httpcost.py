@@ -2,6 +2,7 @@
 
     python -m bench.httpcost [--queues 10 100 1000] [--polls 200]
     python -m bench.httpcost --w1 [--count 50000] [--rounds 2]
+    python -m bench.httpcost --callgrind [--queues 1000 100 1] [--count 40000] [--rounds 2]
 
 Starts brokerd (a child process, SQLite in a temp dir, ``--http-port 0``),
 declares N durable queues with a message each, then sends ``--polls`` GET
@@ -15,7 +16,17 @@ endpoints every 2 s, so its cost per second is about that figure times 1.5.
 in batches of 100 to a durable queue while one consumer acks each), run
 alternately without and with a poller asking for /api/overview, /api/rates
 and the page's /api/queues page every second, as a page left open and a
-monitoring script would; prints msg/s and the broker's CPU per message.
+monitoring script would; prints msg/s and the broker's CPU per message. On a
+shared machine both swing by ±20% from run to run, more than polling costs.
+
+``--callgrind``: the figure that does resolve it, in instructions
+(``bench/callgrind.py``). For each ``--queues`` count: W1's real msg/s R
+natively; then brokerd under callgrind (uvloop), where one poll round is
+counted alone on a broker in W1's state, and W1 runs ``--count`` messages
+quiet and polled (one round per R messages consumed, i.e. per second of the
+broker's real work), ``--rounds`` times each, alternating. Prints instructions
+per message, the A/B difference, and a round's cost as W1 messages' worth and
+as a share of a second of W1. docs/management.md has the method and figures.
 """
 
 from __future__ import annotations
@@ -390,7 +401,7 @@ def main() -> None:
         help="W1 under callgrind: instructions per message, quiet and polled",
     )
     p.add_argument("--count", type=int, default=50_000)
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=2, help="--w1/--callgrind: A/B pairs")
     p.add_argument("--native-count", type=int, default=20_000)
     args = p.parse_args()
     if args.callgrind:
