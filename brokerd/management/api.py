@@ -42,7 +42,8 @@ from . import definitions, nodes, taskviews
 from .auth import SESSION_COOKIE, SESSION_IDLE, Gate, Principal
 from .events import EventWatcher
 from .http import HTTPError, Request, Response
-from .lists import MAX_PAGE_SIZE, int_param, project, shape, stable_reverse_by_name
+from .lists import MAX_PAGE_SIZE, int_param, projector, shape, stable_reverse_by_name
+from .names import NameIndex
 from .objects import Objects
 from .rates import Rates
 from .retry import NotRetriable, Retries, StoredMessage, UnknownTask
@@ -200,6 +201,8 @@ class API:
         self.watchers: dict[str, EventWatcher] = {}
         #: Single queues, exchanges and bindings: declare, delete, list.
         self.objects = Objects(host, gate, self._vhost)
+        #: Every queue's name sorted, for the page's queue listing.
+        self._names = NameIndex()
 
     # --- dispatch -----------------------------------------------------------------------
 
@@ -534,20 +537,21 @@ class API:
         assert page is not None and size is not None
         broker = self.host.broker
         readable = self._readable(p)
-        named = []
-        for internal in broker.queues:
-            v, name = split(internal)
-            if (vhost is None or v == vhost) and readable(v):
-                named.append((name, v, internal))
+        present = self._names.vhosts(broker.queues)
+        shown = {v for v in present if (vhost is None or v == vhost) and readable(v)}
+        # Sorted by (name, vhost) already, and kept between requests.
+        named = self._names.entries(broker.queues)
+        if shown != present:
+            named = [e for e in named if e[1] in shown]
         total = len(named)
         wanted = query.get("name")
         if wanted:
             named = [e for e in named if wanted in e[0]]
         if "sort" in query:
-            # ``shape``'s sort is stable over rows in (vhost, name) order.
-            named.sort(key=lambda e: (e[0], e[1]), reverse=query.get("sort_reverse") == "true")
             if query.get("sort_reverse") == "true":
-                # sorted(..., reverse=True) keeps equal names in input order.
+                # (name, vhost) pairs are unique: reversed is sorted descending;
+                # then ``shape``'s stable sort keeps equal names in vhost order.
+                named.reverse()
                 named = stable_reverse_by_name(named)
         else:
             named.sort(key=lambda e: (e[1], e[0]))
@@ -561,7 +565,7 @@ class API:
             items.append(self._queue_row(row[1], queues[internal], leases))
         columns = [c for c in query.get("columns", "").split(",") if c]
         if columns:
-            items = [project(r, columns) for r in items]
+            items = list(map(projector(columns), items))
         return {
             "items": items,
             "page": page,

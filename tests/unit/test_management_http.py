@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from brokerd.admin.extension import _queue_totals
 from brokerd.auth import Users, Verifier
 from brokerd.management.auth import Gate
 from brokerd.management.events import MAX_TASKS, EventWatcher
@@ -17,12 +18,14 @@ from brokerd.management.http import (
     encode_response,
     parse_head,
 )
-from brokerd.management.lists import shape
+from brokerd.management.lists import project, projector, shape
+from brokerd.management.names import NameIndex
 from brokerd.management.openapi import document
 from brokerd.management.rates import Rates
 from brokerd.options import QueueOptions
 from brokerd.queues import QueueState
 from brokerd.stats import Counters
+from brokerd.vhosts import Names, split
 
 
 def test_a_request_head_parses_into_method_target_and_lowercased_headers() -> None:
@@ -111,6 +114,46 @@ def test_shape_filters_sorts_pages_and_projects() -> None:
     assert (page["page_count"], page["filtered_count"], page["total_count"]) == (3, 7, 7)
     with pytest.raises(HTTPError):
         shape(rows, {"page": "1", "page_size": "100000"})
+
+
+def test_a_projector_projects_every_row_as_project_does() -> None:
+    rows = [{"name": "a", "s": {"r": 1}}, {"name": "b", "s": 3}, {"other": 1}]
+    columns = ["name", "s.r", "missing.too", "other"]
+    assert list(map(projector(columns), rows)) == [project(r, columns) for r in rows]
+    assert project(rows[0], ["s.r", "name"]) == {"s": {"r": 1}, "name": "a"}
+    assert project(rows[1], ["s.r"]) == {"s": {"r": None}}
+
+
+def _fresh_sort(queues: dict[str, object]) -> list[tuple[str, str, str]]:
+    return sorted(((*reversed(split(i)), i) for i in queues), key=lambda e: (e[0], e[1]))
+
+
+def test_the_name_index_answers_as_a_fresh_sort_after_every_declare_and_delete() -> None:
+    names = {v: Names.of(v) for v in ("/", "b", "c")}
+    queues: dict[str, object] = {names[v].inn(f"q{i}"): None for v in names for i in (3, 1, 2)}
+    index = NameIndex()
+    assert index.entries(queues) == _fresh_sort(queues)
+    assert index.vhosts(queues) == {"/", "b", "c"}
+    # Same count, other names: a cache keyed on the count would answer stale.
+    del queues[names["b"].inn("q1")]
+    queues[names["b"].inn("q0")] = None
+    assert index.entries(queues) == _fresh_sort(queues)
+    for i in (3, 1, 2):
+        del queues[names["c"].inn(f"q{i}")]
+    assert index.entries(queues) == _fresh_sort(queues)
+    assert index.vhosts(queues) == {"/", "b"}
+    mine = index.entries(queues)
+    mine.clear()  # the caller's own list: the index is unchanged
+    assert index.entries(queues) == _fresh_sort(queues)
+    assert index.entries({}) == [] and index.vhosts({}) == frozenset()
+
+
+def test_the_overview_totals_add_up_every_queue() -> None:
+    a, b = QueueState("a", True, QueueOptions()), QueueState("b", True, QueueOptions())
+    a.mem, a.leased, a.delayed, a.consumers = 3, 2, 1, [object(), object()]  # type: ignore[list-item]
+    b.mem, b.disk[0], b.leased, b.delayed = 4, 5, 1, 7
+    assert _queue_totals([a, b]) == {"consumers": 2, "ready": 12, "leased": 3, "delayed": 8}
+    assert _queue_totals([]) == {"consumers": 0, "ready": 0, "leased": 0, "delayed": 0}
 
 
 def test_the_openapi_document_names_every_path_with_its_parameters() -> None:
