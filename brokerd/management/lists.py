@@ -40,8 +40,15 @@ def _path(row: dict[str, Any], dotted: str) -> Any:
 
 
 def projector(columns: list[str]) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """``project`` for many rows: each column's path split once, not per row."""
-    paths = [dotted.split(".") for dotted in columns]
+    """``project`` for many rows: each column's path split once, not per row.
+    A column inside another asked for (``s.r.deep`` with ``s.r``) is in it
+    already: only the outer one is projected."""
+    asked = set(columns)
+    paths = [
+        parts
+        for parts in (dotted.split(".") for dotted in dict.fromkeys(columns))
+        if not any(".".join(parts[:i]) in asked for i in range(1, len(parts)))
+    ]
 
     def one(row: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}

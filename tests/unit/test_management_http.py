@@ -124,6 +124,18 @@ def test_a_projector_projects_every_row_as_project_does() -> None:
     assert project(rows[1], ["s.r"]) == {"s": {"r": None}}
 
 
+def test_a_column_and_a_path_inside_it_are_answered_as_the_column_alone() -> None:
+    # ``columns=s.r,s.r.deep`` (either order) used to fail with a TypeError, a 500.
+    rows = [{"name": "a", "s": {"r": 5}}, {"name": "b", "s": {"r": {"deep": 1, "x": 2}}}]
+    for columns in (["s.r", "s.r.deep"], ["s.r.deep", "s.r"], ["s", "s.r", "name"]):
+        for row in rows:
+            whole = [c for c in columns if not any(c.startswith(o + ".") for o in columns)]
+            assert project(row, columns) == project(row, whole)
+    assert project(rows[0], ["s.r.deep", "s.r"]) == {"s": {"r": 5}}
+    page = shape(rows, {"columns": "s.r,s.r.deep"})
+    assert page == [{"s": {"r": 5}}, {"s": {"r": {"deep": 1, "x": 2}}}]
+
+
 def _fresh_sort(queues: dict[str, object]) -> list[tuple[str, str, str]]:
     return sorted(((*reversed(split(i)), i) for i in queues), key=lambda e: (e[0], e[1]))
 
