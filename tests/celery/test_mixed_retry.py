@@ -5,8 +5,6 @@ again as it was (its kombu envelope included)."""
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -15,6 +13,7 @@ from typing import Any
 import pytest
 from celery import Celery
 from celery.result import AsyncResult as CeleryResult
+from httpkit import call, management_broker
 from mixedkit import celery_message
 from test_mixed_e2e import BOUND, Start, events, mixed, send, start_worker, state_dir
 
@@ -27,11 +26,8 @@ __all__ = ["mixed", "start_worker", "state_dir"]  # fixtures, imported to be use
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[BrokerProcess]:
     """This module's broker serves the management API on a free port."""
-    proc = BrokerProcess(tmp_path / "data", "--http-port", "0").start()
-    try:
+    with management_broker(tmp_path) as proc:
         yield proc
-    finally:
-        proc.kill()
 
 
 @pytest.fixture
@@ -45,12 +41,9 @@ def celery_app(broker: BrokerProcess) -> Iterator[Celery]:
 
 
 def retry(broker: BrokerProcess, task_id: str) -> Any:
-    port = int((broker.data_dir / "port.http").read_text())
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/api/tasks/%2F/{task_id}/retry", method="POST"
-    )
-    with urllib.request.urlopen(req, timeout=BOUND) as resp:
-        return json.loads(resp.read())
+    status, body = call(broker, "POST", f"/api/tasks/%2F/{task_id}/retry")
+    assert status == 200, body
+    return body
 
 
 def test_a_celery_task_failed_on_a_brokerd_worker_is_retried_and_celery_reads_the_success(

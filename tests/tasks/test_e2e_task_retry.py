@@ -8,38 +8,22 @@ tests/integration/test_management_retry.py)."""
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+from httpkit import BOUND, call, management_broker
 
 from brokerd_client.tasks.testing import BrokerProcess
-
-BOUND = 20.0
 
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[BrokerProcess]:
     """This module's broker serves the management API on a free port."""
-    proc = BrokerProcess(tmp_path / "data", "--http-port", "0").start()
-    try:
+    with management_broker(tmp_path) as proc:
         yield proc
-    finally:
-        proc.kill()
-
-
-def request(broker: BrokerProcess, method: str, path: str) -> tuple[int, Any]:
-    port = int((broker.data_dir / "port.http").read_text())
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=BOUND) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def runs(state_dir: Path, tag: str) -> int:
@@ -56,11 +40,11 @@ def test_a_failed_task_retried_over_http_succeeds_and_its_old_handle_sees_it(
     result = e2e.fails_once.delay("a")
     with pytest.raises(RuntimeError, match="first run of a"):
         result.get(timeout=BOUND)
-    tasks = {t["task_id"]: t for t in request(broker, "GET", "/api/tasks")[1]}
+    tasks = {t["task_id"]: t for t in call(broker, "GET", "/api/tasks")[1]}
     assert tasks[result.id]["state"] == "FAILURE"
     assert tasks[result.id]["retriable"] is True
 
-    status, body = request(broker, "POST", f"/api/tasks/%2F/{result.id}/retry")
+    status, body = call(broker, "POST", f"/api/tasks/%2F/{result.id}/retry")
     assert (status, body) == (
         200,
         {"retried": result.id, "exchange": "amq.default", "routing_key": "default"},
@@ -70,7 +54,7 @@ def test_a_failed_task_retried_over_http_succeeds_and_its_old_handle_sees_it(
     assert result.state == "SUCCESS"
     assert runs(state_dir, "a") == 2
     # It succeeded: nothing left to retry.
-    status, body = request(broker, "POST", f"/api/tasks/%2F/{result.id}/retry")
+    status, body = call(broker, "POST", f"/api/tasks/%2F/{result.id}/retry")
     assert status == 409 and "SUCCESS" in body["reason"]
     assert runs(state_dir, "a") == 2
 
@@ -81,8 +65,8 @@ def test_a_task_that_has_not_failed_or_is_unknown_is_not_retried(
     start_worker()
     ok = e2e.add.delay(2, 3)
     assert ok.get(timeout=BOUND) == 5
-    status, body = request(broker, "POST", f"/api/tasks/%2F/{ok.id}/retry")
+    status, body = call(broker, "POST", f"/api/tasks/%2F/{ok.id}/retry")
     assert status == 409 and "only a failed task" in body["reason"]
-    status, body = request(broker, "POST", "/api/tasks/%2F/no-such-task/retry")
+    status, body = call(broker, "POST", "/api/tasks/%2F/no-such-task/retry")
     assert status == 404 and "no stored result" in body["reason"]
     assert ok.get(timeout=BOUND) == 5

@@ -3,36 +3,29 @@ the worker's events), against a brokerd child process with ``--http-port 0``."""
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+from httpkit import BOUND, call, management_broker
 
 from brokerd_client.tasks.testing import BrokerProcess
-
-BOUND = 20.0
 
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[BrokerProcess]:
     """This module's broker serves the management API on a free port."""
-    proc = BrokerProcess(tmp_path / "data", "--http-port", "0").start()
-    try:
+    with management_broker(tmp_path) as proc:
         yield proc
-    finally:
-        proc.kill()
 
 
 def api(broker: BrokerProcess, path: str) -> Any:
-    port = int((broker.data_dir / "port.http").read_text())
-    # No users on this broker: the API is open on loopback.
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=BOUND) as resp:
-        return json.loads(resp.read())
+    status, body = call(broker, "GET", path)
+    assert status == 200, body
+    return body
 
 
 def test_a_worker_with_events_and_its_tasks_are_listed(
