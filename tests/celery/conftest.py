@@ -8,12 +8,9 @@ executions across processes without a result backend.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,72 +20,9 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from celerykit import CELERY, Runs, Worker, wait_for  # noqa: E402
+
 import brokerd_client.celery  # noqa: E402, F401  (registers brokerd://)
-
-CELERY = str(Path(sys.executable).with_name("celery"))
-#: Generous deadline for events a test waits for (not a timing assertion).
-DEADLINE = 30.0
-
-
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
-    """Poll ``predicate`` until it is truthy; fail naming ``what`` after ``timeout``."""
-    end = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-class Runs:
-    """The lines tasks appended to the runs file: ``<kind> <tag> ... <pid> <time>``."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def lines(self) -> list[list[str]]:
-        if not self.path.exists():
-            return []
-        return [line.split() for line in self.path.read_text().splitlines() if line]
-
-    def of(self, kind: str, tag: str) -> list[list[str]]:
-        return [w for w in self.lines() if w[0] == kind and w[1] == tag]
-
-    def of_kind(self, kind: str) -> list[list[str]]:
-        return [w for w in self.lines() if w[0] == kind]
-
-
-class Worker:
-    """One ``celery -A proj worker`` process in its own process group."""
-
-    def __init__(self, proc: subprocess.Popen[bytes], log: Path) -> None:
-        self.proc = proc
-        self.log = log
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def kill(self) -> None:
-        """SIGKILL the whole group (the worker and its pool children)."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self.kill()
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from conftest import CELERY
+from celerykit import CELERY
 
 from brokerd_client.tasks.testing import BrokerProcess
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CELERY, DEADLINE, Runs, Worker, wait_for
+from celerykit import CELERY, DEADLINE, Runs, Worker, wait_for
 from controlkit import (
     MeteredBroker,
     celery,

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DEADLINE, Worker, wait_for
+from celerykit import DEADLINE, Worker, wait_for
 from controlkit import MeteredBroker, free_port, node, record_queue_options, start_celery
 from kombu import Connection
 

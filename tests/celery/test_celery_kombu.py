@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import wait_for
+from celerykit import wait_for
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 from kombu.message import Message as KombuMessage
 

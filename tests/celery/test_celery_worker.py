@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CELERY, Runs, Worker, wait_for
+from celerykit import CELERY, Runs, Worker, wait_for
 from kombu import Connection
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import wait_for
+from celerykit import wait_for
 
 from brokerd_client.celery.keeper import LeaseKeeper
 from brokerd_client.celery.wire import EXTEND

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import wait_for
+from celerykit import wait_for
 from tutorialkit import Fleet
 
 

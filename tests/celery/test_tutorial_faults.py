@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from celery import chord, states
-from conftest import wait_for
+from celerykit import wait_for
 from tutorial.orders import tasks as orders
 from tutorialkit import Fleet, idle
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from conftest import wait_for
+from celerykit import wait_for
 from tutorial.orders import tasks as orders
 from tutorialkit import Fleet
 

@@ -18,7 +18,7 @@ import pytest
 from celery import chain, chord, group, states
 from celery.exceptions import ChordError, TaskRevokedError, TimeLimitExceeded
 from celery.result import AsyncResult
-from conftest import wait_for
+from celerykit import wait_for
 from tutorial.orders import tasks as orders
 from tutorial.web import tasks as web
 from tutorialkit import Fleet, idle, project_app

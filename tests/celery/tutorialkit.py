@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from conftest import CELERY, HERE, Runs, Worker, wait_for
+from celerykit import CELERY, HERE, Runs, Worker, wait_for
 
 from brokerd_client.tasks.testing import BrokerProcess
 
