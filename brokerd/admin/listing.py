@@ -170,6 +170,8 @@ def connection_rows(
                     "connected_at": round(s.connected_wall, 3),
                     "consumers": len(conn.consumers),
                     "unsettled": len(conn.deliveries),
+                    # Body bytes of those deliveries (--max-unacked-bytes).
+                    "unsettled_bytes": conn.leased_bytes,
                     "bytes_in": s.bytes_in,
                     "bytes_out": s.bytes_out,
                 },

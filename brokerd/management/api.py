@@ -660,6 +660,7 @@ class API:
                     "channels": 1,
                     "consumers": row["consumers"],
                     "unsettled": row["unsettled"],
+                    "unsettled_bytes": row["unsettled_bytes"],
                     "state": "running",
                 }
             )

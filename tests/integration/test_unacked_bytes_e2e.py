@@ -10,6 +10,8 @@ from typing import Any
 from clientkit import BOUND, connect, wait_stats
 from test_core_metrics import free_port, get, parse
 
+import brokerd_protocol as bp
+
 KIB = 1024
 SIZE = 128 * KIB
 N = 32  # 4 MiB of bodies, eight times the connection's limit
@@ -40,6 +42,9 @@ async def test_a_huge_prefetch_leases_only_the_connections_unacked_bytes(
     # 4 x 128 KiB reach the limit: the broker stops there, prefetch or not.
     await wait_stats(c, "big", leased=4, ready=N - 4)
     assert await unacked(metrics) == 4 * SIZE
+    # The connection's own share, as brokerctl list_connections shows it.
+    rows = (await c.call(bp.ListConnections))["items"]
+    assert [r["unsettled_bytes"] for r in rows] == [4 * SIZE]
     for d in first:
         await d.ack()
     for i in range(4, N):

@@ -77,7 +77,7 @@ LISTINGS: dict[str, Listing] = {
         ListConnections,
         (
             "id", "peer", "transport", "client_name", "connected_at", "consumers",
-            "unsettled", "bytes_in", "bytes_out", "user", "vhost",
+            "unsettled", "unsettled_bytes", "bytes_in", "bytes_out", "user", "vhost",
         ),
         (
             "id", "peer", "transport", "client_name", "connected_at", "consumers",
