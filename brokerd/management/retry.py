@@ -100,7 +100,11 @@ def payload_map(payload: bytes) -> dict[str, Any] | None:
 
 def stored_message(payload: bytes) -> StoredMessage:
     """The message a FAILURE's payload carries; :class:`NotRetriable` says why not."""
-    obj = payload_map(payload)
+    return message_in(payload_map(payload))
+
+
+def message_in(obj: dict[str, Any] | None) -> StoredMessage:
+    """:func:`stored_message` of a payload already decoded (``payload_map``)."""
     raw = obj.get(MESSAGE_KEY) if obj is not None else None
     if raw is None:
         raise NotRetriable(
@@ -129,11 +133,6 @@ def stored_message(payload: bytes) -> StoredMessage:
     ):
         raise NotRetriable("the stored task message is malformed")
     return StoredMessage(exchange, key, headers, body, priority)
-
-
-def has_message(decoded: dict[str, Any]) -> bool:
-    """Whether a decoded payload map carries a message to retry with."""
-    return decoded.get(MESSAGE_KEY) is not None
 
 
 async def read_result(tasks: TaskExtension, task_id: str) -> Result | None:

@@ -23,7 +23,7 @@ import brokerd_protocol as bp
 
 from ..errors import BrokerError
 from ..tasks.extension import TaskExtension
-from .retry import has_message, payload_map
+from .retry import NotRetriable, message_in, payload_map
 
 #: Results looked at per listing, at most (the cache holds up to 10,000).
 MAX_SCANNED = 10_000
@@ -51,7 +51,18 @@ def decode_payload(payload: bytes) -> dict[str, Any]:
         text = json.dumps(obj["result"], default=repr)
         out["result"] = text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN] + "…"
     if "exc_type" in out:
-        out["retriable"] = has_message(obj)
+        # The message a retry would send; its task name and routing key name
+        # the row when the workers' events did not show the task.
+        try:
+            message = message_in(obj)
+        except NotRetriable:
+            out["retriable"] = False
+        else:
+            out["retriable"] = True
+            name = message.headers.get("task")
+            if isinstance(name, str):
+                out["name"] = name
+            out["routing_key"] = message.routing_key
     return out
 
 

@@ -36,7 +36,10 @@ def test_a_failure_stored_with_its_message_gives_that_message_back(serializer: s
     headers = {"task": "app.add", "id": "t-1", "retries": 0, "raw": b"\x00\xff", "n": None}
     packed = pack_task_message("tasks", "app.add", headers, b'{"args":[1]}', 3)
     payload = encode_error(*ERROR, serializer, packed)
-    assert decode_payload(payload)["retriable"] is True
+    shown = decode_payload(payload)
+    # The list names the task and its queue from the message (a failure the
+    # workers' events never showed would otherwise be listed without them).
+    assert (shown["retriable"], shown["name"], shown["routing_key"]) == (True, "app.add", "app.add")
     message = stored_message(payload)
     assert (message.exchange, message.routing_key) == ("tasks", "app.add")
     assert message.headers == headers
@@ -77,3 +80,15 @@ def test_the_message_sent_again_leaves_the_dead_letter_history_behind() -> None:
 def test_a_failure_without_a_readable_message_is_not_retriable(payload: bytes) -> None:
     with pytest.raises(NotRetriable):
         stored_message(payload)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"j" + b'{"exc_type": "E", "task_message": "not base64!"}',
+        b"m" + msgpack.packb({"exc_type": "E", "task_message": msgpack.packb({"exchange": 1})}),
+    ],
+)
+def test_the_list_calls_a_failure_with_an_unreadable_message_not_retriable(payload: bytes) -> None:
+    shown = decode_payload(payload)
+    assert shown["retriable"] is False and "name" not in shown
