@@ -411,7 +411,10 @@ class Results:
             if isinstance(rows, BaseException):
                 done(rows)
                 return
-            for _task_id, state, payload, expires_at in rows:
+            for _task_id, state, payload, expires_at, length in rows:
+                if payload is None:  # larger than any reply: not read
+                    done(self._too_large(task_id, int(length)))
+                    return
                 done(Result(state, bytes(payload), expires_at))
                 return
             done(None)

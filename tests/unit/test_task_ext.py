@@ -257,6 +257,21 @@ def test_reads_do_not_return_a_cached_result_being_replaced(env: TaskEnv) -> Non
     assert c.reply(wait_req) == bp.Ok(wait_req, ["SUCCESS", b"second"])
 
 
+def test_the_brokers_own_read_of_a_result_not_cached_comes_from_the_store(env: TaskEnv) -> None:
+    # Only final results are cached: a STARTED one is read from the store
+    # (the management API's retry reads results this way).
+    c = env.client()
+    c.ok(lambda r: bp.ResultSet(r, "t", "STARTED", b"progress"))
+    got: list[Any] = []
+    env.ext.results.read("t", got.append)
+    env.ext.results.read("missing", got.append)
+    env.settle()
+    assert [(r.state, r.payload) if r is not None else None for r in got] == [
+        ("STARTED", b"progress"),
+        None,
+    ]
+
+
 def test_invalid_result_sets_and_waits_are_refused(env: TaskEnv) -> None:
     c = env.client()
     bad: list[Callable[[int], bp.Frame]] = [
