@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from ..admin import listing
 from ..admin.vhosts import VhostAdmin
@@ -42,6 +42,7 @@ from .events import QUEUE as EVENTS_QUEUE
 from .http import HTTPError, Response
 
 log = logging.getLogger("brokerd.management")
+T = TypeVar("T")
 
 #: What brokerd's exported password hashes are (``auth/passwords.py``: scrypt).
 HASHING_ALGORITHM = "brokerd_scrypt"
@@ -216,6 +217,17 @@ def _objects(body: dict[str, Any], key: str) -> list[dict[str, Any]]:
     return value
 
 
+def _checked(errors: list[str], label: str, check: Callable[[], T]) -> T | None:
+    """``check()``, or None with its refusal added to ``errors`` under ``label``."""
+    try:
+        return check()
+    except ValueError as exc:
+        errors.append(f"{label}: {exc}")
+    except BrokerError as exc:
+        errors.append(f"{label}: {exc.message}")
+    return None
+
+
 def _strings(item: dict[str, Any], *keys: str) -> list[str] | None:
     values = [item.get(k) for k in keys]
     if all(isinstance(v, str) for v in values):
@@ -340,15 +352,18 @@ def _plan(host: Host, body: dict[str, Any], only: str | None) -> tuple[_Plan, li
             errors.append(f"{label}: the name must be a string, not empty")
             continue
         names = Names.of(vhost)
-        try:
-            etype, durable = declarations.exchange_settings(e)
+
+        def exchange_checked(
+            e: dict[str, Any] = e, names: Names = names, name: str = name
+        ) -> tuple[str, bool]:
+            settings = declarations.exchange_settings(e)
             check_name("exchange", names.exchange_in(name))
-        except ValueError as exc:
-            errors.append(f"{label}: {exc}")
+            return settings
+
+        settings = _checked(errors, label, exchange_checked)
+        if settings is None:
             continue
-        except BrokerError as exc:
-            errors.append(f"{label}: {exc.message}")
-            continue
+        etype, durable = settings
         exchanges.add((vhost, name))
         plan.exchanges.append((names, name, etype, durable))
     queues = {(v, n) for v, n in map(split, host.broker.queues)}
@@ -362,15 +377,17 @@ def _plan(host: Host, body: dict[str, Any], only: str | None) -> tuple[_Plan, li
             errors.append(f"{label}: the name must be a string")
             continue
         names = Names.of(vhost)
-        try:
+
+        def queue_checked(
+            q: dict[str, Any] = q, names: Names = names, name: str = name
+        ) -> tuple[bool, Any]:
             check_name("queue", names.inn(name))
-            durable, options = declarations.queue_settings(q, names)
-        except ValueError as exc:
-            errors.append(f"{label}: {exc}")
+            return declarations.queue_settings(q, names)
+
+        settings_q = _checked(errors, label, queue_checked)
+        if settings_q is None:
             continue
-        except BrokerError as exc:
-            errors.append(f"{label}: {exc.message}")
-            continue
+        durable, options = settings_q
         queues.add((vhost, name))
         plan.queues.append((names, name, durable, options))
     for b in sections["bindings"]:

@@ -120,6 +120,33 @@ class Objects:
             return await self.unbind(p, self.vhost(p, route[1]), route)
         return None
 
+    # --- the broker call behind each change ----------------------------------------------
+
+    async def _declared(
+        self, existed: bool, declare: Callable[[], None], names: Names, what: str
+    ) -> Response:
+        """Run a declare: 204 if the object existed (with these settings: a
+        clash raises), else 201 once the store has committed it."""
+        try:
+            declare()
+        except BrokerError as exc:
+            raise _refused(exc, names) from None
+        if existed:
+            return Response(204)
+        await definitions.committed(self.host.broker, what)
+        return Response(201)
+
+    async def _deleted(
+        self, delete: Callable[[], object], names: Names, what: str = "deletion"
+    ) -> Response:
+        """Run a delete (or an unbind): 204 once the store has committed it."""
+        try:
+            delete()
+        except BrokerError as exc:
+            raise _refused(exc, names) from None
+        await definitions.committed(self.host.broker, what)
+        return Response(204)
+
     # --- queues ---------------------------------------------------------------------------
 
     async def put_queue(self, p: Principal, vhost: str, name: str, request: Request) -> Response:
@@ -134,14 +161,9 @@ class Objects:
         durable, options = _bad(lambda: declarations.queue_settings(body, names))
         broker = self.host.broker
         existed = internal in broker.queues
-        try:
-            broker.declare_queue(internal, durable, options)
-        except BrokerError as exc:
-            raise _refused(exc, names) from None
-        if existed:
-            return Response(204)
-        await definitions.committed(broker, "queue")
-        return Response(201)
+        return await self._declared(
+            existed, lambda: broker.declare_queue(internal, durable, options), names, "queue"
+        )
 
     async def delete_queue(
         self, p: Principal, vhost: str, name: str, query: dict[str, str]
@@ -162,12 +184,7 @@ class Objects:
         if query.get("if-unused") == TRUE and stats["consumers"]:
             users = stats["consumers"]
             raise HTTPError(400, f"queue '{name}' in vhost '{vhost}' has {users} consumer(s)")
-        try:
-            self.host.broker.delete_queue(q.name)
-        except BrokerError as exc:
-            raise _refused(exc, names) from None
-        await definitions.committed(self.host.broker, "deletion")
-        return Response(204)
+        return await self._deleted(lambda: self.host.broker.delete_queue(q.name), names)
 
     # --- exchanges ------------------------------------------------------------------------
 
@@ -181,14 +198,9 @@ class Objects:
         etype, durable = _bad(lambda: declarations.exchange_settings(body))
         broker = self.host.broker
         existed = internal in broker.exchanges
-        try:
-            broker.declare_exchange(internal, etype, durable)
-        except BrokerError as exc:
-            raise _refused(exc, names) from None
-        if existed:
-            return Response(204)
-        await definitions.committed(broker, "exchange")
-        return Response(201)
+        return await self._declared(
+            existed, lambda: broker.declare_exchange(internal, etype, durable), names, "exchange"
+        )
 
     async def delete_exchange(
         self, p: Principal, vhost: str, name: str, query: dict[str, str]
@@ -204,12 +216,7 @@ class Objects:
             raise HTTPError(404, f"no exchange '{name}' in vhost '{vhost}'")
         if query.get("if-unused") == TRUE and ex.router.bindings():
             raise HTTPError(400, f"exchange '{name}' in vhost '{vhost}' is in use (bound)")
-        try:
-            self.host.broker.delete_exchange(ex.name)
-        except BrokerError as exc:
-            raise _refused(exc, names) from None
-        await definitions.committed(self.host.broker, "deletion")
-        return Response(204)
+        return await self._deleted(lambda: self.host.broker.delete_exchange(ex.name), names)
 
     # --- bindings -------------------------------------------------------------------------
 
@@ -268,12 +275,11 @@ class Objects:
         self.gate.check_frame(p, vhost, bp.Unbind(0, queue, exchange, key))
         names = Names.of(vhost)
         broker = self.host.broker
-        try:
-            broker.unbind(names.inn(queue), names.exchange_in(exchange), key)
-        except BrokerError as exc:
-            raise _refused(exc, names) from None
-        await definitions.committed(broker, "unbinding")
-        return Response(204)
+        return await self._deleted(
+            lambda: broker.unbind(names.inn(queue), names.exchange_in(exchange), key),
+            names,
+            "unbinding",
+        )
 
     def between(self, vhost: str, exchange: str, queue: str) -> list[dict[str, Any]]:
         rows = definitions.binding_rows(self.host.broker, vhost)
