@@ -21,6 +21,15 @@ with a fake clock. Invariants:
   be before the fsync that makes it durable; when the write fails nothing of
   the batch is delivered and its publishes are refused. Confirms wait for
   the fsync (``commits.py``).
+* Except while ``deliver_before_write`` says the write cannot fail for want
+  of space (the server asks its free-disk reading; an in-memory store cannot
+  fail): then a message enters its queue in its publish's own tick, as
+  RabbitMQ delivers before its disk write, which saves a task the two thread
+  hops and the commit. Its batch's write failing after all (an I/O error, a
+  disk filled by another writer between two readings) withdraws the copies
+  still ready; one already delivered stays delivered, and its refusal says
+  so. A failed write turns this off until a write succeeds, and a queue
+  with messages still arriving takes a new one behind them, in order.
 * Reads (queue pages, delayed loads) are asked for during an operation and
   issued by ``flush`` after the tick's batch, so they see every row it wrote.
 * A delivery is in its connection's ``deliveries`` and in the lease wheel
@@ -45,7 +54,7 @@ from typing import Any
 from brokerd_protocol import MAX_REJECT_REASON, ErrorCode
 
 from .clock import Clock
-from .commits import IN_MEMORY, STORED, UNROUTED, Arrival, Commits
+from .commits import IN_MEMORY, STORED, UNROUTED, Arrival, Commits, Early
 from .delayed import DelayedLoad, DelayedSet
 from .errors import BrokerError, not_found
 from .leases import LeaseWheel
@@ -100,6 +109,16 @@ class Broker:
         self._last_sweep = 0.0
         #: Messages of this tick's batch that enter their queues on its commit.
         self._arrivals: list[Arrival] = []
+        #: Messages of this tick's batch that entered their queues before its
+        #: write (``deliver_before_write``), withdrawn if the write fails.
+        self._early: list[Early] = []
+        #: Whether this tick's publishes may enter their queues before the
+        #: batch's write: asked once per batch, None until its first publish.
+        self._early_ok: bool | None = None
+        #: Set by the server: True when the store's next write cannot fail for
+        #: want of space, so a publish may be delivered before it is written.
+        #: The default (never) keeps every delivery behind its write.
+        self.deliver_before_write: Callable[[], bool] = _never
         self.commits = Commits(
             store,
             self.counters,
@@ -154,7 +173,9 @@ class Broker:
         if batch:
             self.batch = Batch(self._touch)
             arrivals, self._arrivals = self._arrivals, []
-            commits.submit(batch, arrivals)
+            early, self._early = self._early, []
+            self._early_ok = None
+            commits.submit(batch, arrivals, early)
         if self._page_requests:
             requests, self._page_requests = self._page_requests, {}
             for q in requests.values():
@@ -163,9 +184,16 @@ class Broker:
         if load is not None:
             commits.load_delayed(load)
 
-    def _arrive(self, arrivals: list[Arrival], generation: int, committed: bool) -> None:
+    def _arrive(
+        self, arrivals: list[Arrival], early: list[Early], generation: int, committed: bool
+    ) -> None:
         """Messages of a committed batch enter their queues; those of a failed
-        one are dropped. A purge or delete since the publish took them already."""
+        one are dropped, and those that entered before the write are withdrawn
+        where still ready. A purge or delete since the publish took them already."""
+        if not committed:
+            for q, epoch, m, in_memory in early:
+                if not q.deleted and q.epoch == epoch:
+                    q.withdraw(m, in_memory)
         touched: dict[int, QueueState] = {}
         for q, epoch, m in arrivals:
             if q.deleted:
@@ -298,6 +326,12 @@ class Broker:
         timestamp = int(now * 1000)
         batch = self.batch
         arrivals = self._arrivals
+        before_write = False
+        if durable:
+            ok = self._early_ok
+            if ok is None:
+                ok = self._early_ok = not self.commits.write_failed and self.deliver_before_write()
+            before_write = ok
         for q in targets:
             q.published += 1
             ttl = props.ttl
@@ -320,15 +354,24 @@ class Broker:
             else:
                 m.seq = self._new_seq()
             if durable:
-                # Held back until the batch is written (``_arrive``): a
-                # publish that is refused must not have been delivered.
                 if q.durable:
                     batch.insert(m)
-                if m.seq is not None:
-                    q.arriving.append(m)
-                else:
+                if m.seq is None:
                     q.arriving_delayed += 1
-                arrivals.append((q, q.epoch, m))
+                    arrivals.append((q, q.epoch, m))
+                elif before_write and not q.arriving:
+                    # In its queue before the write (see the invariants).
+                    self._early.append((q, q.epoch, m, q.push(m)))
+                    self._enforce_max_length(q)
+                    if q.consumers:
+                        self._dispatch(q)
+                    else:
+                        self._maybe_page(q)
+                else:
+                    # Held back until the batch is written (``_arrive``): a
+                    # publish that is refused must not have been delivered.
+                    q.arriving.append(m)
+                    arrivals.append((q, q.epoch, m))
             elif m.ready_at is not None:
                 self.delayed.add(q, m)
             else:
@@ -800,3 +843,7 @@ class Broker:
 
 
 _PLAIN = PublishProps()
+
+
+def _never() -> bool:
+    return False

@@ -18,10 +18,13 @@ Invariants:
   transient-only publishes needed nothing stored and are confirmed either
   way. Then its ``on_commit`` callbacks run, then the listeners (flow control).
 * A batch whose write failed is never written: its arrivals are dropped, so
-  a refused publish was never delivered. A batch whose sync failed after the
-  write keeps its deliveries and its rows, and its stored publishes are
-  refused all the same (a confirm means on disk), saying they may have been
-  delivered.
+  a refused publish was never delivered, unless it entered its queue before
+  the write (the broker's ``deliver_before_write``): then its copies still
+  ready are withdrawn, and the refusal says it may have been delivered.
+  ``write_failed`` stays set from a failed write to the next good one. A
+  batch whose sync failed after the write keeps its deliveries and its rows,
+  and its stored publishes are refused all the same (a confirm means on
+  disk), saying they may have been delivered.
 """
 
 from __future__ import annotations
@@ -44,7 +47,10 @@ UNROUTED, IN_MEMORY, STORED = 0, 1, 2
 
 #: (queue, the queue's epoch at publish, message): enters the queue on commit.
 Arrival = tuple[QueueState, int, Message]
-Arrive = Callable[[list[Arrival], int, bool], None]
+#: (queue, the queue's epoch at publish, message, whether the queue took it
+#: into memory): entered its queue before the write; withdrawn if it fails.
+Early = tuple[QueueState, int, Message, bool]
+Arrive = Callable[[list[Arrival], list[Early], int, bool], None]
 Paged = Callable[[QueueState, PageRead, "list[Message] | BaseException"], None]
 Loaded = Callable[[DelayedLoad, "list[Message] | BaseException"], None]
 
@@ -64,19 +70,23 @@ class Commits:
         self.inflight_bytes = 0
         #: Called after every commit, failed or not (flow control).
         self.listeners: list[Callable[[], None]] = []
+        #: The last write failed (no write has succeeded since).
+        self.write_failed = False
 
     # --- writes ---------------------------------------------------------------
 
-    def submit(self, batch: Batch, arrivals: list[Arrival]) -> None:
+    def submit(self, batch: Batch, arrivals: list[Arrival], early: list[Early]) -> None:
         self.inflight_bytes += batch.nbytes
         self.generation = gen = self.generation + 1
-        flight = _Flight(batch, arrivals, gen)
+        flight = _Flight(batch, arrivals, early, gen)
         self.store.commit(batch, partial(self._done, flight), partial(self._written, flight))
 
     def _written(self, flight: _Flight) -> None:
         flight.written = True
+        self.write_failed = False
+        flight.early = []
         if flight.arrivals:
-            self._arrive(flight.arrivals, flight.generation, True)
+            self._arrive(flight.arrivals, [], flight.generation, True)
             flight.arrivals = []
         for callback in flight.batch.on_written:
             callback(None)
@@ -87,20 +97,23 @@ class Commits:
             if error is None:
                 self._written(flight)  # a store that reports written with done
             else:
-                if flight.arrivals:
-                    self._arrive(flight.arrivals, flight.generation, False)
+                self.write_failed = True
+                if flight.arrivals or flight.early:
+                    self._arrive(flight.arrivals, flight.early, flight.generation, False)
                 for callback in batch.on_written:
                     callback(error)
         self.inflight_bytes -= batch.nbytes
         if error is None and batch.first_publish:
             self.counters.publish_confirm.observe(time.perf_counter() - batch.first_publish)
-        self._answer(batch, error, flight.written)
+        self._answer(batch, error, flight.written, bool(flight.early))
         for callback in batch.on_commit:
             callback(error)
         for listener in self.listeners:
             listener()
 
-    def _answer(self, batch: Batch, error: BaseException | None, written: bool) -> None:
+    def _answer(
+        self, batch: Batch, error: BaseException | None, written: bool, early: bool
+    ) -> None:
         """Confirm each connection's publishes in one frame, or refuse them."""
         counters = self.counters
         by_conn: dict[Connection, tuple[list[int], list[int]]] = {}
@@ -113,6 +126,13 @@ class Commits:
                 refusal = (
                     "storage failed to sync (fsync) after the write: the message may "
                     f"have been delivered and may not survive a power loss: {error}"
+                )
+            elif early:
+                # Some of its messages entered their queues before the write:
+                # those still ready were withdrawn, others may have gone out.
+                refusal = (
+                    "storage failed, nothing was stored, but the message may have been "
+                    f"delivered before the write failed: {error}"
                 )
             else:
                 # None of its messages entered a queue (the arrivals were
@@ -160,11 +180,16 @@ class Commits:
 class _Flight:
     """A batch handed to the store, until it is done."""
 
-    __slots__ = ("arrivals", "batch", "generation", "written")
+    __slots__ = ("arrivals", "batch", "early", "generation", "written")
 
-    def __init__(self, batch: Batch, arrivals: list[Arrival], generation: int) -> None:
+    def __init__(
+        self, batch: Batch, arrivals: list[Arrival], early: list[Early], generation: int
+    ) -> None:
         self.batch = batch
         self.arrivals = arrivals
+        #: Its messages that entered their queues before the write (kept
+        #: until the write's outcome is known).
+        self.early = early
         self.generation = generation
         #: The store reported it written (its arrivals entered their queues).
         self.written = False

@@ -12,6 +12,12 @@ Free space is read with ``statvfs`` from the server's timer every
 commits are subtracted (twice: WAL, then database) from the last reading; when
 that estimate falls below the limit the next tick reads again at once, so a
 fast publisher cannot write far past the limit within one interval.
+
+The same reading says whether the broker may deliver a message before its
+batch is written (``ample``, the broker's ``deliver_before_write``): only
+while the estimate leaves ``DELIVERY_MARGIN`` above the limit after the bytes
+still to be written, so a write that fails for want of space has never
+handed its messages out. A limit of 0 turns the alarm off, not the reading.
 """
 
 from __future__ import annotations
@@ -26,6 +32,10 @@ log = logging.getLogger("brokerd.diskfree")
 
 #: Seconds between two readings of the free space when nothing suggests hurry.
 CHECK_INTERVAL = 1.0
+#: Free bytes beyond the limit, after the pending writes, below which every
+#: delivery waits for its write again: far more than one interval's writes
+#: can take on this kind of machine at the broker's flow-control limits.
+DELIVERY_MARGIN = 256 * 2**20
 
 Probe = Callable[[str], int]
 
@@ -63,9 +73,20 @@ class DiskMonitor:
         """Called by the server's timer; reads free space only when due."""
         if now - self._checked_at < CHECK_INTERVAL and self.free is not None:
             estimate = self.free - 2 * (self.written() - self._written_at_check)
-            if estimate >= self.limit:
+            if estimate >= self.limit + DELIVERY_MARGIN:
                 return
         self.check(now)
+
+    def ample(self, pending: int) -> bool:
+        """True when writing ``pending`` more bytes cannot run the disk out:
+        the last reading, less what was committed since and ``pending`` (each
+        twice: WAL, then database), still leaves ``DELIVERY_MARGIN`` above the
+        limit. False without a good reading."""
+        free = self.free
+        if free is None or self._probe_failing:
+            return False
+        left = free - 2 * (self.written() - self._written_at_check + pending)
+        return left >= self.limit + DELIVERY_MARGIN
 
     def check(self, now: float) -> None:
         self._checked_at = now

@@ -190,8 +190,8 @@ class QueueState:
         self.leased = 0
         #: Messages past max_length (drop_head) still to be dropped once in memory.
         self.drops_owed = 0
-        #: Messages published to this queue whose batch has not committed yet,
-        #: oldest first: they enter the queue only once they are durable.
+        #: Messages published to this queue that wait for their batch's write,
+        #: oldest first (all of them unless the broker delivers before writes).
         self.arriving: deque[Message] = deque()
         #: Delayed messages published to this queue whose batch has not committed.
         self.arriving_delayed = 0
@@ -263,6 +263,24 @@ class QueueState:
         n = len(m.body)
         self.mem_bytes += n
         self.budget.used += n
+
+    def withdraw(self, m: Message, in_memory: bool) -> None:
+        """Take back a message whose write failed after it entered the queue
+        (``push`` said where: memory or disk only). Gone already when it was
+        delivered, expired or dropped; one on disk only was never read."""
+        if not in_memory:
+            if self.disk[m.priority]:
+                self.disk[m.priority] -= 1
+            return
+        dq = self.ready[m.priority]
+        for i, held in enumerate(dq):
+            if held is m:
+                del dq[i]
+                self.mem -= 1
+                n = len(m.body)
+                self.mem_bytes -= n
+                self.budget.used -= n
+                return
 
     def pop(self) -> Message | None:
         """The next message to deliver: highest priority, then oldest."""

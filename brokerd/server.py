@@ -121,14 +121,20 @@ class BrokerServer:
         )
         self.flow = FlowControl(self.broker, config.max_uncommitted)
         self.disk: DiskMonitor | None = None
-        if isinstance(self.store, SqliteStore) and config.min_free_disk > 0:
+        if isinstance(self.store, SqliteStore):
+            # Read even with the alarm off (a limit of 0): the reading also
+            # says when a message may go out before its write.
             store = self.store
-            self.disk = DiskMonitor(
+            disk = self.disk = DiskMonitor(
                 config.data_dir,
                 config.min_free_disk,
                 self.flow.set_disk_alarm,
                 written=lambda: store.committed_bytes,
             )
+            broker = self.broker
+            self.broker.deliver_before_write = lambda: disk.ample(broker.uncommitted_bytes)
+        elif isinstance(self.store, MemoryStore):
+            self.broker.deliver_before_write = _always
         #: Every open connection.
         self.sessions: set[Session] = set()
         #: Connections not welcomed yet (TLS handshakes included), in the
@@ -560,3 +566,7 @@ def _write_port_file(path: str, port: int) -> None:
     tmp = Path(path + ".tmp")
     tmp.write_text(str(port))
     os.replace(tmp, path)
+
+
+def _always() -> bool:
+    return True

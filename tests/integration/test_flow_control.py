@@ -166,9 +166,10 @@ async def test_publisher_that_never_waits_is_held_at_its_own_budget(  # type: ig
         assert server.broker.uncommitted_bytes < server.config.max_uncommitted
         # Another connection is still read and served while the blaster is held...
         light = asyncio.ensure_future(admin.publish("", "light", b"x"))
-        # (accepted, and waiting for its commit to enter the queue)
-        await until(lambda: len(server.broker.queues["light"].arriving) == 1, "light accepted")
-        assert (await admin.queue_stats("light")).ready == 0
+        # (accepted, and waiting for its commit to be confirmed)
+        await until(lambda: server.broker.queues["light"].published == 1, "light accepted")
+        await admin.queue_stats("light")  # a round trip after the publish
+        assert not light.done()
         # ... and once commits go through, everyone is confirmed and the blaster resumes.
         gate.open()
         assert await asyncio.wait_for(light, BOUND) is True
@@ -321,3 +322,35 @@ async def test_held_connection_still_gets_heartbeats_and_survives_a_long_alarm(
         disk.free = limit
         assert await asyncio.wait_for(held, BOUND) is True
         await client.close()
+
+
+async def test_deliveries_go_out_before_their_write_only_while_the_disk_has_room(
+    tmp_path: Path,
+) -> None:
+    """The free-disk reading decides it, with the alarm off too (SPEC §10.4):
+    a publish that a full disk refuses was then never delivered."""
+    from brokerd.diskfree import DELIVERY_MARGIN
+
+    async with broker_on_disk(tmp_path / "data", min_free_disk=0) as server:
+        assert server.disk is not None
+        disk = FakeDisk(free=10 * DELIVERY_MARGIN)
+        server.disk.probe = disk.probe
+        server.disk.check(0.0)
+        assert server.broker.deliver_before_write()
+        disk.free = DELIVERY_MARGIN - 1
+        await until(lambda: server.disk is not None and server.disk.free == disk.free, "reread")
+        assert not server.broker.deliver_before_write()
+        assert not server.flow.disk_alarm
+        # Publishes are taken and delivered all the same, each after its write.
+        client = await brokerd_client.connect(f"brokerd://127.0.0.1:{server.port}")
+        await client.declare_queue("work")
+        consumer = await client.consume("work", prefetch=10)
+        assert await client.publish("", "work", b"late") is True
+        assert (await consumer.next(timeout=BOUND)).body == b"late"
+        await client.close()
+
+
+async def test_an_in_memory_broker_delivers_before_its_write() -> None:
+    config = Config(host="127.0.0.1", port=0, data_dir=":memory:", metrics_port=0)
+    server = build_server(config.validate())
+    assert server.broker.deliver_before_write()

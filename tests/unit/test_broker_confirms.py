@@ -17,6 +17,13 @@ the messages are delivered once the write succeeded (a failed write is where
 a full disk shows), the confirms and the replies that promise durability go
 out only once the sync did. The store here can hold its syncs back, or fail
 them after the write.
+
+While the server knows the write cannot fail for want of space (the broker's
+``deliver_before_write``, from its free-disk reading), a message is delivered
+before its write instead, as RabbitMQ does; these tests set that predicate.
+A write that fails all the same withdraws what is still ready and refuses
+saying the message may have been delivered, and turns this off until a write
+succeeds.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import pytest
 from corekit import DiskEnv, Env, FakePeer, FlakyStore
 
 from brokerd.errors import BrokerError
-from brokerd.queues import Connection
+from brokerd.queues import WINDOW, Connection
 from brokerd_protocol import ErrorCode
 
 
@@ -397,3 +404,144 @@ def test_on_sqlite_a_delivery_goes_out_before_the_fsync_returns(
     finally:
         release.set()
         env.crash()
+
+
+# --- delivery before the write, while the disk has room ------------------------------------
+
+
+def _roomy(env: Env) -> list[bool]:
+    """Let publishes go out before their write; the list's last value is what
+    ``deliver_before_write`` answers (the test flips it)."""
+    answer = [True]
+    env.broker.deliver_before_write = lambda: answer[-1]
+    return answer
+
+
+def test_with_room_a_durable_publish_is_delivered_before_its_write_and_confirmed_after(
+    env: Env,
+) -> None:
+    _roomy(env)
+    conn, peer = _consuming(env)
+    seq = env.publish(conn, "q", b"one")
+    assert peer.bodies() == [b"one"]  # in the publish's own tick
+    assert peer.confirmed == []
+    env.settle()
+    assert peer.confirmed == [seq]
+    assert peer.bodies() == [b"one"]  # delivered once
+    assert env.store.count_rows() == 1
+
+
+def test_a_failed_write_after_an_early_delivery_refuses_saying_it_may_have_been_delivered(
+    env: Env,
+) -> None:
+    _roomy(env)
+    b = env.broker
+    conn, peer = _consuming(env)
+    failing(env).fail_commits = 1
+    seq = env.publish(conn, "q", b"early")
+    [g] = peer.take()
+    env.settle()
+    assert [(s, code) for s, code, _ in peer.publish_errors] == [(seq, ErrorCode.STORAGE_FAILED)]
+    text = peer.publish_errors[0][2]
+    assert "may have been delivered" in text and "disk is full" in text
+    assert peer.confirmed == []
+    # The delivery stands and settles (its row was never stored: nothing to delete).
+    assert b.ack(conn, [g.delivery]) == []
+    env.settle()
+    assert env.store.count_rows() == 0
+    assert env.stats("q") == {"ready": 0, "leased": 0, "delayed": 0, "consumers": 1}
+
+
+def test_a_failed_write_withdraws_the_copies_still_ready_in_memory_and_on_disk(env: Env) -> None:
+    """More than a window's worth: the queue kept some in memory and counted the
+    rest as on disk; none of them exists after the failed write."""
+    _roomy(env)
+    b = env.broker
+    b.declare_queue("q", True, {})
+    env.settle()
+    conn, peer = env.connect()
+    failing(env).fail_commits = 1
+    for i in range(WINDOW + 5):
+        env.publish(conn, "q", b"m%d" % i)
+    assert env.stats("q")["ready"] == WINDOW + 5
+    env.settle()
+    assert len(peer.publish_errors) == WINDOW + 5
+    assert env.stats("q")["ready"] == 0
+    assert env.store.count_rows() == 0
+    _, consumer = env.consuming("q")
+    env.settle()
+    assert consumer.got == []
+    # What is published next is delivered as usual.
+    env.publish(conn, "q", b"next")
+    env.settle()
+    assert consumer.bodies() == [b"next"]
+
+
+def test_after_a_failed_write_deliveries_wait_for_their_write_until_one_succeeds(
+    env: Env,
+) -> None:
+    _roomy(env)
+    conn, peer = _consuming(env)
+    failing(env).fail_commits = 1
+    env.publish(conn, "q", b"lost")
+    env.settle()
+    peer.take()
+    env.publish(conn, "q", b"held")
+    assert peer.got == []  # the last write failed: this one waits for its own
+    env.settle()
+    assert peer.bodies() == [b"held"]
+    env.publish(conn, "q", b"early")
+    assert peer.bodies() == [b"held", b"early"]  # a write succeeded since
+
+
+def test_without_room_deliveries_wait_for_their_write(env: Env) -> None:
+    answer = _roomy(env)
+    answer.append(False)
+    conn, peer = _consuming(env)
+    env.publish(conn, "q", b"held")
+    assert peer.got == []
+    env.settle()
+    assert peer.bodies() == [b"held"]
+
+
+def test_a_publish_behind_messages_still_arriving_keeps_their_order(env: Env) -> None:
+    answer = _roomy(env)
+    answer.append(False)
+    conn, peer = _consuming(env)
+    env.publish(conn, "q", b"first")
+    env.broker.flush()  # its batch is with the store, not yet written
+    answer.append(True)
+    env.publish(conn, "q", b"second")
+    assert peer.got == []  # behind "first", which waits for its write
+    env.settle()
+    assert peer.bodies() == [b"first", b"second"]
+
+
+def test_the_question_is_asked_once_per_batch(env: Env) -> None:
+    asked: list[None] = []
+
+    def roomy() -> bool:
+        asked.append(None)
+        return True
+
+    env.broker.deliver_before_write = roomy
+    conn, _ = _consuming(env)
+    for i in range(10):
+        env.publish(conn, "q", b"%d" % i)
+    assert len(asked) == 1
+    env.settle()
+    env.publish(conn, "q", b"next")
+    assert len(asked) == 2
+
+
+def test_a_purge_after_an_early_publish_removes_its_row_too(env: Env) -> None:
+    _roomy(env)
+    b = env.broker
+    b.declare_queue("q", True, {})
+    env.settle()
+    conn, _ = env.connect()
+    env.publish(conn, "q", b"x")
+    assert b.purge_queue("q") == 1
+    env.settle()
+    assert env.store.count_rows() == 0
+    assert env.restart().stats("q")["ready"] == 0

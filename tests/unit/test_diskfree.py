@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from brokerd.config import ConfigError, load
-from brokerd.diskfree import CHECK_INTERVAL, DiskMonitor
+from brokerd.diskfree import CHECK_INTERVAL, DELIVERY_MARGIN, DiskMonitor
 from brokerd.sizes import format_size, parse_size
 
 MB = 1_000_000
@@ -145,7 +145,8 @@ def test_free_space_is_checked_at_a_modest_rate_not_every_tick() -> None:
 
 
 def test_writes_that_may_cross_the_limit_trigger_an_early_check() -> None:
-    disk, changes = Disk(free=LIMIT + 10 * MB), []
+    # The early check starts DELIVERY_MARGIN above the limit (see the ample tests).
+    disk, changes = Disk(free=LIMIT + DELIVERY_MARGIN + 10 * MB), []
     m = monitor(disk, changes)
     m.check(0.0)
     probes = disk.probes
@@ -171,3 +172,40 @@ def test_failing_probe_is_logged_once_and_changes_nothing(
     assert not m.alarm and changes == []
     assert len(caplog.records) == 1
     assert "Input/output error" in caplog.records[0].getMessage()
+
+
+# --- whether a delivery may go out before its write ------------------------------------
+
+
+def test_deliveries_may_precede_writes_only_with_the_margin_left_after_pending_writes() -> None:
+    disk, changes = Disk(free=LIMIT + DELIVERY_MARGIN + 10 * MB), []
+    m = monitor(disk, changes)
+    assert not m.ample(0)  # no reading yet
+    m.check(0.0)
+    assert m.ample(0)
+    assert m.ample(5 * MB)  # written twice (WAL, then database): 10 MB, still inside
+    assert not m.ample(5 * MB + 1)
+    disk.written += 5 * MB  # committed since the reading counts the same way
+    assert m.ample(0)
+    assert not m.ample(1)
+
+
+def test_deliveries_wait_for_writes_below_the_margin_even_with_the_alarm_off() -> None:
+    disk, changes = Disk(free=DELIVERY_MARGIN - 1), []
+    m = monitor(disk, changes, limit=0)
+    m.check(0.0)
+    assert not m.alarm and changes == []  # a limit of 0: no alarm, whatever is free
+    assert not m.ample(0)
+    disk.free = DELIVERY_MARGIN
+    m.tick(0.02)  # below the margin, every tick reads again
+    assert m.ample(0)
+
+
+def test_deliveries_wait_for_writes_while_the_probe_fails() -> None:
+    disk, changes = Disk(free=10 * DELIVERY_MARGIN), []
+    m = monitor(disk, changes)
+    m.check(0.0)
+    assert m.ample(0)
+    disk.fail = OSError(5, "Input/output error")
+    m.check(CHECK_INTERVAL)
+    assert not m.ample(0)
