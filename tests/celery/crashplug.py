@@ -6,7 +6,8 @@ header is complete, and dies before the body is published. ``after_fire``:
 the body was published (and the group marked fired), and the header task
 dies before it is acked. Either way the header task is redelivered to
 another worker. ``CRASH_MARK`` is a file created when crashing, so only the
-first worker to get there dies.
+first worker to get there dies. Each GroupFire that published the body is
+recorded as a ``fired`` run.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import os
 import signal
 from typing import Any
+
+from tutorial.runs import record
 
 from brokerd_client.celery import chords
 
@@ -40,6 +43,8 @@ def _crashing_fire_body(*args: Any) -> bool:
     if where == "before_fire":
         _die_once()
     fired = _fire_body(*args)
+    if fired:
+        record("fired", "chord")
     if where == "after_fire":
         _die_once()
     return fired
