@@ -23,7 +23,8 @@ with a fake clock. Invariants:
   the fsync (``commits.py``).
 * Except while ``deliver_before_write`` says the write cannot fail for want
   of space (the server asks its free-disk reading; an in-memory store cannot
-  fail): then a message enters its queue in its publish's own tick, as
+  fail): then a message enters its queue in its publish's own tick (and is
+  dispatched at the tick's end, once per queue, by ``flush``), as
   RabbitMQ delivers before its disk write, which saves a task the two thread
   hops and the commit. Its batch's write failing after all (an I/O error, a
   disk filled by another writer between two readings) withdraws the copies
@@ -112,6 +113,8 @@ class Broker:
         #: Messages of this tick's batch that entered their queues before its
         #: write (``deliver_before_write``), withdrawn if the write fails.
         self._early: list[Early] = []
+        #: Queues those messages entered this tick, dispatched by ``flush``.
+        self._landed: dict[int, QueueState] = {}
         #: Whether this tick's publishes may enter their queues before the
         #: batch's write: asked once per batch, None until its first publish.
         self._early_ok: bool | None = None
@@ -166,7 +169,21 @@ class Broker:
         Reads are issued here, never in the middle of an operation, so a
         publish that fans out to several queues always lands in one batch, and
         a read submitted after the commit sees every row the tick wrote.
+
+        First, queues that took messages before their write this tick are
+        dispatched, once each: what that changes (an expiry, a dead-letter)
+        goes into this batch.
         """
+        if self._landed:
+            landed, self._landed = self._landed, {}
+            for q in landed.values():
+                if q.deleted:
+                    continue
+                self._enforce_max_length(q)
+                if q.consumers:
+                    self._dispatch(q)
+                else:
+                    self._maybe_page(q)
         self._dirty = False
         batch = self.batch
         commits = self.commits
@@ -360,13 +377,10 @@ class Broker:
                     q.arriving_delayed += 1
                     arrivals.append((q, q.epoch, m))
                 elif before_write and not q.arriving:
-                    # In its queue before the write (see the invariants).
+                    # In its queue before the write (see the invariants),
+                    # dispatched once per queue at the end of the tick.
                     self._early.append((q, q.epoch, m, q.push(m)))
-                    self._enforce_max_length(q)
-                    if q.consumers:
-                        self._dispatch(q)
-                    else:
-                        self._maybe_page(q)
+                    self._landed[id(q)] = q
                 else:
                     # Held back until the batch is written (``_arrive``): a
                     # publish that is refused must not have been delivered.

@@ -423,7 +423,8 @@ def test_with_room_a_durable_publish_is_delivered_before_its_write_and_confirmed
     _roomy(env)
     conn, peer = _consuming(env)
     seq = env.publish(conn, "q", b"one")
-    assert peer.bodies() == [b"one"]  # in the publish's own tick
+    env.broker.flush()  # the tick's end: dispatched, and the batch handed to the store
+    assert peer.bodies() == [b"one"]  # before the store reported the write
     assert peer.confirmed == []
     env.settle()
     assert peer.confirmed == [seq]
@@ -439,6 +440,7 @@ def test_a_failed_write_after_an_early_delivery_refuses_saying_it_may_have_been_
     conn, peer = _consuming(env)
     failing(env).fail_commits = 1
     seq = env.publish(conn, "q", b"early")
+    env.broker.flush()
     [g] = peer.take()
     env.settle()
     assert [(s, code) for s, code, _ in peer.publish_errors] == [(seq, ErrorCode.STORAGE_FAILED)]
@@ -487,10 +489,12 @@ def test_after_a_failed_write_deliveries_wait_for_their_write_until_one_succeeds
     env.settle()
     peer.take()
     env.publish(conn, "q", b"held")
+    env.broker.flush()
     assert peer.got == []  # the last write failed: this one waits for its own
     env.settle()
     assert peer.bodies() == [b"held"]
     env.publish(conn, "q", b"early")
+    env.broker.flush()
     assert peer.bodies() == [b"held", b"early"]  # a write succeeded since
 
 
@@ -499,6 +503,7 @@ def test_without_room_deliveries_wait_for_their_write(env: Env) -> None:
     answer.append(False)
     conn, peer = _consuming(env)
     env.publish(conn, "q", b"held")
+    env.broker.flush()
     assert peer.got == []
     env.settle()
     assert peer.bodies() == [b"held"]
@@ -512,6 +517,7 @@ def test_a_publish_behind_messages_still_arriving_keeps_their_order(env: Env) ->
     env.broker.flush()  # its batch is with the store, not yet written
     answer.append(True)
     env.publish(conn, "q", b"second")
+    env.broker.flush()
     assert peer.got == []  # behind "first", which waits for its write
     env.settle()
     assert peer.bodies() == [b"first", b"second"]
