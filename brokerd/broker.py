@@ -347,8 +347,9 @@ class Broker:
         if durable:
             ok = self._early_ok
             if ok is None:
-                ok = self._early_ok = not self.commits.write_failed and self.deliver_before_write()
-            before_write = ok
+                ok = self._early_ok = self.deliver_before_write()
+            # A failed write reported since the batch began counts at once.
+            before_write = ok and not self.commits.write_failed
         for q in targets:
             q.published += 1
             ttl = props.ttl

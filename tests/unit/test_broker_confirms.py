@@ -498,6 +498,24 @@ def test_after_a_failed_write_deliveries_wait_for_their_write_until_one_succeeds
     assert peer.bodies() == [b"held", b"early"]  # a write succeeded since
 
 
+def test_a_failed_write_reported_while_a_batch_fills_holds_its_next_publishes(
+    env: Env,
+) -> None:
+    _roomy(env)
+    conn, peer = _consuming(env)
+    failing(env).fail_commits = 1
+    env.publish(conn, "q", b"a")
+    env.broker.flush()
+    env.publish(conn, "q", b"b")  # the next batch: went in before the failure was known
+    env.drain()  # the first batch's write fails
+    assert len(peer.publish_errors) == 1
+    env.publish(conn, "q", b"c")  # same batch as "b", after the failure: waits for its write
+    env.broker.flush()
+    assert peer.bodies() == [b"a", b"b"]
+    env.settle()
+    assert peer.bodies() == [b"a", b"b", b"c"]
+
+
 def test_without_room_deliveries_wait_for_their_write(env: Env) -> None:
     answer = _roomy(env)
     answer.append(False)
