@@ -220,7 +220,13 @@ def test_a_publish_to_transient_queues_only_is_delivered_at_once(env: Env) -> No
     assert peer.bodies() == [b"now"]
 
 
-def test_a_purge_before_the_commit_removes_the_arriving_message(env: Env) -> None:
+@pytest.mark.parametrize("before_write", [False, True], ids=["arriving", "entered"])
+def test_a_purge_before_the_commit_removes_the_message_and_its_row(
+    env: Env, before_write: bool
+) -> None:
+    """Whether the message waits for its write or entered its queue already."""
+    if before_write:
+        _roomy(env)
     b = env.broker
     b.declare_queue("q", True, {})
     env.settle()
@@ -233,6 +239,7 @@ def test_a_purge_before_the_commit_removes_the_arriving_message(env: Env) -> Non
     assert peer.got == []
     assert env.stats("q")["ready"] == 0
     assert env.store.count_rows() == 0
+    assert env.restart().stats("q")["ready"] == 0
 
 
 def test_a_queue_deleted_before_the_commit_gets_no_arriving_message(env: Env) -> None:
@@ -417,6 +424,14 @@ def _roomy(env: Env) -> list[bool]:
     return answer
 
 
+def _early_with_a_failing_write(env: Env) -> tuple[Connection, FakePeer]:
+    """Deliveries before the write, a consumer on "q", and the next write failing."""
+    _roomy(env)
+    conn, peer = _consuming(env)
+    failing(env).fail_commits = 1
+    return conn, peer
+
+
 def test_with_room_a_durable_publish_is_delivered_before_its_write_and_confirmed_after(
     env: Env,
 ) -> None:
@@ -482,9 +497,7 @@ def test_a_failed_write_withdraws_the_copies_still_ready_in_memory_and_on_disk(e
 def test_after_a_failed_write_deliveries_wait_for_their_write_until_one_succeeds(
     env: Env,
 ) -> None:
-    _roomy(env)
-    conn, peer = _consuming(env)
-    failing(env).fail_commits = 1
+    conn, peer = _early_with_a_failing_write(env)
     env.publish(conn, "q", b"lost")
     env.settle()
     peer.take()
@@ -501,9 +514,7 @@ def test_after_a_failed_write_deliveries_wait_for_their_write_until_one_succeeds
 def test_a_failed_write_reported_while_a_batch_fills_holds_its_next_publishes(
     env: Env,
 ) -> None:
-    _roomy(env)
-    conn, peer = _consuming(env)
-    failing(env).fail_commits = 1
+    conn, peer = _early_with_a_failing_write(env)
     env.publish(conn, "q", b"a")
     env.broker.flush()
     env.publish(conn, "q", b"b")  # the next batch: went in before the failure was known
@@ -556,16 +567,3 @@ def test_the_question_is_asked_once_per_batch(env: Env) -> None:
     env.settle()
     env.publish(conn, "q", b"next")
     assert len(asked) == 2
-
-
-def test_a_purge_after_an_early_publish_removes_its_row_too(env: Env) -> None:
-    _roomy(env)
-    b = env.broker
-    b.declare_queue("q", True, {})
-    env.settle()
-    conn, _ = env.connect()
-    env.publish(conn, "q", b"x")
-    assert b.purge_queue("q") == 1
-    env.settle()
-    assert env.store.count_rows() == 0
-    assert env.restart().stats("q")["ready"] == 0
