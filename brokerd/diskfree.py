@@ -71,22 +71,27 @@ class DiskMonitor:
 
     def tick(self, now: float) -> None:
         """Called by the server's timer; reads free space only when due."""
-        if now - self._checked_at < CHECK_INTERVAL and self.free is not None:
-            estimate = self.free - 2 * (self.written() - self._written_at_check)
-            if estimate >= self.limit + DELIVERY_MARGIN:
-                return
-        self.check(now)
+        free = self.free
+        if (
+            free is None
+            or now - self._checked_at >= CHECK_INTERVAL
+            or self._estimate(free, 0) < self.limit + DELIVERY_MARGIN
+        ):
+            self.check(now)
+
+    def _estimate(self, free: int, pending: int) -> int:
+        """Free bytes left once what was committed since the reading and
+        ``pending`` are written (each twice: WAL, then database)."""
+        return free - 2 * (self.written() - self._written_at_check + pending)
 
     def ample(self, pending: int) -> bool:
         """True when writing ``pending`` more bytes cannot run the disk out:
-        the last reading, less what was committed since and ``pending`` (each
-        twice: WAL, then database), still leaves ``DELIVERY_MARGIN`` above the
-        limit. False without a good reading."""
+        the estimate still leaves ``DELIVERY_MARGIN`` above the limit. False
+        without a good reading."""
         free = self.free
         if free is None or self._probe_failing:
             return False
-        left = free - 2 * (self.written() - self._written_at_check + pending)
-        return left >= self.limit + DELIVERY_MARGIN
+        return self._estimate(free, pending) >= self.limit + DELIVERY_MARGIN
 
     def check(self, now: float) -> None:
         self._checked_at = now

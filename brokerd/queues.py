@@ -272,15 +272,14 @@ class QueueState:
             if self.disk[m.priority]:
                 self.disk[m.priority] -= 1
             return
-        dq = self.ready[m.priority]
-        for i, held in enumerate(dq):
-            if held is m:
-                del dq[i]
-                self.mem -= 1
-                n = len(m.body)
-                self.mem_bytes -= n
-                self.budget.used -= n
-                return
+        try:
+            self.ready[m.priority].remove(m)  # by identity: Message has no __eq__
+        except ValueError:
+            return
+        self.mem -= 1
+        n = len(m.body)
+        self.mem_bytes -= n
+        self.budget.used -= n
 
     def pop(self) -> Message | None:
         """The next message to deliver: highest priority, then oldest."""
