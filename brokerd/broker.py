@@ -122,6 +122,8 @@ class Broker:
         #: want of space, so a publish may be delivered before it is written.
         #: The default (never) keeps every delivery behind its write.
         self.deliver_before_write: Callable[[], bool] = _never
+        #: Set by the server: writes every frame queued so far to its socket.
+        self.write_out: Callable[[], None] = _nothing
         self.commits = Commits(
             store,
             self.counters,
@@ -184,6 +186,9 @@ class Broker:
                     self._dispatch(q)
                 else:
                     self._maybe_page(q)
+            # Those deliveries leave now, before the writer thread wakes
+            # for this batch and competes with the loop (``outbox.py``).
+            self.write_out()
         self._dirty = False
         batch = self.batch
         commits = self.commits
@@ -862,3 +867,7 @@ _PLAIN = PublishProps()
 
 def _never() -> bool:
     return False
+
+
+def _nothing() -> None:
+    pass

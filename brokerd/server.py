@@ -47,6 +47,7 @@ from .diskfree import DiskMonitor
 from .flow import FlowControl
 from .foreign import Foreign, Refusal, WarningGate, addresses, refusal_for, warning_text
 from .metrics import MetricsEndpoint, start_metrics
+from .outbox import Outbox
 from .session import CORE_HANDLERS, Handler, Handlers, Session
 from .storage import MemoryStore, SqliteStore, Store
 from .storage.errors import open_error
@@ -137,6 +138,10 @@ class BrokerServer:
             self.broker.deliver_before_write = _always
         #: Every open connection.
         self.sessions: set[Session] = set()
+        #: Connections with frames queued this tick (written at its end, or
+        #: when the broker asks: early deliveries before their write).
+        self.outbox = Outbox(self._call_soon)
+        self.broker.write_out = self.outbox.drain
         #: Connections not welcomed yet (TLS handshakes included), in the
         #: order they entered the pool.
         self.handshaking: dict[Handshaking, None] = {}

@@ -43,6 +43,7 @@ from .config import Config
 from .errors import BrokerError
 from .flow import FlowControl, Share
 from .foreign import MORE, SNIFF_BYTES, Foreign, Next, Refusal, sniff
+from .outbox import Outbox
 from .queues import Consumer, Delivery
 from .storage.base import Batch
 from .throttle import AuthThrottle
@@ -117,6 +118,11 @@ class Host(Protocol):
         ...
 
     def forget(self, session: Session) -> None: ...
+
+    @property
+    def outbox(self) -> Outbox:
+        """Where a session that queued frames waits to be written."""
+        ...
 
 
 def failure_reply(frame: bp.Frame | None, exc: Exception, peer: str = "?") -> bp.Frame:
@@ -218,7 +224,9 @@ class Session(asyncio.Protocol):
         self.bytes_in = 0
         self.bytes_out = 0
         self._out: list[bytes] = []
+        #: In the outbox: queued frames wait for its drain (``outbox.py``).
         self._flush_scheduled = False
+        self._outbox = host.outbox
         self._closing = False
         self._reading_paused = False
         #: Why we are not reading this connection (``flow`` bits; 0 = no reason).
@@ -319,7 +327,7 @@ class Session(asyncio.Protocol):
         # Replies to what we just read go out now rather than one loop
         # iteration later: that halves a request's round trip.
         if self._out:
-            self._flush()
+            self.write_out()
         after = self.broker.batch
         added = after.nbytes - before if after is batch else after.nbytes
         if added > 0:
@@ -363,7 +371,7 @@ class Session(asyncio.Protocol):
         # connection under an unread reply. Its EOF closes (``eof_received``);
         # the handshake deadline bounds the wait.
         self._hung_up = True
-        self._flush()
+        self.write_out()
         if self.transport.can_write_eof():
             self.transport.write_eof()
         else:
@@ -445,12 +453,12 @@ class Session(asyncio.Protocol):
         self._out.append(data)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+            self._outbox.add(self)
 
     def send(self, frame: bp.Frame) -> None:
         self.write(bp.encode(frame))
 
-    def _flush(self) -> None:
+    def write_out(self) -> None:
         self._flush_scheduled = False
         if not self._out or self.transport is None or self.transport.is_closing():
             self._out.clear()
@@ -474,7 +482,7 @@ class Session(asyncio.Protocol):
 
     def close_after_flush(self) -> None:
         self._closing = True
-        self._flush()
+        self.write_out()
         if self.transport is not None:
             self.transport.close()
 
@@ -542,7 +550,7 @@ class Session(asyncio.Protocol):
         )
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+            self._outbox.add(self)
 
     def send_confirms(self, routed: list[int], unroutable: list[int]) -> None:
         self.send(bp.Confirm(_ranges(routed), unroutable))

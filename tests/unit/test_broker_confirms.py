@@ -447,6 +447,36 @@ def test_with_room_a_durable_publish_is_delivered_before_its_write_and_confirmed
     assert env.store.count_rows() == 1
 
 
+def test_early_deliveries_are_written_out_before_the_batch_reaches_the_store(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tick's end puts them on the wire first: the writer thread, woken by
+    the commit, would otherwise compete with the loop before they leave."""
+    _roomy(env)
+    conn, peer = _consuming(env)
+    events: list[tuple[str, list[bytes]]] = []
+    commit = env.store.commit
+    monkeypatch.setattr(
+        env.store,
+        "commit",
+        lambda *a: (events.append(("commit", peer.bodies())), commit(*a))[-1],
+    )
+    env.broker.write_out = lambda: events.append(("write_out", peer.bodies()))
+    env.publish(conn, "q", b"one")
+    env.broker.flush()
+    assert events == [("write_out", [b"one"]), ("commit", [b"one"])]
+
+
+def test_without_early_deliveries_the_tick_end_asks_for_no_extra_write(env: Env) -> None:
+    _consuming(env)  # no room: deliveries wait for their write
+    conn, _ = env.connect()
+    asked: list[None] = []
+    env.broker.write_out = lambda: asked.append(None)
+    env.publish(conn, "q", b"one")
+    env.broker.flush()
+    assert asked == []
+
+
 def test_a_failed_write_after_an_early_delivery_refuses_saying_it_may_have_been_delivered(
     env: Env,
 ) -> None:
