@@ -7,7 +7,8 @@ queued so far. It does so after delivering messages that entered their queues
 before their write (``Broker.flush``), before handing the batch to the writer
 thread: otherwise the deliveries wait for the next loop iteration while the
 writer thread, just woken, competes with the loop for the interpreter
-(measured: publish-to-deliver p50 0.36 -> 0.29 ms, p99 2.1 -> 1.1-1.5 ms).
+(W5 publish-to-deliver p50 0.33-0.35 -> 0.28-0.29 ms: docs/ARCHITECTURE.md,
+"Delivery before the write").
 
 Invariants:
 

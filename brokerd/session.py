@@ -224,8 +224,8 @@ class Session(asyncio.Protocol):
         self.bytes_in = 0
         self.bytes_out = 0
         self._out: list[bytes] = []
-        #: In the outbox: queued frames wait for its drain (``outbox.py``).
-        self._flush_scheduled = False
+        #: Listed in the outbox: its queued frames wait for a drain (``outbox.py``).
+        self._in_outbox = False
         self._outbox = host.outbox
         self._closing = False
         self._reading_paused = False
@@ -451,15 +451,15 @@ class Session(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         self._out.append(data)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
+        if not self._in_outbox:
+            self._in_outbox = True
             self._outbox.add(self)
 
     def send(self, frame: bp.Frame) -> None:
         self.write(bp.encode(frame))
 
     def write_out(self) -> None:
-        self._flush_scheduled = False
+        self._in_outbox = False
         if not self._out or self.transport is None or self.transport.is_closing():
             self._out.clear()
             return
@@ -548,8 +548,8 @@ class Session(asyncio.Protocol):
                 consumer.lease,
             )
         )
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
+        if not self._in_outbox:
+            self._in_outbox = True
             self._outbox.add(self)
 
     def send_confirms(self, routed: list[int], unroutable: list[int]) -> None:
