@@ -115,6 +115,11 @@ class Broker:
         self._early: list[Early] = []
         #: Queues those messages entered this tick, dispatched by ``flush``.
         self._landed: dict[int, QueueState] = {}
+        #: Ids of messages delivered before a write that then failed and
+        #: still leased: their publishers were refused (and publish again), so
+        #: when the lease ends they are dropped, never requeued or
+        #: dead-lettered as messages only memory would hold.
+        self._unwritten: set[int] = set()
         #: Whether this tick's publishes may enter their queues before the
         #: batch's write: asked once per batch, None until its first publish.
         self._early_ok: bool | None = None
@@ -213,9 +218,12 @@ class Broker:
         one are dropped, and those that entered before the write are withdrawn
         where still ready. A purge or delete since the publish took them already."""
         if not committed:
+            gone: set[int] = set()
             for q, epoch, m, in_memory in early:
-                if not q.deleted and q.epoch == epoch:
-                    q.withdraw(m, in_memory)
+                if q.deleted or q.epoch != epoch or not q.withdraw(m, in_memory):
+                    gone.add(m.id)
+            if gone:  # delivered already: those still leased end unwritten
+                self._unwritten.update(d.message.id for d in self.leases if d.message.id in gone)
         touched: dict[int, QueueState] = {}
         for q, epoch, m in arrivals:
             if q.deleted:
@@ -554,6 +562,8 @@ class Broker:
     def ack(self, conn: Connection, ids: list[int]) -> list[int]:
         lost: list[int] = []
         taken = self._take(conn, ids, lost)
+        if self._unwritten:  # settled: nothing more to forget
+            self._unwritten.difference_update(d.message.id for d in taken)
         batch = self.batch
         for d in taken:
             d.queue.acked += 1
@@ -593,9 +603,23 @@ class Broker:
         self._redispatch(taken)
         return lost
 
+    def _forget_unwritten(self, taken: list[Delivery]) -> list[Delivery]:
+        """``taken`` without the messages whose write failed (``_unwritten``),
+        which are forgotten: nothing of them is stored, nothing requeued."""
+        unwritten = self._unwritten
+        kept = []
+        for d in taken:
+            if d.message.id in unwritten:
+                unwritten.discard(d.message.id)
+            else:
+                kept.append(d)
+        return kept
+
     def _reject_all(self, taken: list[Delivery], detail: str | None = None) -> None:
         """Dead-letter rejected deliveries. A deleted queue's messages went
         with it (rows included), so they are not dead-lettered, as on expiry."""
+        if self._unwritten:
+            taken = self._forget_unwritten(taken)
         for d in taken:
             if not d.queue.deleted:
                 self._dead_letter(d.queue, d.message, "rejected", detail)
@@ -623,6 +647,8 @@ class Broker:
         ``counted`` false: the consumer never worked on them (a client handing
         back its prefetch buffer, or the broker itself stopping), so the
         attempt count and the stored row stay as they are."""
+        if self._unwritten:
+            taken = self._forget_unwritten(taken)
         if counted:
             front = [d for d in taken if self._return(d, delay)]
         else:

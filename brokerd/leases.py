@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from typing import Generic, TypeVar
 
 T = TypeVar("T", bound=Hashable)
@@ -29,6 +29,10 @@ class LeaseWheel(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._where)
+
+    def __iter__(self) -> Iterator[T]:
+        """Every item in the wheel, in no particular order."""
+        return iter(self._where)
 
     def _key(self, deadline: float) -> int:
         return math.ceil(deadline / self._res)

@@ -264,22 +264,23 @@ class QueueState:
         self.mem_bytes += n
         self.budget.used += n
 
-    def withdraw(self, m: Message, in_memory: bool) -> None:
+    def withdraw(self, m: Message, in_memory: bool) -> bool:
         """Take back a message whose write failed after it entered the queue
-        (``push`` said where: memory or disk only). Gone already when it was
-        delivered, expired or dropped; one on disk only was never read."""
+        (``push`` said where: memory or disk only). False when it was gone
+        already: delivered, expired or dropped; one on disk only was never read."""
         if not in_memory:
             if self.disk[m.priority]:
                 self.disk[m.priority] -= 1
-            return
+            return True
         try:
             self.ready[m.priority].remove(m)  # by identity: Message has no __eq__
         except ValueError:
-            return
+            return False
         self.mem -= 1
         n = len(m.body)
         self.mem_bytes -= n
         self.budget.used -= n
+        return True
 
     def pop(self) -> Message | None:
         """The next message to deliver: highest priority, then oldest."""

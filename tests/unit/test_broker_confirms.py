@@ -31,6 +31,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from corekit import DiskEnv, Env, FakePeer, FlakyStore
@@ -522,6 +523,66 @@ def test_a_failed_write_withdraws_the_copies_still_ready_in_memory_and_on_disk(e
     env.publish(conn, "q", b"next")
     env.settle()
     assert consumer.bodies() == [b"next"]
+
+
+def _leased_when_its_write_failed(
+    env: Env, options: dict[str, Any] | None = None
+) -> tuple[Connection, FakePeer, int]:
+    """A message delivered before its write, still leased when the write fails;
+    returns the consuming connection, its peer and the delivery id."""
+    _roomy(env)
+    env.broker.declare_queue("q", True, options or {})
+    env.settle()
+    conn, peer = env.consuming("q")
+    failing(env).fail_commits = 1
+    env.publish(conn, "q", b"unwritten")
+    env.broker.flush()
+    [g] = peer.take()
+    env.settle()
+    assert [code for _, code, _ in peer.publish_errors] == [ErrorCode.STORAGE_FAILED]
+    return conn, peer, g.delivery
+
+
+def _nothing_left(env: Env) -> None:
+    """No copy of it anywhere: not ready, not on disk, not for a new consumer."""
+    env.settle()
+    assert env.stats("q")["ready"] == 0
+    assert env.stats("q")["leased"] == 0
+    assert env.store.count_rows() == 0
+    _, other = env.consuming("q")
+    env.settle()
+    assert other.got == []
+
+
+def test_a_refused_message_returned_with_requeue_is_dropped_not_requeued(env: Env) -> None:
+    """Its publisher was told it was not stored (and publishes it again): the
+    consumer's copy must not come back as a message only memory holds."""
+    conn, _, delivery = _leased_when_its_write_failed(env)
+    assert env.broker.nack(conn, [delivery], True, None) == []
+    _nothing_left(env)
+
+
+def test_a_refused_message_is_dropped_when_its_consumer_goes(env: Env) -> None:
+    conn, _, _ = _leased_when_its_write_failed(env)
+    env.broker.close(conn)
+    _nothing_left(env)
+
+
+def test_a_refused_message_is_dropped_when_its_lease_runs_out(env: Env) -> None:
+    _leased_when_its_write_failed(env)
+    env.clock.advance(3600)
+    env.broker.tick()
+    _nothing_left(env)
+
+
+def test_a_refused_message_rejected_is_not_dead_lettered(env: Env) -> None:
+    b = env.broker
+    b.declare_queue("dlq", True, {})
+    conn, _, delivery = _leased_when_its_write_failed(env, {"dead_letter_queue": "dlq"})
+    assert b.reject(conn, [delivery]) == []
+    env.settle()
+    assert env.stats("dlq")["ready"] == 0
+    _nothing_left(env)
 
 
 def test_after_a_failed_write_deliveries_wait_for_their_write_until_one_succeeds(
