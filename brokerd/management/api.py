@@ -286,6 +286,23 @@ class API:
             return Response.json(node if n == 2 else [node])
         if n == 1 and head == "channels":
             return Response.json(shape(self.channels(p), request.query))
+        if head == "connections" and (n == 2 or (n == 3 and route[2] == "channels")):
+            conn = self._connection(p, route[1])
+            if n == 2:
+                return Response.json(conn)
+            name = conn["name"]
+            return Response.json(
+                [c for c in self.channels(p) if c["connection_details"]["name"] == name]
+            )
+        if n == 2 and head == "channels":
+            for channel in self.channels(p):
+                if channel["name"] == route[1]:
+                    return Response.json(channel)
+            raise HTTPError(404, f"no channel '{route[1]}'")
+        if n == 3 and head == "vhosts" and route[2] in ("connections", "channels"):
+            vhost = self._vhost(p, route[1])
+            rows = self.connections(p) if route[2] == "connections" else self.channels(p)
+            return Response.json(shape([r for r in rows if r["vhost"] == vhost], request.query))
         if n == 1 and head == "users":
             gate.check_admin(p)
             return Response.json(self.users())
@@ -393,6 +410,8 @@ class API:
         answer = await self.objects.change(p, request, route)
         if answer is not None:
             return answer
+        if n == 2 and head == "connections" and method == "DELETE":
+            return self.close_connection(p, route[1], request.headers.get("x-reason", ""))
         if route == ["users", "bulk-delete"] and method == "POST":
             self.gate.check_admin(p)
             return await self.bulk_delete(_object(request))
@@ -665,6 +684,30 @@ class API:
                 }
             )
         return out
+
+    def _connection(self, p: Principal, name: str) -> dict[str, Any]:
+        """The connection listed as ``name`` (404 also when ``p`` may not see it)."""
+        for row in self.connections(p):
+            if row["name"] == name:
+                return row
+        raise HTTPError(404, f"no connection '{name}'")
+
+    def close_connection(self, p: Principal, name: str, reason: str) -> Response:
+        """RabbitMQ's ``DELETE /api/connections/{name}``: an administrator
+        closes any connection, another user only its own; the peer gets
+        ``Close`` with the ``X-Reason`` header's text."""
+        row = self._connection(p, name)
+        if not p.is_admin and row["user"] != p.name:
+            raise HTTPError(403, "only an administrator closes another user's connection")
+        for session in self.host.sessions:
+            if getattr(session, "id", None) == row["id"]:
+                break
+        else:  # pragma: no cover - listed a moment ago on this loop
+            raise HTTPError(404, f"no connection '{name}'")
+        text = reason[:200] or f"closed through the management API by '{p.name}'"
+        log.info("connection %s closed over HTTP by %r", name, p.name)
+        session.close_by_admin(text)
+        return Response(204)
 
     def channels(self, p: Principal) -> list[dict[str, Any]]:
         """RabbitMQ's channels: brokerd has one per connection, so each

@@ -184,6 +184,21 @@ ENDPOINTS: tuple[tuple[str, str, str, dict[str, Any] | None, tuple[int, ...]], .
         (204, 401, 403, 404),
     ),
     ("get", "/api/connections", "Open connections", None, (200, 401)),
+    ("get", "/api/connections/{name}", "One connection", None, (200, 401, 404)),
+    (
+        "delete",
+        "/api/connections/{name}",
+        "Close a connection (administrators; others their own), X-Reason header to the peer",
+        None,
+        (204, 401, 403, 404),
+    ),
+    (
+        "get",
+        "/api/connections/{name}/channels",
+        "A connection's channel (one per connection)",
+        None,
+        (200, 401, 404),
+    ),
     ("get", "/api/consumers", "Consumers", None, (200, 401)),
     ("get", "/api/consumers/{vhost}", "The consumers of a vhost", None, (200, 401, 403, 404)),
     (
@@ -195,6 +210,7 @@ ENDPOINTS: tuple[tuple[str, str, str, dict[str, Any] | None, tuple[int, ...]], .
     ),
     ("get", "/api/nodes/{name}", "One node (monitoring)", None, (200, 401, 403, 404)),
     ("get", "/api/channels", "Channels: one per connection", None, (200, 401)),
+    ("get", "/api/channels/{name}", "One channel", None, (200, 401, 404)),
     ("get", "/api/users", "Users and their tags (administrators)", None, (200, 401, 403)),
     (
         "get",
@@ -234,6 +250,14 @@ ENDPOINTS: tuple[tuple[str, str, str, dict[str, Any] | None, tuple[int, ...]], .
     ),
     ("get", "/api/vhosts", "Vhosts", None, (200, 401)),
     ("get", "/api/vhosts/{name}", "One vhost", None, (200, 401, 404)),
+    (
+        "get",
+        "/api/vhosts/{name}/connections",
+        "The connections of a vhost",
+        None,
+        (200, 401, 403, 404),
+    ),
+    ("get", "/api/vhosts/{name}/channels", "The channels of a vhost", None, (200, 401, 403, 404)),
     (
         "get",
         "/api/vhosts/{name}/permissions",

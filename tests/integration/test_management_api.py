@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -1068,3 +1069,45 @@ async def test_bad_user_and_permission_bodies_are_400(mgmt: Any) -> None:
     assert status == 404
     assert server.users.get("x") is None
     assert server.users.permission("admin", "/").configure == ".*"
+
+
+async def test_one_connection_and_its_channel_by_name_and_closing_it(mgmt: Any) -> None:
+    """RabbitMQ's per-connection endpoints: read one by its listed name, its
+    channel, a vhost's connections and channels, and DELETE to close it."""
+    server, _root, port = mgmt
+    url = f"127.0.0.1:{server.port}"
+    worker = await brokerd_client.connect(
+        f"brokerd://{MANAGER[0]}:{MANAGER[1]}@{url}", timeout=BOUND
+    )
+    try:
+        [row] = [c for c in await get_json(port, "/api/connections") if c["user"] == MANAGER[0]]
+        path = "/api/connections/" + quote(row["name"], safe="")
+        assert await get_json(port, path) == row
+        [channel] = await get_json(port, path + "/channels")
+        assert channel["connection_details"]["name"] == row["name"]
+        assert channel in await get_json(port, "/api/channels")
+        channel_path = "/api/channels/" + quote(channel["name"], safe="")
+        assert await get_json(port, channel_path) == channel
+        assert row in await get_json(port, "/api/vhosts/%2F/connections")
+        assert channel in await get_json(port, "/api/vhosts/%2F/channels")
+        status, _, _ = await call(port, "GET", "/api/vhosts/nowhere/connections")
+        assert status == 404
+        # A user sees and closes only its own connections; others' do not exist for it.
+        listed = await get_json(port, "/api/connections")
+        admin_row = next(c for c in listed if c["user"] == "admin")
+        admin_path = "/api/connections/" + quote(admin_row["name"], safe="")
+        for method in ("GET", "DELETE"):
+            status, _, _ = await call(port, method, admin_path, user=MANAGER)
+            assert status == 404
+        assert await get_json(port, path, user=MANAGER) == row
+        status, _, _ = await call(port, "DELETE", path, headers={"X-Reason": "moving this worker"})
+        assert status == 204
+        error = await asyncio.wait_for(worker.wait_closed(), BOUND)
+        assert "moving this worker" in str(error)
+    finally:
+        await worker.close()
+    for p in (path, channel_path, path + "/channels"):
+        status, _, _ = await call(port, "GET", p)
+        assert status == 404
+    status, _, _ = await call(port, "DELETE", path)
+    assert status == 404
