@@ -28,6 +28,8 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from brokerd_protocol.definitions import not_imported, summary
+
 from ..admin import listing
 from ..admin.vhosts import VhostAdmin
 from ..auth.admin import UserAdmin
@@ -482,9 +484,15 @@ async def import_definitions(
         len(plan.bindings),
         len(errors),
     )
+    skipped = not_imported(body)
+    if skipped:
+        log.warning("definitions import: not imported, brokerd has none: %s", summary(skipped))
     await committed(broker, "definitions")
     if errors:
         return _refused(errors, applied=True)
+    if skipped:
+        reason = f"imported; brokerd has no equivalent for, so did not import: {summary(skipped)}"
+        return Response.json({"not_imported": skipped, "reason": reason})
     return Response(204)
 
 

@@ -312,9 +312,9 @@ ENDPOINTS: tuple[tuple[str, str, str, dict[str, Any] | None, tuple[int, ...]], .
         "post",
         "/api/definitions",
         "Import vhosts, users, permissions, exchanges, queues, bindings; checked before "
-        "anything is applied (administrators)",
+        "anything is applied (administrators); 200 names what brokerd has no equivalent for",
         _DEFINITIONS_BODY,
-        (204, 400, 401, 403),
+        (200, 204, 400, 401, 403),
     ),
     (
         "get",
@@ -328,7 +328,7 @@ ENDPOINTS: tuple[tuple[str, str, str, dict[str, Any] | None, tuple[int, ...]], .
         "/api/definitions/{vhost}",
         "Import users, permissions and topology into a vhost (administrators)",
         _DEFINITIONS_BODY,
-        (204, 400, 401, 403, 404),
+        (200, 204, 400, 401, 403, 404),
     ),
     ("get", "/api/whoami", "The requester", None, (200, 401)),
     (

@@ -269,3 +269,39 @@ async def test_brokerctl_and_http_definitions_are_one_format(mgmt: Any) -> None:
         assert counts["users"] == 6 and counts["permissions"] == len(by_http["permissions"])
         assert verify("jay-pw", server3.users.get("jay").password_hash)
         assert server3.vhosts.exists("billing")
+
+
+async def test_what_brokerd_has_no_equivalent_for_is_named_not_dropped_silently(
+    mgmt: Any,
+) -> None:
+    """A RabbitMQ export's policies, parameters and topic permissions: the rest
+    is imported, and both importers say which of those were not."""
+    from brokerd_client.ctl import definitions as ctl_definitions
+
+    server, root, port = mgmt
+    doc = _document()
+    all_of = {"configure": ".*", "write": ".*", "read": ".*"}
+    doc["permissions"].append({"user": "admin", "vhost": "billing", **all_of})
+    doc["policies"] = [
+        {"vhost": "billing", "name": "ttl", "pattern": "^due$", "apply-to": "queues",
+         "definition": {"message-ttl": 60000}, "priority": 0},
+    ]  # fmt: skip
+    doc["topic_permissions"] = [{"user": "ivy", "vhost": "/", "exchange": "amq.topic",
+                                 "write": ".*", "read": ".*"}]  # fmt: skip
+    status, _, body = await call(port, "POST", "/api/definitions", doc)
+    assert status == 200, body
+    answer = json.loads(body)
+    assert answer["not_imported"] == {
+        "policies": ["billing ttl"],
+        "topic_permissions": ["/ ivy on exchange 'amq.topic'"],
+    }
+    assert "message-ttl" not in json.dumps(await get_json(port, "/api/queues/billing/due"))
+    assert server.users.get("ivy") is not None  # the rest was imported
+
+    async def connect(vhost: str) -> brokerd_client.AsyncClient:
+        path = vhost.replace("/", "%2F")
+        url = f"brokerd://{ADMIN[0]}:{ADMIN[1]}@127.0.0.1:{server.port}/{path}"
+        return await brokerd_client.connect(url, timeout=BOUND)
+
+    counts = await ctl_definitions.import_(root, connect, doc)
+    assert counts["not_imported"] == answer["not_imported"]

@@ -42,6 +42,7 @@ from brokerd_protocol import (
     ScheduleSet,
     SetPermissions,
 )
+from brokerd_protocol.definitions import not_imported
 
 from ..client import AsyncClient
 from .exits import DATAERR, CtlError
@@ -166,8 +167,9 @@ def _unb64(text: Any, what: str) -> bytes:
         raise CtlError(f"definitions: {what} is not base64", DATAERR) from None
 
 
-async def import_(client: AsyncClient, connect: Connect, data: Any) -> dict[str, int]:
-    """Create what ``data`` defines and the broker lacks; counts of each kind."""
+async def import_(client: AsyncClient, connect: Connect, data: Any) -> dict[str, Any]:
+    """Create what ``data`` defines and the broker lacks; counts of each kind,
+    and under ``not_imported`` what brokerd has no equivalent for (by section)."""
     if not isinstance(data, dict):
         raise CtlError("definitions: expected a JSON object", DATAERR)
     try:
@@ -178,7 +180,7 @@ async def import_(client: AsyncClient, connect: Connect, data: Any) -> dict[str,
         ) from None
 
 
-async def _import(client: AsyncClient, connect: Connect, data: dict[str, Any]) -> dict[str, int]:
+async def _import(client: AsyncClient, connect: Connect, data: dict[str, Any]) -> dict[str, Any]:
     counts = dict.fromkeys(
         ("vhosts", "users", "users_kept", "permissions", "exchanges", "queues", "bindings",
          "schedules"),
@@ -216,6 +218,9 @@ async def _import(client: AsyncClient, connect: Connect, data: dict[str, Any]) -
             await _import_vhost(on, kinds, counts)
         finally:
             await on.close()
+    skipped = not_imported(data)
+    if skipped:
+        return {**counts, "not_imported": skipped}
     return counts
 
 

@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from brokerd_protocol.definitions import summary as skipped_summary
+
 from ..client import AsyncClient, connect, connect_unix
 from ..errors import (
     AccessRefused,
@@ -172,8 +174,14 @@ async def _definitions(target: Target, args: argparse.Namespace) -> str:
         async with asyncio.timeout(args.timeout):
             if args.command == "import_definitions":
                 counts = await definitions.import_(client, connect, data)
-                shown = ", ".join(f"{n} {kind}" for kind, n in counts.items())
-                result = Result("message", counts, text=f"Imported definitions: {shown}")
+                skipped = counts.get("not_imported")
+                shown = ", ".join(
+                    f"{n} {kind}" for kind, n in counts.items() if kind != "not_imported"
+                )
+                text = f"Imported definitions: {shown}"
+                if skipped:
+                    text += f". Not imported (no equivalent): {skipped_summary(skipped)}"
+                result = Result("message", counts, text=text)
                 return output.render(result, args.formatter)
             exported = await definitions.export(client, connect)
     finally:
