@@ -365,6 +365,10 @@ class Broker:
             before_write = ok and not self.commits.write_failed
         for q in targets:
             q.published += 1
+            priority = props.priority
+            cap = q.options.max_priority
+            if cap is not None and priority > cap:
+                priority = cap
             ttl = props.ttl
             if q.options.message_ttl is not None:
                 ttl = q.options.message_ttl if ttl is None else min(ttl, q.options.message_ttl)
@@ -376,7 +380,7 @@ class Broker:
                 body,
                 props.headers,
                 props.message_id,
-                props.priority,
+                priority,
                 timestamp,
                 None if ttl is None else now + ttl,
             )

@@ -89,6 +89,9 @@ class QueueOptions:
     auto_delete: bool = False
     #: Deleted after this many seconds unused: no consumer, no declare, no stats.
     expires: float | None = None
+    #: RabbitMQ's ``x-max-priority`` (1-255), as declared: a publish above it
+    #: enters this queue at it. None: every priority 0-9 counts as given.
+    max_priority: int | None = None
 
     @classmethod
     def from_wire(cls, raw: dict[str, Any]) -> QueueOptions:
@@ -112,6 +115,13 @@ class QueueOptions:
         expires = raw.get("expires")
         if expires is not None:
             expires = _number("expires", expires, low=0.001, high=TEN_YEARS)
+        max_priority = raw.get("max_priority")
+        if max_priority is not None and (
+            isinstance(max_priority, bool)
+            or not isinstance(max_priority, int)
+            or not 1 <= max_priority <= 255
+        ):
+            raise invalid("max_priority must be an integer from 1 to 255")
         return cls(
             lease=lease,
             max_deliveries=_opt_int("max_deliveries", raw.get("max_deliveries"), 1),
@@ -121,12 +131,18 @@ class QueueOptions:
             message_ttl=ttl,
             auto_delete=auto_delete,
             expires=expires,
+            max_priority=max_priority,
         )
 
     def to_wire(self) -> dict[str, Any]:
         # Every field is a scalar: a plain dict (``asdict`` deep-copies, and
         # dominated the cost of listing a thousand queues).
-        return {name: getattr(self, name) for name in _QUEUE_OPTION_FIELDS}
+        wire = {name: getattr(self, name) for name in _QUEUE_OPTION_FIELDS}
+        if self.max_priority is None:
+            # Written only when set: a queue without it is stored as before,
+            # and a brokerd from before it still reads the options back.
+            del wire["max_priority"]
+        return wire
 
 
 _QUEUE_OPTION_FIELDS = tuple(f.name for f in fields(QueueOptions))

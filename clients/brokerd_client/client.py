@@ -388,6 +388,7 @@ class AsyncClient:
         message_ttl: float | None = None,
         auto_delete: bool = False,
         expires: float | None = None,
+        max_priority: int | None = None,
     ) -> None:
         """Create a queue, or check that an existing one matches.
 
@@ -398,7 +399,9 @@ class AsyncClient:
         ``overflow`` policies say. ``auto_delete``: the broker deletes the
         queue when its last consumer goes (once it has had one); ``expires``:
         after that many seconds unused (no consumer, no declare, no stats).
-        Options are validated by the broker.
+        ``max_priority`` (1-255, RabbitMQ's ``x-max-priority``): a publish
+        with a higher priority enters this queue at it. Options are validated
+        by the broker.
         """
         options: dict[str, Any] = {"lease": float(lease), "overflow": overflow}
         if max_deliveries is not None:
@@ -413,6 +416,8 @@ class AsyncClient:
             options["auto_delete"] = True
         if expires is not None:
             options["expires"] = float(expires)
+        if max_priority is not None:
+            options["max_priority"] = max_priority
 
         def make(req: int) -> Frame:
             return DeclareQueue(req, name, durable, options)

@@ -249,6 +249,7 @@ class Client:
         message_ttl: float | None = None,
         auto_delete: bool = False,
         expires: float | None = None,
+        max_priority: int | None = None,
     ) -> None:
         self._run(
             lambda c: c.declare_queue(
@@ -262,6 +263,7 @@ class Client:
                 message_ttl=message_ttl,
                 auto_delete=auto_delete,
                 expires=expires,
+                max_priority=max_priority,
             )
         )
 

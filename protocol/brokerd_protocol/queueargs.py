@@ -24,8 +24,10 @@ RabbitMQ counts milliseconds, brokerd seconds (at least one millisecond).
 * ``x-queue-type``: ``classic`` and ``quorum`` are accepted (brokerd's
   queues are durable in the store, replicated with it); ``stream`` is
   refused (brokerd has no replayable log).
-* ``x-max-priority`` (1-255) is accepted and changes nothing: every brokerd
-  queue orders priorities 0-9 (SPEC limits) without a declaration.
+* ``x-max-priority`` (1-255) -> ``max_priority``: a publish above it enters
+  the queue at it, as on RabbitMQ. brokerd orders priorities 0-9 (SPEC
+  limits), also in a queue declared without it, where RabbitMQ would ignore
+  them.
 * ``x-queue-mode`` (``default`` or ``lazy``) is accepted and changes
   nothing: brokerd queues always page their backlog from the store.
 * Any other argument is refused with its name and what brokerd offers.
@@ -45,7 +47,7 @@ __all__ = ["QueueArgumentError", "queue_options"]
 DLX: Final = "x-dead-letter-exchange"
 DLRK: Final = "x-dead-letter-routing-key"
 #: Accepted and without effect (why: the module docstring).
-_NO_EFFECT: Final = frozenset({"x-max-priority", "x-queue-mode"})
+_NO_EFFECT: Final = frozenset({"x-queue-mode"})
 _OVERFLOW: Final = {"reject-publish": "reject_publish", "drop-head": "drop_head"}
 #: What brokerd offers instead of an argument it refuses.
 _INSTEAD: Final = {
@@ -61,7 +63,7 @@ _INSTEAD: Final = {
 
 _OPTIONS: Final = (
     "its queue options are lease, max_deliveries, dead_letter_queue, message_ttl, max_length, "
-    "overflow, auto_delete and expires"
+    "overflow, auto_delete, expires and max_priority"
 )
 
 
@@ -96,6 +98,10 @@ def queue_options(arguments: Mapping[str, Any], *, native: bool = False) -> dict
             options["message_ttl"] = _millis(key, value)
         elif key == "x-max-length":
             options["max_length"] = _count(key, value, 0)
+        elif key == "x-max-priority":
+            if _count(key, value, 1) > 255:
+                raise QueueArgumentError("queue argument x-max-priority must be between 1 and 255")
+            options["max_priority"] = value
         elif key == "x-overflow":
             if value not in _OVERFLOW:
                 raise QueueArgumentError(
@@ -133,12 +139,8 @@ def _dead_letter_queue(exchange: object, routing_key: object) -> str:
 
 
 def _check_no_effect(key: str, value: object) -> None:
-    if key == "x-max-priority":
-        _count(key, value, 1)
-        if not 1 <= int(value) <= 255:  # type: ignore[call-overload]
-            raise QueueArgumentError("queue argument x-max-priority must be between 1 and 255")
-    elif value not in ("default", "lazy"):
-        raise QueueArgumentError("queue argument x-queue-mode must be default or lazy")
+    if value not in ("default", "lazy"):
+        raise QueueArgumentError(f"queue argument {key} must be default or lazy")
 
 
 def _count(key: str, value: object, low: int) -> int:

@@ -152,7 +152,7 @@ def test_queue_arguments_map_onto_brokerd_options_in_seconds() -> None:
         auto_delete=True,
         exclusive=False,
     )
-    expected: dict[str, Any] = {"message_ttl": 300.0, "max_length": 10}
+    expected: dict[str, Any] = {"message_ttl": 300.0, "max_length": 10, "max_priority": 10}
     if SEND_LIFETIME_OPTIONS:
         expected.update(auto_delete=True, expires=10.0)
     assert options == expected

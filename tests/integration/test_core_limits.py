@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from clientkit import BOUND, take, wait_stats
 
-from brokerd_client import AsyncClient, Message, QueueFull, QueueInfo
+from brokerd_client import AsyncClient, Message, PreconditionFailed, QueueFull, QueueInfo
 
 
 @pytest.mark.parametrize("durable", [True, False], ids=["durable", "transient"])
@@ -33,6 +33,20 @@ async def test_higher_priorities_are_delivered_first_then_fifo_within_a_priority
     )
     assert got == expected
     assert got[0] == (9, b"9-9")
+
+
+async def test_a_queue_declared_with_max_priority_caps_what_is_published_above_it(
+    client: AsyncClient,
+) -> None:
+    await client.declare_queue("capped", max_priority=2)
+    await client.declare_queue("capped", max_priority=2)  # the same queue
+    with pytest.raises(PreconditionFailed):
+        await client.declare_queue("capped", max_priority=3)
+    for body, priority in ((b"low", 0), (b"high", 7), (b"two", 2)):
+        assert await client.publish("", "capped", body, priority=priority)
+    consumer = await client.consume("capped", prefetch=3)
+    got = [await consumer.next(timeout=BOUND) for _ in range(3)]
+    assert [(d.priority, d.body) for d in got] == [(2, b"high"), (2, b"two"), (0, b"low")]
 
 
 async def test_message_ttl_and_queue_ttl_expire_to_the_dlq_and_are_never_delivered(

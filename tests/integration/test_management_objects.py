@@ -78,6 +78,11 @@ async def test_rabbitmq_arguments_behave_as_the_brokerd_options_they_map_to(mgmt
     # RabbitMQ allows 4 failed deliveries: brokerd counts every one, so 5.
     assert shown["max_deliveries"] == 5
     assert shown["expires"] == 3600.0
+    assert shown["max_priority"] == 10
+    # As on RabbitMQ, the same queue with another x-max-priority is another queue.
+    other = {**arguments, "x-max-priority": 5}
+    reply = await call(port, "PUT", "/api/queues/%2F/app.work", {"arguments": other})
+    assert reply[0] == 400 and "different settings" in await _reason(reply)
     for n in range(3):
         await root.publish("", "app.work", f"m{n}".encode())
     # drop-head: the oldest went to the dead-letter queue.

@@ -184,6 +184,28 @@ def test_higher_priorities_are_delivered_first_and_fifo_within_a_priority(env: E
     assert [g.priority for g in peer.got] == [9, 5, 5, 0, 0]
 
 
+def test_a_queue_with_max_priority_takes_higher_priorities_at_its_maximum(env: Env) -> None:
+    """As RabbitMQ's ``x-max-priority``: above it a message counts as at it,
+    so it is delivered in publish order with the others at the maximum; each
+    queue of a fan-out caps by its own maximum."""
+    b = env.broker
+    b.declare_exchange("fan", "fanout", True)
+    b.declare_queue("capped", True, {"max_priority": 3})
+    b.declare_queue("full", True, {})
+    for q in ("capped", "full"):
+        b.bind(q, "fan", "")
+    conn, _ = env.connect()
+    for body, prio in (("low", 0), ("three", 3), ("nine", 9), ("five", 5)):
+        env.publish(conn, "", body.encode(), exchange="fan", priority=prio)
+    env.settle()
+    _, capped = env.consuming("capped")
+    _, full = env.consuming("full")
+    env.settle()
+    assert capped.bodies() == [b"three", b"nine", b"five", b"low"]
+    assert [g.priority for g in capped.got] == [3, 3, 3, 0]
+    assert full.bodies() == [b"nine", b"five", b"three", b"low"]
+
+
 def test_requeued_message_keeps_its_priority_position(env: Env) -> None:
     b = env.broker
     b.declare_queue("q", False, {})

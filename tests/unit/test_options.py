@@ -45,6 +45,19 @@ def test_queue_options_round_trip() -> None:
     assert QueueOptions.from_wire(o.to_wire()) == o
 
 
+def test_max_priority_is_kept_as_given_and_written_only_when_set() -> None:
+    """RabbitMQ's ``x-max-priority`` (1-255), kept as declared so a redeclare
+    with another value is refused and an export carries it; a queue without
+    it writes no key, so an older brokerd still reads the stored options."""
+    assert QueueOptions.from_wire({"max_priority": 10}).max_priority == 10
+    assert QueueOptions.from_wire({"max_priority": 10}).to_wire()["max_priority"] == 10
+    assert "max_priority" not in QueueOptions().to_wire()
+    assert QueueOptions.from_wire({"max_priority": None}) == QueueOptions()
+    for bad in (0, 256, True, "5", 2.5):
+        with pytest.raises(BrokerError, match="max_priority must be an integer from 1 to 255"):
+            QueueOptions.from_wire({"max_priority": bad})
+
+
 def test_int_and_float_lease_are_the_same_options() -> None:
     assert QueueOptions.from_wire({"lease": 30}) == QueueOptions.from_wire({"lease": 30.0})
 

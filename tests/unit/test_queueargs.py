@@ -31,6 +31,7 @@ def test_milliseconds_become_seconds_and_every_result_is_a_valid_option_set() ->
         "max_length": 0,
         "overflow": "reject_publish",
         "max_deliveries": 1,  # no redelivery: one delivery in all
+        "max_priority": 255,
         "dead_letter_queue": "dlq",
     }
     QueueOptions.from_wire(options)
