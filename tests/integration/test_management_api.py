@@ -1100,6 +1100,10 @@ async def test_one_connection_and_its_channel_by_name_and_closing_it(mgmt: Any) 
             status, _, _ = await call(port, method, admin_path, user=MANAGER)
             assert status == 404
         assert await get_json(port, path, user=MANAGER) == row
+        # Monitoring sees every connection but closes none but its own.
+        assert await get_json(port, admin_path, user=MONITOR) == admin_row
+        status, _, _ = await call(port, "DELETE", admin_path, user=MONITOR)
+        assert status == 403
         status, _, _ = await call(port, "DELETE", path, headers={"X-Reason": "moving this worker"})
         assert status == 204
         error = await asyncio.wait_for(worker.wait_closed(), BOUND)
