@@ -49,6 +49,21 @@ async def test_a_queue_declared_with_max_priority_caps_what_is_published_above_i
     assert [(d.priority, d.body) for d in got] == [(2, b"high"), (2, b"two"), (0, b"low")]
 
 
+async def test_a_task_queue_declares_its_max_priority(client: AsyncClient) -> None:
+    """``Queue(max_priority=...)`` of the task SDK (kombu's name) reaches the broker."""
+    from brokerd_client.tasks import App, Queue
+    from brokerd_client.tasks.declare import declare_queue_async
+
+    app = App("prio", task_queues=[Queue("tasks.capped", exchange="", max_priority=1)])
+    [q] = app.conf.task_queues
+    await declare_queue_async(client, app.router.topology, q)
+    with pytest.raises(PreconditionFailed):
+        await client.declare_queue("tasks.capped", max_priority=2)
+    assert await client.publish("", "tasks.capped", b"t", priority=9)
+    consumer = await client.consume("tasks.capped", prefetch=1)
+    assert (await consumer.next(timeout=BOUND)).priority == 1
+
+
 async def test_message_ttl_and_queue_ttl_expire_to_the_dlq_and_are_never_delivered(
     client: AsyncClient,
 ) -> None:

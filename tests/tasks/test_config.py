@@ -260,6 +260,9 @@ def test_queue_declarations_are_checked() -> None:
         Queue("q", lease=0)
     with pytest.raises(ValueError, match="max_deliveries"):
         Queue("q", max_deliveries=0)
+    for bad in (0, 256, True, 2.0):
+        with pytest.raises(ValueError, match="max_priority must be an int from 1 to 255"):
+            Queue("q", max_priority=bad)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="listed twice"):
         App("t", task_queues=[Queue("a"), Queue("a")])
 

@@ -31,6 +31,7 @@ def _queue_args(topo: Topology, q: Queue) -> dict[str, Any]:
         "max_deliveries": q.max_deliveries,
         "dead_letter_queue": q.dead_letter_queue,
         "max_length": q.max_length,
+        "max_priority": q.max_priority,
     }
 
 

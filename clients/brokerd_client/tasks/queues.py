@@ -50,7 +50,9 @@ class Queue:
     how long a delivery stays with a worker between lease extensions, which the
     worker sends every third of it while a task runs, so a task may run far
     longer than its lease. ``max_deliveries`` and ``dead_letter_queue`` bound
-    redeliveries and keep what was refused.
+    redeliveries and keep what was refused. ``max_priority`` (1-255, kombu's
+    name for ``x-max-priority``): a task sent with a higher priority enters
+    this queue at it.
     """
 
     name: str
@@ -61,6 +63,7 @@ class Queue:
     max_deliveries: int | None = None
     dead_letter_queue: str | None = None
     max_length: int | None = None
+    max_priority: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -87,6 +90,10 @@ class Queue:
             type(self.max_length) is not int or self.max_length < 0
         ):
             raise ValueError(f"queue {self.name!r}: max_length must be an int >= 0")
+        if self.max_priority is not None and (
+            type(self.max_priority) is not int or not 1 <= self.max_priority <= 255
+        ):
+            raise ValueError(f"queue {self.name!r}: max_priority must be an int from 1 to 255")
 
     @property
     def exchange_name(self) -> str | None:
