@@ -24,7 +24,7 @@ Invariants:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from brokerd_protocol import ErrorCode
@@ -116,6 +116,19 @@ class Topology:
         options = QueueOptions.from_wire(raw_options)
         q = self.queues.get(name)
         if q is not None:
+            if (
+                q.options.max_priority is None
+                and options.max_priority is not None
+                and q.durable == durable
+                and q.options == replace(options, max_priority=None)
+            ):
+                # Stored before brokerd kept x-max-priority (it was accepted
+                # and dropped), so an unchanged app's declare must not be
+                # refused after an upgrade: the first value declared is kept.
+                q.options = options
+                if durable:
+                    self.batch.put_queue(name, options.to_wire())
+                return
             if q.durable != durable or q.options != options:
                 raise BrokerError(
                     ErrorCode.PRECONDITION_FAILED,

@@ -60,6 +60,27 @@ def test_redeclare_queue_with_different_settings_fails(
     assert "'q'" in exc.value.message
 
 
+def test_a_queue_without_max_priority_takes_the_first_one_declared_then_keeps_it(
+    env: Env,
+) -> None:
+    """brokerd before max_priority accepted x-max-priority and dropped it, so
+    queues stored then have none: a Celery app declaring x-max-priority as
+    before must not be refused after an upgrade. Once set, another value is."""
+    b = env.broker
+    b.declare_queue("q", True, {"lease": 5})
+    b.declare_queue("q", True, {"lease": 5, "max_priority": 4})
+    b.declare_queue("q", True, {"lease": 5, "max_priority": 4})
+    for other in ({"lease": 5, "max_priority": 5}, {"lease": 5}, {"lease": 6, "max_priority": 4}):
+        with pytest.raises(BrokerError) as exc:
+            b.declare_queue("q", True, other)
+        assert exc.value.code == ErrorCode.PRECONDITION_FAILED
+    env.settle()
+    restarted = env.restart()
+    restarted.broker.declare_queue("q", True, {"lease": 5, "max_priority": 4})
+    with pytest.raises(BrokerError):
+        restarted.broker.declare_queue("q", True, {"lease": 5})
+
+
 @pytest.mark.parametrize(("etype", "durable"), [("fanout", True), ("direct", False)])
 def test_redeclare_exchange_with_different_settings_fails(
     env: Env, etype: str, durable: bool
