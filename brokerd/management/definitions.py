@@ -485,13 +485,14 @@ async def import_definitions(
         len(errors),
     )
     skipped = not_imported(body)
+    named = summary(skipped)
     if skipped:
-        log.warning("definitions import: not imported, brokerd has none: %s", summary(skipped))
+        log.warning("definitions import: not imported, brokerd has none: %s", named)
     await committed(broker, "definitions")
     if errors:
         return _refused(errors, applied=True)
     if skipped:
-        reason = f"imported; brokerd has no equivalent for, so did not import: {summary(skipped)}"
+        reason = f"imported; brokerd has no equivalent for, so did not import: {named}"
         return Response.json({"not_imported": skipped, "reason": reason})
     return Response(204)
 
